@@ -1,0 +1,401 @@
+"""NATS JetStream: streams, publishing with PubAck and dedup id, and the consumer wrapper with DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from shared.events import CloudEvent, EventData, InvalidEvent, parse_event, utcnow
+from shared.logs import event_context
+from shared.metrics import Metrics
+from shared.settings import ServiceSettings
+from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key, only_duplicates
+
+log = logging.getLogger("sarafan.bus")
+
+#: Each service owns one stream holding every event it publishes.
+STREAMS = {
+    "members": "MEMBERS",
+    "engagement": "ENGAGEMENT",
+    "campaigns": "CAMPAIGNS",
+    "notifier": "NOTIFIER",
+}
+DLQ_STREAM = "DLQ"
+DUPLICATE_WINDOW = timedelta(minutes=2)
+PROCESSED_TTL = timedelta(days=7)
+HEADER_MAX = 1000
+
+
+class TransientError(Exception):
+    """A failure that may pass by itself (a peer away, a timeout): the message is retried."""
+
+
+class BusUnavailable(TransientError):
+    """NATS is not connected right now; the outbox keeps the event until it is."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    TimeoutError,
+    ConnectionError,
+    nats.errors.Error,
+    *TRANSIENT_DB_ERRORS,
+)
+
+Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[CloudEvent, EventData]]], Awaitable[None]]
+
+
+@dataclass
+class Consumer:
+    """A durable pull consumer: where it reads, and the handler it feeds.
+
+    `handle` gets one event; `handle_batch`, when given, gets every new event of a fetched batch
+    at once (one bulk write) and the wrapper falls back to `handle` one by one if it fails.
+    """
+
+    name: str
+    stream: str
+    subjects: list[str]
+    handle: Handler
+    handle_batch: BatchHandler | None = None
+    batch_size: int = 100
+    ack_wait: float = 60.0
+
+
+@dataclass
+class _Running:
+    consumer: Consumer
+    task: asyncio.Task[None] | None = None
+    ready: bool = False
+    pending: int = 0
+
+
+@dataclass
+class Bus:
+    """One service's connection to JetStream: its own stream, the DLQ, its consumers."""
+
+    service: str
+    settings: ServiceSettings
+    metrics: Metrics
+    db: AsyncDatabase[dict[str, Any]]
+    consumers: list[Consumer] = field(default_factory=list)
+    on_connected: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.nc: NatsClient | None = None
+        self.js: Any = None
+        self.streams_ready = False
+        self._running: dict[str, _Running] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.processed = self.db["processed_events"]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect in the background: the service serves HTTP (and writes) while NATS is away."""
+        await self.processed.create_index("at", expireAfterSeconds=int(PROCESSED_TTL.total_seconds()))
+        self._running = {c.name: _Running(c) for c in self.consumers}
+        self._main = asyncio.create_task(self._connect_and_run(), name=f"{self.service}-bus")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        tasks = [r.task for r in self._running.values() if r.task] + [self._main]
+        # Let a batch in hand finish (its acks go out) before closing the connection.
+        _done, pending = await asyncio.wait([t for t in tasks if t], timeout=5)
+        for t in pending:
+            t.cancel()
+        for t in pending:
+            with contextlib.suppress(BaseException):
+                await t
+        if self.nc is not None:
+            # Not drain(): pending pull requests would hold it for its 30 s timeout, and the
+            # loops above already handed back every message they took.
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def ready(self) -> bool:
+        return self.connected and self.streams_ready and all(r.ready for r in self._running.values())
+
+    async def _connect_and_run(self) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                self.nc = await nats.connect(
+                    self.settings.nats_url,
+                    user=self.settings.nats_user,
+                    password=self.settings.nats_password,
+                    name=f"sarafan-{self.service}",
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                )
+                break
+            except Exception as exc:
+                log.warning("NATS not reachable at %s (%s); retrying", self.settings.nats_url, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+        if self._stopping.is_set():
+            return
+        self.js = self.nc.jetstream(timeout=5)
+        log.info("connected to NATS at %s", self.settings.nats_url)
+        await self._retry_until_done(self._declare_streams, "declare streams")
+        self.streams_ready = True
+        for running in self._running.values():
+            await self._retry_until_done(lambda r=running: self._bind(r), f"bind {running.consumer.name}")
+        for hook in self.on_connected:
+            await hook()
+
+    async def _retry_until_done(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                await step()
+                return
+            except Exception as exc:
+                log.warning("%s failed: %s; retrying", what, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS client error: %s", exc)
+
+    # -- streams --------------------------------------------------------------------------------
+
+    def stream_config(self, name: str, subjects: list[str]) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            subjects=subjects,
+            storage=StorageType.FILE,
+            num_replicas=self.settings.stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW.total_seconds(),
+        )
+
+    async def _ensure_stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(config)
+            log.info("declared stream %s %s", config.name, config.subjects)
+
+    async def _declare_streams(self) -> None:
+        own = STREAMS[self.service]
+        await self._ensure_stream(self.stream_config(own, [f"{self.service}.>"]))
+        # Every service may dead-letter, so each makes sure the shared DLQ stream exists.
+        await self._ensure_stream(self.stream_config(DLQ_STREAM, ["dlq.>"]))
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    async def publish(self, event: CloudEvent) -> None:
+        """Publish and wait for the PubAck; raises when JetStream has not stored the event."""
+        if not self.connected or self.js is None:
+            raise BusUnavailable("NATS is not connected")
+        subject = event.nats_subject
+        stream = STREAMS[subject.split(".", 1)[0]]
+        await self.js.publish(
+            subject,
+            event.to_json(),
+            stream=stream,
+            timeout=5,
+            headers={"Nats-Msg-Id": event.id, "Ce-Type": event.type},
+        )
+        self.metrics.events_published.labels(self.service, event.type).inc()
+
+    # -- consuming ------------------------------------------------------------------------------
+
+    async def _bind(self, running: _Running) -> None:
+        c = running.consumer
+        # The source stream belongs to its producer; wait for it rather than declaring it.
+        await self.js.stream_info(c.stream)
+        config = ConsumerConfig(
+            durable_name=c.name,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=c.ack_wait,
+            # Our wrapper dead-letters at max_deliver; the server bound is a safety net for a
+            # handler that crashes the process on every try, so it can never loop for ever.
+            max_deliver=self.settings.max_deliver + 2,
+            max_ack_pending=max(1000, c.batch_size * 4),
+            filter_subjects=c.subjects if len(c.subjects) > 1 else None,
+            filter_subject=c.subjects[0] if len(c.subjects) == 1 else None,
+        )
+        await self.js.add_consumer(c.stream, config)
+        psub = await self.js.pull_subscribe_bind(durable=c.name, stream=c.stream)
+        running.ready = True
+        running.task = asyncio.create_task(self._pull_loop(running, psub), name=f"consume-{c.name}")
+        log.info("consuming %s from %s as %s", c.subjects, c.stream, c.name)
+
+    async def _pull_loop(self, running: _Running, psub: Any) -> None:
+        c = running.consumer
+        while not self._stopping.is_set():
+            try:
+                msgs = await psub.fetch(c.batch_size, timeout=1.0)
+            except nats.errors.TimeoutError:
+                self.metrics.consumer_pending.labels(self.service, c.name).set(0)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("fetch for %s failed: %s", c.name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await self._process(c, msgs)
+            except Exception:
+                # Never let one bad batch kill the consumer: unacked messages come back.
+                log.exception("consumer %s failed on a batch; messages will be redelivered", c.name)
+                await asyncio.sleep(0.5)
+            pending = msgs[-1].metadata.num_pending if msgs else 0
+            self.metrics.consumer_pending.labels(self.service, c.name).set(pending)
+
+    async def _process(self, c: Consumer, msgs: list[Msg]) -> None:
+        decoded: list[tuple[Msg, CloudEvent, EventData]] = []
+        for msg in msgs:
+            try:
+                envelope, data = parse_event(msg.data)
+            except InvalidEvent as exc:
+                await self._dead_letter(c, msg, f"invalid event: {exc}", "invalid")
+                continue
+            decoded.append((msg, envelope, data))
+        if not decoded:
+            return
+        done = await self._already_processed(c, [e.id for _, e, _ in decoded])
+        fresh = []
+        for msg, envelope, data in decoded:
+            if envelope.id in done:
+                await msg.ack()
+                self.metrics.events_consumed.labels(self.service, envelope.type, "duplicate").inc()
+            else:
+                fresh.append((msg, envelope, data))
+        # The same event can arrive twice in one batch (re-published under another msg id).
+        unique: dict[str, tuple[Msg, CloudEvent, EventData]] = {}
+        for item in fresh:
+            if item[1].id in unique:
+                await item[0].ack()
+                self.metrics.events_consumed.labels(self.service, item[1].type, "duplicate").inc()
+            else:
+                unique[item[1].id] = item
+        fresh = list(unique.values())
+        if c.handle_batch is not None and len(fresh) > 1:
+            started = time.perf_counter()
+            try:
+                await c.handle_batch([(e, d) for _, e, d in fresh])
+            except Exception as exc:
+                log.warning("batch of %d on %s failed (%s); handling one by one", len(fresh), c.name, exc)
+            else:
+                per_event = (time.perf_counter() - started) / len(fresh)
+                await self._mark_processed(c, [e for _, e, _ in fresh])
+                for msg, envelope, _ in fresh:
+                    await msg.ack()
+                    self.metrics.events_consumed.labels(self.service, envelope.type, "ok").inc()
+                    self.metrics.handler_seconds.labels(self.service, envelope.type).observe(per_event)
+                return
+        for msg, envelope, data in fresh:
+            await self._process_one(c, msg, envelope, data)
+
+    async def _process_one(self, c: Consumer, msg: Msg, envelope: CloudEvent, data: EventData) -> None:
+        with event_context(envelope.id, envelope.correlationid):
+            started = time.perf_counter()
+            try:
+                await c.handle(envelope, data)
+            except Exception as exc:
+                delivered = msg.metadata.num_delivered or 1
+                transient = isinstance(exc, TRANSIENT_ERRORS)
+                if transient and delivered < self.settings.max_deliver:
+                    delay = self.settings.retry_backoff_seconds * 2 ** (delivered - 1)
+                    log.warning("%s failed (attempt %d), retrying in %.1fs: %r",
+                                envelope.type, delivered, delay, exc)
+                    await msg.nak(delay=delay)
+                    self.metrics.events_consumed.labels(self.service, envelope.type, "retry").inc()
+                    return
+                log.error("%s failed for good after %d deliveries: %r", envelope.type, delivered, exc,
+                          exc_info=not transient)
+                await self._dead_letter(c, msg, f"{type(exc).__name__}: {exc}", envelope.type)
+                return
+            self.metrics.handler_seconds.labels(self.service, envelope.type).observe(
+                time.perf_counter() - started
+            )
+            await self._mark_processed(c, [envelope])
+            await msg.ack()
+            self.metrics.events_consumed.labels(self.service, envelope.type, "ok").inc()
+
+    async def _already_processed(self, c: Consumer, event_ids: list[str]) -> set[str]:
+        keys = [f"{c.name}:{eid}" for eid in event_ids]
+        found = self.processed.find({"_id": {"$in": keys}}, {"_id": 1})
+        prefix = len(c.name) + 1
+        return {doc["_id"][prefix:] async for doc in found}
+
+    async def _mark_processed(self, c: Consumer, events: list[CloudEvent]) -> None:
+        now = utcnow()
+        docs = [{"_id": f"{c.name}:{e.id}", "type": e.type, "at": now} for e in events]
+        try:
+            await self.processed.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if not only_duplicates(exc):
+                raise
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
+
+    async def _dead_letter(self, c: Consumer, msg: Msg, error: str, event_type: str) -> None:
+        """Copy the message with its headers and the reason to DLQ, then ack the original."""
+        meta = msg.metadata
+        headers = dict(msg.headers or {})
+        headers.pop("Nats-Msg-Id", None)
+        headers.pop("Nats-Expected-Stream", None)
+        headers.update({
+            # A stable id: a DLQ copy repeated after a crash is de-duplicated by the server.
+            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}:{c.name}",
+            "Sarafan-Dlq-Consumer": c.name,
+            "Sarafan-Dlq-Service": self.service,
+            "Sarafan-Dlq-Subject": msg.subject,
+            "Sarafan-Dlq-Stream": meta.stream,
+            "Sarafan-Dlq-Sequence": str(meta.sequence.stream),
+            "Sarafan-Dlq-Deliveries": str(meta.num_delivered),
+            "Sarafan-Dlq-Error": " ".join(error.split())[:HEADER_MAX],
+            "Sarafan-Dlq-At": utcnow().isoformat(),
+        })
+        try:
+            await self.js.publish(f"dlq.{self.service}.{c.name}", msg.data, stream=DLQ_STREAM,
+                                  headers=headers, timeout=5)
+        except Exception as exc:
+            # Not stored in DLQ: keep the original (redelivered later), never drop it.
+            log.error("could not dead-letter %s (%s); will retry", msg.subject, exc)
+            await msg.nak(delay=self.settings.retry_backoff_seconds)
+            return
+        await msg.ack()
+        log.error("dead-lettered %s from %s: %s", msg.subject, c.name, error)
+        self.metrics.dlq_messages.labels(self.service, c.name).inc()
+        self.metrics.events_consumed.labels(self.service, event_type, "dead").inc()

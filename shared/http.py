@@ -1,0 +1,214 @@
+"""HTTP conventions of every service: one error shape, bearer auth, Idempotency-Key, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pymongo.asynchronous.collection import AsyncCollection
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.routing import Match
+
+from shared.events import utcnow
+from shared.logs import correlation_id_var
+from shared.metrics import Metrics
+from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
+
+log = logging.getLogger("sarafan.http")
+
+IDEMPOTENCY_TTL = timedelta(hours=48)  # SPEC: kept at least 24 hours
+
+
+class ApiError(Exception):
+    """An error a client can act on, rendered as {"error": {"code", "message", "details"}}."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} {ident} does not exist")
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details)
+        return JSONResponse(error_body("invalid_request", message, details), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse(
+            error_body(code.get(exc.status_code, "error"), str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, TRANSIENT_DB_ERRORS):
+            log.warning("database unavailable: %r", exc)
+            return JSONResponse(
+                error_body("unavailable", "the database is unavailable; retry shortly"),
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+
+def _route_template(request: Request) -> str:
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.FULL:
+            return getattr(route, "path", "other")
+    return "unmatched"
+
+
+class KernelMiddleware(BaseHTTPMiddleware):
+    """Auth on /v1, Idempotency-Key on POST /v1, correlation ids, request metrics."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        metrics: Metrics,
+        token: str,
+        idempotency: AsyncCollection[dict[str, Any]],
+    ) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+        self.token = token
+        self.idempotency = idempotency
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        route = _route_template(request)
+        correlation = request.headers.get("X-Correlation-Id") or request.headers.get("X-Request-Id")
+        token = correlation_id_var.set(correlation)
+        try:
+            response = await self._dispatch(request, call_next)
+        finally:
+            correlation_id_var.reset(token)
+        self.metrics.http_requests.labels(self.metrics.service, route, str(response.status_code)).inc()
+        self.metrics.http_seconds.labels(self.metrics.service, route).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    async def _dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if not request.url.path.startswith("/v1/"):
+            return await call_next(request)
+        denied = self._check_auth(request)
+        if denied is not None:
+            return denied
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or not key:
+            return await call_next(request)
+        return await self._idempotent(request, call_next, key)
+
+    def _check_auth(self, request: Request) -> Response | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return JSONResponse(
+                error_body("unauthorized", "missing bearer token (Authorization: Bearer <token>)"),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not self.token or not hmac.compare_digest(given.encode(), self.token.encode()):
+            return JSONResponse(error_body("forbidden", "invalid API token"), status_code=403)
+        return None
+
+    async def _idempotent(
+        self, request: Request, call_next: RequestResponseEndpoint, key: str
+    ) -> Response:
+        body = await request.body()
+        fingerprint = hashlib.sha256(body).hexdigest()
+        record_id = f"{request.url.path}:{key}"
+        now = utcnow()
+        try:
+            await self.idempotency.insert_one(
+                {"_id": record_id, "fingerprint": fingerprint, "state": "started", "created_at": now}
+            )
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
+            return await self._replay(record_id, fingerprint)
+        try:
+            response = await call_next(request)
+        except Exception:
+            await self.idempotency.delete_one({"_id": record_id})
+            raise
+        chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
+        content = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
+        if response.status_code >= 500:
+            # Nothing was done for good: let the retry run the request again.
+            await self.idempotency.delete_one({"_id": record_id})
+        else:
+            await self.idempotency.update_one(
+                {"_id": record_id},
+                {"$set": {"state": "done", "status": response.status_code,
+                          "body": content.decode("utf-8", "replace"),
+                          "media_type": response.media_type or "application/json"}},
+            )
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return Response(content, status_code=response.status_code, headers=headers)
+
+    async def _replay(self, record_id: str, fingerprint: str) -> Response:
+        record = await self.idempotency.find_one({"_id": record_id})
+        if record is None:
+            return JSONResponse(
+                error_body("conflict", "request with this Idempotency-Key changed; retry"),
+                status_code=409,
+            )
+        if record["fingerprint"] != fingerprint:
+            return JSONResponse(
+                error_body(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request body",
+                ),
+                status_code=422,
+            )
+        if record.get("state") != "done":
+            return JSONResponse(
+                error_body("conflict", "a request with this Idempotency-Key is still in progress"),
+                status_code=409,
+                headers={"Retry-After": "1"},
+            )
+        return Response(
+            record["body"].encode(),
+            status_code=int(record["status"]),
+            media_type=record.get("media_type", "application/json"),
+            headers={"Idempotent-Replayed": "true"},
+        )
+
+
+async def ensure_idempotency_indexes(coll: AsyncCollection[dict[str, Any]]) -> None:
+    await coll.create_index("created_at", expireAfterSeconds=int(IDEMPOTENCY_TTL.total_seconds()))
+
+
+def json_dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -1,0 +1,152 @@
+"""The service kernel: clients, bus, outbox relay, background jobs and the FastAPI app around them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from shared.asyncapi import asyncapi_document
+from shared.bus import Bus, Consumer
+from shared.events import EventData
+from shared.http import KernelMiddleware, ensure_idempotency_indexes, install_error_handlers
+from shared.logs import configure_logging
+from shared.metrics import Metrics
+from shared.outbox import Collection, Relay
+from shared.settings import ServiceSettings
+from shared.store import connect_mongo, ping
+
+log = logging.getLogger("sarafan.service")
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Runtime:
+    """Everything one service process holds: settings, MongoDB, NATS, outbox relay, jobs."""
+
+    def __init__(self, service: str, settings: ServiceSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.metrics = Metrics(service)
+        self.mongo = connect_mongo(settings.mongodb_url)
+        self.db = self.mongo[settings.database_name(service)]
+        self.bus = Bus(service, settings, self.metrics, self.db)
+        self.relay = Relay(self.bus, [], self.metrics, settings.outbox_sweep_seconds)
+        self.publishes: list[type[EventData]] = []
+        self.init_hooks: list[Hook] = []
+        self.jobs: list[Callable[[], Awaitable[None]]] = []
+        self.initialised = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def consume(self, consumer: Consumer) -> None:
+        self.bus.consumers.append(consumer)
+
+    def outbox(self, collection: Collection) -> None:
+        self.relay.collections[collection.name] = collection
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._initialise(), name=f"{self.service}-init"))
+
+    async def _initialise(self) -> None:
+        # MongoDB may still be starting (or away): keep trying, /readyz says 503 meanwhile.
+        delay = 0.2
+        while True:
+            try:
+                await ensure_idempotency_indexes(self.db["idempotency_keys"])
+                for hook in self.init_hooks:
+                    await hook()
+                break
+            except Exception as exc:
+                log.warning("initialising %s storage failed: %r; retrying", self.service, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await self.bus.start()
+        await self.relay.start()
+        for job in self.jobs:
+            self._tasks.append(asyncio.create_task(job(), name=f"{self.service}-job"))
+        self.initialised.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self.initialised.is_set():
+            await self.relay.stop()
+            await self.bus.stop()
+        await self.mongo.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        return {
+            "initialised": self.initialised.is_set(),
+            "mongodb": await asyncio.wait_for(ping(self.db), 3),
+            "nats": self.bus.connected,
+            "streams_and_consumers": self.bus.ready(),
+        }
+
+
+def create_app(runtime: Runtime, routers: list[APIRouter], *, title: str, description: str) -> FastAPI:
+    """FastAPI app with the common endpoints, auth, idempotency, errors and metrics."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(
+        KernelMiddleware,
+        metrics=runtime.metrics,
+        token=runtime.settings.api_token,
+        idempotency=runtime.db["idempotency_keys"],
+    )
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.service}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        try:
+            checks = await runtime.readiness()
+        except Exception:
+            checks = {"mongodb": False}
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi", tags=["operations"])
+    async def asyncapi() -> dict[str, Any]:
+        return asyncapi_document(runtime.service, runtime.publishes, runtime.bus.consumers)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:
+    """Run one service in the foreground (`python -m services.<name>`)."""
+    configure_logging(service, settings.log_format, settings.log_level)
+    host = os.environ.get("SARAFAN_HOST", settings.host)
+    uvicorn.run(app, host=host, port=settings.port, log_config=None, access_log=False)

@@ -1,0 +1,66 @@
+"""MongoDB access shared by every service: client, duplicate-key handling, nx-27017 differences."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    NetworkTimeout,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+    WriteError,
+)
+
+DUPLICATE_KEY = 11000
+#: Errors after which the same operation may succeed when retried (the server comes back).
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+)
+
+
+def connect_mongo(url: str) -> AsyncMongoClient[dict[str, Any]]:
+    # Short selection timeout: a request while MongoDB is away fails fast with 503 instead of
+    # hanging for the driver's default 30 s; the driver reconnects by itself.
+    return AsyncMongoClient(url, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000, tz_aware=True)
+
+
+def is_duplicate_key(exc: BaseException) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    if isinstance(exc, (WriteError, OperationFailure)):
+        return exc.code == DUPLICATE_KEY
+    return False
+
+
+def only_duplicates(exc: BulkWriteError) -> bool:
+    """True when every write error of an unordered bulk write is a duplicate key."""
+    errors = exc.details.get("writeErrors", [])
+    return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors) and not exc.details.get(
+        "writeConcernErrors"
+    )
+
+
+def as_bool(value: Any) -> bool:
+    """Read a stored boolean.
+
+    nx-27017 difference: `$set` of a boolean by path stores 0/1 instead of true/false, so raw
+    documents are never compared with `is True`; read them through this or a pydantic model.
+    """
+    return bool(value)
+
+
+async def ping(db: AsyncDatabase[dict[str, Any]]) -> bool:
+    try:
+        await db.command("ping")
+        return True
+    except Exception:
+        return False

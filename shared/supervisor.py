@@ -1,0 +1,334 @@
+"""`sarafan up`: start nats-server, nx-27017 and the four services, restart crashes, stop in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from shared.embedded import (
+    LOCALHOST,
+    Aborted,
+    Child,
+    ChildExited,
+    free_port,
+    http_ok,
+    mongo_child,
+    nats_child,
+    port_is_free,
+)
+from shared.settings import DEFAULT_PORTS
+
+log = logging.getLogger("sarafan.supervisor")
+
+SERVICES: tuple[str, ...] = tuple(DEFAULT_PORTS)
+POLL_SECONDS = 0.5
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 30.0
+# A child that stays up this long is healthy again: its next crash restarts it quickly.
+STABLE_SECONDS = 60.0
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message names the component and its log file."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the embedded stack keeps its data and which ports it listens on."""
+
+    home: Path
+    nats_port: int = 4222
+    nats_http_port: int = 8222
+    mongo_port: int = 27017
+    service_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> StackConfig:
+        """SARAFAN_HOME (default ./.sarafan) and the SARAFAN_*_PORT variables."""
+
+        def port(name: str, default: int) -> int:
+            value = environ.get(name)
+            return int(value) if value else default
+
+        return cls(
+            home=Path(environ.get("SARAFAN_HOME") or ".sarafan").absolute(),
+            nats_port=port("SARAFAN_NATS_PORT", 4222),
+            nats_http_port=port("SARAFAN_NATS_HTTP_PORT", 8222),
+            mongo_port=port("SARAFAN_MONGO_PORT", 27017),
+            service_ports={
+                name: port(f"SARAFAN_{name.upper()}_PORT", default)
+                for name, default in DEFAULT_PORTS.items()
+            },
+        )
+
+    @classmethod
+    def with_free_ports(cls, home: Path) -> StackConfig:
+        """A stack that does not collide with a running `sarafan up` (tests)."""
+        return cls(
+            home=home,
+            nats_port=free_port(),
+            nats_http_port=free_port(),
+            mongo_port=free_port(),
+            service_ports={name: free_port() for name in DEFAULT_PORTS},
+        )
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{LOCALHOST}:{self.nats_port}"
+
+    @property
+    def mongodb_url(self) -> str:
+        return f"mongodb://{LOCALHOST}:{self.mongo_port}"
+
+    def service_url(self, name: str) -> str:
+        return f"http://{LOCALHOST}:{self.service_ports[name]}"
+
+
+def api_token(home: Path, environ: Mapping[str, str] = os.environ) -> tuple[str, bool]:
+    """SARAFAN_API_TOKEN, else the one stored in home/api-token, else a new one stored
+    there (mode 0600). Returns the token and whether it was just created."""
+    if environ.get("SARAFAN_API_TOKEN"):
+        return environ["SARAFAN_API_TOKEN"], False
+    path = home / "api-token"
+    if path.exists():
+        return path.read_text().strip(), False
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    # O_EXCL with the mode at creation: the token is never readable by others, even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    return token, True
+
+
+@dataclass(eq=False)
+class _Supervised:
+    """Restart bookkeeping for one child."""
+
+    child: Child
+    attempts: int = 0
+    restart_at: float | None = None  # monotonic time of the pending restart, if any
+    last_exit: int | None = None
+
+
+class Stack:
+    """The embedded stack as child processes; `start()`, then `supervise()`, then `stop()`."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        *,
+        services: Iterable[str] = SERVICES,
+        environ: Mapping[str, str] = os.environ,
+        out: TextIO | None = None,
+        grace: float = 10.0,
+        server_timeout: float = 30.0,
+        service_timeout: float = 60.0,
+    ) -> None:
+        self.config = config
+        self.services = tuple(services)
+        unknown = set(self.services) - set(config.service_ports)
+        if unknown:
+            raise ValueError(f"unknown services: {', '.join(sorted(unknown))}")
+        self.environ = environ
+        self.out = out or sys.stdout
+        self.grace = grace
+        self.server_timeout = server_timeout
+        self.service_timeout = service_timeout
+        self.token = ""
+        self.children: dict[str, Child] = {}  # in start order: servers, then services
+        self._supervised: dict[str, _Supervised] = {}
+        self._stop = threading.Event()
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.config.home / "logs"
+
+    @property
+    def pids_dir(self) -> Path:
+        return self.config.home / "pids"
+
+    def request_stop(self) -> None:
+        """Ask `start()`/`supervise()` to return (safe from a signal handler or a thread)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        """Start everything and wait until it is ready; on failure stop what started."""
+        home = self.config.home
+        for directory in (home, self.logs_dir, self.pids_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._check_ports()
+        self.token, created = api_token(home, self.environ)
+        self.children = {
+            "nats-server": nats_child(home, self.config.nats_port, self.config.nats_http_port),
+            "nx-27017": mongo_child(home, self.config.mongo_port),
+        }
+        for name in self.services:
+            self.children[name] = self._service_child(name)
+        self._rotate_logs()
+        try:
+            servers = [self.children["nats-server"], self.children["nx-27017"]]
+            self._start_and_wait(servers, self.server_timeout)
+            services = [self.children[name] for name in self.services]
+            self._start_and_wait(services, self.service_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._supervised = {name: _Supervised(child) for name, child in self.children.items()}
+        self._print_summary(created)
+
+    def supervise(self) -> None:
+        """Restart children that exit, until `request_stop()`; does not stop them."""
+        while not self._stop.wait(POLL_SECONDS):
+            self.poll_once()
+
+    def poll_once(self) -> None:
+        """One supervision pass: notice exits, run due restarts, forgive stable children."""
+        now = time.monotonic()
+        for name, entry in self._supervised.items():
+            child = entry.child
+            if entry.restart_at is None:
+                if child.alive():
+                    if entry.attempts and now - child.started_at >= STABLE_SECONDS:
+                        entry.attempts = 0
+                    continue
+                entry.last_exit = child.exit_code
+                delay = min(BACKOFF_FIRST * 2**entry.attempts, BACKOFF_MAX)
+                entry.attempts += 1
+                entry.restart_at = now + delay
+                log.warning(
+                    "%s exited (exit code %s); restarting in %.1fs", name, entry.last_exit, delay
+                )
+            if entry.restart_at is not None and now >= entry.restart_at:
+                entry.restart_at = None
+                try:
+                    child.start()
+                except OSError as exc:
+                    # Counts as a crash: the next pass sees it not alive and backs off more.
+                    log.error("could not restart %s: %s", name, exc)
+                    continue
+                self._write_pid(name, child)
+                log.warning(
+                    "restarted %s (exit code %s), attempt %d", name, entry.last_exit, entry.attempts
+                )
+
+    def stop(self) -> None:
+        """Stop services first, then nats-server and nx-27017: SIGTERM, SIGKILL after grace."""
+        self._stop.set()
+        services = [c for n, c in self.children.items() if n in self.services]
+        servers = [c for n, c in self.children.items() if n not in self.services]
+        for group in (services, servers):
+            # Signal the whole group at once so the grace periods run in parallel.
+            for child in group:
+                child.terminate()
+            deadline = time.monotonic() + self.grace
+            for child in group:
+                child.stop(grace=max(0.0, deadline - time.monotonic()))
+                (self.pids_dir / f"{child.name}.pid").unlink(missing_ok=True)
+
+    def _service_child(self, name: str) -> Child:
+        port = self.config.service_ports[name]
+        readyz = f"{self.config.service_url(name)}/readyz"
+        return Child(
+            name=name,
+            argv=[sys.executable, "-m", f"services.{name}"],
+            log_path=self.logs_dir / f"{name}.log",
+            env={
+                "NATS_URL": self.config.nats_url,
+                "MONGODB_URL": self.config.mongodb_url,
+                "SARAFAN_API_TOKEN": self.token,
+                f"SARAFAN_{name.upper()}_PORT": str(port),
+                "SARAFAN_LOG_FORMAT": "json",
+                "PYTHONUNBUFFERED": "1",  # log lines reach the file as they happen
+            },
+            ready_check=lambda: http_ok(readyz),
+        )
+
+    def _start_and_wait(self, children: list[Child], timeout: float) -> None:
+        for child in children:
+            child.start()
+            self._write_pid(child.name, child)
+        for child in children:
+            try:
+                child.wait_ready(timeout, abort=self._stop.is_set)
+            except (ChildExited, TimeoutError) as exc:
+                raise StackError(str(exc)) from exc
+
+    def _check_ports(self) -> None:
+        wanted = {
+            "nats-server": self.config.nats_port,
+            "nats-server monitoring": self.config.nats_http_port,
+            "nx-27017": self.config.mongo_port,
+        }
+        wanted |= {name: self.config.service_ports[name] for name in self.services}
+        taken = [f"{port} ({name})" for name, port in wanted.items() if not port_is_free(port)]
+        if taken:
+            raise StackError(
+                f"ports already in use: {', '.join(taken)}. Is another `sarafan up` running "
+                f"(its pids are in {self.pids_dir})? Move ports with SARAFAN_NATS_PORT, "
+                "SARAFAN_MONGO_PORT, SARAFAN_<SERVICE>_PORT."
+            )
+
+    def _rotate_logs(self) -> None:
+        # Keep one previous run per child: nx-27017 logs every command, files grow fast.
+        for child in self.children.values():
+            if child.log_path.exists() and child.log_path.stat().st_size:
+                child.log_path.replace(child.log_path.with_suffix(".log.1"))
+
+    def _write_pid(self, name: str, child: Child) -> None:
+        (self.pids_dir / f"{name}.pid").write_text(f"{child.pid}\n")
+
+    def _print_summary(self, token_created: bool) -> None:
+        config = self.config
+        lines = ["sarafan is up:"]
+        for name in self.services:
+            url = config.service_url(name)
+            lines.append(f"  {name:<11} {url}  (docs {url}/docs)")
+        lines += [
+            f"  {'nats':<11} {config.nats_url}  (monitoring http://{LOCALHOST}:"
+            f"{config.nats_http_port})",
+            f"  {'mongodb':<11} {config.mongodb_url}",
+            f"  {'logs':<11} {self.logs_dir}",
+            f"API token: {self.token}"
+            + (f"  (new, stored in {config.home / 'api-token'})" if token_created else ""),
+            "Press Ctrl-C to stop.",
+        ]
+        print("\n".join(lines), file=self.out, flush=True)
+
+
+def run_up(environ: Mapping[str, str] = os.environ) -> int:
+    """The `sarafan up` command: start, supervise until SIGINT/SIGTERM, stop; exit status."""
+    stack = Stack(StackConfig.from_env(environ), environ=environ)
+
+    def on_signal(signum: int, frame: object) -> None:
+        stack.request_stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack.start()
+        stack.supervise()
+    except Aborted:
+        pass  # Ctrl-C while starting: a normal stop
+    except (StackError, FileNotFoundError) as exc:
+        print(f"sarafan up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if stack.children:
+            print("sarafan: stopping services, then nats-server and nx-27017", file=sys.stderr)
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

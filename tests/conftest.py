@@ -1,0 +1,136 @@
+"""Session fixtures for real NATS and MongoDB: from the environment, Docker, or embedded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.embedded import LOCALHOST, Child, free_port, mongo_child, nats_child
+
+# Real servers always: the URL given in the environment, a container when Docker is asked
+# for, else the embedded executables (nats-server, nx-27017) as children of this session.
+USE_DOCKER = os.environ.get("SARAFAN_TEST_DOCKER") == "1"
+NATS_IMAGE = "nats:2.12.1"
+MONGO_IMAGE = "mongo:8.0"
+
+
+class EmbeddedServer:
+    """A server process this session owns, restartable on the same port and data dir."""
+
+    def __init__(self, child: Child, url: str, ready_timeout: float = 30.0) -> None:
+        self.child = child
+        self.url = url
+        self.ready_timeout = ready_timeout
+
+    @property
+    def running(self) -> bool:
+        return self.child.alive()
+
+    def start(self) -> None:
+        """Start and return once the server answers (JetStream healthy, or a Mongo ping)."""
+        self.child.start()
+        self.child.wait_ready(self.ready_timeout)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM, then SIGKILL after 10 s)."""
+        self.child.stop()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.child.kill()
+
+    def ensure_running(self) -> None:
+        if not self.child.alive():
+            self.start()
+
+
+def _external_reason(env_var: str) -> str | None:
+    if os.environ.get(env_var):
+        return f"{env_var} points at an external server this session cannot stop"
+    if USE_DOCKER:
+        return "SARAFAN_TEST_DOCKER=1: stopping the server is only supported for embedded ones"
+    return None
+
+
+@pytest.fixture(scope="session")
+def _embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    data_dir: Path = tmp_path_factory.mktemp("nats")
+    port = free_port()
+    server = EmbeddedServer(nats_child(data_dir, port, free_port()), f"nats://{LOCALHOST}:{port}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _embedded_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    data_dir: Path = tmp_path_factory.mktemp("mongo")
+    port = free_port()
+    server = EmbeddedServer(mongo_child(data_dir, port), f"mongodb://{LOCALHOST}:{port}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a JetStream-enabled NATS server shared by the whole session."""
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+    elif USE_DOCKER:
+        from testcontainers.nats import NatsContainer
+
+        with NatsContainer(NATS_IMAGE).with_command("-js") as container:
+            host = container.get_container_host_ip()
+            yield f"nats://{host}:{container.get_exposed_port(4222)}"
+    else:
+        yield request.getfixturevalue("_embedded_nats").url
+
+
+@pytest.fixture(scope="session")
+def mongo_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a MongoDB (or nx-27017) server shared by the whole session."""
+    if os.environ.get("MONGODB_URL"):
+        yield os.environ["MONGODB_URL"]
+    elif USE_DOCKER:
+        from testcontainers.mongodb import MongoDbContainer
+
+        with MongoDbContainer(MONGO_IMAGE) as container:
+            yield container.get_connection_url()
+    else:
+        yield request.getfixturevalue("_embedded_mongo").url
+
+
+@pytest.fixture
+def nats_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
+    """The session's embedded nats-server, for tests that take NATS down and back up.
+
+    Same port and store dir across restarts, so `nats_url` stays valid; running again
+    after the test even when the test failed mid-outage.
+    """
+    reason = _external_reason("NATS_URL")
+    if reason:
+        pytest.skip(reason)
+    server: EmbeddedServer = request.getfixturevalue("_embedded_nats")
+    server.ensure_running()
+    yield server
+    server.ensure_running()
+
+
+@pytest.fixture
+def mongo_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
+    """The session's embedded nx-27017, for tests that take MongoDB down and back up."""
+    reason = _external_reason("MONGODB_URL")
+    if reason:
+        pytest.skip(reason)
+    server: EmbeddedServer = request.getfixturevalue("_embedded_mongo")
+    server.ensure_running()
+    yield server
+    server.ensure_running()
