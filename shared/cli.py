@@ -53,7 +53,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("service", choices=SERVICES, help="the service to run")
 
 
-@subcommand("run", "run one service in the foreground (as the container image does)", _run_arguments)
+@subcommand(
+    "run", "run one service in the foreground (as the container image does)", _run_arguments
+)
 def run(args: argparse.Namespace) -> int:
     module = f"services.{args.service}"
     sys.argv = [module]  # the service sees the argv `python -m services.<name>` would give it

@@ -104,7 +104,7 @@ async def wait_tcp(host: str, port: int, timeout: float) -> None:
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     """True when GET url answers 200 (any error or other status is False)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (our URL)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -349,18 +349,18 @@ def mongo_child(data_dir: Path, port: int) -> Child:
     """nx-27017 (MongoDB wire protocol on SQLite) with one database file per logical db."""
     data_dir.mkdir(parents=True, exist_ok=True)
     pid_file = data_dir / "nx-27017.pid"
+    options = {
+        "--data-dir": str(data_dir / "mongo"),
+        "--host": LOCALHOST,
+        "-p": str(port),
+        # In the foreground nx-27017 writes every record both to stderr and to --log-file;
+        # stderr already goes to logs/nx-27017.log, so one copy is enough.
+        "--log-file": os.devnull,
+        "--pid-file": str(pid_file),
+    }
     return Child(
         name="nx-27017",
-        argv=[
-            find_executable("nx-27017"),
-            "--data-dir", str(data_dir / "mongo"),
-            "--host", LOCALHOST,
-            "-p", str(port),
-            # In the foreground nx-27017 writes every record both to stderr and to
-            # --log-file; stderr already goes to logs/nx-27017.log, so one copy is enough.
-            "--log-file", os.devnull,
-            "--pid-file", str(pid_file),
-        ],  # fmt: skip
+        argv=[find_executable("nx-27017"), *(part for pair in options.items() for part in pair)],
         log_path=data_dir / "logs" / "nx-27017.log",
         ready_check=lambda: tcp_accepts(LOCALHOST, port) and mongo_ping(port),
         # After a SIGKILL the pid file stays; if its pid is reused nx-27017 refuses to start.

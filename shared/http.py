@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pymongo.asynchronous.collection import AsyncCollection
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.routing import Match
 
 from shared.events import utcnow
 from shared.logs import correlation_id_var
@@ -80,11 +79,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _route_template(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return getattr(route, "path", "other")
-    return "unmatched"
+    """The route's path template (bounded label values), set by the router once it matched."""
+    route = request.scope.get("route")
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
 
 
 class KernelMiddleware(BaseHTTPMiddleware):
@@ -105,13 +102,13 @@ class KernelMiddleware(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
-        route = _route_template(request)
         correlation = request.headers.get("X-Correlation-Id") or request.headers.get("X-Request-Id")
         token = correlation_id_var.set(correlation)
         try:
             response = await self._dispatch(request, call_next)
         finally:
             correlation_id_var.reset(token)
+        route = _route_template(request)
         self.metrics.http_requests.labels(self.metrics.service, route, str(response.status_code)).inc()
         self.metrics.http_seconds.labels(self.metrics.service, route).observe(
             time.perf_counter() - started

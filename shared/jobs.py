@@ -1,0 +1,77 @@
+"""Periodic work that must run once across replicas: a lease document claimed atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.events import utcnow
+from shared.store import is_duplicate_key
+
+log = logging.getLogger("sarafan.jobs")
+
+INSTANCE_ID = uuid.uuid4().hex[:12]
+
+
+class Leases:
+    """`claim` returns True for exactly one replica until the lease expires or is released."""
+
+    def __init__(self, collection: AsyncCollection[dict[str, Any]], owner: str = INSTANCE_ID) -> None:
+        self.collection = collection
+        self.owner = owner
+
+    async def claim(self, job: str, ttl: timedelta, now: datetime | None = None) -> bool:
+        now = now or utcnow()
+        try:
+            doc = await self.collection.find_one_and_update(
+                {"_id": job, "lease_until": {"$lt": now}},
+                {"$set": {"lease_until": now + ttl, "owner": self.owner, "claimed_at": now}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except Exception as exc:
+            # The upsert met the live lease of another replica (its _id exists): not ours.
+            if is_duplicate_key(exc):
+                return False
+            raise
+        return doc is not None and doc.get("owner") == self.owner
+
+    async def release(self, job: str) -> None:
+        await self.collection.update_one(
+            {"_id": job, "owner": self.owner}, {"$set": {"lease_until": datetime.min.replace(
+                tzinfo=utcnow().tzinfo)}}
+        )
+
+
+def every(
+    leases: Leases,
+    job: str,
+    interval: timedelta,
+    work: Callable[[datetime], Awaitable[Any]],
+) -> Callable[[], Awaitable[None]]:
+    """A Runtime job running `work(now)` every `interval`, on one replica at a time.
+
+    The lease lasts the interval, so a replica that dies mid-run is replaced at the next
+    tick; `work` must itself be idempotent (it may, rarely, run twice).
+    """
+
+    async def loop() -> None:
+        while True:
+            try:
+                now = utcnow()
+                if await leases.claim(job, interval, now):
+                    await work(now)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic job %s failed; next try in %s", job, interval)
+            await asyncio.sleep(interval.total_seconds())
+
+    return loop

@@ -1,0 +1,91 @@
+"""HTTP conventions every service shares: auth, Idempotency-Key, error shape, ops endpoints."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import join_body
+
+
+async def test_v1_needs_a_bearer_token_401_without_403_when_wrong(services):
+    async with services("members") as s:
+        http = s["members"].http
+        r = await http.get("/v1/members/x", headers={"Authorization": ""})
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "unauthorized"
+        r = await http.get("/v1/members/x", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 403
+        assert r.json()["error"]["code"] == "forbidden"
+        for open_path in ("/healthz", "/readyz", "/metrics"):
+            assert (await http.get(open_path, headers={"Authorization": ""})).status_code == 200
+
+
+async def test_idempotency_key_repeat_returns_the_first_response_without_a_second_member(services):
+    async with services("members") as s:
+        http, members = s["members"].http, s["members"].store.members
+        body = join_body()
+        first = await http.post("/v1/members", json=body, headers={"Idempotency-Key": "k1"})
+        again = await http.post("/v1/members", json=body, headers={"Idempotency-Key": "k1"})
+        assert first.status_code == again.status_code == 201
+        assert again.json() == first.json()
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert await members.count_documents({"email": body["email"]}) == 1
+        other = await http.post("/v1/members", json=join_body(), headers={"Idempotency-Key": "k1"})
+        assert other.status_code == 422
+        assert other.json()["error"]["code"] == "idempotency_key_reused"
+        # Without the key a repeat is a new request: the duplicate email is refused.
+        dup = await http.post("/v1/members", json=body)
+        assert dup.status_code == 409
+        assert dup.json()["error"]["code"] == "email_taken"
+
+
+async def test_bad_input_gets_422_with_a_clear_message(services):
+    async with services("members") as s:
+        http = s["members"].http
+        r = await http.post("/v1/members", json=join_body(consent={"terms": False}))
+        assert r.status_code == 422
+        assert "consent" in r.json()["error"]["message"]
+        r = await http.post("/v1/members", json=join_body(email=None))
+        assert r.status_code == 422 and "contact" in r.json()["error"]["message"]
+        r = await http.post("/v1/members", json=join_body(email="not-an-address"))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_email"
+        r = await http.post("/v1/members", json=join_body(referral_code="NOPE123"))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_referral_code"
+
+
+async def test_referral_join_emits_referral_made_and_own_contacts_are_refused(services):
+    async with services("members") as s:
+        http = s["members"].http
+        referrer = (await http.post("/v1/members", json=join_body())).json()
+        code = referrer["referral_code"].lower()  # codes are case-insensitive
+        friend = await http.post("/v1/members", json=join_body(referral_code=code))
+        assert friend.status_code == 201
+        assert friend.json()["referred_by"] == referrer["member_id"]
+        same = await http.post("/v1/members", json=join_body(
+            email=None, telegram="anna_smith", referral_code=code))
+        assert same.status_code == 201
+        self_ref = await http.post("/v1/members", json=join_body(
+            email=None, telegram="anna_smith2", referral_code=same.json()["referral_code"]))
+        assert self_ref.status_code == 201
+        own = await http.post("/v1/members", json=join_body(
+            email=None, telegram="Anna_Smith", referral_code=same.json()["referral_code"]))
+        assert own.status_code in (409, 422)
+        refs = (await http.get(f"/v1/members/{referrer['member_id']}/referrals")).json()
+        assert [m["member_id"] for m in refs["items"]] == [
+            friend.json()["member_id"], same.json()["member_id"]]
+
+
+async def test_ops_endpoints_metrics_openapi_asyncapi(services):
+    async with services("members") as s:
+        http = s["members"].http
+        await http.post("/v1/members", json=join_body())
+        metrics = await http.get("/metrics")
+        assert metrics.status_code == 200  # served directly, no redirect to /metrics/
+        assert 'sarafan_http_requests_total{route="/v1/members",service="members",status="201"}' in (
+            metrics.text)
+        assert "sarafan_outbox_pending" in metrics.text
+        assert (await http.get("/openapi.json")).json()["info"]["title"] == "Sarafan members"
+        assert (await http.get("/docs")).status_code == 200
+        asyncapi = (await http.get("/asyncapi")).json()
+        assert asyncapi["asyncapi"].startswith("3.")
+        assert "members.member-joined" in asyncapi["channels"]
+        ready = (await http.get("/readyz")).json()
+        assert ready["status"] == "ready" and all(ready["checks"].values())
