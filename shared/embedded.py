@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import shutil
@@ -101,10 +102,14 @@ async def wait_tcp(host: str, port: int, timeout: float) -> None:
         return
 
 
+# Loopback checks must not go through an HTTP(S)_PROXY from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     """True when GET url answers 200 (any error or other status is False)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with _DIRECT.open(url, timeout=timeout) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -174,6 +179,27 @@ def nats_config(
     return "\n".join(lines) + "\n"
 
 
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (even by
+    SIGKILL), so a killed test run or `sarafan up` leaves no server holding its ports."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # Looked up before the fork: the child must not dlopen between fork and exec.
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    set_death_signal = 1  # PR_SET_PDEATHSIG from <linux/prctl.h>
+
+    def hook() -> None:
+        prctl(set_death_signal, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return hook
+
+
 @dataclass(eq=False)
 class Child:
     """One child process in its own process group, with its output in a log file.
@@ -190,6 +216,9 @@ class Child:
     ready_check: Callable[[], bool] | None = None
     # Files the child refuses to start over after a crash (nx-27017's pid file).
     stale_files: Sequence[Path] = ()
+    # Linux: SIGTERM the child when the thread that started it exits (the parent process
+    # dying included), so start it from a thread that lives as long as you need it.
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     started_at: float = field(default=0.0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -219,6 +248,7 @@ class Child:
                     # Own process group: Ctrl-C in the terminal reaches only the supervisor,
                     # which stops the children in order, and killpg reaches grandchildren.
                     start_new_session=True,
+                    preexec_fn=_parent_death_hook() if self.die_with_parent else None,
                 )
             self.started_at = time.monotonic()
 

@@ -13,7 +13,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.events import utcnow
-from shared.store import is_duplicate_key
+from shared.store import epoch_ms, is_duplicate_key
 
 log = logging.getLogger("sarafan.jobs")
 
@@ -23,16 +23,25 @@ INSTANCE_ID = uuid.uuid4().hex[:12]
 class Leases:
     """`claim` returns True for exactly one replica until the lease expires or is released."""
 
-    def __init__(self, collection: AsyncCollection[dict[str, Any]], owner: str = INSTANCE_ID) -> None:
+    def __init__(
+        self, collection: AsyncCollection[dict[str, Any]], owner: str = INSTANCE_ID
+    ) -> None:
         self.collection = collection
         self.owner = owner
 
     async def claim(self, job: str, ttl: timedelta, now: datetime | None = None) -> bool:
         now = now or utcnow()
+        # Epoch milliseconds, not dates: see shared.store.epoch_ms (nx-27017 difference).
         try:
             doc = await self.collection.find_one_and_update(
-                {"_id": job, "lease_until": {"$lt": now}},
-                {"$set": {"lease_until": now + ttl, "owner": self.owner, "claimed_at": now}},
+                {"_id": job, "lease_until_ms": {"$lt": epoch_ms(now)}},
+                {
+                    "$set": {
+                        "lease_until_ms": epoch_ms(now + ttl),
+                        "owner": self.owner,
+                        "claimed_at_ms": epoch_ms(now),
+                    }
+                },
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
@@ -45,8 +54,7 @@ class Leases:
 
     async def release(self, job: str) -> None:
         await self.collection.update_one(
-            {"_id": job, "owner": self.owner}, {"$set": {"lease_until": datetime.min.replace(
-                tzinfo=utcnow().tzinfo)}}
+            {"_id": job, "owner": self.owner}, {"$set": {"lease_until_ms": 0}}
         )
 
 

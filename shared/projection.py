@@ -7,12 +7,15 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.events import EventData, MemberJoined, MemberLeft, MemberUpdated
+from shared.store import epoch_ms
 
 
 class MemberProjection:
     """Keeps `fields` of each member; forgets personal data on member-left with erase."""
 
-    def __init__(self, collection: AsyncCollection[dict[str, Any]], fields: tuple[str, ...]) -> None:
+    def __init__(
+        self, collection: AsyncCollection[dict[str, Any]], fields: tuple[str, ...]
+    ) -> None:
         self.collection = collection
         self.fields = fields
 
@@ -20,9 +23,10 @@ class MemberProjection:
         """Apply a member event; True when it was one."""
         if isinstance(data, MemberJoined):
             doc = data.model_dump(mode="json", include=set(self.fields))
+            # Times as epoch ms: a date `$set` by path is a string on nx-27017 (see epoch_ms).
             await self.collection.update_one(
                 {"_id": data.member_id},
-                {"$set": {**doc, "status": "active", "joined_at": data.joined_at}},
+                {"$set": {**doc, "status": "active", "joined_at_ms": epoch_ms(data.joined_at)}},
                 upsert=True,
             )
         elif isinstance(data, MemberUpdated):
@@ -34,12 +38,13 @@ class MemberProjection:
                 # Erased: no personal data stays; the id remains so that counts stay right.
                 await self.collection.replace_one(
                     {"_id": data.member_id},
-                    {"status": "erased", "left_at": data.left_at},
+                    {"status": "erased", "left_at_ms": epoch_ms(data.left_at)},
                     upsert=True,
                 )
             else:
                 await self.collection.update_one(
-                    {"_id": data.member_id}, {"$set": {"status": "left", "left_at": data.left_at}}
+                    {"_id": data.member_id},
+                    {"$set": {"status": "left", "left_at_ms": epoch_ms(data.left_at)}},
                 )
         else:
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -30,7 +31,9 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 def connect_mongo(url: str) -> AsyncMongoClient[dict[str, Any]]:
     # Short selection timeout: a request while MongoDB is away fails fast with 503 instead of
     # hanging for the driver's default 30 s; the driver reconnects by itself.
-    return AsyncMongoClient(url, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000, tz_aware=True)
+    return AsyncMongoClient(
+        url, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000, tz_aware=True
+    )
 
 
 def is_duplicate_key(exc: BaseException) -> bool:
@@ -44,8 +47,10 @@ def is_duplicate_key(exc: BaseException) -> bool:
 def only_duplicates(exc: BulkWriteError) -> bool:
     """True when every write error of an unordered bulk write is a duplicate key."""
     errors = exc.details.get("writeErrors", [])
-    return bool(errors) and all(e.get("code") == DUPLICATE_KEY for e in errors) and not exc.details.get(
-        "writeConcernErrors"
+    return (
+        bool(errors)
+        and all(e.get("code") == DUPLICATE_KEY for e in errors)
+        and not exc.details.get("writeConcernErrors")
     )
 
 
@@ -64,3 +69,18 @@ async def ping(db: AsyncDatabase[dict[str, Any]]) -> bool:
         return True
     except Exception:
         return False
+
+
+def epoch_ms(moment: datetime) -> int:
+    """A time as integer epoch milliseconds, for fields that are queried or updated by path.
+
+    nx-27017 difference: `$set` (and `$max`/`$min`) of a *date* by a top-level or dotted path
+    stores it as a string, so range queries on it miss; inserted dates and dates inside a
+    whole subdocument stay dates. Times that an update sets and a query compares are stored
+    as epoch milliseconds instead, which orders the same on MongoDB and on nx-27017.
+    """
+    return int(moment.timestamp() * 1000)
+
+
+def from_epoch_ms(ms: int | float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -57,7 +57,11 @@ class StackConfig:
 
         def port(name: str, default: int) -> int:
             value = environ.get(name)
-            return int(value) if value else default
+            if not value:
+                return default
+            if not value.isdigit() or not 0 < int(value) < 65536:
+                raise StackError(f"{name}={value!r} is not a TCP port number")
+            return int(value)
 
         return cls(
             home=Path(environ.get("SARAFAN_HOME") or ".sarafan").absolute(),
@@ -178,6 +182,9 @@ class Stack:
         }
         for name in self.services:
             self.children[name] = self._service_child(name)
+        for child in self.children.values():
+            # If the supervisor is killed outright, nothing is left holding the ports.
+            child.die_with_parent = True
         self._rotate_logs()
         try:
             servers = [self.children["nats-server"], self.children["nx-27017"]]
@@ -212,6 +219,8 @@ class Stack:
                 log.warning(
                     "%s exited (exit code %s); restarting in %.1fs", name, entry.last_exit, delay
                 )
+            if self._stop.is_set():
+                return  # stop() may be signalling the children from another thread
             if entry.restart_at is not None and now >= entry.restart_at:
                 entry.restart_at = None
                 try:
@@ -311,7 +320,11 @@ class Stack:
 
 def run_up(environ: Mapping[str, str] = os.environ) -> int:
     """The `sarafan up` command: start, supervise until SIGINT/SIGTERM, stop; exit status."""
-    stack = Stack(StackConfig.from_env(environ), environ=environ)
+    try:
+        stack = Stack(StackConfig.from_env(environ), environ=environ)
+    except StackError as exc:
+        print(f"sarafan up: {exc}", file=sys.stderr)
+        return 1
 
     def on_signal(signum: int, frame: object) -> None:
         stack.request_stop()

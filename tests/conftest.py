@@ -21,6 +21,7 @@ class EmbeddedServer:
     """A server process this session owns, restartable on the same port and data dir."""
 
     def __init__(self, child: Child, url: str, ready_timeout: float = 30.0) -> None:
+        child.die_with_parent = True  # a killed pytest run must not leave servers behind
         self.child = child
         self.url = url
         self.ready_timeout = ready_timeout

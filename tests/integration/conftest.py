@@ -24,7 +24,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def nats_server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
+def nats_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[EmbeddedServer]:
     """A fresh nats-server per test: streams, consumers and DLQ start empty.
 
     (Overrides the session-wide one; with NATS_URL set the external server is shared.)
@@ -89,12 +91,15 @@ async def run_service(
     app = build(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service",
-                                     headers=AUTH) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://service", headers=AUTH
+        ) as client:
             running = Running(app, client)
             if wait_ready:
+
                 async def ready() -> bool:
                     return (await client.get("/readyz")).status_code == 200
+
                 await wait_until(ready, timeout=20, message=f"{database} never became ready")
             yield running
 
@@ -112,9 +117,16 @@ def services(nats_test_url: str, mongo_url: str, db_prefix: str) -> Callable[...
             for name in names:
                 module = __import__(f"services.{name}.app", fromlist=["build"])
                 settings_cls = getattr(module, f"{name.capitalize()}Settings")
-                running[name] = await stack.enter_async_context(run_service(
-                    module.build, settings_cls, nats_url=nats_test_url, mongo_url=mongo_url,
-                    database=f"{db_prefix}_{name}", **kw))
+                running[name] = await stack.enter_async_context(
+                    run_service(
+                        module.build,
+                        settings_cls,
+                        nats_url=nats_test_url,
+                        mongo_url=mongo_url,
+                        database=f"{db_prefix}_{name}",
+                        **kw,
+                    )
+                )
             yield running
 
     return start

@@ -23,8 +23,12 @@ async def make_bus(nats_test_url, mongo_url):
     buses = []
 
     async def make(*consumers: Consumer) -> Bus:
-        settings = ServiceSettings(NATS_URL=nats_test_url, MONGODB_URL=mongo_url,
-                                   SARAFAN_MAX_DELIVER=3, SARAFAN_RETRY_BACKOFF_SECONDS=0.05)
+        settings = ServiceSettings(
+            NATS_URL=nats_test_url,
+            MONGODB_URL=mongo_url,
+            SARAFAN_MAX_DELIVER=3,
+            SARAFAN_RETRY_BACKOFF_SECONDS=0.05,
+        )
         bus = Bus("members", settings, Metrics("members"), db, consumers=list(consumers))
         await bus.start()
         buses.append(bus)

@@ -44,8 +44,10 @@ async def test_outbox_event_left_by_a_crash_is_published_once_when_the_relay_run
         assert await stream_messages(js, "MEMBERS", f"members.*.{mid}") == []
     # A new process over the same database: its sweeper finds the pending entry.
     async with services("members") as s:
-        await wait_until(lambda: stream_messages(js, "MEMBERS", f"members.*.{mid}"),
-                         message="the outbox entry was never published")
+        await wait_until(
+            lambda: stream_messages(js, "MEMBERS", f"members.*.{mid}"),
+            message="the outbox entry was never published",
+        )
         await wait_until(lambda: _pending_is_zero(s["members"].store.members, mid))
         # Marked sent only after the PubAck: nothing is left for another sweep to publish.
         assert await s["members"].runtime.relay.sweep() == 0
@@ -65,13 +67,16 @@ async def test_republishing_an_acknowledged_event_id_is_deduplicated_by_jetstrea
         mid = r.json()["member_id"]
         msgs = await wait_until(lambda: stream_messages(js, "MEMBERS", f"members.*.{mid}"))
         event = json.loads(msgs[0].data)
-        ack = await js.publish(msgs[0].subject, msgs[0].data, stream="MEMBERS",
-                               headers={"Nats-Msg-Id": event["id"]})
+        ack = await js.publish(
+            msgs[0].subject, msgs[0].data, stream="MEMBERS", headers={"Nats-Msg-Id": event["id"]}
+        )
         assert ack.duplicate
     assert len(await stream_messages(js, "MEMBERS", f"members.*.{mid}")) == 1
 
 
-async def test_join_succeeds_while_nats_is_down_and_the_welcome_arrives_after(services, nats_server):
+async def test_join_succeeds_while_nats_is_down_and_the_welcome_arrives_after(
+    services, nats_server
+):
     async with services("members", "notifier") as s:
         nats_server.stop()
         r = await s["members"].http.post("/v1/members", json=join_body())
@@ -91,13 +96,22 @@ async def test_join_succeeds_while_nats_is_down_and_the_welcome_arrives_after(se
 async def test_poison_messages_go_to_the_dlq_and_the_next_valid_event_is_processed(services, nc):
     js = nc.jetstream()
     async with services("members", "notifier") as s:
-        await js.publish("members.member-joined.bad1", b"{not json", stream="MEMBERS",
-                         headers={"Nats-Msg-Id": "bad1"})
-        invalid = new_event(MemberJoined.model_validate({
-            **MemberJoined.example, "member_id": "bad2"})).model_dump(mode="json")
+        await js.publish(
+            "members.member-joined.bad1",
+            b"{not json",
+            stream="MEMBERS",
+            headers={"Nats-Msg-Id": "bad1"},
+        )
+        invalid = new_event(
+            MemberJoined.model_validate({**MemberJoined.example, "member_id": "bad2"})
+        ).model_dump(mode="json")
         invalid["data"]["consent"] = "yes please"  # not the schema
-        await js.publish("members.member-joined.bad2", json.dumps(invalid).encode(),
-                         stream="MEMBERS", headers={"Nats-Msg-Id": "bad2"})
+        await js.publish(
+            "members.member-joined.bad2",
+            json.dumps(invalid).encode(),
+            stream="MEMBERS",
+            headers={"Nats-Msg-Id": "bad2"},
+        )
         r = await s["members"].http.post("/v1/members", json=join_body())
         mid = r.json()["member_id"]
 
@@ -115,7 +129,10 @@ async def test_poison_messages_go_to_the_dlq_and_the_next_valid_event_is_process
             assert m.headers["Sarafan-Dlq-Stream"] == "MEMBERS"
         assert dead[0].data == b"{not json"  # the original payload, unchanged
         metrics = (await s["notifier"].http.get("/metrics")).text
-        assert 'sarafan_dlq_messages_total{consumer="notifier-members",service="notifier"} 2.0' in metrics
+        assert (
+            'sarafan_dlq_messages_total{consumer="notifier-members",service="notifier"} 2.0'
+            in metrics
+        )
 
 
 async def _dlq(js, n):
@@ -123,13 +140,21 @@ async def _dlq(js, n):
     return msgs if len(msgs) >= n else None
 
 
-async def test_same_cloudevent_under_two_msg_ids_gives_one_welcome(services, nc, mongo_url, db_prefix):
+async def test_same_cloudevent_under_two_msg_ids_gives_one_welcome(
+    services, nc, mongo_url, db_prefix
+):
     js = nc.jetstream()
     async with services("members", "notifier") as s:
-        event = new_event(MemberJoined.model_validate({**MemberJoined.example, "member_id": "m_dup"}))
+        event = new_event(
+            MemberJoined.model_validate({**MemberJoined.example, "member_id": "m_dup"})
+        )
         for msg_id in ("first", "second"):
-            ack = await js.publish(event.nats_subject, event.to_json(), stream="MEMBERS",
-                                   headers={"Nats-Msg-Id": msg_id})
+            ack = await js.publish(
+                event.nats_subject,
+                event.to_json(),
+                stream="MEMBERS",
+                headers={"Nats-Msg-Id": msg_id},
+            )
             assert not ack.duplicate
 
         async def consumed_both():
@@ -142,7 +167,8 @@ async def test_same_cloudevent_under_two_msg_ids_gives_one_welcome(services, nc,
         client = AsyncMongoClient(mongo_url)
         try:
             n = await client[f"{db_prefix}_notifier"]["deliveries"].count_documents(
-                {"member_id": "m_dup"})
+                {"member_id": "m_dup"}
+            )
         finally:
             await client.close()
         assert n == 1

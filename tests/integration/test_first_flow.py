@@ -34,6 +34,7 @@ async def test_join_publishes_member_joined_and_the_welcome_reaches_the_inbox(se
         async def inbox():
             items = (await notifier.get(f"/v1/members/{mid}/inbox")).json()["items"]
             return items
+
         items = await wait_until(inbox, message="welcome never reached the inbox")
         assert len(items) == 1
         assert items[0]["template"] == "welcome"

@@ -59,18 +59,29 @@ async def test_referral_join_emits_referral_made_and_own_contacts_are_refused(se
         friend = await http.post("/v1/members", json=join_body(referral_code=code))
         assert friend.status_code == 201
         assert friend.json()["referred_by"] == referrer["member_id"]
-        same = await http.post("/v1/members", json=join_body(
-            email=None, telegram="anna_smith", referral_code=code))
+        same = await http.post(
+            "/v1/members", json=join_body(email=None, telegram="anna_smith", referral_code=code)
+        )
         assert same.status_code == 201
-        self_ref = await http.post("/v1/members", json=join_body(
-            email=None, telegram="anna_smith2", referral_code=same.json()["referral_code"]))
+        self_ref = await http.post(
+            "/v1/members",
+            json=join_body(
+                email=None, telegram="anna_smith2", referral_code=same.json()["referral_code"]
+            ),
+        )
         assert self_ref.status_code == 201
-        own = await http.post("/v1/members", json=join_body(
-            email=None, telegram="Anna_Smith", referral_code=same.json()["referral_code"]))
+        own = await http.post(
+            "/v1/members",
+            json=join_body(
+                email=None, telegram="Anna_Smith", referral_code=same.json()["referral_code"]
+            ),
+        )
         assert own.status_code in (409, 422)
         refs = (await http.get(f"/v1/members/{referrer['member_id']}/referrals")).json()
         assert [m["member_id"] for m in refs["items"]] == [
-            friend.json()["member_id"], same.json()["member_id"]]
+            friend.json()["member_id"],
+            same.json()["member_id"],
+        ]
 
 
 async def test_ops_endpoints_metrics_openapi_asyncapi(services):
@@ -79,8 +90,10 @@ async def test_ops_endpoints_metrics_openapi_asyncapi(services):
         await http.post("/v1/members", json=join_body())
         metrics = await http.get("/metrics")
         assert metrics.status_code == 200  # served directly, no redirect to /metrics/
-        assert 'sarafan_http_requests_total{route="/v1/members",service="members",status="201"}' in (
-            metrics.text)
+        assert (
+            'sarafan_http_requests_total{route="/v1/members",service="members",status="201"}'
+            in (metrics.text)
+        )
         assert "sarafan_outbox_pending" in metrics.text
         assert (await http.get("/openapi.json")).json()["info"]["title"] == "Sarafan members"
         assert (await http.get("/docs")).status_code == 200

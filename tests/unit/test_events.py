@@ -23,10 +23,23 @@ from shared.events import (
 )
 
 SPEC_TYPES = {
-    "member-joined", "member-updated", "member-left", "referral-made", "post-created",
-    "comment-added", "reaction-added", "answer-accepted", "level-changed", "hours-approved",
-    "member-drifting", "question-unanswered", "campaign-started", "milestone-reached",
-    "campaign-ended", "notification-sent", "notification-failed",
+    "member-joined",
+    "member-updated",
+    "member-left",
+    "referral-made",
+    "post-created",
+    "comment-added",
+    "reaction-added",
+    "answer-accepted",
+    "level-changed",
+    "hours-approved",
+    "member-drifting",
+    "question-unanswered",
+    "campaign-started",
+    "milestone-reached",
+    "campaign-ended",
+    "notification-sent",
+    "notification-failed",
 }
 
 
@@ -34,7 +47,8 @@ def test_every_spec_event_type_has_a_model_with_a_docstring():
     assert set(REGISTRY) == SPEC_TYPES
     for model in EVENT_MODELS:
         assert model.__doc__ and model.__name__ == "".join(
-            w.capitalize() for w in model.event_type.split("-"))
+            w.capitalize() for w in model.event_type.split("-")
+        )
 
 
 @pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.event_type)
@@ -53,8 +67,10 @@ def test_every_exported_schema_validates_its_example(model, tmp_path):
     example = json.loads((tmp_path / f"{model.event_type}.example.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(example, schema)
-    broken = {**example, "data": {k: v for k, v in example["data"].items()
-                                  if k != model.aggregate_field}}
+    broken = {
+        **example,
+        "data": {k: v for k, v in example["data"].items() if k != model.aggregate_field},
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
 
@@ -79,11 +95,14 @@ def test_envelope_is_cloudevents_1_0_with_correlation_id():
     assert new_event(MemberJoined.model_validate(MemberJoined.example)).correlationid  # own id
 
 
-@pytest.mark.parametrize("raw, reason", [
-    (b"{oops", "not JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (b'{"specversion": "1.0"}', "not a CloudEvent"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"{oops", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"specversion": "1.0"}', "not a CloudEvent"),
+    ],
+)
 def test_invalid_messages_raise_invalid_event_with_a_reason(raw, reason):
     with pytest.raises(InvalidEvent, match=reason):
         parse_event(raw)
