@@ -24,9 +24,10 @@ def _message(model: type[EventData]) -> dict[str, Any]:
 
 
 def _types_for(subject: str) -> list[type[EventData]]:
-    service, event_type = (subject.split(".") + ["*", "*"])[:2]
+    service, event_type = [*subject.split("."), "*", "*"][:2]
     return [
-        m for m in REGISTRY.values()
+        m
+        for m in REGISTRY.values()
         if m.service == service and event_type in ("*", ">", m.event_type)
     ]
 
@@ -51,15 +52,20 @@ def asyncapi_document(
         for subject in consumer.subjects:
             for model in _types_for(subject):
                 name = f"{model.service}.{model.event_type}"
-                channels.setdefault(name, {
-                    "address": f"{model.service}.{model.event_type}.{{aggregate_id}}",
-                    "messages": {model.event_type: _message(model)},
-                    "parameters": {"aggregate_id": {"description": f"the {model.aggregate_field}"}},
-                })
+                channels.setdefault(
+                    name,
+                    {
+                        "address": f"{model.service}.{model.event_type}.{{aggregate_id}}",
+                        "messages": {model.event_type: _message(model)},
+                        "parameters": {
+                            "aggregate_id": {"description": f"the {model.aggregate_field}"}
+                        },
+                    },
+                )
                 operations[f"{consumer.name}-receive-{model.event_type}"] = {
                     "action": "receive",
                     "channel": {"$ref": f"#/channels/{name}"},
-                    "description": f"durable pull consumer {consumer.name} on stream {consumer.stream}",
+                    "description": f"durable pull consumer {consumer.name} on {consumer.stream}",
                 }
     return {
         "asyncapi": "3.0.0",

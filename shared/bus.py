@@ -1,4 +1,4 @@
-"""NATS JetStream: streams, publishing with PubAck and dedup id, and the consumer wrapper with DLQ."""
+"""NATS JetStream: streams, publishing with PubAck and dedup, the consumer wrapper with DLQ."""
 
 from __future__ import annotations
 
@@ -110,7 +110,9 @@ class Bus:
 
     async def start(self) -> None:
         """Connect in the background: the service serves HTTP (and writes) while NATS is away."""
-        await self.processed.create_index("at", expireAfterSeconds=int(PROCESSED_TTL.total_seconds()))
+        await self.processed.create_index(
+            "at", expireAfterSeconds=int(PROCESSED_TTL.total_seconds())
+        )
         self._running = {c.name: _Running(c) for c in self.consumers}
         self._main = asyncio.create_task(self._connect_and_run(), name=f"{self.service}-bus")
 
@@ -135,7 +137,9 @@ class Bus:
         return self.nc is not None and self.nc.is_connected
 
     def ready(self) -> bool:
-        return self.connected and self.streams_ready and all(r.ready for r in self._running.values())
+        return (
+            self.connected and self.streams_ready and all(r.ready for r in self._running.values())
+        )
 
     async def _connect_and_run(self) -> None:
         delay = 0.2
@@ -167,7 +171,9 @@ class Bus:
         await self._retry_until_done(self._declare_streams, "declare streams")
         self.streams_ready = True
         for running in self._running.values():
-            await self._retry_until_done(lambda r=running: self._bind(r), f"bind {running.consumer.name}")
+            await self._retry_until_done(
+                lambda r=running: self._bind(r), f"bind {running.consumer.name}"
+            )
         for hook in self.on_connected:
             await hook()
 
@@ -313,19 +319,25 @@ class Bus:
             try:
                 await c.handle_batch([(e, d) for _, e, d in fresh])
             except Exception as exc:
-                log.warning("batch of %d on %s failed (%s); handling one by one", len(fresh), c.name, exc)
+                log.warning(
+                    "batch of %d on %s failed (%s); handling one by one", len(fresh), c.name, exc
+                )
             else:
                 per_event = (time.perf_counter() - started) / len(fresh)
                 await self._mark_processed(c, [e for _, e, _ in fresh])
                 for msg, envelope, _ in fresh:
                     await msg.ack()
                     self.metrics.events_consumed.labels(self.service, envelope.type, "ok").inc()
-                    self.metrics.handler_seconds.labels(self.service, envelope.type).observe(per_event)
+                    self.metrics.handler_seconds.labels(self.service, envelope.type).observe(
+                        per_event
+                    )
                 return
         for msg, envelope, data in fresh:
             await self._process_one(c, msg, envelope, data)
 
-    async def _process_one(self, c: Consumer, msg: Msg, envelope: CloudEvent, data: EventData) -> None:
+    async def _process_one(
+        self, c: Consumer, msg: Msg, envelope: CloudEvent, data: EventData
+    ) -> None:
         with event_context(envelope.id, envelope.correlationid):
             started = time.perf_counter()
             try:
@@ -335,13 +347,23 @@ class Bus:
                 transient = isinstance(exc, TRANSIENT_ERRORS)
                 if transient and delivered < self.settings.max_deliver:
                     delay = self.settings.retry_backoff_seconds * 2 ** (delivered - 1)
-                    log.warning("%s failed (attempt %d), retrying in %.1fs: %r",
-                                envelope.type, delivered, delay, exc)
+                    log.warning(
+                        "%s failed (attempt %d), retrying in %.1fs: %r",
+                        envelope.type,
+                        delivered,
+                        delay,
+                        exc,
+                    )
                     await msg.nak(delay=delay)
                     self.metrics.events_consumed.labels(self.service, envelope.type, "retry").inc()
                     return
-                log.error("%s failed for good after %d deliveries: %r", envelope.type, delivered, exc,
-                          exc_info=not transient)
+                log.error(
+                    "%s failed for good after %d deliveries: %r",
+                    envelope.type,
+                    delivered,
+                    exc,
+                    exc_info=not transient,
+                )
                 await self._dead_letter(c, msg, f"{type(exc).__name__}: {exc}", envelope.type)
                 return
             self.metrics.handler_seconds.labels(self.service, envelope.type).observe(
@@ -375,21 +397,28 @@ class Bus:
         headers = dict(msg.headers or {})
         headers.pop("Nats-Msg-Id", None)
         headers.pop("Nats-Expected-Stream", None)
-        headers.update({
-            # A stable id: a DLQ copy repeated after a crash is de-duplicated by the server.
-            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}:{c.name}",
-            "Sarafan-Dlq-Consumer": c.name,
-            "Sarafan-Dlq-Service": self.service,
-            "Sarafan-Dlq-Subject": msg.subject,
-            "Sarafan-Dlq-Stream": meta.stream,
-            "Sarafan-Dlq-Sequence": str(meta.sequence.stream),
-            "Sarafan-Dlq-Deliveries": str(meta.num_delivered),
-            "Sarafan-Dlq-Error": " ".join(error.split())[:HEADER_MAX],
-            "Sarafan-Dlq-At": utcnow().isoformat(),
-        })
+        headers.update(
+            {
+                # A stable id: a DLQ copy repeated after a crash is de-duplicated by the server.
+                "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}:{c.name}",
+                "Sarafan-Dlq-Consumer": c.name,
+                "Sarafan-Dlq-Service": self.service,
+                "Sarafan-Dlq-Subject": msg.subject,
+                "Sarafan-Dlq-Stream": meta.stream,
+                "Sarafan-Dlq-Sequence": str(meta.sequence.stream),
+                "Sarafan-Dlq-Deliveries": str(meta.num_delivered),
+                "Sarafan-Dlq-Error": " ".join(error.split())[:HEADER_MAX],
+                "Sarafan-Dlq-At": utcnow().isoformat(),
+            }
+        )
         try:
-            await self.js.publish(f"dlq.{self.service}.{c.name}", msg.data, stream=DLQ_STREAM,
-                                  headers=headers, timeout=5)
+            await self.js.publish(
+                f"dlq.{self.service}.{c.name}",
+                msg.data,
+                stream=DLQ_STREAM,
+                headers=headers,
+                timeout=5,
+            )
         except Exception as exc:
             # Not stored in DLQ: keep the original (redelivered later), never drop it.
             log.error("could not dead-letter %s (%s); will retry", msg.subject, exc)

@@ -551,7 +551,10 @@ def event_schema(model: type[EventData]) -> dict[str, Any]:
     envelope.pop("$defs", None)
     envelope["properties"]["type"] = {"const": model.event_type}
     envelope["properties"]["data"] = data_schema
-    envelope["properties"]["dataschemaversion"] = {"type": "integer", "maximum": model.schema_version}
+    envelope["properties"]["dataschemaversion"] = {
+        "type": "integer",
+        "maximum": model.schema_version,
+    }
     envelope["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     envelope["$id"] = f"https://sarafan.community/schemas/{model.event_type}.json"
     envelope["title"] = model.__name__

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from datetime import timedelta
@@ -109,7 +108,9 @@ class KernelMiddleware(BaseHTTPMiddleware):
         finally:
             correlation_id_var.reset(token)
         route = _route_template(request)
-        self.metrics.http_requests.labels(self.metrics.service, route, str(response.status_code)).inc()
+        self.metrics.http_requests.labels(
+            self.metrics.service, route, str(response.status_code)
+        ).inc()
         self.metrics.http_seconds.labels(self.metrics.service, route).observe(
             time.perf_counter() - started
         )
@@ -148,7 +149,12 @@ class KernelMiddleware(BaseHTTPMiddleware):
         now = utcnow()
         try:
             await self.idempotency.insert_one(
-                {"_id": record_id, "fingerprint": fingerprint, "state": "started", "created_at": now}
+                {
+                    "_id": record_id,
+                    "fingerprint": fingerprint,
+                    "state": "started",
+                    "created_at": now,
+                }
             )
         except Exception as exc:
             if not is_duplicate_key(exc):
@@ -167,9 +173,14 @@ class KernelMiddleware(BaseHTTPMiddleware):
         else:
             await self.idempotency.update_one(
                 {"_id": record_id},
-                {"$set": {"state": "done", "status": response.status_code,
-                          "body": content.decode("utf-8", "replace"),
-                          "media_type": response.media_type or "application/json"}},
+                {
+                    "$set": {
+                        "state": "done",
+                        "status": response.status_code,
+                        "body": content.decode("utf-8", "replace"),
+                        "media_type": response.media_type or "application/json",
+                    }
+                },
             )
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return Response(content, status_code=response.status_code, headers=headers)
@@ -205,7 +216,3 @@ class KernelMiddleware(BaseHTTPMiddleware):
 
 async def ensure_idempotency_indexes(coll: AsyncCollection[dict[str, Any]]) -> None:
     await coll.create_index("created_at", expireAfterSeconds=int(IDEMPOTENCY_TTL.total_seconds()))
-
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value, default=str)

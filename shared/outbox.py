@@ -43,9 +43,9 @@ def update_with_outbox(update: dict[str, Any], events: list[CloudEvent]) -> dict
     """Add the events to a MongoDB update document (`$set` plus the pending counter)."""
     merged = {k: dict(v) for k, v in update.items()}
     merged.setdefault("$set", {}).update(staged(events))
-    merged.setdefault("$inc", {})["outbox_pending"] = (
-        merged.get("$inc", {}).get("outbox_pending", 0) + len(events)
-    )
+    merged.setdefault("$inc", {})["outbox_pending"] = merged.get("$inc", {}).get(
+        "outbox_pending", 0
+    ) + len(events)
     return merged
 
 
@@ -114,7 +114,9 @@ class Relay:
                     except Exception as exc:
                         # Not acknowledged = maybe not stored: keep it; the same id is retried
                         # later and the duplicate window drops a copy that did get stored.
-                        log.warning("outbox publish of %s failed: %r; kept for retry", event.type, exc)
+                        log.warning(
+                            "outbox publish of %s failed: %r; kept for retry", event.type, exc
+                        )
                         break
                     # Guarded so two relays (or replicas) never decrement twice.
                     await coll.update_one(
@@ -133,7 +135,9 @@ class Relay:
         sent = 0
         pending_total = 0
         for name, coll in self.collections.items():
-            async for doc in coll.find({"outbox_pending": {"$gt": 0}}, {"_id": 1, "outbox_pending": 1}):
+            async for doc in coll.find(
+                {"outbox_pending": {"$gt": 0}}, {"_id": 1, "outbox_pending": 1}
+            ):
                 pending_total += int(doc.get("outbox_pending") or 0)
                 if not self.paused:
                     sent += await self.flush(name, doc["_id"])

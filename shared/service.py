@@ -1,4 +1,4 @@
-"""The service kernel: clients, bus, outbox relay, background jobs and the FastAPI app around them."""
+"""The service kernel: clients, bus, outbox relay, jobs and the FastAPI app around them."""
 
 from __future__ import annotations
 
@@ -95,7 +95,9 @@ class Runtime:
         }
 
 
-def create_app(runtime: Runtime, routers: list[APIRouter], *, title: str, description: str) -> FastAPI:
+def create_app(
+    runtime: Runtime, routers: list[APIRouter], *, title: str, description: str
+) -> FastAPI:
     """FastAPI app with the common endpoints, auth, idempotency, errors and metrics."""
 
     @asynccontextmanager
