@@ -1,0 +1,210 @@
+"""A campaign's life: create, start, end (with winners), cancel, and the scheduler's tick.
+
+Each transition is one conditional update of the campaign document (`status` must still be
+what we read) carrying its event in the same write, so it happens exactly once however many
+replicas, schedulers and clients race for it (PATTERNS.md sections 1 and 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.campaigns import draw
+from services.campaigns.domain import Rules, Standing, from_ms, ranked, to_ms, top_winners
+from services.campaigns.store import OPEN, CampaignsStore, Doc
+from shared.events import Audience, CampaignEnded, CampaignStarted, new_event, utcnow
+from shared.logs import correlation_id_var
+from shared.outbox import Relay
+
+log = logging.getLogger("sarafan.campaigns")
+
+
+class Conflict(Exception):
+    """The campaign is not in a status that allows the transition."""
+
+    def __init__(self, campaign_id: str, status: str, wanted: str) -> None:
+        super().__init__(f"campaign {campaign_id} is {status}; cannot {wanted} it")
+        self.status = status
+
+
+class Missing(Exception):
+    """No campaign with that id."""
+
+
+def rules_of(doc: Doc) -> Rules:
+    return Rules(
+        campaign_id=doc["_id"],
+        audience=Audience.model_validate(doc.get("audience") or {}),
+        scoring={k: float(v) for k, v in (doc.get("scoring") or {}).items()},
+        milestones=tuple(int(m) for m in doc.get("milestones") or ()),
+        winners=int(doc.get("winners") or 1),
+        winner_rule=doc.get("winner_rule", "top"),
+        count_referrals=doc.get("count_referrals", "joined"),
+        window_start_ms=int(doc["window_start_ms"]),
+        window_end_ms=int(doc["window_end_ms"]),
+    )
+
+
+def standings_from_docs(docs: list[Doc]) -> list[Standing]:
+    return [Standing(d["member_id"], float(d["points"]), int(d["reached_ms"])) for d in docs]
+
+
+def final_result(rules: Rules, standings: list[Standing]) -> dict[str, Any]:
+    """Participants and winners by the campaign's rule; a draw publishes seed and entrants."""
+    participants = ranked(standings)
+    result: dict[str, Any] = {
+        "winner_rule": rules.winner_rule,
+        "participants": len(participants),
+        "points_total": round(sum(s.points for s in participants), 2),
+    }
+    if rules.winner_rule == "draw":
+        entrants = draw.entrants_from(participants)
+        seed = draw.seed_for(rules.campaign_id, entrants)
+        winners = draw.draw(entrants, seed, rules.winners)
+        result["draw"] = {
+            "procedure": draw.PROCEDURE,
+            "seed": seed,
+            "entrants": [{"member_id": e.member_id, "points": e.points} for e in entrants],
+        }
+    else:
+        winners = top_winners(participants, rules.winners)
+    result["winners"] = [
+        {"member_id": w.member_id, "rank": w.rank, "points": w.points} for w in winners
+    ]
+    return result
+
+
+class Lifecycle:
+    def __init__(self, store: CampaignsStore, relay: Relay, end_grace: timedelta) -> None:
+        self.store = store
+        self.relay = relay
+        self.end_grace = end_grace
+
+    async def create(self, definition: dict[str, Any], now: datetime) -> Doc:
+        starts_ms, ends_ms = to_ms(definition.pop("starts_at")), to_ms(definition.pop("ends_at"))
+        doc = {
+            "_id": f"c_{uuid.uuid4().hex}",
+            **definition,
+            "status": "scheduled",
+            "starts_ms": starts_ms,
+            "ends_ms": ends_ms,
+            # The window scoring uses; a start or end by hand moves it.
+            "window_start_ms": starts_ms,
+            "window_end_ms": ends_ms,
+            "created_ms": to_ms(now),
+            "version": 1,
+        }
+        await self.store.insert_campaign(doc)
+        return doc
+
+    async def _get(self, campaign_id: str) -> Doc:
+        doc = await self.store.campaign(campaign_id)
+        if doc is None:
+            raise Missing(campaign_id)
+        return doc
+
+    async def start(self, campaign_id: str, now: datetime, *, by_hand: bool) -> Doc | None:
+        """scheduled → active with campaign-started; None when another caller got there first."""
+        doc = await self._get(campaign_id)
+        if doc["status"] != "scheduled":
+            raise Conflict(campaign_id, doc["status"], "start")
+        now_ms = to_ms(now)
+        condition: Doc = {"status": "scheduled"}
+        if by_hand:
+            window_start = min(int(doc["window_start_ms"]), now_ms)
+        else:
+            condition["window_start_ms"] = {"$lte": now_ms}
+            window_start = int(doc["window_start_ms"])
+        started = new_event(
+            CampaignStarted(
+                campaign_id=campaign_id,
+                name=doc["name"],
+                kind=doc["kind"],
+                audience=Audience.model_validate(doc["audience"]),
+                starts_at=from_ms(window_start),
+                ends_at=from_ms(doc["window_end_ms"]),
+                announcement=doc["announcement"],
+            ),
+            correlation_id=correlation_id_var.get(),
+        )
+        changes = {"status": "active", "started_ms": now_ms, "window_start_ms": window_start}
+        after = await self.store.transition(campaign_id, condition, changes, [started])
+        if after is not None:
+            self.relay.kick(self.store.campaigns, campaign_id)
+            log.info("campaign %s started (%s)", campaign_id, "by hand" if by_hand else "on time")
+        return after
+
+    async def end(self, campaign_id: str, now: datetime, *, by_hand: bool) -> Doc | None:
+        """active → ended with winners and campaign-ended; None when another caller ended it."""
+        doc = await self._get(campaign_id)
+        if doc["status"] != "active":
+            raise Conflict(campaign_id, doc["status"], "end")
+        now_ms = to_ms(now)
+        window_end = (
+            min(int(doc["window_end_ms"]), now_ms) if by_hand else int(doc["window_end_ms"])
+        )
+        rules = rules_of(doc)
+        standings = standings_from_docs(await self.store.standings_of(campaign_id))
+        result = final_result(rules, standings)
+        extra: dict[str, Any] = {"winner_rule": rules.winner_rule}
+        if "draw" in result:
+            extra["draw"] = {
+                "procedure": result["draw"]["procedure"],
+                "seed": result["draw"]["seed"],
+                "entrants": len(result["draw"]["entrants"]),
+            }
+        ended = new_event(
+            CampaignEnded(
+                campaign_id=campaign_id,
+                participants=result["participants"],
+                winners=result["winners"],
+                **extra,
+            ),
+            correlation_id=correlation_id_var.get(),
+        )
+        changes = {
+            "status": "ended",
+            "ended_ms": now_ms,
+            "window_end_ms": window_end,
+            "result": result,
+        }
+        after = await self.store.transition(campaign_id, {"status": "active"}, changes, [ended])
+        if after is not None:
+            self.relay.kick(self.store.campaigns, campaign_id)
+            log.info(
+                "campaign %s ended: %d participants, winners %s",
+                campaign_id,
+                result["participants"],
+                [w["member_id"] for w in result["winners"]],
+            )
+        return after
+
+    async def cancel(self, campaign_id: str, now: datetime) -> Doc | None:
+        doc = await self._get(campaign_id)
+        if doc["status"] not in OPEN:
+            raise Conflict(campaign_id, doc["status"], "cancel")
+        changes = {"status": "cancelled", "cancelled_ms": to_ms(now)}
+        return await self.store.transition(
+            campaign_id, {"status": {"$in": list(OPEN)}}, changes, []
+        )
+
+    async def tick(self, now: datetime | None = None) -> None:
+        """Start what is due, end what is over (after the grace for events still in flight)."""
+        now = now or utcnow()
+        now_ms = to_ms(now)
+        for campaign_id in await self.store.due_to_start(now_ms):
+            await self._quietly(self.start(campaign_id, now, by_hand=False))
+        cutoff = now_ms - int(self.end_grace.total_seconds() * 1000)
+        for campaign_id in await self.store.due_to_end(cutoff):
+            await self._quietly(self.end(campaign_id, now, by_hand=False))
+
+    @staticmethod
+    async def _quietly(transition: Any) -> None:
+        # Another replica or a client may have moved the campaign meanwhile: nothing to do.
+        try:
+            await transition
+        except (Conflict, Missing):
+            pass
