@@ -1,0 +1,101 @@
+"""Benchmark plumbing: the embedded stack on free ports, process memory, result files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shared.supervisor import Stack, StackConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+@contextmanager
+def running_stack(
+    services: tuple[str, ...] = ("members", "engagement", "campaigns", "notifier"),
+) -> Iterator[Stack]:
+    """`sarafan up` on free ports in a temporary home, stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix="sarafan-bench-") as home:
+        config = StackConfig.with_free_ports(Path(home))
+        stack = Stack(
+            config,
+            services=services,
+            out=io.StringIO(),
+            environ={**os.environ, "SARAFAN_API_TOKEN": "bench-token"},
+        )
+        stack.start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of one process (VmRSS) in MiB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    kib = int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+    return round(kib / 1024, 1)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+        f"{mem:.0f} GiB, Python {platform.python_version()}"
+    )
+
+
+def emit(result: dict[str, object]) -> None:
+    print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) the `## title` section of bench/RESULTS.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    block = f"## {title}\n\n{body.strip()}\n\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + block
+    RESULTS.write_text(text)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,322 @@
+"""`sarafan demo`: plays a small community against a running stack and tells what happened."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from shared.settings import DEFAULT_PORTS
+
+# A small volunteer community in two regions; `by` is who brought them (word of mouth).
+PEOPLE = [
+    # name, region, roles, locale, brought by (index), interests
+    ("Ольга Смирнова", "moscow", ["coordinator"], "ru", None, ["ecology", "events"]),
+    ("Ivan Petrov", "moscow", ["volunteer"], "ru", None, ["ecology"]),
+    ("Maria Sokolova", "kazan", ["volunteer"], "en", None, ["children", "education"]),
+    ("Дмитрий Орлов", "moscow", ["volunteer"], "ru", 1, ["ecology", "sport"]),
+    ("Анна Волкова", "moscow", ["volunteer"], "ru", 1, ["animals"]),
+    ("Tom Becker", "kazan", ["partner"], "en", 2, ["education"]),
+    ("Елена Кузнецова", "kazan", ["volunteer"], "ru", 2, ["children"]),
+]
+LATE_JOINERS = [
+    ("Сергей Морозов", "moscow", ["volunteer"], "ru", 1, ["ecology"]),
+    ("Olga Fedorova", "moscow", ["volunteer"], "en", 3, ["sport"]),
+    ("Павел Новиков", "kazan", ["volunteer"], "ru", 2, ["education"]),
+]
+
+
+@dataclass
+class Demo:
+    urls: dict[str, str]
+    token: str
+    say: Callable[[str], None] = print
+    members: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=15)
+
+    # -- HTTP with the client-side habits the API asks for ----------------------------------
+
+    def post(self, service: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        key = str(uuid.uuid4())  # a retry after a lost answer must not do the work twice
+        for attempt in range(5):
+            try:
+                r = self.http.post(
+                    f"{self.urls[service]}{path}", json=body, headers={"Idempotency-Key": key}
+                )
+            except httpx.TransportError:
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if r.status_code in (502, 503, 504):
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if r.status_code >= 400:
+                raise RuntimeError(f"POST {service}{path} → {r.status_code}: {r.text}")
+            return r.json()
+        raise RuntimeError(f"POST {service}{path} kept failing")
+
+    def get(self, service: str, path: str, **params: Any) -> Any:
+        r = self.http.get(f"{self.urls[service]}{path}", params=params)
+        r.raise_for_status()
+        return r.json()
+
+    def wait(self, what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise RuntimeError(f"gave up waiting for {what}")
+
+    # -- the story ------------------------------------------------------------------------------
+
+    def join(self, person: tuple[Any, ...]) -> dict[str, Any]:
+        name, region, roles, locale, brought_by, interests = person
+        slug = name.split()[0].lower().encode("ascii", "ignore").decode() or "member"
+        body: dict[str, Any] = {
+            "display_name": name,
+            "email": f"{slug}.{len(self.members)}.{self.run_id}@example.org",
+            "region": region,
+            "roles": roles,
+            "interests": interests,
+            "locale": locale,
+            "consent": {"terms": True, "marketing": True},
+        }
+        if brought_by is not None:
+            body["referral_code"] = self.members[brought_by]["referral_code"]
+        member = self.post("members", "/v1/members", body)
+        self.members.append(member)
+        return member
+
+    def known_to(self, service: str, member_id: str) -> bool:
+        if service == "engagement":
+            r = self.http.get(f"{self.urls[service]}/v1/members/{member_id}/engagement")
+        else:
+            r = self.http.get(f"{self.urls[service]}/v1/members/{member_id}/inbox")
+            return r.status_code == 200 and bool(r.json()["items"])
+        return r.status_code == 200
+
+    def run(self) -> None:
+        say = self.say
+        say("Week 1 — the community starts: three founders and a coordinator join.")
+        for person in PEOPLE[:3]:
+            m = self.join(person)
+            say(
+                f"  {m['display_name']} joined ({m['region']}), invitation code {m['referral_code']}"
+            )
+        coordinator, ivan, maria = self.members[:3]
+        for m in self.members:
+            self.wait(
+                f"{m['display_name']} in engagement",
+                lambda m=m: self.known_to("engagement", m["member_id"]),
+            )
+
+        say("Week 2 — a referral drive with a prize draw starts.")
+        now = datetime.now(UTC)
+        campaign = self.post(
+            "campaigns",
+            "/v1/campaigns",
+            {
+                "name": f"Приведи друга / Bring a friend ({self.run_id})",
+                "kind": "referral-drive",
+                "starts_at": (now + timedelta(hours=1)).isoformat(),
+                "ends_at": (now + timedelta(days=14)).isoformat(),
+                "audience": {"regions": ["moscow", "kazan"]},
+                "scoring": {"referral-made": 10, "post-created": 2, "hours-approved": 1},
+                "milestones": [10, 20],
+                "winners": 1,
+                "winner_rule": "draw",
+                "announcement": {
+                    "ru": "Приведите друга в сообщество!",
+                    "en": "Bring a friend to the community!",
+                },
+            },
+        )
+        campaign_id = campaign["campaign_id"]
+        self.post("campaigns", f"/v1/campaigns/{campaign_id}/start", {})
+        say(f"  campaign {campaign['name']!r} is active")
+
+        say("Week 3 — founders bring friends by word of mouth.")
+        for person in PEOPLE[3:]:
+            m = self.join(person)
+            referrer = next(x for x in self.members if x["member_id"] == m["referred_by"])
+            say(f"  {m['display_name']} joined, brought by {referrer['display_name']}")
+        for m in self.members:
+            self.wait(
+                f"{m['display_name']} in engagement",
+                lambda m=m: self.known_to("engagement", m["member_id"]),
+            )
+
+        say("Week 4 — questions, answers, stories and volunteer hours.")
+        dmitry, anna, tom, elena = self.members[3:7]
+        question = self.post(
+            "engagement",
+            "/v1/posts",
+            {
+                "author_id": dmitry["member_id"],
+                "kind": "question",
+                "title": "Где взять перчатки для субботника?",
+                "body": "Нужны на 20 человек.",
+                "tags": ["cleanup"],
+            },
+        )
+        answer = self.post(
+            "engagement",
+            f"/v1/posts/{question['post_id']}/comments",
+            {"author_id": ivan["member_id"], "body": "На складе у парка, спросите Ольгу."},
+        )
+        self.post(
+            "engagement",
+            f"/v1/posts/{question['post_id']}/accept",
+            {"comment_id": answer["comment_id"], "by": dmitry["member_id"]},
+        )
+        say(f"  {dmitry['display_name']} asked, {ivan['display_name']} answered (accepted)")
+        for author, title, kind in (
+            (ivan, "Субботник в парке: итоги", "event-report"),
+            (maria, "Reading club for kids", "story"),
+            (anna, "Приют ищет волонтёров", "post"),
+            (ivan, "План на весну", "post"),
+        ):
+            post = self.post(
+                "engagement",
+                "/v1/posts",
+                {"author_id": author["member_id"], "kind": kind, "title": title, "tags": []},
+            )
+            for fan in (coordinator, elena, tom):
+                if fan is not author:
+                    self.post(
+                        "engagement",
+                        f"/v1/posts/{post['post_id']}/reactions",
+                        {"member_id": fan["member_id"], "reaction": "thanks"},
+                    )
+        for who, hours, activity in (
+            (ivan, 4, "park cleanup"),
+            (maria, 3, "reading club"),
+            (dmitry, 2.5, "park cleanup"),
+        ):
+            entry = self.post(
+                "engagement",
+                "/v1/hours",
+                {
+                    "member_id": who["member_id"],
+                    "hours": hours,
+                    "activity": activity,
+                    "date": now.date().isoformat(),
+                },
+            )
+            self.post(
+                "engagement",
+                f"/v1/hours/{entry['entry_id']}/approve",
+                {"by": coordinator["member_id"]},
+            )
+        say("  4 posts with reactions; 9.5 volunteer hours approved by the coordinator")
+
+        say("Week 5 — late joiners during the drive.")
+        for person in LATE_JOINERS:
+            m = self.join(person)
+            say(f"  {m['display_name']} joined by referral")
+
+        say("Week 6 — the drive ends; the draw picks a winner.")
+        # Let the last events reach the campaign before closing it.
+        referrals = sum(1 for m in self.members if m.get("referred_by"))
+        self.wait(
+            "campaign points",
+            lambda: (
+                sum(
+                    row["points"]
+                    for row in self.get("campaigns", f"/v1/campaigns/{campaign_id}/leaderboard")[
+                        "items"
+                    ]
+                )
+                >= referrals * 10
+            ),
+        )
+        self.post("campaigns", f"/v1/campaigns/{campaign_id}/end", {})
+        ended = self.wait(
+            "the campaign result",
+            lambda: (
+                (c := self.get("campaigns", f"/v1/campaigns/{campaign_id}")).get("result") and c
+            ),
+        )
+        self.summary(campaign_id, ended)
+
+    def summary(self, campaign_id: str, campaign: dict[str, Any]) -> None:
+        say = self.say
+        names = {m["member_id"]: m["display_name"] for m in self.members}
+        say("\nWhat happened")
+        board = self.get("engagement", "/v1/leaderboard", period="30d", limit=5)["items"]
+        say("  Most engaged (30 days):")
+        for row in board:
+            if row["member_id"] in names:
+                say(
+                    f"    {row['rank']}. {names[row['member_id']]:<18} {row['points']:.0f} points"
+                    f"  level {row.get('level', '?')}"
+                )
+        loyal = [
+            names.get(m["member_id"], m["member_id"])
+            for m in self.get("engagement", "/v1/segments/loyal")["items"]
+        ]
+        say(f"  Loyal pool: {', '.join(loyal) if loyal else 'nobody yet (loyalty takes months)'}")
+        stats = self.get("engagement", "/v1/stats")
+        say(
+            f"  Community: {stats['members_total']} members, referral share of joins "
+            f"{_pct(stats['referral_join_share'])}, answered by the community "
+            f"{_pct(stats['answered_by_community_ratio'])}, hours (30 d) "
+            f"{stats.get('hours_approved_30d', 0)}"
+        )
+        result = campaign["result"]
+        say(
+            f"  Campaign {campaign['name']!r}: {result['participants']} participants, "
+            f"{result['points_total']:.0f} points"
+        )
+        for w in result["winners"]:
+            say(
+                f"    winner #{w['rank']}: {names.get(w['member_id'], w['member_id'])} "
+                f"({w['points']:.0f} points)"
+            )
+        if result.get("draw"):
+            say(
+                f"    draw seed {result['draw']['seed'][:16]}… — check it with: "
+                f"sarafan campaigns verify-draw {campaign_id}"
+            )
+        report = self.get("campaigns", f"/v1/campaigns/{campaign_id}/report")
+        say(
+            f"  Was it worth it: {report['new_members_by_referral']} new members by referral, "
+            f"{report['posts']} posts, {report['hours']:g} hours during the campaign"
+        )
+        say("  Messages sent (in-app inbox):")
+        for m in self.members:
+            items = self.get("notifier", f"/v1/members/{m['member_id']}/inbox")["items"]
+            kinds = ", ".join(sorted({i["template"] for i in items}))
+            say(f"    {m['display_name']:<18} {len(items)}: {kinds}")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def default_urls() -> dict[str, str]:
+    return {
+        name: os.environ.get(
+            f"SARAFAN_{name.upper()}_URL",
+            f"http://127.0.0.1:{os.environ.get(f'SARAFAN_{name.upper()}_PORT', port)}",
+        )
+        for name, port in DEFAULT_PORTS.items()
+    }
+
+
+def run_demo(
+    token: str, urls: dict[str, str] | None = None, say: Callable[[str], None] = print
+) -> Demo:
+    demo = Demo(urls or default_urls(), token, say)
+    demo.run()
+    return demo
