@@ -110,9 +110,7 @@ class Demo:
         say("Week 1 — the community starts: three founders and a coordinator join.")
         for person in PEOPLE[:3]:
             m = self.join(person)
-            say(
-                f"  {m['display_name']} joined ({m['region']}), invitation code {m['referral_code']}"
-            )
+            say(f"  {m['display_name']} joined ({m['region']}), code {m['referral_code']}")
         coordinator, ivan, maria = self.members[:3]
         for m in self.members:
             self.wait(

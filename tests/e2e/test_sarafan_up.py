@@ -57,7 +57,7 @@ def stack(tmp_path):
     }
     env.pop("NATS_URL", None)
     env.pop("MONGODB_URL", None)
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    log = open(tmp_path / "up.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "up"],
         env=env,
