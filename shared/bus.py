@@ -149,6 +149,9 @@ class Bus:
                     self.settings.nats_url,
                     user=self.settings.nats_user,
                     password=self.settings.nats_password,
+                    # With its own user a service may only receive on its own inbox prefix
+                    # (deploy/nats, shared/nats_auth.py); without one, the client default.
+                    inbox_prefix=f"_INBOX_{self.service}" if self.settings.nats_user else "_INBOX",
                     name=f"sarafan-{self.service}",
                     connect_timeout=2,
                     allow_reconnect=True,
@@ -194,6 +197,9 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
+        # What piled up in outboxes while NATS was away goes out now, not at the next sweep.
+        for hook in self.on_connected:
+            await hook()
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS client error: %s", exc)

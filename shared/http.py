@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -101,12 +102,18 @@ class KernelMiddleware(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
-        correlation = request.headers.get("X-Correlation-Id") or request.headers.get("X-Request-Id")
+        # One id ties the request's log lines to the events it causes (their correlationid).
+        correlation = (
+            request.headers.get("X-Correlation-Id")
+            or request.headers.get("X-Request-Id")
+            or str(uuid.uuid4())
+        )
         token = correlation_id_var.set(correlation)
         try:
             response = await self._dispatch(request, call_next)
         finally:
             correlation_id_var.reset(token)
+        response.headers["X-Correlation-Id"] = correlation
         route = _route_template(request)
         self.metrics.http_requests.labels(
             self.metrics.service, route, str(response.status_code)

@@ -18,7 +18,12 @@ async def test_join_publishes_member_joined_and_the_welcome_reaches_the_inbox(se
     sub = await nc.subscribe("members.>", cb=collect)
     async with services("members", "notifier") as s:
         members, notifier = s["members"].http, s["notifier"].http
-        r = await members.post("/v1/members", json=join_body(display_name="Ольга"))
+        r = await members.post(
+            "/v1/members",
+            json=join_body(display_name="Ольга"),
+            headers={"X-Correlation-Id": "req-42"},
+        )
+        assert r.headers["X-Correlation-Id"] == "req-42"
         assert r.status_code == 201, r.text
         member = r.json()
         mid = member["member_id"]
@@ -30,6 +35,7 @@ async def test_join_publishes_member_joined_and_the_welcome_reaches_the_inbox(se
         assert event["specversion"] == "1.0" and event["type"] == "member-joined"
         assert event["subject"] == mid and event["source"] == "/services/members"
         assert event["data"]["display_name"] == "Ольга"
+        assert event["correlationid"] == "req-42"  # the request's id follows its events
 
         async def inbox():
             items = (await notifier.get(f"/v1/members/{mid}/inbox")).json()["items"]

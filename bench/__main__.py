@@ -1,0 +1,33 @@
+"""`make bench`: run every benchmark in turn; each writes its section of bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.stack import RESULTS, git_rev, machine
+
+BENCHMARKS = ("engagement_throughput", "fanout", "joins")
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    failed = []
+    for name in BENCHMARKS:
+        if not (root / "bench" / f"{name}.py").exists():
+            continue
+        print(f"== bench.{name}", flush=True)
+        if subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=root).returncode:
+            failed.append(name)
+    header = f"# Benchmark results\n\nLast `make bench`: commit {git_rev()}, {machine()}.\n\n"
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    body = text.split("\n## ", 1)
+    RESULTS.write_text(header + ("## " + body[1] if len(body) > 1 else ""))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
