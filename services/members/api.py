@@ -4,110 +4,40 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from services.members import domain
-from services.members.store import CodeTaken, EmailTaken, MemberStore
-from shared.events import Consent, MemberJoined, ReferralMade, Role, new_event, utcnow
+from services.members.erasure import Eraser
+from services.members.schemas import (
+    JoinRequest,
+    MemberList,
+    MemberOut,
+    PatchRequest,
+    ReferralList,
+    ReferralOut,
+)
+from services.members.store import CodeTaken, ContactTaken, MemberStore
+from shared.events import (
+    CloudEvent,
+    MemberJoined,
+    MemberLeft,
+    MemberUpdated,
+    ReferralMade,
+    Role,
+    new_event,
+    utcnow,
+)
 from shared.http import ApiError, not_found
 from shared.logs import correlation_id_var
 from shared.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["members"])
 
-
-class ConsentIn(BaseModel):
-    terms: bool = Field(description="consent to the community's terms; must be true to join")
-    marketing: bool = False
-
-
-class JoinRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    display_name: str = Field(min_length=1, max_length=100)
-    email: str | None = Field(None, max_length=254)
-    phone: str | None = Field(None, max_length=32)
-    telegram: str | None = Field(None, max_length=64)
-    region: str = Field(min_length=1, max_length=100)
-    roles: list[Role] = Field(default_factory=lambda: ["volunteer"], min_length=1)
-    interests: list[str] = Field(default_factory=list, max_length=50)
-    skills: list[str] = Field(default_factory=list, max_length=50)
-    locale: Literal["ru", "en"] = "ru"
-    timezone: str = "Europe/Moscow"
-    consent: ConsentIn
-    referral_code: str | None = Field(None, max_length=32)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
-
-    @field_validator("consent")
-    @classmethod
-    def _terms_given(cls, value: ConsentIn) -> ConsentIn:
-        if not value.terms:
-            raise ValueError("joining needs consent to the terms (consent.terms must be true)")
-        return value
-
-    @model_validator(mode="after")
-    def _one_contact(self) -> JoinRequest:
-        if not (self.email or self.phone or self.telegram):
-            raise ValueError("give at least one contact: email, phone or telegram")
-        return self
-
-
-class ContactsOut(BaseModel):
-    email: str | None = None
-    phone: str | None = None
-    telegram: str | None = None
-
-
-class MemberOut(BaseModel):
-    member_id: str
-    display_name: str
-    contacts: ContactsOut
-    region: str
-    roles: list[str]
-    interests: list[str]
-    skills: list[str]
-    locale: str
-    timezone: str
-    consent: Consent
-    referral_code: str
-    referred_by: str | None = None
-    status: str = "active"
-    joined_at: datetime
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> MemberOut:
-        return cls(
-            member_id=doc["_id"],
-            contacts=ContactsOut(email=doc.get("email"), phone=doc.get("phone"),
-                                 telegram=doc.get("telegram")),
-            **{k: doc[k] for k in ("display_name", "region", "roles", "interests", "skills",
-                                   "locale", "timezone", "consent", "referral_code", "joined_at")},
-            referred_by=doc.get("referred_by"),
-            status=doc.get("status", "active"),
-        )
-
-
-class ReferralOut(BaseModel):
-    member_id: str
-    display_name: str
-    joined_at: datetime
-
-
-class ReferralList(BaseModel):
-    items: list[ReferralOut]
-    next_cursor: str | None = None
+MemberId = Annotated[str, Path(description="the member_id returned at join")]
+#: How often a write retries when another write changed the member in between.
+WRITE_ATTEMPTS = 5
 
 
 def _runtime(request: Request) -> Runtime:
@@ -122,15 +52,23 @@ def _rule(exc: domain.RuleViolation) -> ApiError:
     return ApiError(422, exc.code, exc.message)
 
 
+def _taken(exc: ContactTaken) -> ApiError:
+    return ApiError(409, f"{exc.kind}_taken", f"another member already has this {exc.kind}")
+
+
+def _now() -> datetime:
+    # MongoDB keeps milliseconds: the response shows the time exactly as it will be stored.
+    now = utcnow()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 @router.post("/members", status_code=201, response_model=MemberOut)
 async def join(body: JoinRequest, request: Request) -> MemberOut:
     """Join the community (explicit consent, at least one contact, optional referral code)."""
     store, runtime = _store(request), _runtime(request)
     try:
-        contacts = domain.Contacts(
-            email=domain.normalise_email(body.email) if body.email else None,
-            phone=domain.normalise_phone(body.phone) if body.phone else None,
-            telegram=domain.normalise_telegram(body.telegram) if body.telegram else None,
+        contacts = domain.normalise_contacts(
+            body.email, body.phone, body.telegram, request.app.state.phone_region
         )
     except domain.RuleViolation as exc:
         raise _rule(exc) from exc
@@ -138,75 +76,295 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
     code = None
     if body.referral_code:
         code = domain.normalise_code(body.referral_code)
-        referrer = await store.by_code(code)
+        referrer = await store.by_code(code) if domain.is_well_formed_code(code) else None
         if referrer is None:
-            raise ApiError(422, "unknown_referral_code", f"referral code {body.referral_code!r} is unknown")
+            raise ApiError(
+                422, "unknown_referral_code", f"referral code {body.referral_code!r} is unknown"
+            )
         try:
             domain.check_referral(
                 contacts,
-                domain.Contacts(referrer.get("email"), referrer.get("phone"), referrer.get("telegram")),
+                domain.Contacts.of(referrer),
                 referrer_active=referrer.get("status", "active") == "active",
             )
         except domain.RuleViolation as exc:
             raise _rule(exc) from exc
-    now = utcnow()
+    now = _now()
     member_id = str(uuid.uuid4())
-    correlation = correlation_id_var.get()
-    consent = {"terms": True, "marketing": body.consent.marketing,
-               "terms_at": now, "marketing_at": now if body.consent.marketing else None}
+    referred_by = referrer["_id"] if referrer else None
+    interests, skills = domain.tags(body.interests), domain.tags(body.skills)
+    roles = domain.unique(body.roles)
     joined = MemberJoined(
-        member_id=member_id, display_name=body.display_name, region=body.region,
-        roles=body.roles, interests=body.interests, skills=body.skills, locale=body.locale,
+        member_id=member_id,
+        display_name=body.display_name,
+        region=body.region,
+        roles=roles,
+        interests=interests,
+        skills=skills,
+        locale=body.locale,
         timezone=body.timezone,
-        contacts={"email": contacts.email, "phone": contacts.phone, "telegram": contacts.telegram},
+        contacts=contacts.as_dict(),
         consent={"terms": True, "marketing": body.consent.marketing},
-        referred_by=referrer["_id"] if referrer else None, joined_at=now,
+        referred_by=referred_by,
+        joined_at=now,
     )
-    first = new_event(joined, correlation_id=correlation, time=now)
+    first = new_event(joined, correlation_id=correlation_id_var.get(), time=now)
     events = [first]
     if referrer is not None:
-        events.append(new_event(
-            ReferralMade(referral_id=str(uuid.uuid4()), referrer_id=referrer["_id"],
-                         referred_id=member_id, code=code or "", at=now),
-            correlation_id=first.correlationid,
-        ))
-    member = {
-        "_id": member_id, "display_name": body.display_name, "region": body.region,
-        "roles": list(body.roles), "interests": body.interests, "skills": body.skills,
-        "locale": body.locale, "timezone": body.timezone, "consent": consent,
-        "referred_by": referrer["_id"] if referrer else None, "joined_at": now,
-        "status": "active", "version": 1,
-        **{k: v for k, v in (("email", contacts.email), ("phone", contacts.phone),
-                              ("telegram", contacts.telegram)) if v},
+        events.append(
+            new_event(
+                ReferralMade(
+                    referral_id=str(uuid.uuid4()),
+                    referrer_id=referrer["_id"],
+                    referred_id=member_id,
+                    code=code or "",
+                    at=now,
+                ),
+                correlation_id=first.correlationid,
+                time=now,
+            )
+        )
+    member: dict[str, Any] = {
+        "_id": member_id,
+        "display_name": body.display_name,
+        "region": body.region,
+        "roles": roles,
+        "interests": interests,
+        "skills": skills,
+        "locale": body.locale,
+        "timezone": body.timezone,
+        "consent": domain.consent_at_join(body.consent.marketing, now),
+        "referred_by": referred_by,
+        "joined_at": now,
+        "list_key": domain.list_key(now, member_id),
+        "status": "active",
+        "version": 1,
+        **{k: v for k, v in contacts.as_dict().items() if v},
     }
-    for _attempt in range(5):
+    key = request.headers.get("Idempotency-Key")
+    if key:
+        # The kernel's record of this request (shared/http.py) keeps the response: erasure
+        # deletes it, so a replay cannot return the personal data afterwards.
+        member["idempotency_record"] = f"{request.url.path}:{key}"
+    for _attempt in range(WRITE_ATTEMPTS):
         member["referral_code"] = domain.new_referral_code()
         try:
             await store.insert(member, events)
             break
         except CodeTaken:
             continue
-        except EmailTaken as exc:
-            raise ApiError(409, "email_taken", f"a member with email {contacts.email} already exists") from exc
+        except ContactTaken as exc:
+            raise _taken(exc) from exc
     else:
         raise ApiError(503, "unavailable", "could not allocate a referral code; retry")
     runtime.relay.kick(store.members, member_id)
     return MemberOut.from_doc(member)
 
 
+@router.get("/members", response_model=MemberList)
+async def list_members(
+    request: Request,
+    region: Annotated[str | None, Query(description="exact region")] = None,
+    role: Annotated[Role | None, Query()] = None,
+    interest: Annotated[str | None, Query(description="one interest tag")] = None,
+    status: Annotated[
+        str, Query(pattern="^(active|left)$", description="active (default) or left")
+    ] = "active",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> MemberList:
+    """Members in join order; the cursor stays right while others join (keyset pagination)."""
+    filters: dict[str, Any] = {"status": status}
+    if region:
+        filters["region"] = region
+    if role:
+        filters["roles"] = role
+    if interest:
+        tag = domain.tags([interest])
+        filters["interests"] = tag[0] if tag else interest
+    try:
+        after = domain.decode_cursor(cursor) if cursor else None
+    except domain.RuleViolation as exc:
+        raise _rule(exc) from exc
+    docs = await _store(request).page(filters, after, limit + 1)
+    page = docs[:limit]
+    next_cursor = None
+    if len(docs) > limit:
+        next_cursor = domain.encode_cursor(page[-1]["list_key"])
+    return MemberList(items=[MemberOut.from_doc(d) for d in page], next_cursor=next_cursor)
+
+
 @router.get("/members/{member_id}", response_model=MemberOut)
-async def get_member(member_id: Annotated[str, Path()], request: Request) -> MemberOut:
+async def get_member(member_id: MemberId, request: Request, response: Response) -> MemberOut:
     doc = await _store(request).get(member_id)
     if doc is None:
         raise not_found("member", member_id)
+    response.headers["ETag"] = f'"{doc.get("version", 1)}"'
     return MemberOut.from_doc(doc)
 
 
+def _requested(body: PatchRequest, phone_region: str | None) -> dict[str, Any]:
+    """The PATCH fields sent, normalised like at join."""
+    sent = body.model_fields_set
+    requested: dict[str, Any] = {f: getattr(body, f) for f in sent if f != "consent"}
+    if body.consent is not None:
+        requested["consent"] = body.consent.model_dump(exclude_unset=True)
+    contacts = domain.normalise_contacts(
+        requested.get("email"), requested.get("phone"), requested.get("telegram"), phone_region
+    )
+    for kind in domain.CONTACT_KINDS:
+        if kind in requested:
+            requested[kind] = getattr(contacts, kind)
+    for name in ("interests", "skills"):
+        if name in requested:
+            requested[name] = domain.tags(requested[name])
+    if "roles" in requested:
+        requested["roles"] = domain.unique(requested["roles"])
+    return requested
+
+
+def _if_match(header: str | None) -> int | None:
+    if header is None:
+        return None
+    try:
+        return int(header.strip().removeprefix("W/").strip('"'))
+    except ValueError as exc:
+        raise ApiError(422, "invalid_if_match", "If-Match must be a member version") from exc
+
+
+@router.patch("/members/{member_id}", response_model=MemberOut)
+async def update_member(
+    member_id: MemberId,
+    body: PatchRequest,
+    request: Request,
+    response: Response,
+    if_match: Annotated[str | None, Header(description="a version: 412 if it changed")] = None,
+) -> MemberOut:
+    """Change profile, contacts or consent; emits member-updated with exactly what changed."""
+    store, runtime = _store(request), _runtime(request)
+    expected = _if_match(if_match)
+    try:
+        requested = _requested(body, request.app.state.phone_region)
+    except domain.RuleViolation as exc:
+        raise _rule(exc) from exc
+    for _attempt in range(WRITE_ATTEMPTS):
+        doc = await store.get(member_id)
+        if doc is None:
+            raise not_found("member", member_id)
+        version = int(doc.get("version", 1))
+        if expected is not None and expected != version:
+            raise ApiError(
+                412,
+                "version_changed",
+                f"member {member_id} is at version {version}, not {expected}",
+            )
+        if doc.get("status") != "active":
+            raise ApiError(
+                409, "member_left", f"member {member_id} has left; the profile is closed"
+            )
+        try:
+            change = domain.profile_change(doc, requested, _now())
+        except domain.RuleViolation as exc:
+            raise _rule(exc) from exc
+        if not change:
+            break  # nothing changes: no event, no new version
+        update: dict[str, Any] = {"$set": change.set_fields}
+        if change.unset_fields:
+            update["$unset"] = {f: "" for f in change.unset_fields}
+        event = new_event(
+            MemberUpdated(member_id=member_id, changes=change.changes),
+            correlation_id=correlation_id_var.get(),
+        )
+        try:
+            written = await store.update(
+                member_id, version, update, [event], guard={"status": "active"}
+            )
+        except ContactTaken as exc:
+            raise _taken(exc) from exc
+        if written:
+            runtime.relay.kick(store.members, member_id)
+            doc = await store.get(member_id) or doc
+            break
+    else:
+        raise ApiError(409, "conflict", "the member kept changing; retry")
+    response.headers["ETag"] = f'"{doc.get("version", 1)}"'
+    return MemberOut.from_doc(doc)
+
+
+@router.delete("/members/{member_id}", status_code=204)
+async def leave(
+    member_id: MemberId,
+    request: Request,
+    erase: Annotated[bool, Query(description="also erase personal data everywhere")] = False,
+) -> Response:
+    """Leave (member-left); with erase=true the profile goes and the stream is purged.
+
+    Repeats are harmless: leaving twice, or erasing an erased member, is 204 and emits
+    nothing. An id that never existed is 404.
+    """
+    store, runtime = _store(request), _runtime(request)
+    eraser: Eraser = request.app.state.eraser
+    for _attempt in range(WRITE_ATTEMPTS):
+        doc = await store.get_with_outbox(member_id)
+        if doc is None:
+            raise not_found("member", member_id)
+        status = doc.get("status", "active")
+        if status == "erased" or (status == "left" and not erase):
+            return Response(status_code=204)
+        now = _now()
+        left_at = domain.left_at(doc) or now
+        event = new_event(
+            MemberLeft(member_id=member_id, erase=erase, left_at=left_at),
+            correlation_id=correlation_id_var.get(),
+            time=now,
+        )
+        if erase:
+            written = await store.replace_with_tombstone(
+                doc, domain.tombstone(doc, now, _stored(event))
+            )
+        else:
+            written = await store.update(
+                member_id,
+                int(doc.get("version", 1)),
+                {"$set": {"status": "left", "departure": domain.departure(now)}},
+                [event],
+                guard={"status": "active"},
+            )
+        if written:
+            runtime.relay.kick(store.members, member_id)
+            if erase:
+                eraser.kick(member_id)
+            return Response(status_code=204)
+    raise ApiError(409, "conflict", "the member kept changing; retry")
+
+
+def _stored(event: CloudEvent) -> dict[str, Any]:
+    """An outbox entry exactly as shared.outbox stores one."""
+    return event.model_dump(mode="json")
+
+
 @router.get("/members/{member_id}/referrals", response_model=ReferralList)
-async def referrals(member_id: str, request: Request) -> ReferralList:
+async def referrals(
+    member_id: MemberId,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
+    cursor: Annotated[str | None, Query()] = None,
+) -> ReferralList:
+    """Who joined with this member's code (erased ones stay, anonymous, so counts hold)."""
     store = _store(request)
     if await store.get(member_id) is None:
         raise not_found("member", member_id)
-    docs = await store.referred_by(member_id)
-    return ReferralList(items=[ReferralOut(member_id=d["_id"], display_name=d["display_name"],
-                                           joined_at=d["joined_at"]) for d in docs])
+    try:
+        after = domain.decode_cursor(cursor) if cursor else None
+    except domain.RuleViolation as exc:
+        raise _rule(exc) from exc
+    docs = await store.page({"referred_by": member_id}, after, limit + 1)
+    page = docs[:limit]
+    next_cursor = None
+    if len(docs) > limit:
+        next_cursor = domain.encode_cursor(page[-1]["list_key"])
+    return ReferralList(
+        items=[ReferralOut.from_doc(d) for d in page],
+        next_cursor=next_cursor,
+        total=await store.count_referrals(member_id),
+    )

@@ -1,10 +1,12 @@
-"""Members service composition root: settings, runtime, store, routes."""
+"""Members service composition root: settings, runtime, store, erasure, routes."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic import Field
 
 from services.members import api
+from services.members.erasure import Eraser
 from services.members.store import MemberStore
 from shared.events import MemberJoined, MemberLeft, MemberUpdated, ReferralMade
 from shared.service import Runtime, create_app
@@ -14,7 +16,18 @@ SERVICE = "members"
 
 
 class MembersSettings(ServiceSettings):
-    pass
+    phone_region: str = Field(
+        "RU",
+        alias="SARAFAN_MEMBERS_PHONE_REGION",
+        description="ISO country whose national phone formats are read (8 916 ... → +7 916 ...); "
+        "empty: international format only",
+    )
+    erasure_sweep_seconds: float = Field(
+        5.0,
+        alias="SARAFAN_MEMBERS_ERASURE_SWEEP_SECONDS",
+        gt=0,
+        description="how often unfinished erasures (NATS was away, a consumer behind) are retried",
+    )
 
 
 def build(settings: MembersSettings | None = None) -> FastAPI:
@@ -24,9 +37,16 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.outbox(store.members)
     runtime.publishes += [MemberJoined, MemberUpdated, MemberLeft, ReferralMade]
+    eraser = Eraser(store, runtime.bus, runtime.relay, settings.erasure_sweep_seconds)
+    runtime.jobs.append(eraser.loop)
+    runtime.bus.on_connected.append(eraser.wake)
     app = create_app(
-        runtime, [api.router], title="Sarafan members",
+        runtime,
+        [api.router],
+        title="Sarafan members",
         description="Members who join voluntarily, their profiles, consent and referrals.",
     )
     app.state.store = store
+    app.state.eraser = eraser
+    app.state.phone_region = settings.phone_region.strip().upper() or None
     return app

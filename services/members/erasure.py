@@ -1,0 +1,172 @@
+"""Purging an erased member's messages from the MEMBERS stream, even if NATS was away.
+
+An erasure is recorded in MongoDB first (the tombstone carries `purge`), so it survives a
+NATS outage or a crash; this module finishes it in two steps, retried until done:
+
+1. `purge: pending` — once nothing naming the member is left to publish (their outbox, and
+   referral-made events in the outboxes of members they referred), purge every subject
+   `members.<type>.<member_id>` except member-left. Personal data leaves the stream now.
+2. `purge: member-left` — member-left (no personal data) must still reach the other
+   services, who erase their own copies on it. Once every durable consumer of MEMBERS whose
+   filter takes it has acknowledged it, purge `members.*.<member_id>`; the marker goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import nats.js.errors
+
+from services.members.store import MemberStore
+from shared.bus import STREAMS
+from shared.events import EVENT_MODELS
+from shared.outbox import Relay
+
+log = logging.getLogger("sarafan.members.erasure")
+
+STREAM = STREAMS["members"]
+LEFT = "member-left"
+#: Subjects purged at step 1: every event type this service publishes except member-left.
+STEP_ONE_TYPES = tuple(
+    m.event_type for m in EVENT_MODELS if m.service == "members" and m.event_type != LEFT
+)
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, `>` is one or more trailing tokens."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def consumer_is_past(info: Any, subject: str, seq: int) -> bool:
+    """Has this consumer of the stream done with message `seq` on `subject` (or skip it)?"""
+    config = info.config
+    filters = config.filter_subjects or (
+        [config.filter_subject] if config.filter_subject else [">"]
+    )
+    if not any(subject_matches(f, subject) for f in filters):
+        return True  # it never receives that subject
+    if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= seq:
+        return True
+    # Nothing left to deliver and nothing unacknowledged: it has had every message it takes.
+    return not info.num_pending and not info.num_ack_pending
+
+
+class Eraser:
+    """Finishes erasures: right after the DELETE, and from a periodic sweep."""
+
+    def __init__(self, store: MemberStore, bus: Any, relay: Relay, interval: float) -> None:
+        self.store = store
+        self.bus = bus
+        self.relay = relay
+        self.interval = interval
+        self._wake = asyncio.Event()
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def wake(self) -> None:
+        self._wake.set()
+
+    def kick(self, member_id: str) -> None:
+        """Try at once (the usual case: NATS is up and the relay publishes within ms)."""
+        task = asyncio.create_task(self._soon(member_id), name=f"erase-{member_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _soon(self, member_id: str) -> None:
+        delay = 0.05
+        for _ in range(10):
+            with contextlib.suppress(Exception):
+                if await self.finish(member_id):
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        # Not finished yet (NATS away, a consumer behind): the periodic sweep carries on.
+
+    async def loop(self) -> None:
+        """Runtime job: finish every erasure still marked, every `interval` or on reconnect."""
+        try:
+            while True:
+                try:
+                    await self.sweep()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("erasure sweep failed: %r", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
+        finally:
+            await self.stop()
+
+    async def sweep(self) -> int:
+        """One pass; returns how many erasures it finished."""
+        done = 0
+        for member_id in await self.store.erasures_pending():
+            try:
+                done += await self.finish(member_id)
+            except Exception as exc:
+                log.warning("erasure of %s not finished yet: %r", member_id, exc)
+        return done
+
+    async def finish(self, member_id: str) -> bool:
+        """Advance one erasure as far as it can go now; True once nothing is left to do."""
+        if member_id in self._busy:
+            return False
+        self._busy.add(member_id)
+        try:
+            return await self._advance(member_id)
+        finally:
+            self._busy.discard(member_id)
+
+    async def _advance(self, member_id: str) -> bool:
+        phase = await self.store.purge_phase(member_id)
+        if phase is None:
+            return True
+        js = self.bus.js
+        if not self.bus.connected or js is None:
+            return False
+        if await self.store.unpublished_on_subjects_of(member_id):
+            # Purging now would let these land in the stream afterwards: publish them first.
+            await self.relay.flush(self.store.members.name, member_id)
+            if await self.store.unpublished_on_subjects_of(member_id):
+                return False
+        if phase == "pending":
+            for event_type in STEP_ONE_TYPES:
+                await js.purge_stream(STREAM, subject=f"members.{event_type}.{member_id}")
+            await self.store.set_purge_phase(member_id, LEFT)
+            log.info("erasure of %s: personal events purged from %s", member_id, STREAM)
+        left = f"members.{LEFT}.{member_id}"
+        try:
+            seq = (await js.get_last_msg(STREAM, left)).seq
+        except nats.js.errors.NotFoundError:
+            seq = None
+        if seq is not None:
+            consumers = await js.consumers_info(STREAM)
+            behind = [
+                c.name
+                for c in consumers
+                if c.config.durable_name and not consumer_is_past(c, left, seq)
+            ]
+            if behind:
+                log.debug("erasure of %s waits for %s to take member-left", member_id, behind)
+                return False
+        await js.purge_stream(STREAM, subject=f"members.*.{member_id}")
+        await self.store.purge_done(member_id)
+        log.info("erasure of %s finished: no message of theirs left in %s", member_id, STREAM)
+        return True
+
+    async def stop(self) -> None:
+        """Cancel the immediate attempts (the runtime cancels `loop` at shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,184 @@
+"""The members API's request and response bodies (pydantic v2, validated at the boundary)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.events import Role
+
+Tag = str
+
+
+def _known_zone(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r}") from exc
+    return value
+
+
+class ConsentIn(BaseModel):
+    terms: bool = Field(description="consent to the community's terms; must be true to join")
+    marketing: bool = False
+
+
+class JoinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    display_name: str = Field(min_length=1, max_length=100)
+    email: str | None = Field(None, max_length=254)
+    phone: str | None = Field(None, max_length=32)
+    telegram: str | None = Field(None, max_length=64)
+    region: str = Field(min_length=1, max_length=100)
+    roles: list[Role] = Field(default_factory=lambda: ["volunteer"], min_length=1)
+    interests: list[Tag] = Field(default_factory=list, max_length=50)
+    skills: list[Tag] = Field(default_factory=list, max_length=50)
+    locale: Literal["ru", "en"] = "ru"
+    timezone: str = "Europe/Moscow"
+    consent: ConsentIn
+    referral_code: str | None = Field(None, max_length=32)
+
+    _zone = field_validator("timezone")(_known_zone)
+
+    @field_validator("consent")
+    @classmethod
+    def _terms_given(cls, value: ConsentIn) -> ConsentIn:
+        if not value.terms:
+            raise ValueError("joining needs consent to the terms (consent.terms must be true)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_contact(self) -> JoinRequest:
+        if not (self.email or self.phone or self.telegram):
+            raise ValueError("give at least one contact: email, phone or telegram")
+        return self
+
+
+class ConsentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    terms: bool | None = Field(None, description="only true is accepted: to withdraw, leave")
+    marketing: bool | None = None
+
+
+class PatchRequest(BaseModel):
+    """Only the fields sent change; a contact sent as null is removed (one must remain)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    display_name: str | None = Field(None, min_length=1, max_length=100)
+    email: str | None = Field(None, max_length=254)
+    phone: str | None = Field(None, max_length=32)
+    telegram: str | None = Field(None, max_length=64)
+    region: str | None = Field(None, min_length=1, max_length=100)
+    roles: list[Role] | None = Field(None, min_length=1)
+    interests: list[Tag] | None = Field(None, max_length=50)
+    skills: list[Tag] | None = Field(None, max_length=50)
+    locale: Literal["ru", "en"] | None = None
+    timezone: str | None = None
+    consent: ConsentPatch | None = None
+
+    _zone = field_validator("timezone")(_known_zone)
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> PatchRequest:
+        nullable = {"email", "phone", "telegram"}
+        nulls = [f for f in self.model_fields_set - nullable if getattr(self, f) is None]
+        if nulls:
+            raise ValueError(f"{', '.join(sorted(nulls))} cannot be null (only contacts can)")
+        return self
+
+
+class ContactsOut(BaseModel):
+    email: str | None = None
+    phone: str | None = None
+    telegram: str | None = None
+
+
+class ConsentOut(BaseModel):
+    terms: bool
+    marketing: bool
+    terms_at: datetime | None = Field(None, description="when consent to the terms was given")
+    marketing_at: datetime | None = Field(
+        None, description="when marketing consent was last given or withdrawn (null: never given)"
+    )
+
+
+class MemberOut(BaseModel):
+    member_id: str
+    display_name: str
+    contacts: ContactsOut
+    region: str
+    roles: list[str]
+    interests: list[str]
+    skills: list[str]
+    locale: str
+    timezone: str
+    consent: ConsentOut
+    referral_code: str
+    referred_by: str | None = None
+    status: Literal["active", "left"] = "active"
+    joined_at: datetime
+    left_at: datetime | None = None
+    version: int = Field(1, description="bumped by every change; send it back in If-Match")
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> MemberOut:
+        return cls(
+            member_id=doc["_id"],
+            contacts=ContactsOut(
+                email=doc.get("email"), phone=doc.get("phone"), telegram=doc.get("telegram")
+            ),
+            **{
+                k: doc[k]
+                for k in (
+                    "display_name",
+                    "region",
+                    "roles",
+                    "interests",
+                    "skills",
+                    "locale",
+                    "timezone",
+                    "consent",
+                    "referral_code",
+                    "joined_at",
+                )
+            },
+            referred_by=doc.get("referred_by"),
+            status=doc.get("status", "active"),
+            left_at=(doc.get("departure") or {}).get("left_at"),
+            version=doc.get("version", 1),
+        )
+
+
+class MemberList(BaseModel):
+    items: list[MemberOut]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
+
+
+class ReferralOut(BaseModel):
+    member_id: str
+    display_name: str | None = Field(None, description="null once the member erased their data")
+    status: Literal["active", "left", "erased"] = "active"
+    joined_at: datetime
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> ReferralOut:
+        return cls(
+            member_id=doc["_id"],
+            display_name=doc.get("display_name"),
+            status=doc.get("status", "active"),
+            joined_at=doc["joined_at"],
+        )
+
+
+class ReferralList(BaseModel):
+    items: list[ReferralOut]
+    next_cursor: str | None = None
+    total: int = Field(description="how many members joined with this member's code")
