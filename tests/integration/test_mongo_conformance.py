@@ -527,3 +527,28 @@ async def test_lease_with_dates_is_claimed_once_until_it_expires(
     assert after_expiry is not None
     assert after_expiry["lease_until"] == now + timedelta(minutes=11)
     assert await db.jobs.count_documents({"lease_until": {"$gt": now}}) == 1
+
+
+async def test_compound_index_naming_id_accepts_inserts(
+    db: AsyncDatabase, on_nx_27017: bool, request: pytest.FixtureRequest
+) -> None:
+    known_nx_difference(
+        request, on_nx_27017, "a compound index naming `_id` fails every insert (JSON path error)"
+    )
+    # Why the stores index plain fields (members: `region`; listings: a `list_key` string).
+    await db.members.create_index([("region", ASCENDING), ("_id", ASCENDING)])
+    await db.members.insert_one({"_id": "m1", "region": "moscow"})
+    assert await db.members.count_documents({"region": "moscow"}) == 1
+
+
+async def test_date_comparison_keeps_milliseconds(
+    db: AsyncDatabase, on_nx_27017: bool, request: pytest.FixtureRequest
+) -> None:
+    known_nx_difference(request, on_nx_27017, "dates compare to the second, not the millisecond")
+    # Why pagination keys are `<epoch ms>:<id>` strings and ordered times are epoch ms.
+    base = datetime(2026, 11, 27, 10, 0, 0, 100_000, tzinfo=UTC)
+    await db.members.insert_many(
+        [{"_id": "a", "at": base}, {"_id": "b", "at": base + timedelta(milliseconds=500)}]
+    )
+    later = await db.members.find({"at": {"$gt": base}}).to_list(None)
+    assert [d["_id"] for d in later] == ["b"]
