@@ -1,16 +1,32 @@
 # One image for every service; the command chooses it: `sarafan run members`.
-FROM python:3.11-slim AS build
+# Build stage: resolve and install the project into a virtualenv (wheels only, no compiler).
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+RUN python -m venv /opt/sarafan
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-RUN python -m venv /opt/sarafan && /opt/sarafan/bin/pip install --no-cache-dir .
+RUN /opt/sarafan/bin/pip install . \
+ && /opt/sarafan/bin/pip uninstall -y pip
 
-FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 sarafan
+# Final stage: the interpreter, the virtualenv and nothing else; runs as an unprivileged user.
+FROM python:3.11.11-slim-bookworm
+LABEL org.opencontainers.image.title="sarafan" \
+      org.opencontainers.image.description="Sarafan community services (members, engagement, campaigns, notifier)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN useradd --system --create-home --uid 10001 --user-group sarafan
 COPY --from=build /opt/sarafan /opt/sarafan
-ENV PATH=/opt/sarafan/bin:$PATH PYTHONUNBUFFERED=1 SARAFAN_LOG_FORMAT=json SARAFAN_HOST=0.0.0.0
-USER sarafan
-HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-  CMD python -c "import os,urllib.request as u; p=next(v for k,v in os.environ.items() if k.startswith('SARAFAN_') and k.endswith('_PORT')); u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=2)"
+COPY deploy/docker/healthcheck.py /opt/sarafan/healthcheck.py
+ENV PATH=/opt/sarafan/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SARAFAN_LOG_FORMAT=json \
+    SARAFAN_HOST=0.0.0.0
+USER 10001:10001
+WORKDIR /home/sarafan
+EXPOSE 8001 8002 8003 8004
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "/opt/sarafan/healthcheck.py"]
+ENTRYPOINT []
 CMD ["sarafan", "run", "members"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/sarafan up
 
-test: $(STAMP)
+# promtool and prometheus (Debian package `prometheus`) for the alert-rule and real-Prometheus
+# tests; where apt-get is missing those tests skip with that reason. The package's own service
+# is never left running: the tests start the binary on a free port.
+deps:
+	@command -v promtool >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	     --no-install-recommends prometheus >/dev/null \
+	  && { systemctl disable --now prometheus 2>/dev/null; \
+	       service prometheus stop 2>/dev/null; true; }; } \
+	  || echo "promtool unavailable: the Prometheus tests will be skipped"
+
+test: $(STAMP) deps
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

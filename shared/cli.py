@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import runpy
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared.settings import DEFAULT_PORTS
 
@@ -74,6 +76,113 @@ def schemas(args: argparse.Namespace) -> int:
     for path in export_schemas(args.directory):
         print(path)
     return 0
+
+
+def _ops(work: Callable[..., Any]) -> int:
+    """Run one operator command against the running stack; its errors become exit status 1."""
+    from shared.ops import OpsError
+
+    try:
+        return int(asyncio.run(work()) or 0)
+    except OpsError as exc:
+        print(f"sarafan: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _events_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = actions.add_parser("tail", help="print events as they are published (follows)")
+    tail.add_argument(
+        "subject", nargs="*", help="NATS subjects to follow (default: every service's events)"
+    )
+    tail.add_argument("-n", "--count", type=int, help="stop after this many events")
+    tail.add_argument("--raw", action="store_true", help="print each CloudEvent as JSON")
+
+
+@subcommand(
+    "events", "follow the events on NATS: `sarafan events tail [SUBJECT]`", _events_arguments
+)
+def events(args: argparse.Namespace) -> int:
+    from shared.ops import OpsConfig, tail
+
+    config = OpsConfig.from_env()
+    return _ops(
+        lambda: tail(config, args.subject, sys.stdout, sys.stderr, count=args.count, raw=args.raw)
+    )
+
+
+def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="what failed, where, why and how often")
+    replay = actions.add_parser(
+        "replay", help="re-publish to the original subject, then remove the entry"
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="DLQ ids")
+    which.add_argument("--all", action="store_true", help="replay every dead letter")
+
+
+@subcommand(
+    "dlq",
+    "the dead-letter queue: `sarafan dlq list`, `sarafan dlq replay ID|--all`",
+    _dlq_arguments,
+)
+def dlq(args: argparse.Namespace) -> int:
+    from shared.ops import OpsConfig, connect, dlq_entries, dlq_replay, dlq_table
+
+    config = OpsConfig.from_env()
+
+    async def work() -> int:
+        nc = await connect(config)
+        try:
+            if args.action == "list":
+                print(dlq_table(await dlq_entries(nc)))
+                return 0
+            if not args.all and not args.ids:
+                print("sarafan dlq replay: give IDs or --all", file=sys.stderr)
+                return 2
+            replayed = await dlq_replay(nc, None if args.all else args.ids)
+            for seq, subject in replayed:
+                print(f"replayed {seq} to {subject}")
+            print(f"{len(replayed)} dead letter(s) replayed")
+            return 0
+        finally:
+            await nc.close()
+
+    return _ops(work)
+
+
+@subcommand("stats", "community figures and each consumer's pending count")
+def stats(args: argparse.Namespace) -> int:
+    from shared.ops import OpsConfig
+    from shared.ops import stats as render_stats
+
+    config = OpsConfig.from_env()
+
+    async def work() -> int:
+        print(await render_stats(config))
+        return 0
+
+    return _ops(work)
+
+
+def _campaigns_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify-draw", help="re-run a campaign's draw and check its published winners"
+    )
+    verify.add_argument("rest", nargs=argparse.REMAINDER, help="CAMPAIGN_ID [--url URL]")
+
+
+@subcommand(
+    "campaigns", "campaign checks: `sarafan campaigns verify-draw ID`", _campaigns_arguments
+)
+def campaigns(args: argparse.Namespace) -> int:
+    from services.campaigns.cli import verify_draw_main
+
+    return int(verify_draw_main(list(args.rest)))
 
 
 def build_parser() -> argparse.ArgumentParser:

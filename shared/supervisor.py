@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -25,6 +26,7 @@ from shared.embedded import (
     nats_child,
     port_is_free,
 )
+from shared.nats_auth import ADMIN_USER, nats_conf, users
 from shared.settings import DEFAULT_PORTS
 
 log = logging.getLogger("sarafan.supervisor")
@@ -114,6 +116,28 @@ def api_token(home: Path, environ: Mapping[str, str] = os.environ) -> tuple[str,
     return token, True
 
 
+def _write_private(path: Path, text: str) -> None:
+    # O_EXCL with the mode at creation: never readable by others, even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def nats_passwords(home: Path) -> dict[str, str]:
+    """The NATS password of every user (the four services, admin, sys), stored in
+    home/nats-users.json (mode 0600) on first use so they survive restarts; the operator
+    CLI reads the admin password from there."""
+    path = home / "nats-users.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [name for name in users() if not stored.get(name)]
+    if missing:
+        stored |= {name: secrets.token_urlsafe(24) for name in missing}
+        home.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        _write_private(path, json.dumps(stored, indent=2) + "\n")
+    return stored
+
+
 @dataclass(eq=False)
 class _Supervised:
     """Restart bookkeeping for one child."""
@@ -149,6 +173,7 @@ class Stack:
         self.server_timeout = server_timeout
         self.service_timeout = service_timeout
         self.token = ""
+        self.nats_passwords: dict[str, str] = {}
         self.children: dict[str, Child] = {}  # in start order: servers, then services
         self._supervised: dict[str, _Supervised] = {}
         self._stop = threading.Event()
@@ -176,8 +201,13 @@ class Stack:
             directory.mkdir(parents=True, exist_ok=True)
         self._check_ports()
         self.token, created = api_token(home, self.environ)
+        # Same users and permissions as compose and k8s: each service its own NATS user.
+        self.nats_passwords = nats_passwords(home)
+        accounts = nats_conf(self.nats_passwords)
         self.children = {
-            "nats-server": nats_child(home, self.config.nats_port, self.config.nats_http_port),
+            "nats-server": nats_child(
+                home, self.config.nats_port, self.config.nats_http_port, accounts=accounts
+            ),
             "nx-27017": mongo_child(home, self.config.mongo_port),
         }
         for name in self.services:
@@ -257,6 +287,8 @@ class Stack:
             log_path=self.logs_dir / f"{name}.log",
             env={
                 "NATS_URL": self.config.nats_url,
+                "NATS_USER": name,
+                "NATS_PASSWORD": self.nats_passwords[name],
                 "MONGODB_URL": self.config.mongodb_url,
                 "SARAFAN_API_TOKEN": self.token,
                 f"SARAFAN_{name.upper()}_PORT": str(port),
@@ -309,6 +341,8 @@ class Stack:
         lines += [
             f"  {'nats':<11} {config.nats_url}  (monitoring http://{LOCALHOST}:"
             f"{config.nats_http_port})",
+            f"  {'nats users':<11} one per service; operator: {ADMIN_USER} "
+            f"(passwords in {config.home / 'nats-users.json'})",
             f"  {'mongodb':<11} {config.mongodb_url}",
             f"  {'logs':<11} {self.logs_dir}",
             f"API token: {self.token}"

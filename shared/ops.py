@@ -1,0 +1,331 @@
+"""The operator CLI's work: follow events, list and replay dead letters, community stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from shared.bus import DLQ_STREAM, STREAMS
+from shared.nats_auth import ADMIN_USER
+
+DLQ_HEADER = "Sarafan-Dlq-"
+#: The subjects `sarafan events tail` follows by default: every service's events.
+EVENT_SUBJECTS = tuple(f"{service}.>" for service in STREAMS)
+
+
+class OpsError(RuntimeError):
+    """Something the operator must fix (unreachable server, unknown DLQ id); printed as is."""
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    """Where the running stack is and how to authenticate, from the environment or from what
+    `sarafan up` stored in SARAFAN_HOME (the NATS admin password, the API token)."""
+
+    nats_url: str
+    nats_user: str | None
+    nats_password: str | None
+    engagement_url: str
+    api_token: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> OpsConfig:
+        home = Path(environ.get("SARAFAN_HOME") or ".sarafan")
+        user, password = environ.get("NATS_USER"), environ.get("NATS_PASSWORD")
+        stored = home / "nats-users.json"
+        if not user and stored.exists():
+            user, password = ADMIN_USER, json.loads(stored.read_text()).get(ADMIN_USER)
+        token = environ.get("SARAFAN_API_TOKEN", "")
+        if not token and (home / "api-token").exists():
+            token = (home / "api-token").read_text().strip()
+        nats_port = environ.get("SARAFAN_NATS_PORT") or "4222"
+        engagement_port = environ.get("SARAFAN_ENGAGEMENT_PORT") or "8002"
+        return cls(
+            nats_url=environ.get("NATS_URL") or f"nats://127.0.0.1:{nats_port}",
+            nats_user=user or None,
+            nats_password=password or None,
+            engagement_url=environ.get("SARAFAN_ENGAGEMENT_URL")
+            or f"http://127.0.0.1:{engagement_port}",
+            api_token=token,
+        )
+
+
+async def connect(config: OpsConfig) -> NatsClient:
+    try:
+        return await nats.connect(
+            config.nats_url,
+            user=config.nats_user,
+            password=config.nats_password,
+            name="sarafan-cli",
+            connect_timeout=3,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+        )
+    except Exception as exc:
+        raise OpsError(f"cannot connect to NATS at {config.nats_url}: {exc}") from exc
+
+
+# -- events tail ------------------------------------------------------------------------------
+
+
+def format_event(subject: str, payload: bytes) -> str:
+    """One readable line: time, type, subject, then the data (shortened)."""
+    try:
+        event = json.loads(payload)
+        data = json.dumps(event.get("data"), ensure_ascii=False, separators=(",", ":"))
+        stamp = str(event.get("time", ""))[11:19] or "--:--:--"
+        kind = event.get("type", "?")
+    except (ValueError, AttributeError):
+        stamp, kind, data = "--:--:--", "(not an event)", payload[:200].decode("utf-8", "replace")
+    if len(data) > 160:
+        data = data[:157] + "..."
+    return f"{stamp}  {kind:<20} {subject}  {data}"
+
+
+async def tail(
+    config: OpsConfig,
+    subjects: Sequence[str],
+    out: TextIO,
+    err: TextIO,
+    count: int | None = None,
+    raw: bool = False,
+) -> int:
+    """Print events as they are published, until interrupted or `count` were printed."""
+    nc = await connect(config)
+    seen = 0
+    done = asyncio.Event()
+
+    async def show(msg: Any) -> None:
+        nonlocal seen
+        if count is not None and seen >= count:
+            return
+        seen += 1
+        line = msg.data.decode("utf-8", "replace") if raw else format_event(msg.subject, msg.data)
+        print(line, file=out, flush=True)
+        if count is not None and seen >= count:
+            done.set()
+
+    try:
+        for subject in subjects or EVENT_SUBJECTS:
+            await nc.subscribe(subject, cb=show)
+        await nc.flush()
+        print(f"following {', '.join(subjects or EVENT_SUBJECTS)} (Ctrl-C stops)", file=err)
+        err.flush()
+        await done.wait()
+    finally:
+        await nc.close()
+    return 0
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One DLQ entry: what failed (the original subject), where (stream, consumer), why."""
+
+    id: int  # sequence in the DLQ stream
+    subject: str
+    event_type: str
+    stream: str
+    stream_sequence: str
+    service: str
+    consumer: str
+    deliveries: str
+    error: str
+    at: str
+
+    @classmethod
+    def from_message(cls, seq: int, headers: Mapping[str, str] | None, data: bytes) -> DeadLetter:
+        h = dict(headers or {})
+        kind = h.get("Ce-Type", "")
+        if not kind:
+            with contextlib.suppress(ValueError, AttributeError):
+                kind = json.loads(data).get("type", "")
+        return cls(
+            id=seq,
+            subject=h.get(f"{DLQ_HEADER}Subject", "?"),
+            event_type=kind or "?",
+            stream=h.get(f"{DLQ_HEADER}Stream", "?"),
+            stream_sequence=h.get(f"{DLQ_HEADER}Sequence", "?"),
+            service=h.get(f"{DLQ_HEADER}Service", "?"),
+            consumer=h.get(f"{DLQ_HEADER}Consumer", "?"),
+            deliveries=h.get(f"{DLQ_HEADER}Deliveries", "?"),
+            error=h.get(f"{DLQ_HEADER}Error", ""),
+            at=h.get(f"{DLQ_HEADER}At", ""),
+        )
+
+
+async def dlq_entries(nc: NatsClient) -> list[DeadLetter]:
+    """Every entry in the DLQ stream, oldest first (an ephemeral consumer, nothing acked)."""
+    js = nc.jetstream(timeout=5)
+    try:
+        info = await js.stream_info(DLQ_STREAM)
+    except nats.js.errors.NotFoundError:
+        return []
+    if not info.state.messages:
+        return []
+    sub = await js.pull_subscribe(
+        "dlq.>",
+        stream=DLQ_STREAM,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        ),
+    )
+    entries: list[DeadLetter] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(256, timeout=2)
+            except nats.errors.TimeoutError:
+                break
+            for msg in msgs:
+                entries.append(
+                    DeadLetter.from_message(msg.metadata.sequence.stream, msg.headers, msg.data)
+                )
+            if not msgs or msgs[-1].metadata.num_pending == 0:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return entries
+
+
+def dlq_table(entries: Sequence[DeadLetter]) -> str:
+    if not entries:
+        return "the dead-letter queue is empty"
+    rows = [("ID", "AT", "CONSUMER", "TYPE", "SUBJECT", "TRIES", "ERROR")]
+    rows += [
+        (
+            str(e.id),
+            e.at[:19].replace("T", " "),
+            e.consumer,
+            e.event_type,
+            e.subject,
+            e.deliveries,
+            e.error if len(e.error) <= 80 else e.error[:77] + "...",
+        )
+        for e in entries
+    ]
+    return _table(rows) + f"\n{len(entries)} dead letter(s); `sarafan dlq replay ID|--all`"
+
+
+async def dlq_replay(nc: NatsClient, ids: Sequence[int] | None) -> list[tuple[int, str]]:
+    """Re-publish entries (all when `ids` is None) to their original subject with a fresh
+    message id; each entry is deleted from DLQ only after the PubAck. Consumers that had
+    already handled the event skip it (they de-duplicate by event id)."""
+    js = nc.jetstream(timeout=5)
+    if ids is None:
+        ids = [e.id for e in await dlq_entries(nc)]
+    done: list[tuple[int, str]] = []
+    for seq in ids:
+        try:
+            msg = await js.get_msg(DLQ_STREAM, seq)
+        except nats.js.errors.NotFoundError as exc:
+            raise OpsError(f"no dead letter with id {seq} (see `sarafan dlq list`)") from exc
+        headers = {
+            k: v
+            for k, v in (msg.headers or {}).items()
+            if not k.startswith(DLQ_HEADER) and not k.startswith("Nats-")
+        }
+        subject = (msg.headers or {}).get(f"{DLQ_HEADER}Subject")
+        if not subject:
+            raise OpsError(f"dead letter {seq} does not name its original subject")
+        stream = (msg.headers or {}).get(f"{DLQ_HEADER}Stream") or None
+        headers["Nats-Msg-Id"] = f"replay:{uuid.uuid4()}"
+        headers["Sarafan-Replayed-From"] = f"{DLQ_STREAM}:{seq}"
+        await js.publish(subject, msg.data or b"", stream=stream, headers=headers, timeout=5)
+        await js.delete_msg(DLQ_STREAM, seq)
+        done.append((seq, subject))
+    return done
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+async def consumer_rows(nc: NatsClient) -> list[tuple[str, str, int, int, int]]:
+    """(stream, consumer, pending, waiting for ack, redelivered) of every durable consumer."""
+    js = nc.jetstream(timeout=5)
+    rows = []
+    for stream in STREAMS.values():
+        try:
+            infos = await js.consumers_info(stream)
+        except nats.js.errors.NotFoundError:
+            continue
+        for c in infos:
+            rows.append(
+                (stream, c.name, c.num_pending or 0, c.num_ack_pending or 0, c.num_redelivered or 0)
+            )
+    return sorted(rows)
+
+
+async def community_figures(config: OpsConfig) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {config.api_token}"}
+    try:
+        async with httpx.AsyncClient(base_url=config.engagement_url, timeout=10) as client:
+            response = await client.get("/v1/stats", headers=headers)
+    except httpx.HTTPError as exc:
+        raise OpsError(f"engagement at {config.engagement_url} not reachable: {exc}") from exc
+    if response.status_code != 200:
+        raise OpsError(f"engagement /v1/stats: HTTP {response.status_code} {response.text[:200]}")
+    return dict(response.json())
+
+
+async def stats(config: OpsConfig) -> str:
+    figures = await community_figures(config)
+    nc = await connect(config)
+    try:
+        consumers = await consumer_rows(nc)
+        js = nc.jetstream(timeout=5)
+        try:
+            dead = (await js.stream_info(DLQ_STREAM)).state.messages
+        except nats.js.errors.NotFoundError:
+            dead = 0
+    finally:
+        await nc.close()
+    rows = [("FIGURE", "VALUE")]
+    rows += [
+        (name, _figure(value)) for name, value in figures.items() if not isinstance(value, dict)
+    ]
+    parts = ["Community (engagement /v1/stats)", _table(rows), ""]
+    table = [("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED")]
+    table += [(s, c, str(p), str(a), str(r)) for s, c, p, a, r in consumers]
+    parts += ["Consumers", _table(table), "", f"Dead letters: {dead}"]
+    return "\n".join(parts)
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.3f}"
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value).isoformat(timespec="seconds")
+    return str(value)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

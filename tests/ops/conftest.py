@@ -1,0 +1,50 @@
+"""Fixtures for the operations tests: a nats-server with the per-service users of compose."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shared.embedded import LOCALHOST, free_port, nats_child
+from shared.nats_auth import nats_conf, users
+from tests.conftest import EmbeddedServer
+
+
+@dataclass
+class SecuredNats:
+    """A nats-server configured with shared.nats_auth's accounts, and its users' passwords."""
+
+    server: EmbeddedServer
+    passwords: dict[str, str]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def settings_for(self, service: str) -> dict[str, str]:
+        """Settings overrides (env alias names) that make a service connect as its own user."""
+        return {"NATS_USER": service, "NATS_PASSWORD": self.passwords[service]}
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
+    passwords = {name: secrets.token_urlsafe(16) for name in users()}
+    port = free_port()
+    child = nats_child(tmp_path / "nats", port, free_port(), accounts=nats_conf(passwords))
+    server = EmbeddedServer(child, f"nats://{LOCALHOST}:{port}")
+    server.start()
+    try:
+        yield SecuredNats(server, passwords, child.log_path)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
