@@ -185,6 +185,28 @@ def campaigns(args: argparse.Namespace) -> int:
     return int(verify_draw_main(list(args.rest)))
 
 
+@subcommand("demo", "play a small community against the running stack and show what happened")
+def demo(args: argparse.Namespace) -> int:
+    import httpx
+
+    from shared.demo import run_demo
+    from shared.ops import OpsConfig
+
+    token = OpsConfig.from_env().api_token
+    if not token:
+        print(
+            "sarafan demo: no API token (set SARAFAN_API_TOKEN or run `sarafan up` first)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        run_demo(token)
+    except (httpx.HTTPError, RuntimeError) as exc:
+        print(f"sarafan demo: {exc} — is the stack up (`make run`)?", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sarafan", description="Sarafan community platform: operator commands."

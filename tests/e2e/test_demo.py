@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 
 import pytest
 
-from shared.demo import run_demo
 from shared.supervisor import Stack, StackConfig
 
 
@@ -25,13 +26,25 @@ def stack(tmp_path):
         stack.stop()
 
 
-def test_demo_plays_a_community_and_reports_loyalty_winners_and_messages(stack):
-    lines: list[str] = []
-    urls = {name: stack.config.service_url(name) for name in stack.services}
-    demo = run_demo("demo-token", urls, say=lines.append)
-    text = "\n".join(lines)
-    print(text)
-    assert len(demo.members) == 10
-    assert "winner #1:" in text
-    assert "verify-draw" in text
-    assert "welcome" in text and "Most engaged" in text
+def test_sarafan_demo_plays_a_community_and_reports_loyalty_winners_and_messages(stack):
+    ports = {f"SARAFAN_{n.upper()}_PORT": str(p) for n, p in stack.config.service_ports.items()}
+    env = {
+        **os.environ,
+        **ports,
+        "SARAFAN_API_TOKEN": "demo-token",
+        "SARAFAN_HOME": str(stack.config.home),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0
+    text = done.stdout
+    assert text.count(" joined") >= 10
+    assert "winner #1:" in text and "verify-draw" in text
+    assert "Most engaged" in text and "Loyal pool" in text
+    assert "welcome" in text  # what was sent, per member
