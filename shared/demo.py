@@ -254,6 +254,7 @@ class Demo:
         board = self.get("engagement", "/v1/leaderboard", period="30d", limit=5)["items"]
         say("  Most engaged (30 days):")
         for row in board:
+            names.setdefault(row["member_id"], row.get("display_name") or row["member_id"])
             if row["member_id"] in names:
                 say(
                     f"    {row['rank']}. {names[row['member_id']]:<18} {row['points']:.0f} points"
