@@ -1,36 +1,165 @@
-"""Notifier service composition root."""
+"""Notifier service composition root: settings, channels, fan-out, delivery workers, HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import nats.js.errors
 from fastapi import FastAPI
+from pydantic import Field
 
 from services.notifier import api
+from services.notifier.channels import Channel, EmailChannel, TelegramChannel, WebhookChannel
 from services.notifier.consumers import NotifierHandlers
+from services.notifier.dispatcher import Dispatcher, DispatchSettings
+from services.notifier.fanout import Announcer, Clock, Fanout, Limits
 from services.notifier.store import NotifierStore
+from shared.bus import STREAMS, Bus
 from shared.events import NotificationFailed, NotificationSent
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 
 SERVICE = "notifier"
+log = logging.getLogger("sarafan.notifier")
 
 
 class NotifierSettings(ServiceSettings):
-    pass
+    """A channel whose settings are missing is off; the in-app inbox is always on."""
+
+    smtp_url: str | None = Field(None, alias="SMTP_URL")
+    email_from: str = Field("Sarafan <noreply@sarafan.local>", alias="SARAFAN_NOTIFIER_EMAIL_FROM")
+    webhook_url: str | None = Field(None, alias="WEBHOOK_URL")
+    webhook_secret: str | None = Field(None, alias="WEBHOOK_SECRET")
+    telegram_api_url: str = Field("https://api.telegram.org", alias="TELEGRAM_API_URL")
+    telegram_bot_token: str | None = Field(None, alias="TELEGRAM_BOT_TOKEN")
+    daily_budget: int = Field(5, alias="SARAFAN_NOTIFIER_DAILY_BUDGET", ge=1)
+    max_attempts: int = Field(5, alias="SARAFAN_NOTIFIER_MAX_ATTEMPTS", ge=1)
+    retry_base_seconds: float = Field(2.0, alias="SARAFAN_NOTIFIER_RETRY_BASE_SECONDS", gt=0)
+    retry_max_seconds: float = Field(900.0, alias="SARAFAN_NOTIFIER_RETRY_MAX_SECONDS", gt=0)
+    poll_seconds: float = Field(1.0, alias="SARAFAN_NOTIFIER_POLL_SECONDS", gt=0)
+    claim_batch: int = Field(200, alias="SARAFAN_NOTIFIER_CLAIM_BATCH", ge=1)
+    send_concurrency: int = Field(32, alias="SARAFAN_NOTIFIER_SEND_CONCURRENCY", ge=1)
+    lease_seconds: float = Field(120.0, alias="SARAFAN_NOTIFIER_LEASE_SECONDS", gt=0)
+    send_timeout_seconds: float = Field(10.0, alias="SARAFAN_NOTIFIER_SEND_TIMEOUT_SECONDS", gt=0)
+    fanout_batch: int = Field(1000, alias="SARAFAN_NOTIFIER_FANOUT_BATCH", ge=1)
+
+
+def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {}
+    timeout = settings.send_timeout_seconds
+    if settings.smtp_url:
+        channels["email"] = EmailChannel(settings.smtp_url, settings.email_from, timeout)
+    if settings.webhook_url and settings.webhook_secret:
+        channels["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, timeout)
+    if settings.telegram_bot_token and settings.telegram_api_url:
+        channels["telegram"] = TelegramChannel(
+            settings.telegram_api_url, settings.telegram_bot_token, timeout
+        )
+    return channels
+
+
+SOURCES = {"MEMBERS": "members", "ENGAGEMENT": "engagement", "CAMPAIGNS": "campaigns"}
+
+
+def declare_sources(bus: Bus) -> Callable[[], Awaitable[None]]:
+    """A job declaring the streams the notifier reads, if their producers have not yet.
+
+    With exactly the producer's configuration (`Bus.stream_config`), so the notifier can start
+    first or alone (`sarafan run notifier`, a test with members only) and become ready; a
+    producer that starts later finds its stream as it would have made it.
+    """
+
+    async def declare() -> None:
+        # The kernel signals nothing before it binds consumers, which waits for these streams.
+        while bus.js is None or not bus.streams_ready:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for stream, service in SOURCES.items():
+            assert STREAMS[service] == stream
+            try:
+                await bus.js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                await bus.js.add_stream(bus.stream_config(stream, [f"{service}.>"]))
+                log.info("declared %s ahead of its producer", stream)
+
+    async def job() -> None:
+        while True:
+            try:
+                await declare()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("declaring source streams failed: %r; retrying", exc)
+                await asyncio.sleep(1)
+
+    return job
+
+
+def closing(channels: dict[str, Channel]) -> Callable[[], Awaitable[None]]:
+    """A job that holds the channels' HTTP clients open until the service stops."""
+
+    async def job() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for channel in channels.values():
+                await channel.close()
+
+    return job
 
 
 def build(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or load_settings(NotifierSettings, SERVICE)
     runtime = Runtime(SERVICE, settings)
     store = NotifierStore(runtime.db)
-    handlers = NotifierHandlers(store, runtime.relay)
+    clock = Clock()
+    channels = build_channels(settings)
+    announcer = Announcer(runtime.bus, store.deliveries)
+    dispatcher = Dispatcher(
+        store,
+        channels,
+        DispatchSettings(
+            max_attempts=settings.max_attempts,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+            poll_seconds=settings.poll_seconds,
+            claim_batch=settings.claim_batch,
+            concurrency=settings.send_concurrency,
+            lease=timedelta(seconds=settings.lease_seconds),
+        ),
+        runtime.metrics,
+        clock,
+        announcer,
+    )
+    fanout = Fanout(
+        store,
+        runtime.metrics,
+        frozenset(channels),
+        Limits(daily_budget=settings.daily_budget, fanout_batch=settings.fanout_batch),
+        clock,
+        announcer,
+        dispatcher.wake,
+    )
+    handlers = NotifierHandlers(store, fanout, runtime.bus)
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.outbox(store.deliveries)
     for consumer in handlers.consumers():
         runtime.consume(consumer)
+    runtime.jobs += [declare_sources(runtime.bus), closing(channels), announcer.run, dispatcher.run]
     runtime.publishes += [NotificationSent, NotificationFailed]
     app = create_app(
-        runtime, [api.router], title="Sarafan notifier",
+        runtime,
+        [api.router],
+        title="Sarafan notifier",
         description="Fans messages out to members: in-app, email, webhook, telegram.",
     )
     app.state.store = store
+    app.state.clock = clock
+    app.state.dispatcher = dispatcher
+    app.state.fanout = fanout
+    app.state.handlers = handlers
+    app.state.channels = channels
     return app

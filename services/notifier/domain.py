@@ -1,29 +1,30 @@
-"""Notifier rules with no I/O: which event becomes which message for whom, and its delivery id."""
+"""Notifier rules with no I/O: messages, preferences, and where and when each message goes."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Any, Literal
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-TEMPLATES = Path(__file__).parent / "templates"
-LOCALES = ("ru", "en")
-_env = Environment(
-    loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False,
-    keep_trailing_newline=False,
-)
+from services.notifier.timing import QuietHours, earliest_send, local_date, next_digest
+
+PushChannel = Literal["telegram", "email", "webhook"]
+PUSH_CHANNELS: tuple[str, ...] = ("telegram", "email", "webhook")
+
+#: Every message belongs to one category. `account` messages are transactional: they cannot
+#: be switched off, ignore the daily budget and the rate limit (they still respect quiet hours).
+CATEGORIES = ("account", "referrals", "achievements", "community", "coordination", "campaigns")
+OPTIONAL_CATEGORIES = CATEGORIES[1:]
+URGENT_CATEGORIES = frozenset({"account"})
+DIGEST_CATEGORY = "community"
+LEVELS = ("newcomer", "participant", "active", "loyal", "ambassador")
 
 
-@dataclass(frozen=True)
-class Message:
-    """One message for one member, before it is put on a channel."""
-
-    member_id: str
-    template: str
-    category: str
-    context: dict[str, object]
+def level_rank(level: str | None) -> int:
+    return LEVELS.index(level) if level in LEVELS else 0
 
 
 def delivery_id(cause_event_id: str, member_id: str, channel: str) -> str:
@@ -32,13 +33,197 @@ def delivery_id(cause_event_id: str, member_id: str, channel: str) -> str:
     return f"n_{digest[:32]}"
 
 
-def render(template: str, locale: str, context: dict[str, object]) -> tuple[str, str]:
-    """(title, body) of a template in the member's locale (ru when unknown)."""
-    lang = locale if locale in LOCALES else "ru"
-    text = _env.get_template(f"{lang}/{template}.j2").render(**context).strip()
-    title, _, body = text.partition("\n")
-    return title.strip(), body.strip()
+def digest_cause(member_id: str, day: date) -> str:
+    """The cause id of a member's daily digest: one digest per member and local day."""
+    return f"digest:{member_id}:{day.isoformat()}"
 
 
-def welcome(member_id: str, display_name: str) -> Message:
-    return Message(member_id, "welcome", "account", {"name": display_name})
+@dataclass(frozen=True)
+class Message:
+    """One kind of message with its facts; the recipient's name and locale are added per member."""
+
+    template: str
+    category: str
+    context: dict[str, Any] = field(default_factory=dict)
+    marketing: bool = False  # only members who consented to marketing receive it
+
+    @property
+    def urgent(self) -> bool:
+        return self.category in URGENT_CATEGORIES
+
+
+# ---------------------------------------------------------------------------------------------
+# Preferences
+
+
+class QuietHoursIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: time = Field(description="local time the quiet hours begin, e.g. 22:00")
+    end: time = Field(description="local time they end, e.g. 08:00 (may be the next day)")
+
+    def window(self) -> QuietHours:
+        return QuietHours(self.start.replace(tzinfo=None), self.end.replace(tzinfo=None))
+
+
+class Preferences(BaseModel):
+    """What a member wants: push channels in order, categories, quiet hours, digest, rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[PushChannel] = Field(
+        default_factory=lambda: list(PUSH_CHANNELS),
+        description="push channels the member accepts, in order of preference (the first usable "
+        "one is tried first, the next ones are the fallback); the in-app inbox is always on",
+    )
+    categories: dict[str, bool] = Field(
+        default_factory=dict,
+        description=f"category → on/off; missing categories are on. Categories: "
+        f"{', '.join(OPTIONAL_CATEGORIES)} (account messages cannot be switched off)",
+    )
+    community: Literal["instant", "digest"] = Field(
+        "instant", description="`digest`: community messages are pushed once a day, together"
+    )
+    digest_hour: int = Field(18, ge=0, le=23, description="local hour the daily digest goes out")
+    quiet_hours: QuietHoursIn | None = Field(
+        None, description="nothing is pushed inside this local window; messages wait, not drop"
+    )
+    rate_limit_per_hour: int | None = Field(
+        10, ge=1, le=1000, description="at most this many pushed messages an hour (null: no limit)"
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each channel may appear once")
+        return value
+
+    @model_validator(mode="after")
+    def _known_categories(self) -> Preferences:
+        unknown = set(self.categories) - set(OPTIONAL_CATEGORIES)
+        if "account" in unknown and self.categories["account"]:
+            unknown.discard("account")
+        if unknown:
+            raise ValueError(
+                f"unknown or mandatory categories {sorted(unknown)}; choose from "
+                f"{list(OPTIONAL_CATEGORIES)} (account messages cannot be switched off)"
+            )
+        return self
+
+    def wants(self, category: str) -> bool:
+        return category in URGENT_CATEGORIES or self.categories.get(category, True)
+
+    def quiet(self) -> QuietHours | None:
+        return self.quiet_hours.window() if self.quiet_hours else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipients and plans
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """The notifier's view of one member (from its projection)."""
+
+    member_id: str
+    display_name: str = ""
+    locale: str = "ru"
+    timezone: str = "Europe/Moscow"
+    contacts: dict[str, str | None] = field(default_factory=dict)
+    marketing: bool = False
+    active: bool = True
+    preferences: Preferences = field(default_factory=Preferences)
+    blocked: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Recipient:
+        prefs = doc.get("preferences")
+        return cls(
+            member_id=doc["_id"],
+            display_name=doc.get("display_name") or "",
+            locale=doc.get("locale") or "ru",
+            timezone=doc.get("timezone") or "Europe/Moscow",
+            contacts=dict(doc.get("contacts") or {}),
+            # Read as truthy: nx-27017 may hold a boolean as 0/1 (see shared.store.as_bool).
+            marketing=bool((doc.get("consent") or {}).get("marketing")),
+            active=doc.get("status") == "active",
+            preferences=Preferences.model_validate(prefs) if prefs else Preferences(),
+            blocked=frozenset(k for k, v in (doc.get("blocked") or {}).items() if v),
+        )
+
+    def contact(self, channel: str) -> str | None:
+        """The address a push channel needs; the organisation's webhook needs none."""
+        if channel == "webhook":
+            return self.member_id
+        return self.contacts.get(channel) or None
+
+
+def usable_channels(member: Recipient, available: frozenset[str]) -> list[str]:
+    """The member's push channels in their order: switched on by the operator (settings) and
+    by the member, with a contact, and not known to fail for good (a blocked bot, a bounce)."""
+    return [
+        c
+        for c in member.preferences.channels
+        if c in available and c not in member.blocked and member.contact(c)
+    ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and when one message goes for one member (the in-app inbox always receives)."""
+
+    member_id: str
+    route: tuple[str, ...]  # push channels in order: the first is tried, the rest are fallbacks
+    due: datetime  # not before (quiet hours, digest time)
+    deferred: str | None = None  # why it waits: quiet-hours, digest
+    digest_day: date | None = None  # set when it joins the member's daily digest
+    budget_day: date | None = None  # set when it spends one of the member's daily budget
+
+    def without_push(self) -> Plan:
+        return Plan(self.member_id, (), self.due)
+
+
+def plan(
+    message: Message, member: Recipient, now: datetime, available: frozenset[str]
+) -> Plan | None:
+    """None when the member does not get this message at all (left, no consent, category off)."""
+    if not member.active:
+        return None
+    if message.marketing and not member.marketing:
+        return None
+    prefs = member.preferences
+    if not prefs.wants(message.category):
+        return None
+    route = tuple(usable_channels(member, available))
+    if not route:
+        return Plan(member.member_id, (), now)
+    quiet = prefs.quiet()
+    if message.category == DIGEST_CATEGORY and prefs.community == "digest":
+        at, day = next_digest(now, member.timezone, prefs.digest_hour)
+        return Plan(
+            member.member_id,
+            route,
+            earliest_send(at, member.timezone, quiet),
+            deferred="digest",
+            digest_day=day,
+        )
+    due = earliest_send(now, member.timezone, quiet)
+    return Plan(
+        member.member_id,
+        route,
+        due,
+        deferred="quiet-hours" if due > now else None,
+        budget_day=None if message.urgent else local_date(due, member.timezone),
+    )
+
+
+def next_channel(
+    route: list[str], tried: list[str], member: Recipient, available: frozenset[str]
+) -> str | None:
+    """The fallback after a channel failed for good: the next one on the route still usable."""
+    usable = set(usable_channels(member, available))
+    for channel in route:
+        if channel not in tried and channel in usable:
+            return channel
+    return None

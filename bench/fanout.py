@@ -1,0 +1,188 @@
+"""Notifier fan-out: one campaign-started for 10,000 members, beside a raw insert_many of the same
+number of documents on the same servers in the same run.
+
+The notifier runs in-process as `build()` wires it, on the embedded nats-server and nx-27017
+started for the run. Its projection is seeded with N members (all in the audience, with
+marketing consent); the clock starts when campaign-started is published and the fan-out figure
+stops when the consumer has acknowledged it, that is when every delivery is written (planned,
+budgets spent, inserted in batches). Two runs: in-app only (N deliveries), and in-app plus a
+webhook channel (2N deliveries; the pushes go to a local receiver, timed to the last one).
+The raw figure is one `insert_many(ordered=False)` of as many documents of the same shape.
+Run: .venv/bin/python -m bench.fanout [--members 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+import uvicorn
+from nats.js.api import StorageType, StreamConfig
+from pymongo import AsyncMongoClient
+
+from bench.stack import emit, machine, write_section
+from services.notifier.app import NotifierSettings, build
+from shared.bus import DUPLICATE_WINDOW
+from shared.embedded import LOCALHOST, free_port, mongo_child, nats_child
+from shared.events import CampaignStarted, new_event
+
+TITLE = "Notifier: fan-out of one campaign to 10,000 members"
+
+
+class Receiver:
+    """A webhook endpoint that answers 204 and counts."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        self.count += 1
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def member_docs(count: int) -> list[dict[str, Any]]:
+    """Members as the notifier's projection holds them after member-joined."""
+    return [
+        {"_id": f"m{n:06d}-{uuid.uuid4().hex[:8]}", "display_name": f"Участник {n}",
+         "region": "moscow", "roles": ["volunteer"], "locale": "ru" if n % 2 else "en",
+         "timezone": "Europe/Moscow", "contacts": {"phone": f"+7999{n:07d}"},
+         "consent": {"terms": True, "marketing": True}, "status": "active"}
+        for n in range(count)
+    ]  # fmt: skip
+
+
+async def fan_out(
+    nats_url: str, mongo_url: str, count: int, webhook: str | None, receiver: Receiver
+) -> dict[str, Any]:
+    database = f"bench_fanout_{uuid.uuid4().hex[:6]}"
+    extra = {"WEBHOOK_URL": webhook, "WEBHOOK_SECRET": "whsec_YmVuY2g="} if webhook else {}
+    settings = NotifierSettings(NATS_URL=nats_url, MONGODB_URL=mongo_url,
+                                SARAFAN_MONGODB_DATABASE=database, SARAFAN_API_TOKEN="bench",
+                                SARAFAN_NOTIFIER_POLL_SECONDS=0.1, **extra)  # fmt: skip
+    app = build(settings)
+    runtime, store = app.state.runtime, app.state.store
+    await store.members.insert_many(member_docs(count), ordered=False)
+    consumed = runtime.metrics.events_consumed.labels("notifier", "campaign-started", "ok")
+    now = datetime.now(UTC)
+    campaign = new_event(CampaignStarted(
+        campaign_id=f"c_{uuid.uuid4().hex[:6]}", name="Большая уборка", kind="challenge",
+        audience={"regions": ["moscow"], "roles": ["volunteer"]}, starts_at=now,
+        ends_at=now + timedelta(days=7),
+        announcement={"ru": "Все на уборку!", "en": "Everyone to the clean-up!"}))  # fmt: skip
+    result: dict[str, Any] = {}
+    async with app.router.lifespan_context(app):
+        while not runtime.bus.ready():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream(timeout=10)
+        before = (await js.stream_info("NOTIFIER")).state.messages
+        started = time.perf_counter()
+        await js.publish(campaign.nats_subject, campaign.to_json(), stream="CAMPAIGNS",
+                         headers={"Nats-Msg-Id": campaign.id})  # fmt: skip
+        while consumed._value.get() < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        result["fanout_s"] = time.perf_counter() - started
+        docs = await store.deliveries.find({"cause_event_id": campaign.id}).to_list(None)
+        result["deliveries"] = len(docs)
+        expected = count * (2 if webhook else 1)
+        assert len(docs) == expected, f"{len(docs)} deliveries, expected {expected}"
+        while (await js.stream_info("NOTIFIER")).state.messages - before < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        result["inapp_announced_s"] = time.perf_counter() - started
+        if webhook:
+            while receiver.count < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            result["pushed_s"] = time.perf_counter() - started
+        await nc.close()
+    # The same documents, fresh ids, one raw insert_many on the same server.
+    raw = [{**d, "_id": uuid.uuid4().hex} for d in docs]
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    target = mongo[f"{database}_raw"]["deliveries"]
+    await target.find_one({})  # connect before the clock starts
+    started = time.perf_counter()
+    await target.insert_many(raw, ordered=False)
+    result["raw_insert_s"] = time.perf_counter() - started
+    await mongo.close()
+    return result
+
+
+async def run(count: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="sarafan-bench-") as home:
+        nats_port, mongo_port = free_port(), free_port()
+        servers = [
+            nats_child(Path(home) / "nats", nats_port, free_port()),
+            mongo_child(Path(home) / "mongo", mongo_port),
+        ]
+        for child in servers:
+            child.start()
+            child.wait_ready(30)
+        receiver = Receiver()
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(receiver, host=LOCALHOST, port=port,
+                                               lifespan="off", log_level="warning"))  # fmt: skip
+        serving = asyncio.create_task(server.serve())
+        try:
+            nats_url = f"nats://{LOCALHOST}:{nats_port}"
+            mongo_url = f"mongodb://{LOCALHOST}:{mongo_port}"
+            nc = await nats.connect(nats_url)
+            await nc.jetstream().add_stream(StreamConfig(
+                name="CAMPAIGNS", subjects=["campaigns.>"], storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW.total_seconds()))  # fmt: skip
+            await nc.close()
+            inapp = await fan_out(nats_url, mongo_url, count, None, receiver)
+            hook = f"http://{LOCALHOST}:{port}/hook"
+            pushed = await fan_out(nats_url, mongo_url, count, hook, receiver)
+        finally:
+            server.should_exit = True
+            await serving
+            for child in reversed(servers):
+                child.stop()
+    return {"members": count,
+            "inapp": {k: round(v, 3) for k, v in inapp.items()},
+            "inapp_ratio": round(inapp["fanout_s"] / inapp["raw_insert_s"], 2),
+            "webhook": {k: round(v, 3) for k, v in pushed.items()},
+            "webhook_ratio": round(pushed["fanout_s"] / pushed["raw_insert_s"], 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.members))
+    emit(result)
+    if args.no_write:
+        return
+    a, w, n = result["inapp"], result["webhook"], args.members
+    write_section(
+        TITLE,
+        f"""
+Machine: {machine()}. Command: `.venv/bin/python -m bench.fanout --members {n}`.
+One campaign-started for an audience of {n:,} members (projection seeded), through the real
+consumer of an in-process notifier on the embedded nats-server and nx-27017; the raw baseline
+is one `insert_many(ordered=False)` of as many documents of the same shape, same server, same run.
+"Fan-out" ends when the consumer acknowledges campaign-started: every delivery is written.
+
+| run | deliveries written | fan-out | raw insert_many | ratio | all notification-sent published (in-app) | all pushed |
+|---|---|---|---|---|---|---|
+| in-app only | {a["deliveries"]:,} | {a["fanout_s"]:.2f} s | {a["raw_insert_s"]:.2f} s | {result["inapp_ratio"]} | {a["inapp_announced_s"]:.2f} s | — |
+| in-app + webhook (daily budget spent per member) | {w["deliveries"]:,} | {w["fanout_s"]:.2f} s | {w["raw_insert_s"]:.2f} s | {result["webhook_ratio"]} | {w["inapp_announced_s"]:.2f} s | {w.get("pushed_s", float("nan")):.2f} s |
+
+The pushes go to a webhook receiver in the same process as the notifier (one CPU-bound Python
+process for both), so "all pushed" understates what the dispatcher does against a remote peer.
+""",
+    )
+
+
+if __name__ == "__main__":
+    main()
