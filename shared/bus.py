@@ -75,7 +75,9 @@ class Consumer:
     handle: Handler
     handle_batch: BatchHandler | None = None
     batch_size: int = 100
-    ack_wait: float = 60.0
+    #: Seconds before an unacknowledged message is redelivered (after a crash); None takes
+    #: SARAFAN_ACK_WAIT_SECONDS. A handler may run longer: the wrapper sends in-progress acks.
+    ack_wait: float | None = None
 
 
 @dataclass
@@ -146,7 +148,8 @@ class Bus:
         while not self._stopping.is_set():
             try:
                 self.nc = await nats.connect(
-                    self.settings.nats_url,
+                    # A comma-separated list names several servers of a cluster.
+                    servers=[u.strip() for u in self.settings.nats_url.split(",") if u.strip()],
                     user=self.settings.nats_user,
                     password=self.settings.nats_password,
                     # With its own user a service may only receive on its own inbox prefix
@@ -157,6 +160,9 @@ class Bus:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
+                    # Notice a half-open connection in seconds, not nats-py's 4 minutes.
+                    ping_interval=self.settings.nats_ping_seconds,
+                    max_outstanding_pings=3,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
@@ -255,7 +261,7 @@ class Bus:
             durable_name=c.name,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=c.ack_wait,
+            ack_wait=self._ack_wait(c),
             # Our wrapper dead-letters at max_deliver; the server bound is a safety net for a
             # handler that crashes the process on every try, so it can never loop for ever.
             max_deliver=self.settings.max_deliver + 2,
@@ -283,14 +289,30 @@ class Bus:
                 log.debug("fetch for %s failed: %s", c.name, exc)
                 await asyncio.sleep(0.5)
                 continue
+            heartbeat = asyncio.create_task(self._keep_in_progress(msgs, self._ack_wait(c) / 3))
             try:
                 await self._process(c, msgs)
             except Exception:
                 # Never let one bad batch kill the consumer: unacked messages come back.
                 log.exception("consumer %s failed on a batch; messages will be redelivered", c.name)
                 await asyncio.sleep(0.5)
+            finally:
+                heartbeat.cancel()
             pending = msgs[-1].metadata.num_pending if msgs else 0
             self.metrics.consumer_pending.labels(self.service, c.name).set(pending)
+
+    def _ack_wait(self, c: Consumer) -> float:
+        return c.ack_wait or self.settings.ack_wait_seconds
+
+    @staticmethod
+    async def _keep_in_progress(msgs: list[Msg], interval: float) -> None:
+        """Tell JetStream the batch in hand is being worked on, so a short ack_wait (quick
+        redelivery after a crash) does not redeliver a batch that is merely slow."""
+        while True:
+            await asyncio.sleep(interval)
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
 
     async def _process(self, c: Consumer, msgs: list[Msg]) -> None:
         decoded: list[tuple[Msg, CloudEvent, EventData]] = []

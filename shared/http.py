@@ -19,11 +19,13 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from shared.events import utcnow
 from shared.logs import correlation_id_var
 from shared.metrics import Metrics
-from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
+from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, is_duplicate_key
 
 log = logging.getLogger("sarafan.http")
 
 IDEMPOTENCY_TTL = timedelta(hours=48)  # SPEC: kept at least 24 hours
+#: A request that started this long ago without finishing died with its process.
+IDEMPOTENCY_LEASE_MS = 30_000
 
 
 class ApiError(Exception):
@@ -153,20 +155,9 @@ class KernelMiddleware(BaseHTTPMiddleware):
         body = await request.body()
         fingerprint = hashlib.sha256(body).hexdigest()
         record_id = f"{request.url.path}:{key}"
-        now = utcnow()
-        try:
-            await self.idempotency.insert_one(
-                {
-                    "_id": record_id,
-                    "fingerprint": fingerprint,
-                    "state": "started",
-                    "created_at": now,
-                }
-            )
-        except Exception as exc:
-            if not is_duplicate_key(exc):
-                raise
-            return await self._replay(record_id, fingerprint)
+        claimed = await self._claim(record_id, fingerprint)
+        if isinstance(claimed, Response):
+            return claimed
         try:
             response = await call_next(request)
         except Exception:
@@ -192,12 +183,29 @@ class KernelMiddleware(BaseHTTPMiddleware):
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return Response(content, status_code=response.status_code, headers=headers)
 
-    async def _replay(self, record_id: str, fingerprint: str) -> Response:
+    async def _claim(self, record_id: str, fingerprint: str) -> Response | None:
+        """None when this request may run; otherwise the answer to give (replay, 409, 422)."""
+        now_ms = epoch_ms(utcnow())
+        try:
+            await self.idempotency.insert_one(
+                {
+                    "_id": record_id,
+                    "fingerprint": fingerprint,
+                    "state": "started",
+                    "created_at": utcnow(),
+                    "started_ms": now_ms,
+                }
+            )
+            return None
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
         record = await self.idempotency.find_one({"_id": record_id})
         if record is None:
             return JSONResponse(
                 error_body("conflict", "request with this Idempotency-Key changed; retry"),
                 status_code=409,
+                headers={"Retry-After": "1"},
             )
         if record["fingerprint"] != fingerprint:
             return JSONResponse(
@@ -207,17 +215,28 @@ class KernelMiddleware(BaseHTTPMiddleware):
                 ),
                 status_code=422,
             )
-        if record.get("state") != "done":
-            return JSONResponse(
-                error_body("conflict", "a request with this Idempotency-Key is still in progress"),
-                status_code=409,
-                headers={"Retry-After": "1"},
+        if record.get("state") == "done":
+            return Response(
+                record["body"].encode(),
+                status_code=int(record["status"]),
+                media_type=record.get("media_type", "application/json"),
+                headers={"Idempotent-Replayed": "true"},
             )
-        return Response(
-            record["body"].encode(),
-            status_code=int(record["status"]),
-            media_type=record.get("media_type", "application/json"),
-            headers={"Idempotent-Replayed": "true"},
+        # Started but never finished: a process that died mid-request (or lost its database)
+        # leaves this behind. After the lease the retry takes the key over and runs again, so
+        # a client can always retry; the request's own rules (a unique email, say) still hold.
+        started = int(record.get("started_ms") or 0)
+        if now_ms - started > IDEMPOTENCY_LEASE_MS:
+            taken = await self.idempotency.find_one_and_update(
+                {"_id": record_id, "state": "started", "started_ms": record.get("started_ms")},
+                {"$set": {"started_ms": now_ms}},
+            )
+            if taken is not None:
+                return None
+        return JSONResponse(
+            error_body("conflict", "a request with this Idempotency-Key is still in progress"),
+            status_code=409,
+            headers={"Retry-After": "1"},
         )
 
 

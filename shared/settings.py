@@ -30,6 +30,8 @@ class ServiceSettings(BaseSettings):
     max_deliver: int = Field(5, alias="SARAFAN_MAX_DELIVER", ge=1)
     retry_backoff_seconds: float = Field(1.0, alias="SARAFAN_RETRY_BACKOFF_SECONDS", gt=0)
     consumer_batch: int = Field(100, alias="SARAFAN_CONSUMER_BATCH", ge=1)
+    ack_wait_seconds: float = Field(30.0, alias="SARAFAN_ACK_WAIT_SECONDS", ge=1)
+    nats_ping_seconds: int = Field(10, alias="SARAFAN_NATS_PING_SECONDS", ge=1)
     port: int = 0
 
     def database_name(self, service: str) -> str:

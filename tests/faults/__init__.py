@@ -1,0 +1,1 @@
+"""Fault-injection suite: the stack as real processes, broken on purpose under a steady flow."""
