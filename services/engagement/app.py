@@ -1,11 +1,19 @@
-"""Engagement service composition root."""
+"""Engagement service composition root: settings, runtime, store, consumers, jobs, routes."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import uuid
+from datetime import timedelta
 
-from services.engagement import api
+from fastapi import FastAPI
+from pydantic import Field
+
+from services.engagement import api, api_hours, api_insights, domain
 from services.engagement.consumers import EngagementHandlers
+from services.engagement.context import Engagement
+from services.engagement.insights import CommunityGauges, Insights
+from services.engagement.jobs import EngagementJobs
+from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
 from shared.events import (
     AnswerAccepted,
@@ -16,7 +24,9 @@ from shared.events import (
     PostCreated,
     QuestionUnanswered,
     ReactionAdded,
+    utcnow,
 )
+from shared.jobs import Leases
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 
@@ -24,22 +34,91 @@ SERVICE = "engagement"
 
 
 class EngagementSettings(ServiceSettings):
-    pass
+    """The engagement rules (SPEC defaults) and the cadence of its periodic jobs."""
+
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        alias="SARAFAN_ENGAGEMENT_WEIGHTS",
+        description='JSON, e.g. {"post": 5, "hour": 2}; unnamed kinds keep their default',
+    )
+    level_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        alias="SARAFAN_ENGAGEMENT_LEVELS",
+        description="JSON score thresholds by level name (participant, active, loyal, ambassador)",
+    )
+    half_life_days: float = Field(30.0, alias="SARAFAN_ENGAGEMENT_HALF_LIFE_DAYS", ge=1 / 24)
+    demotion_buffer: float = Field(
+        domain.DEMOTION_BUFFER, alias="SARAFAN_ENGAGEMENT_DEMOTION_BUFFER", gt=0, le=1
+    )
+    drift_days: float = Field(14.0, alias="SARAFAN_ENGAGEMENT_DRIFT_DAYS", gt=0)
+    unanswered_hours: float = Field(24.0, alias="SARAFAN_ENGAGEMENT_UNANSWERED_HOURS", gt=0)
+    new_member_days: float = Field(30.0, alias="SARAFAN_ENGAGEMENT_NEW_MEMBER_DAYS", gt=0)
+    job_seconds: float = Field(60.0, alias="SARAFAN_ENGAGEMENT_JOB_SECONDS", gt=0)
+    gauges_seconds: float = Field(30.0, alias="SARAFAN_ENGAGEMENT_GAUGES_SECONDS", gt=0)
+
+    def rules(self) -> domain.Rules:
+        return domain.Rules(
+            weights={**domain.DEFAULT_WEIGHTS, **self.weights},
+            thresholds={**domain.DEFAULT_THRESHOLDS, **self.level_thresholds},
+            half_life=timedelta(days=self.half_life_days),
+            demotion_buffer=self.demotion_buffer,
+            drift_after=timedelta(days=self.drift_days),
+            unanswered_after=timedelta(hours=self.unanswered_hours),
+            new_member_window=timedelta(days=self.new_member_days),
+        )
 
 
 def build(settings: EngagementSettings | None = None) -> FastAPI:
     settings = settings or load_settings(EngagementSettings, SERVICE)
+    rules = settings.rules()
     runtime = Runtime(SERVICE, settings)
     store = EngagementStore(runtime.db)
-    handlers = EngagementHandlers(store)
+    scoring = Scoring(store, rules, runtime.relay)
+    insights = Insights(store, scoring, rules)
+    engagement = Engagement(
+        store,
+        rules,
+        scoring,
+        insights,
+        CommunityGauges(runtime.metrics),
+        runtime.relay,
+        clock=utcnow,
+    )
+    handlers = EngagementHandlers(
+        store, scoring, runtime.bus, lambda: engagement.clock(), settings.consumer_batch
+    )
+    jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.relay, rules)
+
     runtime.init_hooks.append(store.ensure_indexes)
+    for collection in store.with_outbox:
+        runtime.outbox(collection)
     for consumer in handlers.consumers():
         runtime.consume(consumer)
-    runtime.publishes += [PostCreated, CommentAdded, ReactionAdded, AnswerAccepted, LevelChanged,
-                          HoursApproved, MemberDrifting, QuestionUnanswered]
+    runtime.jobs += jobs.loops(
+        # Its own lease owner per runtime, so two replicas in one process stay distinct.
+        Leases(store.jobs, owner=uuid.uuid4().hex[:12]),
+        timedelta(seconds=settings.job_seconds),
+        timedelta(seconds=settings.gauges_seconds),
+        lambda: engagement.clock(),
+    )
+    runtime.publishes += [
+        PostCreated,
+        CommentAdded,
+        ReactionAdded,
+        AnswerAccepted,
+        LevelChanged,
+        HoursApproved,
+        MemberDrifting,
+        QuestionUnanswered,
+    ]
     app = create_app(
-        runtime, [api.router], title="Sarafan engagement",
+        runtime,
+        [api.router, api_hours.router, api_insights.router],
+        title="Sarafan engagement",
         description="Activity, scores and levels, volunteer hours, segments, community health.",
     )
     app.state.store = store
+    app.state.engagement = engagement
+    app.state.jobs = jobs
+    app.state.handlers = handlers
     return app

@@ -269,7 +269,11 @@ class NotifierStore:
         ops = [
             UpdateOne(
                 {"_id": doc["_id"], "status": "deferred"},
-                {"$set": {f"items.{key}": item}, "$setOnInsert": doc},
+                # The filter's equalities (_id, status) seed the new document by themselves.
+                {
+                    "$set": {f"items.{key}": item},
+                    "$setOnInsert": {k: v for k, v in doc.items() if k not in ("_id", "status")},
+                },
                 upsert=True,
             )
             for doc, key, item in entries

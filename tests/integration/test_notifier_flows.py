@@ -97,6 +97,15 @@ def joined(member_id: str | None = None, **over: Any) -> MemberJoined:
     return MemberJoined(**fields)
 
 
+def move_clock(running: Any, to: datetime) -> None:
+    """Set the notifier's clock, so a test about hourly or daily windows straddles none."""
+    running["notifier"].app.state.clock.offset = to - datetime.now(UTC)
+
+
+def next_utc_hour() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
 async def inbox(notifier: Any, member_id: str) -> list[dict[str, Any]]:
     r = await notifier.get(f"/v1/members/{member_id}/inbox")
     assert r.status_code == 200, r.text
@@ -376,7 +385,8 @@ async def test_daily_budget_caps_pushed_messages_across_campaigns(
 ) -> None:
     async with services("notifier", SARAFAN_NOTIFIER_DAILY_BUDGET=2, **channels) as s:
         notifier = s["notifier"].http
-        member = joined()
+        move_clock(s, next_utc_hour().replace(hour=12) + timedelta(days=1))  # one budget day
+        member = joined(timezone="UTC")
         await publish(nc, member)
         await wait_delivery(notifier, member.member_id, "email", template="welcome")
         now = datetime.now(UTC)
@@ -689,6 +699,7 @@ async def test_rate_limit_defers_what_exceeds_the_hour(
 ) -> None:
     async with services("notifier", **channels) as s:
         notifier = s["notifier"].http
+        move_clock(s, next_utc_hour() + timedelta(minutes=5))  # one rate window throughout
         member = joined()
         await publish(nc, member)
         await wait_delivery(notifier, member.member_id, "email", template="welcome")
