@@ -1,0 +1,61 @@
+"""What the HTTP routes share: the service's parts, its one clock, and who may do what."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict
+
+from services.engagement import domain
+from services.engagement.insights import CommunityGauges, Insights
+from services.engagement.scoring import Scoring
+from services.engagement.store import Doc, EngagementStore
+from shared.http import ApiError
+from shared.outbox import Relay
+
+DECIDER_ROLES = ("coordinator", "staff")
+
+
+@dataclass
+class Engagement:
+    store: EngagementStore
+    rules: domain.Rules
+    scoring: Scoring
+    insights: Insights
+    gauges: CommunityGauges
+    relay: Relay
+    #: The only place the service reads the time; tests may replace it.
+    clock: Callable[[], datetime]
+
+
+def engagement_of(request: Request) -> Engagement:
+    return request.app.state.engagement  # type: ignore[no-any-return]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields refused, strings stripped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+async def active_member(e: Engagement, member_id: str) -> Doc:
+    """The member from the projection, or 422: a body naming an unknown or departed member."""
+    member = await e.store.member(member_id)
+    if member is None:
+        raise ApiError(422, "unknown_member", f"member {member_id} is not known to engagement")
+    if member.get("status") != "active":
+        raise ApiError(422, "member_left", f"member {member_id} has left the community")
+    return member
+
+
+async def decider(e: Engagement, by: str, member_id: str) -> Doc:
+    """A coordinator or staff member deciding on someone else's hours, or 403."""
+    member = await active_member(e, by)
+    if not set(member.get("roles") or ()) & set(DECIDER_ROLES):
+        raise ApiError(403, "forbidden", "only a coordinator or staff member may decide on hours")
+    if by == member_id:
+        raise ApiError(403, "forbidden", "a member cannot decide on their own hours")
+    return member

@@ -1,0 +1,262 @@
+"""Engagement rules with no I/O and no clock: weights, decayed score, levels, drift, streaks."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from shared.events import (
+    AnswerAccepted,
+    CommentAdded,
+    EventData,
+    HoursApproved,
+    MemberJoined,
+    PostCreated,
+    ReactionAdded,
+    ReferralMade,
+)
+
+LEVELS: tuple[str, ...] = ("newcomer", "participant", "active", "loyal", "ambassador")
+#: Levels from which a member who stops being active is "drifting"; the loyal pool.
+DRIFT_LEVELS: tuple[str, ...] = ("active", "loyal", "ambassador")
+LOYAL_LEVELS: tuple[str, ...] = ("loyal", "ambassador")
+
+#: Kinds of activity and their default weights (SPEC). `hour` is per approved volunteer hour;
+#: `reaction_given` is activity (it keeps a member from drifting) that scores nothing by default.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "post": 5,
+    "question": 3,
+    "comment": 2,
+    "reaction_received": 1,
+    "reaction_given": 0,
+    "answer_accepted": 10,
+    "referral": 15,
+    "joined": 1,
+    "hour": 2,
+}
+KINDS: tuple[str, ...] = tuple(DEFAULT_WEIGHTS)
+#: Kinds that are not participation: joining scores but does not make a member "active".
+PASSIVE_KINDS = frozenset({"joined"})
+#: Score a member needs to be promoted to each level (newcomer is everyone's start).
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "participant": 5,
+    "active": 25,
+    "loyal": 60,
+    "ambassador": 150,
+}
+DEMOTION_BUFFER = 0.9  # demote only below 90% of the held level's threshold (as Discourse does)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The configurable parts of the rules; the defaults are the SPEC's."""
+
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    half_life: timedelta = timedelta(days=30)
+    demotion_buffer: float = DEMOTION_BUFFER
+    drift_after: timedelta = timedelta(days=14)
+    unanswered_after: timedelta = timedelta(hours=24)
+    new_member_window: timedelta = timedelta(days=30)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.weights) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown activity kinds in weights: {sorted(unknown)}")
+        if any(w < 0 for w in self.weights.values()):
+            raise ValueError("activity weights cannot be negative")
+        if set(self.thresholds) != set(LEVELS[1:]):
+            raise ValueError(f"thresholds must name exactly {list(LEVELS[1:])}")
+        ordered = [self.thresholds[level] for level in LEVELS[1:]]
+        if any(t <= 0 for t in ordered) or ordered != sorted(set(ordered)):
+            raise ValueError("level thresholds must be positive and strictly increasing")
+        if not 0 < self.demotion_buffer <= 1:
+            raise ValueError("the demotion buffer is a fraction in (0, 1]")
+        if self.half_life < timedelta(hours=1):
+            # Day buckets hold sum(w * 2^(t_in_day / half_life)); shorter half-lives overflow.
+            raise ValueError("the half-life must be at least one hour")
+
+    def weight(self, kind: str) -> float:
+        return float(self.weights.get(kind, DEFAULT_WEIGHTS[kind]))
+
+    def threshold(self, level: str) -> float:
+        return 0.0 if level == LEVELS[0] else float(self.thresholds[level])
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts: what a member did, when, worth how much
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One scored or activity-only deed of a member. `id` is deterministic (cause event + kind),
+    so recording the same fact twice is recognisable; `amount` is hours for `hour`, else 1."""
+
+    id: str
+    member_id: str
+    kind: str
+    at: datetime
+    amount: float = 1.0
+
+    def points(self, rules: Rules) -> float:
+        return rules.weight(self.kind) * self.amount
+
+    @property
+    def participation(self) -> bool:
+        return self.kind not in PASSIVE_KINDS
+
+
+def facts_from_event(event_id: str, event_time: datetime, data: EventData) -> list[Fact]:
+    """What an event means for members' scores; events without a time of their own use the
+    envelope's (set once when the event was created, so a redelivery gives the same facts)."""
+
+    def fact(member_id: str, kind: str, at: datetime, amount: float = 1.0) -> Fact:
+        return Fact(f"{event_id}:{kind}", member_id, kind, at, amount)
+
+    if isinstance(data, MemberJoined):
+        return [fact(data.member_id, "joined", data.joined_at)]
+    if isinstance(data, ReferralMade):
+        return [fact(data.referrer_id, "referral", data.at)]
+    if isinstance(data, PostCreated):
+        return [
+            fact(data.author_id, "question" if data.kind == "question" else "post", data.created_at)
+        ]
+    if isinstance(data, CommentAdded):
+        return [fact(data.author_id, "comment", data.created_at)]
+    if isinstance(data, ReactionAdded):
+        given = [fact(data.member_id, "reaction_given", data.created_at)]
+        if data.member_id == data.post_author_id:  # reacting to one's own post earns nothing
+            return given
+        return [*given, fact(data.post_author_id, "reaction_received", data.created_at)]
+    if isinstance(data, AnswerAccepted):
+        return [fact(data.answerer_id, "answer_accepted", event_time)]
+    if isinstance(data, HoursApproved):
+        return [fact(data.member_id, "hour", event_time, data.hours)]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Score with exponential time decay
+
+
+def decay_factor(age: timedelta, half_life: timedelta) -> float:
+    """2^(-age/half_life): 1 now, 1/2 after one half-life. A fact dated after `now` (clock skew)
+    gets a factor a little above 1, as the stored day buckets compute it."""
+    return math.pow(2.0, -(age / half_life))
+
+
+def score(facts: Iterable[Fact], now: datetime, rules: Rules) -> float:
+    """Sum of each fact's points decayed to `now`; fsum makes it independent of order."""
+    return math.fsum(f.points(rules) * decay_factor(now - f.at, rules.half_life) for f in facts)
+
+
+def day_of(at: datetime) -> datetime:
+    """Start of the UTC day holding `at`: facts are stored in one bucket per member and day."""
+    at = at.astimezone(UTC)
+    return datetime(at.year, at.month, at.day, tzinfo=UTC)
+
+
+def bucket_mass(fact: Fact, rules: Rules) -> float:
+    """A fact's share of its day bucket: points grown to the fact's time from the day's start.
+
+    A bucket stores the sum of these, so its score at any later time is one multiplication
+    (`score_of_buckets`) and adding a fact is an `$inc`, whatever the order facts arrive in.
+    """
+    return fact.points(rules) * math.pow(2.0, (fact.at - day_of(fact.at)) / rules.half_life)
+
+
+def score_of_buckets(
+    buckets: Iterable[tuple[datetime, float]], now: datetime, rules: Rules
+) -> float:
+    """The score from (day start, summed bucket mass) pairs: equals `score` of the same facts."""
+    return math.fsum(mass * decay_factor(now - day, rules.half_life) for day, mass in buckets)
+
+
+def score_horizon(now: datetime, rules: Rules) -> datetime:
+    """Buckets older than this weigh less than 2^-40 of their points: reads may skip them."""
+    return day_of(now - 40 * rules.half_life)
+
+
+# ---------------------------------------------------------------------------------------------
+# Levels with a demotion buffer
+
+
+def level_for(score_value: float, rules: Rules) -> str:
+    """The highest level whose threshold the score reaches (no hysteresis)."""
+    reached = LEVELS[0]
+    for level in LEVELS[1:]:
+        if score_value >= rules.threshold(level):
+            reached = level
+    return reached
+
+
+def next_level(current: str, score_value: float, rules: Rules) -> str:
+    """The level after seeing `score_value`: promoted as soon as a threshold is reached, demoted
+    only once the score is below `demotion_buffer` × the threshold of the level held, so that a
+    member hovering around a threshold does not flap between two levels."""
+    target = level_for(score_value, rules)
+    rank = LEVELS.index(current)
+    if LEVELS.index(target) >= rank:
+        return target
+    while rank > 0 and score_value < rules.demotion_buffer * rules.threshold(LEVELS[rank]):
+        rank -= 1
+    return LEVELS[rank]
+
+
+def rank_of(level: str) -> int:
+    return LEVELS.index(level)
+
+
+def replay(facts: Sequence[Fact], rules: Rules, start: str = LEVELS[0]) -> tuple[float, str]:
+    """Score and level after applying facts one at a time, each scored at its own time.
+
+    A model of what the service does as events arrive (used to state properties in tests).
+    """
+    level = start
+    seen: list[Fact] = []
+    for f in facts:
+        seen.append(f)
+        level = next_level(level, score(seen, f.at, rules), rules)
+    end = max((f.at for f in facts), default=None)
+    return (score(facts, end, rules) if end else 0.0), level
+
+
+# ---------------------------------------------------------------------------------------------
+# Drift, streaks, unanswered questions, figures
+
+
+def days_inactive(last_active: datetime, now: datetime) -> int:
+    return max(int((now - last_active) / timedelta(days=1)), 0)
+
+
+def is_drifting(level: str, last_active: datetime | None, now: datetime, rules: Rules) -> bool:
+    """Active or above, and no participation for `drift_after`."""
+    return (
+        level in DRIFT_LEVELS and last_active is not None and now - last_active >= rules.drift_after
+    )
+
+
+def streak(active_days: Iterable[date], today: date) -> int:
+    """Consecutive UTC days with activity, ending today (or yesterday: today is not over)."""
+    days = set(active_days)
+    cursor = today if today in days else today - timedelta(days=1)
+    count = 0
+    while cursor in days:
+        count += 1
+        cursor -= timedelta(days=1)
+    return count
+
+
+def is_unanswered(created_at: datetime, answered: bool, now: datetime, rules: Rules) -> bool:
+    return not answered and now - created_at >= rules.unanswered_after
+
+
+def ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None

@@ -1,0 +1,126 @@
+"""Periodic work: drift episodes and decay-driven level changes, unanswered questions, gauges.
+
+Each scan takes `now` and is idempotent on its own: its events have ids derived from their cause
+and ride in the same conditional update that marks the cause as handled, so two replicas (or a
+lease that expired mid-run) never emit an event twice. The lease only saves the duplicate work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from services.engagement import domain
+from services.engagement.insights import CommunityGauges, Insights
+from services.engagement.scoring import Scoring, derived_event_id
+from services.engagement.store import EngagementStore, from_ms
+from shared.events import MemberDrifting, QuestionUnanswered, new_event
+from shared.jobs import Leases, every
+from shared.outbox import Relay
+from shared.store import epoch_ms
+
+log = logging.getLogger("sarafan.engagement.jobs")
+
+Clock = Callable[[], datetime]
+
+
+class EngagementJobs:
+    def __init__(
+        self,
+        store: EngagementStore,
+        scoring: Scoring,
+        insights: Insights,
+        gauges: CommunityGauges,
+        relay: Relay,
+        rules: domain.Rules,
+    ) -> None:
+        self.store = store
+        self.scoring = scoring
+        self.insights = insights
+        self.gauges = gauges
+        self.relay = relay
+        self.rules = rules
+
+    async def scan_drifting(self, now: datetime) -> int:
+        """Emit member-drifting once per drift episode, then let decay demote whoever it should.
+
+        An episode is named by the member's last activity before it: the marker on the member's
+        standing (`drift_from_ms`) is set in the same update that stages the event.
+        """
+        emitted = 0
+        for row in await self.insights.segment("drifting", now):
+            last_active = row["last_active_at"]
+            last_ms = epoch_ms(last_active)
+            event = new_event(
+                MemberDrifting(
+                    member_id=row["member_id"],
+                    level=row["level"],
+                    last_active_at=last_active,
+                    days_inactive=domain.days_inactive(last_active, now),
+                ),
+                event_id=derived_event_id("member-drifting", row["member_id"], str(last_ms)),
+                time=now,
+            )
+            if await self.store.flag_drift(row["member_id"], last_ms, now, event):
+                self.relay.kick(self.store.standing, row["member_id"])
+                emitted += 1
+        await self.scoring.settle_all(now)
+        if emitted:
+            log.info("%d member(s) started drifting", emitted)
+        return emitted
+
+    async def scan_unanswered(self, now: datetime) -> int:
+        """Emit question-unanswered once per question with no answer after the configured hours."""
+        emitted = 0
+        for post in await self.store.open_questions(now - self.rules.unanswered_after):
+            asker = post["author_id"]
+            created = from_ms(post["created_ms"])
+            assert created is not None
+            # An answer the consumer has not noted yet counts too: look at the comments.
+            answered = await self.store.has_answer(post["_id"], asker)
+            if not domain.is_unanswered(created, answered, now, self.rules):
+                continue
+            member = await self.store.member(asker) or {}
+            event = new_event(
+                QuestionUnanswered(
+                    post_id=post["_id"],
+                    asker_id=asker,
+                    region=member.get("region") or post.get("region") or "",
+                    hours_open=int((now - created) / timedelta(hours=1)),
+                ),
+                event_id=derived_event_id("question-unanswered", post["_id"]),
+                time=now,
+            )
+            if await self.store.flag_unanswered(post["_id"], now, event):
+                self.relay.kick(self.store.posts, post["_id"])
+                emitted += 1
+        return emitted
+
+    async def refresh_gauges(self, now: datetime) -> dict[str, float | int | None]:
+        figures = await self.insights.figures(now)
+        self.gauges.show(figures)
+        return figures
+
+    def loops(
+        self, leases: Leases, scan_every: timedelta, gauges_every: timedelta, clock: Clock
+    ) -> list[Callable[[], Awaitable[None]]]:
+        """The Runtime jobs: the two scans on one replica at a time, gauges on every replica
+        (each replica's /metrics is scraped on its own)."""
+
+        async def gauges_loop() -> None:
+            while True:
+                try:
+                    await self.refresh_gauges(clock())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("refreshing the community gauges failed")
+                await asyncio.sleep(gauges_every.total_seconds())
+
+        return [
+            every(leases, "engagement-drifting", scan_every, self.scan_drifting),
+            every(leases, "engagement-unanswered", scan_every, self.scan_unanswered),
+            gauges_loop,
+        ]

@@ -1,0 +1,116 @@
+"""Member events in engagement: the projection, joining and referral scores, leaving and erasure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.events import MemberLeft
+from tests.helpers import wait_until
+from tests.integration.test_engagement_support import (
+    engagement_of,
+    join,
+    publish,
+    wait_points,
+)
+
+
+async def test_the_projection_keeps_region_roles_and_joining_scores_one(services):
+    async with services("members", "engagement") as s:
+        members, http = s["members"].http, s["engagement"].http
+        mid = await join(members, http, display_name="Olga", region="kazan", roles=["staff"])
+
+        got = await wait_points(http, mid, 1)
+        assert (got["points_total"], got["score"], got["level"]) == (1, 1.0, "newcomer")
+        assert got["last_active_at"] is None  # joining is not participation
+        assert got["joined_at"] is not None
+        doc = await s["engagement"].store.member(mid)
+        assert (doc["display_name"], doc["region"], doc["roles"], doc["status"]) == (
+            "Olga", "kazan", ["staff"], "active",
+        )  # fmt: skip
+
+
+async def test_a_referral_scores_the_referrer_fifteen_and_counts_as_word_of_mouth(services):
+    async with services("members", "engagement") as s:
+        members, http = s["members"].http, s["engagement"].http
+        r = await members.post(
+            "/v1/members",
+            json={"display_name": "Referrer", "email": "ref@example.org", "region": "moscow",
+                  "consent": {"terms": True}},
+        )  # fmt: skip
+        referrer, code = r.json()["member_id"], r.json()["referral_code"]
+        friend = await join(members, http, referral_code=code)
+
+        got = await wait_points(http, referrer, 1 + 15)
+        assert got["counts"]["referrals"] == 1 and got["points_total"] == 16
+        assert got["level"] == "participant"
+        assert (await engagement_of(http, friend))["points_total"] == 1
+        stats = (await http.get("/v1/stats")).json()
+        assert stats["referral_join_share"] == 0.5
+
+
+async def test_a_member_erased_on_leaving_is_forgotten_and_their_posts_stay_anonymous(services, nc):
+    async with services("members", "engagement") as s:
+        members, http = s["members"].http, s["engagement"].http
+        leaver = await join(members, http, display_name="Leaver")
+        staff = await join(members, http, roles=["staff"])
+        other = await join(members, http)
+        question = (
+            await http.post(
+                "/v1/posts",
+                json={"author_id": leaver, "kind": "question", "title": "My address is ..."},
+            )
+        ).json()["post_id"]
+        answer = (
+            await http.post(
+                f"/v1/posts/{question}/comments", json={"author_id": other, "body": "Hi"}
+            )
+        ).json()
+        await http.post(
+            f"/v1/posts/{question}/comments", json={"author_id": leaver, "body": "Thanks!"}
+        )
+        entry = (
+            await http.post(
+                "/v1/hours",
+                json={"member_id": leaver, "hours": 2, "activity": "x", "date": "2026-11-01"},
+            )
+        ).json()
+        await http.post(f"/v1/hours/{entry['entry_id']}/approve", json={"by": staff})
+        await wait_points(http, leaver, 1 + 3 + 2 + 4)
+
+        js = nc.jetstream()
+
+        async def subjects_naming_the_leaver() -> dict[str, int]:
+            info = await js.stream_info("ENGAGEMENT", subjects_filter=f"engagement.*.{leaver}")
+            return info.state.subjects or {}
+
+        assert await wait_until(subjects_naming_the_leaver)  # hours-approved, level-changed
+
+        await publish(nc, MemberLeft(member_id=leaver, erase=True, left_at=datetime.now(UTC)))
+
+        async def forgotten() -> bool:
+            r = await http.get(f"/v1/members/{leaver}/engagement")
+            return r.status_code == 404
+
+        await wait_until(forgotten, message="the erased member is still known")
+        store = s["engagement"].store
+        doc = await store.member(leaver)
+        assert set(doc) == {"_id", "status", "left_at_ms"} and doc["status"] == "erased"
+        post = (await http.get(f"/v1/posts/{question}")).json()
+        assert (post["author_id"], post["author_name"], post["title"], post["body"]) == (
+            None, "former member", "", "",
+        )  # fmt: skip
+        assert post["comments"] == 2  # the community's answers stay
+        comments = (await http.get(f"/v1/posts/{question}/comments")).json()["items"]
+        assert [(c["author_id"], c["body"]) for c in comments] == [
+            (other, "Hi"), (None, ""),
+        ]  # fmt: skip
+        assert answer["comment_id"] == comments[0]["comment_id"]
+        assert (await http.get(f"/v1/members/{leaver}/hours")).status_code == 404
+        assert await store.hours.count_documents({"member_id": leaver}) == 0
+        assert await store.activity.count_documents({"member_id": leaver}) == 0
+        board = (await http.get("/v1/leaderboard?period=all")).json()["items"]
+        assert leaver not in [row["member_id"] for row in board]
+        # Nothing in engagement's own stream names them any more.
+        assert await subjects_naming_the_leaver() == {}
+        stats = (await http.get("/v1/stats")).json()
+        assert stats["members_total"] == 2 and stats["questions_7d"] == 1

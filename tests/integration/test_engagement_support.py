@@ -1,0 +1,90 @@
+"""Helpers shared by the engagement integration tests (no tests of its own)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import nats
+
+from shared.bus import STREAMS
+from shared.events import CloudEvent, EventData, new_event
+from tests.helpers import wait_until
+from tests.integration.conftest import Running, join_body
+
+
+async def join(members: httpx.AsyncClient, engagement: httpx.AsyncClient, **over: Any) -> str:
+    """Join through the members service and wait until engagement's projection knows them."""
+    r = await members.post("/v1/members", json=join_body(**over))
+    assert r.status_code == 201, r.text
+    member_id = r.json()["member_id"]
+
+    async def known() -> bool:
+        return (await engagement.get(f"/v1/members/{member_id}/engagement")).status_code == 200
+
+    await wait_until(known, timeout=15, message=f"engagement never learned of {member_id}")
+    return str(member_id)
+
+
+async def engagement_of(http: httpx.AsyncClient, member_id: str) -> dict[str, Any]:
+    r = await http.get(f"/v1/members/{member_id}/engagement")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def wait_points(http: httpx.AsyncClient, member_id: str, points: float) -> dict[str, Any]:
+    """Wait until the member's all-time points reach `points` (the consumer is asynchronous)."""
+
+    async def reached() -> dict[str, Any] | None:
+        got = await engagement_of(http, member_id)
+        return got if got["points_total"] >= points else None
+
+    return await wait_until(reached, timeout=15, message=f"{member_id} never reached {points}")
+
+
+async def publish(
+    nc: nats.NATS, data: EventData, msg_id: str | None = None, **kw: Any
+) -> CloudEvent:
+    """Publish an event as its producer would (own stream, Nats-Msg-Id = event id)."""
+    event = new_event(data, **kw)
+    js = nc.jetstream()
+    await js.publish(
+        event.nats_subject,
+        event.to_json(),
+        stream=STREAMS[data.service],
+        headers={"Nats-Msg-Id": msg_id or event.id},
+    )
+    return event
+
+
+async def republish(nc: nats.NATS, event: CloudEvent, msg_id: str) -> None:
+    """The same event under another message id: JetStream keeps both copies."""
+    js = nc.jetstream()
+    await js.publish(
+        event.nats_subject,
+        event.to_json(),
+        stream=STREAMS[event.nats_subject.split(".")[0]],
+        headers={"Nats-Msg-Id": msg_id},
+    )
+
+
+@asynccontextmanager
+async def collect(nc: nats.NATS, subject: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every message published on `subject` while inside, decoded (core NATS subscription)."""
+    seen: list[dict[str, Any]] = []
+
+    async def on_message(msg: Any) -> None:
+        seen.append(json.loads(msg.data))
+
+    sub = await nc.subscribe(subject, cb=on_message)
+    try:
+        yield seen
+    finally:
+        await sub.unsubscribe()
+
+
+def engagement_app(running: dict[str, Running]) -> Any:
+    return running["engagement"].app.state.engagement
