@@ -24,10 +24,11 @@ class Leases:
     """`claim` returns True for exactly one replica until the lease expires or is released."""
 
     def __init__(
-        self, collection: AsyncCollection[dict[str, Any]], owner: str = INSTANCE_ID
+        self, collection: AsyncCollection[dict[str, Any]], owner: str | None = None
     ) -> None:
         self.collection = collection
-        self.owner = owner
+        # One owner per Leases object (one runtime), so two replicas in one process compete.
+        self.owner = owner or f"{INSTANCE_ID}:{uuid.uuid4().hex[:8]}"
 
     async def claim(self, job: str, ttl: timedelta, now: datetime | None = None) -> bool:
         now = now or utcnow()

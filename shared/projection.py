@@ -7,7 +7,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.events import EventData, MemberJoined, MemberLeft, MemberUpdated
-from shared.store import epoch_ms
+from shared.store import epoch_ms, is_duplicate_key
 
 
 class MemberProjection:
@@ -24,11 +24,17 @@ class MemberProjection:
         if isinstance(data, MemberJoined):
             doc = data.model_dump(mode="json", include=set(self.fields))
             # Times as epoch ms: a date `$set` by path is a string on nx-27017 (see epoch_ms).
-            await self.collection.update_one(
-                {"_id": data.member_id},
-                {"$set": {**doc, "status": "active", "joined_at_ms": epoch_ms(data.joined_at)}},
-                upsert=True,
-            )
+            try:
+                # Never over an erased tombstone: a replayed member-joined must not bring the
+                # personal data back (`$nin`, not `$ne`: nx-27017's update filters need it).
+                await self.collection.update_one(
+                    {"_id": data.member_id, "status": {"$nin": ["erased"]}},
+                    {"$set": {**doc, "status": "active", "joined_at_ms": epoch_ms(data.joined_at)}},
+                    upsert=True,
+                )
+            except Exception as exc:
+                if not is_duplicate_key(exc):  # the tombstone's id: nothing to do
+                    raise
         elif isinstance(data, MemberUpdated):
             changes = {k: v for k, v in data.changes.items() if k in self.fields}
             if changes:
