@@ -46,7 +46,9 @@ class EngagementSettings(ServiceSettings):
         alias="SARAFAN_ENGAGEMENT_LEVELS",
         description="JSON score thresholds by level name (participant, active, loyal, ambassador)",
     )
-    half_life_days: float = Field(30.0, alias="SARAFAN_ENGAGEMENT_HALF_LIFE_DAYS", ge=1 / 24)
+    half_life_days: float = Field(
+        30.0, alias="SARAFAN_ENGAGEMENT_HALF_LIFE_DAYS", ge=1 / 24, le=3650
+    )
     demotion_buffer: float = Field(
         domain.DEMOTION_BUFFER, alias="SARAFAN_ENGAGEMENT_DEMOTION_BUFFER", gt=0, le=1
     )
