@@ -53,14 +53,13 @@ class NotifierHandlers:
                 subjects=ENGAGEMENT_SUBJECTS,
                 handle=self.on_event,
             ),
-            # A campaign's fan-out to a large audience takes seconds: a long ack wait keeps
-            # JetStream from redelivering it while it is still being written.
+            # A campaign's fan-out to a large audience takes seconds; the kernel's in-progress
+            # acks keep JetStream from redelivering it while it is still being written.
             Consumer(
                 name="notifier-campaigns",
                 stream="CAMPAIGNS",
                 subjects=["campaigns.>"],
                 handle=self.on_event,
-                ack_wait=600.0,
             ),
         ]
 
