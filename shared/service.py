@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.asyncapi import asyncapi_document
 from shared.bus import Bus, Consumer
-from shared.events import EventData
+from shared.events import EVENT_MODELS, EventData
 from shared.http import KernelMiddleware, ensure_idempotency_indexes, install_error_handlers
 from shared.logs import configure_logging
 from shared.metrics import Metrics
@@ -41,7 +41,8 @@ class Runtime:
         self.db = self.mongo[settings.database_name(service)]
         self.bus = Bus(service, settings, self.metrics, self.db)
         self.relay = Relay(self.bus, [], self.metrics, settings.outbox_sweep_seconds)
-        self.publishes: list[type[EventData]] = []
+        #: What it publishes (for /asyncapi): every event type whose producer it is.
+        self.publishes: list[type[EventData]] = [m for m in EVENT_MODELS if m.service == service]
         self.init_hooks: list[Hook] = []
         self.jobs: list[Callable[[], Awaitable[None]]] = []
         self.initialised = asyncio.Event()

@@ -11,7 +11,6 @@ from services.campaigns import api
 from services.campaigns.consumers import CampaignsHandlers
 from services.campaigns.lifecycle import Lifecycle
 from services.campaigns.store import CampaignsStore
-from shared.events import CampaignEnded, CampaignStarted, MilestoneReached
 from shared.jobs import Leases, every
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
@@ -43,7 +42,6 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
             lifecycle.tick,
         )
     )
-    runtime.publishes += [CampaignStarted, MilestoneReached, CampaignEnded]
     app = create_app(
         runtime,
         [api.router],

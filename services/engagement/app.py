@@ -16,14 +16,6 @@ from services.engagement.jobs import EngagementJobs
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
 from shared.events import (
-    AnswerAccepted,
-    CommentAdded,
-    HoursApproved,
-    LevelChanged,
-    MemberDrifting,
-    PostCreated,
-    QuestionUnanswered,
-    ReactionAdded,
     utcnow,
 )
 from shared.jobs import Leases
@@ -103,16 +95,6 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
         timedelta(seconds=settings.gauges_seconds),
         lambda: engagement.clock(),
     )
-    runtime.publishes += [
-        PostCreated,
-        CommentAdded,
-        ReactionAdded,
-        AnswerAccepted,
-        LevelChanged,
-        HoursApproved,
-        MemberDrifting,
-        QuestionUnanswered,
-    ]
     app = create_app(
         runtime,
         [api.router, api_hours.router, api_insights.router],

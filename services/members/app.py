@@ -8,7 +8,6 @@ from pydantic import Field
 from services.members import api
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
-from shared.events import MemberJoined, MemberLeft, MemberUpdated, ReferralMade
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 
@@ -36,7 +35,6 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
     store = MemberStore(runtime.db)
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.outbox(store.members)
-    runtime.publishes += [MemberJoined, MemberUpdated, MemberLeft, ReferralMade]
     eraser = Eraser(store, runtime.bus, runtime.relay, settings.erasure_sweep_seconds)
     runtime.jobs.append(eraser.loop)
     runtime.bus.on_connected.append(eraser.wake)

@@ -18,7 +18,6 @@ from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Announcer, Clock, Fanout, Limits
 from services.notifier.store import NotifierStore
 from shared.bus import STREAMS, Bus
-from shared.events import NotificationFailed, NotificationSent
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 
@@ -149,7 +148,6 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     for consumer in handlers.consumers():
         runtime.consume(consumer)
     runtime.jobs += [declare_sources(runtime.bus), closing(channels), announcer.run, dispatcher.run]
-    runtime.publishes += [NotificationSent, NotificationFailed]
     app = create_app(
         runtime,
         [api.router],
