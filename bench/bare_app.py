@@ -21,7 +21,9 @@ from nats.js.api import StorageType, StreamConfig
 from pymongo import AsyncMongoClient
 
 
-def build(nats_url: str, mongo_url: str) -> FastAPI:
+def build(
+    nats_url: str, mongo_url: str, user: str | None = None, password: str | None = None
+) -> FastAPI:
     state: dict = {}
 
     async def consume() -> None:
@@ -46,7 +48,7 @@ def build(nats_url: str, mongo_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        state["nc"] = await nats.connect(nats_url)
+        state["nc"] = await nats.connect(nats_url, user=user, password=password)
         state["js"] = state["nc"].jetstream()
         await state["js"].add_stream(
             StreamConfig(name="BARE", subjects=["bare.>"], storage=StorageType.FILE)
@@ -90,9 +92,11 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--nats", required=True)
     parser.add_argument("--mongo", required=True)
+    parser.add_argument("--nats-user")
+    parser.add_argument("--nats-password")
     args = parser.parse_args()
     uvicorn.run(
-        build(args.nats, args.mongo),
+        build(args.nats, args.mongo, args.nats_user, args.nats_password),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

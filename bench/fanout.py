@@ -33,7 +33,7 @@ from shared.bus import DUPLICATE_WINDOW
 from shared.embedded import LOCALHOST, free_port, mongo_child, nats_child
 from shared.events import CampaignStarted, new_event
 
-TITLE = "Notifier: fan-out of one campaign to 10,000 members"
+TITLE = "Notifier: fan-out of one campaign to {n:,} members"
 
 
 class Receiver:
@@ -165,7 +165,7 @@ def main() -> None:
         return
     a, w, n = result["inapp"], result["webhook"], args.members
     write_section(
-        TITLE,
+        TITLE.format(n=n),
         f"""
 Machine: {machine()}. Command: `.venv/bin/python -m bench.fanout --members {n}`.
 One campaign-started for an audience of {n:,} members (projection seeded), through the real

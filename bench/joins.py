@@ -20,6 +20,8 @@ from pymongo import AsyncMongoClient
 
 from bench.stack import emit, machine, percentile, rss_mib, running_stack, write_section
 from shared.embedded import Child, free_port, http_ok
+from shared.nats_auth import ADMIN_USER
+from shared.supervisor import nats_passwords
 
 AUTH = {"Authorization": "Bearer bench-token"}
 
@@ -134,6 +136,10 @@ async def main_async(seconds: float) -> None:
                 cfg.nats_url,
                 "--mongo",
                 cfg.mongodb_url,
+                # The stack's NATS has a user per service; the baseline connects as operator.
+                "--nats-user",
+                ADMIN_USER,
+                f"--nats-password={nats_passwords(cfg.home)[ADMIN_USER]}",  # may start with -
             ],
             log_path=logs / "bare.log",
             cwd=Path(__file__).resolve().parent.parent,

@@ -75,6 +75,10 @@ class Consumer:
     handle: Handler
     handle_batch: BatchHandler | None = None
     batch_size: int = 100
+    #: Skip event ids this consumer already processed (a processed_events record per event).
+    #: A consumer whose every effect is itself keyed by the event (PATTERNS 2) may turn it
+    #: off to save two database round trips per batch; duplicates then change nothing anyway.
+    dedupe: bool = True
     #: Seconds before an unacknowledged message is redelivered (after a crash); None takes
     #: SARAFAN_ACK_WAIT_SECONDS. A handler may run longer: the wrapper sends in-progress acks.
     ack_wait: float | None = None
@@ -325,7 +329,9 @@ class Bus:
             decoded.append((msg, envelope, data))
         if not decoded:
             return
-        done = await self._already_processed(c, [e.id for _, e, _ in decoded])
+        done = (
+            await self._already_processed(c, [e.id for _, e, _ in decoded]) if c.dedupe else set()
+        )
         fresh = []
         for msg, envelope, data in decoded:
             if envelope.id in done:
@@ -408,6 +414,8 @@ class Bus:
         return {doc["_id"][prefix:] async for doc in found}
 
     async def _mark_processed(self, c: Consumer, events: list[CloudEvent]) -> None:
+        if not c.dedupe:
+            return
         now = utcnow()
         docs = [{"_id": f"{c.name}:{e.id}", "type": e.type, "at": now} for e in events]
         try:

@@ -70,6 +70,9 @@ class EngagementHandlers:
                 handle=self.on_activity,
                 handle_batch=self.on_activity_batch,
                 batch_size=self.batch_size,
+                # Every effect is guarded by the fact's id (activity buckets, level changes),
+                # so the wrapper's processed-ids round trips would only repeat that check.
+                dedupe=False,
             ),
         ]
 

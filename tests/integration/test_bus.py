@@ -1,4 +1,4 @@
-"""The consumer wrapper against a real nats-server: retries, dead letters, batches, pending gauge."""
+"""The consumer wrapper against a real nats-server: retries, dead letters, batches."""
 
 from __future__ import annotations
 

@@ -45,8 +45,16 @@ async def test_a_redelivered_or_duplicated_event_does_not_double_the_score(servi
         got = await engagement_of(http, author)
         assert got["points_total"] == 1 + 5 + 5
         assert got["counts"]["posts"] == 2
-        consumed = (await http.get("/metrics")).text
-        assert 'outcome="duplicate",service="engagement",type="post-created"} 1.0' in consumed
+        # The second stored copy was consumed too (the consumer's guard, not its
+        # processed-ids record, made it a no-op: this consumer runs with dedupe off).
+        js = nc.jetstream()
+
+        async def both_copies_acked() -> bool:
+            info = await js.consumer_info("ENGAGEMENT", "engagement-activity")
+            return info.delivered.stream_seq >= 2 and info.num_ack_pending == 0
+
+        await wait_until(both_copies_acked, message="the duplicate copy was never consumed")
+        assert (await engagement_of(http, author))["points_total"] == 1 + 5 + 5
 
 
 async def test_a_burst_of_events_is_consumed_in_batches_and_counted_once(services, nc):
