@@ -157,7 +157,7 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
             raise _taken(exc) from exc
     else:
         raise ApiError(503, "unavailable", "could not allocate a referral code; retry")
-    runtime.relay.kick(store.members, member_id)
+    runtime.relay.kick(store.members, member_id, events)
     return MemberOut.from_doc(member)
 
 

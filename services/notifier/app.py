@@ -116,7 +116,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     store = NotifierStore(runtime.db)
     clock = Clock()
     channels = build_channels(settings)
-    announcer = Announcer(runtime.bus, store.deliveries)
+    announcer = Announcer(runtime.relay, store.deliveries)
     dispatcher = Dispatcher(
         store,
         channels,

@@ -9,17 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import UpdateOne
-
 from services.notifier import domain
 from services.notifier.domain import Message, Plan, Recipient
 from services.notifier.rules import Notice
 from services.notifier.store import NotifierStore, budget_key
 from services.notifier.templates import render
-from shared.bus import Bus
 from shared.events import CloudEvent, NotificationSent, new_event, utcnow
 from shared.metrics import Metrics
-from shared.outbox import Collection, with_outbox
+from shared.outbox import Collection, Relay, with_outbox
 from shared.store import epoch_ms
 
 log = logging.getLogger("sarafan.notifier.fanout")
@@ -41,17 +38,16 @@ class Announcer:
     """Publishes the outbox of new deliveries right away, many documents per round trip.
 
     The relay's `kick` publishes one document with three round trips (read, publish, mark);
-    one campaign's 10,000 deliveries would start 10,000 such tasks. This reads up to `batch`
-    documents at once, publishes their events concurrently (each with its PubAck and
-    `Nats-Msg-Id`) and marks them sent in one bulk write, with the relay's guard, so a relay
-    sweep running meanwhile never decrements twice. Whatever is left (NATS away, a crash),
-    the relay's sweeper publishes.
+    one campaign's 10,000 deliveries would start 10,000 such tasks. This queues the ids and
+    hands them to `Relay.flush_many` up to `batch` at a time (one read, concurrent publishes,
+    one bulk write of guarded marks). Whatever is left (NATS away, a crash), the relay's
+    sweeper publishes.
     """
 
     def __init__(
-        self, bus: Bus, collection: Collection, workers: int = 4, batch: int = 200
+        self, relay: Relay, collection: Collection, workers: int = 4, batch: int = 200
     ) -> None:
-        self.bus = bus
+        self.relay = relay
         self.collection = collection
         self.workers = workers
         self.batch = batch
@@ -77,30 +73,7 @@ class Announcer:
                 log.warning("announcing %d deliveries failed: %r", len(ids), exc)
 
     async def publish(self, delivery_ids: list[str]) -> int:
-        if not self.bus.connected:
-            return 0
-        docs = self.collection.find(
-            {"_id": {"$in": delivery_ids}, "outbox_pending": {"$gt": 0}}, {"outbox": 1}
-        )
-        pending = [
-            (doc["_id"], CloudEvent.model_validate(raw))
-            async for doc in docs
-            for raw in sorted((doc.get("outbox") or {}).values(), key=lambda e: e["time"])
-        ]
-        acked = await asyncio.gather(
-            *(self.bus.publish(event) for _, event in pending), return_exceptions=True
-        )
-        marks = [
-            UpdateOne(
-                {"_id": doc_id, f"outbox.{event.id}": {"$exists": True}},
-                {"$unset": {f"outbox.{event.id}": ""}, "$inc": {"outbox_pending": -1}},
-            )
-            for (doc_id, event), ack in zip(pending, acked, strict=True)
-            if not isinstance(ack, BaseException)
-        ]
-        if marks:
-            await self.collection.bulk_write(marks, ordered=False)
-        return len(marks)
+        return await self.relay.flush_many(self.collection, delivery_ids)
 
 
 @dataclass(frozen=True)
