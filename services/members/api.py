@@ -154,6 +154,10 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
         except CodeTaken:
             continue
         except ContactTaken as exc:
+            # The same request again (its Idempotency-Key taken over after the first attempt
+            # died before answering): the member it created is the answer, not a 409.
+            if key and (done := await store.by_idempotency_record(member["idempotency_record"])):
+                return MemberOut.from_doc(done)
             raise _taken(exc) from exc
     else:
         raise ApiError(503, "unavailable", "could not allocate a referral code; retry")

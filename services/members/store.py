@@ -53,6 +53,7 @@ class MemberStore:
         await self.members.create_index("list_key", unique=True, name="list_key_unique")
         await self.members.create_index("region")
         await self.members.create_index("purge", sparse=True)
+        await self.members.create_index("idempotency_record", sparse=True)
 
     async def _which_unique(self, member: dict[str, Any], exc: DuplicateKeyError) -> Exception:
         # Which unique index refused the write: ask the data, not the server's message text,
@@ -85,6 +86,12 @@ class MemberStore:
     async def get_with_outbox(self, member_id: str) -> dict[str, Any] | None:
         """The whole document, tombstones included (for leaving and erasure)."""
         return await self.members.find_one({"_id": member_id})
+
+    async def by_idempotency_record(self, record: str) -> dict[str, Any] | None:
+        """The active member a join with this Idempotency-Key record created, if any."""
+        return await self.members.find_one(
+            {"idempotency_record": record, "status": "active"}, HIDDEN
+        )
 
     async def by_code(self, code: str) -> dict[str, Any] | None:
         return await self.members.find_one({"referral_code": code}, HIDDEN)

@@ -102,3 +102,23 @@ async def test_ops_endpoints_metrics_openapi_asyncapi(services):
         assert "members.member-joined" in asyncapi["channels"]
         ready = (await http.get("/readyz")).json()
         assert ready["status"] == "ready" and all(ready["checks"].values())
+
+
+async def test_a_join_whose_process_died_before_answering_returns_the_same_member_on_retry(
+    services,
+):
+    async with services("members") as s:
+        http = s["members"].http
+        body = join_body()
+        first = await http.post("/v1/members", json=body, headers={"Idempotency-Key": "k-crash"})
+        assert first.status_code == 201
+        # What a SIGKILL between the write and the answer leaves: the key still "started".
+        keys = s["members"].runtime.db["idempotency_keys"]
+        await keys.update_one(
+            {"_id": "/v1/members:k-crash"},
+            {"$set": {"state": "started", "started_ms": 0}, "$unset": {"body": "", "status": ""}},
+        )
+        again = await http.post("/v1/members", json=body, headers={"Idempotency-Key": "k-crash"})
+        assert again.status_code == 201, again.text
+        assert again.json()["member_id"] == first.json()["member_id"]
+        assert await s["members"].store.members.count_documents({"email": body["email"]}) == 1
