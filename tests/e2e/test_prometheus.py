@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from shared.embedded import free_port
-from tests.ops.stack import SERVICES, sarafan_up, wait_for
+from tests.stack import SERVICES, sarafan_up, wait_for
 
 # PyYAML comes with the test extras (pyproject); without it these checks cannot parse YAML.
 yaml = pytest.importorskip("yaml", reason="PyYAML not installed (pip install pyyaml)")

@@ -20,6 +20,7 @@ from shared.embedded import (
 )
 from shared.nats_auth import ADMIN_USER, nats_conf
 from shared.supervisor import SERVICES, Stack, StackConfig
+from tests.stack import pid_alive
 
 TOKEN = "faults-token"
 READY_TIMEOUT = 60.0
@@ -127,17 +128,6 @@ class FaultStack(Stack):
         return {n: c.pid for n, c in self.children.items() if c.pid is not None}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @contextmanager
 def running_stack(
     home: Path, _stack: FaultStack | None = None, **options: object
@@ -151,5 +141,5 @@ def running_stack(
     finally:
         pids |= set(stack.all_pids().values())
         stack.stop()
-        left = [pid for pid in pids if _alive(pid)]
+        left = [pid for pid in pids if pid_alive(pid)]
         assert not left, f"children outlived the stack: {left}"

@@ -15,7 +15,7 @@ import pytest
 
 from shared.nats_auth import ADMIN_USER
 from tests.integration.conftest import join_body
-from tests.ops.stack import SERVICES, UpStack, sarafan_up, wait_for
+from tests.stack import SERVICES, UpStack, sarafan_up, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "deploy/grafana/dashboards"

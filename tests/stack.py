@@ -1,4 +1,4 @@
-"""`sarafan up` as a subprocess on free ports in a temporary home, for operations tests."""
+"""`sarafan up` as a subprocess on free ports in a temporary home, as an operator runs it."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ class UpStack:
             timeout=timeout,
             check=False,
         )
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -110,10 +122,6 @@ def sarafan_up(tmp: Path) -> Iterator[UpStack]:
         # The supervisor stops its children; make sure by their recorded pids, never by name.
         for pidfile in (stack.home / "pids").glob("*.pid"):
             pid = int(pidfile.read_text().strip() or 0)
-            if pid:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    continue
+            if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         log.close()
