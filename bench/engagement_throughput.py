@@ -14,21 +14,18 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from pymongo import AsyncMongoClient, UpdateOne
 
-from bench.stack import emit, machine, write_section
+from bench.stack import embedded_servers, emit, machine, write_section
 from services.engagement.app import EngagementSettings, build
-from shared.embedded import LOCALHOST, free_port, mongo_child, nats_child
 from shared.events import PostCreated, new_event
 
 TITLE = "Engagement: post-created consumer throughput"
@@ -127,25 +124,11 @@ async def run(count: int, author_count: int, batch: int) -> dict[str, Any]:
                               kind="post", title="bench", created_at=now)).to_json()
         for i in range(count)
     ]  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="sarafan-bench-") as home:
-        nats_port, mongo_port = free_port(), free_port()
-        servers = [
-            nats_child(Path(home) / "nats", nats_port, free_port()),
-            mongo_child(Path(home) / "mongo", mongo_port),
-        ]
-        for child in servers:
-            child.start()
-            child.wait_ready(30)
-        try:
-            nats_url = f"nats://{LOCALHOST}:{nats_port}"
-            mongo_url = f"mongodb://{LOCALHOST}:{mongo_port}"
-            await publish_events(nats_url, "BARE", "bare", events)
-            await publish_events(nats_url, "ENGAGEMENT", "engagement", events)
-            bare = await bare_baseline(nats_url, mongo_url, count, batch)
-            real = await engagement_consumer(nats_url, mongo_url, count, batch, authors)
-        finally:
-            for child in reversed(servers):
-                child.stop()
+    with embedded_servers() as (nats_url, mongo_url):
+        await publish_events(nats_url, "BARE", "bare", events)
+        await publish_events(nats_url, "ENGAGEMENT", "engagement", events)
+        bare = await bare_baseline(nats_url, mongo_url, count, batch)
+        real = await engagement_consumer(nats_url, mongo_url, count, batch, authors)
     return {"events": count, "authors": author_count, "batch": batch,
             "engagement_events_per_s": round(real, 1), "bare_events_per_s": round(bare, 1),
             "ratio": round(real / bare, 3)}  # fmt: skip

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -27,10 +25,10 @@ import uvicorn
 from nats.js.api import StorageType, StreamConfig
 from pymongo import AsyncMongoClient
 
-from bench.stack import emit, machine, write_section
+from bench.stack import embedded_servers, emit, machine, write_section
 from services.notifier.app import NotifierSettings, build
 from shared.bus import DUPLICATE_WINDOW
-from shared.embedded import LOCALHOST, free_port, mongo_child, nats_child
+from shared.embedded import LOCALHOST, free_port
 from shared.events import CampaignStarted, new_event
 
 TITLE = "Notifier: fan-out of one campaign to {n:,} members"
@@ -117,23 +115,13 @@ async def fan_out(
 
 
 async def run(count: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="sarafan-bench-") as home:
-        nats_port, mongo_port = free_port(), free_port()
-        servers = [
-            nats_child(Path(home) / "nats", nats_port, free_port()),
-            mongo_child(Path(home) / "mongo", mongo_port),
-        ]
-        for child in servers:
-            child.start()
-            child.wait_ready(30)
+    with embedded_servers() as (nats_url, mongo_url):
         receiver = Receiver()
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(receiver, host=LOCALHOST, port=port,
                                                lifespan="off", log_level="warning"))  # fmt: skip
         serving = asyncio.create_task(server.serve())
         try:
-            nats_url = f"nats://{LOCALHOST}:{nats_port}"
-            mongo_url = f"mongodb://{LOCALHOST}:{mongo_port}"
             nc = await nats.connect(nats_url)
             await nc.jetstream().add_stream(StreamConfig(
                 name="CAMPAIGNS", subjects=["campaigns.>"], storage=StorageType.FILE,
@@ -145,8 +133,6 @@ async def run(count: int) -> dict[str, Any]:
         finally:
             server.should_exit = True
             await serving
-            for child in reversed(servers):
-                child.stop()
     return {"members": count,
             "inapp": {k: round(v, 3) for k, v in inapp.items()},
             "inapp_ratio": round(inapp["fanout_s"] / inapp["raw_insert_s"], 2),

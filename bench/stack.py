@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from shared.embedded import LOCALHOST, free_port, mongo_child, nats_child
 from shared.supervisor import Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,25 @@ def running_stack(
             yield stack
         finally:
             stack.stop()
+
+
+@contextmanager
+def embedded_servers() -> Iterator[tuple[str, str]]:
+    """A nats-server and an nx-27017 on free ports in a temporary folder: (NATS, MongoDB) URLs."""
+    with tempfile.TemporaryDirectory(prefix="sarafan-bench-") as home:
+        nats_port, mongo_port = free_port(), free_port()
+        servers = [
+            nats_child(Path(home) / "nats", nats_port, free_port()),
+            mongo_child(Path(home) / "mongo", mongo_port),
+        ]
+        try:
+            for child in servers:
+                child.start()
+                child.wait_ready(30)
+            yield f"nats://{LOCALHOST}:{nats_port}", f"mongodb://{LOCALHOST}:{mongo_port}"
+        finally:
+            for child in reversed(servers):
+                child.stop()
 
 
 def rss_mib(pid: int) -> float:
