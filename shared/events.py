@@ -10,6 +10,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.logs import correlation_id_var
+
 SPECVERSION = "1.0"
 Role = Literal["volunteer", "coordinator", "staff", "partner"]
 Locale = Literal["ru", "en"]
@@ -504,8 +506,15 @@ def new_event(
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> CloudEvent:
-    """Wrap event data in its envelope; the correlation id defaults to the event's own id."""
+    """Wrap event data in its envelope.
+
+    The correlation id defaults to the one in context (the HTTP request's, or the cause
+    event's inside a handler: see shared.logs.event_context), else the event's own id, so
+    every event a request or an event leads to carries the same id without each call site
+    passing it.
+    """
     eid = event_id or str(uuid.uuid4())
+    correlation_id = correlation_id or correlation_id_var.get()
     return CloudEvent(
         id=eid,
         source=f"/services/{data.service}",

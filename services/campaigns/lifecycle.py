@@ -16,7 +16,6 @@ from services.campaigns import draw
 from services.campaigns.domain import Rules, Standing, from_ms, ranked, to_ms, top_winners
 from services.campaigns.store import OPEN, CampaignsStore, Doc
 from shared.events import Audience, CampaignEnded, CampaignStarted, new_event, utcnow
-from shared.logs import correlation_id_var
 from shared.outbox import Relay
 
 log = logging.getLogger("sarafan.campaigns")
@@ -128,7 +127,6 @@ class Lifecycle:
                 ends_at=from_ms(doc["window_end_ms"]),
                 announcement=doc["announcement"],
             ),
-            correlation_id=correlation_id_var.get(),
         )
         changes = {"status": "active", "started_ms": now_ms, "window_start_ms": window_start}
         after = await self.store.transition(campaign_id, condition, changes, [started])
@@ -163,7 +161,6 @@ class Lifecycle:
                 winners=result["winners"],
                 **extra,
             ),
-            correlation_id=correlation_id_var.get(),
         )
         changes = {
             "status": "ended",

@@ -20,7 +20,6 @@ from shared.events import (
     new_event,
 )
 from shared.http import ApiError, not_found
-from shared.logs import correlation_id_var
 from shared.store import epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
@@ -143,7 +142,6 @@ async def create_post(body: PostIn, request: Request) -> PostOut:
             tags=tags,
             created_at=now,
         ),
-        correlation_id=correlation_id_var.get(),
         time=now,
     )
     doc = {
@@ -195,7 +193,6 @@ async def add_comment(post_id: str, body: CommentIn, request: Request) -> Commen
             post_author_id=post["author_id"],
             created_at=now,
         ),
-        correlation_id=correlation_id_var.get(),
         time=now,
     )
     doc = {
@@ -268,7 +265,6 @@ async def add_reaction(
                 reaction=body.reaction,
                 created_at=now,
             ),
-            correlation_id=correlation_id_var.get(),
             time=now,
         )
         doc = {
@@ -335,7 +331,6 @@ async def accept_answer(post_id: str, body: AcceptIn, request: Request) -> Accep
                 answerer_id=comment["author_id"],
                 seconds_to_answer=seconds,
             ),
-            correlation_id=correlation_id_var.get(),
             time=now,
         )
         accepted = {

@@ -13,7 +13,6 @@ from services.engagement.context import Strict, active_member, decider, engageme
 from services.engagement.store import Doc, decode_cursor, encode_cursor, from_ms
 from shared.events import HoursApproved, new_event
 from shared.http import ApiError, not_found
-from shared.logs import correlation_id_var
 from shared.store import epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
@@ -113,7 +112,6 @@ async def _decide(entry_id: str, body: DecisionIn, request: Request, status: str
                         date=date.fromisoformat(entry["date"]),
                         approved_by=body.by,
                     ),
-                    correlation_id=correlation_id_var.get(),
                     time=now,
                 )
             )

@@ -30,7 +30,6 @@ from shared.events import (
     utcnow,
 )
 from shared.http import ApiError, not_found
-from shared.logs import correlation_id_var
 from shared.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["members"])
@@ -108,7 +107,7 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
         referred_by=referred_by,
         joined_at=now,
     )
-    first = new_event(joined, correlation_id=correlation_id_var.get(), time=now)
+    first = new_event(joined, time=now)
     events = [first]
     if referrer is not None:
         events.append(
@@ -277,7 +276,6 @@ async def update_member(
             update["$unset"] = {f: "" for f in change.unset_fields}
         event = new_event(
             MemberUpdated(member_id=member_id, changes=change.changes),
-            correlation_id=correlation_id_var.get(),
         )
         try:
             written = await store.update(
@@ -319,7 +317,6 @@ async def leave(
         left_at = domain.left_at(doc) or now
         event = new_event(
             MemberLeft(member_id=member_id, erase=erase, left_at=left_at),
-            correlation_id=correlation_id_var.get(),
             time=now,
         )
         if erase:

@@ -132,3 +132,14 @@ def test_optional_field_added_by_a_newer_producer_is_accepted():
     doc["data"]["pronouns"] = "she/her"
     _, data = parse_event(json.dumps(doc))
     assert data.member_id == "m_01"
+
+
+def test_events_made_inside_a_request_or_handler_inherit_its_correlation_id():
+    from shared.logs import event_context
+
+    data = MemberJoined.model_validate(MemberJoined.example)
+    with event_context("cause-1", "req-7"):
+        assert new_event(data).correlationid == "req-7"
+        assert new_event(data, correlation_id="explicit").correlationid == "explicit"
+    outside = new_event(data)
+    assert outside.correlationid == outside.id
