@@ -92,6 +92,11 @@ class MemberJoined(EventData):
     consent: Consent
     referred_by: str | None = None
     joined_at: datetime
+    #: Brought in by an import of an existing volunteer base (`joined_at` is the original
+    #: date), not by a join today. Optional: absent means false (dataschemaversion stays 1).
+    imported: bool = False
+    #: Whether the member is to be welcomed: false for imports unless the import asked for it.
+    welcome: bool = True
 
 
 class MemberUpdated(EventData):

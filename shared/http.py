@@ -19,6 +19,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from shared.events import utcnow
 from shared.logs import correlation_id_var
 from shared.metrics import Metrics
+from shared.query import InvalidCursor, UnindexedFilter
 from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, is_duplicate_key
 
 log = logging.getLogger("sarafan.http")
@@ -57,6 +58,16 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         message = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details)
         return JSONResponse(error_body("invalid_request", message, details), status_code=422)
+
+    @app.exception_handler(InvalidCursor)
+    async def _bad_cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
+        return JSONResponse(error_body("invalid_cursor", str(exc)), status_code=422)
+
+    @app.exception_handler(UnindexedFilter)
+    async def _unindexed(_: Request, exc: UnindexedFilter) -> JSONResponse:
+        # A store built a filter that would scan: a bug here, never the client's fault.
+        log.error("unindexed filter refused: %s", exc)
+        return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:

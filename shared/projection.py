@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
 
 from shared.events import EventData, MemberJoined, MemberLeft, MemberUpdated
-from shared.store import epoch_ms, is_duplicate_key
+from shared.store import DUPLICATE_KEY, epoch_ms
+
+Operation = UpdateOne | ReplaceOne
 
 
 class MemberProjection:
-    """Keeps `fields` of each member; forgets personal data on member-left with erase."""
+    """Keeps `fields` of each member; forgets personal data on member-left with erase.
+
+    Every change is one write keyed by the member's id, so a batch of member events is one
+    ordered bulk write (`apply_many`): the events of one member keep their order.
+    """
 
     def __init__(
         self, collection: AsyncCollection[dict[str, Any]], fields: tuple[str, ...]
@@ -19,42 +28,70 @@ class MemberProjection:
         self.collection = collection
         self.fields = fields
 
-    async def apply(self, data: EventData) -> bool:
-        """Apply a member event; True when it was one."""
+    def operation(self, data: EventData) -> Operation | None:
+        """The write that applies a member event; None for other events."""
         if isinstance(data, MemberJoined):
             doc = data.model_dump(mode="json", include=set(self.fields))
+            # Never over an erased tombstone: a replayed member-joined must not bring the
+            # personal data back. The guard pins `_id`; `$nin`, not `$ne`: with `$ne` an upsert
+            # over a document lacking the field raises on nx-27017 (docs/patterns.md).
             # Times as epoch ms: a date `$set` by path is a string on nx-27017 (see epoch_ms).
-            try:
-                # Never over an erased tombstone: a replayed member-joined must not bring the
-                # personal data back (`$nin`, not `$ne`: nx-27017's update filters need it).
-                await self.collection.update_one(
-                    {"_id": data.member_id, "status": {"$nin": ["erased"]}},
-                    {"$set": {**doc, "status": "active", "joined_at_ms": epoch_ms(data.joined_at)}},
-                    upsert=True,
-                )
-            except Exception as exc:
-                if not is_duplicate_key(exc):  # the tombstone's id: nothing to do
-                    raise
-        elif isinstance(data, MemberUpdated):
+            return UpdateOne(
+                {"_id": data.member_id, "status": {"$nin": ["erased"]}},
+                {"$set": {**doc, "status": "active", "joined_at_ms": epoch_ms(data.joined_at)}},
+                upsert=True,
+            )
+        if isinstance(data, MemberUpdated):
             changes = {k: v for k, v in data.changes.items() if k in self.fields}
-            if changes:
-                await self.collection.update_one({"_id": data.member_id}, {"$set": changes})
-        elif isinstance(data, MemberLeft):
+            if not changes:
+                return None
+            return UpdateOne(
+                {"_id": data.member_id, "status": {"$nin": ["erased"]}}, {"$set": changes}
+            )
+        if isinstance(data, MemberLeft):
             if data.erase:
                 # Erased: no personal data stays; the id remains so that counts stay right.
-                await self.collection.replace_one(
+                return ReplaceOne(
                     {"_id": data.member_id},
                     {"status": "erased", "left_at_ms": epoch_ms(data.left_at)},
                     upsert=True,
                 )
-            else:
-                await self.collection.update_one(
-                    {"_id": data.member_id},
-                    {"$set": {"status": "left", "left_at_ms": epoch_ms(data.left_at)}},
-                )
-        else:
-            return False
+            return UpdateOne(
+                {"_id": data.member_id, "status": {"$nin": ["erased"]}},
+                {"$set": {"status": "left", "left_at_ms": epoch_ms(data.left_at)}},
+            )
+        return None
+
+    async def apply(self, data: EventData) -> bool:
+        """Apply one member event; True when it was one."""
+        op = self.operation(data)
+        if op is None:
+            return isinstance(data, (MemberJoined, MemberUpdated, MemberLeft))
+        await self.apply_many([data])
         return True
+
+    async def apply_many(self, events: Iterable[EventData]) -> None:
+        """Apply member events in their order with one bulk write (others are skipped)."""
+        ops = [op for data in events if (op := self.operation(data)) is not None]
+        await write_in_order(self.collection, ops)
 
     async def get(self, member_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": member_id})
+
+
+async def write_in_order(collection: AsyncCollection[dict[str, Any]], ops: Sequence[Any]) -> None:
+    """An ordered bulk write that steps over duplicate-key refusals.
+
+    A guarded upsert that meets an erased tombstone fails with a duplicate key: that write
+    is meant not to happen, and the ones after it still must.
+    """
+    start = 0
+    while start < len(ops):
+        try:
+            await collection.bulk_write(list(ops[start:]), ordered=True)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or errors[0].get("code") != DUPLICATE_KEY:
+                raise
+            start += int(errors[0]["index"]) + 1

@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 
 from shared.embedded import LOCALHOST, Child, free_port, mongo_child, nats_child
+from tests import query_plans
+
+# Every MongoDB client created from here on reports its commands to the query-plan recorder,
+# whose test (tests/integration/test_query_plans.py) runs last and fails on a full scan.
+query_plans.install()
 
 # Real servers always: the URL given in the environment, a container when Docker is asked
 # for, else the embedded executables (nats-server, nx-27017) as children of this session.
@@ -135,3 +140,11 @@ def mongo_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
     server.ensure_running()
     yield server
     server.ensure_running()
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list
+) -> None:
+    """The query-plan test runs after everything else: it checks what the suite recorded."""
+    last = [i for i in items if i.module.__name__.endswith("test_query_plans")]
+    items[:] = [i for i in items if i not in last] + last
