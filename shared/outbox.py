@@ -19,6 +19,8 @@ from shared.metrics import Metrics
 log = logging.getLogger("sarafan.outbox")
 
 Collection = AsyncCollection[dict[str, Any]]
+#: Documents the sweeper publishes together (one read, concurrent publishes, one bulk mark).
+SWEEP_BATCH = 200
 
 
 def staged(events: Iterable[CloudEvent]) -> dict[str, Any]:
@@ -136,34 +138,79 @@ class Relay:
             self._again.discard(key)
         return sent
 
-    async def flush_many(self, collection: Collection, doc_ids: list[Any]) -> int:
-        """Publish the pending events of many documents at once: one read, concurrent
-        publishes (each with its PubAck and `Nats-Msg-Id`), one bulk write of the guarded
-        marks. For fan-out, where one cause writes thousands of documents."""
+    async def flush_many(
+        self,
+        collection: Collection,
+        doc_ids: list[Any],
+        events: dict[Any, list[CloudEvent]] | None = None,
+    ) -> int:
+        """Publish the pending events of many documents at once: one read (none when the
+        caller hands the events it just wrote, keyed by document), concurrent publishes (each
+        with its PubAck and `Nats-Msg-Id`), one bulk write of the guarded marks. For fan-out
+        and imports, where one cause writes thousands of documents.
+
+        Documents another flush is publishing are left to it (it goes round again for what
+        was added meanwhile), so the sweeper never publishes a batch in hand a second time.
+        """
         if not self.bus.connected or not doc_ids:
             return 0
-        docs = collection.find(
-            {"_id": {"$in": doc_ids}, "outbox_pending": {"$gt": 0}}, {"outbox": 1}
-        )
-        pending = [
+        name = collection.name
+        mine = []
+        for doc_id in dict.fromkeys(doc_ids):
+            key = (name, doc_id)
+            if key in self._in_flight:
+                self._again.add(key)
+            else:
+                self._in_flight.add(key)
+                mine.append(doc_id)
+        try:
+            pending = await self._pending_of(collection, mine, events)
+            acked = await asyncio.gather(
+                *(self._publish_one(event) for _, event in pending), return_exceptions=True
+            )
+            marks = [
+                UpdateOne(
+                    {"_id": doc_id, f"outbox.{event.id}": {"$exists": True}},
+                    {"$unset": {f"outbox.{event.id}": ""}, "$inc": {"outbox_pending": -1}},
+                )
+                for (doc_id, event), ack in zip(pending, acked, strict=True)
+                if not isinstance(ack, BaseException)
+            ]
+            if marks:
+                await collection.bulk_write(marks, ordered=False)
+        finally:
+            again = [d for d in mine if (name, d) in self._again]
+            for doc_id in mine:
+                self._in_flight.discard((name, doc_id))
+                self._again.discard((name, doc_id))
+        for doc_id in again:  # written to while we published: what they added goes now
+            self.kick(collection, doc_id)
+        return len(marks)
+
+    async def _pending_of(
+        self,
+        collection: Collection,
+        doc_ids: list[Any],
+        events: dict[Any, list[CloudEvent]] | None,
+    ) -> list[tuple[Any, CloudEvent]]:
+        if events is not None:
+            return [
+                (doc_id, event)
+                for doc_id in doc_ids
+                for event in sorted(events.get(doc_id, []), key=lambda e: e.time)
+            ]
+        if not doc_ids:
+            return []
+        docs = collection.find({"_id": {"$in": doc_ids}}, {"outbox": 1})
+        return [
             (doc["_id"], CloudEvent.model_validate(raw))
             async for doc in docs
             for raw in sorted((doc.get("outbox") or {}).values(), key=lambda e: e["time"])
         ]
-        acked = await asyncio.gather(
-            *(self.bus.publish(event) for _, event in pending), return_exceptions=True
-        )
-        marks = [
-            UpdateOne(
-                {"_id": doc_id, f"outbox.{event.id}": {"$exists": True}},
-                {"$unset": {f"outbox.{event.id}": ""}, "$inc": {"outbox_pending": -1}},
-            )
-            for (doc_id, event), ack in zip(pending, acked, strict=True)
-            if not isinstance(ack, BaseException)
-        ]
-        if marks:
-            await collection.bulk_write(marks, ordered=False)
-        return len(marks)
+
+    async def _publish_one(self, event: CloudEvent) -> None:
+        with event_context(event.id, event.correlationid):
+            await self.bus.publish(event)
 
     async def _publish_all(
         self, coll: Collection, doc_id: Any, events: list[CloudEvent]
@@ -187,18 +234,30 @@ class Relay:
         return True, sent
 
     async def sweep(self) -> int:
-        """Publish everything still pending in any collection; returns how many went."""
+        """Publish everything still pending in any collection, a batch of documents at a time
+        (one read of their outboxes per batch); returns how many events went."""
         sent = 0
         pending_total = 0
-        for name, coll in self.collections.items():
+        for coll in self.collections.values():
+            batch: dict[Any, list[CloudEvent]] = {}
             async for doc in coll.find(
-                {"outbox_pending": {"$gt": 0}}, {"_id": 1, "outbox_pending": 1}
+                {"outbox_pending": {"$gt": 0}}, {"outbox": 1, "outbox_pending": 1}
             ):
                 pending_total += int(doc.get("outbox_pending") or 0)
-                if not self.paused:
-                    sent += await self.flush(name, doc["_id"])
+                raw = (doc.get("outbox") or {}).values()
+                batch[doc["_id"]] = [CloudEvent.model_validate(e) for e in raw]
+                if len(batch) >= SWEEP_BATCH:
+                    sent += await self._sweep_batch(coll, batch)
+                    batch = {}
+            if batch:
+                sent += await self._sweep_batch(coll, batch)
         self.metrics.outbox_pending.labels(self.bus.service).set(max(pending_total - sent, 0))
         return sent
+
+    async def _sweep_batch(self, coll: Collection, batch: dict[Any, list[CloudEvent]]) -> int:
+        if self.paused:
+            return 0
+        return await self.flush_many(coll, list(batch), batch)
 
     async def _sweep_loop(self) -> None:
         while True:

@@ -26,6 +26,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (str(ROOT / "services") + "/", str(ROOT / "shared") + "/")
+TESTS = str(ROOT / "tests") + "/"
 #: Files of the kernel that are tools, not services (the embedded stack's readiness pings).
 NOT_SERVICE = (str(ROOT / "shared" / "embedded.py"),)
 QUERY_COMMANDS = ("find", "aggregate", "count", "distinct", "update", "delete", "findAndModify")
