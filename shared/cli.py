@@ -185,6 +185,23 @@ def campaigns(args: argparse.Namespace) -> int:
     return int(verify_draw_main(list(args.rest)))
 
 
+def _members_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imports = actions.add_parser(
+        "import", help="import an existing volunteer base from CSV or JSON lines"
+    )
+    imports.add_argument(
+        "rest", nargs=argparse.REMAINDER, help="FILE [--url URL] [--welcome] [--chunk N]"
+    )
+
+
+@subcommand("members", "members tools: `sarafan members import FILE.csv`", _members_arguments)
+def members(args: argparse.Namespace) -> int:
+    from services.members.cli import import_main
+
+    return int(import_main(list(args.rest)))
+
+
 @subcommand("demo", "play a small community against the running stack and show what happened")
 def demo(args: argparse.Namespace) -> int:
     import httpx

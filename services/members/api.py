@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from services.members import domain
+from services.members import domain, importer
 from services.members.erasure import Eraser
 from services.members.schemas import (
+    ImportReport,
     JoinRequest,
     MemberList,
     MemberOut,
@@ -21,7 +22,6 @@ from services.members.schemas import (
 from services.members.store import CodeTaken, ContactTaken, MemberStore
 from shared.events import (
     CloudEvent,
-    MemberJoined,
     MemberLeft,
     MemberUpdated,
     ReferralMade,
@@ -90,24 +90,15 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
             raise _rule(exc) from exc
     now = _now()
     member_id = str(uuid.uuid4())
-    referred_by = referrer["_id"] if referrer else None
-    interests, skills = domain.tags(body.interests), domain.tags(body.skills)
-    roles = domain.unique(body.roles)
-    joined = MemberJoined(
-        member_id=member_id,
-        display_name=body.display_name,
-        region=body.region,
-        roles=roles,
-        interests=interests,
-        skills=skills,
-        locale=body.locale,
-        timezone=body.timezone,
-        contacts=contacts.as_dict(),
-        consent={"terms": True, "marketing": body.consent.marketing},
-        referred_by=referred_by,
-        joined_at=now,
+    member = domain.new_member(
+        member_id,
+        body.model_dump(include=set(domain.PROFILE_FIELDS)),
+        contacts,
+        domain.consent_at_join(body.consent.marketing, now),
+        now,
+        referred_by=referrer["_id"] if referrer else None,
     )
-    first = new_event(joined, time=now)
+    first = new_event(domain.member_joined(member), time=now)
     events = [first]
     if referrer is not None:
         events.append(
@@ -123,23 +114,6 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
                 time=now,
             )
         )
-    member: dict[str, Any] = {
-        "_id": member_id,
-        "display_name": body.display_name,
-        "region": body.region,
-        "roles": roles,
-        "interests": interests,
-        "skills": skills,
-        "locale": body.locale,
-        "timezone": body.timezone,
-        "consent": domain.consent_at_join(body.consent.marketing, now),
-        "referred_by": referred_by,
-        "joined_at": now,
-        "list_key": domain.list_key(now, member_id),
-        "status": "active",
-        "version": 1,
-        **{k: v for k, v in contacts.as_dict().items() if v},
-    }
     key = request.headers.get("Idempotency-Key")
     if key:
         # The kernel's record of this request (shared/http.py) keeps the response: erasure
@@ -164,6 +138,80 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
     return MemberOut.from_doc(member)
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes (before reading it all)."""
+    declared = request.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "too_large",
+        f"at most {limit // (1024 * 1024)} MB per request (the CLI splits a bigger file)",
+    )
+
+
+IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/members/import", response_model=ImportReport, openapi_extra=IMPORT_BODY)
+async def import_members(
+    request: Request,
+    welcome: Annotated[
+        bool, Query(description="welcome the members created (default: no welcome)")
+    ] = False,
+    file: Annotated[
+        str | None,
+        Query(
+            pattern=importer.FILE_ID_RE.pattern,
+            description="the file's identity when it is sent in several requests (the CLI "
+            "sends its SHA-256); default: this body's",
+        ),
+    ] = None,
+    first_row: Annotated[
+        int, Query(ge=1, description="the number of this body's first row in the file")
+    ] = 1,
+) -> ImportReport:
+    """Bring an existing volunteer base: CSV (header row) or JSON lines, one member per row.
+
+    Every row is validated as a join is; rejected rows are listed with why, the others are
+    created with their original join date and recorded consent, or counted as existing when
+    a member already has one of their contacts (importing a file again doubles nobody).
+    """
+    store, runtime = _store(request), _runtime(request)
+    try:
+        kind = importer.media_kind(request.headers.get("Content-Type"))
+        body = await _body(request, importer.MAX_BYTES)
+        work = importer.Importer(store, runtime.relay, request.app.state.phone_region)
+        return await work.run(
+            importer.decode(body),
+            kind,
+            file_id=file or importer.file_identity(body),
+            welcome=welcome,
+            first_row=first_row,
+        )
+    except importer.ImportRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+
+
 @router.get("/members", response_model=MemberList)
 async def list_members(
     request: Request,
@@ -177,19 +225,21 @@ async def list_members(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> MemberList:
     """Members in join order; the cursor stays right while others join (keyset pagination)."""
-    filters: dict[str, Any] = {"status": status}
-    if region:
-        filters["region"] = region
-    if role:
-        filters["roles"] = role
     if interest:
-        tag = domain.tags([interest])
-        filters["interests"] = tag[0] if tag else interest
+        # Listed interests are normalised tags; input that normalises to nothing matches none.
+        interest = next(iter(domain.tags([interest])), interest)
     try:
         after = domain.decode_cursor(cursor) if cursor else None
     except domain.RuleViolation as exc:
         raise _rule(exc) from exc
-    docs = await _store(request).page(filters, after, limit + 1)
+    docs = await _store(request).page(
+        status,
+        after,
+        limit + 1,
+        region=region or None,
+        role=role,
+        interest=interest or None,
+    )
     page = docs[:limit]
     next_cursor = None
     if len(docs) > limit:
@@ -279,7 +329,7 @@ async def update_member(
         )
         try:
             written = await store.update(
-                member_id, version, update, [event], guard={"status": "active"}
+                member_id, version, update, [event], guard={"status": "active"}, current=doc
             )
         except ContactTaken as exc:
             raise _taken(exc) from exc
@@ -330,6 +380,7 @@ async def leave(
                 {"$set": {"status": "left", "departure": domain.departure(now)}},
                 [event],
                 guard={"status": "active"},
+                current=doc,
             )
         if written:
             runtime.relay.kick(store.members, member_id)
@@ -359,7 +410,7 @@ async def referrals(
         after = domain.decode_cursor(cursor) if cursor else None
     except domain.RuleViolation as exc:
         raise _rule(exc) from exc
-    docs = await store.page({"referred_by": member_id}, after, limit + 1)
+    docs = await store.referrals_page(member_id, after, limit + 1)
     page = docs[:limit]
     next_cursor = None
     if len(docs) > limit:

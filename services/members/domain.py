@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
+import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+
+from shared import query
+from shared.events import MemberJoined, Role
 
 #: Referral-code alphabet without look-alikes (no 0/O, 1/I/L, 5/S, 8/B, 2/Z, U/V).
 CODE_ALPHABET = "34679ACDEFGHJKMNPQRTWXY"
@@ -162,14 +165,21 @@ def check_referral(newcomer: Contacts, referrer: Contacts, referrer_active: bool
 # -- consent and profile changes -------------------------------------------------------------
 
 
-def consent_at_join(marketing: bool, now: datetime) -> dict[str, Any]:
-    """Stored consent: each choice with the time it was given (or withdrawn)."""
-    return {
+def consent_at_join(marketing: bool, now: datetime, source: str | None = None) -> dict[str, Any]:
+    """Stored consent: each choice with the time it was given (or withdrawn).
+
+    An import records the consent as it was given elsewhere: `now` is then when it was
+    recorded there, and `source` says where (a paper form, the old CRM).
+    """
+    consent: dict[str, Any] = {
         "terms": True,
         "marketing": marketing,
         "terms_at": now,
         "marketing_at": now if marketing else None,
     }
+    if source:
+        consent["source"] = source
+    return consent
 
 
 def public_consent(consent: Mapping[str, Any]) -> dict[str, bool]:
@@ -235,6 +245,63 @@ def profile_change(
     return change
 
 
+# -- new members ---------------------------------------------------------------------------
+
+
+def new_member(
+    member_id: str,
+    profile: Mapping[str, Any],
+    contacts: Contacts,
+    consent: dict[str, Any],
+    joined_at: datetime,
+    referred_by: str | None = None,
+) -> dict[str, Any]:
+    """The stored document of a member who joins (or is imported), before its referral code.
+
+    `profile` holds the PROFILE_FIELDS as given; they are normalised here, once for both ways
+    in (a join and an import).
+    """
+    return {
+        "_id": member_id,
+        "display_name": profile["display_name"],
+        "region": profile["region"],
+        "roles": unique(profile["roles"]),
+        "interests": tags(profile["interests"]),
+        "skills": tags(profile["skills"]),
+        "locale": profile["locale"],
+        "timezone": profile["timezone"],
+        "consent": consent,
+        "referred_by": referred_by,
+        "joined_at": joined_at,
+        "list_key": list_key(joined_at, member_id),
+        "status": "active",
+        "version": 1,
+        **{k: v for k, v in contacts.as_dict().items() if v},
+    }
+
+
+def member_joined(
+    member: Mapping[str, Any], *, imported: bool = False, welcome: bool = True
+) -> MemberJoined:
+    """The member-joined event of a new member document."""
+    return MemberJoined(
+        member_id=member["_id"],
+        display_name=member["display_name"],
+        region=member["region"],
+        roles=member["roles"],
+        interests=member["interests"],
+        skills=member["skills"],
+        locale=member["locale"],
+        timezone=member["timezone"],
+        contacts=Contacts.of(member).as_dict(),
+        consent=public_consent(member["consent"]),
+        referred_by=member.get("referred_by"),
+        joined_at=member["joined_at"],
+        imported=imported,
+        welcome=welcome,
+    )
+
+
 # -- listing ---------------------------------------------------------------------------------
 
 
@@ -247,22 +314,86 @@ def list_key(joined_at: datetime, member_id: str) -> str:
     One unique string that never changes, so `{"list_key": {"$gt": cursor}}` is exact on
     every server. (Not a date comparison: nx-27017 compares dates to the second only.)
     """
-    return f"{int(joined_at.timestamp() * 1000):013d}:{member_id}"
+    return query.order_key(int(joined_at.timestamp() * 1000), member_id)
 
 
 def encode_cursor(key: str) -> str:
     """An opaque cursor: the list key of the last member on the page."""
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    return query.encode_cursor(key)
 
 
 def decode_cursor(cursor: str) -> str:
     try:
-        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, ValueError) as exc:
+        return query.decode_cursor(cursor, LIST_KEY_RE)
+    except query.InvalidCursor as exc:
         raise RuleViolation("invalid_cursor", "cursor is not one this service returned") from exc
-    if not LIST_KEY_RE.fullmatch(key):
-        raise RuleViolation("invalid_cursor", "cursor is not one this service returned")
-    return key
+
+
+#: Every role a member can have: a listing by interest alone reads one tag per role.
+ROLES: tuple[str, ...] = get_args(Role)
+LISTED_STATUSES = ("active", "left")
+
+
+def list_tags(roles: Iterable[str], interests: Iterable[str]) -> list[str]:
+    """The tags a member is listed under besides status and region.
+
+    Roles and interests are arrays, which neither server can index for a listing that must
+    also stay in join order (nx-27017 compares an array's JSON text on `$eq`). So each member
+    has one small entry per role and one per (role, interest) pair, and every filter of the
+    member list is one tag: role -> `role:<r>`, role and interest -> `role:<r>|interest:<i>`,
+    interest alone -> the same pair for each of the few roles, merged.
+    """
+    roles, interests = list(roles), list(interests)
+    return [f"role:{r}" for r in roles] + [
+        f"role:{r}|interest:{i}" for r in roles for i in interests
+    ]
+
+
+def tags_for_filter(role: str | None, interest: str | None) -> list[str]:
+    """Which tags hold the members of a filtered listing (none: list the members directly)."""
+    if role and interest:
+        return [f"role:{role}|interest:{interest}"]
+    if role:
+        return [f"role:{role}"]
+    if interest:
+        return [f"role:{r}|interest:{interest}" for r in ROLES]
+    return []
+
+
+def tag_entry_id(member_id: str, tag: str, status: str, region: str | None) -> str:
+    """Deterministic, so writing an entry twice is harmless; it changes with any of the
+    values it is listed by, so a change adds new entries instead of editing old ones."""
+    listed_by = json.dumps([tag, status, region], ensure_ascii=False).encode()
+    return f"{member_id}:{hashlib.blake2b(listed_by, digest_size=10).hexdigest()}"
+
+
+def tag_entries(member: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The listing entries a member should have now, by id (none once erased)."""
+    status = member.get("status", "active")
+    if status not in LISTED_STATUSES:
+        return {}
+    region = member.get("region")
+    entries: dict[str, dict[str, Any]] = {}
+    for tag in list_tags(member.get("roles") or [], member.get("interests") or []):
+        entry_id = tag_entry_id(member["_id"], tag, status, region)
+        entries[entry_id] = {
+            "_id": entry_id,
+            "tag": tag,
+            "member_id": member["_id"],
+            "status": status,
+            "region": region,
+            "list_key": member["list_key"],
+        }
+    return entries
+
+
+def entry_holds(entry: Mapping[str, Any], member: Mapping[str, Any] | None) -> bool:
+    """Is this entry one the member has now? (Otherwise it is left over from a change.)"""
+    return (
+        member is not None
+        and entry.get("list_key") == member.get("list_key")
+        and entry["_id"] in tag_entries(member)
+    )
 
 
 # -- leaving and erasure ---------------------------------------------------------------------

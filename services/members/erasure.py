@@ -131,6 +131,9 @@ class Eraser:
         phase = await self.store.purge_phase(member_id)
         if phase is None:
             return True
+        # The listing entries hold the region: gone with the profile, also when the process
+        # died between the tombstone and their removal.
+        await self.store.forget_entries(member_id)
         js = self.bus.js
         if not self.bus.connected or js is None:
             return False

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.events import Role
+from shared.events import Role, utcnow
 
 Tag = str
 
@@ -60,6 +60,36 @@ class JoinRequest(BaseModel):
         return self
 
 
+def _recorded_time(value: datetime | None) -> datetime | None:
+    """A time recorded elsewhere: UTC when no offset is given, to the millisecond (what
+    MongoDB keeps), and not in the future."""
+    if value is None:
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    value = value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if value.year < 1970:
+        raise ValueError("must be in 1970 or later")
+    if value > utcnow():
+        raise ValueError("must not be in the future")
+    return value
+
+
+class ImportRow(JoinRequest):
+    """One row of an import: what a join takes (same rules, same messages), plus the original
+    join date and how the consent was recorded. No referral codes: nobody is referred by an
+    import."""
+
+    joined_at: datetime = Field(description="the original join date (ISO 8601)")
+    consent_at: datetime | None = Field(None, description="when consent was recorded")
+    consent_source: str | None = Field(
+        None, max_length=200, description="where consent was recorded: 'paper form 2024'"
+    )
+
+    _times = field_validator("joined_at", "consent_at")(_recorded_time)
+
+
 class ConsentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -107,6 +137,9 @@ class ConsentOut(BaseModel):
     terms_at: datetime | None = Field(None, description="when consent to the terms was given")
     marketing_at: datetime | None = Field(
         None, description="when marketing consent was last given or withdrawn (null: never given)"
+    )
+    source: str | None = Field(
+        None, description="where an imported member's consent was recorded (null: at join)"
     )
 
 
@@ -182,3 +215,31 @@ class ReferralList(BaseModel):
     items: list[ReferralOut]
     next_cursor: str | None = None
     total: int = Field(description="how many members joined with this member's code")
+
+
+class RejectedRow(BaseModel):
+    row: int = Field(description="the row's number in the file (1: the first data row)")
+    code: str = Field(description="the error code a join would give, or duplicate_row")
+    message: str
+
+
+class ChunkReport(BaseModel):
+    first_row: int
+    last_row: int
+    created: int
+    existing: int
+    rejected: int
+
+
+class ImportReport(BaseModel):
+    """What an import did: rows counted, rejected rows listed with why (accepted ones are not
+    echoed, so the answer stays small)."""
+
+    file: str = Field(description="the file's identity: rows of the same file are not doubled")
+    rows: int
+    created: int
+    existing: int = Field(description="rows whose person is already a member (by any contact)")
+    rejected: int
+    welcome: bool = Field(description="whether the members created are to be welcomed")
+    chunks: list[ChunkReport]
+    rejected_rows: list[RejectedRow]

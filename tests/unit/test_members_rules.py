@@ -221,3 +221,45 @@ def test_member_left_waits_for_a_consumer_that_has_not_acknowledged_it() -> None
     assert consumer_is_past(_consumer(["members.>"], 4, 0, 0), subject, 10)
     # A consumer that never takes member-left is not waited for.
     assert consumer_is_past(_consumer(["members.member-joined.*", "x.>"], 0, 7, 0), subject, 10)
+
+
+@given(
+    st.lists(st.sampled_from(domain.ROLES), min_size=1, unique=True),
+    st.lists(st.sampled_from(["ecology", "animals", "a:b", "first aid"]), unique=True),
+    st.sampled_from([None, *domain.ROLES]),
+    st.sampled_from([None, "ecology", "a:b", "sport"]),
+)
+def test_a_member_is_under_a_listing_s_tags_exactly_when_they_match_its_filter(
+    roles: list[str], interests: list[str], role: str | None, interest: str | None
+) -> None:
+    wanted = domain.tags_for_filter(role, interest)
+    if role is None and interest is None:
+        assert wanted == []  # listed from the member documents themselves
+        return
+    matches = (role is None or role in roles) and (interest is None or interest in interests)
+    assert bool(set(wanted) & set(domain.list_tags(roles, interests))) == matches
+
+
+def test_listing_entries_follow_status_and_region_and_end_with_erasure() -> None:
+    member = {
+        "_id": "m1",
+        "status": "active",
+        "region": "moscow",
+        "roles": ["volunteer"],
+        "interests": ["ecology"],
+        "list_key": domain.list_key(NOW, "m1"),
+    }
+    entries = domain.tag_entries(member)
+    assert sorted(e["tag"] for e in entries.values()) == [
+        "role:volunteer",
+        "role:volunteer|interest:ecology",
+    ]
+    assert domain.tag_entries(member) == entries  # deterministic: writing twice is harmless
+    moved = {**member, "region": "kazan"}
+    left = {**member, "status": "left"}
+    assert not set(entries) & set(domain.tag_entries(moved))
+    assert not set(entries) & set(domain.tag_entries(left))
+    assert domain.tag_entries({**member, "status": "erased"}) == {}
+    entry = next(iter(entries.values()))
+    assert domain.entry_holds(entry, member)
+    assert not domain.entry_holds(entry, moved) and not domain.entry_holds(entry, None)

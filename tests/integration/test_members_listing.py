@@ -1,0 +1,123 @@
+"""The member list filtered by role, interest and region: indexed entries, checked on read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.members import domain
+from tests.helpers import wait_until
+from tests.integration.conftest import join_body
+
+
+async def _listed(http: Any, **params: Any) -> list[str]:
+    r = await http.get("/v1/members", params=params)
+    assert r.status_code == 200, r.text
+    return [m["member_id"] for m in r.json()["items"]]
+
+
+async def _walk(http: Any, limit: int, **params: Any) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
+        page = (await http.get("/v1/members", params=query)).json()
+        seen += [m["member_id"] for m in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+async def test_filtered_pages_return_each_matching_member_once_in_join_order(services):
+    async with services("members") as s:
+        http = s["members"].http
+        specs = [
+            (["volunteer", "coordinator"], ["ecology", "animals"], "moscow"),
+            (["partner"], ["ecology"], "kazan"),
+            (["coordinator"], ["sport"], "moscow"),
+            (["staff", "volunteer"], ["ecology"], "moscow"),
+        ] * 3
+        ids = []
+        for roles, interests, region in specs:
+            body = join_body(roles=roles, interests=interests, region=region)
+            ids.append((await http.post("/v1/members", json=body)).json()["member_id"])
+
+        def expected(role: str | None, interest: str | None, region: str | None) -> list[str]:
+            return [
+                mid
+                for mid, (roles, interests, where) in zip(ids, specs, strict=True)
+                if (role is None or role in roles)
+                and (interest is None or interest in interests)
+                and (region is None or region == where)
+            ]
+
+        for role, interest, region in [
+            (None, "ecology", None),
+            ("coordinator", None, None),
+            ("volunteer", "ecology", "moscow"),
+            (None, "ecology", "kazan"),
+            ("staff", "sport", None),
+        ]:
+            params = {
+                k: v for k, v in {"role": role, "interest": interest, "region": region}.items() if v
+            }
+            assert await _walk(http, 2, **params) == expected(role, interest, region), params
+
+
+async def test_changing_leaving_and_erasing_move_a_member_between_filtered_lists(services):
+    async with services("members") as s:
+        http, store = s["members"].http, s["members"].store
+        mid = (
+            await http.post(
+                "/v1/members", json=join_body(roles=["volunteer"], interests=["ecology"])
+            )
+        ).json()["member_id"]
+        assert await _listed(http, interest="ecology", region="moscow") == [mid]
+        patched = await http.patch(
+            f"/v1/members/{mid}", json={"region": "kazan", "interests": ["sport"]}
+        )
+        assert patched.status_code == 200, patched.text
+        assert await _listed(http, interest="ecology") == []
+        assert await _listed(http, interest="sport", region="moscow") == []
+        assert await _listed(http, interest="sport", region="kazan") == [mid]
+        assert await store.tags.count_documents({"member_id": mid}) == 2  # the old ones went
+
+        assert (await http.delete(f"/v1/members/{mid}")).status_code == 204
+        assert await _listed(http, role="volunteer") == []
+        assert await _listed(http, role="volunteer", status="left") == [mid]
+        assert await _listed(http, interest="sport", status="left", region="kazan") == [mid]
+
+        assert (await http.delete(f"/v1/members/{mid}?erase=true")).status_code == 204
+        assert await _listed(http, role="volunteer", status="left") == []
+        assert await store.tags.count_documents({"member_id": mid}) == 0  # they held the region
+
+
+async def test_an_entry_left_over_from_an_interrupted_change_never_changes_the_answer(services):
+    async with services("members") as s:
+        http, store = s["members"].http, s["members"].store
+        anna = (await http.post("/v1/members", json=join_body(display_name="Anna"))).json()
+        doc = await store.get(anna["member_id"])
+        # A move to kazan that died after writing its entries, and a join that died after
+        # writing its entries but before its member.
+        moved = domain.tag_entries({**doc, "region": "kazan"})
+        ghost = domain.tag_entries(
+            {**doc, "_id": "ghost", "list_key": domain.list_key(doc["joined_at"], "ghost")}
+        )
+        await store.add_entries([*moved.values(), *ghost.values()])
+
+        assert await _listed(http, role="volunteer", region="kazan") == []
+        assert await _listed(http, role="volunteer") == [anna["member_id"]]
+        assert await _walk(http, 1, interest="ecology") == [anna["member_id"]]
+        left_over = [*moved, *ghost]
+        assert await store.tags.count_documents({"_id": {"$in": left_over}}) == len(left_over)
+
+        # Once they are old enough to be no change in flight, a read drops them.
+        await store.tags.update_many({"_id": {"$in": left_over}}, {"$set": {"written_ms": 0}})
+        assert await _listed(http, role="volunteer") == [anna["member_id"]]
+        await _listed(http, role="volunteer", region="kazan")
+        await _listed(http, interest="ecology")
+
+        async def dropped() -> bool:
+            return await store.tags.count_documents({"_id": {"$in": left_over}}) == 0
+
+        await wait_until(dropped, message="left-over entries were not dropped")
+        assert await _listed(http, role="volunteer", interest="ecology") == [anna["member_id"]]
