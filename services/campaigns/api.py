@@ -20,6 +20,7 @@ from services.campaigns.schemas import (
 from services.campaigns.store import CampaignsStore, Doc
 from shared.events import utcnow
 from shared.http import ApiError, not_found
+from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 
@@ -59,15 +60,14 @@ async def list_campaigns(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query()] = None,
 ) -> CampaignList:
-    after = None
-    if cursor:
-        created, _, campaign_id = cursor.partition(":")
-        if not created.isdigit() or not campaign_id:
-            raise ApiError(422, "invalid_cursor", "cursor is not one this endpoint returned")
-        after = (int(created), campaign_id)
-    docs = await _store(request).list_campaigns(status, limit, after)
-    next_cursor = f"{docs[-1]['created_ms']}:{docs[-1]['_id']}" if len(docs) == limit else None
-    return CampaignList(items=[CampaignOut.from_doc(d) for d in docs], next_cursor=next_cursor)
+    # The cursor is the opaque `order_key` of the last item; anything else is a 422
+    # `invalid_cursor` (raised by decode_cursor, answered by the HTTP kernel). An empty
+    # one is the first page, as it always was.
+    after = decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
+    docs = await _store(request).list_campaigns(status, limit + 1, after)
+    page = docs[:limit]
+    next_cursor = encode_cursor(page[-1]["order_key"]) if len(docs) > limit else None
+    return CampaignList(items=[CampaignOut.from_doc(d) for d in page], next_cursor=next_cursor)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
@@ -128,11 +128,10 @@ async def leaderboard(
     """Points descending; ties go to who reached the score first."""
     store = _store(request)
     campaign = await _campaign(request, campaign_id)
-    if cursor is not None and not cursor.isdigit():
-        raise ApiError(422, "invalid_cursor", "cursor is not one this endpoint returned")
-    offset = int(cursor or 0)
-    page, total = await store.leaderboard(campaign_id, offset, limit)
-    members = await store.members_by_id([d["member_id"] for d in page])
+    # The cursor is the rank to continue after, as digits (strict: 422 `invalid_cursor`).
+    offset = decode_offset(cursor)
+    page, more = await store.leaderboard(campaign_id, offset, limit)
+    members = await store.members_by_id([d["member_id"] for d in page], {"display_name": 1})
     items = [
         StandingOut(
             rank=offset + i + 1,
@@ -144,7 +143,6 @@ async def leaderboard(
         )
         for i, d in enumerate(page)
     ]
-    more = offset + limit < total
     return Leaderboard(
         campaign_id=campaign_id,
         status=campaign["status"],

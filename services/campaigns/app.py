@@ -28,7 +28,7 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
     runtime = Runtime(SERVICE, settings)
     store = CampaignsStore(runtime.db)
     lifecycle = Lifecycle(store, runtime.relay, timedelta(seconds=settings.end_grace_seconds))
-    handlers = CampaignsHandlers(store, runtime.relay)
+    handlers = CampaignsHandlers(store, runtime.relay, settings.consumer_batch)
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.outbox(store.campaigns)
     runtime.outbox(store.standings)

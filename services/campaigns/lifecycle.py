@@ -2,7 +2,7 @@
 
 Each transition is one conditional update of the campaign document (`status` must still be
 what we read) carrying its event in the same write, so it happens exactly once however many
-replicas, schedulers and clients race for it (PATTERNS.md sections 1 and 4).
+replicas, schedulers and clients race for it (docs/patterns.md: outbox, work that runs once).
 """
 
 from __future__ import annotations
@@ -145,6 +145,8 @@ class Lifecycle:
             min(int(doc["window_end_ms"]), now_ms) if by_hand else int(doc["window_end_ms"])
         )
         rules = rules_of(doc)
+        # Every standing of the campaign, once, when it ends: the winners (top) and the
+        # draw's seed and entrants need them all, so this read grows with the participants.
         standings = standings_from_docs(await self.store.standings_of(campaign_id))
         result = final_result(rules, standings)
         extra: dict[str, Any] = {"winner_rule": rules.winner_rule}

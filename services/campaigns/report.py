@@ -1,7 +1,13 @@
-"""`GET /v1/campaigns/{id}/report`: was the campaign worth it, from this service's own data."""
+"""`GET /v1/campaigns/{id}/report`: was the campaign worth it, from this service's own data.
+
+The figures are counted and summed by the server over the indexes of one campaign (its
+standings, its activity facts), never by reading all campaigns or all members. Only the
+retention of referred members reads documents: one per referral the campaign credited.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from services.campaigns.domain import from_ms, retention, to_ms
@@ -11,17 +17,24 @@ from services.campaigns.store import CampaignsStore, Doc
 
 async def campaign_report(store: CampaignsStore, campaign: Doc, now: datetime) -> Report:
     campaign_id = campaign["_id"]
-    standings = await store.standings_of(campaign_id)
-    totals = await store.activity_totals(campaign_id)
-    referred = await store.referred_members(campaign_id)
-    members = await store.members_by_id([r["referred_id"] for r in referred])
+    (participants, points, milestones), totals, referred = await asyncio.gather(
+        store.standing_figures(campaign_id, [int(m) for m in campaign.get("milestones") or ()]),
+        store.activity_totals(campaign_id),
+        store.referred_members(campaign_id),
+    )
+    members = await store.members_by_id(
+        [r["referred_id"] for r in referred],
+        {"joined_at_ms": 1, "joined_ms": 1, "last_active_ms": 1},
+    )
     now_ms = to_ms(now)
+
+    def joined_ms(referral: Doc) -> int:
+        # The projection's joined time; `joined_ms` is where earlier versions kept it.
+        member = members.get(referral["referred_id"], {})
+        return int(member.get("joined_at_ms") or member.get("joined_ms") or referral["at_ms"])
+
     outcomes = [
-        retention(
-            int(members.get(r["referred_id"], {}).get("joined_ms") or r["at_ms"]),
-            members.get(r["referred_id"], {}).get("last_active_ms"),
-            now_ms,
-        )
+        retention(joined_ms(r), members.get(r["referred_id"], {}).get("last_active_ms"), now_ms)
         for r in referred
     ]
 
@@ -35,9 +48,9 @@ async def campaign_report(store: CampaignsStore, campaign: Doc, now: datetime) -
             "start": from_ms(campaign["window_start_ms"]),
             "end": from_ms(campaign["window_end_ms"]),
         },
-        participants=len(standings),
-        points_total=round(sum(float(s["points"]) for s in standings), 2),
-        milestones_reached=sum(len(s.get("milestones") or {}) for s in standings),
+        participants=participants,
+        points_total=round(points, 2),
+        milestones_reached=milestones,
         new_members_by_referral=len(referred),
         new_members_joined=count("member-joined"),
         posts=count("post-created"),

@@ -4,25 +4,41 @@ Every time this service writes in an update (or compares in a query) is an integ
 milliseconds (`*_ms`). nx-27017 difference: `$set`/`$max`/`$min` of a *date* by path stores
 a string there, which range queries then miss; numbers behave as on MongoDB. Dates are
 converted at the HTTP and event boundaries only (`domain.to_ms` / `domain.from_ms`).
+
+Every filter on a field other than `_id` is built by `shared.query.where` (equality as `$eq`,
+no `$in`/`$or` on secondary fields), so both servers answer it from an index; which index
+serves which query is in docs/campaigns.md, "Queries and indexes".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from services.campaigns.domain import Standing, crossed_milestones
 from shared.events import CloudEvent
 from shared.outbox import update_with_outbox, with_outbox
-from shared.store import is_duplicate_key
+from shared.query import by_ids, count, descending_number, order_key, where
+from shared.store import DUPLICATE_KEY, is_duplicate_key
+
+log = logging.getLogger("sarafan.campaigns")
 
 Doc = dict[str, Any]
 OPEN = ("scheduled", "active")  # statuses in which a campaign still accepts scoring events
 NO_OUTBOX = {"outbox": 0}
+STANDING_FIELDS = {"member_id": 1, "points": 1, "reached_ms": 1, "milestones": 1}
+#: `_id`s per `$in` read: far below any server's limit on bound parameters.
+IDS_PER_READ = 1000
+#: Lower than every rank key and order key: "the whole listing" as a range on the key, so
+#: the first page is served by the same index as the next ones.
+FIRST_KEY = ""
 
 
 def field_key(key: str) -> str:
@@ -30,16 +46,130 @@ def field_key(key: str) -> str:
     return key.replace(".", "_").replace("$", "_")
 
 
-@dataclass(frozen=True)
-class Credited:
-    """The outcome of crediting points once: None from `credit` means already applied."""
+def rank_key(member_id: str, points: float, reached_ms: int) -> str:
+    """One string per standing that sorts in leaderboard order (`domain.ranked`): points
+    descending, then who reached them first, then member id. A leaderboard page is then one
+    range on one indexed field, and so is "members with at least P points"
+    (`rank_key < at_least(P)`)."""
+    return f"{descending_number(points)}:{order_key(reached_ms, member_id)}"
 
-    points: float
-    milestones: list[int]
-    events: list[CloudEvent]
+
+def at_least(points: float) -> str:
+    """The rank keys below this one are exactly those of standings with `points` or more
+    (`;` sorts right after the `:` that ends the points part of a rank key)."""
+    return f"{descending_number(points)};"
 
 
 MilestoneEvents = Callable[[list[int], float], list[CloudEvent]]
+
+
+@dataclass(frozen=True)
+class CreditRequest:
+    """Points to add once per key to one member's standing in one campaign."""
+
+    campaign_id: str
+    member_id: str
+    key: str
+    points: float
+    at_ms: int
+    milestones: tuple[int, ...]
+    milestone_events: MilestoneEvents
+
+    @property
+    def standing_id(self) -> str:
+        return f"{self.campaign_id}:{self.member_id}"
+
+
+@dataclass(frozen=True)
+class StandingWrite:
+    """The one write that applies a standing's new credits, with its milestone events:
+    the insert of a new standing (`document`), or an update guarded by version."""
+
+    points: float
+    crossed: list[int]
+    events: list[CloudEvent]
+    document: Doc | None = None
+    guard: Doc | None = None
+    update: Doc | None = None
+
+    def operation(self) -> InsertOne[Doc] | UpdateOne:
+        if self.document is not None:
+            return InsertOne(self.document)
+        return UpdateOne(self.guard, self.update)
+
+
+def standing_write(
+    doc: Doc | None, requests: Sequence[CreditRequest], now_ms: int
+) -> StandingWrite | None:
+    """Fold the credits not applied yet into one insert or one version-guarded update.
+
+    The points, the `applied` markers, the rank key, each milestone crossed and its
+    milestone-reached event all go in that single-document write (docs/patterns.md,
+    idempotent effects and outbox): all or nothing, exactly once. None: nothing new.
+    """
+    if not requests:
+        return None
+    first = requests[0]
+    current = (
+        Standing(first.member_id, float(doc["points"]), int(doc["reached_ms"]))
+        if doc is not None
+        else Standing(first.member_id)
+    )
+    applied = set((doc or {}).get("applied") or {})
+    done = {int(m) for m in ((doc or {}).get("milestones") or {})}
+    new_keys: dict[str, int] = {}
+    crossed_all: list[int] = []
+    events: list[CloudEvent] = []
+    for request in requests:
+        key = field_key(request.key)
+        if key in applied or key in new_keys:
+            continue
+        after = current.credit(key, request.points, request.at_ms)
+        crossed = crossed_milestones(request.milestones, current.points, after.points, done)
+        if crossed:
+            events += request.milestone_events(crossed, after.points)
+            done.update(crossed)
+            crossed_all += crossed
+        new_keys[key] = now_ms
+        current = after
+    if not new_keys:
+        return None
+    ranked = (
+        {"rank_key": rank_key(current.member_id, current.points, current.reached_ms)}
+        if current.points > 0
+        else {}
+    )
+    if doc is None:
+        new = {
+            "_id": first.standing_id,
+            "campaign_id": first.campaign_id,
+            "member_id": first.member_id,
+            "points": current.points,
+            "reached_ms": current.reached_ms,
+            **ranked,
+            "applied": new_keys,
+            "milestones": {str(m): now_ms for m in crossed_all},
+            "version": 1,
+        }
+        return StandingWrite(current.points, crossed_all, events, document=with_outbox(new, events))
+    changes: Doc = {"points": current.points, "reached_ms": current.reached_ms, **ranked}
+    changes.update({f"applied.{k}": at for k, at in new_keys.items()})
+    changes.update({f"milestones.{m}": now_ms for m in crossed_all})
+    return StandingWrite(
+        current.points,
+        crossed_all,
+        events,
+        guard=where({"_id": first.standing_id, "version": doc["version"]}),
+        update=update_with_outbox({"$set": changes, "$inc": {"version": 1}}, events),
+    )
+
+
+def _rank_key_of(doc: Doc) -> str:
+    return rank_key(doc["member_id"], float(doc["points"]), int(doc["reached_ms"]))
+
+
+def _chunks(items: Sequence[Any], size: int = IDS_PER_READ) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class CampaignsStore:
@@ -52,54 +182,97 @@ class CampaignsStore:
 
     async def ensure_indexes(self) -> None:
         await self.members.create_index([("region", 1), ("status", 1)])
+        # The scheduler and the scoring: `$eq` on the status, a range on the window's edge.
         await self.campaigns.create_index([("status", 1), ("window_start_ms", 1)])
         await self.campaigns.create_index([("status", 1), ("window_end_ms", 1)])
-        await self.campaigns.create_index([("created_ms", DESCENDING)])
+        # The listing, newest first, with and without a status (and the backfill below).
+        await self.campaigns.create_index([("order_key", DESCENDING)])
+        await self.campaigns.create_index([("status", 1), ("order_key", DESCENDING)])
+        # Leaderboard pages and the report's figures: the rank key after the campaign, and
+        # the points beside it so that their sum is read from the index alone.
         await self.standings.create_index(
-            [("campaign_id", 1), ("points", DESCENDING), ("reached_ms", ASCENDING)]
+            [("campaign_id", 1), ("rank_key", ASCENDING), ("points", ASCENDING)]
         )
-        await self.activity.create_index([("campaign_id", 1), ("type", 1)])
-        await self.activity.create_index([("referred_id", 1), ("type", 1)], sparse=True)
+        # The report's counts per type and hours, from the index alone.
+        await self.activity.create_index([("campaign_id", 1), ("type", 1), ("hours", 1)])
+        await self.backfill_keys()
+
+    async def backfill_keys(self) -> None:
+        """Give campaigns stored before the sort keys existed their `order_key`, and their
+        standings their `rank_key`. The campaign's key is written last, so a crash midway
+        leaves the campaign to be done again at the next start; once done this is one
+        indexed read that finds nothing."""
+        missing = await self.campaigns.find(
+            where(order_key={"$exists": False}), {"created_ms": 1}
+        ).to_list(None)
+        for campaign in missing:
+            cid = campaign["_id"]
+            unranked = await self.standings.find(
+                where(campaign_id=cid, rank_key={"$exists": False}),
+                {"member_id": 1, "points": 1, "reached_ms": 1, "version": 1},
+            ).to_list(None)
+            # Guarded by version: a credit meanwhile wrote its own rank key.
+            ops = [
+                UpdateOne(
+                    where({"_id": doc["_id"], "version": doc["version"]}),
+                    {"$set": {"rank_key": _rank_key_of(doc)}},
+                )
+                for doc in unranked
+                if float(doc.get("points") or 0) > 0
+            ]
+            for chunk in _chunks(ops):
+                await self.standings.bulk_write(list(chunk), ordered=False)
+            await self.campaigns.update_one(
+                {"_id": cid},
+                {"$set": {"order_key": order_key(int(campaign.get("created_ms") or 0), cid)}},
+            )
+            log.info("campaign %s: sort keys backfilled", cid)
 
     # -- campaigns ------------------------------------------------------------------------------
 
     async def insert_campaign(self, doc: Doc) -> None:
-        await self.campaigns.insert_one(doc)
+        await self.campaigns.insert_one(
+            {**doc, "order_key": order_key(int(doc["created_ms"]), doc["_id"])}
+        )
 
     async def campaign(self, campaign_id: str) -> Doc | None:
         return await self.campaigns.find_one({"_id": campaign_id}, NO_OUTBOX)
 
-    async def list_campaigns(
-        self, status: str | None, limit: int, after: tuple[int, str] | None
-    ) -> list[Doc]:
-        """Newest first; `after` is the (created_ms, id) of the last item already seen."""
-        query: Doc = {}
+    async def list_campaigns(self, status: str | None, limit: int, after: str | None) -> list[Doc]:
+        """Newest first, up to `limit`; `after` is the `order_key` of the last item seen.
+
+        One range on one key (`order_key` is the creation time, then the id), so the first
+        page and the next ones are served by the (order_key) or (status, order_key) index.
+        """
+        query = where(order_key={"$lt": after} if after is not None else {"$gt": FIRST_KEY})
         if status:
-            query["status"] = status
-        if after is not None:
-            created, cid = after
-            query["$or"] = [
-                {"created_ms": {"$lt": created}},
-                {"created_ms": created, "_id": {"$lt": cid}},
-            ]
-        cursor = self.campaigns.find(query, NO_OUTBOX).sort([("created_ms", -1), ("_id", -1)])
+            query = where(status=status, **query)
+        cursor = self.campaigns.find(query, NO_OUTBOX).sort([("order_key", DESCENDING)])
         return await cursor.limit(limit).to_list(None)
 
-    async def accepting(self, at_ms: int) -> list[Doc]:
-        """Campaigns not ended nor cancelled whose window holds this instant."""
-        query = {
-            "status": {"$in": list(OPEN)},
-            "window_start_ms": {"$lte": at_ms},
-            "window_end_ms": {"$gt": at_ms},
-        }
-        return await self.campaigns.find(query, NO_OUTBOX).to_list(None)
+    async def open_between(self, first_ms: int, last_ms: int) -> list[Doc]:
+        """Campaigns not ended nor cancelled whose window holds some instant of
+        [first_ms, last_ms]: one indexed `$eq` query per open status (not `$in`).
+
+        Their number is the campaigns running at once, whatever the size of the community;
+        the caller checks each activity's own time against each window.
+        """
+
+        async def open_as(status: str) -> list[Doc]:
+            query = where(
+                status=status, window_start_ms={"$lte": last_ms}, window_end_ms={"$gt": first_ms}
+            )
+            return await self.campaigns.find(query, NO_OUTBOX).to_list(None)
+
+        found = await asyncio.gather(*(open_as(status) for status in OPEN))
+        return [doc for docs in found for doc in docs]
 
     async def due_to_start(self, now_ms: int) -> list[str]:
-        query = {"status": "scheduled", "window_start_ms": {"$lte": now_ms}}
+        query = where(status="scheduled", window_start_ms={"$lte": now_ms})
         return [d["_id"] async for d in self.campaigns.find(query, {"_id": 1})]
 
     async def due_to_end(self, cutoff_ms: int) -> list[str]:
-        query = {"status": "active", "window_end_ms": {"$lte": cutoff_ms}}
+        query = where(status="active", window_end_ms={"$lte": cutoff_ms})
         return [d["_id"] async for d in self.campaigns.find(query, {"_id": 1})]
 
     async def transition(
@@ -108,7 +281,7 @@ class CampaignsStore:
         """Apply `changes` only if the campaign still matches `condition`; exactly one caller
         wins, and its events ride in the same single-document update (the outbox)."""
         return await self.campaigns.find_one_and_update(
-            {"_id": campaign_id, **condition},
+            where({"_id": campaign_id, **condition}),
             update_with_outbox({"$set": changes, "$inc": {"version": 1}}, events),
             projection=NO_OUTBOX,
             return_document=ReturnDocument.AFTER,
@@ -119,23 +292,40 @@ class CampaignsStore:
     async def member(self, member_id: str) -> Doc | None:
         return await self.members.find_one({"_id": member_id})
 
-    async def members_by_id(self, member_ids: list[str]) -> dict[str, Doc]:
-        if not member_ids:
-            return {}
-        return {d["_id"]: d async for d in self.members.find({"_id": {"$in": member_ids}})}
-
-    async def set_joined(self, member_id: str, joined_ms: int) -> None:
-        await self.members.update_one(
-            {"_id": member_id}, {"$set": {"joined_ms": joined_ms}}, upsert=True
+    async def members_by_id(
+        self, member_ids: Iterable[str], projection: Doc | None = None
+    ) -> dict[str, Doc]:
+        ids = list(dict.fromkeys(member_ids))
+        found = await asyncio.gather(
+            *(by_ids(self.members, chunk, projection) for chunk in _chunks(ids))
         )
+        return {k: v for part in found for k, v in part.items()}
 
-    async def touch(self, member_id: str, at_ms: int) -> None:
-        """Remember the member's first and latest activity (for referrals and retention)."""
-        await self.members.update_one(
-            {"_id": member_id},
-            {"$min": {"first_active_ms": at_ms}, "$max": {"last_active_ms": at_ms}},
-            upsert=True,
-        )
+    async def touch_many(self, activity: Sequence[tuple[str, int]]) -> None:
+        """Remember members' first and latest activity (for referrals and retention): one
+        unordered bulk write for a batch (`$min`/`$max` commute)."""
+        ops = [
+            UpdateOne(
+                {"_id": member_id},
+                {"$min": {"first_active_ms": at_ms}, "$max": {"last_active_ms": at_ms}},
+                upsert=True,
+            )
+            for member_id, at_ms in activity
+        ]
+        for _ in range(3):
+            if not ops:
+                return
+            try:
+                await self.members.bulk_write(ops, ordered=False)
+                return
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                # Two upserts of one new member raced: the one that lost now finds the
+                # document and updates it.
+                ops = [ops[int(e["index"])] for e in errors]
+        raise RuntimeError("touch of members kept racing with their creation")
 
     async def set_level(self, member_id: str, level: str, at_ms: int) -> None:
         """Keep the newest level only: a late, older level-changed does not roll it back."""
@@ -148,116 +338,175 @@ class CampaignsStore:
 
     # -- activity facts (what happened inside a campaign, for the report) ------------------------
 
-    async def record(self, fact: Doc) -> Doc | None:
-        """Insert a fact with a deterministic id; returns the stored one if it was already there."""
-        try:
-            await self.activity.insert_one(fact)
-        except Exception as exc:
-            if not is_duplicate_key(exc):
-                raise
-            return await self.activity.find_one({"_id": fact["_id"]})
-        return None
+    async def record_many(self, facts: Sequence[Doc]) -> dict[str, Doc]:
+        """Insert facts with deterministic ids in one unordered write; returns, by id, the
+        facts that were already stored (a duplicate key means recorded before).
 
-    async def referrals_of(self, referred_id: str, campaign_ids: list[str]) -> list[Doc]:
-        query = {
-            "type": "referral-made",
-            "referred_id": referred_id,
-            "campaign_id": {"$in": campaign_ids},
-        }
-        return await self.activity.find(query).to_list(None)
+        Facts with the same id in `facts` count as recorded by the first of them, as if
+        they had been inserted one after the other.
+        """
+        first: dict[str, Doc] = {}
+        for fact in facts:
+            first.setdefault(fact["_id"], fact)
+        stored: dict[str, Doc] = {}
+        if first:
+            try:
+                await self.activity.insert_many(list(first.values()), ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+                existing = [list(first.values())[int(e["index"])]["_id"] for e in errors]
+                stored = await by_ids(self.activity, existing)
+        # A later fact with the id of an earlier one met what the earlier one left stored.
+        for fact in facts:
+            if fact is not first[fact["_id"]]:
+                stored.setdefault(fact["_id"], first[fact["_id"]])
+        return stored
+
+    async def facts_by_id(self, fact_ids: Iterable[str]) -> dict[str, Doc]:
+        return await by_ids(self.activity, fact_ids)
 
     async def activity_totals(self, campaign_id: str) -> dict[str, Doc]:
+        """Facts per type and their hours: counted in SQL over the (campaign_id, type, hours)
+        index; bounded by the one campaign."""
         pipeline = [
-            {"$match": {"campaign_id": campaign_id}},
+            {"$match": where(campaign_id=campaign_id)},
             {"$group": {"_id": "$type", "count": {"$sum": 1}, "hours": {"$sum": "$hours"}}},
         ]
         cursor = await self.activity.aggregate(pipeline)
         return {d["_id"]: d async for d in cursor}
 
     async def referred_members(self, campaign_id: str) -> list[Doc]:
-        query = {"campaign_id": campaign_id, "type": "referral-made"}
+        """Every referral credited in the campaign (the report judges each one's retention):
+        as many as the campaign brought, read through the (campaign_id, type) index."""
+        query = where(campaign_id=campaign_id, type="referral-made")
         return await self.activity.find(query, {"referred_id": 1, "at_ms": 1}).to_list(None)
 
     # -- standings: one document per (campaign, member) -----------------------------------------
 
-    async def credit(
-        self,
-        campaign_id: str,
-        member_id: str,
-        key: str,
-        points: float,
-        at_ms: int,
-        now_ms: int,
-        milestones: list[int],
-        milestone_events: MilestoneEvents,
-    ) -> Credited | None:
-        """Add points once per key (PATTERNS.md section 2) and, in the same update, mark each
-        milestone crossed with its milestone-reached event: all or nothing, exactly once.
+    async def _credit_one(self, requests: Sequence[CreditRequest], now_ms: int) -> None:
+        """Credits to one standing, retried until they apply or are found applied.
 
         Optimistic concurrency on `version`: a concurrent credit to the same member makes the
-        update match nothing, and we re-read and try again.
+        update match nothing (or the insert meet a standing just created), and we re-read and
+        try again.
         """
-        sid = f"{campaign_id}:{member_id}"
-        key = field_key(key)
+        sid = requests[0].standing_id
         while True:
             doc = await self.standings.find_one({"_id": sid}, NO_OUTBOX)
-            if doc is not None and key in (doc.get("applied") or {}):
-                return None
-            before = (
-                Standing(member_id, float(doc["points"]), int(doc["reached_ms"]))
-                if doc is not None
-                else Standing(member_id)
-            )
-            after = before.credit(key, points, at_ms)
-            done = [int(m) for m in ((doc or {}).get("milestones") or {})]
-            crossed = crossed_milestones(milestones, before.points, after.points, done)
-            events = milestone_events(crossed, after.points) if crossed else []
-            if doc is None:
-                new = {
-                    "_id": sid,
-                    "campaign_id": campaign_id,
-                    "member_id": member_id,
-                    "points": after.points,
-                    "reached_ms": after.reached_ms,
-                    "applied": {key: now_ms},
-                    "milestones": {str(m): now_ms for m in crossed},
-                    "version": 1,
-                }
+            write = standing_write(doc, requests, now_ms)
+            if write is None:
+                return
+            if write.document is not None:
                 try:
-                    await self.standings.insert_one(with_outbox(new, events))
+                    await self.standings.insert_one(write.document)
                 except Exception as exc:
                     if is_duplicate_key(exc):
                         continue
                     raise
-                return Credited(after.points, crossed, events)
-            changes: Doc = {
-                "points": after.points,
-                "reached_ms": after.reached_ms,
-                f"applied.{key}": now_ms,
-            }
-            changes.update({f"milestones.{m}": now_ms for m in crossed})
-            result = await self.standings.update_one(
-                {"_id": sid, "version": doc["version"]},
-                update_with_outbox({"$set": changes, "$inc": {"version": 1}}, events),
-            )
+                return
+            assert write.guard is not None and write.update is not None
+            result = await self.standings.update_one(write.guard, write.update)
             if result.matched_count:
-                return Credited(after.points, crossed, events)
+                return
+
+    async def credit_many(
+        self, requests: Sequence[CreditRequest], now_ms: int
+    ) -> dict[str, list[CloudEvent] | None]:
+        """Apply many credits: one read of the standings, one unordered bulk write (one
+        insert or version-guarded update per standing), then the ones that lost a race to
+        another writer one by one. Returns the standings that now hold new milestone events
+        for the relay: with those events, or None when they must be read back.
+        """
+        groups: dict[str, list[CreditRequest]] = {}
+        for request in requests:
+            groups.setdefault(request.standing_id, []).append(request)
+        docs = await by_ids(self.standings, list(groups), NO_OUTBOX)
+        writes = {
+            sid: write
+            for sid, reqs in groups.items()
+            if (write := standing_write(docs.get(sid), reqs, now_ms)) is not None
+        }
+        if not writes:
+            return {}
+        sids = list(writes)
+        try:
+            result = await self.standings.bulk_write(
+                [writes[sid].operation() for sid in sids], ordered=False
+            )
+            details: Doc = result.bulk_api_result
+        except BulkWriteError as exc:
+            details = exc.details
+            if any(e.get("code") != DUPLICATE_KEY for e in details.get("writeErrors", [])):
+                raise
+        # An insert that met a standing created meanwhile failed by itself; an update whose
+        # version moved matched nothing, and the result does not say which one: then every
+        # update of this write is done again one by one. Crediting is idempotent per key, so
+        # a credit that did apply is found applied and changes nothing.
+        unsure = {sids[int(e["index"])] for e in details.get("writeErrors", [])}
+        updates = [sid for sid in sids if writes[sid].document is None]
+        if int(details.get("nMatched", 0)) < len(updates):
+            unsure.update(updates)
+        kicks: dict[str, list[CloudEvent] | None] = {
+            sid: writes[sid].events for sid in sids if writes[sid].events and sid not in unsure
+        }
+        for sid in sids:
+            if sid in unsure:
+                await self._credit_one(groups[sid], now_ms)
+                kicks[sid] = None  # whichever write applied, its events are in the document
+        return kicks
 
     async def standings_of(self, campaign_id: str) -> list[Doc]:
-        query = {"campaign_id": campaign_id, "points": {"$gt": 0}}
-        fields = {"member_id": 1, "points": 1, "reached_ms": 1, "milestones": 1}
-        return await self.standings.find(query, fields).to_list(None)
+        """Every standing with points in the campaign: as many as it has participants (ending
+        a campaign needs them all for its winners and its draw)."""
+        query = where(campaign_id=campaign_id, rank_key={"$gt": FIRST_KEY})
+        return await self.standings.find(query, STANDING_FIELDS).to_list(None)
 
-    async def leaderboard(self, campaign_id: str, offset: int, limit: int) -> tuple[list[Doc], int]:
-        """A page of standings in `domain.ranked` order, and how many members have points."""
-        query = {"campaign_id": campaign_id, "points": {"$gt": 0}}
-        order = [("points", DESCENDING), ("reached_ms", ASCENDING), ("member_id", ASCENDING)]
-        fields = {"member_id": 1, "points": 1, "reached_ms": 1, "milestones": 1}
-        page = (
-            await self.standings.find(query, fields)
-            .sort(order)
+    async def leaderboard(
+        self, campaign_id: str, offset: int, limit: int
+    ) -> tuple[list[Doc], bool]:
+        """A page of standings in `domain.ranked` order, and whether more follow.
+
+        The (campaign_id, rank_key) index serves the filter and the order; the offset is
+        stepped over inside that index (keys only, no document is read for it) and one more
+        row than the page says whether another page follows, so no count is needed.
+        """
+        query = where(campaign_id=campaign_id, rank_key={"$gt": FIRST_KEY})
+        rows = (
+            await self.standings.find(query, STANDING_FIELDS)
+            .sort([("rank_key", ASCENDING)])
             .skip(offset)
-            .limit(limit)
+            .limit(limit + 1)
             .to_list(None)
         )
-        return page, await self.standings.count_documents(query)
+        return rows[:limit], len(rows) > limit
+
+    async def standing_figures(
+        self, campaign_id: str, milestones: Sequence[int]
+    ) -> tuple[int, float, int]:
+        """Participants, their points and the milestones they reached, counted and summed in
+        SQL over the (campaign_id, rank_key, points) index, bounded by the one campaign.
+
+        A standing has reached milestone M exactly when it has M points or more (points only
+        grow, and the write that passes M marks it), so milestones reached is, per
+        milestone, a count of a range of rank keys.
+        """
+        everyone = where(campaign_id=campaign_id, rank_key={"$gt": FIRST_KEY})
+        pipeline: list[Doc] = [
+            {"$match": everyone},
+            {"$group": {"_id": None, "n": {"$sum": 1}, "points": {"$sum": "$points"}}},
+        ]
+
+        async def totals() -> tuple[int, float]:
+            rows = await (await self.standings.aggregate(pipeline)).to_list(1)
+            return (int(rows[0]["n"]), float(rows[0]["points"] or 0)) if rows else (0, 0.0)
+
+        async def reached(milestone: int) -> int:
+            keys = {"$gt": FIRST_KEY, "$lt": at_least(milestone)}
+            return await count(self.standings, {"campaign_id": campaign_id, "rank_key": keys})
+
+        (participants, points), *per_milestone = await asyncio.gather(
+            totals(), *(reached(int(m)) for m in milestones)
+        )
+        return participants, points, sum(per_milestone)
