@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from services.notifier.domain import Preferences
 from services.notifier.store import NotifierStore
-from shared.http import ApiError, not_found
+from shared.http import not_found
+from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 from shared.store import from_epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
@@ -22,21 +23,19 @@ def _store(request: Request) -> NotifierStore:
     return request.app.state.store
 
 
-def _cursor(value: str | None) -> tuple[int, str] | None:
-    """`next_cursor` is "<created epoch ms>:<notification id>" of the last item of a page."""
+def _cursor(value: str | None) -> str | None:
+    """The order key inside a `next_cursor`; anything else is 422 `invalid_cursor` (the
+    kernel's handler of InvalidCursor)."""
     if not value:
         return None
-    at, sep, last_id = value.partition(":")
-    if not sep or not last_id or not at.isdigit():
-        raise ApiError(422, "invalid_cursor", "cursor must be a next_cursor from a previous page")
-    return int(at), last_id
+    return decode_cursor(value, ORDER_KEY_RE)
 
 
 def _next_cursor(docs: list[dict[str, Any]], limit: int) -> str | None:
+    """Opaque: the order key (created time, then id) of the last item of a full page."""
     if len(docs) < limit:
         return None
-    last = docs[-1]
-    return f"{last['created_ms']}:{last['_id']}"
+    return encode_cursor(docs[-1]["order_key"])
 
 
 def _when(ms: Any) -> datetime | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from services.notifier import rules
+from services.notifier.domain import Message
 from services.notifier.fanout import Fanout
 from services.notifier.store import NotifierStore
 from shared.bus import Bus, Consumer
@@ -17,6 +19,7 @@ from shared.events import (
     MemberLeft,
     MemberUpdated,
 )
+from shared.logs import event_context
 
 log = logging.getLogger("sarafan.notifier")
 
@@ -52,6 +55,7 @@ class NotifierHandlers:
                 stream="ENGAGEMENT",
                 subjects=ENGAGEMENT_SUBJECTS,
                 handle=self.on_event,
+                handle_batch=self.on_notice_batch,
             ),
             # A campaign's fan-out to a large audience takes seconds; the kernel's in-progress
             # acks keep JetStream from redelivering it while it is still being written.
@@ -60,6 +64,7 @@ class NotifierHandlers:
                 stream="CAMPAIGNS",
                 subjects=["campaigns.>"],
                 handle=self.on_event,
+                handle_batch=self.on_notice_batch,
             ),
         ]
 
@@ -81,16 +86,87 @@ class NotifierHandlers:
         await self._welcome(run)
 
     async def _welcome(self, joined: list[tuple[CloudEvent, MemberJoined]]) -> None:
+        """A run of joins in a handful of round trips whatever its length: the projection in
+        one bulk write, one read of the projected members, the welcomes in one insert_many,
+        their notification-sent events handed to the Announcer (`flush_many`, 200 a time)."""
         if not joined:
             return
         await self.store.project_joined([d.model_dump(mode="json") for _, d in joined])
-        members = await self.store.members_by_id(d.member_id for _, d in joined)
+        # welcome=False (an import that did not ask for welcomes) is projected, never welcomed.
+        welcomed = [(e, d) for e, d in joined if d.welcome]
+        if not welcomed:
+            return
+        members = await self.store.members_by_id(d.member_id for _, d in welcomed)
         items = []
-        for event, data in joined:
+        for event, data in welcomed:
             if data.member_id in members:
                 for notice in rules.notices(data, rules.Lookups()):
                     items.append((event, notice.message, members[data.member_id]))
         await self.fanout.deliver(items)
+
+    async def on_notice_batch(self, batch: list[tuple[CloudEvent, EventData]]) -> None:
+        """A fetched batch of engagement or campaign events in a handful of round trips.
+
+        The projection first, in bulk (levels, campaign names); then one read of every member
+        the batch's notices go to or name, and of the campaigns they name; then every notice
+        to listed members (the post's author, the asker, the member who levelled up, ...)
+        written by one `Fanout.deliver` (one budget write, one insert, one digest write) and
+        announced together. A notice with an audience (coordinators of a region, a campaign's
+        audience) keeps its own fan-out; the member notices before it are delivered first,
+        so budgets are spent in the events' order, as one by one. If anything raises, the
+        consumer wrapper handles the batch again one by one: every write is keyed by the event
+        (delivery ids, budget entries), so what was already written is not written twice.
+        """
+        datas = [d for _, d in batch]
+        if any(isinstance(d, MemberJoined | MemberUpdated | MemberLeft) for d in datas):
+            # Member events change what later ones read: they go one by one (the wrapper).
+            raise ValueError("member events are not batched here")
+        await self._project_batch(datas)
+        # Who receives a listed notice never depends on names: a first pass says whom to read.
+        listed = {m for d in datas for n in rules.notices(d, rules.Lookups()) for m in n.member_ids}
+        members = await self.store.members_by_id(
+            [*listed, *(m for d in datas for m in rules.names_needed(d))]
+        )
+        lookups = rules.Lookups(
+            names={k: v.get("display_name", "") for k, v in members.items()},
+            campaigns=await self.store.campaign_names(
+                c for d in datas if (c := rules.campaign_needed(d))
+            ),
+        )
+        items: list[tuple[CloudEvent, Message, dict[str, Any]]] = []
+        for event, data in batch:
+            for notice in rules.notices(data, lookups):
+                if notice.member_ids:
+                    items += [
+                        (event, notice.message, members[m])
+                        for m in notice.member_ids
+                        if m in members and m not in notice.exclude
+                    ]
+                    continue
+                await self.fanout.deliver(items)
+                items = []
+                with event_context(event.id, event.correlationid):
+                    count = await self.fanout.notify(event, notice)
+                    log.info("%s → %s for %d member(s)", event.type, notice.message.template, count)
+        await self.fanout.deliver(items)
+
+    async def _project_batch(self, datas: list[EventData]) -> None:
+        """What a batch changes in the projection, one bulk write per kind, before its notices.
+
+        The same outcome as one by one: a member's last level in the batch wins, and what the
+        notices read (contacts, preferences, names) is not what these events change. (The
+        level matters to campaign audiences, and a milestone finds the name of a campaign
+        started earlier in the same batch.)
+        """
+        levels: dict[str, str] = {}
+        campaigns: dict[str, str] = {}
+        for data in datas:
+            if isinstance(data, LevelChanged):
+                levels[data.member_id] = data.new_level
+            elif isinstance(data, CampaignStarted):
+                campaigns[data.campaign_id] = data.name
+        await self.store.project_levels(levels)
+        await self.store.remember_campaigns(campaigns)
 
     async def _project(self, data: EventData) -> None:
         if isinstance(data, MemberJoined):

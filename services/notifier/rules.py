@@ -69,6 +69,8 @@ def campaign_needed(data: EventData) -> str | None:
 def notices(data: EventData, lookups: Lookups) -> list[Notice]:
     """The SPEC list: what is sent, to whom, for each event the notifier consumes."""
     if isinstance(data, MemberJoined):
+        if not data.welcome:
+            return []  # an imported member is welcomed only if the import asked for it
         return [Notice(Message("welcome", "account"), (data.member_id,))]
     if isinstance(data, ReferralMade):
         friend = lookups.name(data.referred_id) or None

@@ -36,6 +36,14 @@ def who(notices: list[rules.Notice]) -> list[tuple[str, tuple[str, ...]]]:
     return [(n.message.template, n.member_ids) for n in notices]
 
 
+def test_a_member_joined_without_welcome_gets_no_message() -> None:
+    lookups = rules.Lookups()
+    imported = sample(MemberJoined, imported=True, welcome=False)
+    assert rules.notices(imported, lookups) == []
+    asked = sample(MemberJoined, imported=True, welcome=True)
+    assert who(rules.notices(asked, lookups)) == [("welcome", ("m_01",))]
+
+
 def test_the_spec_list_of_messages() -> None:
     lookups = rules.Lookups(names={"m_02": "Борис", "m_01": "Анна"}, campaigns={"c_01": "Уборка"})
     n = rules.notices
