@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from services.engagement.context import Engagement, Strict, active_member, engagement_of
-from services.engagement.store import Doc, decode_cursor, encode_cursor, from_ms
+from services.engagement.store import Doc, from_ms, page_cursor
 from shared.events import (
     AnswerAccepted,
     CommentAdded,
@@ -20,6 +20,7 @@ from shared.events import (
     new_event,
 )
 from shared.http import ApiError, not_found
+from shared.query import ORDER_KEY_RE, decode_cursor, order_key
 from shared.store import epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
@@ -154,6 +155,8 @@ async def create_post(body: PostIn, request: Request) -> PostOut:
         "region": author.get("region"),
         "created_ms": epoch_ms(now),
     }
+    if body.kind == "question":
+        doc["open"] = 1  # until answered or reported unanswered (the job's index)
     await e.store.insert("posts", doc, [event])
     e.relay.kick(e.store.posts, post_id)
     return PostOut(
@@ -202,6 +205,7 @@ async def add_comment(post_id: str, body: CommentIn, request: Request) -> Commen
         "post_author_id": post["author_id"],
         "body": body.body,
         "created_ms": epoch_ms(now),
+        "order_key": order_key(epoch_ms(now), comment_id),
     }
     await e.store.insert("comments", doc, [event])
     e.relay.kick(e.store.comments, comment_id)
@@ -225,7 +229,8 @@ async def list_comments(
     e = engagement_of(request)
     if await e.store.post(post_id) is None:
         raise not_found("post", post_id)
-    docs = await e.store.comments_of(post_id, limit, decode_cursor(cursor))
+    after = decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
+    docs = await e.store.comments_of(post_id, limit, after)
     authors = await e.store.members_by_id(d["author_id"] for d in docs if d.get("author_id"))
     items = [
         CommentOut(
@@ -238,7 +243,7 @@ async def list_comments(
         )  # type: ignore[arg-type]
         for d in docs
     ]
-    next_cursor = encode_cursor(docs[-1]) if len(docs) == limit else None
+    next_cursor = page_cursor(docs[-1]) if len(docs) == limit else None
     return CommentList(items=items, next_cursor=next_cursor)
 
 

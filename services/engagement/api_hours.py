@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from services.engagement.context import Strict, active_member, decider, engagement_of
-from services.engagement.store import Doc, decode_cursor, encode_cursor, from_ms
+from services.engagement.store import Doc, from_ms, page_cursor
 from shared.events import HoursApproved, new_event
 from shared.http import ApiError, not_found
+from shared.query import ORDER_KEY_RE, decode_cursor, order_key
 from shared.store import epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
@@ -78,8 +79,9 @@ async def record_hours(body: HoursIn, request: Request) -> HoursOut:
         raise ApiError(
             422, "future_date", f"hours cannot be recorded for {body.date}, a future date"
         )
+    entry_id = str(uuid.uuid4())
     entry = {
-        "_id": str(uuid.uuid4()),
+        "_id": entry_id,
         "member_id": body.member_id,
         "hours": body.hours,
         "activity": body.activity,
@@ -87,6 +89,7 @@ async def record_hours(body: HoursIn, request: Request) -> HoursOut:
         "note": body.note,
         "status": "pending",
         "created_ms": epoch_ms(now),
+        "order_key": order_key(epoch_ms(now), entry_id),
     }
     await e.store.insert("hours", entry, [])
     return _hours_out(entry)
@@ -155,11 +158,12 @@ async def member_hours(
     member = await e.store.member(member_id)
     if member is None or member.get("status") == "erased":
         raise not_found("member", member_id)
-    docs = await e.store.hours_of(member_id, status, limit, decode_cursor(cursor))
+    before = decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
+    docs = await e.store.hours_of(member_id, status, limit, before)
     totals = await e.store.hours_totals(member_id)
     return HoursList(
         items=[_hours_out(d) for d in docs],
-        next_cursor=encode_cursor(docs[-1]) if len(docs) == limit else None,
+        next_cursor=page_cursor(docs[-1]) if len(docs) == limit else None,
         approved_hours=round(totals.get("approved", 0.0), 2),
         pending_hours=round(totals.get("pending", 0.0), 2),
     )

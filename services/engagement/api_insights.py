@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from services.engagement.context import engagement_of
 from services.engagement.insights import SEGMENTS
 from shared.http import not_found
+from shared.query import decode_offset
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
 
@@ -110,10 +111,8 @@ async def segment(
     if name not in SEGMENTS:
         raise not_found("segment", name)
     e = engagement_of(request)
-    rows = await e.insights.segment(name, e.clock())
-    start = int(cursor) if cursor and cursor.isdigit() else 0
-    page = rows[start : start + limit]
-    more = start + limit < len(rows)
+    start = decode_offset(cursor)
+    page, more = await e.insights.segment(name, e.clock(), start, limit)
     return SegmentOut(
         segment=name,
         items=[SegmentMember.model_validate(r) for r in page],

@@ -68,7 +68,7 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
     runtime = Runtime(SERVICE, settings)
     store = EngagementStore(runtime.db)
     scoring = Scoring(store, rules, runtime.relay)
-    insights = Insights(store, scoring, rules)
+    insights = Insights(store, rules)
     engagement = Engagement(
         store,
         rules,

@@ -1,18 +1,23 @@
-"""What the organisation reads: a member's engagement, segments, leaderboards, community health."""
+"""What the organisation reads: a member's engagement, segments, leaderboards, community health.
+
+Every read costs what it returns, not the size of the community: pages follow indexes on the
+members' standings (standings.py), figures are kept counters or counts bounded by their window.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Gauge
 
 from services.engagement import domain
-from services.engagement.scoring import Scoring
+from services.engagement.record import Record
+from services.engagement.standings import Standings
 from services.engagement.store import Doc, EngagementStore, from_ms
 from shared.metrics import Metrics
+from shared.query import count, where
 from shared.store import epoch_ms
 
 SEGMENTS = ("new-promising", "drifting", "loyal")
@@ -33,109 +38,81 @@ FIGURES: dict[str, str] = {
     "drifting": "Members at level active or above with no activity for the drift period",
     "hours_approved_30d": "Volunteer hours approved in the last 30 days",
 }
+#: The counts of GET /v1/members/{id}/engagement, by the kind of fact they count.
 COUNTS = {
-    "posts": "n_post",
-    "questions": "n_question",
-    "comments": "n_comment",
-    "reactions_received": "n_reaction_received",
-    "reactions_given": "n_reaction_given",
-    "answers_accepted": "n_answer_accepted",
-    "referrals": "n_referral",
+    "posts": "post",
+    "questions": "question",
+    "comments": "comment",
+    "reactions_received": "reaction_received",
+    "reactions_given": "reaction_given",
+    "answers_accepted": "answer_accepted",
+    "referrals": "referral",
 }
 
 
 class Insights:
-    def __init__(self, store: EngagementStore, scoring: Scoring, rules: domain.Rules) -> None:
+    def __init__(self, store: EngagementStore, rules: domain.Rules) -> None:
         self.store = store
-        self.scoring = scoring
         self.rules = rules
+        self.standings = Standings(store)
 
     # -- one member -------------------------------------------------------------------------------
 
     async def engagement(self, member: Doc, now: datetime) -> dict[str, Any]:
         member_id = member["_id"]
-        buckets = await self.store.buckets([member_id])
-        horizon = epoch_ms(domain.score_horizon(now, self.rules))
-        score = domain.score_of_buckets(
-            [
-                (from_ms(b["day_ms"]), float(b.get("mass", 0)))
-                for b in buckets
-                if b["day_ms"] >= horizon
-            ],
-            now,
-            self.rules,
-        )
         standing = (await self.store.standings([member_id])).get(member_id, {})
+        record = Record.of(standing)
         level = standing.get("level", domain.LEVELS[0])
         rank = domain.rank_of(level)
         upper = domain.LEVELS[rank + 1] if rank + 1 < len(domain.LEVELS) else None
-        last_ms = max((b["last_ms"] for b in buckets if b.get("last_ms")), default=None)
-        active_days = [from_ms(b["day_ms"]).date() for b in buckets if b.get("last_ms")]  # type: ignore[union-attr]
         return {
             "member_id": member_id,
-            "score": round(score, 2),
+            "score": round(record.score(now, self.rules), 2),
             "level": level,
             "next_level": upper,
             "next_level_score": self.rules.threshold(upper) if upper else None,
-            "counts": {
-                name: int(sum(b.get(field, 0) for b in buckets)) for name, field in COUNTS.items()
-            },
-            "points_total": round(sum(float(b.get("points", 0)) for b in buckets), 2),
-            "hours_approved": round(sum(float(b.get("hours", 0)) for b in buckets), 2),
-            "last_active_at": from_ms(last_ms),
-            "streak_days": domain.streak(active_days, now.date()),
+            "counts": {name: record.counts.get(kind, 0) for name, kind in COUNTS.items()},
+            "points_total": round(record.points_total, 2),
+            "hours_approved": round(record.hours_total, 2),
+            "last_active_at": from_ms(record.last_ms),
+            "streak_days": record.streak(now.date()),
             "joined_at": from_ms(member.get("joined_at_ms")),
         }
 
     # -- segments ---------------------------------------------------------------------------------
 
-    async def segment(self, name: str, now: datetime) -> list[dict[str, Any]]:
-        """Members of a segment, the ones to look at first first."""
+    async def segment(
+        self, name: str, now: datetime, offset: int, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of a segment, the members to look at first first; and whether more follow."""
+        wanted = offset + limit + 1
         if name == "new-promising":
-            members = await self.store.members_joined_since(now - self.rules.new_member_window)
-            rows = await self._rows({m["_id"]: m for m in members}, now)
-            rows.sort(
-                key=lambda r: (-r["score"], -(r["joined_at"] or now).timestamp(), r["member_id"])
-            )
-            return rows
-        if name == "loyal":
-            rows = await self._rows_at_levels(domain.LOYAL_LEVELS, now)
-            rows.sort(key=lambda r: (-r["score"], r["member_id"]))
-            return rows
-        if name == "drifting":
-            rows = await self._rows_at_levels(domain.DRIFT_LEVELS, now)
-            rows = [
-                r
-                for r in rows
-                if domain.is_drifting(r["level"], r["last_active_at"], now, self.rules)
-            ]
-            rows.sort(key=lambda r: (-r["score"], r["member_id"]))
-            return rows
-        raise KeyError(name)
+            since = epoch_ms(now - self.rules.new_member_window)
+            docs = await self.standings.joined_since(since, epoch_ms(now), wanted)
+        elif name == "loyal":
+            docs = await self.standings.at_levels(domain.LOYAL_LEVELS, wanted)
+        elif name == "drifting":
+            cut = epoch_ms(now - self.rules.drift_after)
+            docs = await self.standings.at_levels(domain.DRIFT_LEVELS, wanted, cut)
+        else:
+            raise KeyError(name)
+        page = docs[offset : offset + limit]
+        return await self._rows(page, now), len(docs) > offset + limit
 
-    async def _rows_at_levels(self, levels: Iterable[str], now: datetime) -> list[dict[str, Any]]:
-        standings = await self.store.standings_at(levels)
-        members = await self.store.members_by_id(s["_id"] for s in standings)
-        active = {m: doc for m, doc in members.items() if doc.get("status") == "active"}
-        return await self._rows(active, now)
-
-    async def _rows(self, members: dict[str, Doc], now: datetime) -> list[dict[str, Any]]:
-        if not members:
-            return []
-        scores = await self.scoring.scores(members, now)
-        standings = await self.store.standings(members)
-        last = await self.store.last_active(members)
+    async def _rows(self, standings: list[Doc], now: datetime) -> list[dict[str, Any]]:
+        members = await self.store.members_by_id(d["_id"] for d in standings)
         rows = []
-        for member_id, doc in members.items():
-            last_active = from_ms(last.get(member_id))
+        for doc in standings:
+            member = members.get(doc["_id"], {})
+            last_active = from_ms(doc.get("last_ms"))
             rows.append(
                 {
-                    "member_id": member_id,
-                    "display_name": doc.get("display_name"),
-                    "region": doc.get("region"),
-                    "level": standings.get(member_id, {}).get("level", domain.LEVELS[0]),
-                    "score": round(scores[member_id], 2),
-                    "joined_at": from_ms(doc.get("joined_at_ms")),
+                    "member_id": doc["_id"],
+                    "display_name": member.get("display_name"),
+                    "region": member.get("region"),
+                    "level": doc.get("level", domain.LEVELS[0]),
+                    "score": round(Record.of(doc).score(now, self.rules), 2),
+                    "joined_at": from_ms(member.get("joined_at_ms")),
                     "last_active_at": last_active,
                     "days_inactive": domain.days_inactive(last_active, now)
                     if last_active
@@ -152,56 +129,111 @@ class Insights:
         """Points earned in the period (whole UTC days: 7d is today and the 6 days before),
         without decay; `all` is every point ever earned. Members who left are not ranked."""
         days = PERIODS[period]
-        since = domain.day_of(now) - timedelta(days=days - 1) if days else None
-        active = await self.store.active_member_ids(region)
-        rows = await self.store.points_by_member(since, active if region else None)
-        top = [r for r in rows if r["_id"] in active][:limit]
-        members = await self.store.members_by_id(r["_id"] for r in top)
-        standings = await self.store.standings(r["_id"] for r in top)
+        if days is None:
+            docs = await self.standings.ranked("rank_all", region, "", limit)
+            top = [(float(d.get("points_total") or 0), d) for d in docs]
+        else:
+            top = await self._window_top(days, region, limit, now)
+        members = await self.store.members_by_id(d["_id"] for _, d in top)
         return [
             {
                 "rank": i + 1,
-                "member_id": r["_id"],
-                "display_name": members[r["_id"]].get("display_name"),
-                "region": members[r["_id"]].get("region"),
-                "points": round(float(r["points"]), 2),
-                "level": standings.get(r["_id"], {}).get("level", domain.LEVELS[0]),
+                "member_id": d["_id"],
+                "display_name": members.get(d["_id"], {}).get("display_name"),
+                "region": members.get(d["_id"], {}).get("region"),
+                "points": round(points, 2),
+                "level": d.get("level", domain.LEVELS[0]),
             }
-            for i, r in enumerate(top)
+            for i, (points, d) in enumerate(top)
         ]
+
+    async def _window_top(
+        self, days: int, region: str | None, limit: int, now: datetime
+    ) -> list[tuple[float, Doc]]:
+        """The top of a window by its rank key, correcting on read what a day's passing changed.
+
+        A standing's window points were computed when it was last written; they stay right
+        until its oldest day in the window leaves it (`w<days>_until_ms`). One that is stale can
+        only have lost points since, so its stored key is an upper bound: walking the keys in
+        order and recomputing stale rows from the record, a row is final once it sorts before
+        the bound of every row not read yet (the periodic job rewrites the stale ones).
+        """
+        short = str(days)
+        rank, stored, until = f"rank{short}", f"p{short}", f"w{short}_until_ms"
+        today_ms = epoch_ms(domain.day_of(now))
+        chunk = max(2 * limit, 20)
+        found: list[tuple[float, str, Doc]] = []
+        after = ""
+        while True:
+            docs = await self.standings.ranked(rank, region, after, chunk)
+            for doc in docs:
+                if int(doc.get(until) or 0) > today_ms:
+                    points, facts = float(doc.get(stored) or 0), 1
+                else:
+                    points, facts, _ = Record.of(doc).window(now, days)
+                if facts:
+                    found.append((points, doc["_id"], doc))
+            if len(docs) < chunk:
+                break
+            after = docs[-1][rank]
+            bound = (-float(docs[-1].get(stored) or 0), docs[-1]["_id"])
+            if sum(1 for p, m, _ in found if (-p, m) <= bound) >= limit:
+                break
+        found.sort(key=lambda row: (-row[0], row[1]))
+        return [(points, doc) for points, _, doc in found[:limit]]
 
     # -- community health -------------------------------------------------------------------------
 
     async def figures(self, now: datetime) -> dict[str, float | int | None]:
-        week, month = now - timedelta(days=7), now - timedelta(days=30)
-        store = self.store
-        loyal = await self._rows_at_levels(domain.LOYAL_LEVELS, now)
-        questions = await store.questions_since(month)
-        waits = [
-            (q["first_answer_ms"] - q["created_ms"]) / 1000
-            for q in questions
-            if q.get("first_answer_ms") is not None
-        ]
-        joins = await store.count_members({"joined_at_ms": {"$gt": 0}})
-        referred = await store.count_members(
-            {"joined_at_ms": {"$gt": 0}, "referred_by": {"$type": "string"}}
-        )
-        median = domain.median(waits)
+        store, standings = self.store, self.standings
+        week, month = epoch_ms(now - timedelta(days=7)), epoch_ms(now - timedelta(days=30))
+        kept = await store.counters.totals()
+        questions = await count(store.posts, {"kind": "question", "created_ms": {"$gte": month}})
+        answered = where(answered_created_ms={"$gte": month})
+        answers = await count(store.posts, answered)
+        median = await self._median_wait(answered, answers)
+        drift_cut = epoch_ms(now - self.rules.drift_after)
+        hours_since = epoch_ms(domain.day_of(now - timedelta(days=30)))
         return {
-            "members_total": await store.count_members({"status": "active"}),
-            "active_7d": await store.count_active_since(week),
-            "active_30d": await store.count_active_since(month),
-            "new_7d": await store.count_members({"joined_at_ms": {"$gte": epoch_ms(week)}}),
-            "loyal_pool": len(loyal),
-            "posts_7d": await store.count_posts_since(week),
-            "questions_7d": await store.count_posts_since(week, "question"),
-            "answered_by_community_ratio": domain.ratio(len(waits), len(questions)),
+            "members_total": int(kept.get("members", 0)),
+            "active_7d": await standings.count_active_since(week),
+            "active_30d": await standings.count_active_since(month),
+            "new_7d": await count(store.members, {"joined_at_ms": {"$gte": week}}),
+            "loyal_pool": sum([await standings.count_at_level(lv) for lv in domain.LOYAL_LEVELS]),
+            "posts_7d": await count(store.posts, {"created_ms": {"$gte": week}}),
+            "questions_7d": await count(
+                store.posts, {"kind": "question", "created_ms": {"$gte": week}}
+            ),
+            "answered_by_community_ratio": domain.ratio(answers, questions),
             "median_seconds_to_first_answer": round(median, 1) if median is not None else None,
-            "referral_join_share": domain.ratio(referred, joins),
-            "returned_after_drift_30d": await store.count_returns_since(month),
-            "drifting": len(await self.segment("drifting", now)),
-            "hours_approved_30d": round(await store.hours_since(month), 2),
+            "referral_join_share": domain.ratio(
+                int(kept.get("referred", 0)), int(kept.get("joins", 0))
+            ),
+            "returned_after_drift_30d": await count(store.returns, {"at_ms": {"$gte": month}}),
+            "drifting": sum(
+                [await standings.count_at_level(lv, drift_cut) for lv in domain.DRIFT_LEVELS]
+            ),
+            "hours_approved_30d": round(await store.hours_approved_since(hours_since), 2),
         }
+
+    async def _median_wait(self, answered: Doc, n: int) -> float | None:
+        """The median wait for a first answer, in seconds: the server sorts, we read one or two."""
+        if n == 0:
+            return None
+        middle = (n - 1) // 2
+        found = (
+            self.store.posts.find(answered, {"wait_ms": 1})
+            .sort("wait_ms", 1)
+            .skip(middle)
+            .limit(1 if n % 2 else 2)
+        )
+        waits = [float(d["wait_ms"]) / 1000 async for d in found]
+        return sum(waits) / len(waits) if waits else None
+
+
+def _lscore(doc: Doc) -> float:
+    value = doc.get("lscore")
+    return float(value) if value is not None else -math.inf
 
 
 class CommunityGauges:

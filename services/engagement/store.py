@@ -1,62 +1,53 @@
-"""The engagement service's MongoDB collections, indexes and queries.
+"""The engagement service's MongoDB collections, indexes and the writes to them.
 
-Times that are queried or updated by path are stored as integer epoch milliseconds (`*_ms`):
-nx-27017 stores a date `$set` by path as a string and `$max` of a date never replaces one, while
-numbers behave as in MongoDB (tests/integration/test_mongo_conformance.py).
+Every filter goes through `shared.query.where` (the indexed form on both servers) and every
+listing pages on one sort-key field (docs/patterns.md, "Queries that stay fast"). Times that are
+queried or updated by path are integer epoch milliseconds (`*_ms`): nx-27017 stores a date
+`$set` by path as a string. The reads behind the figures (leaderboards, segments, stats) are in
+`standings.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.engagement import domain
 from shared.events import CloudEvent
 from shared.outbox import update_with_outbox, with_outbox
-from shared.store import epoch_ms, from_epoch_ms, is_duplicate_key, only_duplicates
+from shared.query import by_ids, count, encode_cursor, order_key, total, where
+from shared.store import DUPLICATE_KEY, from_epoch_ms, is_duplicate_key
+from shared.tally import Tally
 
 Doc = dict[str, Any]
-#: A position in a listing ordered by time: (created_ms, _id) of the last item seen.
-Cursor = tuple[int, str]
 NO_OUTBOX = {"outbox": 0, "outbox_pending": 0}
+#: The community's kept counters (see shared/tally.py): members now, joins, joins by referral.
+MEMBER_COUNTS = ("members", "joins", "referred")
+#: Figure fields of a member's standing that only an active member has (leaving unsets them).
+RANK_FIELDS = ("rank_all", "rank7", "rank30")
 
 
-def from_ms(ms: int | float | None) -> datetime | None:
+def from_ms(ms: int | float | None) -> Any:
     return None if ms is None else from_epoch_ms(ms)
 
 
-def encode_cursor(doc: Doc) -> str:
-    return f"{doc['created_ms']}:{doc['_id']}"
+def page_cursor(doc: Doc) -> str:
+    return encode_cursor(doc["order_key"])
 
 
-def decode_cursor(raw: str | None) -> Cursor | None:
-    """The (created_ms, _id) of `encode_cursor`; None for no or a malformed cursor."""
-    ms, _, last_id = (raw or "").partition(":")
-    return (int(ms), last_id) if ms.isdigit() and last_id else None
-
-
-def safe_key(fact_id: str) -> str:
-    """A fact id usable as a field name (no dots, no leading $)."""
-    if "." in fact_id or fact_id.startswith("$"):
-        return "h" + hashlib.sha256(fact_id.encode()).hexdigest()[:32]
-    return fact_id
-
-
-class LevelMove(NamedTuple):
-    """A member's move from level_seq `seq` to `level`, with its level-changed event."""
+@dataclass
+class StandingWrite:
+    """One guarded read-modify-write of a member's standing (see `EngagementStore.write`)."""
 
     member_id: str
-    seq: int
-    level: str
-    score: float
-    event: CloudEvent
+    version: int | None  # what was read; None: no standing yet (or one from before versions)
+    fields: Doc
+    unset: list[str] = field(default_factory=list)
+    events: list[CloudEvent] = field(default_factory=list)
 
 
 class EngagementStore:
@@ -66,28 +57,55 @@ class EngagementStore:
         self.comments = db["comments"]
         self.reactions = db["reactions"]
         self.hours = db["hours"]
-        self.activity = db["activity"]  # one bucket per member and UTC day: the facts
-        self.standing = db["standing"]  # per member: level (with its outbox), drift episode
+        self.standing = db["standing"]  # per member: activity record, figures, level, drift
         self.returns = db["returns"]  # members who came back after a drift episode
         self.jobs = db["jobs"]  # leases of the periodic jobs
+        self.counters = Tally(db["tallies"], "community", MEMBER_COUNTS)
         #: Collections whose documents carry outgoing events (the relay publishes them).
         self.with_outbox = (self.posts, self.comments, self.reactions, self.hours, self.standing)
 
     async def ensure_indexes(self) -> None:
-        await self.members.create_index([("status", 1), ("region", 1)])
         await self.members.create_index("joined_at_ms")
-        await self.posts.create_index([("kind", 1), ("created_ms", DESCENDING)])
+        await self.posts.create_index([("kind", 1), ("created_ms", 1)])
+        await self.posts.create_index([("answered_created_ms", 1), ("wait_ms", 1)])
+        await self.posts.create_index("created_ms")
+        await self.posts.create_index([("open", 1), ("created_ms", 1)])
         await self.posts.create_index("author_id")
-        await self.comments.create_index([("post_id", 1), ("created_ms", 1)])
+        await self.posts.create_index("accepted_answerer_id")
+        await self.comments.create_index([("post_id", 1), ("order_key", 1)])
+        await self.comments.create_index("order_key")  # finds what the backfill must do
         await self.comments.create_index("author_id")
+        await self.comments.create_index("post_author_id")
         await self.reactions.create_index("post_id")
         await self.reactions.create_index("member_id")
-        await self.hours.create_index([("member_id", 1), ("created_ms", DESCENDING)])
-        await self.activity.create_index([("member_id", 1), ("day_ms", 1)])
-        await self.activity.create_index("day_ms")
-        await self.activity.create_index("last_ms")
-        await self.standing.create_index("level")
+        await self.reactions.create_index("post_author_id")
+        await self.hours.create_index([("member_id", 1), ("order_key", DESCENDING)])
+        await self.hours.create_index("order_key")  # finds what the backfill must do
+        await self.hours.create_index([("member_id", 1), ("status", 1), ("order_key", DESCENDING)])
+        await self.hours.create_index("decided_by")
+        await self.hours.create_index([("status", 1), ("decided_ms", 1)])
+        s = self.standing
+        for rank in RANK_FIELDS:
+            await s.create_index(rank)
+            await s.create_index([("region", 1), (rank, 1)])
+        await s.create_index([("level", 1), ("lscore", DESCENDING)])
+        await s.create_index([("level", 1), ("last_ms", 1)])
+        await s.create_index([("cohort", 1), ("lscore", DESCENDING)])
+        await s.create_index("last_ms")
+        await s.create_index("due_ms")
+        await s.create_index("drift_due_ms")
         await self.returns.create_index("at_ms")
+        await self.returns.create_index("member_id")
+        await self.counters.ensure_indexes()
+        await self._backfill_order_keys()
+
+    async def _backfill_order_keys(self) -> None:
+        # Comments and hours stored before listings paged on one key get theirs once (an
+        # indexed `$exists: false`: it finds nothing after the first start).
+        for coll in (self.comments, self.hours):
+            async for doc in coll.find(where(order_key={"$exists": False}), {"created_ms": 1}):
+                key = order_key(int(doc.get("created_ms") or 0), doc["_id"])
+                await coll.update_one({"_id": doc["_id"]}, {"$set": {"order_key": key}})
 
     # -- members (projection) ---------------------------------------------------------------------
 
@@ -95,210 +113,104 @@ class EngagementStore:
         return await self.members.find_one({"_id": member_id})
 
     async def members_by_id(self, member_ids: Iterable[str]) -> dict[str, Doc]:
-        ids = list(set(member_ids))
-        if not ids:
-            return {}
-        return {d["_id"]: d async for d in self.members.find({"_id": {"$in": ids}})}
+        return await by_ids(self.members, member_ids)
 
     async def erased_among(self, member_ids: Iterable[str]) -> set[str]:
-        query = {"_id": {"$in": list(set(member_ids))}, "status": "erased"}
-        return {d["_id"] async for d in self.members.find(query, {"_id": 1})}
+        found = await by_ids(self.members, member_ids, {"status": 1})
+        return {m for m, doc in found.items() if doc.get("status") == "erased"}
 
-    async def active_member_ids(self, region: str | None = None) -> set[str]:
-        query: Doc = {"status": "active"}
-        if region:
-            query["region"] = region
-        return {d["_id"] async for d in self.members.find(query, {"_id": 1})}
-
-    async def members_joined_since(self, since: datetime) -> list[Doc]:
-        return await self.members.find(
-            {"status": "active", "joined_at_ms": {"$gte": epoch_ms(since)}}
-        ).to_list(None)
-
-    # -- activity buckets (the facts) -------------------------------------------------------------
-
-    async def record_facts(self, facts: list[domain.Fact], rules: domain.Rules) -> None:
-        """Add facts to their member-day buckets: one unordered bulk write for the whole batch.
-
-        Each bucket's update is guarded by the ids of the facts it adds (PATTERNS.md 2), so a
-        fact already applied is never added twice. A bucket whose guard fails (some of its facts
-        were applied before a crash) is redone fact by fact, each with its own guard.
-        """
-        by_bucket: dict[str, list[domain.Fact]] = defaultdict(list)
-        for fact in facts:
-            by_bucket[_bucket_id(fact)].append(fact)
-        ids = list(by_bucket)
-        ops = [_bucket_update(bucket_id, by_bucket[bucket_id], rules) for bucket_id in ids]
-        if not ops:
-            return
-        try:
-            await self.activity.bulk_write(ops, ordered=False)
-            return
-        except BulkWriteError as exc:
-            if not only_duplicates(exc):
-                raise
-            redo = [ids[error["index"]] for error in exc.details["writeErrors"]]
-        for bucket_id in redo:
-            for fact in by_bucket[bucket_id]:
-                try:
-                    await self.activity.update_one(*_bucket_args(bucket_id, [fact], rules))
-                except Exception as exc:
-                    if not is_duplicate_key(exc):
-                        raise
-
-    async def buckets(self, member_ids: Iterable[str], since: datetime | None = None) -> list[Doc]:
-        query: Doc = {"member_id": {"$in": list(set(member_ids))}}
-        if since is not None:
-            query["day_ms"] = {"$gte": epoch_ms(since)}
-        return await self.activity.find(query, {"applied": 0}).to_list(None)
-
-    async def masses(
-        self, member_ids: Iterable[str], since: datetime, before: datetime | None = None
-    ) -> list[Doc]:
-        """Only what a score needs (member, day, mass) of the buckets in [since, before)."""
-        days: Doc = {"$gte": epoch_ms(since)}
-        if before is not None:
-            days["$lt"] = epoch_ms(before)
-        query = {"member_id": {"$in": list(set(member_ids))}, "day_ms": days}
-        fields = {"_id": 0, "member_id": 1, "day_ms": 1, "mass": 1}
-        return await self.activity.find(query, fields).to_list(None)
-
-    async def points_by_member(
-        self, since: datetime | None, member_ids: set[str] | None
-    ) -> list[Doc]:
-        """Raw points per member (no decay) from `since`'s day on, most first."""
-        match: Doc = {}
-        if since is not None:
-            match["day_ms"] = {"$gte": epoch_ms(domain.day_of(since))}
-        if member_ids is not None:
-            match["member_id"] = {"$in": sorted(member_ids)}
-        pipeline: list[Doc] = [
-            {"$match": match},
-            {"$group": {"_id": "$member_id", "points": {"$sum": "$points"}}},
-            {"$sort": {"points": -1, "_id": 1}},
-        ]
-        return await (await self.activity.aggregate(pipeline)).to_list(None)
-
-    async def last_active(self, member_ids: Iterable[str]) -> dict[str, int]:
-        """Last participation (epoch ms) of each member that has any."""
-        pipeline: list[Doc] = [
-            {"$match": {"member_id": {"$in": list(set(member_ids))}, "last_ms": {"$gt": 0}}},
-            {"$group": {"_id": "$member_id", "last_ms": {"$max": "$last_ms"}}},
-        ]
-        rows = await (await self.activity.aggregate(pipeline)).to_list(None)
-        return {row["_id"]: int(row["last_ms"]) for row in rows}
-
-    async def count_active_since(self, since: datetime) -> int:
-        pipeline: list[Doc] = [
-            {"$match": {"last_ms": {"$gte": epoch_ms(since)}}},
-            {"$group": {"_id": "$member_id"}},
-            {"$count": "n"},
-        ]
-        rows = await (await self.activity.aggregate(pipeline)).to_list(None)
-        return int(rows[0]["n"]) if rows else 0
-
-    async def hours_since(self, since: datetime) -> float:
-        pipeline: list[Doc] = [
-            {"$match": {"day_ms": {"$gte": epoch_ms(domain.day_of(since))}, "hours": {"$gt": 0}}},
-            {"$group": {"_id": None, "hours": {"$sum": "$hours"}}},
-        ]
-        rows = await (await self.activity.aggregate(pipeline)).to_list(None)
-        return float(rows[0]["hours"]) if rows else 0.0
-
-    # -- standing: level and drift episode --------------------------------------------------------
+    # -- standings: one document per member -------------------------------------------------------
 
     async def standings(self, member_ids: Iterable[str]) -> dict[str, Doc]:
-        ids = list(set(member_ids))
-        return {d["_id"]: d async for d in self.standing.find({"_id": {"$in": ids}}, NO_OUTBOX)}
+        return await by_ids(self.standing, member_ids, NO_OUTBOX)
 
-    async def standings_at(self, levels: Iterable[str]) -> list[Doc]:
-        return await self.standing.find({"level": {"$in": list(levels)}}, NO_OUTBOX).to_list(None)
+    async def write(self, writes: list[StandingWrite]) -> set[str]:
+        """Write standings only where nobody wrote since they were read; returns the members
+        whose standing changed in between (read again and recompute those).
 
-    async def change_levels(self, moves: list[LevelMove], now: datetime) -> None:
-        """Apply level moves in one bulk write, each only if the member's level is still the one
-        it was computed from (`level_seq`), each with its level-changed riding along.
-
-        A move that lost a race changes nothing: callers re-read to see which moves took.
+        Each write is an upsert guarded by the version read, so a lost race shows up as a
+        duplicate key at its index (an unordered bulk write reports exactly those), and a
+        member's level-changed rides in the same write as the level (the outbox).
         """
+        if not writes:
+            return set()
         ops = []
-        for move in moves:
-            fields = {"level": move.level, "level_seq": move.seq + 1, "score": move.score,
-                      "changed_ms": epoch_ms(now)}  # fmt: skip
-            update = update_with_outbox({"$set": fields}, [move.event])
-            if move.seq == 0:  # the member's first level change creates their standing
-                guard: Doc = {"_id": move.member_id, "level_seq": {"$exists": False}}
-                ops.append(UpdateOne(guard, update, upsert=True))
-            else:
-                ops.append(UpdateOne({"_id": move.member_id, "level_seq": move.seq}, update))
+        for w in writes:
+            guard: Doc = {"_id": w.member_id}
+            guard["version"] = {"$exists": False} if w.version is None else w.version
+            update: Doc = {"$set": {**w.fields, "version": (w.version or 0) + 1}}
+            if w.unset:
+                update["$unset"] = {f: "" for f in w.unset}
+            ops.append(UpdateOne(guard, update_with_outbox(update, w.events), upsert=True))
         try:
             await self.standing.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
-            if not only_duplicates(exc):  # a duplicate: another writer created it first
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
+            return {writes[int(e["index"])].member_id for e in errors}
+        return set()
 
-    async def set_base(self, member_id: str, base_seq: int, day: datetime, mass: float) -> None:
-        """Store the member's score at `day` of every bucket before it, unless a late fact
-        (`forget_bases`) came in since the standing was read at `base_seq`."""
-        unchanged: Doc = {"base_seq": base_seq}
-        if base_seq == 0:
-            unchanged = {"$or": [{"base_seq": {"$exists": False}}, {"base_seq": 0}]}
-        await self.standing.update_one(
-            {"_id": member_id, **unchanged},
-            {"$set": {"base_day_ms": epoch_ms(day), "base_mass": mass}},
+    async def erase_standing(self, member_id: str) -> None:
+        """Only a tombstone stays: a late or replayed event finds it and changes nothing."""
+        await self.standing.replace_one(
+            {"_id": member_id}, {"erased": 1, "version": 2**31}, upsert=True
         )
 
-    async def forget_bases(self, late: dict[str, datetime]) -> None:
-        """A fact dated `late[member]` may lie before the member's base: drop the base (reads
-        sum the buckets again) and bump base_seq so that a roll in progress does not set one."""
-        ops = [
-            UpdateOne(
-                {"_id": member_id, "$or": [
-                    {"base_day_ms": {"$exists": False}}, {"base_day_ms": {"$gt": epoch_ms(day)}},
-                ]},
-                {"$unset": {"base_day_ms": "", "base_mass": ""}, "$inc": {"base_seq": 1}},
-            )
-            for member_id, day in late.items()
-        ]  # fmt: skip
-        if ops:
-            await self.standing.bulk_write(ops, ordered=False)
+    async def drift_due(self, now_ms: int, limit: int) -> list[Doc]:
+        """Members whose drift episode has begun and is not reported yet."""
+        found = self.standing.find(where(drift_due_ms={"$lte": now_ms}), NO_OUTBOX)
+        return await found.sort("drift_due_ms", 1).limit(limit).to_list(None)
+
+    async def drift_reported(self, member_id: str) -> None:
+        await self.standing.update_one(
+            {"_id": member_id}, {"$unset": {"drift_due_ms": ""}, "$inc": {"version": 1}}
+        )
+
+    async def due(self, now_ms: int, limit: int) -> list[str]:
+        """Members whose standing must be looked at again by now (decay, windows, folding)."""
+        found = self.standing.find(where(due_ms={"$lte": now_ms}), {"_id": 1})
+        return [d["_id"] async for d in found.sort("due_ms", 1).limit(limit)]
 
     async def flag_drift(
-        self, member_id: str, last_active_ms: int, now: datetime, event: CloudEvent
+        self, member_id: str, last_active_ms: int, now_ms: int, event: CloudEvent
     ) -> bool:
         """Open a drift episode (once per period of inactivity, named by its last activity).
 
-        Episodes only move forward. Not `{"$ne": last_active_ms}`: in an update filter,
-        nx-27017 never matches `$ne` on a missing field (a find does, as MongoDB would).
+        Episodes only move forward. Two single-condition updates, not one `$or` beside `_id`:
+        on nx-27017 such a write filter can modify another document (docs/patterns.md).
         """
-        later_episode = [
-            {"drift_from_ms": {"$exists": False}},
-            {"drift_from_ms": {"$lt": last_active_ms}},
-        ]
-        result = await self.standing.update_one(
-            {"_id": member_id, "$or": later_episode},
-            update_with_outbox(
-                {"$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": epoch_ms(now)}},
-                [event],
-            ),
+        update = update_with_outbox(
+            {
+                "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms},
+                "$unset": {"drift_due_ms": ""},
+                # A figures write that read before this one recomputes with the episode.
+                "$inc": {"version": 1},
+            },
+            [event],
         )
-        return result.modified_count == 1
-
-    async def record_return(self, member_id: str, drift_from_ms: int, at: datetime) -> None:
-        """The member was active again after a drift episode: counted once per episode."""
-        try:
-            await self.returns.insert_one(
-                {
-                    "_id": f"{member_id}:{drift_from_ms}",
-                    "member_id": member_id,
-                    "at_ms": epoch_ms(at),
-                }
+        for guard in ({"$lt": last_active_ms}, {"$exists": False}):
+            result = await self.standing.update_one(
+                where({"_id": member_id, "drift_from_ms": guard}), update
             )
-        except Exception as exc:
-            if not is_duplicate_key(exc):
-                raise
+            if result.modified_count == 1:
+                return True
+        return False
 
-    async def count_returns_since(self, since: datetime) -> int:
-        return await self.returns.count_documents({"at_ms": {"$gte": epoch_ms(since)}})
+    async def record_returns(self, returns: list[tuple[str, int, int]]) -> None:
+        """Members active again after a drift episode, counted once per episode:
+        (member, drift_from_ms, came back at ms)."""
+        for member_id, drift_from_ms, at_ms in returns:
+            try:
+                await self.returns.insert_one(
+                    {"_id": f"{member_id}:{drift_from_ms}", "member_id": member_id, "at_ms": at_ms}
+                )
+            except Exception as exc:
+                if not is_duplicate_key(exc):
+                    raise
+            await self.standing.update_one(
+                {"_id": member_id}, {"$set": {"return_noted_ms": drift_from_ms}}
+            )
 
     # -- posts, comments, reactions ---------------------------------------------------------------
 
@@ -315,85 +227,84 @@ class EngagementStore:
     async def post(self, post_id: str) -> Doc | None:
         return await self.posts.find_one({"_id": post_id}, NO_OUTBOX)
 
+    async def posts_by_id(self, post_ids: Iterable[str]) -> dict[str, Doc]:
+        return await by_ids(self.posts, post_ids, {"created_ms": 1, "kind": 1})
+
     async def comment(self, comment_id: str) -> Doc | None:
         return await self.comments.find_one({"_id": comment_id}, NO_OUTBOX)
 
     async def reaction(self, reaction_id: str) -> Doc | None:
         return await self.reactions.find_one({"_id": reaction_id}, NO_OUTBOX)
 
-    async def comments_of(self, post_id: str, limit: int, after: Cursor | None) -> list[Doc]:
-        """Oldest first, from after the (created_ms, _id) `after`."""
-        query: Doc = {"post_id": post_id}
-        if after is not None:
-            ms, last_id = after
-            query["$or"] = [
-                {"created_ms": {"$gt": ms}},
-                {"created_ms": ms, "_id": {"$gt": last_id}},
-            ]
-        order = [("created_ms", 1), ("_id", 1)]
-        return await self.comments.find(query, NO_OUTBOX).sort(order).limit(limit).to_list(None)
+    async def comments_of(self, post_id: str, limit: int, after: str | None) -> list[Doc]:
+        """Oldest first, from after the sort key `after`."""
+        query = where(post_id=post_id, order_key={"$gt": after or ""})
+        found = self.comments.find(query, NO_OUTBOX).sort("order_key", 1).limit(limit)
+        return await found.to_list(None)
 
     async def reaction_counts(self, post_id: str) -> dict[str, int]:
         pipeline: list[Doc] = [
-            {"$match": {"post_id": post_id}},
+            {"$match": where(post_id=post_id)},
             {"$group": {"_id": "$reaction", "n": {"$sum": 1}}},
         ]
         rows = await (await self.reactions.aggregate(pipeline)).to_list(None)
         return {row["_id"]: int(row["n"]) for row in rows}
 
     async def comment_count(self, post_id: str) -> int:
-        return await self.comments.count_documents({"post_id": post_id})
+        return await count(self.comments, {"post_id": post_id})
 
     async def accept_answer(self, post_id: str, accepted: Doc, event: CloudEvent) -> bool:
         """Record the accepted answer once per question (the guard), with answer-accepted."""
         result = await self.posts.update_one(
-            {"_id": post_id, "accepted_comment_id": {"$exists": False}},
+            where({"_id": post_id, "accepted_comment_id": {"$exists": False}}),
             update_with_outbox({"$set": accepted}, [event]),
         )
         return result.modified_count == 1
 
     async def note_first_answers(self, answers: dict[str, int]) -> None:
-        """Earliest comment by another member per post (epoch ms): `$min`, so order-free."""
-        ops = [
-            UpdateOne({"_id": pid}, {"$min": {"first_answer_ms": ms}})
-            for pid, ms in answers.items()
-        ]
+        """Earliest comment by another member per post (epoch ms) and the wait for it:
+        `$min`, so the order comments arrive in does not matter. A question is no longer open."""
+        posts = await self.posts_by_id(answers)
+        ops = []
+        for post_id, at in answers.items():
+            post = posts.get(post_id)
+            if post is None or "created_ms" not in post:
+                continue
+            update: Doc = {
+                "$min": {"first_answer_ms": at, "wait_ms": max(at - post["created_ms"], 0)},
+                "$unset": {"open": ""},
+            }
+            if post.get("kind") == "question":
+                # The question's time again, on answered questions only: the month's answered
+                # questions are one index range (and sorted by wait within it).
+                update["$set"] = {"answered_created_ms": post["created_ms"]}
+            ops.append(UpdateOne({"_id": post_id}, update))
         if ops:
             await self.posts.bulk_write(ops, ordered=False)
 
     async def has_answer(self, post_id: str, asker_id: str) -> bool:
-        found = await self.comments.find_one(
-            {"post_id": post_id, "author_id": {"$ne": asker_id}}, {"_id": 1}
-        )
-        return found is not None
+        """Any comment by someone else (a post's comments: bounded by the post)."""
+        found = self.comments.find(where(post_id=post_id), {"author_id": 1})
+        return any([d.get("author_id") not in (None, asker_id) async for d in found])
 
-    async def open_questions(self, created_before: datetime) -> list[Doc]:
-        """Questions old enough, with no answer seen yet and not yet reported as unanswered."""
-        query: Doc = {
-            "kind": "question",
-            "created_ms": {"$lte": epoch_ms(created_before)},
-            "first_answer_ms": {"$exists": False},
-            "unanswered_ms": {"$exists": False},
-            "author_id": {"$type": "string"},  # not `$ne: None`: nx-27017 matches missing fields
-        }
+    async def open_questions(self, created_before_ms: int) -> list[Doc]:
+        """Questions old enough, with no answer seen yet and not yet reported as unanswered
+        (`open` is set at asking and unset by the first answer or the report)."""
+        query = where(open=1, created_ms={"$lte": created_before_ms})
         return await self.posts.find(query, NO_OUTBOX).to_list(None)
 
-    async def flag_unanswered(self, post_id: str, now: datetime, event: CloudEvent) -> bool:
+    async def flag_unanswered(self, post_id: str, now_ms: int, event: CloudEvent) -> bool:
         result = await self.posts.update_one(
-            {"_id": post_id, "unanswered_ms": {"$exists": False}},
-            update_with_outbox({"$set": {"unanswered_ms": epoch_ms(now)}}, [event]),
+            where({"_id": post_id, "unanswered_ms": {"$exists": False}}),
+            update_with_outbox(
+                {"$set": {"unanswered_ms": now_ms}, "$unset": {"open": ""}}, [event]
+            ),
         )
         return result.modified_count == 1
 
-    async def count_posts_since(self, since: datetime, kind: str | None = None) -> int:
-        query: Doc = {"created_ms": {"$gte": epoch_ms(since)}}
-        if kind:
-            query["kind"] = kind
-        return await self.posts.count_documents(query)
-
-    async def questions_since(self, since: datetime) -> list[Doc]:
-        query = {"kind": "question", "created_ms": {"$gte": epoch_ms(since)}}
-        return await self.posts.find(query, {"created_ms": 1, "first_answer_ms": 1}).to_list(None)
+    async def close_question(self, post_id: str) -> None:
+        """Answered after all (the job saw a comment the consumer had not noted yet)."""
+        await self.posts.update_one({"_id": post_id}, {"$unset": {"open": ""}})
 
     # -- volunteer hours --------------------------------------------------------------------------
 
@@ -403,104 +314,63 @@ class EngagementStore:
     async def decide_hours(self, entry_id: str, decision: Doc, events: list[CloudEvent]) -> bool:
         """pending → approved/rejected, once (the guard); an approval carries hours-approved."""
         result = await self.hours.update_one(
-            {"_id": entry_id, "status": "pending"}, update_with_outbox({"$set": decision}, events)
+            where({"_id": entry_id, "status": "pending"}),
+            update_with_outbox({"$set": decision}, events),
         )
         return result.modified_count == 1
 
     async def hours_of(
-        self, member_id: str, status: str | None, limit: int, before: Cursor | None
+        self, member_id: str, status: str | None, limit: int, before: str | None
     ) -> list[Doc]:
-        """Newest first, from before the (created_ms, _id) `before`."""
+        """Newest first, from before the sort key `before`."""
         query: Doc = {"member_id": member_id}
         if status:
             query["status"] = status
-        if before is not None:
-            ms, last_id = before
-            query["$or"] = [
-                {"created_ms": {"$lt": ms}},
-                {"created_ms": ms, "_id": {"$lt": last_id}},
-            ]
-        order = [("created_ms", DESCENDING), ("_id", DESCENDING)]
-        return await self.hours.find(query, NO_OUTBOX).sort(order).limit(limit).to_list(None)
+        query["order_key"] = {"$lt": before} if before else {"$gt": ""}
+        found = self.hours.find(where(query), NO_OUTBOX).sort("order_key", DESCENDING)
+        return await found.limit(limit).to_list(None)
 
     async def hours_totals(self, member_id: str) -> dict[str, float]:
         pipeline: list[Doc] = [
-            {"$match": {"member_id": member_id}},
+            {"$match": where(member_id=member_id)},
             {"$group": {"_id": "$status", "hours": {"$sum": "$hours"}}},
         ]
         rows = await (await self.hours.aggregate(pipeline)).to_list(None)
         return {row["_id"]: float(row["hours"]) for row in rows}
 
-    # -- stats ------------------------------------------------------------------------------------
-
-    async def count_members(self, query: Doc) -> int:
-        return await self.members.count_documents(query)
+    async def hours_approved_since(self, since_ms: int) -> float:
+        return await total(
+            self.hours, {"status": "approved", "decided_ms": {"$gte": since_ms}}, "hours"
+        )
 
     # -- member-left ------------------------------------------------------------------------------
 
     async def post_ids_of(self, member_id: str) -> list[str]:
-        return [d["_id"] async for d in self.posts.find({"author_id": member_id}, {"_id": 1})]
+        found = self.posts.find(where(author_id=member_id), {"_id": 1})
+        return [d["_id"] async for d in found]
 
     async def erase_member(self, member_id: str) -> None:
         """Forget a member's personal data.
 
         Posts and comments stay as anonymous tombstones (no author, title, body or tags) so
         that others' answers and the community figures keep their history; hours entries,
-        activity, level and drift records go.
+        the member's activity record, level and drift records go.
         """
         removed = {"title": "", "body": "", "tags": [], "author_id": None}
-        await self.posts.update_many({"author_id": member_id}, {"$set": removed})
+        mine = where(author_id=member_id)
+        await self.posts.update_many(mine, {"$set": removed, "$unset": {"open": ""}})
         await self.posts.update_many(
-            {"accepted_answerer_id": member_id}, {"$set": {"accepted_answerer_id": None}}
+            where(accepted_answerer_id=member_id), {"$set": {"accepted_answerer_id": None}}
         )
+        await self.comments.update_many(mine, {"$set": {"body": "", "author_id": None}})
         await self.comments.update_many(
-            {"author_id": member_id}, {"$set": {"body": "", "author_id": None}}
+            where(post_author_id=member_id), {"$set": {"post_author_id": None}}
         )
-        await self.comments.update_many(
-            {"post_author_id": member_id}, {"$set": {"post_author_id": None}}
-        )
-        await self.reactions.update_many({"member_id": member_id}, {"$set": {"member_id": None}})
+        await self.reactions.update_many(where(member_id=member_id), {"$set": {"member_id": None}})
         await self.reactions.update_many(
-            {"post_author_id": member_id}, {"$set": {"post_author_id": None}}
+            where(post_author_id=member_id), {"$set": {"post_author_id": None}}
         )
-        await self.hours.delete_many({"member_id": member_id})
-        await self.hours.update_many({"decided_by": member_id}, {"$set": {"decided_by": None}})
-        await self.activity.delete_many({"member_id": member_id})
-        await self.standing.delete_many({"_id": member_id})
-        await self.returns.delete_many({"member_id": member_id})
-
-
-def _bucket_id(fact: domain.Fact) -> str:
-    return f"{fact.member_id}:{domain.day_of(fact.at).date().isoformat()}"
-
-
-def _bucket_args(bucket_id: str, facts: list[domain.Fact], rules: domain.Rules) -> tuple[Doc, Doc]:
-    """(filter, update) adding facts of one member and day to their bucket, guarded by fact id.
-
-    Counters are flat fields (`n_post`, not `n.post`): nx-27017 stores a dotted `$inc` of an
-    upsert that inserts as a literal key "n.post".
-    """
-    first = facts[0]
-    keys = [safe_key(f.id) for f in facts]
-    inc: dict[str, float] = defaultdict(float)
-    for f in facts:
-        inc["points"] += f.points(rules)
-        inc["mass"] += domain.bucket_mass(f, rules)
-        inc[f"n_{f.kind}"] += 1
-        if f.kind == "hour":
-            inc["hours"] += f.amount
-    update: Doc = {
-        "$inc": dict(inc),
-        "$set": {f"applied.{k}": 1 for k in keys},
-        "$setOnInsert": {"member_id": first.member_id, "day_ms": epoch_ms(domain.day_of(first.at))},
-    }
-    participation = [epoch_ms(f.at) for f in facts if f.participation]
-    if participation:
-        update["$max"] = {"last_ms": max(participation)}
-    guard: Doc = {"_id": bucket_id, **{f"applied.{k}": {"$exists": False} for k in keys}}
-    return guard, update
-
-
-def _bucket_update(bucket_id: str, facts: list[domain.Fact], rules: domain.Rules) -> UpdateOne:
-    guard, update = _bucket_args(bucket_id, facts, rules)
-    return UpdateOne(guard, update, upsert=True)
+        await self.hours.delete_many(where(member_id=member_id))
+        await self.hours.update_many(where(decided_by=member_id), {"$set": {"decided_by": None}})
+        await self.erase_standing(member_id)
+        await self.returns.delete_many(where(member_id=member_id))

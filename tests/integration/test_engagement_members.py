@@ -107,7 +107,9 @@ async def test_a_member_erased_on_leaving_is_forgotten_and_their_posts_stay_anon
         assert answer["comment_id"] == comments[0]["comment_id"]
         assert (await http.get(f"/v1/members/{leaver}/hours")).status_code == 404
         assert await store.hours.count_documents({"member_id": leaver}) == 0
-        assert await store.activity.count_documents({"member_id": leaver}) == 0
+        # The member's activity record is gone: only an anonymous tombstone keeps the id.
+        standing = await store.standing.find_one({"_id": leaver})
+        assert set(standing) == {"_id", "erased", "version"}
         board = (await http.get("/v1/leaderboard?period=all")).json()["items"]
         assert leaver not in [row["member_id"] for row in board]
         # Nothing in engagement's own stream names them any more.

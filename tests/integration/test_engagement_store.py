@@ -16,8 +16,9 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.engagement import domain
+from services.engagement.record import KEEP_DAYS, Record
 from services.engagement.scoring import Scoring
-from services.engagement.store import EngagementStore, LevelMove
+from services.engagement.store import EngagementStore, StandingWrite
 from shared.events import LevelChanged, MemberDrifting, new_event
 
 RULES = domain.Rules()
@@ -51,61 +52,81 @@ def fact(event: str, kind: str = "post", member: str = "m1", at: datetime = NOW)
     return domain.Fact(f"{event}:{kind}", member, kind, at)
 
 
-async def bucket_totals(store: EngagementStore, member: str = "m1") -> dict[str, float]:
-    buckets = await store.buckets([member])
-    keys = {k for b in buckets for k in b if k.startswith("n_") or k in ("points", "hours")}
-    return {k: sum(b.get(k, 0) for b in buckets) for k in sorted(keys)}
+class QuietRelay:
+    """Stands in for the outbox relay: these tests look at documents, not at NATS."""
+
+    def kick(self, *_: object) -> None:
+        pass
 
 
-async def test_facts_are_added_once_however_often_they_are_recorded(store: EngagementStore):
+@pytest.fixture
+def scoring(store: EngagementStore) -> Scoring:
+    return Scoring(store, RULES, QuietRelay())  # type: ignore[arg-type]
+
+
+async def record_of(store: EngagementStore, member: str = "m1") -> Record:
+    return Record.of(await store.standing.find_one({"_id": member}))
+
+
+async def test_facts_are_added_once_however_often_they_are_recorded(store, scoring):
     first = [fact("e1"), fact("e2", "comment"), fact("e3", at=NOW - timedelta(days=3))]
-    await store.record_facts(first, RULES)
-    await store.record_facts(first, RULES)  # a redelivered batch
-    await store.record_facts([first[1], fact("e4", "question")], RULES)  # half old, half new
-    await asyncio.gather(*(store.record_facts([fact("e5")], RULES) for _ in range(4)))
+    await scoring.record(first, NOW)
+    await scoring.record(first, NOW)  # a redelivered batch
+    await scoring.record([first[1], fact("e4", "question")], NOW)  # half old, half new
+    await asyncio.gather(*(scoring.record([fact("e5")], NOW) for _ in range(4)))
 
-    assert await bucket_totals(store) == {
-        "n_comment": 1, "n_post": 3, "n_question": 1, "points": 5 + 2 + 5 + 3 + 5,
-    }  # fmt: skip
-    buckets = await store.buckets(["m1"])
-    assert len(buckets) == 2  # today and three days ago
-    assert all("applied" not in b for b in buckets)
-    assert not any("." in key for b in buckets for key in b)
+    record = await record_of(store)
+    assert record.counts == {"post": 3, "comment": 1, "question": 1}
+    assert record.points_total == 5 + 2 + 5 + 3 + 5
+    assert len(record.days) == 2  # today and three days ago
+    doc = await store.standing.find_one({"_id": "m1"})
+    assert not any("." in key for key in [*doc, *doc["days"], *doc["applied"]])
 
 
-async def test_bucket_mass_gives_the_decayed_score(store: EngagementStore):
+async def test_concurrent_writers_never_lose_each_others_facts(store, scoring):
+    other = Scoring(store, RULES, QuietRelay())  # type: ignore[arg-type]
+    await asyncio.gather(
+        *(s.record([fact(f"e{i}", at=NOW - timedelta(hours=i))], NOW)
+          for i, s in enumerate([scoring, other] * 5))
+    )  # fmt: skip
+    assert (await record_of(store)).counts == {"post": 10}
+
+
+async def test_the_stored_record_gives_the_decayed_score(store, scoring):
     facts = [fact(f"e{i}", at=NOW - timedelta(hours=7 * i)) for i in range(20)]
-    await store.record_facts(facts, RULES)
-    buckets = await store.buckets(["m1"])
-    score = domain.score_of_buckets(
-        [(datetime.fromtimestamp(b["day_ms"] / 1000, UTC), b["mass"]) for b in buckets], NOW, RULES
-    )
+    await scoring.record(facts, NOW)
+    score = (await record_of(store)).score(NOW, RULES)
     assert score == pytest.approx(domain.score(facts, NOW, RULES), rel=1e-9)
 
 
-async def test_last_activity_ignores_joining(store: EngagementStore):
-    await store.record_facts([fact("e1", "joined", at=NOW)], RULES)
-    assert await store.last_active(["m1"]) == {}
-    await store.record_facts([fact("e2", "comment", at=NOW - timedelta(days=1))], RULES)
-    last = await store.last_active(["m1"])
-    assert last == {"m1": int((NOW - timedelta(days=1)).timestamp() * 1000)}
+async def test_last_activity_ignores_joining(store, scoring):
+    await scoring.record([fact("e1", "joined", at=NOW)], NOW)
+    assert (await record_of(store)).last_ms is None
+    await scoring.record([fact("e2", "comment", at=NOW - timedelta(days=1))], NOW)
+    assert (await record_of(store)).last_ms == int((NOW - timedelta(days=1)).timestamp() * 1000)
 
 
-async def test_a_level_changes_only_from_the_level_it_was_read_at(store: EngagementStore):
-    def move(seq: int, level: str, member: str = "m1") -> LevelMove:
-        data = LevelChanged(member_id=member, old_level="newcomer", new_level=level, score=6)
-        return LevelMove(member, seq, level, 6.0, new_event(data, event_id=f"lc-{member}-{seq}"))
+async def test_a_standing_is_written_only_from_the_version_it_was_read_at(store):
+    def write(version: int | None, level: str) -> StandingWrite:
+        data = LevelChanged(member_id="m1", old_level="newcomer", new_level=level, score=6)
+        event = new_event(data, event_id=f"lc-{version}-{level}")
+        return StandingWrite("m1", version, {"level": level}, [], [event])
 
-    await store.change_levels([move(0, "participant"), move(0, "participant", "m2")], NOW)
-    await store.change_levels([move(0, "active"), move(1, "active", "m2")], NOW)  # m1 is stale
-    await store.change_levels([move(1, "loyal"), move(1, "loyal", "m2")], NOW)  # m2 is stale
+    assert await store.write([write(None, "participant")]) == set()
+    assert await store.write([write(None, "active")]) == {"m1"}  # someone created it first
+    assert await store.write([write(1, "active")]) == set()
+    assert await store.write([write(1, "loyal")]) == {"m1"}  # stale: version 2 now
+    doc = await store.standing.find_one({"_id": "m1"})
+    assert (doc["level"], doc["version"], doc["outbox_pending"]) == ("active", 2, 2)
+    assert set(doc["outbox"]) == {"lc-None-participant", "lc-1-active"}
 
-    docs = {d["_id"]: d for d in await store.standing.find().to_list(None)}
-    assert {m: (d["level"], d["level_seq"], d["outbox_pending"]) for m, d in docs.items()} == {
-        "m1": ("loyal", 2, 2), "m2": ("active", 2, 2),
-    }  # fmt: skip
-    assert set(docs["m1"]["outbox"]) == {"lc-m1-0", "lc-m1-1"}
-    assert docs["m1"]["outbox"]["lc-m1-0"]["type"] == "level-changed"
+
+async def test_a_level_move_rides_with_its_level_changed_once(store, scoring):
+    await scoring.record([fact(f"e{i}") for i in range(5)], NOW)  # 25 points: active
+    await scoring.record([fact(f"e{i}") for i in range(5)], NOW)  # redelivered: nothing moves
+    doc = await store.standing.find_one({"_id": "m1"})
+    assert (doc["level"], doc["level_seq"]) == ("active", 1)
+    assert [e["data"]["new_level"] for e in doc["outbox"].values()] == ["active"]
 
 
 async def test_a_drift_episode_is_flagged_once_and_only_a_later_one_again(store: EngagementStore):
@@ -115,54 +136,29 @@ async def test_a_drift_episode_is_flagged_once_and_only_a_later_one_again(store:
         data = MemberDrifting(member_id="m1", level="active", last_active_at=NOW, days_inactive=14)
         return new_event(data, event_id=f"d-{last_ms}")
 
-    assert await store.flag_drift("m1", 1000, NOW, drifting(1000))
-    assert not await store.flag_drift("m1", 1000, NOW, drifting(1000))
-    assert not await store.flag_drift("m1", 500, NOW, drifting(500))  # an older episode
-    assert await store.flag_drift("m1", 2000, NOW, drifting(2000))
+    assert await store.flag_drift("m1", 1000, 5, drifting(1000))
+    assert not await store.flag_drift("m1", 1000, 5, drifting(1000))
+    assert not await store.flag_drift("m1", 500, 5, drifting(500))  # an older episode
+    assert await store.flag_drift("m1", 2000, 5, drifting(2000))
     doc = await store.standing.find_one({"_id": "m1"})
     assert doc["drift_from_ms"] == 2000
     assert {"d-1000", "d-2000"} <= set(doc["outbox"])
     assert not {"d-500"} & set(doc["outbox"])
 
 
-class QuietRelay:
-    """Stands in for the outbox relay: these tests look at documents, not at NATS."""
-
-    def kick(self, *_: object) -> None:
-        pass
-
-
-async def test_a_rolled_base_keeps_scores_exact_even_with_facts_arriving_late(store):
-    scoring = Scoring(store, RULES, QuietRelay())  # type: ignore[arg-type]
+async def test_folded_history_keeps_scores_exact_even_with_facts_arriving_late(store, scoring):
     history = [fact(f"e{i}", at=NOW - timedelta(days=3 * i)) for i in range(60)]  # 180 days
     await scoring.record(history, NOW)
-    standing = await store.standing.find_one({"_id": "m1"})
-    assert standing["level"] == "loyal"
+    record = await record_of(store)
+    assert record.base_day_ms is not None and len(record.days) <= KEEP_DAYS
+    assert record.score(NOW, RULES) == pytest.approx(domain.score(history, NOW, RULES), rel=1e-9)
 
-    await scoring.roll_bases([standing], NOW)
-    standing = await store.standing.find_one({"_id": "m1"})
-    assert standing["base_day_ms"] == int(
-        (domain.day_of(NOW) - timedelta(days=7)).timestamp() * 1000
-    )
-    scores = await scoring.scores(["m1"], NOW)
-    assert scores["m1"] == pytest.approx(domain.score(history, NOW, RULES), rel=1e-9)
-
-    late = [fact("late", "referral", at=NOW - timedelta(days=40))]  # behind the base
+    late = [fact("late", "referral", at=NOW - timedelta(days=100))]  # behind the base
     await scoring.record(late, NOW)
-    scores = await scoring.scores(["m1"], NOW)
-    assert scores["m1"] == pytest.approx(domain.score(history + late, NOW, RULES), rel=1e-9)
-    assert "base_day_ms" not in await store.standing.find_one({"_id": "m1"})
-
-
-async def test_a_roll_that_raced_with_a_late_fact_does_not_store_its_base(store):
-    scoring = Scoring(store, RULES, QuietRelay())  # type: ignore[arg-type]
-    await scoring.record([fact(f"e{i}", at=NOW - timedelta(days=i)) for i in range(8)], NOW)
-    read_before = await store.standing.find_one({"_id": "m1"})  # what a roll starts from
-    await scoring.record([fact("late", at=NOW - timedelta(days=30))], NOW)
-    await scoring.roll_bases([read_before], NOW)
-    assert "base_day_ms" not in await store.standing.find_one({"_id": "m1"})
-    await scoring.roll_bases([await store.standing.find_one({"_id": "m1"})], NOW)
-    assert "base_day_ms" in await store.standing.find_one({"_id": "m1"})
+    record = await record_of(store)
+    exact = domain.score(history + late, NOW, RULES)
+    assert record.score(NOW, RULES) == pytest.approx(exact, rel=1e-9)
+    assert record.points_total == 60 * 5 + 15
 
 
 # -- nx-27017 differences the store avoids (MongoDB's documented behaviour, xfail on nx) ------
