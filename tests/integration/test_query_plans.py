@@ -1,0 +1,170 @@
+"""No query the services send reads a whole collection (MongoDB's `notablescan`, as a test).
+
+Runs last (tests/conftest.py orders it): by then the recorder of tests/query_plans.py holds every
+query shape the integration suite made the services send. It first plays one community through
+all four services itself, so that run alone it still covers every endpoint and consumer, then
+explains each shape and fails on a scan that is not in the allow-list with its reason.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.events import utcnow
+from tests import query_plans
+from tests.helpers import wait_until
+from tests.integration.conftest import join_body
+
+
+async def play_a_community(services) -> None:
+    """Every endpoint and consumer once: joins by referral, posts and answers, hours, reads,
+    a campaign from start to end, notifications, leaving and erasure."""
+    async with services("members", "engagement", "campaigns", "notifier") as s:
+        members, engagement = s["members"].http, s["engagement"].http
+        campaigns, notifier = s["campaigns"].http, s["notifier"].http
+        now = utcnow()
+        drive = await campaigns.post(
+            "/v1/campaigns",
+            json={
+                "name": "Bring a friend",
+                "kind": "referral-drive",
+                "starts_at": (now - timedelta(minutes=1)).isoformat(),
+                "ends_at": (now + timedelta(days=7)).isoformat(),
+                "audience": {"regions": ["moscow"], "roles": [], "min_level": None},
+                "scoring": {"referral-made": 10, "post-created": 2},
+                "milestones": [10],
+                "winners": 1,
+                "announcement": {"ru": "Приведи друга!", "en": "Bring a friend!"},
+            },
+        )
+        assert drive.status_code == 201, drive.text
+        cid = drive.json()["campaign_id"]
+        assert (await campaigns.post(f"/v1/campaigns/{cid}/start")).status_code == 200
+
+        anna = (await members.post("/v1/members", json=join_body(display_name="Anna"))).json()
+        boris = (
+            await members.post(
+                "/v1/members",
+                json=join_body(display_name="Boris", referral_code=anna["referral_code"]),
+                headers={"Idempotency-Key": "join-boris"},
+            )
+        ).json()
+        clara = (
+            await members.post(
+                "/v1/members", json=join_body(display_name="Clara", roles=["coordinator"])
+            )
+        ).json()
+        a, b, c = anna["member_id"], boris["member_id"], clara["member_id"]
+
+        async def known(member_id: str) -> bool:
+            got = await engagement.get(f"/v1/members/{member_id}/engagement")
+            return got.status_code == 200
+
+        for member_id in (a, b, c):
+            await wait_until(lambda m=member_id: known(m), timeout=20)
+        await members.patch(f"/v1/members/{b}", json={"region": "moscow", "interests": ["trees"]})
+        question = await engagement.post(
+            "/v1/posts", json={"author_id": a, "kind": "question", "title": "Where?", "body": "?"}
+        )
+        assert question.status_code == 201, question.text
+        pid = question.json()["post_id"]
+        comment = await engagement.post(
+            f"/v1/posts/{pid}/comments", json={"author_id": b, "body": "Here"}
+        )
+        assert comment.status_code == 201, comment.text
+        await engagement.post(
+            f"/v1/posts/{pid}/reactions", json={"member_id": b, "reaction": "like"}
+        )
+        accepted = await engagement.post(
+            f"/v1/posts/{pid}/accept", json={"comment_id": comment.json()["comment_id"], "by": a}
+        )
+        assert accepted.status_code == 200, accepted.text
+        hours = await engagement.post(
+            "/v1/hours",
+            json={
+                "member_id": b,
+                "hours": 3,
+                "activity": "cleanup",
+                "date": now.date().isoformat(),
+            },
+        )
+        assert hours.status_code == 201, hours.text
+        decided = await engagement.post(
+            f"/v1/hours/{hours.json()['entry_id']}/approve", json={"by": c}
+        )
+        assert decided.status_code == 200, decided.text
+
+        async def scored() -> bool:
+            board = (await campaigns.get(f"/v1/campaigns/{cid}/leaderboard")).json()["items"]
+            return any(row["member_id"] == a for row in board)
+
+        await wait_until(scored, timeout=20)
+        reads = [
+            (members, "/v1/members?limit=2"),
+            (members, "/v1/members?region=moscow&role=volunteer&interest=ecology"),
+            (members, f"/v1/members/{a}/referrals"),
+            (engagement, f"/v1/posts/{pid}"),
+            (engagement, f"/v1/posts/{pid}/comments?limit=1"),
+            (engagement, f"/v1/members/{b}/hours?limit=1"),
+            (engagement, "/v1/stats"),
+            (engagement, "/v1/leaderboard?period=7d"),
+            (engagement, "/v1/leaderboard?period=30d&region=moscow"),
+            (engagement, "/v1/leaderboard?period=all"),
+            (engagement, "/v1/segments/new-promising"),
+            (engagement, "/v1/segments/loyal"),
+            (engagement, "/v1/segments/drifting"),
+            (campaigns, "/v1/campaigns?limit=1"),
+            (campaigns, "/v1/campaigns?status=active"),
+            (campaigns, f"/v1/campaigns/{cid}/report"),
+            (notifier, f"/v1/members/{a}/inbox?limit=1"),
+            (notifier, f"/v1/members/{a}/preferences"),
+            (notifier, f"/v1/notifications?member_id={a}"),
+            (notifier, "/v1/notifications?status=delivered&limit=1"),
+        ]
+        for http, path in reads:
+            first = await http.get(path)
+            assert first.status_code == 200, (path, first.text)
+            cursor = first.json().get("next_cursor")
+            if cursor:
+                separator = "&" if "?" in path else "?"
+                following = await http.get(f"{path}{separator}cursor={cursor}")
+                assert following.status_code == 200, (path, following.text)
+        await notifier.put(f"/v1/members/{a}/preferences", json={"channels": {"email": False}})
+
+        async def inbox_has_welcome() -> bool:
+            inbox = (await notifier.get(f"/v1/members/{a}/inbox")).json()["items"]
+            return any(item["template"] == "welcome" for item in inbox)
+
+        await wait_until(inbox_has_welcome, timeout=20)
+        assert (await campaigns.post(f"/v1/campaigns/{cid}/end")).status_code == 200
+        assert (await members.delete(f"/v1/members/{c}")).status_code == 204
+        assert (await members.delete(f"/v1/members/{b}?erase=true")).status_code == 204
+
+        async def erased() -> bool:
+            got = await engagement.get(f"/v1/members/{b}/engagement")
+            return got.status_code == 404
+
+        await wait_until(erased, timeout=20)
+        for job in (
+            s["engagement"].app.state.jobs.scan_drifting,
+            s["engagement"].app.state.jobs.scan_unanswered,
+            s["engagement"].app.state.jobs.refresh_gauges,
+        ):
+            await job(utcnow())
+        await s["campaigns"].app.state.lifecycle.tick()
+
+
+async def test_no_query_the_services_send_reads_a_whole_collection(services, mongo_url):
+    await play_a_community(services)
+    assert query_plans.RECORDER.services_seen() == {
+        "members",
+        "engagement",
+        "campaigns",
+        "notifier",
+    }, "the recorder saw no queries: is tests/query_plans.install() still called?"
+    problems = await query_plans.scanning_shapes(mongo_url)
+    assert not problems, (
+        f"{len(problems)} query shape(s) read a whole collection (fix the query or its index; "
+        "only a job that must read everything goes in query_plans.ALLOWED_SCANS):\n"
+        + "\n".join(problems)
+    )
