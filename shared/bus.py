@@ -41,6 +41,14 @@ PROCESSED_TTL = timedelta(days=7)
 HEADER_MAX = 1000
 
 
+#: Dead letters are kept this long at most (erasure purges a member's at once).
+DLQ_MAX_AGE = timedelta(days=30)
+
+
+def dlq_subject(service: str, consumer: str, original: str) -> str:
+    return f"dlq.{service}.{consumer}.{original}"
+
+
 class TransientError(Exception):
     """A failure that may pass by itself (a peer away, a timeout): the message is retried."""
 
@@ -223,14 +231,19 @@ class Bus:
             storage=StorageType.FILE,
             num_replicas=self.settings.stream_replicas,
             duplicate_window=DUPLICATE_WINDOW.total_seconds(),
+            max_age=DLQ_MAX_AGE.total_seconds() if name == DLQ_STREAM else None,
         )
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:
             await self.js.stream_info(config.name)
         except nats.js.errors.NotFoundError:
-            await self.js.add_stream(config)
-            log.info("declared stream %s %s", config.name, config.subjects)
+            try:
+                await self.js.add_stream(config)
+                log.info("declared stream %s %s", config.name, config.subjects)
+            except nats.js.errors.BadRequestError:
+                # Another service declared it in between (the same config, or an older one).
+                await self.js.stream_info(config.name)
 
     async def _declare_streams(self) -> None:
         own = STREAMS[self.service]
@@ -448,8 +461,10 @@ class Bus:
             }
         )
         try:
+            # The original subject ends the DLQ subject (dlq.<service>.<consumer>.<subject>),
+            # so erasure can purge a member's dead letters by their id.
             await self.js.publish(
-                f"dlq.{self.service}.{c.name}",
+                dlq_subject(self.service, c.name, msg.subject),
                 msg.data,
                 stream=DLQ_STREAM,
                 headers=headers,

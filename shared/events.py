@@ -29,6 +29,16 @@ class InvalidEvent(ValueError):
     """A message that is not a valid Sarafan CloudEvent; it goes to the dead-letter stream."""
 
 
+#: The largest event a service creates: NATS refuses messages over its max_payload (1 MiB by
+#: default) and an event that cannot be published would sit in its outbox for ever. Half of
+#: that leaves room for headers and for a server configured lower.
+MAX_EVENT_BYTES = 512 * 1024
+
+
+class EventTooLarge(ValueError):
+    """An event whose JSON is over MAX_EVENT_BYTES: refused before anything is stored (HTTP 422)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Event data models. Each class is one fact; its docstring says when it is emitted.
 
@@ -520,7 +530,7 @@ def new_event(
     """
     eid = event_id or str(uuid.uuid4())
     correlation_id = correlation_id or correlation_id_var.get()
-    return CloudEvent(
+    event = CloudEvent(
         id=eid,
         source=f"/services/{data.service}",
         type=data.event_type,
@@ -530,6 +540,12 @@ def new_event(
         correlationid=correlation_id or eid,
         data=data.model_dump(mode="json"),
     )
+    size = len(event.to_json())
+    if size > MAX_EVENT_BYTES:
+        raise EventTooLarge(
+            f"{data.event_type} would be {size} bytes, over the {MAX_EVENT_BYTES} an event may be"
+        )
+    return event
 
 
 def parse_event(raw: bytes | str) -> tuple[CloudEvent, EventData]:

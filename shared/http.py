@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+import re
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DocumentTooLarge
+from starlette.exceptions import HTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.events import utcnow
+from shared.events import EventTooLarge, utcnow
 from shared.logs import correlation_id_var
 from shared.metrics import Metrics
 from shared.query import InvalidCursor, UnindexedFilter
@@ -27,6 +32,17 @@ log = logging.getLogger("sarafan.http")
 IDEMPOTENCY_TTL = timedelta(hours=48)  # SPEC: kept at least 24 hours
 #: A request that started this long ago without finishing died with its process.
 IDEMPOTENCY_LEASE_MS = 30_000
+#: An Idempotency-Key is a client's token, not a payload: printable ASCII, bounded.
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+#: Request bodies larger than this are refused with 413 before they are read in full
+#: (a route may allow more: `BodyLimit.larger`).
+MAX_BODY_BYTES = 1024 * 1024
+#: Fields of a request or response body that name the member a request concerns: its
+#: Idempotency-Key record is indexed by the first one found, so erasure can delete it.
+MEMBER_KEYS = ("member_id", "author_id", "by")
+#: Validation messages name fields and say what is wrong; never echo a huge input back.
+ERROR_TEXT_MAX = 300
+ERROR_DETAILS_MAX = 20
 
 
 class ApiError(Exception):
@@ -53,11 +69,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in exc.errors()
+            {
+                "field": _short(".".join(str(p) for p in e["loc"] if p != "body")),
+                "message": _short(str(e["msg"])),
+            }
+            for e in exc.errors()[:ERROR_DETAILS_MAX]
         ]
         message = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details)
         return JSONResponse(error_body("invalid_request", message, details), status_code=422)
+
+    @app.exception_handler(EventTooLarge)
+    async def _too_large(_: Request, exc: EventTooLarge) -> JSONResponse:
+        return JSONResponse(error_body("event_too_large", str(exc)), status_code=422)
 
     @app.exception_handler(InvalidCursor)
     async def _bad_cursor(_: Request, exc: InvalidCursor) -> JSONResponse:
@@ -69,11 +92,23 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("unindexed filter refused: %s", exc)
         return JSONResponse(error_body("internal", "internal error"), status_code=500)
 
+    # Starlette's, which FastAPI's subclasses: routing's 404 and 405 and the body parser's 400
+    # come in the one error shape too.
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        code = {
+            400: "invalid_request",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }
+        message = {404: "no such route", 405: "method not allowed on this route"}.get(
+            exc.status_code, _short(str(exc.detail))
+        )
         return JSONResponse(
-            error_body(code.get(exc.status_code, "error"), str(exc.detail)),
+            error_body(code.get(exc.status_code, "error"), message),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -89,6 +124,90 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         log.exception("unhandled error")
         return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
+
+
+class BodyLimit:
+    """Refuses a request body over its limit with 413, counting as it arrives (a client that
+    sends no Content-Length, or lies in it, is stopped at the limit, not after reading it all).
+
+    `larger` allows more to the routes that take files (the members import).
+    """
+
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY_BYTES, larger: dict[str, int] | None = None
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.larger = larger or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.larger.get(scope.get("path", ""), self.limit)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(send, limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _refuse(send, limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _refuse(send: Send, limit: int) -> None:
+    body = json.dumps(error_body("too_large", f"the request body is over {limit} bytes")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def concerned_member(*bodies: bytes) -> str | None:
+    """The member a request concerns, from its body or its response's (see MEMBER_KEYS)."""
+    for body in bodies:
+        try:
+            value = json.loads(body) if body else None
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            for key in MEMBER_KEYS:
+                found = value.get(key)
+                if isinstance(found, str) and found:
+                    return found
+    return None
+
+
+async def forget_requests_of(coll: AsyncCollection[dict[str, Any]], member_id: str) -> None:
+    """Erasure: the Idempotency-Key records of requests about the member go (they keep the
+    response, which may name the member or quote what they wrote)."""
+    await coll.delete_many({"member_id": {"$eq": member_id}})
 
 
 def _route_template(request: Request) -> str:
@@ -143,8 +262,16 @@ class KernelMiddleware(BaseHTTPMiddleware):
         if denied is not None:
             return denied
         key = request.headers.get("Idempotency-Key")
-        if request.method != "POST" or not key:
+        if request.method != "POST" or key is None:
             return await call_next(request)
+        if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+            return JSONResponse(
+                error_body(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 200 printable ASCII characters",
+                ),
+                status_code=422,
+            )
         return await self._idempotent(request, call_next, key)
 
     def _check_auth(self, request: Request) -> Response | None:
@@ -180,17 +307,20 @@ class KernelMiddleware(BaseHTTPMiddleware):
             # Nothing was done for good: let the retry run the request again.
             await self.idempotency.delete_one({"_id": record_id})
         else:
-            await self.idempotency.update_one(
-                {"_id": record_id},
-                {
-                    "$set": {
-                        "state": "done",
-                        "status": response.status_code,
-                        "body": content.decode("utf-8", "replace"),
-                        "media_type": response.media_type or "application/json",
-                    }
-                },
-            )
+            done: dict[str, Any] = {
+                "state": "done",
+                "status": response.status_code,
+                "body": content.decode("utf-8", "replace"),
+                "media_type": response.media_type or "application/json",
+            }
+            member = concerned_member(body, content)
+            if member is not None:
+                done["member_id"] = member
+            try:
+                await self.idempotency.update_one({"_id": record_id}, {"$set": done})
+            except DocumentTooLarge:
+                # Too big to keep: a retry runs again rather than finding it in progress.
+                await self.idempotency.delete_one({"_id": record_id})
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return Response(content, status_code=response.status_code, headers=headers)
 
@@ -253,3 +383,4 @@ class KernelMiddleware(BaseHTTPMiddleware):
 
 async def ensure_idempotency_indexes(coll: AsyncCollection[dict[str, Any]]) -> None:
     await coll.create_index("created_at", expireAfterSeconds=int(IDEMPOTENCY_TTL.total_seconds()))
+    await coll.create_index("member_id", sparse=True)

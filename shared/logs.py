@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,23 @@ class _ContextFilter(logging.Filter):
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "service"}
 
+#: What must never reach a log line, whoever logs it (a library's error message included):
+#: contact addresses and secrets. Telegram's Bot API puts the token in the URL path.
+_SECRETS = [
+    (re.compile(r"bot\d{3,}:[A-Za-z0-9_-]{20,}"), "bot<token>"),
+    (re.compile(r"(?i)(bearer|token|password|secret)([=: ]+)[^\s,;'\"&]+"), r"\1\2<redacted>"),
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "<email>"),
+    (re.compile(r"\+\d{8,15}\b"), "<phone>"),
+    (re.compile(r"(?<![\w/])@[A-Za-z][A-Za-z0-9_]{4,31}\b"), "@<telegram>"),
+]
+
+
+def redact(text: str) -> str:
+    """The text without contact addresses and secrets (see _SECRETS)."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -57,7 +75,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -72,7 +90,7 @@ class TextFormatter(logging.Formatter):
         text = f"{base}  [{extra}]" if extra else base
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return redact(text)
 
 
 def configure_logging(service: str, fmt: str = "text", level: str = "INFO") -> None:
@@ -82,5 +100,7 @@ def configure_logging(service: str, fmt: str = "text", level: str = "INFO") -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "nats"):
+    # httpx logs every request's URL at INFO (a Telegram bot token is in it); nats and the
+    # access log are noise. Warnings still come through, redacted like every line.
+    for noisy in ("uvicorn.access", "nats", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

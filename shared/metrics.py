@@ -49,6 +49,12 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.outbox_dead = Counter(
+            "sarafan_outbox_dead_total",
+            "Outgoing events set aside after failing to publish for good (outbox_dead)",
+            ["service"],
+            registry=r,
+        )
         self.consumer_pending = Gauge(
             "sarafan_consumer_pending",
             "JetStream num_pending of each durable consumer",

@@ -44,6 +44,10 @@ EXTRA_STREAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The service whose erasure purges the dead-letter stream of a member's messages.
+ERASURE_OWNER = "members"
+
+
 def inbox_prefix(service: str) -> str:
     """The reply-subject prefix a service's connection uses when it has its own user."""
     return f"_INBOX_{service}"
@@ -76,6 +80,10 @@ def service_permissions(service: str) -> dict[str, Any]:
         f"{api}.CONSUMER.NAMES.{own}",
         f"{api}.CONSUMER.INFO.{own}.*",
     ]
+    if service == ERASURE_OWNER:
+        # The service that owns erasure purges the member's dead letters too (their subject
+        # ends with the original subject, so with the member's id): docs/operations.md.
+        publish.append(f"{api}.STREAM.PURGE.{DLQ_STREAM}")
     for stream, durable in CONSUMERS[service]:
         publish += [
             f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",

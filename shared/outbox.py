@@ -8,17 +8,29 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import nats.errors
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.bus import Bus
-from shared.events import CloudEvent
+from shared.events import CloudEvent, utcnow
 from shared.logs import event_context
 from shared.metrics import Metrics
+from shared.store import epoch_ms
 
 log = logging.getLogger("sarafan.outbox")
 
 Collection = AsyncCollection[dict[str, Any]]
+#: Publishing an event fails for good, not for a while, with these (NATS refusing its size, an
+#: entry that is no event any more): after OUTBOX_ATTEMPTS such failures the entry is moved
+#: to `outbox_dead` in its document, so it stops blocking the events after it, and counted
+#: (`sarafan_outbox_dead_total`, an alert). Any other failure is retried for ever.
+PERMANENT_FAILURES: tuple[type[BaseException], ...] = (
+    nats.errors.MaxPayloadError,
+    ValueError,
+    TypeError,
+)
+OUTBOX_ATTEMPTS = 3
 #: Documents the sweeper publishes together (one read, concurrent publishes, one bulk mark).
 SWEEP_BATCH = 200
 
@@ -68,6 +80,7 @@ class Relay:
         self.sweep_seconds = sweep_seconds
         self._in_flight: set[tuple[str, Any]] = set()
         self._again: set[tuple[str, Any]] = set()
+        self._failures: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -176,6 +189,9 @@ class Relay:
                 for (doc_id, event), ack in zip(pending, acked, strict=True)
                 if not isinstance(ack, BaseException)
             ]
+            for (doc_id, event), ack in zip(pending, acked, strict=True):
+                if isinstance(ack, Exception):
+                    await self._failed_for_good(collection, doc_id, event.id, event, ack)
             if marks:
                 await collection.bulk_write(marks, ordered=False)
         finally:
@@ -208,6 +224,43 @@ class Relay:
             for raw in sorted((doc.get("outbox") or {}).values(), key=lambda e: e["time"])
         ]
 
+    async def _failed_for_good(
+        self, coll: Collection, doc_id: Any, event_id: str, entry: Any, exc: BaseException
+    ) -> bool:
+        """Count a publish that failed for good; at the last attempt move the entry aside.
+        True when it was moved (the caller goes on with the next events)."""
+        if not isinstance(exc, PERMANENT_FAILURES):
+            return False
+        self._failures[event_id] = self._failures.get(event_id, 0) + 1
+        if self._failures[event_id] < OUTBOX_ATTEMPTS:
+            return False
+        raw = entry.model_dump(mode="json") if isinstance(entry, CloudEvent) else entry
+        moved = await coll.update_one(
+            {"_id": doc_id, f"outbox.{event_id}": {"$exists": True}},
+            {
+                "$unset": {f"outbox.{event_id}": ""},
+                "$set": {
+                    f"outbox_dead.{event_id}": {
+                        "event": raw,
+                        "error": f"{type(exc).__name__}: {exc}"[:500],
+                        "at_ms": epoch_ms(utcnow()),
+                    }
+                },
+                "$inc": {"outbox_pending": -1},
+            },
+        )
+        self._failures.pop(event_id, None)
+        if moved.modified_count:
+            self.metrics.outbox_dead.labels(self.bus.service).inc()
+            log.error(
+                "outbox entry %s of %s/%s can never be published (%r): moved to outbox_dead",
+                event_id,
+                coll.name,
+                doc_id,
+                exc,
+            )
+        return True
+
     async def _publish_one(self, event: CloudEvent) -> None:
         with event_context(event.id, event.correlationid):
             await self.bus.publish(event)
@@ -221,6 +274,8 @@ class Relay:
                 try:
                     await self.bus.publish(event)
                 except Exception as exc:
+                    if await self._failed_for_good(coll, doc_id, event.id, event, exc):
+                        continue  # set aside: the events after it go on
                     # Not acknowledged = maybe not stored: keep it; the same id is retried
                     # later and the duplicate window drops a copy that did get stored.
                     log.warning("outbox publish of %s failed: %r; kept for retry", event.type, exc)
@@ -244,8 +299,7 @@ class Relay:
                 {"outbox_pending": {"$gt": 0}}, {"outbox": 1, "outbox_pending": 1}
             ):
                 pending_total += int(doc.get("outbox_pending") or 0)
-                raw = (doc.get("outbox") or {}).values()
-                batch[doc["_id"]] = [CloudEvent.model_validate(e) for e in raw]
+                batch[doc["_id"]] = await self._entries(coll, doc)
                 if len(batch) >= SWEEP_BATCH:
                     sent += await self._sweep_batch(coll, batch)
                     batch = {}
@@ -253,6 +307,17 @@ class Relay:
                 sent += await self._sweep_batch(coll, batch)
         self.metrics.outbox_pending.labels(self.bus.service).set(max(pending_total - sent, 0))
         return sent
+
+    async def _entries(self, coll: Collection, doc: dict[str, Any]) -> list[CloudEvent]:
+        """A document's pending events; an entry that is no valid event is set aside."""
+        events = []
+        for event_id, raw in (doc.get("outbox") or {}).items():
+            try:
+                events.append(CloudEvent.model_validate(raw))
+            except ValueError as exc:
+                self._failures[event_id] = OUTBOX_ATTEMPTS
+                await self._failed_for_good(coll, doc["_id"], event_id, raw, exc)
+        return events
 
     async def _sweep_batch(self, coll: Collection, batch: dict[Any, list[CloudEvent]]) -> int:
         if self.paused:

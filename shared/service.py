@@ -18,7 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from shared.asyncapi import asyncapi_document
 from shared.bus import Bus, Consumer
 from shared.events import EVENT_MODELS, EventData
-from shared.http import KernelMiddleware, ensure_idempotency_indexes, install_error_handlers
+from shared.http import (
+    BodyLimit,
+    KernelMiddleware,
+    ensure_idempotency_indexes,
+    install_error_handlers,
+)
 from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import Collection, Relay
@@ -97,9 +102,17 @@ class Runtime:
 
 
 def create_app(
-    runtime: Runtime, routers: list[APIRouter], *, title: str, description: str
+    runtime: Runtime,
+    routers: list[APIRouter],
+    *,
+    title: str,
+    description: str,
+    larger_bodies: dict[str, int] | None = None,
 ) -> FastAPI:
-    """FastAPI app with the common endpoints, auth, idempotency, errors and metrics."""
+    """FastAPI app with the common endpoints, auth, idempotency, errors and metrics.
+
+    Request bodies are limited (`shared.http.MAX_BODY_BYTES`, 413 beyond); `larger_bodies`
+    gives routes that take files their own limit, by path."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -118,6 +131,8 @@ def create_app(
         token=runtime.settings.api_token,
         idempotency=runtime.db["idempotency_keys"],
     )
+    # Outermost: a body over the limit is refused before anything reads it.
+    app.add_middleware(BodyLimit, larger=larger_bodies or {})
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -174,6 +174,47 @@ def scans_on_mongodb(plan: Any) -> bool:
     return False
 
 
+#: Write filters use only what tests/integration/test_mongo_conformance.py shows nx-27017 does as
+#: MongoDB does in a write: equality and ranges, `$exists`, and beside an `_id` equality `$in`
+#: and `$nin` as guards. Never `$or`/`$and` (on nx-27017 a write filter with `$or` beside
+#: other fields modified another document) nor `$ne` (an upsert over a document lacking the
+#: field raised a duplicate key): docs/patterns.md, "Write-filter traps".
+WRITE_OPERATORS = frozenset({"$eq", "$gt", "$gte", "$lt", "$lte", "$exists"})
+GUARD_OPERATORS = WRITE_OPERATORS | {"$in", "$nin"}
+WRITE_COMMANDS = ("update", "delete", "findAndModify")
+
+
+def write_filter_problem(flt: Any) -> str | None:
+    """Why a write filter is unsafe on nx-27017, or None."""
+    if not isinstance(flt, Mapping):
+        return "not a document"
+    pinned = "_id" in flt and not (isinstance(flt["_id"], Mapping) and set(flt["_id"]) - {"$eq"})
+    for name, condition in flt.items():
+        if name.startswith("$"):
+            return f"{name} in a write filter"
+        if isinstance(condition, Mapping) and any(str(k).startswith("$") for k in condition):
+            allowed = GUARD_OPERATORS if pinned else WRITE_OPERATORS
+            if name == "_id":
+                allowed = WRITE_OPERATORS | {"$in"}
+            unknown = set(condition) - allowed
+            if unknown:
+                return f"{name}: {sorted(unknown)} in a write filter"
+    return None
+
+
+def unsafe_writes() -> list[str]:
+    """Write filters the services sent that use an operator or shape nx-27017 gets wrong."""
+    problems = []
+    for shape, examples in sorted(RECORDER.shapes.items(), key=lambda kv: repr(kv[0])):
+        if shape.command not in WRITE_COMMANDS:
+            continue
+        why = write_filter_problem(examples[0].filter)
+        if why:
+            where = f"{shape.service}.{shape.collection} {shape.command}"
+            problems.append(f"{shape.site} [{where}] {shape.shape}: {why}")
+    return problems
+
+
 async def scanning_shapes(mongo_url: str) -> list[str]:
     """Explain every recorded shape; the ones that read a whole collection, described."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)

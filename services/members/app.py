@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from pydantic import Field
 
-from services.members import api
+from services.members import api, importer
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
 from shared.service import Runtime, create_app
@@ -43,6 +43,8 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
         [api.router],
         title="Sarafan members",
         description="Members who join voluntarily, their profiles, consent and referrals.",
+        # The import takes a file; its own check answers 413 with the limit it has.
+        larger_bodies={"/v1/members/import": importer.MAX_BYTES + 1},
     )
     app.state.store = store
     app.state.eraser = eraser

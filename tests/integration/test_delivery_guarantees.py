@@ -124,7 +124,8 @@ async def test_poison_messages_go_to_the_dlq_and_the_next_valid_event_is_process
         assert "not JSON" in reasons["members.member-joined.bad1"]
         assert "consent" in reasons["members.member-joined.bad2"]
         for m in dead:
-            assert m.subject == "dlq.notifier.notifier-members"
+            # dlq.<service>.<consumer>.<original subject>: erasure purges by the member's id.
+            assert m.subject == f"dlq.notifier.notifier-members.{m.headers['Sarafan-Dlq-Subject']}"
             assert int(m.headers["Sarafan-Dlq-Deliveries"]) == 1
             assert m.headers["Sarafan-Dlq-Stream"] == "MEMBERS"
         assert dead[0].data == b"{not json"  # the original payload, unchanged

@@ -552,3 +552,43 @@ async def test_date_comparison_keeps_milliseconds(
     )
     later = await db.members.find({"at": {"$gt": base}}).to_list(None)
     assert [d["_id"] for d in later] == ["b"]
+
+
+async def test_guards_beside_an_id_in_update_filters_match_as_mongodb_does(
+    db: AsyncDatabase,
+) -> None:
+    """The write-filter forms the services use (tests/query_plans.py, WRITE_OPERATORS and
+    GUARD_OPERATORS): `$nin` and `$in` beside an `_id` equality, in updates and upserts, on a
+    document with and without the guarded field."""
+    await db.m.insert_many(
+        [{"_id": "a", "status": "active"}, {"_id": "b", "status": "erased"}, {"_id": "c"}]
+    )
+    guard = {"$nin": ["erased"]}
+    for member in ("a", "b", "c"):
+        result = await db.m.update_one({"_id": member, "status": guard}, {"$set": {"seen": 1}})
+        assert result.modified_count == (0 if member == "b" else 1), member
+    # An upsert over a document lacking the field updates it; over a tombstone it collides.
+    await db.m.update_one({"_id": "d", "status": guard}, {"$set": {"x": 1}}, upsert=True)
+    await db.m.update_one({"_id": "c", "status": guard}, {"$set": {"x": 1}}, upsert=True)
+    try:
+        await db.m.update_one({"_id": "b", "status": guard}, {"$set": {"x": 1}}, upsert=True)
+    except DuplicateKeyError:
+        pass
+    docs = {d["_id"]: d async for d in db.m.find({})}
+    assert docs["c"]["x"] == 1 and docs["d"]["x"] == 1 and "x" not in docs["b"]
+    moved = await db.m.update_one(
+        {"_id": "a", "status": {"$in": ["active", "left"]}}, {"$set": {"status": "left"}}
+    )
+    assert moved.modified_count == 1
+    assert (await db.m.find_one({"_id": "b"}))["status"] == "erased"
+    # Ranges and $exists beside secondary equalities, as the stores' guards write them.
+    await db.m.insert_one({"_id": "e", "n": 5, "k": "x"})
+    assert (
+        await db.m.update_one({"k": {"$eq": "x"}, "n": {"$lt": 9}}, {"$inc": {"n": 1}})
+    ).modified_count == 1
+    assert (
+        await db.m.update_one({"_id": "e", "z": {"$exists": False}}, {"$set": {"z": 1}})
+    ).modified_count == 1
+    assert (
+        await db.m.update_one({"_id": "e", "z": {"$exists": False}}, {"$set": {"z": 2}})
+    ).modified_count == 0

@@ -168,3 +168,13 @@ async def test_no_query_the_services_send_reads_a_whole_collection(services, mon
         "only a job that must read everything goes in query_plans.ALLOWED_SCANS):\n"
         + "\n".join(problems)
     )
+
+
+async def test_no_write_filter_uses_an_operator_the_embedded_server_gets_wrong(services):
+    if not query_plans.RECORDER.shapes:
+        await play_a_community(services)
+    problems = query_plans.unsafe_writes()
+    assert not problems, (
+        f"{len(problems)} write filter shape(s) use $or/$ne or an unverified operator "
+        "(docs/patterns.md, write-filter traps):\n" + "\n".join(problems)
+    )
