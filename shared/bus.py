@@ -24,7 +24,7 @@ from shared.events import CloudEvent, EventData, InvalidEvent, parse_event, utcn
 from shared.logs import event_context
 from shared.metrics import Metrics
 from shared.settings import ServiceSettings
-from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key, only_duplicates
+from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, is_duplicate_key, only_duplicates
 
 log = logging.getLogger("sarafan.bus")
 
@@ -127,6 +127,7 @@ class Bus:
         await self.processed.create_index(
             "at", expireAfterSeconds=int(PROCESSED_TTL.total_seconds())
         )
+        await self.processed.create_index("at_ms")
         self._running = {c.name: _Running(c) for c in self.consumers}
         self._main = asyncio.create_task(self._connect_and_run(), name=f"{self.service}-bus")
 
@@ -430,7 +431,10 @@ class Bus:
         if not c.dedupe:
             return
         now = utcnow()
-        docs = [{"_id": f"{c.name}:{e.id}", "type": e.type, "at": now} for e in events]
+        at_ms = epoch_ms(now)
+        docs = [
+            {"_id": f"{c.name}:{e.id}", "type": e.type, "at": now, "at_ms": at_ms} for e in events
+        ]
         try:
             await self.processed.insert_many(docs, ordered=False)
         except BulkWriteError as exc:

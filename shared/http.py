@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -32,6 +34,8 @@ log = logging.getLogger("sarafan.http")
 IDEMPOTENCY_TTL = timedelta(hours=48)  # SPEC: kept at least 24 hours
 #: A request that started this long ago without finishing died with its process.
 IDEMPOTENCY_LEASE_MS = 30_000
+#: How long a done request waits for MongoDB to keep its answer (it answers anyway after).
+REMEMBER_FOR_SECONDS = 20.0
 #: An Idempotency-Key is a client's token, not a payload: printable ASCII, bounded.
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 #: Request bodies larger than this are refused with 413 before they are read in full
@@ -54,7 +58,8 @@ class ApiError(Exception):
 
 
 def not_found(what: str, ident: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} {ident} does not exist")
+    shown = ident if len(ident) <= 100 else ident[:99] + "…"  # never echo a huge id back
+    return ApiError(404, "not_found", f"{what} {shown} does not exist")
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -204,6 +209,24 @@ def concerned_member(*bodies: bytes) -> str | None:
     return None
 
 
+#: Namespace of ids derived from an Idempotency-Key (see `new_id`).
+_KEYED = uuid.UUID("2f5d3c1e-8a47-4f0b-9c3e-5a1d7e6b4c20")
+
+
+def new_id(request: Request) -> str:
+    """The id of what this request creates: derived from its Idempotency-Key when it has one.
+
+    A write can succeed while its answer is lost (the connection drops after the server
+    committed it); the client retries with the same key, the kernel runs the request again
+    (nothing was recorded as done), and the retry must find the first one's document, not
+    create a second: with the same id its insert meets a duplicate key.
+    """
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(_KEYED, f"{request.url.path}\n{key}"))
+
+
 async def forget_requests_of(coll: AsyncCollection[dict[str, Any]], member_id: str) -> None:
     """Erasure: the Idempotency-Key records of requests about the member go (they keep the
     response, which may name the member or quote what they wrote)."""
@@ -316,13 +339,32 @@ class KernelMiddleware(BaseHTTPMiddleware):
             member = concerned_member(body, content)
             if member is not None:
                 done["member_id"] = member
-            try:
-                await self.idempotency.update_one({"_id": record_id}, {"$set": done})
-            except DocumentTooLarge:
-                # Too big to keep: a retry runs again rather than finding it in progress.
-                await self.idempotency.delete_one({"_id": record_id})
+            await self._remember(record_id, done)
         headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
         return Response(content, status_code=response.status_code, headers=headers)
+
+    async def _remember(self, record_id: str, done: dict[str, Any]) -> None:
+        """Keep the answer for replays. The work is done whatever happens here, so the client
+        gets its answer even if this fails: an error now would make it retry, and a retry
+        that takes the key over after its lease would do the work a second time. MongoDB
+        away for a moment (a restart) is waited out."""
+        delay = 0.1
+        deadline = time.monotonic() + REMEMBER_FOR_SECONDS
+        while True:
+            try:
+                await self.idempotency.update_one({"_id": record_id}, {"$set": done})
+                return
+            except DocumentTooLarge:
+                # Too big to keep: a retry runs again rather than finding it in progress.
+                with contextlib.suppress(Exception):
+                    await self.idempotency.delete_one({"_id": record_id})
+                return
+            except TRANSIENT_DB_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    log.warning("could not keep the answer of %s: %r", record_id, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def _claim(self, record_id: str, fingerprint: str) -> Response | None:
         """None when this request may run; otherwise the answer to give (replay, 409, 422)."""
@@ -335,6 +377,7 @@ class KernelMiddleware(BaseHTTPMiddleware):
                     "state": "started",
                     "created_at": utcnow(),
                     "started_ms": now_ms,
+                    "created_ms": now_ms,
                 }
             )
             return None
@@ -384,3 +427,4 @@ class KernelMiddleware(BaseHTTPMiddleware):
 async def ensure_idempotency_indexes(coll: AsyncCollection[dict[str, Any]]) -> None:
     await coll.create_index("created_at", expireAfterSeconds=int(IDEMPOTENCY_TTL.total_seconds()))
     await coll.create_index("member_id", sparse=True)
+    await coll.create_index("created_ms")

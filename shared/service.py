@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -16,9 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.asyncapi import asyncapi_document
-from shared.bus import Bus, Consumer
-from shared.events import EVENT_MODELS, EventData
+from shared.bus import PROCESSED_TTL, Bus, Consumer
+from shared.events import EVENT_MODELS, EventData, utcnow
 from shared.http import (
+    IDEMPOTENCY_TTL,
     BodyLimit,
     KernelMiddleware,
     ensure_idempotency_indexes,
@@ -28,11 +30,13 @@ from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import Collection, Relay
 from shared.settings import ServiceSettings
-from shared.store import connect_mongo, ping
+from shared.store import connect_mongo, epoch_ms, ping
 
 log = logging.getLogger("sarafan.service")
 
 Hook = Callable[[], Awaitable[None]]
+#: How often old processed-event and Idempotency-Key records are deleted (see Runtime.expire).
+EXPIRE_EVERY = timedelta(hours=1)
 
 
 class Runtime:
@@ -77,9 +81,34 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
         await self.bus.start()
         await self.relay.start()
-        for job in self.jobs:
+        for job in [*self.jobs, self._expire_loop]:
             self._tasks.append(asyncio.create_task(job(), name=f"{self.service}-job"))
         self.initialised.set()
+
+    async def expire(self) -> None:
+        """Delete processed-event records and Idempotency-Key records past their time.
+
+        The TTL indexes do this on MongoDB; nx-27017 accepts TTL indexes but never expires
+        (tests/integration/test_mongo_conformance.py), so without this both collections would
+        grow with every event and request. Indexed ranges on epoch-ms fields: cheap on both.
+        """
+        now_ms = epoch_ms(utcnow())
+        await self.db["processed_events"].delete_many(
+            {"at_ms": {"$lt": now_ms - int(PROCESSED_TTL.total_seconds() * 1000)}}
+        )
+        await self.db["idempotency_keys"].delete_many(
+            {"created_ms": {"$lt": now_ms - int(IDEMPOTENCY_TTL.total_seconds() * 1000)}}
+        )
+
+    async def _expire_loop(self) -> None:
+        while True:
+            try:
+                await self.expire()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("expiring old records failed: %r", exc)
+            await asyncio.sleep(EXPIRE_EVERY.total_seconds())
 
     async def stop(self) -> None:
         for task in self._tasks:
