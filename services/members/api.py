@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import ValidationError
 
 from services.members import domain, importer
 from services.members.erasure import Eraser
@@ -32,9 +35,18 @@ from shared.events import (
 from shared.http import ApiError, not_found
 from shared.service import Runtime
 
+log = logging.getLogger("sarafan.members.api")
+
 router = APIRouter(prefix="/v1", tags=["members"])
 
-MemberId = Annotated[str, Path(description="the member_id returned at join")]
+#: Ids this service hands out are uuids; the bound keeps an absurd path out of the queries.
+MemberId = Annotated[str, Path(max_length=100, description="the member_id returned at join")]
+#: Bounds of the list filters (a region and a tag are bounded the same way in a profile).
+REGION_MAX = 100
+INTEREST_MAX = 100
+#: A row number of an imported file (far beyond any file the import takes).
+ROW_MAX = 1_000_000_000
+T = TypeVar("T")
 #: How often a write retries when another write changed the member in between.
 WRITE_ATTEMPTS = 5
 
@@ -187,7 +199,8 @@ async def import_members(
         ),
     ] = None,
     first_row: Annotated[
-        int, Query(ge=1, description="the number of this body's first row in the file")
+        int,
+        Query(ge=1, le=ROW_MAX, description="the number of this body's first row in the file"),
     ] = 1,
 ) -> ImportReport:
     """Bring an existing volunteer base: CSV (header row) or JSON lines, one member per row.
@@ -215,9 +228,11 @@ async def import_members(
 @router.get("/members", response_model=MemberList)
 async def list_members(
     request: Request,
-    region: Annotated[str | None, Query(description="exact region")] = None,
+    region: Annotated[str | None, Query(max_length=REGION_MAX, description="exact region")] = None,
     role: Annotated[Role | None, Query()] = None,
-    interest: Annotated[str | None, Query(description="one interest tag")] = None,
+    interest: Annotated[
+        str | None, Query(max_length=INTEREST_MAX, description="one interest tag")
+    ] = None,
     status: Annotated[
         str, Query(pattern="^(active|left)$", description="active (default) or left")
     ] = "active",
@@ -241,10 +256,51 @@ async def list_members(
         interest=interest or None,
     )
     page = docs[:limit]
-    next_cursor = None
-    if len(docs) > limit:
-        next_cursor = domain.encode_cursor(page[-1]["list_key"])
-    return MemberList(items=[MemberOut.from_doc(d) for d in page], next_cursor=next_cursor)
+    return MemberList(
+        items=_readable(request, page, MemberOut.from_doc),
+        next_cursor=_next_cursor(page) if len(docs) > limit else None,
+    )
+
+
+def _readable(
+    request: Request, docs: Iterable[dict[str, Any]], convert: Callable[[dict[str, Any]], T]
+) -> list[T]:
+    """The documents of a page a client can be shown. One that cannot be read (written by
+    hand, by an old version, half-migrated) is skipped, logged by id and counted, so it
+    never takes the whole list down with it."""
+    items: list[T] = []
+    for doc in docs:
+        try:
+            items.append(convert(doc))
+        except Exception as exc:
+            request.app.state.skipped_documents.labels("members", "members").inc()
+            # The id and what is wrong, never the values: they may be personal data.
+            log.warning(
+                "list skipped unreadable member document %s (%s)",
+                str(doc.get("_id"))[:100],
+                _what_is_wrong(exc),
+            )
+    return items
+
+
+def _what_is_wrong(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['type']}" for e in exc.errors()[:10]
+        )
+    if isinstance(exc, KeyError):
+        return f"missing {exc}"
+    return type(exc).__name__
+
+
+def _next_cursor(page: list[dict[str, Any]]) -> str | None:
+    """The cursor after a page: the list key of its last document (every listed document
+    has one, the query ranges over it; an odd one is passed over, not a 500)."""
+    for doc in reversed(page):
+        key = doc.get("list_key")
+        if isinstance(key, str) and domain.LIST_KEY_RE.fullmatch(key):
+            return domain.encode_cursor(key)
+    return None
 
 
 @router.get("/members/{member_id}", response_model=MemberOut)
@@ -412,11 +468,8 @@ async def referrals(
         raise _rule(exc) from exc
     docs = await store.referrals_page(member_id, after, limit + 1)
     page = docs[:limit]
-    next_cursor = None
-    if len(docs) > limit:
-        next_cursor = domain.encode_cursor(page[-1]["list_key"])
     return ReferralList(
-        items=[ReferralOut.from_doc(d) for d in page],
-        next_cursor=next_cursor,
+        items=_readable(request, page, ReferralOut.from_doc),
+        next_cursor=_next_cursor(page) if len(docs) > limit else None,
         total=await store.count_referrals(member_id),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from prometheus_client import Counter
 from pydantic import Field
 
 from services.members import api, importer
@@ -47,6 +48,13 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
         larger_bodies={"/v1/members/import": importer.MAX_BYTES + 1},
     )
     app.state.store = store
+    # Lists skip a stored document they cannot read (and log its id); this says how often.
+    app.state.skipped_documents = Counter(
+        "sarafan_documents_skipped_total",
+        "Stored documents a list left out because they could not be read",
+        ["service", "collection"],
+        registry=runtime.metrics.registry,
+    )
     app.state.eraser = eraser
     app.state.phone_region = settings.phone_region.strip().upper() or None
     return app

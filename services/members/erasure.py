@@ -8,7 +8,9 @@ NATS outage or a crash; this module finishes it in two steps, retried until done
    `members.<type>.<member_id>` except member-left. Personal data leaves the stream now.
 2. `purge: member-left` — member-left (no personal data) must still reach the other
    services, who erase their own copies on it. Once every durable consumer of MEMBERS whose
-   filter takes it has acknowledged it, purge `members.*.<member_id>`; the marker goes.
+   filter takes it has acknowledged it, purge `members.*.<member_id>`, then the member's
+   dead letters from DLQ (every service's copies of messages whose subject names them);
+   the marker goes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import nats.js.errors
 
 from services.members.store import MemberStore
-from shared.bus import STREAMS
+from shared.bus import DLQ_STREAM, STREAMS
 from shared.events import EVENT_MODELS
 from shared.outbox import Relay
 
@@ -33,6 +35,12 @@ LEFT = "member-left"
 STEP_ONE_TYPES = tuple(
     m.event_type for m in EVENT_MODELS if m.service == "members" and m.event_type != LEFT
 )
+
+
+def dead_letters_of(member_id: str) -> str:
+    """The DLQ subjects of a member's messages: `dlq.<service>.<consumer>.` and then the
+    original `<service>.<type>.<aggregate id>`, whose last token is the member's id."""
+    return f"dlq.*.*.*.*.{member_id}"
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -131,9 +139,11 @@ class Eraser:
         phase = await self.store.purge_phase(member_id)
         if phase is None:
             return True
-        # The listing entries hold the region: gone with the profile, also when the process
-        # died between the tombstone and their removal.
+        # The listing entries hold the region, the Idempotency-Key records the responses:
+        # gone with the profile, also when the process died between the tombstone and their
+        # removal (or a join's record was written after it).
         await self.store.forget_entries(member_id)
+        await self.store.forget_requests(member_id)
         js = self.bus.js
         if not self.bus.connected or js is None:
             return False
@@ -163,9 +173,24 @@ class Eraser:
                 log.debug("erasure of %s waits for %s to take member-left", member_id, behind)
                 return False
         await js.purge_stream(STREAM, subject=f"members.*.{member_id}")
+        # Last: every consumer has taken member-left, so a copy any of them dead-lettered on
+        # the way (member-left included) is in DLQ by now.
+        await self._purge_dead_letters(js, member_id)
         await self.store.purge_done(member_id)
-        log.info("erasure of %s finished: no message of theirs left in %s", member_id, STREAM)
+        log.info(
+            "erasure of %s finished: no message of theirs left in %s or %s",
+            member_id,
+            STREAM,
+            DLQ_STREAM,
+        )
         return True
+
+    @staticmethod
+    async def _purge_dead_letters(js: Any, member_id: str) -> None:
+        try:
+            await js.purge_stream(DLQ_STREAM, subject=dead_letters_of(member_id))
+        except nats.js.errors.NotFoundError:
+            pass  # no service has dead-lettered anything yet: no DLQ stream, nothing to purge
 
     async def stop(self) -> None:
         """Cancel the immediate attempts (the runtime cancels `loop` at shutdown)."""

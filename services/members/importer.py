@@ -33,6 +33,7 @@ from services.members import domain
 from services.members.schemas import ChunkReport, ImportReport, ImportRow, RejectedRow
 from services.members.store import MemberStore
 from shared.events import CloudEvent, new_event, utcnow
+from shared.http import ERROR_DETAILS_MAX, ERROR_TEXT_MAX
 from shared.outbox import Relay, with_outbox
 
 Doc = dict[str, Any]
@@ -188,6 +189,10 @@ def jsonl_rows(text: str, first_row: int) -> Iterator[tuple[int, Doc | RowReject
         except ValueError as exc:
             yield number, RowRejected("invalid_request", f"the line is not JSON: {exc}")
             continue
+        except RecursionError:
+            # Nesting deeper than the parser goes: no row of ours looks like that.
+            yield number, RowRejected("invalid_request", "the line is not JSON: nested too deep")
+            continue
         if not isinstance(value, dict):
             yield number, RowRejected("invalid_request", "the line is not a JSON object")
             continue
@@ -199,11 +204,19 @@ def jsonl_rows(text: str, first_row: int) -> Iterator[tuple[int, Doc | RowReject
 
 
 def count_rows(text: str, kind: str) -> int:
-    """How many rows the body holds (checked against MAX_ROWS before anything is written)."""
+    """How many rows the body holds (checked against MAX_ROWS before anything is written).
+
+    It reads the whole CSV file, so a file the csv module cannot read (a cell over its
+    field limit, an unterminated quote at the end) is refused here, before any row."""
     if kind == JSONL:
         return sum(1 for line in lines(text) if line.strip())
     reader = csv.reader(lines(text), delimiter=_delimiter(next(lines(text), "")))
-    return max(sum(1 for record in reader if any(c.strip() for c in record)) - 1, 0)
+    try:
+        return max(sum(1 for record in reader if any(c.strip() for c in record)) - 1, 0)
+    except csv.Error as exc:
+        raise ImportRefused(
+            422, "invalid_import", f"the CSV file cannot be read at line {reader.line_num}: {exc}"
+        ) from exc
 
 
 def rows_of(text: str, kind: str, first_row: int) -> Iterator[tuple[int, Doc | RowRejected]]:
@@ -244,8 +257,16 @@ def _field_name(location: tuple[Any, ...]) -> str:
 
 
 def validation_message(exc: ValidationError) -> str:
-    # The same text a join's 422 gives (shared/http.py), with the import's column names.
-    return "; ".join(f"{_field_name(e['loc']) or 'row'}: {e['msg']}" for e in exc.errors())
+    # The same text a join's 422 gives (shared/http.py), with the import's column names, and
+    # as bounded (a row of 50 bad interests names the first few, not all 50).
+    return "; ".join(
+        f"{_field_name(e['loc']) or 'row'}: {_short(str(e['msg']))}"
+        for e in exc.errors()[:ERROR_DETAILS_MAX]
+    )
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
 
 
 @dataclass

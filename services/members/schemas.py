@@ -1,4 +1,9 @@
-"""The members API's request and response bodies (pydantic v2, validated at the boundary)."""
+"""The members API's request and response bodies (pydantic v2, validated at the boundary).
+
+Every string and list of a request has a bound (shared.limits): a name goes into email
+headers and other members' screens, a profile rides in an event NATS must be able to carry,
+and an import row is stored as it is given. Bad input is a 422 before anything is stored.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,21 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
 
 from shared.events import Role, utcnow
+from shared.limits import EARLIEST, Name, Region, Request, Tag, line
 
-Tag = str
+#: The longest IANA zone name has 32 characters ("America/Argentina/ComodRivadavia"); the
+#: bound is checked before the zone database is asked, so a huge value costs nothing.
+TIMEZONE_MAX = 64
+Timezone = line(TIMEZONE_MAX)
+#: Interests and skills a member lists (each a `Tag`, 50 characters at most).
+MAX_TAGS = 50
+#: Four roles exist; a repeat collapses, so a few more than four is all a client can mean.
+MAX_ROLES = 8
+#: Where an import's consent was recorded ("paper form 2024"): one line.
+ConsentSource = line(200)
 
 
 def _known_zone(value: str | None) -> str | None:
@@ -18,29 +33,30 @@ def _known_zone(value: str | None) -> str | None:
         return value
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"unknown IANA time zone {value!r}") from exc
     return value
 
 
-class ConsentIn(BaseModel):
-    terms: bool = Field(description="consent to the community's terms; must be true to join")
-    marketing: bool = False
+class ConsentIn(Request):
+    # Strict: "true" or 1 is not a person's explicit consent.
+    terms: StrictBool = Field(description="consent to the community's terms; must be true to join")
+    marketing: StrictBool = False
 
 
-class JoinRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    display_name: str = Field(min_length=1, max_length=100)
+class JoinRequest(Request):
+    display_name: Name
     email: str | None = Field(None, max_length=254)
     phone: str | None = Field(None, max_length=32)
     telegram: str | None = Field(None, max_length=64)
-    region: str = Field(min_length=1, max_length=100)
-    roles: list[Role] = Field(default_factory=lambda: ["volunteer"], min_length=1)
-    interests: list[Tag] = Field(default_factory=list, max_length=50)
-    skills: list[Tag] = Field(default_factory=list, max_length=50)
+    region: Region
+    roles: list[Role] = Field(
+        default_factory=lambda: ["volunteer"], min_length=1, max_length=MAX_ROLES
+    )
+    interests: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    skills: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     locale: Literal["ru", "en"] = "ru"
-    timezone: str = "Europe/Moscow"
+    timezone: Timezone = "Europe/Moscow"
     consent: ConsentIn
     referral_code: str | None = Field(None, max_length=32)
 
@@ -48,7 +64,7 @@ class JoinRequest(BaseModel):
 
     @field_validator("consent")
     @classmethod
-    def _terms_given(cls, value: ConsentIn) -> ConsentIn:
+    def _terms_given(cls, value: ConsentIn | ImportConsentIn) -> ConsentIn | ImportConsentIn:
         if not value.terms:
             raise ValueError("joining needs consent to the terms (consent.terms must be true)")
         return value
@@ -62,18 +78,27 @@ class JoinRequest(BaseModel):
 
 def _recorded_time(value: datetime | None) -> datetime | None:
     """A time recorded elsewhere: UTC when no offset is given, to the millisecond (what
-    MongoDB keeps), and not in the future."""
+    MongoDB keeps), not in the future and not before the platform's window (2000)."""
     if value is None:
         return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    value = value.replace(microsecond=value.microsecond // 1000 * 1000)
-    if value.year < 1970:
-        raise ValueError("must be in 1970 or later")
+    # Compared before any conversion: year 1 at +14:00 has no UTC equivalent, and
+    # astimezone() would raise OverflowError (a 500) instead of this 422.
     if value > utcnow():
         raise ValueError("must not be in the future")
-    return value
+    if value < EARLIEST:
+        raise ValueError(f"must be in {EARLIEST.year} or later")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+class ImportConsentIn(Request):
+    """An import's consent columns: a spreadsheet cell is text, so the documented words
+    (`true`/`false`, `yes`/`no`, `1`/`0`) are read as booleans here, unlike in a join."""
+
+    terms: bool = Field(description="consent to the community's terms; must be true")
+    marketing: bool = False
 
 
 class ImportRow(JoinRequest):
@@ -81,37 +106,34 @@ class ImportRow(JoinRequest):
     join date and how the consent was recorded. No referral codes: nobody is referred by an
     import."""
 
+    consent: ImportConsentIn
     joined_at: datetime = Field(description="the original join date (ISO 8601)")
     consent_at: datetime | None = Field(None, description="when consent was recorded")
-    consent_source: str | None = Field(
-        None, max_length=200, description="where consent was recorded: 'paper form 2024'"
+    consent_source: ConsentSource | None = Field(
+        None, description="where consent was recorded: 'paper form 2024'"
     )
 
     _times = field_validator("joined_at", "consent_at")(_recorded_time)
 
 
-class ConsentPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    terms: bool | None = Field(None, description="only true is accepted: to withdraw, leave")
-    marketing: bool | None = None
+class ConsentPatch(Request):
+    terms: StrictBool | None = Field(None, description="only true is accepted: to withdraw, leave")
+    marketing: StrictBool | None = None
 
 
-class PatchRequest(BaseModel):
+class PatchRequest(Request):
     """Only the fields sent change; a contact sent as null is removed (one must remain)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    display_name: str | None = Field(None, min_length=1, max_length=100)
+    display_name: Name | None = None
     email: str | None = Field(None, max_length=254)
     phone: str | None = Field(None, max_length=32)
     telegram: str | None = Field(None, max_length=64)
-    region: str | None = Field(None, min_length=1, max_length=100)
-    roles: list[Role] | None = Field(None, min_length=1)
-    interests: list[Tag] | None = Field(None, max_length=50)
-    skills: list[Tag] | None = Field(None, max_length=50)
+    region: Region | None = None
+    roles: list[Role] | None = Field(None, min_length=1, max_length=MAX_ROLES)
+    interests: list[Tag] | None = Field(None, max_length=MAX_TAGS)
+    skills: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     locale: Literal["ru", "en"] | None = None
-    timezone: str | None = None
+    timezone: Timezone | None = None
     consent: ConsentPatch | None = None
 
     _zone = field_validator("timezone")(_known_zone)

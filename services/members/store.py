@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -20,11 +21,14 @@ from services.members import domain
 from services.members.domain import CONTACT_KINDS, list_key
 from shared import query
 from shared.events import CloudEvent
+from shared.http import forget_requests_of
 from shared.outbox import update_with_outbox, with_outbox
 from shared.query import where
 from shared.store import only_duplicates
 
 Doc = dict[str, Any]
+
+log = logging.getLogger("sarafan.members.store")
 
 #: Never shown to clients: the outbox, and the bookkeeping of erasure.
 HIDDEN = {"outbox": 0, "idempotency_record": 0}
@@ -67,7 +71,7 @@ class MemberStore:
         # One-time data migrations that have run (so a restart does not repeat them).
         self.migrations = db["migrations"]
         # The kernel's Idempotency-Key records (shared/http.py) hold the join response, which
-        # has personal data: erasure deletes the member's record too.
+        # has personal data: erasure deletes the member's records too.
         self.idempotency = db["idempotency_keys"]
 
     async def ensure_indexes(self) -> None:
@@ -197,7 +201,17 @@ class MemberStore:
         # Members stored before list_key existed (the first slice) get theirs once.
         missing = self.members.find(where(list_key={"$exists": False}))
         async for doc in missing:
-            key = list_key(doc["joined_at"], doc["_id"])
+            try:
+                key = list_key(doc["joined_at"], doc["_id"])
+            except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+                # One document without a usable join time must not stop the service starting;
+                # it stays unlisted (the id only: the document may hold personal data).
+                log.warning(
+                    "member %s has no usable joined_at (%s): not listed",
+                    doc["_id"],
+                    type(exc).__name__,
+                )
+                continue
             await self.members.update_one({"_id": doc["_id"]}, {"$set": {"list_key": key}})
             await self.add_entries(list(domain.tag_entries({**doc, "list_key": key}).values()))
 
@@ -382,7 +396,13 @@ class MemberStore:
             await self.forget_entries(member["_id"])
             if member.get("idempotency_record"):
                 await self.idempotency.delete_one({"_id": member["idempotency_record"]})
+            await self.forget_requests(member["_id"])
         return result.matched_count == 1
+
+    async def forget_requests(self, member_id: str) -> None:
+        """Every Idempotency-Key record of a request about the member (the kernel indexes
+        them by the member the request or its response names): at erasure."""
+        await forget_requests_of(self.idempotency, member_id)
 
     # -- erasure bookkeeping -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from shared.events import utcnow
 from tests.helpers import wait_until
 from tests.integration.conftest import join_body
 
@@ -163,3 +164,68 @@ async def test_an_erased_referral_still_counts_for_its_referrer(services):
         replay = await http.post("/v1/members", json=body, headers=key)
         assert replay.status_code == 201 and "Idempotent-Replayed" not in replay.headers
         assert replay.json()["member_id"] != friend["member_id"]
+
+
+async def test_erasure_deletes_every_idempotency_record_about_the_member(services):
+    async with services("members") as s:
+        http, db = s["members"].http, s["members"].runtime.db
+        records = db["idempotency_keys"]
+        anna = (
+            await http.post("/v1/members", json=join_body(), headers={"Idempotency-Key": "a-1"})
+        ).json()
+        bob = (
+            await http.post("/v1/members", json=join_body(), headers={"Idempotency-Key": "b-1"})
+        ).json()
+        mid = anna["member_id"]
+        # Any other request about her that the kernel kept (it indexes them by member_id).
+        await records.insert_one(
+            {
+                "_id": "/v1/members/elsewhere:a-2",
+                "member_id": mid,
+                "state": "done",
+                "status": 200,
+                "body": json.dumps({"member_id": mid, "display_name": "Anna"}),
+                "created_at": utcnow(),
+            }
+        )
+        assert await records.count_documents({"member_id": mid}) == 2
+
+        assert (await http.delete(f"/v1/members/{mid}?erase=true")).status_code == 204
+        assert await records.count_documents({"member_id": mid}) == 0
+        left = await records.find({}).to_list(None)
+        assert [r["member_id"] for r in left] == [bob["member_id"]]
+        assert not any(anna["contacts"]["email"] in r.get("body", "") for r in left)
+
+
+async def _dead_letters(nc: Any, member_id: str) -> dict[str, int]:
+    info = await nc.jetstream().stream_info("DLQ", subjects_filter=f"dlq.*.*.*.*.{member_id}")
+    return dict(info.state.subjects or {})
+
+
+async def test_erasure_purges_the_members_dead_letters_and_keeps_the_others(services, nc):
+    js = nc.jetstream()
+    async with services("members", "engagement", SARAFAN_MEMBERS_ERASURE_SWEEP_SECONDS=0.2) as s:
+        http, store = s["members"].http, s["members"].store
+        anna = (await http.post("/v1/members", json=join_body())).json()["member_id"]
+        bob = (await http.post("/v1/members", json=join_body())).json()["member_id"]
+        # A poison member-updated about each of them: engagement's consumer dead-letters it.
+        for mid in (anna, bob):
+            await js.publish(f"members.member-updated.{mid}", b"not an event", stream="MEMBERS")
+
+        async def both_dead_lettered() -> bool:
+            return bool(await _dead_letters(nc, anna)) and bool(await _dead_letters(nc, bob))
+
+        await wait_until(both_dead_lettered, timeout=20, message="nothing was dead-lettered")
+        assert all(
+            subject.startswith("dlq.engagement.") for subject in await _dead_letters(nc, anna)
+        )
+        bobs = await _dead_letters(nc, bob)
+
+        assert (await http.delete(f"/v1/members/{anna}?erase=true")).status_code == 204
+
+        async def forgotten() -> bool:
+            return not await store.erasures_pending() and await _dead_letters(nc, anna) == {}
+
+        await wait_until(forgotten, timeout=30, message="anna's dead letters are still in DLQ")
+        assert await _subjects_of(nc, anna) == {}
+        assert await _dead_letters(nc, bob) == bobs  # someone else's stay for an operator
