@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from services.engagement.context import Engagement, Strict, active_member, engagement_of
+from services.engagement.context import (
+    Engagement,
+    Strict,
+    active_member,
+    engagement_of,
+    rendered,
+)
 from services.engagement.store import Doc, from_ms, page_cursor
 from shared.events import (
     AnswerAccepted,
@@ -19,7 +25,8 @@ from shared.events import (
     ReactionAdded,
     new_event,
 )
-from shared.http import ApiError, not_found
+from shared.http import ApiError, new_id, not_found
+from shared.limits import Ident, Title, line, text
 from shared.query import ORDER_KEY_RE, decode_cursor, order_key
 from shared.store import epoch_ms
 
@@ -27,27 +34,35 @@ router = APIRouter(prefix="/v1", tags=["engagement"])
 FORMER_MEMBER = "former member"
 
 
+#: A post's tag as typed; an empty one is dropped (as before bounds existed), not refused.
+PostTag = line(50, min_length=0)
+#: A reaction is one word or emoji: one line, no spaces, short.
+Reaction = Annotated[line(32), Field(pattern=r"^\S+$", examples=["thanks"])]
+PostBody = text(20_000)
+CommentBody = text(10_000, min_length=1)
+
+
 class PostIn(Strict):
-    author_id: str = Field(min_length=1)
+    author_id: Ident
     kind: PostKind = "post"
-    title: str = Field(min_length=1, max_length=200)
-    body: str = Field("", max_length=20_000)
-    tags: list[str] = Field(default_factory=list, max_length=20)
+    title: Title
+    body: PostBody = ""
+    tags: list[PostTag] = Field(default_factory=list, max_length=20)
 
 
 class CommentIn(Strict):
-    author_id: str = Field(min_length=1)
-    body: str = Field(min_length=1, max_length=10_000)
+    author_id: Ident
+    body: CommentBody
 
 
 class ReactionIn(Strict):
-    member_id: str = Field(min_length=1)
-    reaction: str = Field(min_length=1, max_length=32, pattern=r"^\S+$", examples=["thanks"])
+    member_id: Ident
+    reaction: Reaction
 
 
 class AcceptIn(Strict):
-    comment_id: str = Field(min_length=1)
-    by: str = Field(min_length=1, description="the asker of the question")
+    comment_id: Ident
+    by: Ident = Field(description="the asker of the question")
 
 
 class PostOut(BaseModel):
@@ -132,7 +147,7 @@ async def create_post(body: PostIn, request: Request) -> PostOut:
     e = engagement_of(request)
     author = await active_member(e, body.author_id)
     now = e.clock()
-    post_id = str(uuid.uuid4())
+    post_id = new_id(request)
     tags = sorted({t.strip().lower() for t in body.tags if t.strip()})
     event = new_event(
         PostCreated(
@@ -157,7 +172,11 @@ async def create_post(body: PostIn, request: Request) -> PostOut:
     }
     if body.kind == "question":
         doc["open"] = 1  # until answered or reported unanswered (the job's index)
-    await e.store.insert("posts", doc, [event])
+    if not await e.store.insert("posts", doc, [event]):
+        # The same request again (its first answer was lost): the post it made is the answer.
+        stored = await e.store.post(post_id)
+        if stored is not None:
+            return await _post_out(e, stored)
     e.relay.kick(e.store.posts, post_id)
     return PostOut(
         post_id=post_id,
@@ -187,7 +206,7 @@ async def add_comment(post_id: str, body: CommentIn, request: Request) -> Commen
     post = await _existing_post(e, post_id)
     author = await active_member(e, body.author_id)
     now = e.clock()
-    comment_id = str(uuid.uuid4())
+    comment_id = new_id(request)
     event = new_event(
         CommentAdded(
             comment_id=comment_id,
@@ -207,7 +226,10 @@ async def add_comment(post_id: str, body: CommentIn, request: Request) -> Commen
         "created_ms": epoch_ms(now),
         "order_key": order_key(epoch_ms(now), comment_id),
     }
-    await e.store.insert("comments", doc, [event])
+    if not await e.store.insert("comments", doc, [event]):
+        # The same request again (its first answer was lost): its comment is the answer.
+        doc = await e.store.comment(comment_id) or doc
+        now = from_ms(doc["created_ms"])  # type: ignore[assignment]
     e.relay.kick(e.store.comments, comment_id)
     return CommentOut(
         comment_id=comment_id,
@@ -231,18 +253,21 @@ async def list_comments(
         raise not_found("post", post_id)
     after = decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
     docs = await e.store.comments_of(post_id, limit, after)
-    authors = await e.store.members_by_id(d["author_id"] for d in docs if d.get("author_id"))
-    items = [
-        CommentOut(
+    authors = await e.store.members_by_id(
+        d["author_id"] for d in docs if isinstance(d.get("author_id"), str)
+    )
+
+    def render(d: Doc) -> CommentOut:
+        return CommentOut(
             comment_id=d["_id"],
             post_id=post_id,
             author_id=d.get("author_id"),
             author_name=_name(authors.get(d.get("author_id") or "")),
             body=d["body"],
             created_at=from_ms(d["created_ms"]),
-        )  # type: ignore[arg-type]
-        for d in docs
-    ]
+        )
+
+    items = rendered(docs, render, "comment")
     next_cursor = page_cursor(docs[-1]) if len(docs) == limit else None
     return CommentList(items=items, next_cursor=next_cursor)
 

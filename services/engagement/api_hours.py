@@ -2,34 +2,46 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat
 
-from services.engagement.context import Strict, active_member, decider, engagement_of
+from services.engagement.context import (
+    Engagement,
+    Strict,
+    active_member,
+    decider,
+    engagement_of,
+    rendered,
+)
 from services.engagement.store import Doc, from_ms, page_cursor
-from shared.events import HoursApproved, new_event
-from shared.http import ApiError, not_found
+from shared.events import HoursApproved, new_event, utcnow
+from shared.http import ApiError, new_id, not_found
+from shared.limits import Day, Ident, Title, text
 from shared.query import ORDER_KEY_RE, decode_cursor, order_key
 from shared.store import epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
 
 
+#: Hours of one day: a JSON number (not `true`, not "3"), finite, more than 0 and at most 24.
+Hours = Annotated[StrictFloat, Field(gt=0, le=24, allow_inf_nan=False)]
+Note = text(2000)
+
+
 class HoursIn(Strict):
-    member_id: str = Field(min_length=1)
-    hours: float = Field(gt=0, le=24)
-    activity: str = Field(min_length=1, max_length=200)
-    date: date
-    note: str = Field("", max_length=2000)
+    member_id: Ident
+    hours: Hours
+    activity: Title
+    date: Day
+    note: Note = ""
 
 
 class DecisionIn(Strict):
-    by: str = Field(min_length=1, description="a member with the coordinator or staff role")
-    reason: str = Field("", max_length=2000)
+    by: Ident = Field(description="a member with the coordinator or staff role")
+    reason: Note = ""
 
 
 class HoursOut(BaseModel):
@@ -79,7 +91,7 @@ async def record_hours(body: HoursIn, request: Request) -> HoursOut:
         raise ApiError(
             422, "future_date", f"hours cannot be recorded for {body.date}, a future date"
         )
-    entry_id = str(uuid.uuid4())
+    entry_id = new_id(request)
     entry = {
         "_id": entry_id,
         "member_id": body.member_id,
@@ -91,7 +103,9 @@ async def record_hours(body: HoursIn, request: Request) -> HoursOut:
         "created_ms": epoch_ms(now),
         "order_key": order_key(epoch_ms(now), entry_id),
     }
-    await e.store.insert("hours", entry, [])
+    if not await e.store.insert("hours", entry, []):
+        # The same request again (its first answer was lost): the entry it made is the answer.
+        entry = await e.store.hours_entry(entry_id) or entry
     return _hours_out(entry)
 
 
@@ -101,6 +115,17 @@ async def _decide(entry_id: str, body: DecisionIn, request: Request, status: str
     if entry is None:
         raise not_found("hours entry", entry_id)
     await decider(e, body.by, entry["member_id"])
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        # The kept response will show the member's entry: erasure must find it by the member
+        # (noted first, so that it exists whenever the record may).
+        record_id = f"{request.url.path}:{key}"
+        await e.store.note_decision_request(record_id, entry["member_id"], utcnow())
+    return await _decision(e, entry, body, status)
+
+
+async def _decision(e: Engagement, entry: Doc, body: DecisionIn, status: str) -> HoursOut:
+    entry_id = entry["_id"]
     if entry["status"] == "pending":
         now = e.clock()
         events = []
@@ -162,7 +187,7 @@ async def member_hours(
     docs = await e.store.hours_of(member_id, status, limit, before)
     totals = await e.store.hours_totals(member_id)
     return HoursList(
-        items=[_hours_out(d) for d in docs],
+        items=rendered(docs, _hours_out, "hours entry"),
         next_cursor=page_cursor(docs[-1]) if len(docs) == limit else None,
         approved_hours=round(totals.get("approved", 0.0), 2),
         pending_hours=round(totals.get("pending", 0.0), 2),

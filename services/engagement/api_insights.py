@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from services.engagement.context import engagement_of
+from services.engagement.context import engagement_of, rendered
 from services.engagement.insights import SEGMENTS
 from shared.http import not_found
 from shared.query import decode_offset
@@ -115,7 +115,7 @@ async def segment(
     page, more = await e.insights.segment(name, e.clock(), start, limit)
     return SegmentOut(
         segment=name,
-        items=[SegmentMember.model_validate(r) for r in page],
+        items=rendered(page, SegmentMember.model_validate, "segment row"),
         next_cursor=str(start + limit) if more else None,
     )
 
@@ -124,15 +124,16 @@ async def segment(
 async def leaderboard(
     request: Request,
     period: Literal["7d", "30d", "all"] = "30d",
-    region: str | None = None,
+    region: str | None = Query(None, max_length=100),
     limit: int = Query(10, ge=1, le=100),
 ) -> LeaderboardOut:
     """Points earned in the period (undecayed), optionally within one region."""
     e = engagement_of(request)
     rows = await e.insights.leaderboard(period, region, limit, e.clock())
-    return LeaderboardOut(
-        period=period, region=region, items=[LeaderboardRow.model_validate(r) for r in rows]
-    )
+    valid = rendered(rows, LeaderboardRow.model_validate, "leaderboard row")
+    # Ranked after leaving out a row that could not be shown: no gap in the ranks.
+    items = [row.model_copy(update={"rank": i + 1}) for i, row in enumerate(valid)]
+    return LeaderboardOut(period=period, region=region, items=items)
 
 
 @router.get("/stats", response_model=StatsOut)

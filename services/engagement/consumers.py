@@ -173,6 +173,7 @@ class EngagementHandlers:
         if self.bus.js is None or not self.bus.connected:
             raise BusUnavailable("cannot purge the ENGAGEMENT stream while NATS is away")
         post_ids = await self.store.post_ids_of(member_id)
+        await self.store.drop_post_events(post_ids)  # none may be published after the purge
         await self.bus.js.purge_stream("ENGAGEMENT", subject=f"engagement.*.{member_id}")
         for post_id in post_ids:
             await self.bus.js.purge_stream(

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict
 
 from services.engagement import domain
 from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.scoring import Scoring
 from services.engagement.store import Doc, EngagementStore
 from shared.http import ApiError
+from shared.limits import Request as RequestBody
 from shared.outbox import Relay
+
+log = logging.getLogger("sarafan.engagement")
+T = TypeVar("T")
 
 DECIDER_ROLES = ("coordinator", "staff")
 
@@ -35,10 +40,30 @@ def engagement_of(request: Request) -> Engagement:
     return request.app.state.engagement  # type: ignore[no-any-return]
 
 
-class Strict(BaseModel):
-    """A request body: unknown fields refused, strings stripped."""
+class Strict(RequestBody):
+    """A request body: unknown fields refused, strings stripped, no NaN or infinity; every
+    string and list of a subclass has a bound (shared/limits.py)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+def rendered(docs: Iterable[Any], render: Callable[[Any], T], what: str) -> list[T]:
+    """Each stored document of a page rendered on its own. One that cannot be (written by an
+    older version, edited by hand) is logged by id and left out: the page still answers.
+
+    Only the id and the kind of error are logged, never the document's content (a person's
+    text or name may be in it).
+    """
+    items: list[T] = []
+    skipped = 0
+    for doc in docs:
+        try:
+            items.append(render(doc))
+        except Exception as exc:
+            skipped += 1
+            ident = doc.get("_id", doc.get("member_id")) if isinstance(doc, dict) else None
+            log.warning("left out stored %s %r: %s", what, ident, type(exc).__name__)
+    if skipped:
+        log.warning("%d stored %s(s) left out of a page", skipped, what)
+    return items
 
 
 async def active_member(e: Engagement, member_id: str) -> Doc:

@@ -6,6 +6,7 @@ members' standings (standings.py), figures are kept counters or counts bounded b
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ from services.engagement.store import Doc, EngagementStore, from_ms
 from shared.metrics import Metrics
 from shared.query import count, where
 from shared.store import epoch_ms
+
+log = logging.getLogger("sarafan.engagement")
 
 SEGMENTS = ("new-promising", "drifting", "loyal")
 PERIODS = {"7d": 7, "30d": 30, "all": None}
@@ -103,23 +106,25 @@ class Insights:
         members = await self.store.members_by_id(d["_id"] for d in standings)
         rows = []
         for doc in standings:
-            member = members.get(doc["_id"], {})
-            last_active = from_ms(doc.get("last_ms"))
-            rows.append(
-                {
-                    "member_id": doc["_id"],
-                    "display_name": member.get("display_name"),
-                    "region": member.get("region"),
-                    "level": doc.get("level", domain.LEVELS[0]),
-                    "score": round(Record.of(doc).score(now, self.rules), 2),
-                    "joined_at": from_ms(member.get("joined_at_ms")),
-                    "last_active_at": last_active,
-                    "days_inactive": domain.days_inactive(last_active, now)
-                    if last_active
-                    else None,
-                }
-            )
+            try:
+                rows.append(self._row(doc, members.get(doc["_id"], {}), now))
+            except Exception as exc:
+                # One damaged standing must not take the page down (logged by id only).
+                log.warning("left out standing %r of a segment: %s", doc["_id"], type(exc).__name__)
         return rows
+
+    def _row(self, doc: Doc, member: Doc, now: datetime) -> dict[str, Any]:
+        last_active = from_ms(doc.get("last_ms"))
+        return {
+            "member_id": doc["_id"],
+            "display_name": member.get("display_name"),
+            "region": member.get("region"),
+            "level": doc.get("level", domain.LEVELS[0]),
+            "score": round(Record.of(doc).score(now, self.rules), 2),
+            "joined_at": from_ms(member.get("joined_at_ms")),
+            "last_active_at": last_active,
+            "days_inactive": domain.days_inactive(last_active, now) if last_active else None,
+        }
 
     # -- leaderboard ------------------------------------------------------------------------------
 
@@ -131,7 +136,7 @@ class Insights:
         days = PERIODS[period]
         if days is None:
             docs = await self.standings.ranked("rank_all", region, "", limit)
-            top = [(float(d.get("points_total") or 0), d) for d in docs]
+            top = [(p, d) for d in docs if (p := _number(d, "points_total")) is not None]
         else:
             top = await self._window_top(days, region, limit, now)
         members = await self.store.members_by_id(d["_id"] for _, d in top)
@@ -167,16 +172,24 @@ class Insights:
         while True:
             docs = await self.standings.ranked(rank, region, after, chunk)
             for doc in docs:
-                if int(doc.get(until) or 0) > today_ms:
-                    points, facts = float(doc.get(stored) or 0), 1
-                else:
-                    points, facts, _ = Record.of(doc).window(now, days)
+                try:
+                    if int(doc.get(until) or 0) > today_ms:
+                        points, facts = float(doc.get(stored) or 0), 1
+                    else:
+                        points, facts, _ = Record.of(doc).window(now, days)
+                except Exception as exc:
+                    log.warning("left out standing %r of a leaderboard: %s", doc["_id"],
+                                type(exc).__name__)  # fmt: skip
+                    continue
                 if facts:
                     found.append((points, doc["_id"], doc))
             if len(docs) < chunk:
                 break
             after = docs[-1][rank]
-            bound = (-float(docs[-1].get(stored) or 0), docs[-1]["_id"])
+            last = _number(docs[-1], stored)
+            if last is None:
+                continue  # no bound from a damaged row: read on
+            bound = (-last, docs[-1]["_id"])
             if sum(1 for p, m, _ in found if (-p, m) <= bound) >= limit:
                 break
         found.sort(key=lambda row: (-row[0], row[1]))
@@ -231,9 +244,14 @@ class Insights:
         return sum(waits) / len(waits) if waits else None
 
 
-def _lscore(doc: Doc) -> float:
-    value = doc.get("lscore")
-    return float(value) if value is not None else -math.inf
+def _number(doc: Doc, name: str) -> float | None:
+    """A stored number, 0 when absent; None when it is not a number (a damaged document)."""
+    try:
+        value = float(doc.get(name) or 0)
+    except (TypeError, ValueError):
+        log.warning("standing %r has a damaged %s", doc.get("_id"), name)
+        return None
+    return value if math.isfinite(value) else None
 
 
 class CommunityGauges:

@@ -21,13 +21,15 @@ from services.engagement.store import EngagementStore, from_ms
 from shared.events import MemberDrifting, QuestionUnanswered, new_event
 from shared.jobs import Leases, every
 from shared.outbox import Relay
-from shared.store import epoch_ms
+from shared.store import TRANSIENT_DB_ERRORS, epoch_ms
 
 log = logging.getLogger("sarafan.engagement.jobs")
 
 Clock = Callable[[], datetime]
 #: Standings settled per round of the due scan.
 DUE_BATCH = 500
+#: How long a standing a scan could not handle waits before the scans try it again.
+SET_ASIDE = timedelta(hours=1)
 
 
 class EngagementJobs:
@@ -53,25 +55,40 @@ class EngagementJobs:
 
         An episode is named by the member's last activity before it: the marker on the member's
         standing (`drift_from_ms`) is set in the same update that stages the event. Only members
-        whose episode has begun and is not reported yet are read (`drift_due_ms`).
+        whose episode has begun and is not reported yet are read (`drift_due_ms`). Each member
+        is handled in its own try: one that fails is logged and set aside for a while, and the
+        others are reported.
         """
         emitted = 0
         while True:
             due = await self.store.drift_due(epoch_ms(now), DUE_BATCH)
+            failed = 0
             for doc in due:
-                last_ms = int(doc.get("last_ms") or 0)
-                if doc.get("level") not in domain.DRIFT_LEVELS or not last_ms:
-                    await self.store.drift_reported(doc["_id"])
-                elif int(doc.get("drift_from_ms") or 0) >= last_ms:
-                    await self.store.drift_reported(doc["_id"])  # reported by a twin scan
-                elif await self._flag(doc, now):
-                    emitted += 1
-            if len(due) < DUE_BATCH:
+                try:
+                    emitted += await self._drift(doc, now)
+                except TRANSIENT_DB_ERRORS:
+                    raise  # the database is away: the next run does it all
+                except Exception:
+                    failed += 1
+                    log.exception("the drift of member %s could not be handled", doc["_id"])
+                    await self._set_aside(doc["_id"], "drift_due_ms", now)
+            # A round in which nothing could be handled ends the scan (no loop on bad ones).
+            if len(due) < DUE_BATCH or failed == len(due):
                 break
         await self.settle_due(now)
         if emitted:
             log.info("%d member(s) started drifting", emitted)
         return emitted
+
+    async def _drift(self, doc: dict, now: datetime) -> int:
+        last_ms = int(doc.get("last_ms") or 0)
+        if doc.get("level") not in domain.DRIFT_LEVELS or not last_ms:
+            await self.store.drift_reported(doc["_id"])
+        elif int(doc.get("drift_from_ms") or 0) >= last_ms:
+            await self.store.drift_reported(doc["_id"])  # reported by a twin scan
+        elif await self._flag(doc, now):
+            return 1
+        return 0
 
     async def _flag(self, doc: dict, now: datetime) -> bool:
         member_id, last_ms = doc["_id"], int(doc["last_ms"])
@@ -91,49 +108,95 @@ class EngagementJobs:
             return True
         return False
 
+    async def _set_aside(self, member_id: str, due_field: str, now: datetime) -> None:
+        """A standing a scan could not handle is due again only after SET_ASIDE, so that it
+        neither blocks the scan's rounds nor is retried on every run."""
+        try:
+            await self.store.postpone(member_id, due_field, epoch_ms(now + SET_ASIDE))
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except Exception:
+            log.exception("member %s could not be set aside either", member_id)
+
     async def settle_due(self, now: datetime) -> int:
-        """Settle every standing whose `due_ms` has come, in rounds (bounded by what is due)."""
+        """Settle every standing whose `due_ms` has come, in rounds (bounded by what is due).
+
+        A round is one batch; when the batch fails, its members are settled one by one, so a
+        member whose standing cannot be settled is logged and set aside and the others are not
+        held up by it.
+        """
         settled = 0
         while True:
             due = await self.store.due(epoch_ms(now), DUE_BATCH)
             if not due:
                 return settled
-            await self.scoring.settle(due, now)
-            settled += len(due)
-            if len(due) < DUE_BATCH:
+            done = await self._settle(due, now)
+            settled += done
+            if len(due) < DUE_BATCH or done == 0:
                 return settled
 
+    async def _settle(self, due: list[str], now: datetime) -> int:
+        try:
+            await self.scoring.settle(due, now)
+            return len(due)
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except Exception:
+            log.warning("settling %d standing(s) at once failed; one by one", len(due),
+                        exc_info=True)  # fmt: skip
+        done = 0
+        for member_id in due:
+            try:
+                await self.scoring.settle([member_id], now)
+                done += 1
+            except TRANSIENT_DB_ERRORS:
+                raise
+            except Exception:
+                log.exception("the standing of member %s could not be settled", member_id)
+                await self._set_aside(member_id, "due_ms", now)
+        return done
+
     async def scan_unanswered(self, now: datetime) -> int:
-        """Emit question-unanswered once per question with no answer after the configured hours."""
+        """Emit question-unanswered once per question with no answer after the configured hours
+        (each question in its own try: one that fails is logged, the others are reported)."""
         emitted = 0
         for post in await self.store.open_questions(epoch_ms(now - self.rules.unanswered_after)):
-            asker = post.get("author_id")
-            created = from_ms(post["created_ms"])
-            if not asker:
-                await self.store.close_question(post["_id"])
-                continue
-            # An answer the consumer has not noted yet counts too: look at the comments.
-            answered = await self.store.has_answer(post["_id"], asker)
-            if answered:
-                await self.store.close_question(post["_id"])
-                continue
-            if not domain.is_unanswered(created, answered, now, self.rules):
-                continue
-            member = await self.store.member(asker) or {}
-            event = new_event(
-                QuestionUnanswered(
-                    post_id=post["_id"],
-                    asker_id=asker,
-                    region=member.get("region") or post.get("region") or "",
-                    hours_open=int((now - created) / timedelta(hours=1)),
-                ),
-                event_id=derived_event_id("question-unanswered", post["_id"]),
-                time=now,
-            )
-            if await self.store.flag_unanswered(post["_id"], epoch_ms(now), event):
-                self.relay.kick(self.store.posts, post["_id"], [event])
-                emitted += 1
+            try:
+                emitted += await self._unanswered(post, now)
+            except TRANSIENT_DB_ERRORS:
+                raise
+            except Exception:
+                log.exception("question %s could not be checked for answers", post["_id"])
         return emitted
+
+    async def _unanswered(self, post: dict, now: datetime) -> int:
+        asker = post.get("author_id")
+        created = from_ms(post["created_ms"])
+        if not asker:
+            await self.store.close_question(post["_id"])
+            return 0
+        # An answer the consumer has not noted yet counts too: look at the comments.
+        answered = await self.store.has_answer(post["_id"], asker)
+        if answered:
+            await self.store.close_question(post["_id"])
+            return 0
+        if not domain.is_unanswered(created, answered, now, self.rules):
+            return 0
+        member = await self.store.member(asker) or {}
+        event = new_event(
+            QuestionUnanswered(
+                post_id=post["_id"],
+                asker_id=asker,
+                region=member.get("region") or post.get("region") or "",
+                hours_open=int((now - created) / timedelta(hours=1)),
+            ),
+            event_id=derived_event_id("question-unanswered", post["_id"]),
+            time=now,
+        )
+        if await self.store.flag_unanswered(post["_id"], epoch_ms(now), event):
+            self.relay.kick(self.store.posts, post["_id"], [event])
+            return 1
+        return 0
 
     async def fold_counters(self, now: datetime) -> None:
         await self.store.counters.fold(now)

@@ -118,6 +118,8 @@ class Scoring:
                     self.relay.kick(self.store.standing, w.member_id, w.events)
             await self.store.record_returns([r for r in returns if r[0] not in lost])
             pending = {m: by_member[m] for m in lost}
+        if not pending:
+            return  # the last attempt went through
         raise Contended(f"standings of {len(pending)} member(s) kept changing; retried later")
 
     def _next(

@@ -96,16 +96,28 @@ class Standings:
 
 
 def _lscore(doc: Doc) -> float:
-    value = doc.get("lscore")
-    return float(value) if value is not None else float("-inf")
+    # A damaged value sorts last rather than failing the whole page (the row is left out
+    # when it is rendered, if it cannot be).
+    try:
+        value = float(doc["lscore"])
+    except (KeyError, TypeError, ValueError):
+        return float("-inf")
+    return value if value == value else float("-inf")  # NaN sorts last too
+
+
+def _joined(doc: Doc) -> int:
+    try:
+        return int(doc.get("joined_ms") or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _by_score(doc: Doc) -> tuple[float, str]:
-    return (-_lscore(doc), doc["_id"])
+    return (-_lscore(doc), str(doc["_id"]))
 
 
 def _newest_best(doc: Doc) -> tuple[float, int, str]:
-    return (-_lscore(doc), -int(doc.get("joined_ms") or 0), doc["_id"])
+    return (-_lscore(doc), -_joined(doc), str(doc["_id"]))
 
 
 def _needs_more(read: list[list[Doc]], i: int, key: Any, wanted: int) -> bool:

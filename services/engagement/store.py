@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
@@ -18,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from shared.events import CloudEvent
+from shared.http import IDEMPOTENCY_TTL, forget_requests_of
 from shared.outbox import update_with_outbox, with_outbox
 from shared.query import by_ids, count, encode_cursor, order_key, total, where
 from shared.store import DUPLICATE_KEY, from_epoch_ms, is_duplicate_key
@@ -60,6 +62,9 @@ class EngagementStore:
         self.standing = db["standing"]  # per member: activity record, figures, level, drift
         self.returns = db["returns"]  # members who came back after a drift episode
         self.jobs = db["jobs"]  # leases of the periodic jobs
+        self.idempotency = db["idempotency_keys"]  # the HTTP kernel's replayable responses
+        #: Idempotency-Key records of decisions on a member's hours (see note_decision_request).
+        self.decision_requests = db["decision_requests"]
         self.counters = Tally(db["tallies"], "community", MEMBER_COUNTS)
         #: Collections whose documents carry outgoing events (the relay publishes them).
         self.with_outbox = (self.posts, self.comments, self.reactions, self.hours, self.standing)
@@ -96,6 +101,11 @@ class EngagementStore:
         await s.create_index("drift_due_ms")
         await self.returns.create_index("at_ms")
         await self.returns.create_index("member_id")
+        await self.decision_requests.create_index("member_id")
+        # Kept as long as the records they point to (the kernel's expiry; harmless if late).
+        await self.decision_requests.create_index(
+            "created_at", expireAfterSeconds=int(IDEMPOTENCY_TTL.total_seconds())
+        )
         await self.counters.ensure_indexes()
         await self._backfill_order_keys()
 
@@ -166,6 +176,11 @@ class EngagementStore:
         await self.standing.update_one(
             {"_id": member_id}, {"$unset": {"drift_due_ms": ""}, "$inc": {"version": 1}}
         )
+
+    async def postpone(self, member_id: str, due_field: str, until_ms: int) -> None:
+        """A standing a scan could not handle is due again only at `until_ms` (no version
+        bump: a figures write that read before simply computes the field again)."""
+        await self.standing.update_one({"_id": member_id}, {"$set": {due_field: until_ms}})
 
     async def due(self, now_ms: int, limit: int) -> list[str]:
         """Members whose standing must be looked at again by now (decay, windows, folding)."""
@@ -349,20 +364,62 @@ class EngagementStore:
         found = self.posts.find(where(author_id=member_id), {"_id": 1})
         return [d["_id"] async for d in found]
 
+    async def drop_post_events(self, post_ids: list[str]) -> None:
+        """Erasure: the post-created events of the member's posts still waiting in the outbox
+        quote the title; they must not reach the stream after it was purged. Each removal is
+        guarded like the relay's own, so the pending counter drops once per entry."""
+        for post in (await by_ids(self.posts, post_ids, {"outbox": 1})).values():
+            for event_id, entry in (post.get("outbox") or {}).items():
+                if not isinstance(entry, dict) or entry.get("type") != "post-created":
+                    continue
+                await self.posts.update_one(
+                    where({"_id": post["_id"], f"outbox.{event_id}": {"$exists": True}}),
+                    {"$unset": {f"outbox.{event_id}": ""}, "$inc": {"outbox_pending": -1}},
+                )
+
+    async def note_decision_request(self, record_id: str, member_id: str, at: datetime) -> None:
+        """A decision on a member's hours was answered under an Idempotency-Key: the kernel
+        files its record under the decider (`by`), but the response shows the member's entry,
+        so erasure must find it by the member too."""
+        try:
+            await self.decision_requests.insert_one(
+                {"_id": record_id, "member_id": member_id, "created_at": at}
+            )
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
+
+    async def forget_requests(self, member_id: str) -> None:
+        """The Idempotency-Key records about the member: those the kernel filed under them (the
+        first member named in the request) and the decisions on their hours."""
+        await forget_requests_of(self.idempotency, member_id)
+        found = self.decision_requests.find(where(member_id=member_id), {"_id": 1})
+        ids = [d["_id"] async for d in found]
+        if ids:
+            await self.idempotency.delete_many({"_id": {"$in": ids}})
+            await self.decision_requests.delete_many({"_id": {"$in": ids}})
+
     async def erase_member(self, member_id: str) -> None:
         """Forget a member's personal data.
 
         Posts and comments stay as anonymous tombstones (no author, title, body or tags) so
         that others' answers and the community figures keep their history; hours entries,
-        the member's activity record, level and drift records go.
+        the member's activity record, level and drift records go, and so do the kept
+        responses of the member's requests (an Idempotency-Key replay would show their name
+        and text again).
         """
+        await self.forget_requests(member_id)
         removed = {"title": "", "body": "", "tags": [], "author_id": None}
         mine = where(author_id=member_id)
-        await self.posts.update_many(mine, {"$set": removed, "$unset": {"open": ""}})
+        # Events set aside as unpublishable (and their error strings) go with the text.
+        gone = {"open": "", "outbox_dead": ""}
+        await self.posts.update_many(mine, {"$set": removed, "$unset": gone})
         await self.posts.update_many(
             where(accepted_answerer_id=member_id), {"$set": {"accepted_answerer_id": None}}
         )
-        await self.comments.update_many(mine, {"$set": {"body": "", "author_id": None}})
+        await self.comments.update_many(
+            mine, {"$set": {"body": "", "author_id": None}, "$unset": {"outbox_dead": ""}}
+        )
         await self.comments.update_many(
             where(post_author_id=member_id), {"$set": {"post_author_id": None}}
         )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.engagement.app import EngagementSettings, build
 from shared.events import PostCreated
+from shared.store import epoch_ms
 from tests.helpers import wait_until
 from tests.integration.conftest import Running, run_service
 from tests.integration.test_engagement_support import collect, engagement_of, join, publish
@@ -169,3 +170,51 @@ async def test_decay_alone_demotes_with_level_changed_after_the_drift_is_reporte
         kinds = [e["type"] for e in seen if e["type"] in ("member-drifting", "level-changed")]
         assert kinds[-2:] == ["member-drifting", "level-changed"]
         assert (await engagement_of(http, member))["level"] == "participant"
+
+
+async def test_with_several_members_drifting_one_coming_back_is_counted_once(services, nc):
+    async with (
+        collect(nc, "engagement.member-drifting.>") as drifting,
+        services("members", "engagement") as s,
+    ):
+        members, http = s["members"].http, s["engagement"].http
+        jobs = s["engagement"].app.state.jobs
+        drifters = [await join(members, http) for _ in range(4)]
+        last_seen = datetime.now(UTC) - timedelta(days=20)
+        for member in drifters:
+            await posts_at(nc, member, last_seen, 10)  # ~31.5 points now: active
+
+        async def all_active() -> bool:
+            levels = {(await engagement_of(http, m))["level"] for m in drifters}
+            return levels == {"active"}
+
+        await wait_until(all_active, timeout=15, message="the members never became active")
+        now = datetime.now(UTC)
+        assert await jobs.scan_drifting(now) == 4
+        assert await jobs.scan_drifting(now) == 0  # the same episodes: nothing new
+        await wait_until(lambda: len(drifting) == 4, message="not every member drifted")
+        # Each episode marked on its own member's standing, and reported for that member.
+        assert sorted(e["subject"] for e in drifting) == sorted(drifters)
+        store = s["engagement"].store
+        for member in drifters:
+            standing = await store.standing.find_one({"_id": member})
+            assert standing["drift_from_ms"] == epoch_ms(last_seen), member
+
+        back = drifters[2]
+        r = await http.post("/v1/posts", json={"author_id": back, "title": "I'm back"})
+        assert r.status_code == 201
+
+        async def returned() -> int:
+            return int((await http.get("/v1/stats")).json()["returned_after_drift_30d"])
+
+        assert await wait_until(returned, message="the return was never counted") == 1
+        assert await jobs.scan_drifting(datetime.now(UTC)) == 0
+        assert await returned() == 1
+        segment = (await http.get("/v1/segments/drifting")).json()["items"]
+        assert sorted(row["member_id"] for row in segment) == sorted(set(drifters) - {back})
+        # Published once per member: the stream holds one member-drifting per subject.
+        info = await nc.jetstream().stream_info(
+            "ENGAGEMENT", subjects_filter="engagement.member-drifting.*"
+        )
+        assert info.state.subjects == {f"engagement.member-drifting.{m}": 1 for m in drifters}
+        assert len(drifting) == 4

@@ -116,3 +116,74 @@ async def test_a_member_erased_on_leaving_is_forgotten_and_their_posts_stay_anon
         assert await subjects_naming_the_leaver() == {}
         stats = (await http.get("/v1/stats")).json()
         assert stats["members_total"] == 2 and stats["questions_7d"] == 1
+
+
+async def test_after_erasure_replaying_her_idempotency_keys_shows_nothing_of_her(services, nc):
+    async with services("members", "engagement") as s:
+        members, http = s["members"].http, s["engagement"].http
+        vera = await join(members, http, display_name="Vera Victimova")
+        staff = await join(members, http, display_name="Staff", roles=["staff"])
+        post = {"author_id": vera, "title": "Vera's flat on Lenina 5", "body": "call me"}
+        first = await http.post("/v1/posts", json=post, headers={"Idempotency-Key": "vera-post"})
+        assert first.status_code == 201 and "Vera Victimova" in first.text
+        pid = first.json()["post_id"]
+        comment = {"author_id": vera, "body": "Vera's own words"}
+        await http.post(f"/v1/posts/{pid}/comments", json=comment, headers={"Idempotency-Key": "c"})
+        hours = {"member_id": vera, "hours": 2, "activity": "Vera's shift", "date": "2026-11-01",
+                 "note": "Vera's note"}  # fmt: skip
+        entry = (await http.post("/v1/hours", json=hours, headers={"Idempotency-Key": "h"})).json()
+        approve = f"/v1/hours/{entry['entry_id']}/approve"
+        # Filed under the staff member who decided, though it answers with Vera's entry.
+        decided = await http.post(approve, json={"by": staff}, headers={"Idempotency-Key": "d"})
+        assert decided.status_code == 200 and "Vera's note" in decided.text
+        own = {"author_id": staff, "title": "Staff news"}
+        kept = await http.post("/v1/posts", json=own, headers={"Idempotency-Key": "staff-post"})
+        await wait_points(http, vera, 1 + 5 + 2 + 4)
+
+        await publish(nc, MemberLeft(member_id=vera, erase=True, left_at=datetime.now(UTC)))
+
+        async def anonymised() -> bool:
+            return (await http.get(f"/v1/posts/{pid}")).json()["author_id"] is None
+
+        await wait_until(anonymised, message="the erased member's post was never anonymised")
+        replay = await http.post("/v1/posts", json=post, headers={"Idempotency-Key": "vera-post"})
+        assert "Idempotent-Replayed" not in replay.headers
+        assert (replay.status_code, replay.json()["error"]["code"]) == (422, "member_left")
+        again = await http.post(approve, json={"by": staff}, headers={"Idempotency-Key": "d"})
+        assert "Idempotent-Replayed" not in again.headers
+        for text in ("Victimova", "Lenina", "Vera's"):
+            assert text not in replay.text and text not in again.text
+        records = await s["engagement"].store.idempotency.find({}).to_list(None)
+        assert not [r["_id"] for r in records if "Vera" in str(r)]
+        # Another member's requests are still answered from their records.
+        same = await http.post("/v1/posts", json=own, headers={"Idempotency-Key": "staff-post"})
+        assert same.headers.get("Idempotent-Replayed") == "true" and same.json() == kept.json()
+
+
+async def test_erasure_drops_her_unpublished_post_events_and_those_set_aside(services, nc):
+    async with services("members", "engagement") as s:
+        members, http = s["members"].http, s["engagement"].http
+        store, relay = s["engagement"].store, s["engagement"].runtime.relay
+        vera = await join(members, http, display_name="Vera Victimova")
+        relay.paused = True  # her post-created stays in the outbox, as when NATS is slow
+        body = {"author_id": vera, "title": "Lenina 5, flat 12", "tags": ["lenina"]}
+        pid = (await http.post("/v1/posts", json=body)).json()["post_id"]
+        # And an event of hers the relay once set aside as unpublishable, with its error.
+        dead = {"event": {"type": "post-created", "data": body}, "error": "ValueError: Lenina 5"}
+        await store.posts.update_one({"_id": pid}, {"$set": {"outbox_dead": {"e1": dead}}})
+
+        await publish(nc, MemberLeft(member_id=vera, erase=True, left_at=datetime.now(UTC)))
+
+        async def anonymised() -> bool:
+            return (await http.get(f"/v1/posts/{pid}")).json()["author_id"] is None
+
+        await wait_until(anonymised, message="the erased member's post was never anonymised")
+        doc = await store.posts.find_one({"_id": pid})
+        assert "Lenina" not in str(doc) and "lenina" not in str(doc)
+        assert (doc.get("outbox") or {}) == {} and doc["outbox_pending"] == 0
+        relay.paused = False
+        await relay.sweep()
+        info = await nc.jetstream().stream_info(
+            "ENGAGEMENT", subjects_filter=f"engagement.post-created.{pid}"
+        )
+        assert not info.state.subjects

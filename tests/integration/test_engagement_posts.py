@@ -281,3 +281,27 @@ async def test_a_member_who_left_cannot_post_and_their_posts_show_a_former_membe
 
 async def _level_is(http, member_id: str, level: str) -> bool:
     return (await engagement_of(http, member_id))["level"] == level
+
+
+async def test_a_post_whose_answer_was_lost_is_not_made_twice_by_the_retry(services, nc):
+    """The post was stored but its answer lost (the connection dropped after the commit): the
+    kernel kept nothing as done, so the retry with the same key runs again — and finds the
+    post the first attempt made (its id comes from the key), instead of making a second."""
+    async with services("members", "engagement") as s:
+        members, http = s["members"].http, s["engagement"].http
+        author = await join(members, http)
+        headers = {"Idempotency-Key": "lost-answer-1"}
+        body = {"author_id": author, "title": "Once only"}
+        first = await http.post("/v1/posts", json=body, headers=headers)
+        assert first.status_code == 201, first.text
+        await s["engagement"].runtime.db["idempotency_keys"].delete_many({})  # as after a 5xx
+        again = await http.post("/v1/posts", json=body, headers=headers)
+        assert again.status_code == 201, again.text
+        assert again.json()["post_id"] == first.json()["post_id"]
+        assert again.json()["created_at"] == first.json()["created_at"]
+        await wait_points(http, author, 1 + 5)
+        store = s["engagement"].store
+        assert [d["_id"] async for d in store.posts.find({"author_id": {"$eq": author}})] == [
+            first.json()["post_id"]
+        ]
+        assert (await engagement_of(http, author))["points_total"] == 1 + 5
