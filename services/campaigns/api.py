@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Iterable
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from services.campaigns import domain
+from services.campaigns.faults import SkippedDocuments
 from services.campaigns.lifecycle import Conflict, Lifecycle, Missing
 from services.campaigns.report import campaign_report
 from services.campaigns.schemas import (
@@ -19,10 +21,15 @@ from services.campaigns.schemas import (
 )
 from services.campaigns.store import CampaignsStore, Doc
 from shared.events import utcnow
-from shared.http import ApiError, not_found
+from shared.http import ApiError, new_id, not_found
 from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
+
+T = TypeVar("T")
+#: A campaign id as this service hands them out (`c_` and 32 hex digits), with room to spare;
+#: longer is a 422, never a lookup or an echo of the whole path in a message.
+CampaignId = Annotated[str, Path(min_length=1, max_length=100)]
 
 
 def _store(request: Request) -> CampaignsStore:
@@ -31,6 +38,24 @@ def _store(request: Request) -> CampaignsStore:
 
 def _lifecycle(request: Request) -> Lifecycle:
     return request.app.state.lifecycle
+
+
+def _readable(
+    request: Request,
+    collection: str,
+    docs: Iterable[Doc],
+    convert: Callable[[Doc], T],
+) -> list[T]:
+    """What can be shown of a page's documents. One that cannot be read (written by hand, by
+    an old version) is left out, logged by id and counted, so it never fails the whole list."""
+    skipped: SkippedDocuments = request.app.state.skipped
+    items: list[T] = []
+    for doc in docs:
+        try:
+            items.append(convert(doc))
+        except Exception as exc:
+            skipped.skip(collection, doc.get("_id"), exc, f"GET {request.url.path}")
+    return items
 
 
 async def _campaign(request: Request, campaign_id: str) -> Doc:
@@ -49,7 +74,10 @@ async def create_campaign(body: CampaignIn, request: Request) -> CampaignOut:
     )
     if problems:
         raise ApiError(422, "invalid_campaign", "; ".join(problems), details=problems)
-    doc = await _lifecycle(request).create(body.model_dump(mode="python"), now)
+    # Keyed by the Idempotency-Key when there is one: a retry whose first answer was lost
+    # finds the campaign the first attempt stored.
+    campaign_id = "c_" + new_id(request).replace("-", "")
+    doc = await _lifecycle(request).create(body.model_dump(mode="python"), now, campaign_id)
     return CampaignOut.from_doc(doc)
 
 
@@ -67,11 +95,12 @@ async def list_campaigns(
     docs = await _store(request).list_campaigns(status, limit + 1, after)
     page = docs[:limit]
     next_cursor = encode_cursor(page[-1]["order_key"]) if len(docs) > limit else None
-    return CampaignList(items=[CampaignOut.from_doc(d) for d in page], next_cursor=next_cursor)
+    items = _readable(request, "campaigns", page, CampaignOut.from_doc)
+    return CampaignList(items=items, next_cursor=next_cursor)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-async def get_campaign(campaign_id: str, request: Request) -> CampaignOut:
+async def get_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     return CampaignOut.from_doc(await _campaign(request, campaign_id))
 
 
@@ -101,26 +130,26 @@ async def _transition(request: Request, campaign_id: str, action: str) -> Campai
 
 
 @router.post("/campaigns/{campaign_id}/start", response_model=CampaignOut)
-async def start_campaign(campaign_id: str, request: Request) -> CampaignOut:
+async def start_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """Start a scheduled campaign now (emits campaign-started)."""
     return await _transition(request, campaign_id, "start")
 
 
 @router.post("/campaigns/{campaign_id}/end", response_model=CampaignOut)
-async def end_campaign(campaign_id: str, request: Request) -> CampaignOut:
+async def end_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """End an active campaign now: winners by its rule (emits campaign-ended)."""
     return await _transition(request, campaign_id, "end")
 
 
 @router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
-async def cancel_campaign(campaign_id: str, request: Request) -> CampaignOut:
+async def cancel_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """Cancel a scheduled or active campaign: no winners, no event."""
     return await _transition(request, campaign_id, "cancel")
 
 
 @router.get("/campaigns/{campaign_id}/leaderboard", response_model=Leaderboard)
 async def leaderboard(
-    campaign_id: str,
+    campaign_id: CampaignId,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="rank to continue after")] = None,
@@ -131,18 +160,23 @@ async def leaderboard(
     # The cursor is the rank to continue after, as digits (strict: 422 `invalid_cursor`).
     offset = decode_offset(cursor)
     page, more = await store.leaderboard(campaign_id, offset, limit)
-    members = await store.members_by_id([d["member_id"] for d in page], {"display_name": 1})
-    items = [
-        StandingOut(
-            rank=offset + i + 1,
+    members = await store.members_by_id(
+        [d["member_id"] for d in page if isinstance(d.get("member_id"), str)], {"display_name": 1}
+    )
+
+    def standing(d: Doc) -> StandingOut:
+        return StandingOut(
+            rank=d["rank"],
             member_id=d["member_id"],
             display_name=members.get(d["member_id"], {}).get("display_name"),
             points=float(d["points"]),
             reached_at=domain.from_ms(d["reached_ms"]),
             milestones=sorted(int(m) for m in d.get("milestones") or {}),
         )
-        for i, d in enumerate(page)
-    ]
+
+    # A rank is the place in the order, so a standing left out leaves its rank unused.
+    ranked = [{**d, "rank": offset + i + 1} for i, d in enumerate(page)]
+    items = _readable(request, "standings", ranked, standing)
     return Leaderboard(
         campaign_id=campaign_id,
         status=campaign["status"],
@@ -152,6 +186,6 @@ async def leaderboard(
 
 
 @router.get("/campaigns/{campaign_id}/report", response_model=Report)
-async def report(campaign_id: str, request: Request) -> Report:
+async def report(campaign_id: CampaignId, request: Request) -> Report:
     """Was it worth it: participants, points, growth by referral, posts, hours, retention."""
     return await campaign_report(_store(request), await _campaign(request, campaign_id), utcnow())

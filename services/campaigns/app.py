@@ -9,6 +9,7 @@ from pydantic import Field
 
 from services.campaigns import api
 from services.campaigns.consumers import CampaignsHandlers
+from services.campaigns.faults import SkippedDocuments
 from services.campaigns.lifecycle import Lifecycle
 from services.campaigns.store import CampaignsStore
 from shared.jobs import Leases, every
@@ -27,8 +28,12 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
     settings = settings or load_settings(CampaignsSettings, SERVICE)
     runtime = Runtime(SERVICE, settings)
     store = CampaignsStore(runtime.db)
-    lifecycle = Lifecycle(store, runtime.relay, timedelta(seconds=settings.end_grace_seconds))
-    handlers = CampaignsHandlers(store, runtime.relay, settings.consumer_batch)
+    # Stored documents that lists, the scheduler or the scoring had to leave out, counted.
+    skipped = SkippedDocuments(runtime.metrics.registry)
+    lifecycle = Lifecycle(
+        store, runtime.relay, timedelta(seconds=settings.end_grace_seconds), skipped
+    )
+    handlers = CampaignsHandlers(store, runtime.relay, settings.consumer_batch, skipped)
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.outbox(store.campaigns)
     runtime.outbox(store.standings)
@@ -51,4 +56,5 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
     app.state.store = store
     app.state.lifecycle = lifecycle
     app.state.handlers = handlers
+    app.state.skipped = skipped
     return app

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from prometheus_client import CollectorRegistry
+
 from services.campaigns.domain import (
     REFERRAL_ACTIVATING,
     Activity,
@@ -23,6 +25,7 @@ from services.campaigns.domain import (
     referral_key,
     to_ms,
 )
+from services.campaigns.faults import SkippedDocuments
 from services.campaigns.lifecycle import rules_of
 from services.campaigns.store import CampaignsStore, CreditRequest, Doc
 from shared.bus import Consumer, TransientError
@@ -37,6 +40,7 @@ from shared.events import (
     new_event,
     utcnow,
 )
+from shared.http import forget_requests_of
 from shared.outbox import Relay
 from shared.projection import MemberProjection
 
@@ -113,10 +117,17 @@ def _levelled_member(data: EventData) -> str | None:
 
 
 class CampaignsHandlers:
-    def __init__(self, store: CampaignsStore, relay: Relay, batch_size: int = 100) -> None:
+    def __init__(
+        self,
+        store: CampaignsStore,
+        relay: Relay,
+        batch_size: int = 100,
+        skipped: SkippedDocuments | None = None,
+    ) -> None:
         self.store = store
         self.relay = relay
         self.batch_size = batch_size
+        self.skipped = skipped or SkippedDocuments(CollectorRegistry())
         self.projection = MemberProjection(store.members, PROJECTED_FIELDS)
 
     def consumers(self) -> list[Consumer]:
@@ -148,6 +159,12 @@ class CampaignsHandlers:
         for run in runs(batch, _projected_member):
             # The projection keeps the joined time (`joined_at_ms`) in the same write.
             await self.projection.apply_many(data for _, data in run)
+            for _, data in run:
+                if isinstance(data, MemberLeft) and data.erase:
+                    # The projection forgot the member's name; the Idempotency-Key records
+                    # of requests about them go too (a replayed response would still show
+                    # what they held). Standings and facts keep only the anonymous id.
+                    await forget_requests_of(self.store.idempotency, data.member_id)
             await self.score_many(activities(run))
 
     async def on_engagement_event(self, event: CloudEvent, data: EventData) -> None:
@@ -177,7 +194,7 @@ class CampaignsHandlers:
         if not scored:
             return
         first, last = min(a.at_ms for _, a in scored), max(a.at_ms for _, a in scored)
-        campaigns = [rules_of(doc) for doc in await self.store.open_between(first, last)]
+        campaigns = self._rules(await self.store.open_between(first, last))
         if not campaigns:
             return
         in_window = [
@@ -245,6 +262,17 @@ class CampaignsHandlers:
         kicks = await self.store.credit_many(requests, to_ms(utcnow()))
         for standing_id, events in kicks.items():
             self.relay.kick(self.store.standings, standing_id, events)
+
+    def _rules(self, docs: Sequence[Doc]) -> list[Rules]:
+        """The scoring rules of the open campaigns; one whose document cannot be read is left
+        out (logged, counted) rather than failing every event for every campaign."""
+        rules = []
+        for doc in docs:
+            try:
+                rules.append(rules_of(doc))
+            except Exception as exc:
+                self.skipped.skip("campaigns", doc.get("_id"), exc, "scoring")
+        return rules
 
     async def _activated_referrals(
         self, in_window: Sequence[tuple[CloudEvent, Activity, list[Rules]]]

@@ -12,11 +12,22 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from services.campaigns import draw
 from services.campaigns.domain import Rules, Standing, from_ms, ranked, to_ms, top_winners
+from services.campaigns.faults import SkippedDocuments
 from services.campaigns.store import OPEN, CampaignsStore, Doc
-from shared.events import Audience, CampaignEnded, CampaignStarted, new_event, utcnow
+from shared.events import (
+    Audience,
+    CampaignEnded,
+    CampaignStarted,
+    CloudEvent,
+    new_event,
+    utcnow,
+)
 from shared.outbox import Relay
+from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
 
 log = logging.getLogger("sarafan.campaigns")
 
@@ -47,8 +58,22 @@ def rules_of(doc: Doc) -> Rules:
     )
 
 
-def standings_from_docs(docs: list[Doc]) -> list[Standing]:
-    return [Standing(d["member_id"], float(d["points"]), int(d["reached_ms"])) for d in docs]
+def standing_of(doc: Doc) -> Standing:
+    return Standing(str(doc["member_id"]), float(doc["points"]), int(doc["reached_ms"]))
+
+
+def standings_from_docs(docs: list[Doc], skipped: SkippedDocuments | None = None) -> list[Standing]:
+    """The standings of the documents; one that cannot be read is left out (and counted)
+    rather than keeping the campaign from ever ending."""
+    standings = []
+    for doc in docs:
+        try:
+            standings.append(standing_of(doc))
+        except (KeyError, TypeError, ValueError) as exc:
+            if skipped is None:
+                raise
+            skipped.skip("standings", doc.get("_id"), exc, "ending a campaign")
+    return standings
 
 
 def final_result(rules: Rules, standings: list[Standing]) -> dict[str, Any]:
@@ -76,16 +101,42 @@ def final_result(rules: Rules, standings: list[Standing]) -> dict[str, Any]:
     return result
 
 
+def started_event(doc: Doc, window_start_ms: int) -> CloudEvent:
+    """The campaign-started event of a campaign whose window starts at `window_start_ms`."""
+    return new_event(
+        CampaignStarted(
+            campaign_id=doc["_id"],
+            name=doc["name"],
+            kind=doc["kind"],
+            audience=Audience.model_validate(doc["audience"]),
+            starts_at=from_ms(window_start_ms),
+            ends_at=from_ms(doc["window_end_ms"]),
+            announcement=doc["announcement"],
+        ),
+    )
+
+
 class Lifecycle:
-    def __init__(self, store: CampaignsStore, relay: Relay, end_grace: timedelta) -> None:
+    def __init__(
+        self,
+        store: CampaignsStore,
+        relay: Relay,
+        end_grace: timedelta,
+        skipped: SkippedDocuments | None = None,
+    ) -> None:
         self.store = store
         self.relay = relay
         self.end_grace = end_grace
+        self.skipped = skipped or SkippedDocuments(CollectorRegistry())
 
-    async def create(self, definition: dict[str, Any], now: datetime) -> Doc:
+    async def create(
+        self, definition: dict[str, Any], now: datetime, campaign_id: str | None = None
+    ) -> Doc:
+        """Store a new campaign; `campaign_id` (derived from the request's Idempotency-Key)
+        makes a retried create find the campaign its first attempt stored."""
         starts_ms, ends_ms = to_ms(definition.pop("starts_at")), to_ms(definition.pop("ends_at"))
         doc = {
-            "_id": f"c_{uuid.uuid4().hex}",
+            "_id": campaign_id or f"c_{uuid.uuid4().hex}",
             **definition,
             "status": "scheduled",
             "starts_ms": starts_ms,
@@ -96,7 +147,19 @@ class Lifecycle:
             "created_ms": to_ms(now),
             "version": 1,
         }
-        await self.store.insert_campaign(doc)
+        # The event its start will publish, built now: one NATS would refuse (too big), or
+        # one that cannot be built, is a 422 before anything is stored, never a campaign
+        # that can not start (EventTooLarge is answered by the HTTP kernel).
+        started_event(doc, starts_ms)
+        try:
+            await self.store.insert_campaign(doc)
+        except Exception as exc:
+            if not is_duplicate_key(exc):
+                raise
+            existing = await self.store.campaign(doc["_id"])
+            if existing is None:
+                raise
+            return existing
         return doc
 
     async def _get(self, campaign_id: str) -> Doc:
@@ -117,17 +180,7 @@ class Lifecycle:
         else:
             condition["window_start_ms"] = {"$lte": now_ms}
             window_start = int(doc["window_start_ms"])
-        started = new_event(
-            CampaignStarted(
-                campaign_id=campaign_id,
-                name=doc["name"],
-                kind=doc["kind"],
-                audience=Audience.model_validate(doc["audience"]),
-                starts_at=from_ms(window_start),
-                ends_at=from_ms(doc["window_end_ms"]),
-                announcement=doc["announcement"],
-            ),
-        )
+        started = started_event(doc, window_start)
         changes = {"status": "active", "started_ms": now_ms, "window_start_ms": window_start}
         after = await self.store.transition(campaign_id, condition, changes, [started])
         if after is not None:
@@ -147,7 +200,7 @@ class Lifecycle:
         rules = rules_of(doc)
         # Every standing of the campaign, once, when it ends: the winners (top) and the
         # draw's seed and entrants need them all, so this read grows with the participants.
-        standings = standings_from_docs(await self.store.standings_of(campaign_id))
+        standings = standings_from_docs(await self.store.standings_of(campaign_id), self.skipped)
         result = final_result(rules, standings)
         extra: dict[str, Any] = {"winner_rule": rules.winner_rule}
         if "draw" in result:
@@ -191,19 +244,28 @@ class Lifecycle:
         )
 
     async def tick(self, now: datetime | None = None) -> None:
-        """Start what is due, end what is over (after the grace for events still in flight)."""
+        """Start what is due, end what is over (after the grace for events still in flight).
+
+        Each campaign in its own try: one that cannot be started or ended (a document broken
+        by hand or by an old version) is logged, counted and left, and the others still start
+        and end on time.
+        """
         now = now or utcnow()
         now_ms = to_ms(now)
         for campaign_id in await self.store.due_to_start(now_ms):
-            await self._quietly(self.start(campaign_id, now, by_hand=False))
+            await self._quietly(campaign_id, "start", self.start(campaign_id, now, by_hand=False))
         cutoff = now_ms - int(self.end_grace.total_seconds() * 1000)
         for campaign_id in await self.store.due_to_end(cutoff):
-            await self._quietly(self.end(campaign_id, now, by_hand=False))
+            await self._quietly(campaign_id, "end", self.end(campaign_id, now, by_hand=False))
 
-    @staticmethod
-    async def _quietly(transition: Any) -> None:
-        # Another replica or a client may have moved the campaign meanwhile: nothing to do.
+    async def _quietly(self, campaign_id: str, action: str, transition: Any) -> None:
         try:
             await transition
         except (Conflict, Missing):
+            # Another replica or a client moved the campaign meanwhile: nothing to do.
             pass
+        except TRANSIENT_DB_ERRORS:
+            # The database is away: the whole tick fails and runs again at the next one.
+            raise
+        except Exception as exc:
+            self.skipped.skip("campaigns", campaign_id, exc, f"scheduler could not {action}")

@@ -3,33 +3,64 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from services.campaigns.domain import CountReferrals, Status, WinnerRule, from_ms
-from shared.events import Announcement, Audience, CampaignKind
+from shared.events import Announcement, Audience, CampaignKind, Level, Role
+from shared.limits import Moment, Points, Region, Request, Title, text
+
+#: Bounds of a campaign definition. Each exists because something breaks beyond it: the
+#: campaign-started event carries the name, the audience and the announcement, and an event
+#: NATS refuses would keep the campaign from ever starting; a scoring rule or milestone is a
+#: number the standings add up and store (BSON has no integer over 2^63, JSON no infinity).
+SCORING_MAX = 20
+MILESTONES_MAX = 20
+WINNERS_MAX = 1000
+REGIONS_MAX = 100
+ROLES_MAX = 10
+ANNOUNCEMENT_MAX = 2000
+#: Milestones are whole points, in the range a scoring rule may give. Counts and milestones
+#: are JSON integers (strict): `true` is not one winner, `"5"` not a milestone.
+Milestone = Annotated[int, Field(strict=True, le=1_000_000)]
+#: A scoring key: an event type (which ones is checked with the other rules, to list them).
+EventType = Annotated[str, StringConstraints(max_length=50)]
+#: An announcement in one language: a few paragraphs.
+AnnouncementText = text(ANNOUNCEMENT_MAX, min_length=1)
 
 
-class AnnouncementIn(Announcement):
-    ru: str = Field(min_length=1, max_length=2000)
-    en: str = Field(min_length=1, max_length=2000)
+class AnnouncementIn(Request):
+    ru: AnnouncementText
+    en: AnnouncementText
 
 
-class CampaignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class AudienceIn(Request):
+    """Who the campaign is for; empty lists mean everyone."""
 
-    name: str = Field(min_length=1, max_length=200)
+    regions: list[Region] = Field(default_factory=list, max_length=REGIONS_MAX)
+    roles: list[Role] = Field(default_factory=list, max_length=ROLES_MAX)
+    min_level: Level | None = None
+
+
+class CampaignIn(Request):
+    """A new campaign. Every field is bounded here, and the rules between fields
+    (`domain.validate_definition`) are checked before anything is stored."""
+
+    name: Title
     kind: CampaignKind
-    starts_at: datetime
-    ends_at: datetime
-    audience: Audience = Field(default_factory=Audience)
-    scoring: dict[str, float] = Field(
+    starts_at: Moment
+    ends_at: Moment
+    audience: AudienceIn = Field(default_factory=AudienceIn)
+    scoring: dict[EventType, Points] = Field(
         description="points per event type (hours-approved: per approved hour)",
         examples=[{"referral-made": 10, "post-created": 2}],
+        max_length=SCORING_MAX,
     )
-    milestones: list[int] = Field(default_factory=list, description="points, ascending")
-    winners: int = Field(1, description="how many winners")
+    milestones: list[Milestone] = Field(
+        default_factory=list, description="points, ascending", max_length=MILESTONES_MAX
+    )
+    winners: int = Field(1, description="how many winners", strict=True, le=WINNERS_MAX)
     winner_rule: WinnerRule = "top"
     count_referrals: CountReferrals = "joined"
     announcement: AnnouncementIn

@@ -26,7 +26,7 @@ from services.campaigns.domain import Standing, crossed_milestones
 from shared.events import CloudEvent
 from shared.outbox import update_with_outbox, with_outbox
 from shared.query import by_ids, count, descending_number, order_key, where
-from shared.store import DUPLICATE_KEY, is_duplicate_key
+from shared.store import DUPLICATE_KEY, TRANSIENT_DB_ERRORS, is_duplicate_key
 
 log = logging.getLogger("sarafan.campaigns")
 
@@ -179,6 +179,8 @@ class CampaignsStore:
         self.standings = db["standings"]
         self.activity = db["activity"]
         self.jobs = db["jobs"]
+        #: The HTTP kernel's Idempotency-Key records (erasure deletes a member's).
+        self.idempotency = db["idempotency_keys"]
 
     async def ensure_indexes(self) -> None:
         await self.members.create_index([("region", 1), ("status", 1)])
@@ -206,27 +208,49 @@ class CampaignsStore:
             where(order_key={"$exists": False}), {"created_ms": 1}
         ).to_list(None)
         for campaign in missing:
-            cid = campaign["_id"]
-            unranked = await self.standings.find(
-                where(campaign_id=cid, rank_key={"$exists": False}),
-                {"member_id": 1, "points": 1, "reached_ms": 1, "version": 1},
-            ).to_list(None)
-            # Guarded by version: a credit meanwhile wrote its own rank key.
-            ops = [
-                UpdateOne(
-                    where({"_id": doc["_id"], "version": doc["version"]}),
-                    {"$set": {"rank_key": _rank_key_of(doc)}},
+            try:
+                await self._backfill(campaign)
+            except TRANSIENT_DB_ERRORS:
+                raise
+            except Exception as exc:
+                # One campaign that cannot be keyed (a broken document) must not keep the
+                # service from starting: it stays out of the listing, the others get keys.
+                log.error(
+                    "campaign %s: sort keys not backfilled (%s)",
+                    str(campaign.get("_id"))[:100],
+                    type(exc).__name__,
                 )
-                for doc in unranked
-                if float(doc.get("points") or 0) > 0
-            ]
-            for chunk in _chunks(ops):
-                await self.standings.bulk_write(list(chunk), ordered=False)
-            await self.campaigns.update_one(
-                {"_id": cid},
-                {"$set": {"order_key": order_key(int(campaign.get("created_ms") or 0), cid)}},
-            )
-            log.info("campaign %s: sort keys backfilled", cid)
+
+    async def _backfill(self, campaign: Doc) -> None:
+        cid = campaign["_id"]
+        unranked = await self.standings.find(
+            where(campaign_id=cid, rank_key={"$exists": False}),
+            {"member_id": 1, "points": 1, "reached_ms": 1, "version": 1},
+        ).to_list(None)
+        ops = []
+        for doc in unranked:
+            try:
+                if float(doc.get("points") or 0) > 0:
+                    # Guarded by version: a credit meanwhile wrote its own rank key.
+                    ops.append(
+                        UpdateOne(
+                            where({"_id": doc["_id"], "version": doc["version"]}),
+                            {"$set": {"rank_key": _rank_key_of(doc)}},
+                        )
+                    )
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error(
+                    "standing %s: rank key not backfilled (%s)",
+                    str(doc.get("_id"))[:100],
+                    type(exc).__name__,
+                )
+        for chunk in _chunks(ops):
+            await self.standings.bulk_write(list(chunk), ordered=False)
+        await self.campaigns.update_one(
+            {"_id": cid},
+            {"$set": {"order_key": order_key(int(campaign.get("created_ms") or 0), cid)}},
+        )
+        log.info("campaign %s: sort keys backfilled", cid)
 
     # -- campaigns ------------------------------------------------------------------------------
 

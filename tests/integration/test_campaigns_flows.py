@@ -109,6 +109,12 @@ async def test_active_referral_scores_only_once_the_referred_member_posts(servic
         await publish(nc, post(boris["member_id"]))
         await publish(nc, post(boris["member_id"]))  # a second post earns the referrer nothing
         await wait_points(campaigns, cid, {anna["member_id"]: 10})
+
+        async def both_posts_handled() -> bool:  # the first post alone gives those points
+            totals = await s["campaigns"].store.activity_totals(cid)
+            return totals.get("post-created", {}).get("count") == 2
+
+        await wait_until(both_posts_handled, message="the second post was never handled")
         report = (await campaigns.get(f"/v1/campaigns/{cid}/report")).json()
         assert report["posts"] == 2 and report["new_members_by_referral"] == 2
 
