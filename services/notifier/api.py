@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ValidationError
 
 from services.notifier.domain import Preferences
 from services.notifier.store import NotifierStore
+from services.notifier.texts import delivery_text, mentioned
 from shared.http import not_found
-from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
+from shared.query import CURSOR_MAX, ORDER_KEY_RE, decode_cursor, encode_cursor
 from shared.store import from_epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
+log = logging.getLogger("sarafan.notifier.api")
+T = TypeVar("T")
 
 Status = Literal["pending", "deferred", "sending", "delivered", "failed", "cancelled"]
+#: Member ids as the members service hands them out (shared.limits.Ident): anything else is a
+#: 422, not a lookup.
+ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+MemberId = Annotated[
+    str, Path(min_length=1, max_length=100, pattern=ID_PATTERN, description="a member's id")
+]
+#: A cursor is the base64 of an order key (about 70 characters), bounded as the codec bounds it.
+Cursor = Annotated[
+    str | None, Query(max_length=CURSOR_MAX, description="next_cursor of the previous page")
+]
 
 
 def _store(request: Request) -> NotifierStore:
@@ -35,11 +50,43 @@ def _next_cursor(docs: list[dict[str, Any]], limit: int) -> str | None:
     """Opaque: the order key (created time, then id) of the last item of a full page."""
     if len(docs) < limit:
         return None
-    return encode_cursor(docs[-1]["order_key"])
+    return encode_cursor(str(docs[-1]["order_key"]))
 
 
 def _when(ms: Any) -> datetime | None:
     return from_epoch_ms(ms) if isinstance(ms, int | float) else None
+
+
+def _readable(
+    request: Request, collection: str, docs: Iterable[dict[str, Any]], convert: Callable[..., T]
+) -> list[T]:
+    """The documents of a page a client can be shown. One that cannot be read (written by
+    hand, by an old version, a text that no longer renders) is left out, logged by id and
+    counted (`sarafan_documents_skipped_total`), so it never takes the whole list down."""
+    items: list[T] = []
+    for doc in docs:
+        try:
+            items.append(convert(doc))
+        except Exception as exc:
+            request.app.state.skipped_documents.labels("notifier", collection).inc()
+            # The id and what is wrong, never the values: they may be personal data.
+            log.warning(
+                "list skipped unreadable %s document %s (%s)",
+                collection,
+                str(doc.get("_id"))[:100],
+                _what_is_wrong(exc),
+            )
+    return items
+
+
+def _what_is_wrong(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['type']}" for e in exc.errors()[:10]
+        )
+    if isinstance(exc, KeyError):
+        return f"missing {exc}"
+    return type(exc).__name__
 
 
 class InboxItem(BaseModel):
@@ -60,24 +107,33 @@ class Inbox(BaseModel):
 
 @router.get("/members/{member_id}/inbox", response_model=Inbox)
 async def inbox(
-    member_id: str,
+    member_id: MemberId,
     request: Request,
     limit: int = Query(50, ge=1, le=200),
-    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    cursor: Cursor = None,
 ) -> Inbox:
-    """The member's in-app messages, newest first."""
-    docs = await _store(request).inbox(member_id, limit, _cursor(cursor))
-    items = [
-        InboxItem(
+    """The member's in-app messages, newest first.
+
+    Texts are rendered now, with the names the projection has now: a member named in a
+    message (a commenter, an asker) and erased since is no longer named (docs/notifier.md).
+    """
+    store = _store(request)
+    docs = await store.inbox(member_id, limit, _cursor(cursor))
+    # The member and everyone the page's texts name: one read by primary key, O(page).
+    people = await store.names({member_id, *mentioned(docs)})
+    name = people.get(member_id, "")
+
+    def item(d: dict[str, Any]) -> InboxItem:
+        title, body = delivery_text(d, name, people)
+        return InboxItem(
             notification_id=d["_id"],
             read=bool(d.get("read")),
-            **{
-                k: d[k]
-                for k in ("template", "category", "title", "body", "created_at", "cause_event_id")
-            },
+            title=title,
+            body=body,
+            **{k: d[k] for k in ("template", "category", "created_at", "cause_event_id")},
         )
-        for d in docs
-    ]
+
+    items = _readable(request, "deliveries", docs, item)
     return Inbox(items=items, next_cursor=_next_cursor(docs, limit))
 
 
@@ -93,16 +149,24 @@ async def _active_member(store: NotifierStore, member_id: str) -> dict[str, Any]
 
 
 @router.get("/members/{member_id}/preferences", response_model=MemberPreferences)
-async def get_preferences(member_id: str, request: Request) -> MemberPreferences:
+async def get_preferences(member_id: MemberId, request: Request) -> MemberPreferences:
     """The member's notification preferences (the defaults until they set any)."""
     doc = await _active_member(_store(request), member_id)
-    prefs = Preferences.model_validate(doc.get("preferences") or {})
+    prefs = Preferences.stored(doc.get("preferences"))
     return MemberPreferences(member_id=member_id, **prefs.model_dump())
 
 
 @router.put("/members/{member_id}/preferences", response_model=MemberPreferences)
-async def put_preferences(member_id: str, body: Preferences, request: Request) -> MemberPreferences:
-    """Replace the member's preferences; fields left out take their defaults."""
+async def put_preferences(
+    member_id: MemberId, body: Preferences, request: Request
+) -> MemberPreferences:
+    """Replace the member's preferences; fields left out take their defaults.
+
+    Bounded and strict: each channel once (three at most), known categories with JSON
+    booleans, whole-number hours 0–23, quiet hours as local times ("22:00"), a rate limit of
+    1–1000 an hour or null; anything else (an unknown field, `"18"` or `true` for an hour) is
+    a 422 and nothing is stored.
+    """
     store = _store(request)
     await _active_member(store, member_id)
     # One whole subdocument: booleans inside stay booleans on nx-27017 too.
@@ -164,11 +228,11 @@ class DeliveryLog(BaseModel):
 @router.get("/notifications", response_model=DeliveryLog)
 async def notifications(
     request: Request,
-    member_id: str | None = None,
+    member_id: str | None = Query(None, min_length=1, max_length=100, pattern=ID_PATTERN),
     status: Status | None = None,
     channel: Literal["inapp", "email", "webhook", "telegram"] | None = None,
     limit: int = Query(50, ge=1, le=500),
-    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    cursor: Cursor = None,
 ) -> DeliveryLog:
     """The delivery log: every delivery on every channel, newest first."""
     query: dict[str, Any] = {}
@@ -180,5 +244,6 @@ async def notifications(
         query["channel"] = channel
     docs = await _store(request).log(query, limit, _cursor(cursor))
     return DeliveryLog(
-        items=[Delivery.from_doc(d) for d in docs], next_cursor=_next_cursor(docs, limit)
+        items=_readable(request, "deliveries", docs, Delivery.from_doc),
+        next_cursor=_next_cursor(docs, limit),
     )

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import nats.js.errors
 from fastapi import FastAPI
+from prometheus_client import Counter
 from pydantic import Field
 
 from services.notifier import api
@@ -133,6 +134,14 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
         clock,
         announcer,
     )
+    # Lists and fan-outs skip a stored document they cannot read (and log its id); this says
+    # how often.
+    skipped = Counter(
+        "sarafan_documents_skipped_total",
+        "Stored documents a list left out because they could not be read",
+        ["service", "collection"],
+        registry=runtime.metrics.registry,
+    )
     fanout = Fanout(
         store,
         runtime.metrics,
@@ -141,6 +150,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
         clock,
         announcer,
         dispatcher.wake,
+        skipped,
     )
     handlers = NotifierHandlers(store, fanout, runtime.bus)
     runtime.init_hooks.append(store.ensure_indexes)
@@ -155,6 +165,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
         description="Fans messages out to members: in-app, email, webhook, telegram.",
     )
     app.state.store = store
+    app.state.skipped_documents = skipped
     app.state.clock = clock
     app.state.dispatcher = dispatcher
     app.state.fanout = fanout

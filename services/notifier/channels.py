@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import aiosmtplib
 import httpx
 
-from services.notifier.templates import email_html
+from services.notifier.templates import email_html, one_line
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,9 @@ class EmailChannel:
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = formataddr(("", message.address))
-        mail["Subject"] = message.title
+        # A header takes one line: a name with \r, \v, \x85 or \u2028 in the title would make
+        # EmailMessage raise (each is a line break to it), so controls become spaces.
+        mail["Subject"] = one_line(message.title)
         # Stable across retries, so a mailbox that got it twice shows it once.
         mail["Message-ID"] = f"<{message.delivery_id}@sarafan.notifier>"
         mail["X-Sarafan-Notification-Id"] = message.delivery_id
@@ -223,7 +225,13 @@ class TelegramChannel:
 
     def __init__(self, api_url: str, token: str, timeout: float) -> None:
         self.endpoint = f"{api_url.rstrip('/')}/bot{token}/sendMessage"
+        self.token = token
         self.http = httpx.AsyncClient(timeout=timeout)
+
+    def _error(self, text: str) -> str:
+        """An error as it may be stored and logged: the token is in the endpoint's URL, which
+        an exception or a proxy's answer may quote."""
+        return text.replace(self.token, "<token>") if self.token else text
 
     @staticmethod
     def chat_id(address: str) -> str | int:
@@ -241,15 +249,17 @@ class TelegramChannel:
         try:
             response = await self.http.post(self.endpoint, json=payload)
         except httpx.HTTPError as exc:
-            return Retry(f"Telegram unreachable: {type(exc).__name__}: {exc}")
+            return Retry(self._error(f"Telegram unreachable: {type(exc).__name__}: {exc}"))
         try:
             answer = response.json()
         except ValueError:
             answer = {}
+        if not isinstance(answer, dict):  # a proxy's page, not the Bot API
+            answer = {}
         if response.status_code == 200 and answer.get("ok"):
             return Sent()
         description = answer.get("description") or response.text[:200]
-        error = f"Telegram {response.status_code}: {description}"
+        error = self._error(f"Telegram {response.status_code}: {description}")
         if response.status_code == 429:
             after = (answer.get("parameters") or {}).get("retry_after")
             return Retry(error, float(after) if after is not None else _retry_after(response))

@@ -108,7 +108,7 @@ class NotifierHandlers:
         """A fetched batch of engagement or campaign events in a handful of round trips.
 
         The projection first, in bulk (levels, campaign names); then one read of every member
-        the batch's notices go to or name, and of the campaigns they name; then every notice
+        the batch's notices go to, and of the campaigns they name; then every notice
         to listed members (the post's author, the asker, the member who levelled up, ...)
         written by one `Fanout.deliver` (one budget write, one insert, one digest write) and
         announced together. A notice with an audience (coordinators of a region, a campaign's
@@ -123,12 +123,10 @@ class NotifierHandlers:
             raise ValueError("member events are not batched here")
         await self._project_batch(datas)
         # Who receives a listed notice never depends on names: a first pass says whom to read.
+        # Names of mentioned members are not read: deliveries keep their ids (texts.py).
         listed = {m for d in datas for n in rules.notices(d, rules.Lookups()) for m in n.member_ids}
-        members = await self.store.members_by_id(
-            [*listed, *(m for d in datas for m in rules.names_needed(d))]
-        )
+        members = await self.store.members_by_id(listed)
         lookups = rules.Lookups(
-            names={k: v.get("display_name", "") for k, v in members.items()},
             campaigns=await self.store.campaign_names(
                 c for d in datas if (c := rules.campaign_needed(d))
             ),
@@ -193,8 +191,7 @@ class NotifierHandlers:
     async def _notify(self, event: CloudEvent, data: EventData) -> None:
         wanted = rules.campaign_needed(data)
         lookups = rules.Lookups(
-            names=await self.store.names(rules.names_needed(data)),
-            campaigns=await self.store.campaign_names([wanted] if wanted else []),
+            campaigns=await self.store.campaign_names([wanted] if wanted else [])
         )
         for notice in rules.notices(data, lookups):
             count = await self.fanout.notify(event, notice)

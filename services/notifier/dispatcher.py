@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import logging
 import random
+import traceback
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from services.notifier import domain
@@ -20,15 +22,45 @@ from services.notifier.channels import Channel, Failed, Outgoing, Retry, Sent
 from services.notifier.domain import Recipient
 from services.notifier.fanout import Announcer, Clock
 from services.notifier.store import NotifierStore
-from services.notifier.templates import render
+from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
 from shared.events import NotificationFailed, NotificationSent, new_event
 from shared.jobs import INSTANCE_ID
+from shared.logs import redact
 from shared.metrics import Metrics
 from shared.outbox import update_with_outbox
 from shared.store import epoch_ms
 
 log = logging.getLogger("sarafan.notifier.dispatch")
+
+#: Stored and logged errors are bounded: a peer may answer with anything.
+ERROR_MAX = 500
+
+
+def scrub(error: str, member: Recipient | None) -> str:
+    """A channel's error as it may be stored, published and logged: without the member's
+    addresses (a bounce quotes the mailbox, a peer may echo the chat), nor anything the log
+    redaction would hide (other addresses, tokens), and bounded.
+
+    The member's own contacts are replaced first and exactly, whatever their form, since the
+    general patterns cannot know every shape an address takes.
+    """
+    if member is not None:
+        for address in sorted(
+            (a.strip() for a in member.contacts.values() if a and a.strip()), key=len, reverse=True
+        ):
+            for form in {address, address.lstrip("@")}:
+                if len(form) >= 3:
+                    error = error.replace(form, "<address>")
+    return redact(error)[:ERROR_MAX]
+
+
+def _failure(exc: BaseException) -> str:
+    """An unexpected exception as stored and logged: its type and where it was raised, not its
+    message, which may quote what it choked on (a name, an address, a text)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"unexpected {type(exc).__name__}{where}"
 
 
 @dataclass(frozen=True)
@@ -90,22 +122,26 @@ class Dispatcher:
         )
         if not claimed:
             return 0
-        members = await self.store.members_by_id(d["member_id"] for d in claimed)
+        # The recipients and the members their texts name, in one read by primary key.
+        members = await self.store.members_by_id(
+            {*(d["member_id"] for d in claimed), *mentioned(claimed)}
+        )
+        names = {k: str(v.get("display_name") or "") for k, v in members.items()}
         within_rate = await self._rate_allowance(claimed, members, self.clock.now())
         gate = asyncio.Semaphore(self.settings.concurrency)
 
         async def attempt(delivery: dict[str, Any]) -> None:
             async with gate:
+                member = members.get(delivery["member_id"])
                 try:
                     await self.attempt(
-                        delivery,
-                        members.get(delivery["member_id"]),
-                        token,
-                        delivery["_id"] in within_rate,
+                        delivery, member, token, delivery["_id"] in within_rate, names
                     )
-                except Exception:
-                    # Its lease runs out and it is claimed again: nothing is lost.
-                    log.exception("attempt of %s failed unexpectedly", delivery["_id"])
+                except Exception as exc:
+                    # Never left `sending` to be claimed again for ever: it counts as a
+                    # failed attempt (retried with backoff, failed after the last one).
+                    log.warning("attempt of %s failed: %s", delivery["_id"], _failure(exc))
+                    await self._unexpected(delivery, member, token, exc)
 
         await asyncio.gather(*(attempt(d) for d in claimed))
         return len(claimed)
@@ -133,8 +169,11 @@ class Dispatcher:
         slot, next_window = hour_slot(now)
         for delivery in claimed:
             doc = members.get(delivery["member_id"])
-            member = Recipient.from_doc(doc) if doc else None
-            if member is None or self._blocker(delivery, member, now) is not None:
+            try:
+                member = Recipient.from_doc(doc) if doc else None
+                if member is None or self._blocker(delivery, member, now) is not None:
+                    continue
+            except Exception:  # an unreadable projection: its attempt says so, the rest go on
                 continue
             limit = member.preferences.rate_limit_per_hour
             if limit is None or delivery["category"] in domain.URGENT_CATEGORIES:
@@ -165,6 +204,7 @@ class Dispatcher:
         member_doc: dict[str, Any] | None,
         token: str,
         within_rate: bool,
+        names: dict[str, str] | None = None,
     ) -> None:
         now = self.clock.now()
         member = Recipient.from_doc(member_doc) if member_doc else None
@@ -197,61 +237,106 @@ class Dispatcher:
         channel = self.channels[name]
         address = member.contact(name)
         assert address is not None
-        title, body = self._text(delivery, member)
-        outcome = await channel.send(
-            Outgoing(
-                delivery_id=delivery["_id"],
-                member_id=member.member_id,
-                address=address,
-                template=delivery["template"],
-                category=delivery["category"],
-                locale=member.locale,
-                title=title,
-                body=body,
-                cause_event_id=delivery["cause_event_id"],
+        try:
+            title, body = self._text(delivery, member, names or {})
+            outcome = await channel.send(
+                Outgoing(
+                    delivery_id=delivery["_id"],
+                    member_id=member.member_id,
+                    address=address,
+                    template=delivery["template"],
+                    category=delivery["category"],
+                    locale=member.locale,
+                    title=title,
+                    body=body,
+                    cause_event_id=delivery["cause_event_id"],
+                )
             )
-        )
+        except Exception as exc:
+            # A text or a channel that raises (a bug, a name no header takes) is a failed
+            # attempt like a peer's refusal: retried with backoff, then the fallback and
+            # notification-failed; never a delivery stuck in `sending`.
+            outcome = Retry(_failure(exc))
+            log.warning("%s to %s: %s", name, member.member_id, outcome.error)
+        if not isinstance(outcome, Sent):
+            outcome = replace(outcome, error=scrub(outcome.error, member))
         attempts = int(delivery.get("attempts", 0)) + 1
         if isinstance(outcome, Sent):
-            await self._sent(delivery, token, attempts, title, body, now)
+            await self._sent(delivery, token, attempts, now)
         elif isinstance(outcome, Retry) and attempts < self.settings.max_attempts:
-            delay = retry_delay(
-                attempts,
-                self.settings.retry_base_seconds,
-                self.settings.retry_max_seconds,
-                outcome.after,
-            )
-            await self.store.finish(
-                delivery["_id"],
-                token,
-                {
-                    "$set": {
-                        "status": "pending",
-                        "due_ms": epoch_ms(now) + int(delay * 1000),
-                        "last_error": outcome.error,
-                        "attempts": attempts,
-                    }
-                },
-            )
-            self._count(name, "retry")
-            log.info(
-                "%s to %s: %s; retry %d in %.1fs",
-                name,
-                member.member_id,
-                outcome.error,
-                attempts,
-                delay,
-            )
+            await self._retry(delivery, token, outcome.error, attempts, now, outcome.after)
         else:
             assert isinstance(outcome, Retry | Failed)
             dead = isinstance(outcome, Failed) and outcome.contact_dead
             await self._failed(delivery, member, token, outcome.error, attempts, now, dead)
 
-    def _text(self, delivery: dict[str, Any], member: Recipient) -> tuple[str, str]:
-        if delivery["template"] != "digest":
-            return delivery["title"], delivery["body"]
-        items = sorted((delivery.get("items") or {}).values(), key=lambda i: i.get("at_ms", 0))
-        return render("digest", member.locale, {"name": member.display_name, "items": items})
+    def _text(
+        self, delivery: dict[str, Any], member: Recipient, names: dict[str, str]
+    ) -> tuple[str, str]:
+        """Rendered now, with the names the projection has now (texts.py); a digest in the
+        member's locale of today."""
+        locale = member.locale if delivery["template"] == "digest" else None
+        return delivery_text(delivery, member.display_name, names, locale)
+
+    async def _unexpected(
+        self,
+        delivery: dict[str, Any],
+        member_doc: dict[str, Any] | None,
+        token: str,
+        exc: BaseException,
+    ) -> None:
+        """An attempt that raised outside the channel (an unreadable projection, a bug): a
+        failed attempt all the same, retried with backoff and failed after the last one (with
+        notification-failed; no fallback, since the member could not be read)."""
+        try:
+            member = Recipient.from_doc(member_doc) if member_doc else None
+        except Exception:
+            member = None
+        now = self.clock.now()
+        error = scrub(_failure(exc), member)
+        attempts = int(delivery.get("attempts", 0)) + 1
+        try:
+            if attempts < self.settings.max_attempts:
+                await self._retry(delivery, token, error, attempts, now)
+            else:
+                await self._failed(delivery, None, token, error, attempts, now)
+        except Exception as again:  # the database is away: the lease brings it back
+            log.warning("recording the failed attempt of %s failed: %r", delivery["_id"], again)
+
+    async def _retry(
+        self,
+        delivery: dict[str, Any],
+        token: str,
+        error: str,
+        attempts: int,
+        now: datetime,
+        after: float | None = None,
+    ) -> None:
+        """Due again after the backoff (never before the peer's own `after`)."""
+        delay = retry_delay(
+            attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds, after
+        )
+        await self.store.finish(
+            delivery["_id"],
+            token,
+            {
+                "$set": {
+                    "status": "pending",
+                    "due_ms": epoch_ms(now) + int(delay * 1000),
+                    "last_error": error,
+                    "attempts": attempts,
+                }
+            },
+        )
+        self._count(delivery["channel"], "retry")
+        log.info(
+            "%s to %s: %s; retry %d in %.1fs",
+            delivery["channel"],
+            delivery["member_id"],
+            error,
+            attempts,
+            delay,
+        )
 
     async def _defer(self, delivery: dict[str, Any], token: str, until: datetime, why: str) -> None:
         await self.store.finish(
@@ -262,13 +347,7 @@ class Dispatcher:
         self._count(delivery["channel"], "deferred")
 
     async def _sent(
-        self,
-        delivery: dict[str, Any],
-        token: str,
-        attempts: int,
-        title: str,
-        body: str,
-        now: datetime,
+        self, delivery: dict[str, Any], token: str, attempts: int, now: datetime
     ) -> None:
         event = new_event(
             NotificationSent(
@@ -287,10 +366,10 @@ class Dispatcher:
                 {
                     "$set": {
                         "status": "delivered",
+                        # No rendered text is kept: the inbox and the log render it when
+                        # read, so a member named in it and erased later is named nowhere.
                         "delivered_ms": epoch_ms(now),
                         "attempts": attempts,
-                        "title": title,
-                        "body": body,
                         "last_error": None,
                     }
                 },
@@ -304,33 +383,38 @@ class Dispatcher:
     async def _failed(
         self,
         delivery: dict[str, Any],
-        member: Recipient,
+        member: Recipient | None,
         token: str,
         error: str,
         attempts: int,
         now: datetime,
         contact_dead: bool = False,
     ) -> None:
-        """notification-failed for this channel, then the member's next channel takes over."""
+        """notification-failed for this channel, then the member's next channel takes over
+        (none when the member's projection could not be read: `member` is None)."""
         channel = delivery["channel"]
         event = new_event(
             NotificationFailed(
                 notification_id=delivery["_id"],
-                member_id=member.member_id,
+                member_id=delivery["member_id"],
                 channel=channel,
                 error=error[:500],
                 attempts=max(attempts, 1),
             ),
             correlation_id=delivery.get("correlation_id"),
         )
-        if contact_dead:
+        if contact_dead and member is not None:
             await self.store.block_channel(member.member_id, channel, now)
             member = replace(member, blocked=member.blocked | {channel})
         # The fallback first: if we crash in between, the claim is retried and the
         # deterministic id keeps the fallback single.
         tried = [*delivery.get("tried", []), channel]
-        following = domain.next_channel(delivery.get("route", []), tried, member, self.available)
-        if following is not None:
+        following = (
+            domain.next_channel(delivery.get("route", []), tried, member, self.available)
+            if member is not None
+            else None
+        )
+        if member is not None and following is not None:
             due = quiet_until(now, member.timezone, member.preferences.quiet()) or now
             fallback = {
                 k: v
@@ -377,7 +461,7 @@ class Dispatcher:
             log.warning(
                 "%s to %s failed for good (%s)%s",
                 channel,
-                member.member_id,
+                delivery["member_id"],
                 error,
                 f"; falling back to {following}" if following else "",
             )

@@ -5,11 +5,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from services.notifier.timing import QuietHours, earliest_send, local_date, next_digest
+from shared.limits import Request
 
 PushChannel = Literal["telegram", "email", "webhook"]
 PUSH_CHANNELS: tuple[str, ...] = ("telegram", "email", "webhook")
@@ -40,12 +48,23 @@ def digest_cause(member_id: str, day: date) -> str:
 
 @dataclass(frozen=True)
 class Message:
-    """One kind of message with its facts; the recipient's name and locale are added per member."""
+    """One kind of message with its facts; the recipient's name and locale are added per member.
+
+    `mentions` maps a template variable to the member whose name fills it (the commenter, the
+    asker, the friend brought in). Deliveries store that member's id, never the name: texts are
+    rendered when they are read or sent, from the projection, so a member who is erased is
+    named nowhere afterwards (`texts.py`).
+    """
 
     template: str
     category: str
     context: dict[str, Any] = field(default_factory=dict)
     marketing: bool = False  # only members who consented to marketing receive it
+    mentions: dict[str, str] = field(default_factory=dict)
+
+    def stored_context(self) -> dict[str, Any]:
+        """The facts a delivery keeps: the context without the names of mentioned members."""
+        return {k: v for k, v in self.context.items() if k not in self.mentions}
 
     @property
     def urgent(self) -> bool:
@@ -56,40 +75,60 @@ class Message:
 # Preferences
 
 
-class QuietHoursIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _time_text(value: Any) -> Any:
+    """A wall-clock time is written as text ("22:00"); a number would be read as seconds after
+    midnight UTC, which is not what anyone means by it."""
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or len(value) > 32:
+        raise ValueError("must be a local time such as 22:00")
+    return value
 
-    start: time = Field(description="local time the quiet hours begin, e.g. 22:00")
-    end: time = Field(description="local time they end, e.g. 08:00 (may be the next day)")
+
+WallTime = Annotated[time, BeforeValidator(_time_text)]
+#: A category name as a client writes it (the known ones are checked below).
+CategoryName = Annotated[str, StringConstraints(min_length=1, max_length=50)]
+#: Integers given as JSON numbers: `true` is not 1 o'clock, "18" is not an hour.
+StrictHour = Annotated[int, Field(strict=True, ge=0, le=23)]
+RatePerHour = Annotated[int, Field(strict=True, ge=1, le=1000)]
+
+
+class QuietHoursIn(Request):
+    start: WallTime = Field(description="local time the quiet hours begin, e.g. 22:00")
+    end: WallTime = Field(description="local time they end, e.g. 08:00 (may be the next day)")
 
     def window(self) -> QuietHours:
         return QuietHours(self.start.replace(tzinfo=None), self.end.replace(tzinfo=None))
 
 
-class Preferences(BaseModel):
-    """What a member wants: push channels in order, categories, quiet hours, digest, rate."""
+class Preferences(Request):
+    """What a member wants: push channels in order, categories, quiet hours, digest, rate.
 
-    model_config = ConfigDict(extra="forbid")
+    A request body (strict: unknown fields, coerced numbers and booleans are refused); what is
+    stored is read back with `stored()`, which is lenient about the types the server returns.
+    """
 
     channels: list[PushChannel] = Field(
         default_factory=lambda: list(PUSH_CHANNELS),
+        max_length=len(PUSH_CHANNELS),
         description="push channels the member accepts, in order of preference (the first usable "
         "one is tried first, the next ones are the fallback); the in-app inbox is always on",
     )
-    categories: dict[str, bool] = Field(
+    categories: dict[CategoryName, StrictBool] = Field(
         default_factory=dict,
+        max_length=len(CATEGORIES),
         description=f"category → on/off; missing categories are on. Categories: "
         f"{', '.join(OPTIONAL_CATEGORIES)} (account messages cannot be switched off)",
     )
     community: Literal["instant", "digest"] = Field(
         "instant", description="`digest`: community messages are pushed once a day, together"
     )
-    digest_hour: int = Field(18, ge=0, le=23, description="local hour the daily digest goes out")
+    digest_hour: StrictHour = Field(18, description="local hour the daily digest goes out")
     quiet_hours: QuietHoursIn | None = Field(
         None, description="nothing is pushed inside this local window; messages wait, not drop"
     )
-    rate_limit_per_hour: int | None = Field(
-        10, ge=1, le=1000, description="at most this many pushed messages an hour (null: no limit)"
+    rate_limit_per_hour: RatePerHour | None = Field(
+        10, description="at most this many pushed messages an hour (null: no limit)"
     )
 
     @field_validator("channels")
@@ -110,6 +149,12 @@ class Preferences(BaseModel):
                 f"{list(OPTIONAL_CATEGORIES)} (account messages cannot be switched off)"
             )
         return self
+
+    @classmethod
+    def stored(cls, value: dict[str, Any] | None) -> Preferences:
+        """Preferences as stored (validated when they were put): types are read leniently,
+        since the server may return a boolean as 0/1 (see shared.store.as_bool)."""
+        return cls.model_validate(value, strict=False) if value else cls()
 
     def wants(self, category: str) -> bool:
         return category in URGENT_CATEGORIES or self.categories.get(category, True)
@@ -148,7 +193,7 @@ class Recipient:
             # Read as truthy: nx-27017 may hold a boolean as 0/1 (see shared.store.as_bool).
             marketing=bool((doc.get("consent") or {}).get("marketing")),
             active=doc.get("status") == "active",
-            preferences=Preferences.model_validate(prefs) if prefs else Preferences(),
+            preferences=Preferences.stored(prefs),
             blocked=frozenset(k for k, v in (doc.get("blocked") or {}).items() if v),
         )
 

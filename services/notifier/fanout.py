@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
+
 from services.notifier import domain
 from services.notifier.domain import Message, Plan, Recipient
 from services.notifier.rules import Notice
 from services.notifier.store import NotifierStore, budget_key
-from services.notifier.templates import render
 from shared.events import CloudEvent, NotificationSent, new_event, utcnow
 from shared.metrics import Metrics
 from shared.outbox import Collection, Relay, with_outbox
@@ -82,24 +83,26 @@ class Limits:
     fanout_batch: int
 
 
+def message_parts(message: Message) -> dict[str, Any]:
+    """What a delivery (or a digest item) keeps of its message to render it later: the
+    template, its facts, and the ids of the members it names (texts.py) — no name."""
+    return {
+        "template": message.template,
+        "context": message.stored_context(),
+        "mentions": dict(message.mentions),
+    }
+
+
 def base_delivery(
-    cause: CloudEvent,
-    message: Message,
-    member: Recipient,
-    channel: str,
-    title: str,
-    body: str,
-    now: datetime,
+    cause: CloudEvent, message: Message, member: Recipient, channel: str, now: datetime
 ) -> dict[str, Any]:
     return {
         "_id": domain.delivery_id(cause.id, member.member_id, channel),
         "member_id": member.member_id,
         "channel": channel,
-        "template": message.template,
+        **message_parts(message),
         "category": message.category,
         "locale": member.locale,
-        "title": title,
-        "body": body,
         "cause_event_id": cause.id,
         "cause_type": cause.type,
         "correlation_id": cause.correlationid,
@@ -143,14 +146,26 @@ class Fanout:
         clock: Clock,
         announcer: Announcer,
         wake_dispatcher: Callable[[], None],
+        skipped: Counter | None = None,
     ) -> None:
         self.store = store
+        self.skipped = skipped
         self.metrics = metrics
         self.available = available
         self.limits = limits
         self.clock = clock
         self.announcer = announcer
         self.wake_dispatcher = wake_dispatcher
+
+    def _skip(self, doc: dict[str, Any], exc: Exception) -> None:
+        if self.skipped is not None:
+            self.skipped.labels(self.metrics.service, "members").inc()
+        # The id and the kind of fault, never the values: they are personal data.
+        log.warning(
+            "member %s skipped: its projection cannot be read (%s)",
+            str(doc.get("_id"))[:100],
+            type(exc).__name__,
+        )
 
     def _count(self, channel: str, outcome: str, n: int = 1) -> None:
         if n:
@@ -200,8 +215,14 @@ class Fanout:
         now = self.clock.now()
         planned: list[tuple[CloudEvent, Message, Recipient, Plan]] = []
         for cause, message, doc in items:
-            member = Recipient.from_doc(doc)
-            plan = domain.plan(message, member, now, self.available)
+            try:
+                member = Recipient.from_doc(doc)
+                plan = domain.plan(message, member, now, self.available)
+            except Exception as exc:
+                # One projection that cannot be read (hand-edited, an old version) must not
+                # stop a campaign's announcement to everyone else: skipped, logged, counted.
+                self._skip(doc, exc)
+                continue
             if plan is not None:
                 planned.append((cause, message, member, plan))
         planned = await self._spend_budgets(planned, now)
@@ -209,20 +230,15 @@ class Fanout:
         docs: list[dict[str, Any]] = []
         digests: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
         for cause, message, member, plan in planned:
-            title, body = render(
-                message.template, member.locale, {**message.context, "name": member.display_name}
-            )
             docs.append(
-                inapp_delivery(
-                    base_delivery(cause, message, member, "inapp", title, body, now), cause, now
-                )
+                inapp_delivery(base_delivery(cause, message, member, "inapp", now), cause, now)
             )
             if not plan.route:
                 continue
             if plan.digest_day is not None:
-                digests.append(self._digest_entry(cause, message, member, plan, title, body, now))
+                digests.append(self._digest_entry(cause, message, member, plan, now))
                 continue
-            push = base_delivery(cause, message, member, plan.route[0], title, body, now)
+            push = base_delivery(cause, message, member, plan.route[0], now)
             docs.append(
                 {
                     **push,
@@ -277,8 +293,6 @@ class Fanout:
         message: Message,
         member: Recipient,
         plan: Plan,
-        title: str,
-        body: str,
         now: datetime,
     ) -> tuple[dict[str, Any], str, dict[str, Any]]:
         day = plan.digest_day
@@ -291,8 +305,8 @@ class Fanout:
             "template": "digest",
             "category": message.category,
             "locale": member.locale,
-            "title": "",
-            "body": "",
+            "context": {},
+            "mentions": {},
             "cause_event_id": digest,
             "cause_type": "digest",
             "correlation_id": digest,
@@ -306,7 +320,7 @@ class Fanout:
             "tried": [],
             "digest_day": day.isoformat(),
         }
-        return doc, cause.id, {"title": title, "body": body, "at_ms": epoch_ms(now)}
+        return doc, cause.id, {**message_parts(message), "at_ms": epoch_ms(now)}
 
     async def _add_to_digests(
         self, entries: list[tuple[dict[str, Any], str, dict[str, Any]]], now: datetime

@@ -35,7 +35,13 @@ class Notice:
 
 @dataclass(frozen=True)
 class Lookups:
-    """What the rules need to know besides the event: display names and campaign names."""
+    """What the rules need to know besides the event: campaign names (and display names).
+
+    A message that names another member says so in `Message.mentions`; deliveries keep that
+    member's id and the name is filled in whenever the text is rendered (`texts.py`). So the
+    consumers look up no names: `names` only fills the context for a rendering outside a
+    delivery (a preview, a test).
+    """
 
     names: dict[str, str] = field(default_factory=dict)
     campaigns: dict[str, str] = field(default_factory=dict)
@@ -45,19 +51,6 @@ class Lookups:
 
     def campaign(self, campaign_id: str) -> str:
         return self.campaigns.get(campaign_id) or campaign_id
-
-
-def names_needed(data: EventData) -> list[str]:
-    """Members whose display names the messages for this event mention."""
-    if isinstance(data, ReferralMade):
-        return [data.referred_id]
-    if isinstance(data, CommentAdded):
-        return [data.author_id]
-    if isinstance(data, AnswerAccepted):
-        return [data.asker_id, data.answerer_id]
-    if isinstance(data, QuestionUnanswered):
-        return [data.asker_id]
-    return []
 
 
 def campaign_needed(data: EventData) -> str | None:
@@ -75,7 +68,15 @@ def notices(data: EventData, lookups: Lookups) -> list[Notice]:
     if isinstance(data, ReferralMade):
         friend = lookups.name(data.referred_id) or None
         return [
-            Notice(Message("referral_thanks", "referrals", {"friend": friend}), (data.referrer_id,))
+            Notice(
+                Message(
+                    "referral_thanks",
+                    "referrals",
+                    {"friend": friend},
+                    mentions={"friend": data.referred_id},
+                ),
+                (data.referrer_id,),
+            )
         ]
     if isinstance(data, LevelChanged):
         if level_rank(data.new_level) <= level_rank(data.old_level):
@@ -92,7 +93,10 @@ def notices(data: EventData, lookups: Lookups) -> list[Notice]:
         return [
             Notice(
                 Message(
-                    "comment_added", "community", {"commenter": lookups.name(data.author_id, "—")}
+                    "comment_added",
+                    "community",
+                    {"commenter": lookups.name(data.author_id, "—")},
+                    mentions={"commenter": data.author_id},
                 ),
                 (data.post_author_id,),
             )
@@ -105,6 +109,7 @@ def notices(data: EventData, lookups: Lookups) -> list[Notice]:
                     "answer_accepted",
                     "community",
                     {"answerer": lookups.name(data.answerer_id, "—"), "minutes": minutes},
+                    mentions={"answerer": data.answerer_id},
                 ),
                 (data.asker_id,),
             )
@@ -113,7 +118,10 @@ def notices(data: EventData, lookups: Lookups) -> list[Notice]:
             told.append(
                 Notice(
                     Message(
-                        "answer_thanks", "achievements", {"asker": lookups.name(data.asker_id, "—")}
+                        "answer_thanks",
+                        "achievements",
+                        {"asker": lookups.name(data.asker_id, "—")},
+                        mentions={"asker": data.asker_id},
                     ),
                     (data.answerer_id,),
                 )
@@ -137,6 +145,7 @@ def notices(data: EventData, lookups: Lookups) -> list[Notice]:
                         "region": data.region,
                         "hours": data.hours_open,
                     },
+                    mentions={"asker": data.asker_id},
                 ),
                 coordinators_of=data.region,
                 exclude=(data.asker_id,),

@@ -26,6 +26,7 @@ from pymongo.errors import BulkWriteError
 
 from services.notifier.domain import level_rank
 from shared.events import Audience
+from shared.http import forget_requests_of
 from shared.query import Collection, by_ids, order_key, where
 from shared.store import epoch_ms, only_duplicates
 
@@ -94,6 +95,7 @@ class NotifierStore:
         self.campaigns = db["campaigns"]
         self.budgets = db["budgets"]
         self.rates = db["rate_windows"]
+        self.idempotency = db["idempotency_keys"]  # the kernel's, kept per request
 
     async def ensure_indexes(self) -> None:
         d = self.deliveries
@@ -256,7 +258,12 @@ class NotifierStore:
         )
 
     async def erase_member(self, member_id: str, left_at: datetime) -> None:
-        """Forget the member: only an anonymous tombstone stays, and every message goes."""
+        """Forget the member: only an anonymous tombstone stays, and every message goes.
+
+        Other members' messages that named this one keep only the id (`mentions`) and render
+        the name from the projection when read, so the tombstone unnames them all at once
+        (texts.py); nothing here grows with how often the member was mentioned.
+        """
         await self.members.replace_one(
             {"_id": member_id}, {"status": "erased", "left_ms": epoch_ms(left_at)}, upsert=True
         )
@@ -264,6 +271,8 @@ class NotifierStore:
         await self.deliveries.delete_many(mine)
         await self.budgets.delete_many(mine)
         await self.rates.delete_many(mine)
+        # The Idempotency-Key records of requests about the member keep whole responses.
+        await forget_requests_of(self.idempotency, member_id)
 
     async def member(self, member_id: str) -> dict[str, Any] | None:
         return await self.members.find_one({"_id": member_id})

@@ -7,6 +7,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from shared.limits import LINE_CONTROLS
+
 TEMPLATES = Path(__file__).parent / "templates"
 LOCALES = ("ru", "en")
 
@@ -79,11 +81,27 @@ def locale_of(locale: str | None) -> str:
     return locale if locale in LOCALES else "ru"
 
 
+def one_line(text: str) -> str:
+    """The text with line breaks and other control characters replaced by spaces.
+
+    Names and titles are refused with those at the members' and campaigns' edge, but a member
+    projected earlier, or an event from elsewhere, may still carry one. In a message it would
+    move the title's end (the first line is the title) or break an e-mail header: `\r`, `\v`,
+    `\x85` and `\u2028` all make EmailMessage refuse a Subject.
+    """
+    return LINE_CONTROLS.sub(" ", text).strip()
+
+
 def render(template: str, locale: str | None, context: dict[str, Any]) -> tuple[str, str]:
-    """(title, body) of a message in the member's locale (ru when unknown)."""
+    """(title, body) of a message in the member's locale (ru when unknown).
+
+    Every top-level string of the context (a name, a campaign's name, a region) is one line;
+    longer text (an announcement) comes in a mapping and keeps its line breaks.
+    """
     lang = locale_of(locale)
     levels = LEVEL_NAMES[lang]
-    text = _text.get_template(f"{lang}/{template}.j2").render(levels=levels, **context).strip()
+    facts = {k: one_line(v) if isinstance(v, str) else v for k, v in context.items()}
+    text = _text.get_template(f"{lang}/{template}.j2").render(levels=levels, **facts).strip()
     title, _, body = text.partition("\n")
     return title.strip(), body.strip()
 

@@ -37,7 +37,8 @@ BOT_TOKEN = "123456:TEST-token"
 
 
 class MailRecorder:
-    """aiosmtpd handler: keeps every message; refuses addresses in `bounce` with 550."""
+    """aiosmtpd handler: keeps every message; refuses addresses in `bounce` with 550, quoting
+    the address in the reply as real servers do (Postfix: "<a@b>: Recipient address rejected")."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
@@ -47,7 +48,7 @@ class MailRecorder:
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
         if address in self.bounce:
-            return "550 5.1.1 mailbox unavailable"
+            return f"550 5.1.1 <{address}>: Recipient address rejected: mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -163,8 +164,9 @@ class WebhookReceiver:
 
 @dataclass
 class FakeTelegram:
-    """Bot API `sendMessage`: 200 by default; per chat a script of statuses (429, 403, ...);
-    chats in `blocked` answer 403 for ever, as Telegram does for a bot the user blocked."""
+    """Bot API `sendMessage`: 200 by default; per chat a script of statuses (429, 403, 400, ...);
+    chats in `blocked` answer 403 for ever, as Telegram does for a bot the user blocked. A 400
+    quotes the chat, as Telegram's "chat not found" may."""
 
     token: str = BOT_TOKEN
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -220,6 +222,16 @@ class FakeTelegram:
                     "ok": False,
                     "error_code": 403,
                     "description": "Forbidden: bot was blocked by the user",
+                },
+            )
+        elif status == 400:
+            await _answer(
+                send,
+                400,
+                {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": f"Bad Request: chat {chat} not found",
                 },
             )
         else:

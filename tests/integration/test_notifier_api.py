@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 
 from shared.events import CampaignStarted, MemberUpdated
+from shared.query import order_key
+from shared.store import epoch_ms
 from tests.helpers import wait_until
 from tests.integration.notifier_peers import create_streams, publish
 from tests.integration.test_notifier_flows import joined, log, templates_in_inbox, wait_for_member
@@ -175,3 +177,123 @@ async def test_every_route_needs_the_token(services: Any, nc: Any) -> None:
             wrong = {"Authorization": "Bearer nope"}
             assert (await anonymous.get("/v1/notifications", headers=wrong)).status_code == 403
             assert (await anonymous.get("/readyz")).status_code == 200
+
+
+BAD_PREFERENCES: list[Any] = [
+    {"digest_hour": True},  # a boolean is not 1 o'clock
+    {"digest_hour": "18"},
+    {"digest_hour": 9.5},
+    {"rate_limit_per_hour": 1e30},
+    {"rate_limit_per_hour": True},
+    {"categories": {"campaigns": "false"}},  # "false" is not false
+    {"categories": {"x" * 10_000: True}},
+    {"categories": {f"c{n}": True for n in range(1000)}},
+    {"channels": ["email"] * 10_000},
+    {"community": "x" * 100_000},
+    {"quiet_hours": {"start": 3600, "end": "08:00"}},  # seconds after midnight UTC: no
+    {"quiet_hours": {"start": "2" * 100_000, "end": "08:00"}},
+    {"quiet_hours": {"start": "22:00"}},
+    {"quiet_hours": {"start": "22:00", "end": "08:00", "zone": "UTC"}},
+    {"colour": "blue"},
+    ["not", "an", "object"],
+]
+
+
+async def test_preferences_out_of_bounds_coerced_or_malformed_are_422_and_store_nothing(
+    services: Any, nc: Any
+) -> None:
+    await create_streams(nc, "MEMBERS", "ENGAGEMENT", "CAMPAIGNS")
+    async with services("notifier") as s:
+        notifier = s["notifier"].http
+        member = joined()
+        await publish(nc, member)
+        await wait_for_member(notifier, member.member_id)
+        url = f"/v1/members/{member.member_id}/preferences"
+        before = (await notifier.get(url)).json()
+        for body in BAD_PREFERENCES:
+            r = await notifier.put(url, json=body)
+            assert r.status_code == 422, (body, r.text[:300])
+            assert r.json()["error"]["code"] == "invalid_request"
+            assert len(r.content) < 10_000  # the input is not echoed back
+        for raw in (b'{"rate_limit_per_hour": NaN}', b'{"digest_hour": Infinity}'):
+            r = await notifier.put(url, content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 422, r.text
+        assert (await notifier.get(url)).json() == before
+
+
+async def test_inbox_and_log_parameters_out_of_bounds_are_422_in_the_error_shape(
+    services: Any, nc: Any
+) -> None:
+    await create_streams(nc, "MEMBERS", "ENGAGEMENT", "CAMPAIGNS")
+    async with services("notifier") as s:
+        notifier = s["notifier"].http
+        for params in (
+            {"member_id": "m" * 1000},
+            {"member_id": "m 1\n"},
+            {"cursor": "A" * 5000},
+            {"cursor": "²:x"},
+            {"cursor": "9" * 30},
+            {"limit": 0},
+            {"limit": 10**12},
+            {"status": "lost"},
+            {"channel": "sms"},
+        ):
+            r = await notifier.get("/v1/notifications", params=params)
+            assert r.status_code == 422, (params, r.text[:300])
+            assert set(r.json()["error"]) >= {"code", "message"}
+        for path in (
+            f"/v1/members/{'m' * 500}/inbox",
+            "/v1/members/m%0A1/inbox",
+            "/v1/members/m%E2%80%A81/preferences",
+        ):
+            r = await notifier.get(path)
+            assert r.status_code == 422, (path, r.text[:300])
+        r = await notifier.get("/v1/members/m1/inbox", params={"cursor": "9" * 5000})
+        assert r.status_code == 422
+
+
+async def test_a_stored_delivery_that_cannot_be_read_is_left_out_of_lists_and_counted(
+    services: Any, nc: Any
+) -> None:
+    await create_streams(nc, "MEMBERS", "ENGAGEMENT", "CAMPAIGNS")
+    async with services("notifier") as s:
+        notifier = s["notifier"].http
+        member = joined()
+        await publish(nc, member)
+
+        async def welcomed() -> bool:
+            return await templates_in_inbox(notifier, member.member_id) == ["welcome"]
+
+        await wait_until(welcomed)
+        now = epoch_ms(datetime.now(UTC))
+        common = {"member_id": member.member_id, "channel": "inapp", "created_ms": now}
+        # Written by hand or by another version: no status or dates; a template that is gone.
+        await s["notifier"].store.deliveries.insert_many(
+            [
+                {**common, "_id": "n_bare", "order_key": order_key(now + 1, "n_bare")},
+                {
+                    **common,
+                    "_id": "n_gone",
+                    "order_key": order_key(now + 2, "n_gone"),
+                    "template": "retired_template",
+                    "context": {},
+                    "mentions": {},
+                    "category": "account",
+                    "status": "delivered",
+                    "created_at": datetime.now(UTC),
+                    "cause_event_id": "e_gone",
+                    "cause_type": "x",
+                    "attempts": 0,
+                },
+            ]
+        )
+        assert await templates_in_inbox(notifier, member.member_id) == ["welcome"]
+        logged = await log(notifier, member_id=member.member_id)
+        assert sorted(i["notification_id"] for i in logged if i["template"] != "welcome") == [
+            "n_gone"  # the log does not render texts: only the bare one is unreadable there
+        ]
+        metrics = (await notifier.get("/metrics")).text
+        assert (
+            'sarafan_documents_skipped_total{collection="deliveries",service="notifier"} 3.0'
+            in metrics
+        )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from services.notifier.channels import EmailChannel, Outgoing, TelegramChannel, webhook_signature
+from services.notifier.dispatcher import scrub
+from services.notifier.domain import Recipient
 
 
 def test_webhook_signature_matches_the_standard_webhooks_reference_vector() -> None:
@@ -60,3 +64,26 @@ def test_telegram_chat_ids() -> None:
     assert TelegramChannel.chat_id("-100123") == -100123
     assert TelegramChannel.chat_id("anna_k") == "@anna_k"
     assert TelegramChannel.chat_id("@anna_k") == "@anna_k"
+
+
+def test_a_title_with_line_breaks_still_makes_one_subject_header() -> None:
+    channel = EmailChannel("smtp://127.0.0.1:2525", "S <s@x.org>", 5)
+    for mark in ("\r", "\n", "\v", "\x85", "\u2028"):
+        mail = channel.compose(replace(OUT, title=f"Vera{mark}Victimova, welcome!"))
+        assert mail["Subject"] == "Vera Victimova, welcome!"
+        assert b"Vera Victimova" in mail.as_bytes()
+
+
+def test_channel_errors_lose_the_members_addresses_and_the_bot_token() -> None:
+    member = Recipient(
+        member_id="m1",
+        contacts={"email": "vera.v@example.org", "telegram": "@vera_tg", "phone": "+79165554433"},
+    )
+    error = scrub(
+        "550 5.1.1 <vera.v@example.org>: rejected; chat vera_tg; call +79165554433 " + "x" * 900,
+        member,
+    )
+    assert "vera" not in error and "9165554433" not in error
+    assert error.startswith("550 5.1.1 <<address>>") and len(error) <= 500
+    telegram = TelegramChannel("https://api.telegram.org", "123456:TEST-token", 5)
+    assert "TEST-token" not in telegram._error(f"POST {telegram.endpoint} failed")

@@ -193,3 +193,51 @@ def test_preferences_defaults() -> None:
     assert p.quiet() is None and p.wants("campaigns") and p.wants("account")
     q = Preferences(quiet_hours={"start": "22:00", "end": "07:30"}).quiet()
     assert q is not None and (q.start, q.end) == (time(22), time(7, 30))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"digest_hour": True},
+        {"digest_hour": "18"},
+        {"digest_hour": 9.5},
+        {"rate_limit_per_hour": True},
+        {"rate_limit_per_hour": 1e30},
+        {"categories": {"campaigns": "false"}},
+        {"categories": {"campaigns": 0}},
+        {"categories": {"x" * 51: True}},
+        {"categories": {f"c{n}": True for n in range(len(domain.CATEGORIES) + 1)}},
+        {"channels": ["email", "telegram", "webhook", "email"]},
+        {"quiet_hours": {"start": 3600, "end": "08:00"}},
+        {"quiet_hours": {"start": "22:00" + " " * 40, "end": "08:00"}},
+        {"community": "weekly"},
+    ],
+)
+def test_preferences_refuse_coerced_and_unbounded_values(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Preferences.model_validate(body)
+
+
+def test_stored_preferences_are_read_leniently() -> None:
+    stored = Preferences.stored({"categories": {"campaigns": 0}, "quiet_hours": None})
+    assert stored.wants("campaigns") is False
+    assert Preferences.stored(None) == Preferences()
+
+
+def test_messages_that_name_another_member_keep_the_id_not_the_name() -> None:
+    lookups = rules.Lookups(names={"m_02": "Борис", "m_01": "Анна"})
+    named = {
+        ReferralMade: ("friend", "m_02"),
+        CommentAdded: ("commenter", "m_02"),
+        QuestionUnanswered: ("asker", "m_01"),
+    }
+    for model, (var, member_id) in named.items():
+        [notice] = rules.notices(sample(model), lookups)
+        assert notice.message.mentions == {var: member_id}
+        assert var not in notice.message.stored_context()
+    accepted, thanks = rules.notices(sample(AnswerAccepted), lookups)
+    assert accepted.message.mentions == {"answerer": "m_02"}
+    assert thanks.message.mentions == {"asker": "m_01"}
+    assert accepted.message.stored_context() == {"minutes": accepted.message.context["minutes"]}
+    [level] = rules.notices(sample(LevelChanged), lookups)
+    assert level.message.mentions == {} and level.message.stored_context() == level.message.context

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.notifier.templates import email_html, plural, render, template_names
+from services.notifier.texts import delivery_text, mentioned
 
 CONTEXTS: dict[str, dict[str, object]] = {
     "welcome": {},
@@ -92,3 +93,49 @@ def test_html_email_escapes_member_input() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "&lt;b&gt;Hi&lt;/b&gt;" in html
     assert html.count("</p>") == 3  # two lines and the signature
+
+
+@pytest.mark.parametrize("mark", ["\r", "\n", "\v", "\x85", "\u2028", "\u202e", "\x00"])
+def test_a_name_with_a_line_break_or_control_renders_on_one_title_line(mark: str) -> None:
+    title, body = render("welcome", "en", {"name": f"Vera{mark}Victimova"})
+    assert title == "Welcome to the community, Vera Victimova!"
+    assert body.startswith("We are glad")
+
+
+def test_a_delivery_is_rendered_with_the_names_the_projection_has_now() -> None:
+    stored = {
+        "template": "comment_added",
+        "locale": "en",
+        "context": {},
+        "mentions": {"commenter": "m_02"},
+    }
+    assert mentioned([stored]) == {"m_02"}
+    _, body = delivery_text(stored, "Anna", {"m_02": "Boris"})
+    assert body.startswith("Anna, Boris replied")
+    _, body = delivery_text(stored, "Anna", {})  # Boris was erased: his tombstone has no name
+    assert body.startswith("Anna, — replied")
+    friend = {
+        "template": "referral_thanks",
+        "locale": "ru",
+        "context": {},
+        "mentions": {"friend": "m_03"},
+    }
+    assert "ваш друг присоединяется" in delivery_text(friend, "Анна", {})[1]
+    old = {"template": "welcome", "title": "Stored title", "body": "Stored body"}
+    assert delivery_text(old, "Anna", {}) == ("Stored title", "Stored body")
+
+
+def test_a_digest_renders_each_item_with_current_names_in_order() -> None:
+    digest = {
+        "template": "digest",
+        "locale": "en",
+        "items": {
+            "e2": {"template": "comment_added", "context": {}, "mentions": {"commenter": "m_9"},
+                   "at_ms": 2},
+            "e1": {"title": "Old item", "body": "stored before", "at_ms": 1},
+        },
+    }  # fmt: skip
+    assert mentioned([digest]) == {"m_9"}
+    title, body = delivery_text(digest, "Anna", {"m_9": "Boris"})
+    assert title == "Your community today: 2 updates"
+    assert body.index("Old item") < body.index("Boris replied")
