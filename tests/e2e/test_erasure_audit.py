@@ -1,0 +1,236 @@
+"""The erasure audit: after a member is erased, nothing anywhere in the stack names them.
+
+A member with a distinctive name, email, phone and Telegram handle joins by referral, posts,
+answers and is answered, receives email and webhook messages, appears in a dead letter, and is
+erased. Then every document of every collection of the four databases, every message (and its
+headers) of every stream — DLQ included — and every log file of the stack is searched for any of
+those; none may be found. (What the member received in their own mailbox and webhook left the
+platform, as it should: the peers are outside the stack and not audited.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.nats_auth import ADMIN_USER
+from shared.supervisor import Stack, StackConfig, nats_passwords
+from tests.helpers import wait_until
+from tests.integration.notifier_peers import WEBHOOK_SECRET, WebhookReceiver, serve, smtp_server
+
+TOKEN = "audit-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DATABASES = ("sarafan_members", "sarafan_engagement", "sarafan_campaigns", "sarafan_notifier")
+STREAMS = ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS", "NOTIFIER", "DLQ")
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Stack, object, WebhookReceiver]]:
+    receiver = WebhookReceiver(WEBHOOK_SECRET)
+    with smtp_server() as mail:
+        async with serve(receiver) as webhook_url:
+            # The services inherit the operator's environment: the channels are on.
+            monkeypatch.setenv("SMTP_URL", mail.url)  # type: ignore[attr-defined]
+            monkeypatch.setenv("WEBHOOK_URL", webhook_url)
+            monkeypatch.setenv("WEBHOOK_SECRET", WEBHOOK_SECRET)
+            monkeypatch.setenv("SARAFAN_NOTIFIER_POLL_SECONDS", "0.2")
+            running = Stack(
+                StackConfig.with_free_ports(tmp_path / "home"),
+                out=io.StringIO(),
+                environ={**os.environ, "SARAFAN_API_TOKEN": TOKEN},
+            )
+            await asyncio.to_thread(running.start)
+            try:
+                yield running, mail, receiver
+            finally:
+                await asyncio.to_thread(running.stop)
+
+
+async def leaks(stack: Stack, needles: dict[str, str]) -> list[str]:
+    """Where any of the needles is still found: database documents, stream messages, logs."""
+    found: list[str] = []
+    cfg = stack.config
+    mongo: AsyncMongoClient = AsyncMongoClient(cfg.mongodb_url, tz_aware=True)
+    try:
+        for name in DATABASES:
+            db = mongo[name]
+            for collection in await db.list_collection_names():
+                async for doc in db[collection].find({}):
+                    text = json.dumps(doc, default=str, ensure_ascii=False).lower()
+                    for what, needle in needles.items():
+                        if needle in text:
+                            found.append(f"{name}.{collection} {doc.get('_id')}: {what}")
+    finally:
+        await mongo.close()
+    nc = await nats.connect(
+        cfg.nats_url, user=ADMIN_USER, password=nats_passwords(cfg.home)[ADMIN_USER]
+    )
+    try:
+        js = nc.jetstream()
+        for stream in STREAMS:
+            try:
+                state = (await js.stream_info(stream)).state
+            except nats.js.errors.NotFoundError:
+                continue
+            for seq in range(state.first_seq, state.last_seq + 1):
+                try:
+                    msg = await js.get_msg(stream, seq)
+                except nats.js.errors.NotFoundError:
+                    continue  # purged or deleted
+                text = (msg.data or b"").decode("utf-8", "replace") + json.dumps(
+                    dict(msg.headers or {}), ensure_ascii=False
+                )
+                for what, needle in needles.items():
+                    if needle in text.lower():
+                        found.append(f"stream {stream} #{seq} ({msg.subject}): {what}")
+    finally:
+        await nc.close()
+    for log in sorted((cfg.home / "logs").glob("*.log")):
+        text = log.read_text(errors="replace").lower()
+        for what, needle in needles.items():
+            if needle in text:
+                found.append(f"log {log.name}: {what}")
+    return found
+
+
+async def test_an_erased_member_is_named_nowhere_in_databases_streams_or_logs(stack):
+    running, mail, receiver = stack
+    cfg = running.config
+    tag = uuid.uuid4().hex[:6]
+    person = {
+        "name": f"Vera Victimova{tag}",
+        "email": f"erasure.audit.{tag}@example.org",
+        "phone": "+7 916 555-44-33",
+        "telegram": f"victimova_{tag}",
+    }
+    needles = {
+        "name": f"victimova{tag}",
+        "email": f"erasure.audit.{tag}",
+        "phone": "9165554433",
+        "telegram": f"victimova_{tag}",
+    }
+    url = cfg.service_url
+    async with httpx.AsyncClient(headers=AUTH, timeout=30) as http:
+        friend = (
+            await http.post(
+                f"{url('members')}/v1/members",
+                json={"display_name": "Friend", "email": f"friend.{tag}@example.org",
+                      "region": "moscow", "consent": {"terms": True, "marketing": True}},
+            )
+        ).json()  # fmt: skip
+        joined = await http.post(
+            f"{url('members')}/v1/members",
+            headers={"Idempotency-Key": f"join-{tag}"},
+            json={
+                "display_name": person["name"],
+                "email": person["email"],
+                "phone": person["phone"],
+                "telegram": person["telegram"],
+                "region": "moscow",
+                "interests": ["ecology"],
+                "consent": {"terms": True, "marketing": True},
+                "referral_code": friend["referral_code"],
+            },
+        )
+        assert joined.status_code == 201, joined.text
+        vera = joined.json()["member_id"]
+        engagement = url("engagement")
+
+        async def known(member_id: str) -> bool:
+            got = await http.get(f"{engagement}/v1/members/{member_id}/engagement")
+            return got.status_code == 200
+
+        await wait_until(lambda: known(vera), timeout=30)
+        await wait_until(lambda: known(friend["member_id"]), timeout=30)
+        # The welcome goes by email (her first channel).
+        await wait_until(lambda: mail.to(person["email"]), timeout=30, message="no welcome email")
+        # From now on she wants webhooks: the comment on her question comes that way.
+        prefs = await http.put(
+            f"{url('notifier')}/v1/members/{vera}/preferences", json={"channels": ["webhook"]}
+        )
+        assert prefs.status_code == 200, prefs.text
+        question = await http.post(
+            f"{engagement}/v1/posts",
+            headers={"Idempotency-Key": f"post-{tag}"},
+            json={"author_id": vera, "kind": "question", "title": f"Hello from {person['name']}",
+                  "body": f"write to {person['email']}"},
+        )  # fmt: skip
+        assert question.status_code == 201, question.text
+        qid = question.json()["post_id"]
+        answer = await http.post(
+            f"{engagement}/v1/posts/{qid}/comments",
+            json={"author_id": friend["member_id"], "body": "Here is how"},
+        )
+        accepted = await http.post(
+            f"{engagement}/v1/posts/{qid}/accept",
+            json={"comment_id": answer.json()["comment_id"], "by": vera},
+        )
+        assert accepted.status_code == 200, accepted.text
+        other = await http.post(
+            f"{engagement}/v1/posts", json={"author_id": friend["member_id"], "title": "News"}
+        )
+        await http.post(
+            f"{engagement}/v1/posts/{other.json()['post_id']}/comments",
+            headers={"Idempotency-Key": f"comment-{tag}"},
+            json={"author_id": vera, "body": f"Thanks, {person['name']} here"},
+        )
+        now = datetime.now(UTC)
+        campaign = await http.post(
+            f"{url('campaigns')}/v1/campaigns",
+            json={"name": "Spring", "kind": "contest", "starts_at": now.isoformat(),
+                  "ends_at": (now + timedelta(days=7)).isoformat(),
+                  "audience": {"regions": ["moscow"], "roles": []},
+                  "scoring": {"post-created": 1}, "milestones": [], "winners": 1,
+                  "announcement": {"ru": "Весна", "en": "Spring"}},
+        )  # fmt: skip
+        assert campaign.status_code == 201, campaign.text
+        await http.post(f"{url('campaigns')}/v1/campaigns/{campaign.json()['campaign_id']}/start")
+        await wait_until(lambda: receiver.delivered(vera), timeout=30, message="no webhook")
+
+        # A broken event about her, with her address in it: some consumer dead-letters it.
+        password = nats_passwords(cfg.home)[ADMIN_USER]
+        nc = await nats.connect(cfg.nats_url, user=ADMIN_USER, password=password)
+        try:
+            js = nc.jetstream()
+            await js.publish(
+                f"members.member-updated.{vera}",
+                json.dumps({"email": person["email"], "not": "a cloud event"}).encode(),
+                stream="MEMBERS",
+                headers={"Nats-Msg-Id": f"poison-{tag}"},
+            )
+
+            async def dead_lettered() -> bool:
+                state = (await js.stream_info("DLQ")).state
+                return state.messages > 0
+
+            await wait_until(dead_lettered, timeout=30, message="the poison was not dead-lettered")
+        finally:
+            await nc.close()
+        assert await leaks(running, needles), "the audit finds nothing even before erasure"
+
+        erased = await http.delete(f"{url('members')}/v1/members/{vera}", params={"erase": "true"})
+        assert erased.status_code == 204
+
+        async def forgotten() -> bool:
+            return not await leaks(running, needles)
+
+        try:
+            await wait_until(forgotten, timeout=60, interval=1.0, message="erasure")
+        except AssertionError:
+            found = await leaks(running, needles)
+            raise AssertionError(
+                f"{len(found)} place(s) still name the erased member:\n" + "\n".join(found)
+            ) from None
