@@ -7,7 +7,9 @@ and carrying its level-changed in the same write (the outbox).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -118,6 +120,9 @@ class Scoring:
                     self.relay.kick(self.store.standing, w.member_id, w.events)
             await self.store.record_returns([r for r in returns if r[0] not in lost])
             pending = {m: by_member[m] for m in lost}
+            if pending:
+                # Writers that collided would collide again at once: spread them out.
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**_attempt))
         if not pending:
             return  # the last attempt went through
         raise Contended(f"standings of {len(pending)} member(s) kept changing; retried later")

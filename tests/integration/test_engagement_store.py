@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.engagement import domain
 from services.engagement.record import KEEP_DAYS, Record
-from services.engagement.scoring import Scoring
+from services.engagement.scoring import Contended, Scoring
 from services.engagement.store import EngagementStore, StandingWrite
 from shared.events import LevelChanged, MemberDrifting, new_event
 
@@ -85,10 +85,15 @@ async def test_facts_are_added_once_however_often_they_are_recorded(store, scori
 
 async def test_concurrent_writers_never_lose_each_others_facts(store, scoring):
     other = Scoring(store, RULES, QuietRelay())  # type: ignore[arg-type]
-    await asyncio.gather(
-        *(s.record([fact(f"e{i}", at=NOW - timedelta(hours=i))], NOW)
-          for i, s in enumerate([scoring, other] * 5))
-    )  # fmt: skip
+
+    async def record(writer: Scoring, i: int) -> None:
+        while True:  # as the consumer would: a batch that lost every race is retried
+            try:
+                return await writer.record([fact(f"e{i}", at=NOW - timedelta(hours=i))], NOW)
+            except Contended:
+                continue
+
+    await asyncio.gather(*(record(s, i) for i, s in enumerate([scoring, other] * 5)))
     assert (await record_of(store)).counts == {"post": 10}
 
 
