@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.logs import correlation_id_var
+from shared.logs import correlation_id_var, key_id_var
 
 SPECVERSION = "1.0"
 Role = Literal["volunteer", "coordinator", "staff", "partner"]
@@ -480,16 +480,24 @@ class CloudEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    specversion: Literal["1.0"] = SPECVERSION
+    specversion: Literal["1.0"]  # required, like id, source and type
     id: str = Field(min_length=1)
     source: str = Field(min_length=1)
     type: str
     time: datetime
     subject: str = Field(min_length=1)
     datacontenttype: Literal["application/json"] = "application/json"
+    #: Extension attributes (optional in CloudEvents 1.0): a reader is liberal about them. A
+    #: missing correlationid is the event's own id; a missing dataschemaversion is 1.
     dataschemaversion: int = 1
-    correlationid: str = Field(min_length=1)
+    correlationid: str = Field("", description="the request or first event it follows from")
     data: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _own_correlation(self) -> CloudEvent:
+        if not self.correlationid:
+            self.correlationid = self.id
+        return self
 
     @property
     def nats_subject(self) -> str:
@@ -530,7 +538,11 @@ def new_event(
     """
     eid = event_id or str(uuid.uuid4())
     correlation_id = correlation_id or correlation_id_var.get()
+    # Which API key's request made it, for the audit (a CloudEvents extension attribute).
+    audit = {"keyid": key} if (key := key_id_var.get()) else {}
     event = CloudEvent(
+        **audit,
+        specversion=SPECVERSION,
         id=eid,
         source=f"/services/{data.service}",
         type=data.event_type,

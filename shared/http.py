@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -14,9 +13,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DocumentTooLarge
 from starlette.exceptions import HTTPException
@@ -24,7 +24,8 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.events import EventTooLarge, utcnow
-from shared.logs import correlation_id_var
+from shared.keys import SCOPES, KeyRing, Principal
+from shared.logs import correlation_id_var, key_id_var
 from shared.metrics import Metrics
 from shared.query import InvalidCursor, UnindexedFilter
 from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, is_duplicate_key
@@ -129,6 +130,36 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         log.exception("unhandled error")
         return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+
+#: The one security scheme every /v1 route declares, with the scope it needs (OpenAPI).
+API_KEY = HTTPBearer(auto_error=False, scheme_name="apiKey", description="a Sarafan API key")
+
+
+def require(scope: str) -> Any:
+    """A route's dependency: the caller's key must hold `scope` (or `admin`), else 403 naming
+    it. Visible in OpenAPI as the route's security requirement."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    async def check(
+        request: Request, _: Any = Security(API_KEY, scopes=[scope])
+    ) -> Principal:
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None or not principal.allows(scope):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this API key lacks the scope {scope}",
+                details={"missing_scope": scope},
+            )
+        return principal
+
+    return Depends(check)
+
+
+def principal_of(request: Request) -> Principal:
+    return request.state.principal  # type: ignore[no-any-return]
 
 
 def _short(text: str) -> str:
@@ -247,12 +278,12 @@ class KernelMiddleware(BaseHTTPMiddleware):
         app: Any,
         *,
         metrics: Metrics,
-        token: str,
+        keys: KeyRing,
         idempotency: AsyncCollection[dict[str, Any]],
     ) -> None:
         super().__init__(app)
         self.metrics = metrics
-        self.token = token
+        self.keys = keys
         self.idempotency = idempotency
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -281,9 +312,17 @@ class KernelMiddleware(BaseHTTPMiddleware):
     async def _dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if not request.url.path.startswith("/v1/"):
             return await call_next(request)
-        denied = self._check_auth(request)
-        if denied is not None:
-            return denied
+        principal = self._check_auth(request)
+        if isinstance(principal, Response):
+            return principal
+        request.state.principal = principal
+        audit = key_id_var.set(principal.key_id)
+        try:
+            return await self._authorised(request, call_next)
+        finally:
+            key_id_var.reset(audit)
+
+    async def _authorised(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or key is None:
             return await call_next(request)
@@ -297,7 +336,7 @@ class KernelMiddleware(BaseHTTPMiddleware):
             )
         return await self._idempotent(request, call_next, key)
 
-    def _check_auth(self, request: Request) -> Response | None:
+    def _check_auth(self, request: Request) -> Principal | Response:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
@@ -306,9 +345,13 @@ class KernelMiddleware(BaseHTTPMiddleware):
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if not self.token or not hmac.compare_digest(given.encode(), self.token.encode()):
-            return JSONResponse(error_body("forbidden", "invalid API token"), status_code=403)
-        return None
+        principal = self.keys.authenticate(given.strip())
+        if principal is None:
+            return JSONResponse(
+                error_body("forbidden", "invalid API key (unknown, expired or revoked)"),
+                status_code=403,
+            )
+        return principal
 
     async def _idempotent(
         self, request: Request, call_next: RequestResponseEndpoint, key: str
@@ -336,6 +379,10 @@ class KernelMiddleware(BaseHTTPMiddleware):
                 "body": content.decode("utf-8", "replace"),
                 "media_type": response.media_type or "application/json",
             }
+            if "no-store" in response.headers.get("Cache-Control", ""):
+                # A secret shown once (a new API key's token): the record says the request was
+                # done, so a repeat does nothing twice, but the answer is kept nowhere.
+                done.update(body="", shown_once=True)
             member = concerned_member(body, content)
             if member is not None:
                 done["member_id"] = member
@@ -398,6 +445,14 @@ class KernelMiddleware(BaseHTTPMiddleware):
                     "this Idempotency-Key was used with a different request body",
                 ),
                 status_code=422,
+            )
+        if record.get("state") == "done" and record.get("shown_once"):
+            return JSONResponse(
+                error_body(
+                    "answer_not_kept",
+                    "this request was done; its answer held a secret shown once and not kept",
+                ),
+                status_code=409,
             )
         if record.get("state") == "done":
             return Response(

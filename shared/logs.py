@@ -15,6 +15,8 @@ event_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("event
 correlation_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
+#: The API key whose request is being handled: its events name it (`keyid`) for the audit.
+key_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("key_id", default=None)
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from shared.http import (
     ensure_idempotency_indexes,
     install_error_handlers,
 )
+from shared.keys import KeyRing
 from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import Collection, Relay
@@ -50,12 +51,19 @@ class Runtime:
         self.db = self.mongo[settings.database_name(service)]
         self.bus = Bus(service, settings, self.metrics, self.db)
         self.relay = Relay(self.bus, [], self.metrics, settings.outbox_sweep_seconds)
+        #: The API keys every service accepts (the bucket watched once NATS is connected).
+        self.keys = KeyRing(settings.api_token)
+        self.bus.on_connected.append(self._watch_keys)
         #: What it publishes (for /asyncapi): every event type whose producer it is.
         self.publishes: list[type[EventData]] = [m for m in EVENT_MODELS if m.service == service]
         self.init_hooks: list[Hook] = []
         self.jobs: list[Callable[[], Awaitable[None]]] = []
         self.initialised = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+
+    async def _watch_keys(self) -> None:
+        if self.bus.js is not None:
+            self.keys.start(self.bus.js)
 
     def consume(self, consumer: Consumer) -> None:
         self.bus.consumers.append(consumer)
@@ -116,6 +124,7 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
+        await self.keys.stop()
         if self.initialised.is_set():
             await self.relay.stop()
             await self.bus.stop()
@@ -127,6 +136,7 @@ class Runtime:
             "mongodb": await asyncio.wait_for(ping(self.db), 3),
             "nats": self.bus.connected,
             "streams_and_consumers": self.bus.ready(),
+            "api_keys": self.keys.synced.is_set(),
         }
 
 
@@ -157,7 +167,7 @@ def create_app(
     app.add_middleware(
         KernelMiddleware,
         metrics=runtime.metrics,
-        token=runtime.settings.api_token,
+        keys=runtime.keys,
         idempotency=runtime.db["idempotency_keys"],
     )
     # Outermost: a body over the limit is refused before anything reads it.

@@ -143,3 +143,36 @@ def test_events_made_inside_a_request_or_handler_inherit_its_correlation_id():
         assert new_event(data, correlation_id="explicit").correlationid == "explicit"
     outside = new_event(data)
     assert outside.correlationid == outside.id
+
+
+def test_a_reader_is_liberal_about_the_optional_extension_attributes() -> None:
+    """CloudEvents 1.0 makes extensions optional: an outside producer's member-joined without
+    `correlationid` or `dataschemaversion` is read (correlation = its own id, version 1), while
+    a missing core attribute is still refused."""
+    import json
+
+    from shared.events import InvalidEvent, parse_event
+
+    raw = {
+        "specversion": "1.0",
+        "id": "outside-1",
+        "source": "/crm",
+        "type": "member-joined",
+        "time": "2026-12-01T10:00:00Z",
+        "subject": "m_1",
+        "data": {
+            "member_id": "m_1",
+            "display_name": "Anna",
+            "region": "moscow",
+            "contacts": {"email": "anna@example.org"},
+            "consent": {"terms": True, "marketing": False},
+            "joined_at": "2026-12-01T10:00:00Z",
+        },
+    }
+    envelope, data = parse_event(json.dumps(raw))
+    assert (envelope.correlationid, envelope.dataschemaversion) == ("outside-1", 1)
+    assert data.member_id == "m_1"  # type: ignore[attr-defined]
+    for core in ("id", "source", "type", "specversion"):
+        broken = {k: v for k, v in raw.items() if k != core}
+        with pytest.raises(InvalidEvent):
+            parse_event(json.dumps(broken))
