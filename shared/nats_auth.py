@@ -3,26 +3,48 @@
 Each service connects as its own user and may only publish its own events (`<service>.>`), its
 own dead letters (`dlq.<service>.>`), the JetStream API calls it makes, and acks of its own
 durable consumers; it receives only on its own inbox prefix (`_INBOX_<service>`), so no service
-can read another's replies. The `admin` user (the operator CLI) may do anything in the
-application account; the `sys` user belongs to the system account (server monitoring).
+can read another's replies. The `integration` user is for outside services that subscribe to
+the events: it reads the four services' event subjects (never `dlq.>`) and creates, reads,
+consumes and deletes only its configured durable consumers; it publishes nothing else. The
+`admin` user (the operator CLI) may do anything in the application account; the `sys` user
+belongs to the system account (server monitoring).
 
-`python -m shared.nats_auth` prints the accounts block included by deploy/nats/nats.conf; a
-test checks the file in the repository is exactly that text, and the same for the Helm values.
+`python -m shared.nats_auth` prints the accounts block included by deploy/nats/nats.conf and
+`python -m shared.nats_auth --helm` rewrites the generated blocks of deploy/k8s/nats/values.yaml;
+tests check both files in the repository are exactly the generated text.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from shared.bus import DLQ_STREAM, STREAMS
+from shared.keys import BUCKET as KEYS_BUCKET
+from shared.keys import KEYS_OWNER
 
 APP_ACCOUNT = "SARAFAN"
 SYSTEM_ACCOUNT = "SYS"
 ADMIN_USER = "admin"
 SYSTEM_USER = "sys"
+INTEGRATION_USER = "integration"
+
+#: The integration user's durable consumers. NATS permissions match whole subject tokens, so
+#: "any name starting with integration-" cannot be written as a wildcard: each name is listed
+#: (comma-separated, replacing the default) and granted on each of the four event streams. The
+#: deploy files are generated with the default; regenerating them with the variable set grants
+#: its names instead.
+INTEGRATION_CONSUMERS_VARIABLE = "SARAFAN_INTEGRATION_CONSUMERS"
+INTEGRATION_PREFIX = "integration-"
+DEFAULT_INTEGRATION_CONSUMERS: tuple[str, ...] = ("integration-example",)
+# A consumer name is one subject token: no dots, wildcards, spaces or path separators.
+_CONSUMER_NAME = re.compile(rf"{INTEGRATION_PREFIX}[A-Za-z0-9_-]+")
 
 #: The durable consumers each service creates, as (stream, durable name). A service that adds a
 #: consumer adds it here too (tests/ops/test_nats_permissions.py checks the two agree).
@@ -58,6 +80,44 @@ def password_variable(user: str) -> str:
     return f"NATS_{user.upper()}_PASSWORD"
 
 
+def integration_consumers(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """The configured integration consumer names (SARAFAN_INTEGRATION_CONSUMERS, else the
+    default); raises ValueError naming a name that does not start with `integration-` or is
+    not a single subject token."""
+    raw = environ.get(INTEGRATION_CONSUMERS_VARIABLE, "")
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    for name in names:
+        if not _CONSUMER_NAME.fullmatch(name):
+            raise ValueError(
+                f"{INTEGRATION_CONSUMERS_VARIABLE}: {name!r} must start with "
+                f"{INTEGRATION_PREFIX!r} followed by letters, digits, '-' or '_'"
+            )
+    return names or DEFAULT_INTEGRATION_CONSUMERS
+
+
+def integration_permissions(consumers: Sequence[str]) -> dict[str, Any]:
+    """Allow-lists of the integration user: subscribe to the public event subjects and its own
+    inbox; publish only the JetStream API calls of a durable pull consumer, for the configured
+    names on the four event streams (not DLQ: dead letters may name erased members)."""
+    api = "$JS.API"
+    publish = [f"{api}.INFO"]
+    publish += [f"{api}.STREAM.INFO.{stream}" for stream in STREAMS.values()]
+    for stream in STREAMS.values():
+        for name in consumers:
+            publish += [
+                f"{api}.CONSUMER.CREATE.{stream}.{name}",
+                f"{api}.CONSUMER.CREATE.{stream}.{name}.>",
+                f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{name}",
+                f"{api}.CONSUMER.INFO.{stream}.{name}",
+                f"{api}.CONSUMER.DELETE.{stream}.{name}",
+                f"{api}.CONSUMER.MSG.NEXT.{stream}.{name}",
+                f"$JS.ACK.{stream}.{name}.>",
+            ]
+    subscribe = [f"{service}.>" for service in STREAMS]
+    subscribe.append(f"{inbox_prefix(INTEGRATION_USER)}.>")
+    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+
+
 def service_permissions(service: str) -> dict[str, Any]:
     """Publish and subscribe allow-lists of one service's user (everything else is denied)."""
     own = STREAMS[service]
@@ -80,6 +140,21 @@ def service_permissions(service: str) -> dict[str, Any]:
         f"{api}.CONSUMER.NAMES.{own}",
         f"{api}.CONSUMER.INFO.{own}.*",
     ]
+    # The API keys' bucket (shared/keys.py): every service creates it if missing and watches
+    # it (an ordered consumer of its own: ephemeral, flow-controlled); its owner writes keys.
+    kv = f"KV_{KEYS_BUCKET}"
+    publish += [
+        f"{api}.STREAM.CREATE.{kv}",
+        f"{api}.CONSUMER.CREATE.{kv}",
+        f"{api}.CONSUMER.CREATE.{kv}.>",
+        f"{api}.CONSUMER.INFO.{kv}.*",
+        f"{api}.CONSUMER.DELETE.{kv}.*",
+        f"{api}.STREAM.MSG.GET.{kv}",
+        f"{api}.DIRECT.GET.{kv}.>",
+        f"$JS.FC.{kv}.>",
+    ]
+    if service == KEYS_OWNER:
+        publish.append(f"$KV.{KEYS_BUCKET}.>")
     if service == ERASURE_OWNER:
         # The service that owns erasure purges the member's dead letters too (their subject
         # ends with the original subject, so with the member's id): docs/operations.md.
@@ -99,14 +174,25 @@ def service_permissions(service: str) -> dict[str, Any]:
     }
 
 
-def accounts(passwords: Mapping[str, str]) -> dict[str, Any]:
+def accounts(
+    passwords: Mapping[str, str],
+    consumers: Sequence[str] = DEFAULT_INTEGRATION_CONSUMERS,
+) -> dict[str, Any]:
     """The `accounts` and `system_account` settings; `passwords` maps each user (the four
-    services, admin, sys) to its password or to a reference such as `$NATS_ADMIN_PASSWORD`."""
+    services, integration, admin, sys) to its password or to a reference such as
+    `$NATS_ADMIN_PASSWORD`; `consumers` are the integration user's durable consumer names."""
     users = [{"user": ADMIN_USER, "password": passwords[ADMIN_USER]}]
     users += [
         {"user": name, "password": passwords[name], "permissions": service_permissions(name)}
         for name in STREAMS
     ]
+    users.append(
+        {
+            "user": INTEGRATION_USER,
+            "password": passwords[INTEGRATION_USER],
+            "permissions": integration_permissions(consumers),
+        }
+    )
     return {
         "accounts": {
             APP_ACCOUNT: {"jetstream": "enabled", "users": users},
@@ -117,7 +203,12 @@ def accounts(passwords: Mapping[str, str]) -> dict[str, Any]:
 
 
 def users() -> tuple[str, ...]:
-    return (ADMIN_USER, SYSTEM_USER, *STREAMS)
+    return (ADMIN_USER, SYSTEM_USER, *STREAMS, INTEGRATION_USER)
+
+
+# A variable reference such as $NATS_ADMIN_PASSWORD; subjects like `$JS.API.INFO` or
+# `$KV.<bucket>.>` contain dots and must stay quoted, or the server reads them as variables.
+_VARIABLE = re.compile(r"\$[A-Z_][A-Z0-9_]*")
 
 
 def _value(value: Any, indent: str) -> str:
@@ -130,7 +221,7 @@ def _value(value: Any, indent: str) -> str:
             return "[" + ", ".join(_value(v, indent) for v in value) + "]"
         inner = indent + "  "
         return "[\n" + "".join(f"{inner}{_value(v, inner)}\n" for v in value) + indent + "]"
-    if isinstance(value, str) and value.startswith("$") and not value.startswith("$JS"):
+    if isinstance(value, str) and _VARIABLE.fullmatch(value):
         return value  # an unquoted variable reference: resolved from the server's environment
     if value == "enabled":
         return value
@@ -138,9 +229,12 @@ def _value(value: Any, indent: str) -> str:
     return json.dumps(value)
 
 
-def nats_conf(passwords: Mapping[str, str]) -> str:
+def nats_conf(
+    passwords: Mapping[str, str], consumers: Sequence[str] = DEFAULT_INTEGRATION_CONSUMERS
+) -> str:
     """The accounts block as nats-server configuration text."""
-    lines = [f"{key}: {_value(value, '')}" for key, value in accounts(passwords).items()]
+    settings = accounts(passwords, consumers)
+    lines = [f"{key}: {_value(value, '')}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -159,6 +253,99 @@ HEADER = (
     "# Passwords come from the nats-server environment (NATS_<USER>_PASSWORD, see .env.example).\n"
 )
 
+# ---------------------------------------------------------------------------------------------
+# The Helm values: the chart's values.yaml is kept by hand except two blocks between markers
+# (the accounts and the password variables' environment), which `--helm` regenerates.
+
+HELM_VALUES = Path(__file__).resolve().parents[1] / "deploy/k8s/nats/values.yaml"
+HELM_SECRET = "sarafan-nats"
+_BEGIN = "# BEGIN generated {name} (python -m shared.nats_auth --helm): do not edit by hand"
+_END = "# END generated {name}"
+# Strings YAML reads as themselves unquoted (not booleans or null in YAML 1.1).
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.>-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, str) and _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
+        return value
+    # A JSON string is a valid YAML double-quoted scalar ($, *, <<, >> stay literal).
+    return json.dumps(value)
+
+
+def _yaml(value: Any, indent: str) -> list[str]:
+    """Block-style YAML lines of a mapping (lists of mappings as `- key: v` items)."""
+    lines: list[str] = []
+    for key, item in value.items():
+        if isinstance(item, dict):
+            lines += [f"{indent}{key}:", *_yaml(item, indent + "  ")]
+        elif isinstance(item, list):
+            lines.append(f"{indent}{key}:")
+            for element in item:
+                if isinstance(element, dict):
+                    inner = _yaml(element, indent + "  ")
+                    lines += [f"{indent}- {inner[0].lstrip()}", *inner[1:]]
+                else:
+                    lines.append(f"{indent}- {_yaml_scalar(element)}")
+        else:
+            lines.append(f"{indent}{key}: {_yaml_scalar(item)}")
+    return lines
+
+
+def helm_blocks(consumers: Sequence[str] = DEFAULT_INTEGRATION_CONSUMERS) -> dict[str, Any]:
+    """The generated parts of the Helm values: `config.merge` accounts, `container.env`."""
+    env = [
+        {
+            "name": password_variable(user),
+            "valueFrom": {"secretKeyRef": {"name": HELM_SECRET, "key": password_variable(user)}},
+        }
+        for user in users()
+    ]
+    return {"accounts": accounts(helm_references(), consumers), "password env": {"env": env}}
+
+
+def helm_values(text: str, consumers: Sequence[str] = DEFAULT_INTEGRATION_CONSUMERS) -> str:
+    """`text` (a values.yaml) with each generated block replaced by its current content."""
+    lines = text.splitlines()
+    for name, block in helm_blocks(consumers).items():
+        begin, end = _BEGIN.format(name=name), _END.format(name=name)
+        starts = [i for i, line in enumerate(lines) if line.strip() == begin]
+        stops = [i for i, line in enumerate(lines) if line.strip() == end]
+        if len(starts) != 1 or len(stops) != 1 or stops[0] < starts[0]:
+            raise ValueError(f"values.yaml needs one {begin!r} … {end!r} pair")
+        start, stop = starts[0], stops[0]
+        indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+        lines[start + 1 : stop] = _yaml(block, indent)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.nats_auth",
+        description="Print deploy/nats/accounts.conf, or regenerate the Helm values' accounts. "
+        f"{INTEGRATION_CONSUMERS_VARIABLE} (comma-separated, each starting with "
+        f"{INTEGRATION_PREFIX!r}) lists the integration user's consumers "
+        f"(default {', '.join(DEFAULT_INTEGRATION_CONSUMERS)}).",
+    )
+    parser.add_argument(
+        "--helm",
+        nargs="?",
+        const=HELM_VALUES,
+        type=Path,
+        metavar="VALUES",
+        help="rewrite the generated blocks of this values.yaml (default: the repository's)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        consumers = integration_consumers()
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.helm is None:
+        sys.stdout.write(HEADER + nats_conf(env_references(), consumers))
+    else:
+        args.helm.write_text(helm_values(args.helm.read_text(), consumers))
+    return 0
+
 
 if __name__ == "__main__":
-    sys.stdout.write(HEADER + nats_conf(env_references()))
+    sys.exit(main())

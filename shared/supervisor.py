@@ -26,7 +26,14 @@ from shared.embedded import (
     nats_child,
     port_is_free,
 )
-from shared.nats_auth import ADMIN_USER, nats_conf, users
+from shared.nats_auth import (
+    ADMIN_USER,
+    INTEGRATION_USER,
+    inbox_prefix,
+    integration_consumers,
+    nats_conf,
+    users,
+)
 from shared.settings import DEFAULT_PORTS
 
 log = logging.getLogger("sarafan.supervisor")
@@ -124,7 +131,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def nats_passwords(home: Path) -> dict[str, str]:
-    """The NATS password of every user (the four services, admin, sys), stored in
+    """The NATS password of every user (the four services, integration, admin, sys), stored in
     home/nats-users.json (mode 0600) on first use so they survive restarts; the operator
     CLI reads the admin password from there."""
     path = home / "nats-users.json"
@@ -174,6 +181,7 @@ class Stack:
         self.service_timeout = service_timeout
         self.token = ""
         self.nats_passwords: dict[str, str] = {}
+        self.integration_consumers: tuple[str, ...] = ()
         self.children: dict[str, Child] = {}  # in start order: servers, then services
         self._supervised: dict[str, _Supervised] = {}
         self._stop = threading.Event()
@@ -200,10 +208,15 @@ class Stack:
         for directory in (home, self.logs_dir, self.pids_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._check_ports()
+        try:
+            # The outside services' durable consumers (SARAFAN_INTEGRATION_CONSUMERS).
+            self.integration_consumers = integration_consumers(self.environ)
+        except ValueError as exc:
+            raise StackError(str(exc)) from exc
         self.token, created = api_token(home, self.environ)
         # Same users and permissions as compose and k8s: each service its own NATS user.
         self.nats_passwords = nats_passwords(home)
-        accounts = nats_conf(self.nats_passwords)
+        accounts = nats_conf(self.nats_passwords, self.integration_consumers)
         self.children = {
             "nats-server": nats_child(
                 home, self.config.nats_port, self.config.nats_http_port, accounts=accounts
@@ -343,6 +356,11 @@ class Stack:
             f"{config.nats_http_port})",
             f"  {'nats users':<11} one per service; operator: {ADMIN_USER} "
             f"(passwords in {config.home / 'nats-users.json'})",
+            # How an outside service subscribes to the events (docs/operations.md).
+            f"  {'integration':<11} {config.nats_url} as user {INTEGRATION_USER} (password: "
+            f'"{INTEGRATION_USER}" in nats-users.json)',
+            f"  {'':<11} inbox prefix {inbox_prefix(INTEGRATION_USER)}, durable consumers "
+            f"{', '.join(self.integration_consumers)} (see examples/crm_sync.py)",
             f"  {'mongodb':<11} {config.mongodb_url}",
             f"  {'logs':<11} {self.logs_dir}",
             f"API token: {self.token}"

@@ -27,7 +27,11 @@ from shared.nats_auth import (
     accounts,
     env_references,
     helm_references,
+    helm_values,
+    integration_consumers,
     nats_conf,
+    password_variable,
+    users,
 )
 from tests.helpers import wait_until
 from tests.integration.conftest import join_body, run_service
@@ -52,8 +56,9 @@ async def _connect(secured, user: str, errors: list[str] | None = None, **kw) ->
 
 
 def test_deploy_accounts_file_is_the_generated_permission_table():
+    # Generated with the default integration consumers, or SARAFAN_INTEGRATION_CONSUMERS's.
     text = (ROOT / "deploy/nats/accounts.conf").read_text()
-    assert text == HEADER + nats_conf(env_references()), (
+    assert text == HEADER + nats_conf(env_references(), integration_consumers()), (
         "deploy/nats/accounts.conf is stale: python -m shared.nats_auth > deploy/nats/accounts.conf"
     )
     conf = (ROOT / "deploy/nats/nats.conf").read_text()
@@ -64,9 +69,31 @@ def test_helm_values_carry_the_same_accounts():
     yaml = pytest.importorskip("yaml", reason="PyYAML not installed (pip install pyyaml)")
     values = yaml.safe_load((ROOT / "deploy/k8s/nats/values.yaml").read_text())
     merged = values["config"]["merge"]
-    expected = accounts(helm_references())
+    expected = accounts(helm_references(), integration_consumers())
     assert merged["accounts"] == expected["accounts"]
     assert merged["system_account"] == expected["system_account"]
+
+
+def test_helm_values_generated_blocks_are_current_and_feed_every_password():
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed (pip install pyyaml)")
+    path = ROOT / "deploy/k8s/nats/values.yaml"
+    text = path.read_text()
+    assert text == helm_values(text, integration_consumers()), (
+        "deploy/k8s/nats/values.yaml is stale: python -m shared.nats_auth --helm"
+    )
+    env = {e["name"]: e for e in yaml.safe_load(text)["container"]["env"]}
+    (secret,) = [
+        d
+        for d in yaml.safe_load_all((ROOT / "deploy/k8s/base/config.yaml").read_text())
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "sarafan-nats"
+    ]
+    for user in users():
+        assert password_variable(user) in secret["stringData"], user
+        variable = password_variable(user)
+        assert env[variable]["valueFrom"]["secretKeyRef"] == {
+            "name": "sarafan-nats",
+            "key": variable,
+        }
 
 
 def test_every_consumer_a_service_declares_is_in_the_permission_table():
