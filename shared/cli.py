@@ -202,6 +202,26 @@ def members(args: argparse.Namespace) -> int:
     return int(import_main(list(args.rest)))
 
 
+def _keys_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        help="create --name NAME --scope SCOPE [--scope SCOPE ...] [--expires-days N] | list "
+        "| revoke ID (each also takes --url URL)",
+    )
+
+
+@subcommand(
+    "keys",
+    "API keys with scopes: `sarafan keys create --name N --scope S`, `list`, `revoke ID`",
+    _keys_arguments,
+)
+def keys(args: argparse.Namespace) -> int:
+    from services.members.keys_cli import keys_command
+
+    return _ops(lambda: keys_command(list(args.rest)))
+
+
 @subcommand("demo", "play a small community against the running stack and show what happened")
 def demo(args: argparse.Namespace) -> int:
     import httpx

@@ -21,10 +21,12 @@ from services.campaigns.schemas import (
 )
 from services.campaigns.store import CampaignsStore, Doc
 from shared.events import utcnow
-from shared.http import ApiError, new_id, not_found
+from shared.http import ApiError, new_id, not_found, require
 from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
+#: The scopes of these routes (shared/keys.py says what each allows).
+READ, MANAGE = "campaigns:read", "campaigns:manage"
 
 T = TypeVar("T")
 #: A campaign id as this service hands them out (`c_` and 32 hex digits), with room to spare;
@@ -65,7 +67,9 @@ async def _campaign(request: Request, campaign_id: str) -> Doc:
     return doc
 
 
-@router.post("/campaigns", status_code=201, response_model=CampaignOut)
+@router.post(
+    "/campaigns", status_code=201, response_model=CampaignOut, dependencies=[require(MANAGE)]
+)
 async def create_campaign(body: CampaignIn, request: Request) -> CampaignOut:
     """Create a campaign (status `scheduled`); it starts and ends by itself at its times."""
     now = utcnow()
@@ -81,7 +85,7 @@ async def create_campaign(body: CampaignIn, request: Request) -> CampaignOut:
     return CampaignOut.from_doc(doc)
 
 
-@router.get("/campaigns", response_model=CampaignList)
+@router.get("/campaigns", response_model=CampaignList, dependencies=[require(READ)])
 async def list_campaigns(
     request: Request,
     status: Annotated[domain.Status | None, Query()] = None,
@@ -99,7 +103,7 @@ async def list_campaigns(
     return CampaignList(items=items, next_cursor=next_cursor)
 
 
-@router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
+@router.get("/campaigns/{campaign_id}", response_model=CampaignOut, dependencies=[require(READ)])
 async def get_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     return CampaignOut.from_doc(await _campaign(request, campaign_id))
 
@@ -129,25 +133,33 @@ async def _transition(request: Request, campaign_id: str, action: str) -> Campai
     return CampaignOut.from_doc(after)
 
 
-@router.post("/campaigns/{campaign_id}/start", response_model=CampaignOut)
+@router.post(
+    "/campaigns/{campaign_id}/start", response_model=CampaignOut, dependencies=[require(MANAGE)]
+)
 async def start_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """Start a scheduled campaign now (emits campaign-started)."""
     return await _transition(request, campaign_id, "start")
 
 
-@router.post("/campaigns/{campaign_id}/end", response_model=CampaignOut)
+@router.post(
+    "/campaigns/{campaign_id}/end", response_model=CampaignOut, dependencies=[require(MANAGE)]
+)
 async def end_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """End an active campaign now: winners by its rule (emits campaign-ended)."""
     return await _transition(request, campaign_id, "end")
 
 
-@router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
+@router.post(
+    "/campaigns/{campaign_id}/cancel", response_model=CampaignOut, dependencies=[require(MANAGE)]
+)
 async def cancel_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """Cancel a scheduled or active campaign: no winners, no event."""
     return await _transition(request, campaign_id, "cancel")
 
 
-@router.get("/campaigns/{campaign_id}/leaderboard", response_model=Leaderboard)
+@router.get(
+    "/campaigns/{campaign_id}/leaderboard", response_model=Leaderboard, dependencies=[require(READ)]
+)
 async def leaderboard(
     campaign_id: CampaignId,
     request: Request,
@@ -185,7 +197,7 @@ async def leaderboard(
     )
 
 
-@router.get("/campaigns/{campaign_id}/report", response_model=Report)
+@router.get("/campaigns/{campaign_id}/report", response_model=Report, dependencies=[require(READ)])
 async def report(campaign_id: CampaignId, request: Request) -> Report:
     """Was it worth it: participants, points, growth by referral, posts, hours, retention."""
     return await campaign_report(_store(request), await _campaign(request, campaign_id), utcnow())

@@ -25,12 +25,14 @@ from shared.events import (
     ReactionAdded,
     new_event,
 )
-from shared.http import ApiError, new_id, not_found
+from shared.http import ApiError, new_id, not_found, require
 from shared.limits import Ident, Title, line, text
 from shared.query import ORDER_KEY_RE, decode_cursor, order_key
 from shared.store import epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
+#: The scopes of these routes (shared/keys.py says what each allows).
+READ, WRITE = "engagement:read", "engagement:write"
 FORMER_MEMBER = "former member"
 
 
@@ -141,7 +143,7 @@ async def _existing_post(e: Engagement, post_id: str) -> Doc:
 # -- posts ----------------------------------------------------------------------------------------
 
 
-@router.post("/posts", status_code=201, response_model=PostOut)
+@router.post("/posts", status_code=201, response_model=PostOut, dependencies=[require(WRITE)])
 async def create_post(body: PostIn, request: Request) -> PostOut:
     """Publish a post, question, story or event report (emits post-created)."""
     e = engagement_of(request)
@@ -190,7 +192,7 @@ async def create_post(body: PostIn, request: Request) -> PostOut:
     )  # type: ignore[arg-type]
 
 
-@router.get("/posts/{post_id}", response_model=PostOut)
+@router.get("/posts/{post_id}", response_model=PostOut, dependencies=[require(READ)])
 async def get_post(post_id: str, request: Request) -> PostOut:
     e = engagement_of(request)
     post = await e.store.post(post_id)
@@ -199,7 +201,12 @@ async def get_post(post_id: str, request: Request) -> PostOut:
     return await _post_out(e, post)
 
 
-@router.post("/posts/{post_id}/comments", status_code=201, response_model=CommentOut)
+@router.post(
+    "/posts/{post_id}/comments",
+    status_code=201,
+    response_model=CommentOut,
+    dependencies=[require(WRITE)],
+)
 async def add_comment(post_id: str, body: CommentIn, request: Request) -> CommentOut:
     """Comment on a post; on a question, a comment by another member is an answer."""
     e = engagement_of(request)
@@ -241,7 +248,7 @@ async def add_comment(post_id: str, body: CommentIn, request: Request) -> Commen
     )  # type: ignore[arg-type]
 
 
-@router.get("/posts/{post_id}/comments", response_model=CommentList)
+@router.get("/posts/{post_id}/comments", response_model=CommentList, dependencies=[require(READ)])
 async def list_comments(
     post_id: str,
     request: Request,
@@ -272,7 +279,12 @@ async def list_comments(
     return CommentList(items=items, next_cursor=next_cursor)
 
 
-@router.post("/posts/{post_id}/reactions", status_code=201, response_model=ReactionOut)
+@router.post(
+    "/posts/{post_id}/reactions",
+    status_code=201,
+    response_model=ReactionOut,
+    dependencies=[require(WRITE)],
+)
 async def add_reaction(
     post_id: str, body: ReactionIn, request: Request, response: Response
 ) -> ReactionOut:
@@ -324,7 +336,7 @@ async def add_reaction(
     )  # type: ignore[arg-type]
 
 
-@router.post("/posts/{post_id}/accept", response_model=AcceptedOut)
+@router.post("/posts/{post_id}/accept", response_model=AcceptedOut, dependencies=[require(WRITE)])
 async def accept_answer(post_id: str, body: AcceptIn, request: Request) -> AcceptedOut:
     """The asker accepts a comment as the answer to their question, once (answer-accepted)."""
     e = engagement_of(request)

@@ -18,12 +18,14 @@ from services.engagement.context import (
 )
 from services.engagement.store import Doc, from_ms, page_cursor
 from shared.events import HoursApproved, new_event, utcnow
-from shared.http import ApiError, new_id, not_found
+from shared.http import ApiError, new_id, not_found, require
 from shared.limits import Day, Ident, Title, text
 from shared.query import ORDER_KEY_RE, decode_cursor, order_key
 from shared.store import epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
+#: The scopes of these routes: deciding also needs a coordinator or staff member as `by`.
+READ, WRITE, DECIDE = "engagement:read", "engagement:write", "hours:decide"
 
 
 #: Hours of one day: a JSON number (not `true`, not "3"), finite, more than 0 and at most 24.
@@ -81,7 +83,7 @@ def _hours_out(entry: Doc) -> HoursOut:
     )
 
 
-@router.post("/hours", status_code=201, response_model=HoursOut)
+@router.post("/hours", status_code=201, response_model=HoursOut, dependencies=[require(WRITE)])
 async def record_hours(body: HoursIn, request: Request) -> HoursOut:
     """Record volunteer hours as `pending`, for a coordinator or staff member to decide."""
     e = engagement_of(request)
@@ -159,19 +161,19 @@ async def _decision(e: Engagement, entry: Doc, body: DecisionIn, status: str) ->
     raise ApiError(409, "already_decided", f"hours entry {entry_id} is already {entry['status']}")
 
 
-@router.post("/hours/{entry_id}/approve", response_model=HoursOut)
+@router.post("/hours/{entry_id}/approve", response_model=HoursOut, dependencies=[require(DECIDE)])
 async def approve_hours(entry_id: str, body: DecisionIn, request: Request) -> HoursOut:
     """Approve pending hours (coordinator or staff only): they score and emit hours-approved."""
     return await _decide(entry_id, body, request, "approved")
 
 
-@router.post("/hours/{entry_id}/reject", response_model=HoursOut)
+@router.post("/hours/{entry_id}/reject", response_model=HoursOut, dependencies=[require(DECIDE)])
 async def reject_hours(entry_id: str, body: DecisionIn, request: Request) -> HoursOut:
     """Reject pending hours (coordinator or staff only)."""
     return await _decide(entry_id, body, request, "rejected")
 
 
-@router.get("/members/{member_id}/hours", response_model=HoursList)
+@router.get("/members/{member_id}/hours", response_model=HoursList, dependencies=[require(READ)])
 async def member_hours(
     member_id: str,
     request: Request,

@@ -10,10 +10,12 @@ from pydantic import BaseModel, Field
 
 from services.engagement.context import engagement_of, rendered
 from services.engagement.insights import SEGMENTS
-from shared.http import not_found
+from shared.http import not_found, require
 from shared.query import decode_offset
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
+#: The scope of these routes (shared/keys.py says what it allows).
+READ = "engagement:read"
 
 
 class Counts(BaseModel):
@@ -90,7 +92,9 @@ class StatsOut(BaseModel):
     hours_approved_30d: float
 
 
-@router.get("/members/{member_id}/engagement", response_model=EngagementOut)
+@router.get(
+    "/members/{member_id}/engagement", response_model=EngagementOut, dependencies=[require(READ)]
+)
 async def member_engagement(member_id: str, request: Request) -> EngagementOut:
     e = engagement_of(request)
     member = await e.store.member(member_id)
@@ -99,7 +103,7 @@ async def member_engagement(member_id: str, request: Request) -> EngagementOut:
     return EngagementOut.model_validate(await e.insights.engagement(member, e.clock()))
 
 
-@router.get("/segments/{name}", response_model=SegmentOut)
+@router.get("/segments/{name}", response_model=SegmentOut, dependencies=[require(READ)])
 async def segment(
     name: str,
     request: Request,
@@ -120,7 +124,7 @@ async def segment(
     )
 
 
-@router.get("/leaderboard", response_model=LeaderboardOut)
+@router.get("/leaderboard", response_model=LeaderboardOut, dependencies=[require(READ)])
 async def leaderboard(
     request: Request,
     period: Literal["7d", "30d", "all"] = "30d",
@@ -136,7 +140,7 @@ async def leaderboard(
     return LeaderboardOut(period=period, region=region, items=items)
 
 
-@router.get("/stats", response_model=StatsOut)
+@router.get("/stats", response_model=StatsOut, dependencies=[require(READ)])
 async def stats(request: Request) -> StatsOut:
     """Community health now; the same figures are the `sarafan_community_*` gauges."""
     e = engagement_of(request)

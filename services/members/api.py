@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, Security
 from pydantic import ValidationError
 
 from services.members import domain, importer
@@ -21,6 +21,7 @@ from services.members.schemas import (
     PatchRequest,
     ReferralList,
     ReferralOut,
+    granted_roles,
 )
 from services.members.store import CodeTaken, ContactTaken, MemberStore
 from shared.events import (
@@ -32,7 +33,8 @@ from shared.events import (
     new_event,
     utcnow,
 )
-from shared.http import ApiError, not_found
+from shared.http import API_KEY, ApiError, not_found, principal_of, require
+from shared.keys import ADMIN
 from shared.service import Runtime
 
 log = logging.getLogger("sarafan.members.api")
@@ -49,6 +51,8 @@ ROW_MAX = 1_000_000_000
 T = TypeVar("T")
 #: How often a write retries when another write changed the member in between.
 WRITE_ATTEMPTS = 5
+#: The scopes of this service's routes (shared/keys.py says what each allows).
+JOIN, READ, WRITE, ERASE = "members:join", "members:read", "members:write", "members:erase"
 
 
 def _runtime(request: Request) -> Runtime:
@@ -67,15 +71,36 @@ def _taken(exc: ContactTaken) -> ApiError:
     return ApiError(409, f"{exc.kind}_taken", f"another member already has this {exc.kind}")
 
 
+def _lacks(scope: str, message: str, **details: Any) -> ApiError:
+    """403 naming the scope the caller's key lacks (the kernel's answer for a route's scope)."""
+    return ApiError(403, "forbidden", message, details={"missing_scope": scope, **details})
+
+
+def _may_grant(request: Request, roles: Iterable[str], already: Iterable[str] = ()) -> None:
+    """Roles are granted, not claimed: coordinator or staff (new to the member) need `admin`."""
+    granted = granted_roles(roles, already)
+    if granted and not principal_of(request).allows(ADMIN):
+        raise _lacks(
+            ADMIN,
+            f"giving the {' and '.join(granted)} role needs the scope {ADMIN}, "
+            "which this API key lacks",
+            roles=granted,
+        )
+
+
 def _now() -> datetime:
     # MongoDB keeps milliseconds: the response shows the time exactly as it will be stored.
     now = utcnow()
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-@router.post("/members", status_code=201, response_model=MemberOut)
+@router.post("/members", status_code=201, response_model=MemberOut, dependencies=[require(JOIN)])
 async def join(body: JoinRequest, request: Request) -> MemberOut:
-    """Join the community (explicit consent, at least one contact, optional referral code)."""
+    """Join the community (explicit consent, at least one contact, optional referral code).
+
+    Joining as coordinator or staff also needs the scope `admin` (403 naming it otherwise):
+    a sign-up page's key lets people join, not give themselves authority."""
+    _may_grant(request, body.roles)
     store, runtime = _store(request), _runtime(request)
     try:
         contacts = domain.normalise_contacts(
@@ -184,7 +209,12 @@ IMPORT_BODY = {
 }
 
 
-@router.post("/members/import", response_model=ImportReport, openapi_extra=IMPORT_BODY)
+@router.post(
+    "/members/import",
+    response_model=ImportReport,
+    openapi_extra=IMPORT_BODY,
+    dependencies=[require(WRITE)],
+)
 async def import_members(
     request: Request,
     welcome: Annotated[
@@ -208,12 +238,19 @@ async def import_members(
     Every row is validated as a join is; rejected rows are listed with why, the others are
     created with their original join date and recorded consent, or counted as existing when
     a member already has one of their contacts (importing a file again doubles nobody).
+    A row giving the coordinator or staff role is rejected (code `forbidden`) unless the key
+    also has the scope `admin`.
     """
     store, runtime = _store(request), _runtime(request)
     try:
         kind = importer.media_kind(request.headers.get("Content-Type"))
         body = await _body(request, importer.MAX_BYTES)
-        work = importer.Importer(store, runtime.relay, request.app.state.phone_region)
+        work = importer.Importer(
+            store,
+            runtime.relay,
+            request.app.state.phone_region,
+            may_grant=principal_of(request).allows(ADMIN),
+        )
         return await work.run(
             importer.decode(body),
             kind,
@@ -225,7 +262,7 @@ async def import_members(
         raise ApiError(exc.status, exc.code, exc.message) from exc
 
 
-@router.get("/members", response_model=MemberList)
+@router.get("/members", response_model=MemberList, dependencies=[require(READ)])
 async def list_members(
     request: Request,
     region: Annotated[str | None, Query(max_length=REGION_MAX, description="exact region")] = None,
@@ -303,7 +340,7 @@ def _next_cursor(page: list[dict[str, Any]]) -> str | None:
     return None
 
 
-@router.get("/members/{member_id}", response_model=MemberOut)
+@router.get("/members/{member_id}", response_model=MemberOut, dependencies=[require(READ)])
 async def get_member(member_id: MemberId, request: Request, response: Response) -> MemberOut:
     doc = await _store(request).get(member_id)
     if doc is None:
@@ -341,7 +378,7 @@ def _if_match(header: str | None) -> int | None:
         raise ApiError(422, "invalid_if_match", "If-Match must be a member version") from exc
 
 
-@router.patch("/members/{member_id}", response_model=MemberOut)
+@router.patch("/members/{member_id}", response_model=MemberOut, dependencies=[require(WRITE)])
 async def update_member(
     member_id: MemberId,
     body: PatchRequest,
@@ -349,7 +386,9 @@ async def update_member(
     response: Response,
     if_match: Annotated[str | None, Header(description="a version: 412 if it changed")] = None,
 ) -> MemberOut:
-    """Change profile, contacts or consent; emits member-updated with exactly what changed."""
+    """Change profile, contacts or consent; emits member-updated with exactly what changed.
+
+    Giving the member the coordinator or staff role also needs the scope `admin`."""
     store, runtime = _store(request), _runtime(request)
     expected = _if_match(if_match)
     try:
@@ -371,6 +410,8 @@ async def update_member(
             raise ApiError(
                 409, "member_left", f"member {member_id} has left; the profile is closed"
             )
+        if "roles" in requested:
+            _may_grant(request, requested["roles"], doc.get("roles") or ())
         try:
             change = domain.profile_change(doc, requested, _now())
         except domain.RuleViolation as exc:
@@ -399,13 +440,32 @@ async def update_member(
     return MemberOut.from_doc(doc)
 
 
+async def _leave_scope(
+    request: Request,
+    erase: Annotated[
+        bool,
+        Query(description="also erase personal data everywhere (needs the scope members:erase)"),
+    ] = False,
+    _key: Any = Security(API_KEY, scopes=[WRITE]),
+) -> bool:
+    """The scope of a leave depends on its query: members:write to leave, members:erase to
+    erase (OpenAPI names members:write, the route's; its description says the rest)."""
+    needed = ERASE if erase else WRITE
+    if not principal_of(request).allows(needed):
+        raise _lacks(needed, f"this API key lacks the scope {needed}")
+    return erase
+
+
 @router.delete("/members/{member_id}", status_code=204)
 async def leave(
     member_id: MemberId,
     request: Request,
-    erase: Annotated[bool, Query(description="also erase personal data everywhere")] = False,
+    erase: Annotated[bool, Depends(_leave_scope)],
 ) -> Response:
     """Leave (member-left); with erase=true the profile goes and the stream is purged.
+
+    Leaving needs the scope `members:write`; `erase=true` needs `members:erase` instead (a key
+    with only members:write asking erasure gets 403 naming members:erase).
 
     Repeats are harmless: leaving twice, or erasing an erased member, is 204 and emits
     nothing. An id that never existed is 404.
@@ -451,7 +511,9 @@ def _stored(event: CloudEvent) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
-@router.get("/members/{member_id}/referrals", response_model=ReferralList)
+@router.get(
+    "/members/{member_id}/referrals", response_model=ReferralList, dependencies=[require(READ)]
+)
 async def referrals(
     member_id: MemberId,
     request: Request,

@@ -1,4 +1,5 @@
-"""Members service composition root: settings, runtime, store, erasure, routes."""
+"""Members service composition root: settings, runtime, store, erasure, routes (and the
+admin endpoint for the API keys every service accepts)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 from pydantic import Field
 
-from services.members import api, importer
+from services.members import api, api_keys, importer
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
 from shared.service import Runtime, create_app
@@ -41,7 +42,7 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
     runtime.bus.on_connected.append(eraser.wake)
     app = create_app(
         runtime,
-        [api.router],
+        [api.router, api_keys.router],
         title="Sarafan members",
         description="Members who join voluntarily, their profiles, consent and referrals.",
         # The import takes a file; its own check answers 413 with the limit it has.

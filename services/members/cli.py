@@ -208,8 +208,14 @@ def _write_rejected(
     return target
 
 
-def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+def members_url(environ: Mapping[str, str]) -> str:
+    """The members service's base URL an operator's shell points at (next to `sarafan up`,
+    its port)."""
     port = environ.get("SARAFAN_MEMBERS_PORT") or "8001"
+    return environ.get("SARAFAN_MEMBERS_URL") or f"http://127.0.0.1:{port}"
+
+
+def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sarafan members import",
         description="Import an existing volunteer base (CSV with a header row, or JSON lines) "
@@ -218,7 +224,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("file", type=Path, help="the CSV (.csv) or JSON lines (.jsonl) file")
     parser.add_argument(
         "--url",
-        default=environ.get("SARAFAN_MEMBERS_URL") or f"http://127.0.0.1:{port}",
+        default=members_url(environ),
         help="members service base URL (SARAFAN_MEMBERS_URL)",
     )
     parser.add_argument(

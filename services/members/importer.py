@@ -30,7 +30,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.members import domain
-from services.members.schemas import ChunkReport, ImportReport, ImportRow, RejectedRow
+from services.members.schemas import (
+    ChunkReport,
+    ImportReport,
+    ImportRow,
+    RejectedRow,
+    granted_roles,
+)
 from services.members.store import MemberStore
 from shared.events import CloudEvent, new_event, utcnow
 from shared.http import ERROR_DETAILS_MAX, ERROR_TEXT_MAX
@@ -287,12 +293,21 @@ def candidate(
     file_id: str,
     welcome: bool,
     now: datetime,
+    may_grant: bool = False,
 ) -> Candidate:
-    """Validate one row as a join would be and build its member document and event."""
+    """Validate one row as a join would be and build its member document and event.
+
+    Like a join, a row giving the coordinator or staff role needs a key with `admin`
+    (`may_grant`); without it the row is rejected with the join's code, `forbidden`."""
     try:
         body = ImportRow.model_validate(join_fields(raw))
     except ValidationError as exc:
         raise RowRejected("invalid_request", validation_message(exc)) from exc
+    if not may_grant and (granted := granted_roles(body.roles)):
+        raise RowRejected(
+            "forbidden",
+            f"giving the {' and '.join(granted)} role needs an API key with the scope admin",
+        )
     try:
         contacts = domain.normalise_contacts(body.email, body.phone, body.telegram, phone_region)
     except domain.RuleViolation as exc:
@@ -346,10 +361,19 @@ def file_identity(body: bytes) -> str:
 
 
 class Importer:
-    def __init__(self, store: MemberStore, relay: Relay, phone_region: str | None) -> None:
+    def __init__(
+        self,
+        store: MemberStore,
+        relay: Relay,
+        phone_region: str | None,
+        *,
+        may_grant: bool = False,
+    ) -> None:
         self.store = store
         self.relay = relay
         self.phone_region = phone_region
+        #: Whether the caller's key may give the coordinator and staff roles (`admin`).
+        self.may_grant = may_grant
 
     async def run(
         self, text: str, kind: str, *, file_id: str, welcome: bool, first_row: int = 1
@@ -418,6 +442,7 @@ class Importer:
                     file_id=file_id,
                     welcome=welcome,
                     now=now,
+                    may_grant=self.may_grant,
                 )
                 for kind, value in made.contacts:
                     if (kind, value) in seen:

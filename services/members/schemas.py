@@ -7,6 +7,7 @@ and an import row is stored as it is given. Bad input is a 422 before anything i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +27,15 @@ MAX_TAGS = 50
 MAX_ROLES = 8
 #: Where an import's consent was recorded ("paper form 2024"): one line.
 ConsentSource = line(200)
+#: Roles that carry authority (coordinators and staff decide on hours, get question alerts):
+#: they are granted by an API key with the `admin` scope, never claimed by whoever calls.
+GRANTED_ROLES: frozenset[str] = frozenset({"coordinator", "staff"})
+
+
+def granted_roles(roles: Iterable[str], already: Iterable[str] = ()) -> list[str]:
+    """The roles among `roles` that need `admin` to be given: coordinator and staff, unless the
+    member holds them already (keeping a role one has is not granting it)."""
+    return sorted(GRANTED_ROLES.intersection(roles) - set(already))
 
 
 def _known_zone(value: str | None) -> str | None:
@@ -51,7 +61,10 @@ class JoinRequest(Request):
     telegram: str | None = Field(None, max_length=64)
     region: Region
     roles: list[Role] = Field(
-        default_factory=lambda: ["volunteer"], min_length=1, max_length=MAX_ROLES
+        default_factory=lambda: ["volunteer"],
+        min_length=1,
+        max_length=MAX_ROLES,
+        description="coordinator and staff are granted: they need an API key with admin",
     )
     interests: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     skills: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
@@ -129,7 +142,12 @@ class PatchRequest(Request):
     phone: str | None = Field(None, max_length=32)
     telegram: str | None = Field(None, max_length=64)
     region: Region | None = None
-    roles: list[Role] | None = Field(None, min_length=1, max_length=MAX_ROLES)
+    roles: list[Role] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ROLES,
+        description="giving coordinator or staff needs an API key with admin",
+    )
     interests: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     skills: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     locale: Literal["ru", "en"] | None = None

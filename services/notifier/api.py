@@ -13,11 +13,13 @@ from pydantic import BaseModel, ValidationError
 from services.notifier.domain import Preferences
 from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
-from shared.http import not_found
+from shared.http import not_found, require
 from shared.query import CURSOR_MAX, ORDER_KEY_RE, decode_cursor, encode_cursor
 from shared.store import from_epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
+#: The scopes of these routes (shared/keys.py says what each allows).
+READ, WRITE = "notifier:read", "notifier:write"
 log = logging.getLogger("sarafan.notifier.api")
 T = TypeVar("T")
 
@@ -105,7 +107,7 @@ class Inbox(BaseModel):
     next_cursor: str | None = None
 
 
-@router.get("/members/{member_id}/inbox", response_model=Inbox)
+@router.get("/members/{member_id}/inbox", response_model=Inbox, dependencies=[require(READ)])
 async def inbox(
     member_id: MemberId,
     request: Request,
@@ -148,7 +150,11 @@ async def _active_member(store: NotifierStore, member_id: str) -> dict[str, Any]
     return doc
 
 
-@router.get("/members/{member_id}/preferences", response_model=MemberPreferences)
+@router.get(
+    "/members/{member_id}/preferences",
+    response_model=MemberPreferences,
+    dependencies=[require(READ)],
+)
 async def get_preferences(member_id: MemberId, request: Request) -> MemberPreferences:
     """The member's notification preferences (the defaults until they set any)."""
     doc = await _active_member(_store(request), member_id)
@@ -156,7 +162,11 @@ async def get_preferences(member_id: MemberId, request: Request) -> MemberPrefer
     return MemberPreferences(member_id=member_id, **prefs.model_dump())
 
 
-@router.put("/members/{member_id}/preferences", response_model=MemberPreferences)
+@router.put(
+    "/members/{member_id}/preferences",
+    response_model=MemberPreferences,
+    dependencies=[require(WRITE)],
+)
 async def put_preferences(
     member_id: MemberId, body: Preferences, request: Request
 ) -> MemberPreferences:
@@ -225,7 +235,7 @@ class DeliveryLog(BaseModel):
     next_cursor: str | None = None
 
 
-@router.get("/notifications", response_model=DeliveryLog)
+@router.get("/notifications", response_model=DeliveryLog, dependencies=[require(READ)])
 async def notifications(
     request: Request,
     member_id: str | None = Query(None, min_length=1, max_length=100, pattern=ID_PATTERN),

@@ -1,0 +1,193 @@
+"""The admin endpoint for API keys: create (the token shown once), list, revoke.
+
+Keys are kept, hashed, in the NATS key-value bucket every service watches (shared/keys.py):
+this service only writes the bucket, and a revocation reaches the other three as soon as their
+watch delivers it, without any service reading another's database. Every route needs `admin`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+import nats.errors
+from fastapi import APIRouter, Path, Request, Response
+from nats.js.errors import NotFoundError
+from pydantic import AfterValidator, BaseModel, Field
+
+from shared import keys
+from shared.events import utcnow
+from shared.http import ApiError, principal_of, require
+from shared.keys import ADMIN, BOOTSTRAP_ID, KEY_ID_RE, SCOPES, KeyRecord
+from shared.limits import Moment, Name
+from shared.limits import Request as Body
+from shared.service import Runtime
+
+log = logging.getLogger("sarafan.members.keys")
+
+router = APIRouter(prefix="/v1", tags=["keys"])
+
+T = TypeVar("T")
+#: A key id as shared.keys makes them; the bound keeps an absurd path out of the bucket.
+KeyId = Annotated[str, Path(max_length=100, description="the id of the key (in its token)")]
+
+
+def _known_scope(value: str) -> str:
+    if value not in SCOPES:
+        raise ValueError(f"unknown scope {value!r}; known: {', '.join(SCOPES)}")
+    return value
+
+
+Scope = Annotated[
+    str, Field(json_schema_extra={"enum": list(SCOPES)}), AfterValidator(_known_scope)
+]
+
+
+def _in_the_future(value: datetime | None) -> datetime | None:
+    if value is None:
+        return value
+    # Compared (and kept) as an aware UTC time: a naive one is UTC.
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if aware <= utcnow():
+        raise ValueError("must be in the future")
+    return aware.astimezone(UTC)
+
+
+class KeyIn(Body):
+    name: Name = Field(description="who or what uses it: 'sign-up page', 'crm sync'")
+    scopes: list[Scope] = Field(min_length=1, max_length=len(SCOPES))
+    expires_at: Annotated[Moment | None, AfterValidator(_in_the_future)] = Field(
+        None, description="when it stops working (default: never; revoke it to stop it)"
+    )
+
+
+class KeyOut(BaseModel):
+    """A key as an admin sees it: never its token, never its hash."""
+
+    key_id: str
+    name: str
+    scopes: list[str]
+    status: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @classmethod
+    def of(cls, record: KeyRecord, now: datetime) -> KeyOut:
+        status: Literal["active", "expired", "revoked"] = "active"
+        if record.revoked_at is not None:
+            status = "revoked"
+        elif not record.usable(now):
+            status = "expired"
+        return cls(
+            key_id=record.id,
+            name=record.name,
+            scopes=record.scopes,
+            status=status,
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+            revoked_at=record.revoked_at,
+        )
+
+
+class KeyCreated(KeyOut):
+    token: str = Field(
+        description="the bearer token: shown this once, kept only as a hash, never shown again"
+    )
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+    next_cursor: str | None = Field(None, description="always null: every key is listed")
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def _on_nats(runtime: Runtime, work: Callable[[Any], Awaitable[T]]) -> T:
+    """`work(js)`'s answer, or 503 while NATS is away (the keys live there, nowhere else)."""
+    if not runtime.bus.connected or runtime.bus.js is None:
+        raise ApiError(503, "unavailable", "NATS is unavailable: keys cannot be managed; retry")
+    try:
+        return await work(runtime.bus.js)
+    except (nats.errors.Error, TimeoutError, OSError) as exc:
+        log.warning("key bucket unavailable: %r", exc)
+        raise ApiError(
+            503, "unavailable", "NATS is unavailable: keys cannot be managed; retry"
+        ) from exc
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated, dependencies=[require(ADMIN)])
+async def create_key(body: KeyIn, request: Request, response: Response) -> KeyCreated:
+    """Make an API key with the given scopes; its token is in this answer only.
+
+    With an Idempotency-Key a repeat makes no second key, but the answer holds a secret that
+    is kept nowhere (`Cache-Control: no-store`): a repeat answers 409. A key whose answer was
+    lost is listed (by its name) and can be revoked; make another."""
+    token, record = keys.new_key(body.name, list(body.scopes), body.expires_at)
+    await _keep(request, record, "made")
+    # Nothing on the way may keep the answer: it holds the token.
+    response.headers["Cache-Control"] = "no-store"
+    return KeyCreated(**KeyOut.of(record, utcnow()).model_dump(), token=token)
+
+
+@router.get("/keys", response_model=KeyList, dependencies=[require(ADMIN)])
+async def list_keys(request: Request) -> KeyList:
+    """Every key made (revoked ones too, so the audit's key ids stay explained), oldest first.
+    The bootstrap key (`SARAFAN_API_TOKEN`) is not one of them: it lives in the environment."""
+    runtime = _runtime(request)
+    records = await _on_nats(runtime, keys.all_records)
+    now = utcnow()
+    return KeyList(items=[KeyOut.of(r, now) for r in records])
+
+
+@router.delete("/keys/{key_id}", response_model=KeyOut, dependencies=[require(ADMIN)])
+async def revoke_key(key_id: KeyId, request: Request) -> KeyOut:
+    """Revoke a key: every service refuses it within seconds. The record stays (revoked), so
+    the key ids in past events are still explained. Revoking it again changes nothing."""
+    if key_id == BOOTSTRAP_ID:
+        raise ApiError(
+            422,
+            "bootstrap_key",
+            "the bootstrap key is SARAFAN_API_TOKEN: rotate it by changing the variable",
+        )
+    runtime = _runtime(request)
+    found = KEY_ID_RE.fullmatch(key_id) is not None
+    record = await _on_nats(runtime, lambda js: _record(js, key_id)) if found else None
+    if record is None:
+        raise ApiError(404, "not_found", f"API key {key_id[:100]} does not exist")
+    if record.revoked_at is None:
+        record = record.model_copy(update={"revoked_at": utcnow()})
+        await _keep(request, record, "revoked")
+    return KeyOut.of(record, utcnow())
+
+
+async def _keep(request: Request, record: KeyRecord, what: str) -> None:
+    """Write the record to the bucket; this process applies it at once, the other services
+    when their watch delivers it. Logged with the key that did it (never the token)."""
+    runtime = _runtime(request)
+    await _on_nats(runtime, lambda js: keys.put(js, record))
+    runtime.keys.apply(record.id, record.model_dump_json().encode())
+    log.info(
+        "API key %s (%s, scopes %s) %s by key %s",
+        record.id,
+        record.name,
+        ",".join(record.scopes),
+        what,
+        principal_of(request).key_id,
+    )
+
+
+async def _record(js: Any, key_id: str) -> KeyRecord | None:
+    """One key's record, read from the bucket itself (not this process's watched copy)."""
+    try:
+        kv = await js.key_value(keys.BUCKET)
+        entry = await kv.get(key_id)
+    except NotFoundError:  # no such key, or no key made yet
+        return None
+    if not entry.value:
+        return None
+    return KeyRecord.model_validate_json(entry.value)
