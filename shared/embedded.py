@@ -169,7 +169,7 @@ def nats_config(
         # JSON string quoting is valid in the NATS config grammar and survives odd paths.
         f"  store_dir: {json.dumps(str(store_dir))}",
         # The default (fsync every 2 minutes) can lose acknowledged messages on power
-        # failure, as Jepsen showed for NATS 2.12.1; the SPEC requires `always` everywhere.
+        # failure, as Jepsen showed for NATS 2.12.1; every server we configure sets `always`.
         "  sync_interval: always",
         "}",
     ]

@@ -32,7 +32,7 @@ from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, is_duplicate_key
 
 log = logging.getLogger("sarafan.http")
 
-IDEMPOTENCY_TTL = timedelta(hours=48)  # SPEC: kept at least 24 hours
+IDEMPOTENCY_TTL = timedelta(hours=48)  # docs/contract.md: kept at least 24 hours
 #: A request that started this long ago without finishing died with its process.
 IDEMPOTENCY_LEASE_MS = 30_000
 #: How long a done request waits for MongoDB to keep its answer (it answers anyway after).

@@ -1,4 +1,4 @@
-"""The SPEC's Prometheus metrics, one registry per service, every series labelled `service`."""
+"""The Prometheus metrics of docs/contract.md, one registry per service, every series labelled `service`."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ T = TypeVar("T", bound=ServiceSettings)
 
 
 def load_settings(cls: type[T], service: str) -> T:
-    """Read settings; the HTTP port comes from SARAFAN_<SERVICE>_PORT (SPEC defaults)."""
+    """Read settings; the HTTP port comes from SARAFAN_<SERVICE>_PORT (docs/contract.md)."""
     settings = cls()
     if not settings.port:
         env = os.environ.get(f"SARAFAN_{service.upper()}_PORT")

@@ -23,7 +23,7 @@ Status = Literal["scheduled", "active", "ended", "cancelled"]
 WinnerRule = Literal["top", "draw"]
 CountReferrals = Literal["joined", "active"]
 
-#: Event types a campaign may score, in the order the SPEC names them.
+#: Event types a campaign may score, in the order docs/campaigns.md names them.
 SCORABLE = (
     "post-created",
     "comment-added",

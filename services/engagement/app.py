@@ -26,7 +26,7 @@ SERVICE = "engagement"
 
 
 class EngagementSettings(ServiceSettings):
-    """The engagement rules (SPEC defaults) and the cadence of its periodic jobs."""
+    """The engagement rules (the platform's defaults) and the cadence of its periodic jobs."""
 
     weights: dict[str, float] = Field(
         default_factory=dict,

@@ -24,7 +24,7 @@ LEVELS: tuple[str, ...] = ("newcomer", "participant", "active", "loyal", "ambass
 DRIFT_LEVELS: tuple[str, ...] = ("active", "loyal", "ambassador")
 LOYAL_LEVELS: tuple[str, ...] = ("loyal", "ambassador")
 
-#: Kinds of activity and their default weights (SPEC). `hour` is per approved volunteer hour;
+#: Kinds of activity and their default weights (the platform's defaults). `hour` is per approved volunteer hour;
 #: `reaction_given` is activity (it keeps a member from drifting) that scores nothing by default.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "post": 5,
@@ -52,7 +52,7 @@ DEMOTION_BUFFER = 0.9  # demote only below 90% of the held level's threshold (as
 
 @dataclass(frozen=True)
 class Rules:
-    """The configurable parts of the rules; the defaults are the SPEC's."""
+    """The configurable parts of the rules; the defaults are the platform's (docs/engagement.md)."""
 
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))

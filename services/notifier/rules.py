@@ -60,7 +60,7 @@ def campaign_needed(data: EventData) -> str | None:
 
 
 def notices(data: EventData, lookups: Lookups) -> list[Notice]:
-    """The SPEC list: what is sent, to whom, for each event the notifier consumes."""
+    """The list of docs/notifier.md: what is sent, to whom, for each event the notifier consumes."""
     if isinstance(data, MemberJoined):
         if not data.welcome:
             return []  # an imported member is welcomed only if the import asked for it

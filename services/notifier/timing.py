@@ -11,7 +11,7 @@ DEFAULT_ZONE = "Europe/Moscow"
 
 
 def zone(name: str | None) -> ZoneInfo:
-    """The member's zone; an unknown or missing name falls back to the SPEC default."""
+    """The member's zone; an unknown or missing name falls back to the platform's default."""
     try:
         return ZoneInfo(name or DEFAULT_ZONE)
     except (ZoneInfoNotFoundError, ValueError):

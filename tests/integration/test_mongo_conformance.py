@@ -229,7 +229,7 @@ async def test_set_on_insert_and_max_of_numbers_in_one_upsert(db: AsyncDatabase)
 async def test_lease_in_epoch_milliseconds_is_claimed_once_until_it_expires(
     db: AsyncDatabase,
 ) -> None:
-    # PATTERNS.md section 4 with the time as integer epoch milliseconds: identical on both
+    # docs/patterns.md section 4 with the time as integer epoch milliseconds: identical on both
     # servers, unlike a date `$set` by path (see the nx-27017 section at the end).
     now = _epoch_ms(_now())
     await db.jobs.insert_one({"_id": "drifting-scan", "lease_until_ms": 0})
