@@ -142,9 +142,7 @@ def require(scope: str) -> Any:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    async def check(
-        request: Request, _: Any = Security(API_KEY, scopes=[scope])
-    ) -> Principal:
+    async def check(request: Request, _: Any = Security(API_KEY, scopes=[scope])) -> Principal:
         principal: Principal | None = getattr(request.state, "principal", None)
         if principal is None or not principal.allows(scope):
             raise ApiError(

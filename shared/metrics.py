@@ -1,4 +1,4 @@
-"""The Prometheus metrics of docs/contract.md, one registry per service, every series labelled `service`."""
+"""Prometheus metrics (docs/contract.md), one registry per service, each labelled `service`."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ LEVELS: tuple[str, ...] = ("newcomer", "participant", "active", "loyal", "ambass
 DRIFT_LEVELS: tuple[str, ...] = ("active", "loyal", "ambassador")
 LOYAL_LEVELS: tuple[str, ...] = ("loyal", "ambassador")
 
-#: Kinds of activity and their default weights (the platform's defaults). `hour` is per approved volunteer hour;
+#: Kinds of activity and their default weights. `hour` is per approved volunteer hour;
 #: `reaction_given` is activity (it keeps a member from drifting) that scores nothing by default.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "post": 5,

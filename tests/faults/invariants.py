@@ -17,7 +17,8 @@ from shared.nats_auth import ADMIN_USER, CONSUMERS
 from tests.faults.flow import CAMPAIGN_SCORING, Client, Ledger
 from tests.faults.stack import FaultStack
 
-ENGAGEMENT_POINTS = {"joined": 1, "post": 5, "comment": 2, "referral": 15}  # the platform's default weights
+#: The platform's default weights.
+ENGAGEMENT_POINTS = {"joined": 1, "post": 5, "comment": 2, "referral": 15}
 CONVERGE_TIMEOUT = 90.0
 
 
