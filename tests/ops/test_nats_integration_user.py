@@ -89,6 +89,7 @@ async def test_integration_user_reads_member_events_live_and_through_its_durable
     nc = await _connect(secured_nats, INTEGRATION_USER, errors)
     try:
         live = await nc.subscribe("members.>")
+        await nc.flush()  # the server knows the subscription before anyone publishes
         subject, body = _joined()
         await streams.jetstream().publish(subject, body, stream="MEMBERS")
         assert (await live.next_msg(timeout=5)).subject == subject
