@@ -453,6 +453,43 @@ class Bus:
         # Every service may dead-letter, so each makes sure the shared DLQ stream exists.
         await self._ensure_stream(self.stream_config(DLQ_STREAM, ["dlq.>"]))
 
+    async def ensure_streams(self, streams: Mapping[str, str]) -> None:
+        """Declare the streams of other producers (stream name → producing service) with
+        exactly the configuration their producer gives them, when they do not exist yet."""
+        for stream, producer in streams.items():
+            await self._ensure_stream(self.stream_config(stream, [f"{producer}.>"]))
+
+    # -- stream maintenance (erasure) ------------------------------------------------------------
+
+    def _js_or_unavailable(self) -> Any:
+        if not self.connected or self.js is None:
+            raise BusUnavailable("NATS is not connected")
+        return self.js
+
+    async def purge(self, stream: str, subject: str) -> None:
+        """Remove every message of `stream` on `subject` (wildcards allowed); nothing to do
+        when the stream does not exist (yet)."""
+        js = self._js_or_unavailable()
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.purge_stream(stream, subject=subject)
+
+    async def last_sequence(self, stream: str, subject: str) -> int | None:
+        """The stream sequence of the last message on `subject`, or None when there is none."""
+        js = self._js_or_unavailable()
+        try:
+            return int((await js.get_last_msg(stream, subject)).seq)
+        except nats.js.errors.NotFoundError:
+            return None
+
+    async def durable_consumers(self, stream: str) -> list[Any]:
+        """The durable consumers of `stream` (nats-py ConsumerInfo), for progress checks."""
+        js = self._js_or_unavailable()
+        return [c for c in await js.consumers_info(stream) if c.config.durable_name]
+
+    async def key_value(self, bucket: str) -> Any:
+        """A JetStream key-value bucket (nats-py KeyValue); raises NotFoundError when absent."""
+        return await self._js_or_unavailable().key_value(bucket)
+
     # -- publishing -----------------------------------------------------------------------------
 
     async def publish(self, event: CloudEvent) -> None:

@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -17,6 +17,8 @@ Role = Literal["volunteer", "coordinator", "staff", "partner"]
 Locale = Literal["ru", "en"]
 PostKind = Literal["post", "question", "story", "event-report"]
 Level = Literal["newcomer", "participant", "active", "loyal", "ambassador"]
+#: The levels of engagement, lowest first (the order a member climbs them).
+LEVELS: tuple[Level, ...] = get_args(Level)
 CampaignKind = Literal["contest", "referral-drive", "challenge", "promotion"]
 Channel = Literal["inapp", "email", "webhook", "telegram"]
 

@@ -113,6 +113,7 @@ class KeyRing:
         self.records: dict[str, KeyRecord] = {}
         self.synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._js: Any = None
 
     def authenticate(self, token: str, now: datetime | None = None) -> Principal | None:
         """The caller of this token, or None (unknown, expired, revoked)."""
@@ -161,8 +162,35 @@ class KeyRing:
                 delay = min(delay * 2, 5.0)
 
     def start(self, js: Any) -> None:
+        self._js = js
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.watch(js), name="keys-watch")
+
+    # -- the bucket itself (key management: members' /v1/keys and `sarafan keys`) -------------
+
+    def _bucket_js(self) -> Any:
+        js = self._js
+        if js is None:
+            raise ConnectionError("NATS is not connected: the key bucket is unreachable")
+        return js
+
+    async def save(self, record: KeyRecord) -> None:
+        """Write a key's record to the bucket (every service's watch picks it up)."""
+        await put(self._bucket_js(), record)
+
+    async def stored(self) -> list[KeyRecord]:
+        """Every record in the bucket, read from it (not this process's watched copy)."""
+        return await all_records(self._bucket_js())
+
+    async def stored_one(self, key_id: str) -> KeyRecord | None:
+        """One key's record read from the bucket, or None when there is no such key."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            entry = await (await self._bucket_js().key_value(BUCKET)).get(key_id)
+        except NotFoundError:  # no such key, or no key made yet
+            return None
+        return KeyRecord.model_validate_json(entry.value) if entry.value else None
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -86,9 +86,35 @@ class Relay:
         self._wake = asyncio.Event()
         self.paused = False  # tests pause the relay to simulate a crash between write and publish
 
+    def watch(self, collection: Collection) -> None:
+        """Sweep `collection` too (a unit of work calls this on its first write with events;
+        the index the sweep reads by is made in the background)."""
+        if collection.name in self.collections:
+            return
+        self.collections[collection.name] = collection
+        self._spawn(self._index(collection))
+
+    @staticmethod
+    async def _index(collection: Collection) -> None:
+        with contextlib.suppress(Exception):
+            await collection.create_index("outbox_pending", sparse=True)
+
+    async def _discover(self) -> None:
+        """The collections that held an outbox before this process started (their sweep
+        index says so): what a crash left in them is swept without any write first."""
+        db = self.bus.db
+        for name in await db.list_collection_names():
+            if name in self.collections:
+                continue
+            coll = db[name]
+            indexes = await coll.index_information()
+            if any(spec.get("key") == [("outbox_pending", 1)] for spec in indexes.values()):
+                self.collections[name] = coll
+
     async def start(self) -> None:
         for coll in self.collections.values():
             await coll.create_index("outbox_pending", sparse=True)
+        await self._discover()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
         self.bus.on_connected.append(self.wake)
 
@@ -113,7 +139,24 @@ class Relay:
         """
         if self.paused:
             return
-        task = asyncio.create_task(self.flush(collection.name, doc_id, events))
+        self.watch(collection)
+        self._spawn(self.flush(collection.name, doc_id, events))
+
+    def kick_many(self, collection: Collection, docs: dict[Any, list[CloudEvent] | None]) -> None:
+        """`kick` for many documents at once (one `flush_many`); a document given None has
+        its events read back."""
+        if self.paused:
+            return
+        self.watch(collection)
+        known = {d: e for d, e in docs.items() if e is not None}
+        unknown = [d for d, e in docs.items() if e is None]
+        if known:
+            self._spawn(self.flush_many(collection, list(known), known))
+        if unknown:
+            self._spawn(self.flush_many(collection, unknown))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

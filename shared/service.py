@@ -31,7 +31,10 @@ from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import Collection, Relay
 from shared.settings import ServiceSettings
+from shared.skipped import SkippedDocuments
 from shared.store import connect_mongo, epoch_ms, ping
+from shared.subscriptions import Subscriptions
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.service")
 
@@ -56,6 +59,8 @@ class Runtime:
         self.bus.on_connected.append(self._watch_keys)
         #: What it publishes (for /asyncapi): every event type whose producer it is.
         self.publishes: list[type[EventData]] = [m for m in EVENT_MODELS if m.service == service]
+        #: Stored documents that lists and jobs left out (`sarafan_documents_skipped_total`).
+        self.skipped = SkippedDocuments(service, self.metrics.registry)
         self.init_hooks: list[Hook] = []
         self.jobs: list[Callable[[], Awaitable[None]]] = []
         self.initialised = asyncio.Event()
@@ -67,6 +72,19 @@ class Runtime:
 
     def consume(self, consumer: Consumer) -> None:
         self.bus.consumers.append(consumer)
+
+    def subscribe(self, subscriptions: Subscriptions, handlers: Any) -> None:
+        """Consume every subscription the service declared, with `handlers` (the object whose
+        methods carry the declarations)."""
+        if subscriptions.service != self.service:
+            raise ValueError(f"{subscriptions.service}'s subscriptions in {self.service}")
+        self.bus.consumers.extend(
+            subscriptions.bind(handlers, batch_size=self.settings.consumer_batch)
+        )
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A unit of work whose commit publishes through this service's outbox relay."""
+        return UnitOfWork(self.relay)
 
     def outbox(self, collection: Collection) -> None:
         self.relay.collections[collection.name] = collection

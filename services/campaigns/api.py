@@ -8,7 +8,6 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Path, Query, Request
 
 from services.campaigns import domain
-from services.campaigns.faults import SkippedDocuments
 from services.campaigns.lifecycle import Conflict, Lifecycle, Missing
 from services.campaigns.report import campaign_report
 from services.campaigns.schemas import (
@@ -23,6 +22,7 @@ from services.campaigns.store import CampaignsStore, Doc
 from shared.events import utcnow
 from shared.http import ApiError, new_id, not_found, require
 from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
+from shared.skipped import SkippedDocuments
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 #: The scopes of these routes (shared/keys.py says what each allows).

@@ -9,7 +9,6 @@ from pydantic import Field
 
 from services.campaigns import api
 from services.campaigns.consumers import CampaignsHandlers
-from services.campaigns.faults import SkippedDocuments
 from services.campaigns.lifecycle import Lifecycle
 from services.campaigns.store import CampaignsStore
 from shared.jobs import Leases, every
@@ -29,7 +28,7 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
     runtime = Runtime(SERVICE, settings)
     store = CampaignsStore(runtime.db)
     # Stored documents that lists, the scheduler or the scoring had to leave out, counted.
-    skipped = SkippedDocuments(runtime.metrics.registry)
+    skipped = runtime.skipped
     lifecycle = Lifecycle(
         store, runtime.relay, timedelta(seconds=settings.end_grace_seconds), skipped
     )

@@ -25,7 +25,6 @@ from services.campaigns.domain import (
     referral_key,
     to_ms,
 )
-from services.campaigns.faults import SkippedDocuments
 from services.campaigns.lifecycle import rules_of
 from services.campaigns.store import CampaignsStore, CreditRequest, Doc
 from shared.bus import Consumer, TransientError
@@ -43,6 +42,7 @@ from shared.events import (
 from shared.http import forget_requests_of
 from shared.outbox import Relay
 from shared.projection import MemberProjection
+from shared.skipped import SkippedDocuments
 
 log = logging.getLogger("sarafan.campaigns")
 
@@ -127,7 +127,7 @@ class CampaignsHandlers:
         self.store = store
         self.relay = relay
         self.batch_size = batch_size
-        self.skipped = skipped or SkippedDocuments(CollectorRegistry())
+        self.skipped = skipped or SkippedDocuments("campaigns", CollectorRegistry())
         self.projection = MemberProjection(store.members, PROJECTED_FIELDS)
 
     def consumers(self) -> list[Consumer]:

@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 
 from services.campaigns import draw
 from services.campaigns.domain import Rules, Standing, from_ms, ranked, to_ms, top_winners
-from services.campaigns.faults import SkippedDocuments
 from services.campaigns.store import OPEN, CampaignsStore, Doc
 from shared.events import (
     Audience,
@@ -27,6 +26,7 @@ from shared.events import (
     utcnow,
 )
 from shared.outbox import Relay
+from shared.skipped import SkippedDocuments
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
 
 log = logging.getLogger("sarafan.campaigns")
@@ -127,7 +127,7 @@ class Lifecycle:
         self.store = store
         self.relay = relay
         self.end_grace = end_grace
-        self.skipped = skipped or SkippedDocuments(CollectorRegistry())
+        self.skipped = skipped or SkippedDocuments("campaigns", CollectorRegistry())
 
     async def create(
         self, definition: dict[str, Any], now: datetime, campaign_id: str | None = None

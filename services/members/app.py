@@ -4,7 +4,6 @@ admin endpoint for the API keys every service accepts)."""
 from __future__ import annotations
 
 from fastapi import FastAPI
-from prometheus_client import Counter
 from pydantic import Field
 
 from services.members import api, api_keys, importer
@@ -50,12 +49,7 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
     )
     app.state.store = store
     # Lists skip a stored document they cannot read (and log its id); this says how often.
-    app.state.skipped_documents = Counter(
-        "sarafan_documents_skipped_total",
-        "Stored documents a list left out because they could not be read",
-        ["service", "collection"],
-        registry=runtime.metrics.registry,
-    )
+    app.state.skipped_documents = runtime.skipped.counter
     app.state.eraser = eraser
     app.state.phone_region = settings.phone_region.strip().upper() or None
     return app

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import nats.js.errors
 from fastapi import FastAPI
-from prometheus_client import Counter
 from pydantic import Field
 
 from services.notifier import api
@@ -136,12 +135,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     )
     # Lists and fan-outs skip a stored document they cannot read (and log its id); this says
     # how often.
-    skipped = Counter(
-        "sarafan_documents_skipped_total",
-        "Stored documents a list left out because they could not be read",
-        ["service", "collection"],
-        registry=runtime.metrics.registry,
-    )
+    skipped = runtime.skipped.counter
     fanout = Fanout(
         store,
         runtime.metrics,

@@ -1,9 +1,10 @@
-"""Stored documents this service cannot use: skipped, logged by id, counted.
+"""Stored documents a service cannot use: skipped, logged by id, counted.
 
-A document written by hand, by an older version or half-migrated must not take a list, the
-scheduler or the scoring down with it: the code that meets it leaves it out, says so in the
-log (its id and what is wrong, never its values: they may be personal data) and counts it in
-`sarafan_documents_skipped_total{service, collection}`.
+A document written by hand, by an older version or half-migrated must not take a list, a job
+or a fan-out down with it: the code that meets it leaves it out, says so in the log (its id
+and what is wrong, never its values: they may be personal data) and counts it in
+`sarafan_documents_skipped_total{service, collection}`. Every service has one
+(`Runtime.skipped`).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-log = logging.getLogger("sarafan.campaigns")
+log = logging.getLogger("sarafan.skipped")
 
-SERVICE = "campaigns"
 #: How many (collection, id) pairs are remembered as already logged: a document that stays
-#: broken is logged once with its traceback, then only counted (the scheduler meets it every
-#: few seconds). Bounded, so that memory never grows with the number of broken documents.
+#: broken is logged once with its traceback, then only counted (a job meets it every few
+#: seconds). Bounded, so that memory never grows with the number of broken documents.
 REMEMBERED = 1000
 
 
 class SkippedDocuments:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.service = service
         self.registry = registry
         self.counter = Counter(
             "sarafan_documents_skipped_total",
@@ -36,7 +37,7 @@ class SkippedDocuments:
 
     def skip(self, collection: str, doc_id: Any, exc: BaseException, doing: str) -> None:
         """Count a document left out of `doing` (a list, a start, the scoring) and log it."""
-        self.counter.labels(SERVICE, collection).inc()
+        self.counter.labels(self.service, collection).inc()
         key = (collection, str(doc_id)[:100])
         if key in self._logged:
             log.debug("%s: %s %s skipped again (%s)", doing, collection, key[1], what_is_wrong(exc))
@@ -55,8 +56,8 @@ class SkippedDocuments:
         )
 
     def count(self, collection: str) -> float:
-        """How many were skipped so far (for tests and operators)."""
-        labels = {"service": SERVICE, "collection": collection}
+        """How many were skipped so far (for operators and tests)."""
+        labels = {"service": self.service, "collection": collection}
         return self.registry.get_sample_value("sarafan_documents_skipped_total", labels) or 0.0
 
 

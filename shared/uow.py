@@ -1,0 +1,203 @@
+"""The unit of work: a use case's writes, each carrying the events it raises, published after.
+
+A use case never writes the outbox itself. It hands each changed document and the events of
+that change to its unit of work, which writes them in one single-document operation (the
+state and its events land together or not at all: docs/patterns.md, "outbox") and, on
+`commit`, hands the events to the relay, which publishes them at once and removes them from
+the document when JetStream has acknowledged them. A crash between the write and the publish
+loses nothing: the relay's sweeper finds what is still pending.
+
+    async with runtime.unit_of_work() as uow:
+        await uow.insert(store.members, member, [joined])
+    # committed: the relay publishes `joined` now
+
+Writes go to the database as they are made (a later step may depend on an earlier one's
+result); `commit` publishes. Leaving the block with an exception publishes what was written
+so far too: those writes are done, their events must follow them.
+
+Reads that must not return the outbox use `without_outbox` as (part of) their projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from pymongo import InsertOne, ReturnDocument, UpdateOne
+from pymongo.results import BulkWriteResult, UpdateResult
+
+from shared.events import CloudEvent
+from shared.outbox import Collection, Relay, update_with_outbox, with_outbox
+
+#: The kernel's fields in a document with an outbox; hidden from reads that return documents.
+OUTBOX_FIELDS = ("outbox", "outbox_pending", "outbox_dead")
+
+
+def without_outbox(*also: str) -> dict[str, int]:
+    """A projection leaving out the outbox (and the other fields named)."""
+    return dict.fromkeys((*OUTBOX_FIELDS, *also), 0)
+
+
+def _with_events(document: Mapping[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
+    return with_outbox(dict(document), events) if events else dict(document)
+
+
+def _update_with_events(update: Mapping[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
+    return update_with_outbox(dict(update), events) if events else dict(update)
+
+
+class Write:
+    """One document's write with its events, for `UnitOfWork.bulk` (one bulk_write)."""
+
+    __slots__ = ("doc_id", "events", "op")
+
+    def __init__(self, op: InsertOne[Any] | UpdateOne, doc_id: Any, events: list[CloudEvent]):
+        self.op = op
+        self.doc_id = doc_id
+        self.events = events
+
+    @classmethod
+    def insert(cls, document: Mapping[str, Any], events: Iterable[CloudEvent] = ()) -> Write:
+        evs = list(events)
+        return cls(InsertOne(_with_events(document, evs)), document["_id"], evs)
+
+    @classmethod
+    def update(
+        cls,
+        doc_id: Any,
+        filter: Mapping[str, Any],
+        update: Mapping[str, Any],
+        events: Iterable[CloudEvent] = (),
+        *,
+        upsert: bool = False,
+    ) -> Write:
+        evs = list(events)
+        return cls(
+            UpdateOne(dict(filter), _update_with_events(update, evs), upsert=upsert), doc_id, evs
+        )
+
+
+class UnitOfWork:
+    """The writes of one use case and the events they raise (see the module's text)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        #: Per written document, its events; None when they must be read back (a bulk write
+        #: that failed in part: which of its writes landed is in the documents, not here).
+        self._written: dict[tuple[str, Any], tuple[Collection, list[CloudEvent] | None]] = {}
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.commit()
+
+    def _note(self, coll: Collection, doc_id: Any, events: list[CloudEvent] | None) -> None:
+        if events is not None and not events:
+            return
+        self._relay.watch(coll)
+        key = (coll.name, doc_id)
+        _, before = self._written.get(key, (coll, []))
+        merged = None if events is None or before is None else [*before, *events]
+        self._written[key] = (coll, merged)
+
+    async def insert(
+        self, coll: Collection, document: Mapping[str, Any], events: Iterable[CloudEvent] = ()
+    ) -> None:
+        evs = list(events)
+        await coll.insert_one(_with_events(document, evs))
+        self._note(coll, document["_id"], evs)
+
+    async def update(
+        self,
+        coll: Collection,
+        filter: Mapping[str, Any],
+        update: Mapping[str, Any],
+        events: Iterable[CloudEvent] = (),
+        *,
+        upsert: bool = False,
+        doc_id: Any = None,
+    ) -> UpdateResult:
+        """`update_one` carrying `events`; they are published only when a document was
+        changed or inserted. `doc_id` defaults to the filter's `_id`."""
+        evs = list(events)
+        result = await coll.update_one(
+            dict(filter), _update_with_events(update, evs), upsert=upsert
+        )
+        if result.modified_count or result.upserted_id is not None:
+            target = result.upserted_id if result.upserted_id is not None else doc_id
+            self._note(coll, target if target is not None else _id_of(filter), evs)
+        return result
+
+    async def find_one_and_update(
+        self,
+        coll: Collection,
+        filter: Mapping[str, Any],
+        update: Mapping[str, Any],
+        events: Iterable[CloudEvent] = (),
+        *,
+        projection: Mapping[str, Any] | None = None,
+        upsert: bool = False,
+        after: bool = True,
+    ) -> dict[str, Any] | None:
+        """`find_one_and_update` carrying `events`; returns the document (after the change by
+        default, without the outbox), or None when nothing matched."""
+        evs = list(events)
+        doc = await coll.find_one_and_update(
+            dict(filter),
+            _update_with_events(update, evs),
+            projection={**without_outbox(), **(projection or {})},
+            upsert=upsert,
+            return_document=ReturnDocument.AFTER if after else ReturnDocument.BEFORE,
+        )
+        if doc is not None or upsert:
+            self._note(coll, doc["_id"] if doc is not None else _id_of(filter), evs)
+        return doc
+
+    async def bulk(
+        self, coll: Collection, writes: list[Write], *, ordered: bool = False
+    ) -> BulkWriteResult | None:
+        """One `bulk_write` of many documents' writes, each with its own events. A write
+        that fails (a duplicate key) raises BulkWriteError as usual; the events of the writes
+        that did land are still published (the relay reads them from their documents)."""
+        if not writes:
+            return None
+        try:
+            result = await coll.bulk_write([w.op for w in writes], ordered=ordered)
+        except BaseException:
+            for w in writes:
+                if w.events:
+                    self._note(coll, w.doc_id, None)
+            raise
+        for w in writes:
+            self._note(coll, w.doc_id, w.events)
+        return result
+
+    async def commit(self) -> None:
+        """Publish the events of every write made: one relay kick per document, or one
+        `flush_many` per collection when a use case wrote many documents."""
+        written, self._written = self._written, {}
+        by_coll: dict[str, tuple[Collection, dict[Any, list[CloudEvent] | None]]] = {}
+        for (name, doc_id), (coll, events) in written.items():
+            by_coll.setdefault(name, (coll, {}))[1][doc_id] = events
+        for coll, docs in by_coll.values():
+            if len(docs) == 1:
+                [(doc_id, events)] = docs.items()
+                self._relay.kick(coll, doc_id, events)
+            else:
+                self._relay.kick_many(coll, docs)
+
+
+def _id_of(filter: Mapping[str, Any]) -> Any:
+    value = filter.get("_id")
+    if isinstance(value, Mapping) and "$eq" in value:
+        return value["$eq"]
+    if value is None:
+        raise ValueError("a write with events needs the document's _id (in the filter or doc_id)")
+    return value

@@ -1,0 +1,133 @@
+"""The unit of work against real servers: each write lands with its events, commit publishes
+them, and a restarted relay finds what a crash left without being told where to look."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError
+
+from shared.bus import Bus
+from shared.events import MemberLeft, new_event, utcnow
+from shared.metrics import Metrics
+from shared.outbox import Relay
+from shared.settings import ServiceSettings
+from shared.uow import UnitOfWork, Write, without_outbox
+from tests.helpers import wait_until
+from tests.integration.test_delivery_guarantees import stream_messages
+
+
+@pytest.fixture
+async def parts(nats_test_url, mongo_url):
+    client = AsyncMongoClient(mongo_url)
+    db = client[f"t{uuid.uuid4().hex[:10]}_uow"]
+    settings = ServiceSettings(NATS_URL=nats_test_url, MONGODB_URL=mongo_url)
+    bus = Bus("members", settings, Metrics("members"), db)
+    await bus.start()
+    await wait_until(bus.ready)
+    # No collection named: the unit of work registers what it writes to. A sweep far away:
+    # whatever is published went out because of the commit.
+    relay = Relay(bus, [], bus.metrics, sweep_seconds=3600)
+    await relay.start()
+    yield bus, relay, db
+    await relay.stop()
+    await bus.stop()
+    await client.drop_database(db.name)
+    await client.close()
+
+
+def left(member_id: str):
+    return new_event(MemberLeft(member_id=member_id, left_at=utcnow()))
+
+
+async def published(bus: Bus, subject: str, n: int):
+    async def enough():
+        msgs = await stream_messages(bus.js, "MEMBERS", subject)
+        return msgs if len(msgs) >= n else None
+
+    return await wait_until(enough, timeout=10)
+
+
+async def test_commit_publishes_each_write_s_events_and_empties_the_outbox(parts):
+    bus, relay, db = parts
+    members = db["members"]
+    first, second = left("u1"), left("u1")
+    async with UnitOfWork(relay) as uow:
+        await uow.insert(members, {"_id": "u1", "name": "Vera"}, [first])
+        changed = await uow.update(members, {"_id": "u1"}, {"$set": {"name": "V"}}, [second])
+        assert changed.modified_count == 1
+        # Nothing is published before the commit.
+        assert await stream_messages(bus.js, "MEMBERS", "members.>") == []
+    msgs = await published(bus, "members.member-left.u1", 2)
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == [first.id, second.id]
+    await wait_until(lambda: _pending(members, "u1", 0))
+    shown = await members.find_one({"_id": "u1"}, without_outbox())
+    assert shown == {"_id": "u1", "name": "V"}
+
+
+async def test_an_update_that_matches_nothing_publishes_nothing(parts):
+    _bus, relay, db = parts
+    uow = UnitOfWork(relay)
+    result = await uow.update(db["members"], {"_id": "nobody"}, {"$set": {"x": 1}}, [left("n")])
+    await uow.commit()
+    assert result.matched_count == 0
+    assert relay.collections == {}  # nothing written, nothing to watch
+
+
+async def test_a_bulk_of_many_documents_is_published_by_one_flush(parts):
+    bus, relay, db = parts
+    members = db["members"]
+    events = {f"b{i}": left(f"b{i}") for i in range(30)}
+    async with UnitOfWork(relay) as uow:
+        await uow.bulk(members, [Write.insert({"_id": k}, [e]) for k, e in events.items()])
+    msgs = await published(bus, "members.member-left.*", 30)
+    assert sorted(m.headers["Nats-Msg-Id"] for m in msgs) == sorted(e.id for e in events.values())
+
+
+async def test_a_bulk_failing_in_part_publishes_the_events_of_the_writes_that_landed(parts):
+    bus, relay, db = parts
+    members = db["members"]
+    await members.insert_one({"_id": "dup"})
+    ok, refused = left("fresh"), left("dup")
+    uow = UnitOfWork(relay)
+    with pytest.raises(BulkWriteError):
+        await uow.bulk(
+            members, [Write.insert({"_id": "fresh"}, [ok]), Write.insert({"_id": "dup"}, [refused])]
+        )
+    await uow.commit()
+    msgs = await published(bus, "members.member-left.fresh", 1)
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == [ok.id]
+    assert await stream_messages(bus.js, "MEMBERS", "members.member-left.dup") == []
+
+
+async def test_a_new_relay_finds_a_collection_left_with_pending_events(parts):
+    bus, relay, db = parts
+    members = db["members"]
+    lost = left("c1")
+    relay.paused = True  # a crash between the write and the publish
+    async with UnitOfWork(relay) as uow:
+        await uow.insert(members, {"_id": "c1"}, [lost])
+    await wait_until(lambda: _has_sweep_index(members))
+    restarted = Relay(bus, [], bus.metrics, sweep_seconds=3600)
+    await restarted.start()
+    try:
+        assert "members" in restarted.collections
+        assert await restarted.sweep() == 1
+    finally:
+        await restarted.stop()
+    msgs = await published(bus, "members.member-left.c1", 1)
+    assert [m.headers["Nats-Msg-Id"] for m in msgs] == [lost.id]
+
+
+async def _pending(coll, doc_id, n) -> bool:
+    doc = await coll.find_one({"_id": doc_id})
+    return doc is not None and doc.get("outbox_pending") == n
+
+
+async def _has_sweep_index(coll) -> bool:
+    return any(
+        spec.get("key") == [("outbox_pending", 1)]
+        for spec in (await coll.index_information()).values()
+    )
