@@ -1,13 +1,19 @@
 # One image for every service; the command chooses it: `sarafan run members`.
-# Build stage: resolve and install the project into a virtualenv (wheels only, no compiler).
+# Build stage: install into a virtualenv the exact runtime dependencies of requirements.lock
+# (every file's hash checked; wheels only, no compiler), then the project itself without
+# resolving anything. The embedded servers (the `embedded` extra) are not installed: the
+# services talk to real NATS and MongoDB.
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/sarafan
+COPY requirements.lock ./
+RUN /opt/sarafan/bin/pip install --require-hashes --only-binary :all: -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-RUN /opt/sarafan/bin/pip install . \
+COPY sarafan ./sarafan
+RUN /opt/sarafan/bin/pip install --no-deps . \
  && /opt/sarafan/bin/pip uninstall -y pip
 
 # Final stage: the interpreter, the virtualenv and nothing else; runs as an unprivileged user.

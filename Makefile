@@ -1,15 +1,23 @@
-# The two commands of the Quickstart: `make run` and `make test`. Each creates .venv on first use.
+# The two commands of the Quickstart: `make run` and `make test`. Each creates .venv on first use
+# and installs the exact versions of requirements-dev.lock (hashes checked), then the project.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The image's dependencies (pyproject `dependencies`) and, for development, those plus the
+# `test` and `embedded` extras; both with hashes, refreshed by `make lock`.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+UV_VERSION := 0.13.9
+LOCK_FLAGS := --generate-hashes --python-version 3.11 --quiet
 
-.PHONY: run test lint bench clean deps
+.PHONY: run test unit lint bench clean deps lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -28,6 +36,20 @@ deps:
 
 test: $(STAMP) deps
 	$(BIN)/python -m pytest -q
+
+# The fast tests: rules, models, use cases with in-memory fakes; no server is started.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+# After changing a dependency in pyproject.toml: re-resolve both lock files with uv, keeping
+# every locked version that still fits (`make lock UPGRADE=1` moves all to the newest). The
+# image's lock is constrained to the development one, so the image runs what the tests ran.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra embedded $(LOCK_FLAGS) \
+	  $(if $(UPGRADE),--upgrade) -o $(DEV_LOCK)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -c $(DEV_LOCK) -o $(LOCK)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

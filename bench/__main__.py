@@ -14,6 +14,7 @@ BENCHMARKS = (
     ("fanout", ["--members", "1000"]),
     ("fanout", ["--members", "10000"]),
     ("joins", []),
+    ("scale", []),
 )
 
 

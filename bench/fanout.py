@@ -26,9 +26,9 @@ from nats.js.api import StorageType, StreamConfig
 from pymongo import AsyncMongoClient
 
 from bench.stack import embedded_servers, emit, machine, write_section
+from sarafan.embedded import LOCALHOST, free_port
 from services.notifier.app import NotifierSettings, build
 from shared.bus import DUPLICATE_WINDOW
-from shared.embedded import LOCALHOST, free_port
 from shared.events import CampaignStarted, new_event
 
 TITLE = "Notifier: fan-out of one campaign to {n:,} members"

@@ -19,9 +19,9 @@ import httpx
 from pymongo import AsyncMongoClient
 
 from bench.stack import emit, machine, percentile, rss_mib, running_stack, write_section
-from shared.embedded import Child, free_port, http_ok
-from shared.nats_auth import ADMIN_USER
-from shared.supervisor import nats_passwords
+from sarafan.embedded import Child, free_port, http_ok
+from sarafan.nats_auth import ADMIN_USER
+from sarafan.supervisor import nats_passwords
 
 AUTH = {"Authorization": "Bearer bench-token"}
 

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.embedded import LOCALHOST, free_port, mongo_child, nats_child
-from shared.supervisor import Stack, StackConfig
+from sarafan.embedded import LOCALHOST, free_port, mongo_child, nats_child
+from sarafan.supervisor import Stack, StackConfig
+from shared.topology import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -23,7 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 @contextmanager
 def running_stack(
-    services: tuple[str, ...] = ("members", "engagement", "campaigns", "notifier"),
+    services: tuple[str, ...] = SERVICES,
 ) -> Iterator[Stack]:
     """`sarafan up` on free ports in a temporary home, stopped at the end."""
     with tempfile.TemporaryDirectory(prefix="sarafan-bench-") as home:

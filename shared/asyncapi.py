@@ -1,82 +1,246 @@
-"""AsyncAPI 3.0 document of what a service publishes and consumes, generated from the models."""
+"""AsyncAPI 3.0 document of what a service publishes and consumes: FastStream's, completed.
+
+FastStream generates the document from a broker's declarations. This module declares, on a
+broker of its own that never connects, one publisher per event type the service publishes
+(its payload the event's CloudEvents envelope model, whose `data` is the event's pydantic
+model) and one subscriber per filter subject of each durable consumer (its messages the event
+types the consumer declared that the subject carries), then adds what FastStream's generator
+leaves out and the platform's contract has (`_complete`):
+
+- `defaultContentType` and each message's `contentType`: `application/cloudevents+json`,
+  the structured-mode CloudEvents content type the bytes are (FastStream writes
+  `application/json`);
+- each message's `headers`: `Nats-Msg-Id` (the event id, JetStream's duplicate window) and
+  `Ce-Type` beside FastStream's own `correlation_id` (FastStream has no header schema);
+- each message's `name` (the event type), `summary` (the model's text) and `examples` (a
+  whole example event with its headers);
+- each message's `x-schema-ids`: the `$id` of its event's exported JSON Schema (`sarafan
+  schemas`), kept beside the payload rather than in it, where it would re-base the `$ref`s
+  FastStream writes; the payload's `$schema` is left out too (the document's schema format
+  applies to every payload);
+- each published channel's `parameters`: the `{aggregate_id}` ending its subject, and what it
+  is (FastStream 0.7.8 does not emit channel parameters);
+- each receive operation's `description` (FastStream puts it on the channel only);
+- the server under the name `nats` at `nats:4222` (FastStream calls a single server
+  `development`), the same whatever URL the service connects to: the document needs no key to
+  read, so it does not tell the deployment's addresses.
+
+The declarations are not the bus's broker: the bus declares its subscribers when it starts,
+and this document is complete before that (and publishing through declared publishers would
+add nothing the bus does not do).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextvars
+import copy
+import functools
+from collections.abc import Iterable
+from typing import Any, Literal
+from urllib.parse import unquote
+
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.specification import AsyncAPI
+from pydantic import Field, create_model
 
 from shared.bus import Consumer
-from shared.events import REGISTRY, EventData, event_schema
+from shared.events import REGISTRY, CloudEvent, EventData, event_schema, example_event
+
+CONTENT_TYPE = "application/cloudevents+json"
+SERVER_NAME = "nats"
+SERVER_URL = "nats://nats:4222"
+#: What the bus sets on every event it publishes (shared.bus.Bus.publish).
+HEADERS = {
+    "type": "object",
+    "properties": {
+        "Nats-Msg-Id": {"type": "string", "description": "the event id"},
+        "Ce-Type": {"type": "string", "description": "the event type"},
+        "correlation_id": {"type": "string", "description": "the event's correlationid"},
+    },
+    "required": ["Nats-Msg-Id"],
+}
 
 
-def _message(model: type[EventData]) -> dict[str, Any]:
+@functools.cache
+def envelope_model(model: type[EventData]) -> type[CloudEvent]:
+    """The CloudEvent carrying `model` as its typed `data`: the message's payload schema,
+    named by the event type (the data model keeps its own name beside it)."""
+    return create_model(
+        model.event_type,
+        __base__=CloudEvent,
+        __doc__=model.__doc__,
+        type=(Literal[model.event_type], ...),  # type: ignore[valid-type]
+        data=(model, ...),
+        dataschemaversion=(int, Field(1, ge=1, le=model.schema_version)),
+    )
+
+
+def _subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, `>` one or more at the end."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or token not in ("*", have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _types_for(consumer: Consumer, subject: str) -> list[type[EventData]]:
+    """The event types `subject` brings `consumer`: those it declared, else (none declared,
+    or none of them on this subject) every type the subject carries."""
+
+    def on_subject(models: Iterable[type[EventData]]) -> list[type[EventData]]:
+        return [m for m in models if _subject_matches(subject, f"{m.service}.{m.event_type}.id")]
+
+    return on_subject(consumer.types) or on_subject(REGISTRY.values())
+
+
+def _receiver(model: type[EventData]) -> Any:
+    """A handler FastStream reads the message schema from (it is never called)."""
+
+    async def receive(event: Any) -> None:
+        del event
+
+    # A real annotation, not the string `from __future__ import annotations` would leave.
+    receive.__annotations__ = {"event": envelope_model(model), "return": None}
+    receive.__name__ = f"on_{model.event_type.replace('-', '_')}"
+    return receive
+
+
+def _declare(
+    service: str, publishes: Iterable[type[EventData]], consumers: Iterable[Consumer]
+) -> tuple[NatsBroker, dict[str, list[type[EventData]]]]:
+    """The spec broker, and the event types of each channel it declares (by channel key)."""
+    broker = NatsBroker(SERVER_URL, description=f"Sarafan {service}")
+    channels: dict[str, list[type[EventData]]] = {}
+    for model in publishes:
+        key = f"{model.service}.{model.event_type}"
+        broker.publisher(
+            f"{key}.{{aggregate_id}}",
+            schema=envelope_model(model),
+            title=key,
+            description=(model.__doc__ or "").strip(),
+        )
+        channels[key] = [model]
+    for consumer in consumers:
+        for subject in consumer.subjects:
+            # One subscriber per filter subject, as FastStream splits a consumer into one
+            # channel per subject; declared apart so each lists only the types it carries.
+            title = consumer.name if len(consumer.subjects) == 1 else f"{consumer.name}:{subject}"
+            subscriber = broker.subscriber(
+                subject,
+                stream=JStream(consumer.stream, declare=False),
+                durable=consumer.name,
+                pull_sub=PullSub(batch=True),
+                title=title,
+                description=f"durable pull consumer {consumer.name} on {consumer.stream}",
+            )
+            types = _types_for(consumer, subject)
+            for model in types:
+                subscriber(_receiver(model))
+            channels[title] = types
+    return broker, channels
+
+
+def _resolve(doc: dict[str, Any], ref: str) -> Any:
+    node: Any = doc
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[unquote(part).replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _example(model: type[EventData]) -> dict[str, Any]:
+    # In an empty context: the request's correlation id must not end up in the example.
+    event = contextvars.Context().run(example_event, model)
     return {
         "name": model.event_type,
-        "title": model.__name__,
-        "summary": (model.__doc__ or "").strip(),
-        "contentType": "application/cloudevents+json",
         "headers": {
-            "type": "object",
-            "properties": {"Nats-Msg-Id": {"type": "string", "description": "the event id"}},
+            "Nats-Msg-Id": event.id,
+            "Ce-Type": event.type,
+            "correlation_id": event.correlationid,
         },
-        "payload": event_schema(model),
-        "examples": [{"payload": model.example}],
+        "payload": event.model_dump(mode="json"),
     }
 
 
-def _types_for(subject: str) -> list[type[EventData]]:
-    service, event_type = [*subject.split("."), "*", "*"][:2]
-    return [
-        m
-        for m in REGISTRY.values()
-        if m.service == service and event_type in ("*", ">", m.event_type)
+def _complete_message(message: dict[str, Any], types: list[type[EventData]]) -> None:
+    if len(types) == 1:
+        message["name"] = types[0].event_type
+        message["summary"] = (types[0].__doc__ or "").strip()
+    elif types:
+        message["summary"] = "one of: " + ", ".join(m.event_type for m in types)
+    message["contentType"] = CONTENT_TYPE
+    message["headers"] = copy.deepcopy(HEADERS)
+    if types:
+        message["examples"] = [_example(m) for m in types]
+        # Where the exported JSON Schema of each event lives (`sarafan schemas`); not a `$id`
+        # in the payload, which would re-base the `$ref`s FastStream writes there.
+        message["x-schema-ids"] = [event_schema(m)["$id"] for m in types]
+
+
+def _rename_server(node: Any, old: str) -> Any:
+    if isinstance(node, dict):
+        if node.get("$ref") == f"#/servers/{old}":
+            return {"$ref": f"#/servers/{SERVER_NAME}"}
+        return {k: _rename_server(v, old) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rename_server(v, old) for v in node]
+    return node
+
+
+def _complete(doc: dict[str, Any], channels: dict[str, list[type[EventData]]]) -> dict[str, Any]:
+    """Add to FastStream's document what it lacks (see the module's text)."""
+    doc["defaultContentType"] = CONTENT_TYPE
+    servers = doc.get("servers") or {}
+    if len(servers) == 1:
+        [(old, server)] = servers.items()
+        doc = _rename_server(doc, old)
+        doc["servers"] = {SERVER_NAME: server}
+    for key, channel in doc.get("channels", {}).items():
+        types = channels.get(key, [])
+        for ref in channel.get("messages", {}).values():
+            _complete_message(_resolve(doc, ref["$ref"]), types)
+        if "{aggregate_id}" in channel.get("address", "") and len(types) == 1:
+            field = types[0].aggregate_field
+            channel["parameters"] = {"aggregate_id": {"description": f"the {field}"}}
+    for operation in doc.get("operations", {}).values():
+        channel = _resolve(doc, operation["channel"]["$ref"])
+        if operation.get("action") == "receive" and channel.get("description"):
+            operation.setdefault("description", channel["description"])
+    # FastStream lists its endpoints in set order (different each run): sorted, the document
+    # is the same on every replica and every start.
+    for part in (doc, doc.get("components", {})):
+        for key in ("channels", "operations", "messages", "schemas"):
+            if isinstance(part.get(key), dict):
+                part[key] = dict(sorted(part[key].items()))
+    return doc
+
+
+@functools.lru_cache(maxsize=16)
+def _document(service: str, publishes: tuple[Any, ...], consumers: tuple[Any, ...]) -> Any:
+    declared = [
+        Consumer(name, stream, list(subjects), _never, types=types)
+        for name, stream, subjects, types in consumers
     ]
+    broker, channels = _declare(service, publishes, declared)
+    generated = AsyncAPI(
+        broker,
+        title=f"Sarafan {service} events",
+        version="1.0.0",
+        description="CloudEvents 1.0 (structured JSON) on NATS JetStream; "
+        "subject <service>.<type>.<aggregate id>; header Nats-Msg-Id = event id.",
+    ).to_specification()
+    return _complete(generated.to_jsonable(), channels)
+
+
+async def _never(envelope: CloudEvent, data: EventData) -> None:
+    raise AssertionError("the AsyncAPI declarations are never consumed")
 
 
 def asyncapi_document(
     service: str, publishes: list[type[EventData]], consumers: list[Consumer]
 ) -> dict[str, Any]:
-    channels: dict[str, Any] = {}
-    operations: dict[str, Any] = {}
-    for model in publishes:
-        name = f"{model.service}.{model.event_type}"
-        channels[name] = {
-            "address": f"{model.service}.{model.event_type}.{{aggregate_id}}",
-            "messages": {model.event_type: _message(model)},
-            "parameters": {"aggregate_id": {"description": f"the {model.aggregate_field}"}},
-        }
-        operations[f"publish-{model.event_type}"] = {
-            "action": "send",
-            "channel": {"$ref": f"#/channels/{name}"},
-        }
-    for consumer in consumers:
-        for subject in consumer.subjects:
-            for model in _types_for(subject):
-                name = f"{model.service}.{model.event_type}"
-                channels.setdefault(
-                    name,
-                    {
-                        "address": f"{model.service}.{model.event_type}.{{aggregate_id}}",
-                        "messages": {model.event_type: _message(model)},
-                        "parameters": {
-                            "aggregate_id": {"description": f"the {model.aggregate_field}"}
-                        },
-                    },
-                )
-                operations[f"{consumer.name}-receive-{model.event_type}"] = {
-                    "action": "receive",
-                    "channel": {"$ref": f"#/channels/{name}"},
-                    "description": f"durable pull consumer {consumer.name} on {consumer.stream}",
-                }
-    return {
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": f"Sarafan {service} events",
-            "version": "1.0.0",
-            "description": "CloudEvents 1.0 (structured JSON) on NATS JetStream; "
-            "subject <service>.<type>.<aggregate id>; header Nats-Msg-Id = event id.",
-        },
-        "defaultContentType": "application/cloudevents+json",
-        "servers": {"nats": {"host": "nats:4222", "protocol": "nats"}},
-        "channels": channels,
-        "operations": operations,
-    }
+    """The service's AsyncAPI document (generated once per set of declarations)."""
+    key = tuple((c.name, c.stream, tuple(c.subjects), tuple(c.types)) for c in consumers)
+    return copy.deepcopy(_document(service, tuple(publishes), key))

@@ -21,7 +21,7 @@ INSTANCE_ID = uuid.uuid4().hex[:12]
 
 
 class Leases:
-    """`claim` returns True for exactly one replica until the lease expires or is released."""
+    """`claim` returns True for exactly one replica until the lease expires."""
 
     def __init__(
         self, collection: AsyncCollection[dict[str, Any]], owner: str | None = None
@@ -52,11 +52,6 @@ class Leases:
                 return False
             raise
         return doc is not None and doc.get("owner") == self.owner
-
-    async def release(self, job: str) -> None:
-        await self.collection.update_one(
-            {"_id": job, "owner": self.owner}, {"$set": {"lease_until_ms": 0}}
-        )
 
 
 def every(

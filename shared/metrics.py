@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -14,6 +16,8 @@ from prometheus_client import (
 # `_created` series double every counter's cardinality and no dashboard reads them.
 disable_created_metrics()
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -23,69 +27,88 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.events_published = Counter(
-            "sarafan_events_published_total",
-            "Events published to JetStream (PubAck received)",
-            ["service", "type"],
-            registry=r,
-        )
-        self.events_consumed = Counter(
-            "sarafan_events_consumed_total",
-            "Events consumed, by outcome (ok, duplicate, retry, dead)",
-            ["service", "type", "outcome"],
-            registry=r,
-        )
-        self.handler_seconds = Histogram(
-            "sarafan_handler_seconds",
-            "Time spent handling one event",
-            ["service", "type"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.outbox_pending = Gauge(
-            "sarafan_outbox_pending",
-            "Outgoing events written but not yet acknowledged by JetStream",
-            ["service"],
-            registry=r,
-        )
-        self.outbox_dead = Counter(
-            "sarafan_outbox_dead_total",
-            "Outgoing events set aside after failing to publish for good (outbox_dead)",
-            ["service"],
-            registry=r,
-        )
-        self.consumer_pending = Gauge(
-            "sarafan_consumer_pending",
-            "JetStream num_pending of each durable consumer",
-            ["service", "consumer"],
-            registry=r,
-        )
-        self.dlq_messages = Counter(
-            "sarafan_dlq_messages_total",
-            "Messages copied to the dead-letter stream",
-            ["service", "consumer"],
-            registry=r,
-        )
-        self.http_requests = Counter(
-            "sarafan_http_requests_total",
-            "HTTP requests by route and status",
-            ["service", "route", "status"],
-            registry=r,
-        )
-        self.http_seconds = Histogram(
-            "sarafan_http_request_seconds",
-            "HTTP request duration by route",
-            ["service", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.notifications = Counter(
+        # In this order on /metrics.
+        self._events()
+        self._outbox()
+        self._consumers()
+        self._http()
+        self.notifications = self._family(
+            Counter,
             "sarafan_notifications_total",
             "Notification deliveries by channel and outcome",
-            ["service", "channel", "outcome"],
-            registry=r,
+            "channel",
+            "outcome",
         )
+
+    def _events(self) -> None:
+        """Events published and consumed."""
+        self.events_published = self._family(
+            Counter,
+            "sarafan_events_published_total",
+            "Events published to JetStream (PubAck received)",
+            "type",
+        )
+        self.events_consumed = self._family(
+            Counter,
+            "sarafan_events_consumed_total",
+            "Events consumed, by outcome (ok, duplicate, retry, dead)",
+            "type",
+            "outcome",
+        )
+        self.handler_seconds = self._family(
+            Histogram,
+            "sarafan_handler_seconds",
+            "Time spent handling one event",
+            "type",
+            buckets=LATENCY_BUCKETS,
+        )
+
+    def _consumers(self) -> None:
+        """The durable consumers' backlog and dead letters."""
+        self.consumer_pending = self._family(
+            Gauge,
+            "sarafan_consumer_pending",
+            "JetStream num_pending of each durable consumer",
+            "consumer",
+        )
+        self.dlq_messages = self._family(
+            Counter,
+            "sarafan_dlq_messages_total",
+            "Messages copied to the dead-letter stream",
+            "consumer",
+        )
+
+    def _outbox(self) -> None:
+        self.outbox_pending = self._family(
+            Gauge,
+            "sarafan_outbox_pending",
+            "Outgoing events written but not yet acknowledged by JetStream",
+        )
+        self.outbox_dead = self._family(
+            Counter,
+            "sarafan_outbox_dead_total",
+            "Outgoing events set aside after failing to publish for good (outbox_dead)",
+        )
+
+    def _http(self) -> None:
+        self.http_requests = self._family(
+            Counter,
+            "sarafan_http_requests_total",
+            "HTTP requests by route and status",
+            "route",
+            "status",
+        )
+        self.http_seconds = self._family(
+            Histogram,
+            "sarafan_http_request_seconds",
+            "HTTP request duration by route",
+            "route",
+            buckets=LATENCY_BUCKETS,
+        )
+
+    def _family(self, kind: type[M], name: str, doc: str, *labels: str, **options: Any) -> M:
+        """A metric family in this registry, labelled `service` first."""
+        return kind(name, doc, ["service", *labels], registry=self.registry, **options)
 
     def gauge(self, name: str, doc: str) -> Gauge:
         """A service-specific gauge (e.g. the community figures), labelled `service`."""

@@ -84,7 +84,6 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self.paused = False  # tests pause the relay to simulate a crash between write and publish
 
     def watch(self, collection: Collection) -> None:
         """Sweep `collection` too (a unit of work calls this on its first write with events;
@@ -137,16 +136,12 @@ class Relay:
         `events`, when the caller has them, are the events it just wrote: they go out without
         reading the document back first (one database round trip less on the hot path).
         """
-        if self.paused:
-            return
         self.watch(collection)
         self._spawn(self.flush(collection.name, doc_id, events))
 
     def kick_many(self, collection: Collection, docs: dict[Any, list[CloudEvent] | None]) -> None:
         """`kick` for many documents at once (one `flush_many`); a document given None has
         its events read back."""
-        if self.paused:
-            return
         self.watch(collection)
         known = {d: e for d, e in docs.items() if e is not None}
         unknown = [d for d, e in docs.items() if e is None]
@@ -154,6 +149,16 @@ class Relay:
             self._spawn(self.flush_many(collection, list(known), known))
         if unknown:
             self._spawn(self.flush_many(collection, unknown))
+
+    async def publish_now(
+        self, collection: Collection, docs: dict[Any, list[CloudEvent] | None]
+    ) -> int:
+        """`kick_many`, awaited: returns how many events went."""
+        self.watch(collection)
+        known = {d: e for d, e in docs.items() if e is not None}
+        unknown = [d for d, e in docs.items() if e is None]
+        sent = await self.flush_many(collection, list(known), known) if known else 0
+        return sent + (await self.flush_many(collection, unknown) if unknown else 0)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -363,8 +368,6 @@ class Relay:
         return events
 
     async def _sweep_batch(self, coll: Collection, batch: dict[Any, list[CloudEvent]]) -> int:
-        if self.paused:
-            return 0
         return await self.flush_many(coll, list(batch), batch)
 
     async def _sweep_loop(self) -> None:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.asyncapi import asyncapi_document
-from shared.bus import PROCESSED_TTL, Bus, Consumer
+from shared.bus import PROCESSED_TTL, Bus
 from shared.events import EVENT_MODELS, EventData, utcnow
 from shared.http import (
     IDEMPOTENCY_TTL,
@@ -29,7 +29,7 @@ from shared.http import (
 from shared.keys import KeyRing
 from shared.logs import configure_logging
 from shared.metrics import Metrics
-from shared.outbox import Collection, Relay
+from shared.outbox import Relay
 from shared.settings import ServiceSettings
 from shared.skipped import SkippedDocuments
 from shared.store import connect_mongo, epoch_ms, ping
@@ -70,9 +70,6 @@ class Runtime:
         if self.bus.js is not None:
             self.keys.start(self.bus.js)
 
-    def consume(self, consumer: Consumer) -> None:
-        self.bus.consumers.append(consumer)
-
     def subscribe(self, subscriptions: Subscriptions, handlers: Any) -> None:
         """Consume every subscription the service declared, with `handlers` (the object whose
         methods carry the declarations)."""
@@ -85,9 +82,6 @@ class Runtime:
     def unit_of_work(self) -> UnitOfWork:
         """A unit of work whose commit publishes through this service's outbox relay."""
         return UnitOfWork(self.relay)
-
-    def outbox(self, collection: Collection) -> None:
-        self.relay.collections[collection.name] = collection
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._initialise(), name=f"{self.service}-init"))
@@ -213,7 +207,10 @@ def create_app(
 
     @app.get("/asyncapi", tags=["operations"])
     async def asyncapi() -> dict[str, Any]:
-        return asyncapi_document(runtime.service, runtime.publishes, runtime.bus.consumers)
+        # Generated once (about half a second), off the event loop so requests go on meanwhile.
+        return await asyncio.to_thread(
+            asyncapi_document, runtime.service, runtime.publishes, runtime.bus.consumers
+        )
 
     for router in routers:
         app.include_router(router)

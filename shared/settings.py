@@ -1,14 +1,22 @@
-"""Settings every service reads from the environment (pydantic-settings)."""
+"""Settings read from the environment: every service's (pydantic-settings), and where an
+operator's command finds the running stack (`OpsConfig`)."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_PORTS = {"members": 8001, "engagement": 8002, "campaigns": 8003, "notifier": 8004}
+from shared.topology import ADMIN_USER, MONGO_PORT, NATS_PORT, PORTS
+
+#: Each service's default HTTP port (shared/topology.py).
+DEFAULT_PORTS = PORTS
 
 
 class ServiceSettings(BaseSettings):
@@ -16,10 +24,10 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
-    nats_url: str = Field("nats://127.0.0.1:4222", alias="NATS_URL")
+    nats_url: str = Field(f"nats://127.0.0.1:{NATS_PORT}", alias="NATS_URL")
     nats_user: str | None = Field(None, alias="NATS_USER")
     nats_password: str | None = Field(None, alias="NATS_PASSWORD")
-    mongodb_url: str = Field("mongodb://127.0.0.1:27017", alias="MONGODB_URL")
+    mongodb_url: str = Field(f"mongodb://127.0.0.1:{MONGO_PORT}", alias="MONGODB_URL")
     mongodb_database: str | None = Field(None, alias="SARAFAN_MONGODB_DATABASE")
     api_token: str = Field("", alias="SARAFAN_API_TOKEN")
     host: str = Field("127.0.0.1", alias="SARAFAN_HOST")
@@ -48,3 +56,39 @@ def load_settings(cls: type[T], service: str) -> T:
         env = os.environ.get(f"SARAFAN_{service.upper()}_PORT")
         settings.port = int(env) if env else DEFAULT_PORTS[service]
     return settings
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    """Where the running stack is and how to authenticate, from the environment or from what
+    `sarafan up` stored in SARAFAN_HOME (the NATS admin password, the API token).
+
+    In the kernel, not with the tools, because the services' own commands (`sarafan members
+    import`, `sarafan keys`) read their API token here too."""
+
+    nats_url: str
+    nats_user: str | None
+    nats_password: str | None
+    engagement_url: str
+    api_token: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> OpsConfig:
+        home = Path(environ.get("SARAFAN_HOME") or ".sarafan")
+        user, password = environ.get("NATS_USER"), environ.get("NATS_PASSWORD")
+        stored = home / "nats-users.json"
+        if not user and stored.exists():
+            user, password = ADMIN_USER, json.loads(stored.read_text()).get(ADMIN_USER)
+        token = environ.get("SARAFAN_API_TOKEN", "")
+        if not token and (home / "api-token").exists():
+            token = (home / "api-token").read_text().strip()
+        nats_port = environ.get("SARAFAN_NATS_PORT") or str(NATS_PORT)
+        engagement_port = environ.get("SARAFAN_ENGAGEMENT_PORT") or str(PORTS["engagement"])
+        return cls(
+            nats_url=environ.get("NATS_URL") or f"nats://127.0.0.1:{nats_port}",
+            nats_user=user or None,
+            nats_password=password or None,
+            engagement_url=environ.get("SARAFAN_ENGAGEMENT_URL")
+            or f"http://127.0.0.1:{engagement_port}",
+            api_token=token,
+        )

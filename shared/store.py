@@ -54,15 +54,6 @@ def only_duplicates(exc: BulkWriteError) -> bool:
     )
 
 
-def as_bool(value: Any) -> bool:
-    """Read a stored boolean.
-
-    nx-27017 difference: `$set` of a boolean by path stores 0/1 instead of true/false, so raw
-    documents are never compared with `is True`; read them through this or a pydantic model.
-    """
-    return bool(value)
-
-
 async def ping(db: AsyncDatabase[dict[str, Any]]) -> bool:
     try:
         await db.command("ping")

@@ -109,6 +109,7 @@ class Subscriptions:
                     batch_size=sub.batch_size or batch_size,
                     dedupe=sub.dedupe,
                     ack_wait=sub.ack_wait,
+                    types=sub.types,
                 )
             )
         return consumers

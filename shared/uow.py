@@ -57,6 +57,19 @@ class Write:
         self.doc_id = doc_id
         self.events = events
 
+    @property
+    def document(self) -> dict[str, Any] | None:
+        """The inserted document (with its outbox), for an insert."""
+        return self.op._doc if isinstance(self.op, InsertOne) else None
+
+    @property
+    def filter(self) -> dict[str, Any] | None:
+        return self.op._filter if isinstance(self.op, UpdateOne) else None
+
+    @property
+    def update_document(self) -> dict[str, Any] | None:
+        return self.op._doc if isinstance(self.op, UpdateOne) else None
+
     @classmethod
     def insert(cls, document: Mapping[str, Any], events: Iterable[CloudEvent] = ()) -> Write:
         evs = list(events)
@@ -175,19 +188,30 @@ class UnitOfWork:
                 if w.events:
                     self._note(coll, w.doc_id, None)
             raise
-        for w in writes:
-            self._note(coll, w.doc_id, w.events)
+        updates = [i for i, w in enumerate(writes) if isinstance(w.op, UpdateOne)]
+        upserted = set(result.upserted_ids or {})
+        # An update whose filter matched nothing (a guard that lost a race) wrote nothing:
+        # which ones did is in the documents, so those events are read back, never assumed.
+        unsure = result.matched_count + len(upserted) < len(updates)
+        for i, w in enumerate(writes):
+            if not w.events:
+                continue
+            guessed = unsure and isinstance(w.op, UpdateOne) and i not in upserted
+            self._note(coll, w.doc_id, None if guessed else w.events)
         return result
 
-    async def commit(self) -> None:
+    async def commit(self, *, wait: bool = False) -> None:
         """Publish the events of every write made: one relay kick per document, or one
-        `flush_many` per collection when a use case wrote many documents."""
+        `flush_many` per collection when a use case wrote many documents. With `wait`, the
+        publishing is awaited here (an import paces its chunks by it) instead of running on."""
         written, self._written = self._written, {}
         by_coll: dict[str, tuple[Collection, dict[Any, list[CloudEvent] | None]]] = {}
         for (name, doc_id), (coll, events) in written.items():
             by_coll.setdefault(name, (coll, {}))[1][doc_id] = events
         for coll, docs in by_coll.values():
-            if len(docs) == 1:
+            if wait:
+                await self._relay.publish_now(coll, docs)
+            elif len(docs) == 1:
                 [(doc_id, events)] = docs.items()
                 self._relay.kick(coll, doc_id, events)
             else:
@@ -201,3 +225,63 @@ def _id_of(filter: Mapping[str, Any]) -> Any:
     if value is None:
         raise ValueError("a write with events needs the document's _id (in the filter or doc_id)")
     return value
+
+
+# -- erasure: what an outbox may still hold about a forgotten person -----------------------------
+
+#: `$unset` of the events set aside as unpublishable (with their error strings): erasure adds it
+#: to the update that forgets a document's personal fields.
+FORGET_DEAD_EVENTS: dict[str, str] = {"outbox_dead": ""}
+
+
+async def drop_pending(coll: Collection, doc_ids: list[Any], event_type: str) -> None:
+    """Drop the pending, unpublished events of `event_type` in these documents (their data
+    would reach the stream after an erasure purged it). Each removal is guarded like the
+    relay's own, so the pending counter drops once per entry."""
+    if not doc_ids:
+        return
+    async for doc in coll.find({"_id": {"$in": list(doc_ids)}}, {"outbox": 1}):
+        for event_id, entry in (doc.get("outbox") or {}).items():
+            if not isinstance(entry, dict) or entry.get("type") != event_type:
+                continue
+            await coll.update_one(
+                {"_id": doc["_id"], f"outbox.{event_id}": {"$exists": True}},
+                {"$unset": {f"outbox.{event_id}": ""}, "$inc": {"outbox_pending": -1}},
+            )
+
+
+# -- documents read whole (erasure's tombstone swap, the import's prepared documents) ------------
+
+
+def pending_events(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The events a document read whole still holds unpublished, as stored (JSON)."""
+    return list((document.get("outbox") or {}).values())
+
+
+def carrying(
+    document: Mapping[str, Any], events: Iterable[CloudEvent | Mapping[str, Any]]
+) -> dict[str, Any]:
+    """`document` holding exactly these events as pending, in the form a write stores them
+    (for a document built before a bulk write, or a replacement that keeps some events)."""
+    entries: dict[str, dict[str, Any]] = {}
+    for event in events:
+        stored = event.model_dump(mode="json") if isinstance(event, CloudEvent) else dict(event)
+        entries[stored["id"]] = stored
+    return {**document, "outbox": entries, "outbox_pending": len(entries)}
+
+
+def unchanged_pending(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A write guard for replacing a document read whole: its pending events are still the
+    ones read (the relay removes a published event without bumping the document's version)."""
+    count = document.get("outbox_pending")
+    return {"outbox_pending": count if count is not None else {"$exists": False}}
+
+
+def has_pending() -> dict[str, Any]:
+    """A filter: documents with an event not yet published (served by the relay's index)."""
+    return {"outbox_pending": {"$gt": 0}}
+
+
+def pending_only() -> dict[str, int]:
+    """A projection: a document's pending events alone."""
+    return {"outbox": 1}

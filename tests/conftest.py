@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded import LOCALHOST, Child, free_port, mongo_child, nats_child
+from sarafan.embedded import LOCALHOST, Child, free_port, mongo_child, nats_child
 from tests import query_plans
 
 # Every MongoDB client created from here on reports its commands to the query-plan recorder,

@@ -32,3 +32,38 @@ async def wait_until(
             detail = message or getattr(predicate, "__name__", "condition")
             raise AssertionError(f"{detail}: still {value!r} after {timeout}s")
         await asyncio.sleep(interval)
+
+
+class StoppedRelay:
+    """An outbox relay that publishes nothing while in effect: the process "died" between a
+    write and its publish (or NATS is slow). Tests use it instead of a switch in production
+    code; `resume()` (or leaving the `with` block) gives the relay back its own methods."""
+
+    _HELD = ("kick", "kick_many", "publish_now", "_sweep_batch")
+
+    def __init__(self, relay) -> None:
+        self.relay = relay
+        for name in self._HELD:
+            original = getattr(type(relay), name)
+            if inspect.iscoroutinefunction(original):
+                setattr(relay, name, _nothing_async)
+            else:
+                setattr(relay, name, _nothing)
+
+    def resume(self) -> None:
+        for name in self._HELD:
+            self.relay.__dict__.pop(name, None)
+
+    def __enter__(self) -> StoppedRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.resume()
+
+
+def _nothing(*args: object, **kwargs: object) -> None:
+    return None
+
+
+async def _nothing_async(*args: object, **kwargs: object) -> int:
+    return 0

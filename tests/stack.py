@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from shared.embedded import free_port
+from sarafan.embedded import free_port
 from shared.settings import DEFAULT_PORTS
 
 SERVICES = tuple(DEFAULT_PORTS)
@@ -43,7 +43,7 @@ class UpStack:
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run `sarafan ARGS` as the operator would, from the same shell environment."""
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "sarafan.cli", *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -91,7 +91,7 @@ def sarafan_up(tmp: Path) -> Iterator[UpStack]:
     log_path = tmp / "up.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up"],
+        [sys.executable, "-m", "sarafan.cli", "up"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

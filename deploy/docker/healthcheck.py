@@ -4,7 +4,8 @@ import os
 import sys
 import urllib.request
 
-DEFAULT_PORTS = {"members": 8001, "engagement": 8002, "campaigns": 8003, "notifier": 8004}
+# The image's virtualenv runs this script: the ports come from the one topology module.
+from shared.topology import PORTS as DEFAULT_PORTS
 
 # PID 1 is `sarafan run <service>` (or `python -m services.<service>`): find the name there.
 with open("/proc/1/cmdline", "rb") as cmdline:

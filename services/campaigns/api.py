@@ -1,4 +1,5 @@
-"""Campaigns HTTP routes: parse, apply the rules, map errors to 4xx."""
+"""Campaigns HTTP routes: parse, call the use case (`usecases.Lifecycle`) or read, map errors
+to 4xx."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Path, Query, Request
 
 from services.campaigns import domain
-from services.campaigns.lifecycle import Conflict, Lifecycle, Missing
 from services.campaigns.report import campaign_report
 from services.campaigns.schemas import (
     CampaignIn,
@@ -19,10 +19,11 @@ from services.campaigns.schemas import (
     StandingOut,
 )
 from services.campaigns.store import CampaignsStore, Doc
-from shared.events import utcnow
+from services.campaigns.usecases import Conflict, InvalidCampaign, Lifecycle, Missing
+from shared.clock import from_ms, utcnow
 from shared.http import ApiError, new_id, not_found, require
 from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
-from shared.skipped import SkippedDocuments
+from shared.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 #: The scopes of these routes (shared/keys.py says what each allows).
@@ -50,13 +51,13 @@ def _readable(
 ) -> list[T]:
     """What can be shown of a page's documents. One that cannot be read (written by hand, by
     an old version) is left out, logged by id and counted, so it never fails the whole list."""
-    skipped: SkippedDocuments = request.app.state.skipped
+    runtime: Runtime = request.app.state.runtime
     items: list[T] = []
     for doc in docs:
         try:
             items.append(convert(doc))
         except Exception as exc:
-            skipped.skip(collection, doc.get("_id"), exc, f"GET {request.url.path}")
+            runtime.skipped.skip(collection, doc.get("_id"), exc, f"GET {request.url.path}")
     return items
 
 
@@ -72,16 +73,13 @@ async def _campaign(request: Request, campaign_id: str) -> Doc:
 )
 async def create_campaign(body: CampaignIn, request: Request) -> CampaignOut:
     """Create a campaign (status `scheduled`); it starts and ends by itself at its times."""
-    now = utcnow()
-    problems = domain.validate_definition(
-        body.starts_at, body.ends_at, body.scoring, body.milestones, body.winners, now
-    )
-    if problems:
-        raise ApiError(422, "invalid_campaign", "; ".join(problems), details=problems)
     # Keyed by the Idempotency-Key when there is one: a retry whose first answer was lost
     # finds the campaign the first attempt stored.
     campaign_id = "c_" + new_id(request).replace("-", "")
-    doc = await _lifecycle(request).create(body.model_dump(mode="python"), now, campaign_id)
+    try:
+        doc = await _lifecycle(request).create(body, utcnow(), campaign_id)
+    except InvalidCampaign as exc:
+        raise ApiError(422, "invalid_campaign", str(exc), details=exc.problems) from exc
     return CampaignOut.from_doc(doc)
 
 
@@ -182,7 +180,7 @@ async def leaderboard(
             member_id=d["member_id"],
             display_name=members.get(d["member_id"], {}).get("display_name"),
             points=float(d["points"]),
-            reached_at=domain.from_ms(d["reached_ms"]),
+            reached_at=from_ms(d["reached_ms"]),
             milestones=sorted(int(m) for m in d.get("milestones") or {}),
         )
 

@@ -8,9 +8,9 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from services.campaigns import api
-from services.campaigns.consumers import CampaignsHandlers
-from services.campaigns.lifecycle import Lifecycle
+from services.campaigns.consumers import CampaignsHandlers, subscriptions
 from services.campaigns.store import CampaignsStore
+from services.campaigns.usecases import Lifecycle, Scoring
 from shared.jobs import Leases, every
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
@@ -27,17 +27,17 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
     settings = settings or load_settings(CampaignsSettings, SERVICE)
     runtime = Runtime(SERVICE, settings)
     store = CampaignsStore(runtime.db)
-    # Stored documents that lists, the scheduler or the scoring had to leave out, counted.
-    skipped = runtime.skipped
+    # The use cases, with the unit of work that writes each change with its events and the
+    # count of stored documents that lists, the scheduler or the scoring had to leave out.
     lifecycle = Lifecycle(
-        store, runtime.relay, timedelta(seconds=settings.end_grace_seconds), skipped
+        store,
+        runtime.unit_of_work,
+        timedelta(seconds=settings.end_grace_seconds),
+        runtime.skipped,
     )
-    handlers = CampaignsHandlers(store, runtime.relay, settings.consumer_batch, skipped)
+    scoring = Scoring(store, runtime.unit_of_work, runtime.skipped)
     runtime.init_hooks.append(store.ensure_indexes)
-    runtime.outbox(store.campaigns)
-    runtime.outbox(store.standings)
-    for consumer in handlers.consumers():
-        runtime.consume(consumer)
+    runtime.subscribe(subscriptions, CampaignsHandlers(scoring))
     runtime.jobs.append(
         every(
             Leases(store.jobs),
@@ -52,8 +52,7 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
         title="Sarafan campaigns",
         description="Contests, referral drives, challenges and promotions.",
     )
+    # What the routes call (`api._store`, `api._lifecycle`).
     app.state.store = store
     app.state.lifecycle = lifecycle
-    app.state.handlers = handlers
-    app.state.skipped = skipped
     return app

@@ -5,16 +5,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
+from shared.clock import epoch_ms
 from shared.events import (
+    LEVELS,
     AnswerAccepted,
     Audience,
     CommentAdded,
     EventData,
     HoursApproved,
     MemberJoined,
+    MilestoneReached,
     PostCreated,
     ReferralMade,
 )
@@ -34,20 +37,8 @@ SCORABLE = (
 )
 #: What counts as "the referred member did something" for `count_referrals: active`.
 REFERRAL_ACTIVATING = frozenset({"post-created", "comment-added", "hours-approved"})
-LEVELS = ("newcomer", "participant", "active", "loyal", "ambassador")
 #: Points are kept to two decimals so that sums and the draw's canonical form are exact.
 POINTS_DECIMALS = 2
-
-
-def to_ms(at: datetime) -> int:
-    """Epoch milliseconds (UTC); naive datetimes are taken as UTC."""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return int(at.timestamp() * 1000)
-
-
-def from_ms(ms: int | float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def round_points(points: float) -> float:
@@ -74,6 +65,21 @@ class Rules:
 
     def in_window(self, at_ms: int) -> bool:
         return self.window_start_ms <= at_ms < self.window_end_ms
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Rules:
+        """The rules of a stored campaign (raises on a document that cannot be read)."""
+        return cls(
+            campaign_id=doc["_id"],
+            audience=Audience.model_validate(doc.get("audience") or {}),
+            scoring={k: float(v) for k, v in (doc.get("scoring") or {}).items()},
+            milestones=tuple(int(m) for m in doc.get("milestones") or ()),
+            winners=int(doc.get("winners") or 1),
+            winner_rule=doc.get("winner_rule", "top"),
+            count_referrals=doc.get("count_referrals", "joined"),
+            window_start_ms=int(doc["window_start_ms"]),
+            window_end_ms=int(doc["window_end_ms"]),
+        )
 
 
 def validate_definition(
@@ -177,23 +183,25 @@ def activity_of(
     A referral's key is the referred member, so the first referrer keeps the credit.
     """
     if isinstance(data, PostCreated):
-        return Activity(event_type, data.author_id, to_ms(data.created_at), event_id)
+        return Activity(event_type, data.author_id, epoch_ms(data.created_at), event_id)
     if isinstance(data, CommentAdded):
-        return Activity(event_type, data.author_id, to_ms(data.created_at), event_id)
+        return Activity(event_type, data.author_id, epoch_ms(data.created_at), event_id)
     if isinstance(data, AnswerAccepted):
-        return Activity(event_type, data.answerer_id, to_ms(event_time), event_id)
+        return Activity(event_type, data.answerer_id, epoch_ms(event_time), event_id)
     if isinstance(data, HoursApproved):
-        return Activity(event_type, data.member_id, to_ms(event_time), event_id, hours=data.hours)
+        return Activity(
+            event_type, data.member_id, epoch_ms(event_time), event_id, hours=data.hours
+        )
     if isinstance(data, ReferralMade):
         return Activity(
             event_type,
             data.referrer_id,
-            to_ms(data.at),
+            epoch_ms(data.at),
             referral_key(data.referred_id),
             referred_id=data.referred_id,
         )
     if isinstance(data, MemberJoined):
-        return Activity(event_type, data.member_id, to_ms(data.joined_at), event_id)
+        return Activity(event_type, data.member_id, epoch_ms(data.joined_at), event_id)
     return None
 
 
@@ -234,12 +242,14 @@ def referral_credit(rules: Rules, referral_at_ms: int, first_active_ms: int | No
 
 @dataclass(frozen=True)
 class Standing:
-    """A member's points in one campaign and when they reached them (ties go to the earlier)."""
+    """A member's points in one campaign and when they reached them (ties go to the earlier),
+    with the keys already credited and the milestones already reached."""
 
     member_id: str
     points: float = 0.0
     reached_ms: int = 0
     applied: frozenset[str] = field(default_factory=frozenset)
+    milestones: frozenset[int] = field(default_factory=frozenset)
 
     def credit(self, key: str, points: float, at_ms: int) -> Standing:
         """Add points once per key; reaching the score is the latest credit's time."""
@@ -252,23 +262,60 @@ class Standing:
             applied=self.applied | {key},
         )
 
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Standing:
+        """The points and time of a stored standing (raises on one that cannot be read)."""
+        return cls(str(doc["member_id"]), float(doc["points"]), int(doc["reached_ms"]))
+
 
 @dataclass(frozen=True)
 class Credit:
+    """Points a member earned once per key (an event id, a referred member) at a time."""
+
     member_id: str
     key: str
     points: float
     at_ms: int
+    #: The correlation id of the event that earned them: the events the credit raises follow
+    #: it. Not part of the credit's identity (a re-published event is the same credit).
+    correlation_id: str | None = field(default=None, compare=False)
 
 
-def standings_from(credits: Iterable[Credit]) -> dict[str, Standing]:
-    """Fold credits into standings: any order, any repetition gives the same result."""
-    table: dict[str, Standing] = {}
+#: A milestone-reached the rules raise, with the credit that passed the milestone.
+Raised = tuple[MilestoneReached, Credit]
+
+
+def credit(
+    rules: Rules, standing: Standing, credits: Iterable[Credit]
+) -> tuple[Standing, list[Raised]]:
+    """Apply to a member's standing in a campaign the credits not applied yet (once per key,
+    in their order); each milestone passed on the way is reached once, announced with the
+    points of the credit that passed it. Returns the new standing and the events it raises;
+    credits all applied before give back the same standing and no event."""
+    raised: list[Raised] = []
     for c in credits:
-        table[c.member_id] = table.get(c.member_id, Standing(c.member_id)).credit(
-            c.key, c.points, c.at_ms
+        if c.key in standing.applied:
+            continue
+        after = standing.credit(c.key, c.points, c.at_ms)
+        crossed = crossed_milestones(
+            rules.milestones, standing.points, after.points, standing.milestones
         )
-    return table
+        if crossed:
+            after = replace(after, milestones=after.milestones | frozenset(crossed))
+        raised += [
+            (
+                MilestoneReached(
+                    campaign_id=rules.campaign_id,
+                    member_id=standing.member_id,
+                    milestone=m,
+                    points=after.points,
+                ),
+                c,
+            )
+            for m in crossed
+        ]
+        standing = after
+    return standing, raised
 
 
 def crossed_milestones(

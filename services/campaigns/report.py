@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from services.campaigns.domain import from_ms, retention, to_ms
+from services.campaigns.domain import retention
 from services.campaigns.schemas import Report
 from services.campaigns.store import CampaignsStore, Doc
+from shared.clock import epoch_ms, from_ms
 
 
 async def campaign_report(store: CampaignsStore, campaign: Doc, now: datetime) -> Report:
@@ -26,7 +27,7 @@ async def campaign_report(store: CampaignsStore, campaign: Doc, now: datetime) -
         [r["referred_id"] for r in referred],
         {"joined_at_ms": 1, "joined_ms": 1, "last_active_ms": 1},
     )
-    now_ms = to_ms(now)
+    now_ms = epoch_ms(now)
 
     def joined_ms(referral: Doc) -> int:
         # The projection's joined time; `joined_ms` is where earlier versions kept it.

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
-from services.campaigns.domain import CountReferrals, Status, WinnerRule, from_ms
+from services.campaigns.domain import CountReferrals, Status, WinnerRule
+from shared.clock import from_ms
 from shared.events import Announcement, Audience, CampaignKind, Level, Role
 from shared.limits import Moment, Points, Region, Request, Title, text
 

@@ -3,7 +3,11 @@
 Every time this service writes in an update (or compares in a query) is an integer of epoch
 milliseconds (`*_ms`). nx-27017 difference: `$set`/`$max`/`$min` of a *date* by path stores
 a string there, which range queries then miss; numbers behave as on MongoDB. Dates are
-converted at the HTTP and event boundaries only (`domain.to_ms` / `domain.from_ms`).
+converted at the HTTP and event boundaries only (`shared.clock.epoch_ms` / `from_ms`).
+
+The store reads and writes documents and nothing else: what a write changes is decided by the
+use cases (`services.campaigns.usecases`), and the events a write carries ride in it through
+the unit of work (`shared.uow`), which also publishes them.
 
 Every filter on a field other than `_id` is built by `shared.query.where` (equality as `$eq`,
 no `$in`/`$or` on secondary fields), so both servers answer it from an index; which index
@@ -14,25 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.campaigns.domain import Standing, crossed_milestones
 from shared.events import CloudEvent
-from shared.outbox import update_with_outbox, with_outbox
 from shared.query import by_ids, count, descending_number, order_key, where
-from shared.store import DUPLICATE_KEY, TRANSIENT_DB_ERRORS, is_duplicate_key
+from shared.store import DUPLICATE_KEY, TRANSIENT_DB_ERRORS
+from shared.uow import UnitOfWork, Write, without_outbox
 
 log = logging.getLogger("sarafan.campaigns")
 
 Doc = dict[str, Any]
 OPEN = ("scheduled", "active")  # statuses in which a campaign still accepts scoring events
-NO_OUTBOX = {"outbox": 0}
 STANDING_FIELDS = {"member_id": 1, "points": 1, "reached_ms": 1, "milestones": 1}
 #: `_id`s per `$in` read: far below any server's limit on bound parameters.
 IDS_PER_READ = 1000
@@ -60,108 +61,9 @@ def at_least(points: float) -> str:
     return f"{descending_number(points)};"
 
 
-MilestoneEvents = Callable[[list[int], float], list[CloudEvent]]
-
-
-@dataclass(frozen=True)
-class CreditRequest:
-    """Points to add once per key to one member's standing in one campaign."""
-
-    campaign_id: str
-    member_id: str
-    key: str
-    points: float
-    at_ms: int
-    milestones: tuple[int, ...]
-    milestone_events: MilestoneEvents
-
-    @property
-    def standing_id(self) -> str:
-        return f"{self.campaign_id}:{self.member_id}"
-
-
-@dataclass(frozen=True)
-class StandingWrite:
-    """The one write that applies a standing's new credits, with its milestone events:
-    the insert of a new standing (`document`), or an update guarded by version."""
-
-    points: float
-    crossed: list[int]
-    events: list[CloudEvent]
-    document: Doc | None = None
-    guard: Doc | None = None
-    update: Doc | None = None
-
-    def operation(self) -> InsertOne[Doc] | UpdateOne:
-        if self.document is not None:
-            return InsertOne(self.document)
-        return UpdateOne(self.guard, self.update)
-
-
-def standing_write(
-    doc: Doc | None, requests: Sequence[CreditRequest], now_ms: int
-) -> StandingWrite | None:
-    """Fold the credits not applied yet into one insert or one version-guarded update.
-
-    The points, the `applied` markers, the rank key, each milestone crossed and its
-    milestone-reached event all go in that single-document write (docs/patterns.md,
-    idempotent effects and outbox): all or nothing, exactly once. None: nothing new.
-    """
-    if not requests:
-        return None
-    first = requests[0]
-    current = (
-        Standing(first.member_id, float(doc["points"]), int(doc["reached_ms"]))
-        if doc is not None
-        else Standing(first.member_id)
-    )
-    applied = set((doc or {}).get("applied") or {})
-    done = {int(m) for m in ((doc or {}).get("milestones") or {})}
-    new_keys: dict[str, int] = {}
-    crossed_all: list[int] = []
-    events: list[CloudEvent] = []
-    for request in requests:
-        key = field_key(request.key)
-        if key in applied or key in new_keys:
-            continue
-        after = current.credit(key, request.points, request.at_ms)
-        crossed = crossed_milestones(request.milestones, current.points, after.points, done)
-        if crossed:
-            events += request.milestone_events(crossed, after.points)
-            done.update(crossed)
-            crossed_all += crossed
-        new_keys[key] = now_ms
-        current = after
-    if not new_keys:
-        return None
-    ranked = (
-        {"rank_key": rank_key(current.member_id, current.points, current.reached_ms)}
-        if current.points > 0
-        else {}
-    )
-    if doc is None:
-        new = {
-            "_id": first.standing_id,
-            "campaign_id": first.campaign_id,
-            "member_id": first.member_id,
-            "points": current.points,
-            "reached_ms": current.reached_ms,
-            **ranked,
-            "applied": new_keys,
-            "milestones": {str(m): now_ms for m in crossed_all},
-            "version": 1,
-        }
-        return StandingWrite(current.points, crossed_all, events, document=with_outbox(new, events))
-    changes: Doc = {"points": current.points, "reached_ms": current.reached_ms, **ranked}
-    changes.update({f"applied.{k}": at for k, at in new_keys.items()})
-    changes.update({f"milestones.{m}": now_ms for m in crossed_all})
-    return StandingWrite(
-        current.points,
-        crossed_all,
-        events,
-        guard=where({"_id": first.standing_id, "version": doc["version"]}),
-        update=update_with_outbox({"$set": changes, "$inc": {"version": 1}}, events),
-    )
+def standing_id(campaign_id: str, member_id: str) -> str:
+    """One standing per (campaign, member)."""
+    return f"{campaign_id}:{member_id}"
 
 
 def _rank_key_of(doc: Doc) -> str:
@@ -260,7 +162,7 @@ class CampaignsStore:
         )
 
     async def campaign(self, campaign_id: str) -> Doc | None:
-        return await self.campaigns.find_one({"_id": campaign_id}, NO_OUTBOX)
+        return await self.campaigns.find_one({"_id": campaign_id}, without_outbox())
 
     async def list_campaigns(self, status: str | None, limit: int, after: str | None) -> list[Doc]:
         """Newest first, up to `limit`; `after` is the `order_key` of the last item seen.
@@ -271,7 +173,7 @@ class CampaignsStore:
         query = where(order_key={"$lt": after} if after is not None else {"$gt": FIRST_KEY})
         if status:
             query = where(status=status, **query)
-        cursor = self.campaigns.find(query, NO_OUTBOX).sort([("order_key", DESCENDING)])
+        cursor = self.campaigns.find(query, without_outbox()).sort([("order_key", DESCENDING)])
         return await cursor.limit(limit).to_list(None)
 
     async def open_between(self, first_ms: int, last_ms: int) -> list[Doc]:
@@ -286,7 +188,7 @@ class CampaignsStore:
             query = where(
                 status=status, window_start_ms={"$lte": last_ms}, window_end_ms={"$gt": first_ms}
             )
-            return await self.campaigns.find(query, NO_OUTBOX).to_list(None)
+            return await self.campaigns.find(query, without_outbox()).to_list(None)
 
         found = await asyncio.gather(*(open_as(status) for status in OPEN))
         return [doc for docs in found for doc in docs]
@@ -300,15 +202,20 @@ class CampaignsStore:
         return [d["_id"] async for d in self.campaigns.find(query, {"_id": 1})]
 
     async def transition(
-        self, campaign_id: str, condition: Doc, changes: Doc, events: list[CloudEvent]
+        self,
+        uow: UnitOfWork,
+        campaign_id: str,
+        condition: Doc,
+        changes: Doc,
+        events: list[CloudEvent],
     ) -> Doc | None:
         """Apply `changes` only if the campaign still matches `condition`; exactly one caller
         wins, and its events ride in the same single-document update (the outbox)."""
-        return await self.campaigns.find_one_and_update(
+        return await uow.find_one_and_update(
+            self.campaigns,
             where({"_id": campaign_id, **condition}),
-            update_with_outbox({"$set": changes, "$inc": {"version": 1}}, events),
-            projection=NO_OUTBOX,
-            return_document=ReturnDocument.AFTER,
+            {"$set": changes, "$inc": {"version": 1}},
+            events,
         )
 
     # -- members (this service's own projection) ------------------------------------------------
@@ -409,77 +316,29 @@ class CampaignsStore:
 
     # -- standings: one document per (campaign, member) -----------------------------------------
 
-    async def _credit_one(self, requests: Sequence[CreditRequest], now_ms: int) -> None:
-        """Credits to one standing, retried until they apply or are found applied.
+    async def standings_by_id(self, ids: Iterable[str]) -> dict[str, Doc]:
+        return await by_ids(self.standings, ids, without_outbox())
 
-        Optimistic concurrency on `version`: a concurrent credit to the same member makes the
-        update match nothing (or the insert meet a standing just created), and we re-read and
-        try again.
-        """
-        sid = requests[0].standing_id
-        while True:
-            doc = await self.standings.find_one({"_id": sid}, NO_OUTBOX)
-            write = standing_write(doc, requests, now_ms)
-            if write is None:
-                return
-            if write.document is not None:
-                try:
-                    await self.standings.insert_one(write.document)
-                except Exception as exc:
-                    if is_duplicate_key(exc):
-                        continue
-                    raise
-                return
-            assert write.guard is not None and write.update is not None
-            result = await self.standings.update_one(write.guard, write.update)
-            if result.matched_count:
-                return
+    async def write_standings(self, uow: UnitOfWork, writes: Sequence[Write]) -> set[Any]:
+        """Write standings only where nobody wrote since they were read, in one unordered
+        bulk write; returns the ids of those another writer changed meanwhile (read them
+        again and redo their credits).
 
-    async def credit_many(
-        self, requests: Sequence[CreditRequest], now_ms: int
-    ) -> dict[str, list[CloudEvent] | None]:
-        """Apply many credits: one read of the standings, one unordered bulk write (one
-        insert or version-guarded update per standing), then the ones that lost a race to
-        another writer one by one. Returns the standings that now hold new milestone events
-        for the relay: with those events, or None when they must be read back.
+        Each write is the insert of a new standing or an upsert guarded by the version read,
+        so a lost race is a duplicate key at its index either way (the bulk write reports
+        exactly those) and every write that did not raise did apply: its events are exactly
+        what the unit of work publishes.
         """
-        groups: dict[str, list[CreditRequest]] = {}
-        for request in requests:
-            groups.setdefault(request.standing_id, []).append(request)
-        docs = await by_ids(self.standings, list(groups), NO_OUTBOX)
-        writes = {
-            sid: write
-            for sid, reqs in groups.items()
-            if (write := standing_write(docs.get(sid), reqs, now_ms)) is not None
-        }
         if not writes:
-            return {}
-        sids = list(writes)
+            return set()
         try:
-            result = await self.standings.bulk_write(
-                [writes[sid].operation() for sid in sids], ordered=False
-            )
-            details: Doc = result.bulk_api_result
+            await uow.bulk(self.standings, list(writes), ordered=False)
         except BulkWriteError as exc:
-            details = exc.details
-            if any(e.get("code") != DUPLICATE_KEY for e in details.get("writeErrors", [])):
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
-        # An insert that met a standing created meanwhile failed by itself; an update whose
-        # version moved matched nothing, and the result does not say which one: then every
-        # update of this write is done again one by one. Crediting is idempotent per key, so
-        # a credit that did apply is found applied and changes nothing.
-        unsure = {sids[int(e["index"])] for e in details.get("writeErrors", [])}
-        updates = [sid for sid in sids if writes[sid].document is None]
-        if int(details.get("nMatched", 0)) < len(updates):
-            unsure.update(updates)
-        kicks: dict[str, list[CloudEvent] | None] = {
-            sid: writes[sid].events for sid in sids if writes[sid].events and sid not in unsure
-        }
-        for sid in sids:
-            if sid in unsure:
-                await self._credit_one(groups[sid], now_ms)
-                kicks[sid] = None  # whichever write applied, its events are in the document
-        return kicks
+            return {writes[int(e["index"])].doc_id for e in errors}
+        return set()
 
     async def standings_of(self, campaign_id: str) -> list[Doc]:
         """Every standing with points in the campaign: as many as it has participants (ending

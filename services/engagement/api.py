@@ -1,34 +1,25 @@
-"""Engagement HTTP routes for what members write: posts, comments, reactions, accepted answers."""
+"""Engagement HTTP routes for what members write: posts, comments, reactions, accepted answers.
+
+Each route parses its request, calls its use case (usecases.py) in a unit of work and renders
+the answer; a refusal of the rules becomes its 4xx (context.refusals)."""
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from services.engagement.context import (
-    Engagement,
-    Strict,
-    active_member,
-    engagement_of,
-    rendered,
-)
-from services.engagement.store import Doc, from_ms, page_cursor
-from shared.events import (
-    AnswerAccepted,
-    CommentAdded,
-    PostCreated,
-    PostKind,
-    ReactionAdded,
-    new_event,
-)
-from shared.http import ApiError, new_id, not_found, require
+from services.engagement import usecases
+from services.engagement.context import Engagement, Strict, engagement_of, refusals, rendered
+from services.engagement.store import Doc
+from shared.clock import from_ms
+from shared.events import PostKind
+from shared.http import new_id, not_found, require
 from shared.limits import Ident, Title, line, text
-from shared.query import ORDER_KEY_RE, decode_cursor, order_key
-from shared.store import epoch_ms
+from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
 #: The scopes of these routes (shared/keys.py says what each allows).
@@ -116,8 +107,12 @@ def _name(member: Doc | None) -> str:
     return str(member.get("display_name") or FORMER_MEMBER)
 
 
-async def _post_out(e: Engagement, post: Doc) -> PostOut:
-    author = await e.store.member(post["author_id"]) if post.get("author_id") else None
+async def _post_out(
+    e: Engagement, post: Doc, author: Doc | None = None, fresh: bool = False
+) -> PostOut:
+    """A post as shown; a `fresh` one (just made) has no comments or reactions to count yet."""
+    if author is None and post.get("author_id"):
+        author = await e.store.member(post["author_id"])
     return PostOut(
         post_id=post["_id"],
         author_id=post.get("author_id"),
@@ -126,18 +121,11 @@ async def _post_out(e: Engagement, post: Doc) -> PostOut:
         title=post["title"],
         body=post["body"],
         tags=post.get("tags", []),
-        created_at=from_ms(post["created_ms"]),  # type: ignore[arg-type]
-        comments=await e.store.comment_count(post["_id"]),
-        reactions=await e.store.reaction_counts(post["_id"]),
+        created_at=from_ms(post["created_ms"]),
+        comments=0 if fresh else await e.store.comment_count(post["_id"]),
+        reactions={} if fresh else await e.store.reaction_counts(post["_id"]),
         accepted_comment_id=post.get("accepted_comment_id"),
     )
-
-
-async def _existing_post(e: Engagement, post_id: str) -> Doc:
-    post = await e.store.post(post_id)
-    if post is None or not post.get("author_id"):  # an erased member's post is a tombstone
-        raise not_found("post", post_id)
-    return post
 
 
 # -- posts ----------------------------------------------------------------------------------------
@@ -147,49 +135,14 @@ async def _existing_post(e: Engagement, post_id: str) -> Doc:
 async def create_post(body: PostIn, request: Request) -> PostOut:
     """Publish a post, question, story or event report (emits post-created)."""
     e = engagement_of(request)
-    author = await active_member(e, body.author_id)
-    now = e.clock()
-    post_id = new_id(request)
-    tags = sorted({t.strip().lower() for t in body.tags if t.strip()})
-    event = new_event(
-        PostCreated(
-            post_id=post_id,
-            author_id=body.author_id,
-            kind=body.kind,
-            title=body.title,
-            tags=tags,
-            created_at=now,
-        ),
-        time=now,
-    )
-    doc = {
-        "_id": post_id,
-        "author_id": body.author_id,
-        "kind": body.kind,
-        "title": body.title,
-        "body": body.body,
-        "tags": tags,
-        "region": author.get("region"),
-        "created_ms": epoch_ms(now),
-    }
-    if body.kind == "question":
-        doc["open"] = 1  # until answered or reported unanswered (the job's index)
-    if not await e.store.insert("posts", doc, [event]):
-        # The same request again (its first answer was lost): the post it made is the answer.
-        stored = await e.store.post(post_id)
-        if stored is not None:
-            return await _post_out(e, stored)
-    e.relay.kick(e.store.posts, post_id)
-    return PostOut(
-        post_id=post_id,
-        author_id=body.author_id,
-        author_name=_name(author),
-        kind=body.kind,
-        title=body.title,
-        body=body.body,
-        tags=tags,
-        created_at=from_ms(epoch_ms(now)),
-    )  # type: ignore[arg-type]
+    cmd = usecases.NewPost(post_id=new_id(request), **body.model_dump())
+    with refusals():
+        async with e.unit_of_work() as uow:
+            posted = await usecases.create_post(cmd, uow, e.store, e.clock())
+    if posted.created:
+        return await _post_out(e, posted.post, posted.author, fresh=True)
+    # The same request again (its first answer was lost): the post it made is the answer.
+    return await _post_out(e, posted.post)
 
 
 @router.get("/posts/{post_id}", response_model=PostOut, dependencies=[require(READ)])
@@ -210,42 +163,18 @@ async def get_post(post_id: str, request: Request) -> PostOut:
 async def add_comment(post_id: str, body: CommentIn, request: Request) -> CommentOut:
     """Comment on a post; on a question, a comment by another member is an answer."""
     e = engagement_of(request)
-    post = await _existing_post(e, post_id)
-    author = await active_member(e, body.author_id)
-    now = e.clock()
-    comment_id = new_id(request)
-    event = new_event(
-        CommentAdded(
-            comment_id=comment_id,
-            post_id=post_id,
-            author_id=body.author_id,
-            post_author_id=post["author_id"],
-            created_at=now,
-        ),
-        time=now,
-    )
-    doc = {
-        "_id": comment_id,
-        "post_id": post_id,
-        "author_id": body.author_id,
-        "post_author_id": post["author_id"],
-        "body": body.body,
-        "created_ms": epoch_ms(now),
-        "order_key": order_key(epoch_ms(now), comment_id),
-    }
-    if not await e.store.insert("comments", doc, [event]):
-        # The same request again (its first answer was lost): its comment is the answer.
-        doc = await e.store.comment(comment_id) or doc
-        now = from_ms(doc["created_ms"])  # type: ignore[assignment]
-    e.relay.kick(e.store.comments, comment_id)
+    cmd = usecases.NewComment(comment_id=new_id(request), post_id=post_id, **body.model_dump())
+    with refusals():
+        async with e.unit_of_work() as uow:
+            comment, author = await usecases.add_comment(cmd, uow, e.store, e.clock())
     return CommentOut(
-        comment_id=comment_id,
+        comment_id=cmd.comment_id,
         post_id=post_id,
-        author_id=body.author_id,
+        author_id=cmd.author_id,
         author_name=_name(author),
-        body=body.body,
-        created_at=from_ms(epoch_ms(now)),
-    )  # type: ignore[arg-type]
+        body=cmd.body,
+        created_at=from_ms(comment["created_ms"]),
+    )
 
 
 @router.get("/posts/{post_id}/comments", response_model=CommentList, dependencies=[require(READ)])
@@ -275,7 +204,7 @@ async def list_comments(
         )
 
     items = rendered(docs, render, "comment")
-    next_cursor = page_cursor(docs[-1]) if len(docs) == limit else None
+    next_cursor = encode_cursor(docs[-1]["order_key"]) if len(docs) == limit else None
     return CommentList(items=items, next_cursor=next_cursor)
 
 
@@ -290,105 +219,26 @@ async def add_reaction(
 ) -> ReactionOut:
     """React to a post: once per member, post and reaction (a repeat answers 200, no new event)."""
     e = engagement_of(request)
-    post = await _existing_post(e, post_id)
-    await active_member(e, body.member_id)
-    reaction_id = (
-        "r_"
-        + hashlib.sha256(f"{post_id}\n{body.member_id}\n{body.reaction}".encode()).hexdigest()[:32]
-    )
-    existing = await e.store.reaction(reaction_id)
-    if existing is None:
-        now = e.clock()
-        event = new_event(
-            ReactionAdded(
-                post_id=post_id,
-                member_id=body.member_id,
-                post_author_id=post["author_id"],
-                reaction=body.reaction,
-                created_at=now,
-            ),
-            time=now,
-        )
-        doc = {
-            "_id": reaction_id,
-            "post_id": post_id,
-            "member_id": body.member_id,
-            "post_author_id": post["author_id"],
-            "reaction": body.reaction,
-            "created_ms": epoch_ms(now),
-        }
-        if await e.store.insert("reactions", doc, [event]):
-            e.relay.kick(e.store.reactions, reaction_id)
-            return ReactionOut(
-                post_id=post_id,
-                member_id=body.member_id,
-                reaction=body.reaction,
-                created_at=from_ms(doc["created_ms"]),
-            )  # type: ignore[arg-type]
-        existing = await e.store.reaction(reaction_id)  # a concurrent twin won the insert
-    assert existing is not None
-    response.status_code = 200
+    cmd = usecases.NewReaction(post_id=post_id, **body.model_dump())
+    with refusals():
+        async with e.unit_of_work() as uow:
+            reaction, created = await usecases.add_reaction(cmd, uow, e.store, e.clock())
+    if not created:
+        response.status_code = 200
     return ReactionOut(
         post_id=post_id,
-        member_id=existing["member_id"],
-        reaction=existing["reaction"],
-        created_at=from_ms(existing["created_ms"]),
-    )  # type: ignore[arg-type]
+        member_id=reaction["member_id"],
+        reaction=reaction["reaction"],
+        created_at=from_ms(reaction["created_ms"]),
+    )
 
 
 @router.post("/posts/{post_id}/accept", response_model=AcceptedOut, dependencies=[require(WRITE)])
 async def accept_answer(post_id: str, body: AcceptIn, request: Request) -> AcceptedOut:
     """The asker accepts a comment as the answer to their question, once (answer-accepted)."""
     e = engagement_of(request)
-    post = await _existing_post(e, post_id)
-    await active_member(e, body.by)
-    if post["kind"] != "question":
-        raise ApiError(422, "not_a_question", f"post {post_id} is a {post['kind']}, not a question")
-    if body.by != post["author_id"]:
-        raise ApiError(
-            403, "forbidden", "only the member who asked the question may accept an answer"
-        )
-    comment = await e.store.comment(body.comment_id)
-    if comment is None or comment["post_id"] != post_id:
-        raise ApiError(
-            422, "unknown_comment", f"comment {body.comment_id} is not on post {post_id}"
-        )
-    if comment.get("author_id") in (None, post["author_id"]):
-        raise ApiError(422, "not_an_answer", "an answer must be a comment by another member")
-    seconds = max((comment["created_ms"] - post["created_ms"]) // 1000, 0)
-    out = AcceptedOut(
-        post_id=post_id,
-        comment_id=comment["_id"],
-        asker_id=post["author_id"],
-        answerer_id=comment["author_id"],
-        seconds_to_answer=seconds,
-    )
-    if not post.get("accepted_comment_id"):
-        now = e.clock()
-        event = new_event(
-            AnswerAccepted(
-                post_id=post_id,
-                comment_id=comment["_id"],
-                asker_id=post["author_id"],
-                answerer_id=comment["author_id"],
-                seconds_to_answer=seconds,
-            ),
-            time=now,
-        )
-        accepted = {
-            "accepted_comment_id": comment["_id"],
-            "accepted_answerer_id": comment["author_id"],
-            "accepted_ms": epoch_ms(now),
-            "seconds_to_answer": seconds,
-        }
-        if await e.store.accept_answer(post_id, accepted, event):
-            e.relay.kick(e.store.posts, post_id)
-            return out
-        post = await e.store.post(post_id) or post
-    if post.get("accepted_comment_id") == comment["_id"]:
-        return out  # accepting the same answer again changes nothing
-    raise ApiError(
-        422,
-        "already_accepted",
-        f"question {post_id} already has an accepted answer ({post.get('accepted_comment_id')})",
-    )
+    cmd = usecases.AcceptAnswer(post_id=post_id, comment_id=body.comment_id, by=body.by)
+    with refusals():
+        async with e.unit_of_work() as uow:
+            answer = await usecases.accept_answer(cmd, uow, e.store, e.clock())
+    return AcceptedOut(**asdict(answer))

@@ -1,27 +1,23 @@
-"""Engagement HTTP routes for volunteer hours: recorded pending, decided by coordinator or staff."""
+"""Engagement HTTP routes for volunteer hours: recorded pending, decided by coordinator or staff.
+
+The rules (who may decide, once, no future dates) are in contributions.py; the routes call the
+use cases (usecases.py) and render the entry."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from datetime import date, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, StrictFloat
 
-from services.engagement.context import (
-    Engagement,
-    Strict,
-    active_member,
-    decider,
-    engagement_of,
-    rendered,
-)
-from services.engagement.store import Doc, from_ms, page_cursor
-from shared.events import HoursApproved, new_event, utcnow
-from shared.http import ApiError, new_id, not_found, require
+from services.engagement import usecases
+from services.engagement.context import Strict, engagement_of, refusals, rendered
+from services.engagement.store import Doc
+from shared.clock import from_ms
+from shared.http import new_id, not_found, require
 from shared.limits import Day, Ident, Title, text
-from shared.query import ORDER_KEY_RE, decode_cursor, order_key
-from shared.store import epoch_ms
+from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
 #: The scopes of these routes: deciding also needs a coordinator or staff member as `by`.
@@ -76,9 +72,9 @@ def _hours_out(entry: Doc) -> HoursOut:
         date=date.fromisoformat(entry["date"]),
         note=entry.get("note", ""),
         status=entry["status"],
-        created_at=from_ms(entry["created_ms"]),  # type: ignore[arg-type]
+        created_at=from_ms(entry["created_ms"]),
         decided_by=entry.get("decided_by"),
-        decided_at=from_ms(entry.get("decided_ms")),
+        decided_at=from_ms(entry["decided_ms"]) if entry.get("decided_ms") is not None else None,
         reason=entry.get("reason", ""),
     )
 
@@ -87,78 +83,28 @@ def _hours_out(entry: Doc) -> HoursOut:
 async def record_hours(body: HoursIn, request: Request) -> HoursOut:
     """Record volunteer hours as `pending`, for a coordinator or staff member to decide."""
     e = engagement_of(request)
-    await active_member(e, body.member_id)
-    now = e.clock()
-    if body.date > (now + timedelta(days=1)).date():
-        raise ApiError(
-            422, "future_date", f"hours cannot be recorded for {body.date}, a future date"
-        )
-    entry_id = new_id(request)
-    entry = {
-        "_id": entry_id,
-        "member_id": body.member_id,
-        "hours": body.hours,
-        "activity": body.activity,
-        "date": body.date.isoformat(),
-        "note": body.note,
-        "status": "pending",
-        "created_ms": epoch_ms(now),
-        "order_key": order_key(epoch_ms(now), entry_id),
-    }
-    if not await e.store.insert("hours", entry, []):
-        # The same request again (its first answer was lost): the entry it made is the answer.
-        entry = await e.store.hours_entry(entry_id) or entry
+    cmd = usecases.NewHours(entry_id=new_id(request), **body.model_dump())
+    with refusals():
+        async with e.unit_of_work() as uow:
+            entry = await usecases.record_hours(cmd, uow, e.store, e.clock())
     return _hours_out(entry)
 
 
 async def _decide(entry_id: str, body: DecisionIn, request: Request, status: str) -> HoursOut:
     e = engagement_of(request)
-    entry = await e.store.hours_entry(entry_id)
-    if entry is None:
-        raise not_found("hours entry", entry_id)
-    await decider(e, body.by, entry["member_id"])
     key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        # The kept response will show the member's entry: erasure must find it by the member
-        # (noted first, so that it exists whenever the record may).
-        record_id = f"{request.url.path}:{key}"
-        await e.store.note_decision_request(record_id, entry["member_id"], utcnow())
-    return await _decision(e, entry, body, status)
-
-
-async def _decision(e: Engagement, entry: Doc, body: DecisionIn, status: str) -> HoursOut:
-    entry_id = entry["_id"]
-    if entry["status"] == "pending":
-        now = e.clock()
-        events = []
-        if status == "approved":
-            events.append(
-                new_event(
-                    HoursApproved(
-                        entry_id=entry_id,
-                        member_id=entry["member_id"],
-                        hours=entry["hours"],
-                        activity=entry["activity"],
-                        date=date.fromisoformat(entry["date"]),
-                        approved_by=body.by,
-                    ),
-                    time=now,
-                )
-            )
-        decision: dict[str, Any] = {
-            "status": status,
-            "decided_by": body.by,
-            "decided_ms": epoch_ms(now),
-            "reason": body.reason,
-        }
-        if await e.store.decide_hours(entry_id, decision, events):
-            if events:
-                e.relay.kick(e.store.hours, entry_id)
-            return _hours_out({**entry, **decision})
-        entry = await e.store.hours_entry(entry_id) or entry
-    if entry["status"] == status:
-        return _hours_out(entry)  # the same decision again changes nothing
-    raise ApiError(409, "already_decided", f"hours entry {entry_id} is already {entry['status']}")
+    cmd = usecases.DecideHours(
+        entry_id=entry_id,
+        by=body.by,
+        status=status,
+        reason=body.reason,
+        # Where the kernel keeps this request's answer (see shared/http/idempotency.py).
+        request_record=f"{request.url.path}:{key}" if key is not None else None,
+    )
+    with refusals():
+        async with e.unit_of_work() as uow:
+            entry = await usecases.decide_hours(cmd, uow, e.store, e.clock())
+    return _hours_out(entry)
 
 
 @router.post("/hours/{entry_id}/approve", response_model=HoursOut, dependencies=[require(DECIDE)])
@@ -190,7 +136,7 @@ async def member_hours(
     totals = await e.store.hours_totals(member_id)
     return HoursList(
         items=rendered(docs, _hours_out, "hours entry"),
-        next_cursor=page_cursor(docs[-1]) if len(docs) == limit else None,
+        next_cursor=encode_cursor(docs[-1]["order_key"]) if len(docs) == limit else None,
         approved_hours=round(totals.get("approved", 0.0), 2),
         pending_hours=round(totals.get("pending", 0.0), 2),
     )

@@ -9,15 +9,13 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from services.engagement import api, api_hours, api_insights, domain
-from services.engagement.consumers import EngagementHandlers
+from services.engagement.consumers import EngagementHandlers, subscriptions
 from services.engagement.context import Engagement
 from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.jobs import EngagementJobs
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
-from shared.events import (
-    utcnow,
-)
+from shared.clock import utcnow
 from shared.jobs import Leases
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
@@ -67,7 +65,7 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
     rules = settings.rules()
     runtime = Runtime(SERVICE, settings)
     store = EngagementStore(runtime.db)
-    scoring = Scoring(store, rules, runtime.relay)
+    scoring = Scoring(store, rules, runtime.unit_of_work)
     insights = Insights(store, rules)
     engagement = Engagement(
         store,
@@ -75,19 +73,15 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
         scoring,
         insights,
         CommunityGauges(runtime.metrics),
-        runtime.relay,
+        runtime.unit_of_work,
         clock=utcnow,
     )
-    handlers = EngagementHandlers(
-        store, scoring, runtime.bus, lambda: engagement.clock(), settings.consumer_batch
-    )
-    jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.relay, rules)
+    # The clock is read through `engagement` on every call: tests move it.
+    handlers = EngagementHandlers(store, scoring, runtime.bus.purge, lambda: engagement.clock())
+    jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)
-    for collection in store.with_outbox:
-        runtime.outbox(collection)
-    for consumer in handlers.consumers():
-        runtime.consume(consumer)
+    runtime.subscribe(subscriptions, handlers)
     runtime.jobs += jobs.loops(
         # Its own lease owner per runtime, so two replicas in one process stay distinct.
         Leases(store.jobs, owner=uuid.uuid4().hex[:12]),
@@ -101,8 +95,9 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
         title="Sarafan engagement",
         description="Activity, scores and levels, volunteer hours, segments, community health.",
     )
-    app.state.store = store
     app.state.engagement = engagement
+    # The shared test fixture and the benchmark read the store here, and tests run the scans at
+    # a time they choose: kept until those have another way in.
+    app.state.store = store
     app.state.jobs = jobs
-    app.state.handlers = handlers
     return app

@@ -1,9 +1,11 @@
-"""What the HTTP routes share: the service's parts, its one clock, and who may do what."""
+"""What the HTTP routes share: the service's parts, its one clock, and the use cases' refusals
+as HTTP errors."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -11,17 +13,16 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from services.engagement import domain
+from services.engagement.contributions import Conflict, Forbidden, NotFound, Refused
 from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.scoring import Scoring
-from services.engagement.store import Doc, EngagementStore
-from shared.http import ApiError
+from services.engagement.store import EngagementStore
+from shared.http import ApiError, not_found
 from shared.limits import Request as RequestBody
-from shared.outbox import Relay
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 T = TypeVar("T")
-
-DECIDER_ROLES = ("coordinator", "staff")
 
 
 @dataclass
@@ -31,7 +32,8 @@ class Engagement:
     scoring: Scoring
     insights: Insights
     gauges: CommunityGauges
-    relay: Relay
+    #: A unit of work for one use case (the runtime's: it publishes through the outbox relay).
+    unit_of_work: Callable[[], UnitOfWork]
     #: The only place the service reads the time; tests may replace it.
     clock: Callable[[], datetime]
 
@@ -43,6 +45,21 @@ def engagement_of(request: Request) -> Engagement:
 class Strict(RequestBody):
     """A request body: unknown fields refused, strings stripped, no NaN or infinity; every
     string and list of a subclass has a bound (shared/limits.py)."""
+
+
+#: The HTTP status of each kind of refusal (any other is 422).
+REFUSAL_STATUS: dict[type[Refused], int] = {Forbidden: 403, Conflict: 409}
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """A use case's refusals as the HTTP errors they stand for."""
+    try:
+        yield
+    except NotFound as exc:
+        raise not_found(exc.what, exc.ident) from None
+    except Refused as exc:
+        raise ApiError(REFUSAL_STATUS.get(type(exc), 422), exc.code, exc.message) from None
 
 
 def rendered(docs: Iterable[Any], render: Callable[[Any], T], what: str) -> list[T]:
@@ -64,23 +81,3 @@ def rendered(docs: Iterable[Any], render: Callable[[Any], T], what: str) -> list
     if skipped:
         log.warning("%d stored %s(s) left out of a page", skipped, what)
     return items
-
-
-async def active_member(e: Engagement, member_id: str) -> Doc:
-    """The member from the projection, or 422: a body naming an unknown or departed member."""
-    member = await e.store.member(member_id)
-    if member is None:
-        raise ApiError(422, "unknown_member", f"member {member_id} is not known to engagement")
-    if member.get("status") != "active":
-        raise ApiError(422, "member_left", f"member {member_id} has left the community")
-    return member
-
-
-async def decider(e: Engagement, by: str, member_id: str) -> Doc:
-    """A coordinator or staff member deciding on someone else's hours, or 403."""
-    member = await active_member(e, by)
-    if not set(member.get("roles") or ()) & set(DECIDER_ROLES):
-        raise ApiError(403, "forbidden", "only a coordinator or staff member may decide on hours")
-    if by == member_id:
-        raise ApiError(403, "forbidden", "a member cannot decide on their own hours")
-    return member

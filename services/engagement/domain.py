@@ -9,17 +9,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from shared.events import (
+    LEVELS,
     AnswerAccepted,
     CommentAdded,
     EventData,
     HoursApproved,
     MemberJoined,
+    MemberLeft,
     PostCreated,
     ReactionAdded,
     ReferralMade,
 )
 
-LEVELS: tuple[str, ...] = ("newcomer", "participant", "active", "loyal", "ambassador")
 #: Levels from which a member who stops being active is "drifting"; the loyal pool.
 DRIFT_LEVELS: tuple[str, ...] = ("active", "loyal", "ambassador")
 LOYAL_LEVELS: tuple[str, ...] = ("loyal", "ambassador")
@@ -148,11 +149,6 @@ def decay_factor(age: timedelta, half_life: timedelta) -> float:
     return math.pow(2.0, -(age / half_life))
 
 
-def score(facts: Iterable[Fact], now: datetime, rules: Rules) -> float:
-    """Sum of each fact's points decayed to `now`; fsum makes it independent of order."""
-    return math.fsum(f.points(rules) * decay_factor(now - f.at, rules.half_life) for f in facts)
-
-
 def day_of(at: datetime) -> datetime:
     """Start of the UTC day holding `at`: facts are stored in one bucket per member and day."""
     at = at.astimezone(UTC)
@@ -171,13 +167,9 @@ def bucket_mass(fact: Fact, rules: Rules) -> float:
 def score_of_buckets(
     buckets: Iterable[tuple[datetime, float]], now: datetime, rules: Rules
 ) -> float:
-    """The score from (day start, summed bucket mass) pairs: equals `score` of the same facts."""
+    """The score from (day start, summed bucket mass) pairs: Σ points × 2^(−age / half-life)
+    over the facts the buckets hold, whatever the order they came in."""
     return math.fsum(mass * decay_factor(now - day, rules.half_life) for day, mass in buckets)
-
-
-def score_horizon(now: datetime, rules: Rules) -> datetime:
-    """Buckets older than this weigh less than 2^-40 of their points: reads may skip them."""
-    return day_of(now - 40 * rules.half_life)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,18 +202,25 @@ def rank_of(level: str) -> int:
     return LEVELS.index(level)
 
 
-def replay(facts: Sequence[Fact], rules: Rules, start: str = LEVELS[0]) -> tuple[float, str]:
-    """Score and level after applying facts one at a time, each scored at its own time.
+# ---------------------------------------------------------------------------------------------
+# The community's counted members
 
-    A model of what the service does as events arrive (used to state properties in tests).
-    """
-    level = start
-    seen: list[Fact] = []
-    for f in facts:
-        seen.append(f)
-        level = next_level(level, score(seen, f.at, rules), rules)
-    end = max((f.at for f in facts), default=None)
-    return (score(facts, end, rules) if end else 0.0), level
+
+def counted(status: str | None, referred: bool, data: EventData) -> tuple[str, dict[str, int]]:
+    """A member's counted status after a member event, and the change it makes to the
+    community's counters (members now, joins, joins by referral), from the status before it."""
+    joined = 1 if status in ("active", "left") else 0
+    if isinstance(data, MemberJoined):
+        if status is None:
+            return "active", {"members": 1, "joins": 1, "referred": int(bool(data.referred_by))}
+        return status, {}
+    if isinstance(data, MemberLeft):
+        if data.erase and status != "erased":
+            members = -1 if status == "active" else 0
+            return "erased", {"members": members, "joins": -joined, "referred": -joined * referred}
+        if not data.erase and status == "active":
+            return "left", {"members": -1}
+    return status or "", {}
 
 
 # ---------------------------------------------------------------------------------------------

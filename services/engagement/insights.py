@@ -16,10 +16,10 @@ from prometheus_client import Gauge
 from services.engagement import domain
 from services.engagement.record import Record
 from services.engagement.standings import Standings
-from services.engagement.store import Doc, EngagementStore, from_ms
+from services.engagement.store import Doc, EngagementStore
+from shared.clock import epoch_ms, from_ms
 from shared.metrics import Metrics
 from shared.query import count, where
-from shared.store import epoch_ms
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -77,9 +77,9 @@ class Insights:
             "counts": {name: record.counts.get(kind, 0) for name, kind in COUNTS.items()},
             "points_total": round(record.points_total, 2),
             "hours_approved": round(record.hours_total, 2),
-            "last_active_at": from_ms(record.last_ms),
+            "last_active_at": _time(record.last_ms),
             "streak_days": record.streak(now.date()),
-            "joined_at": from_ms(member.get("joined_at_ms")),
+            "joined_at": _time(member.get("joined_at_ms")),
         }
 
     # -- segments ---------------------------------------------------------------------------------
@@ -114,14 +114,14 @@ class Insights:
         return rows
 
     def _row(self, doc: Doc, member: Doc, now: datetime) -> dict[str, Any]:
-        last_active = from_ms(doc.get("last_ms"))
+        last_active = _time(doc.get("last_ms"))
         return {
             "member_id": doc["_id"],
             "display_name": member.get("display_name"),
             "region": member.get("region"),
             "level": doc.get("level", domain.LEVELS[0]),
             "score": round(Record.of(doc).score(now, self.rules), 2),
-            "joined_at": from_ms(member.get("joined_at_ms")),
+            "joined_at": _time(member.get("joined_at_ms")),
             "last_active_at": last_active,
             "days_inactive": domain.days_inactive(last_active, now) if last_active else None,
         }
@@ -242,6 +242,11 @@ class Insights:
         )
         waits = [float(d["wait_ms"]) / 1000 async for d in found]
         return sum(waits) / len(waits) if waits else None
+
+
+def _time(ms: Any) -> datetime | None:
+    """A stored time that may be absent (a member who joined before it was kept)."""
+    return None if ms is None else from_ms(ms)
 
 
 def _number(doc: Doc, name: str) -> float | None:

@@ -17,15 +17,15 @@ from datetime import datetime, timedelta
 from services.engagement import domain
 from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.scoring import Scoring, derived_event_id
-from services.engagement.store import EngagementStore, from_ms
+from services.engagement.store import EngagementStore
+from shared.clock import Clock, epoch_ms, from_ms
 from shared.events import MemberDrifting, QuestionUnanswered, new_event
 from shared.jobs import Leases, every
-from shared.outbox import Relay
-from shared.store import TRANSIENT_DB_ERRORS, epoch_ms
+from shared.store import TRANSIENT_DB_ERRORS
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement.jobs")
 
-Clock = Callable[[], datetime]
 #: Standings settled per round of the due scan.
 DUE_BATCH = 500
 #: How long a standing a scan could not handle waits before the scans try it again.
@@ -39,14 +39,14 @@ class EngagementJobs:
         scoring: Scoring,
         insights: Insights,
         gauges: CommunityGauges,
-        relay: Relay,
+        unit_of_work: Callable[[], UnitOfWork],
         rules: domain.Rules,
     ) -> None:
         self.store = store
         self.scoring = scoring
         self.insights = insights
         self.gauges = gauges
-        self.relay = relay
+        self.unit_of_work = unit_of_work
         self.rules = rules
 
     async def scan_drifting(self, now: datetime) -> int:
@@ -86,6 +86,8 @@ class EngagementJobs:
             await self.store.drift_reported(doc["_id"])
         elif int(doc.get("drift_from_ms") or 0) >= last_ms:
             await self.store.drift_reported(doc["_id"])  # reported by a twin scan
+        elif not domain.is_drifting(doc["level"], from_ms(last_ms), now, self.rules):
+            return 0  # due by an older setting: the rule says when, the marker stays
         elif await self._flag(doc, now):
             return 1
         return 0
@@ -103,10 +105,8 @@ class EngagementJobs:
             event_id=derived_event_id("member-drifting", member_id, str(last_ms)),
             time=now,
         )
-        if await self.store.flag_drift(member_id, last_ms, epoch_ms(now), event):
-            self.relay.kick(self.store.standing, member_id, [event])
-            return True
-        return False
+        async with self.unit_of_work() as uow:
+            return await self.store.flag_drift(uow, member_id, last_ms, epoch_ms(now), event)
 
     async def _set_aside(self, member_id: str, due_field: str, now: datetime) -> None:
         """A standing a scan could not handle is due again only after SET_ASIDE, so that it
@@ -193,10 +193,9 @@ class EngagementJobs:
             event_id=derived_event_id("question-unanswered", post["_id"]),
             time=now,
         )
-        if await self.store.flag_unanswered(post["_id"], epoch_ms(now), event):
-            self.relay.kick(self.store.posts, post["_id"], [event])
-            return 1
-        return 0
+        async with self.unit_of_work() as uow:
+            flagged = await self.store.flag_unanswered(uow, post["_id"], epoch_ms(now), event)
+        return int(flagged)
 
     async def fold_counters(self, now: datetime) -> None:
         await self.store.counters.fold(now)

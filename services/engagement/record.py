@@ -27,8 +27,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from services.engagement import domain
+from shared.clock import epoch_ms, from_ms
 from shared.query import descending_number
-from shared.store import epoch_ms, from_epoch_ms
 
 KEEP_DAYS = 62
 APPLIED_KEEP = timedelta(days=7)
@@ -181,7 +181,7 @@ class Record:
                 base_ms = day_ms
             mass += folded.mass * 2.0 ** (-((base_ms - day_ms) / half_life))
             if folded.last_ms:
-                previous = day_key(from_epoch_ms(day_ms - DAY_MS))
+                previous = day_key(from_ms(day_ms - DAY_MS))
                 fold_run = fold_run + 1 if fold_last == previous else 1
                 fold_last = key
         return replace(
@@ -193,9 +193,9 @@ class Record:
 
     def pairs(self) -> list[tuple[datetime, float]]:
         """(day, mass) of every kept day and of the base: what the score is made of."""
-        found = [(from_epoch_ms(key_ms(k)), d.mass) for k, d in sorted(self.days.items())]
+        found = [(from_ms(key_ms(k)), d.mass) for k, d in sorted(self.days.items())]
         if self.base_day_ms is not None:
-            found.append((from_epoch_ms(self.base_day_ms), self.base_mass))
+            found.append((from_ms(self.base_day_ms), self.base_mass))
         return found
 
     def score(self, now: datetime, rules: domain.Rules) -> float:
@@ -223,7 +223,7 @@ class Record:
         return points, sum(d.facts for _, d in inside), key_ms(oldest) + days * DAY_MS
 
     def active_days(self) -> list[date]:
-        return [from_epoch_ms(key_ms(k)).date() for k, d in self.days.items() if d.last_ms]
+        return [from_ms(key_ms(k)).date() for k, d in self.days.items() if d.last_ms]
 
     def streak(self, today: date) -> int:
         """Consecutive active UTC days ending today (or yesterday), through folded days too."""

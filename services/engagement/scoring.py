@@ -2,7 +2,8 @@
 
 A batch of facts is one read of the standings concerned and one bulk write back, each member's
 write guarded by the version read (so two consumers or replicas never lose each other's facts)
-and carrying its level-changed in the same write (the outbox).
+and carrying its level-changed in the same write. Each `record` or `settle` is one unit of work:
+its level-changed events are published when it is done.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,9 +21,9 @@ from services.engagement import domain
 from services.engagement.record import Record, as_doc, figures
 from services.engagement.store import RANK_FIELDS, Doc, EngagementStore, StandingWrite
 from shared.bus import TransientError
-from shared.events import LevelChanged, new_event
-from shared.outbox import Relay
-from shared.store import epoch_ms
+from shared.clock import epoch_ms
+from shared.events import CloudEvent, LevelChanged, new_event
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -64,10 +65,15 @@ class Contended(TransientError):
 class Scoring:
     """Applies facts to standings and settles levels (promotion and decay-driven demotion)."""
 
-    def __init__(self, store: EngagementStore, rules: domain.Rules, relay: Relay) -> None:
+    def __init__(
+        self,
+        store: EngagementStore,
+        rules: domain.Rules,
+        unit_of_work: Callable[[], UnitOfWork],
+    ) -> None:
         self.store = store
         self.rules = rules
-        self.relay = relay
+        self.unit_of_work = unit_of_work
 
     async def record(
         self,
@@ -100,32 +106,42 @@ class Scoring:
         self, by_member: dict[str, list[domain.Fact]], now: datetime, copies: dict[str, Copy]
     ) -> None:
         pending = dict(by_member)
-        for _attempt in range(ATTEMPTS):
-            if not pending:
-                return
-            docs = await self.store.standings(pending)
-            writes: list[StandingWrite] = []
-            returns: list[tuple[str, int, int]] = []
-            for member_id, facts in pending.items():
-                doc = docs.get(member_id)
-                if doc is not None and doc.get("erased"):
-                    continue
-                write, came_back = self._next(member_id, doc, facts, now, copies.get(member_id))
-                writes.append(write)
-                if came_back is not None:
-                    returns.append(came_back)
-            lost = await self.store.write(writes)
-            for w in writes:
-                if w.member_id not in lost and w.events:
-                    self.relay.kick(self.store.standing, w.member_id, w.events)
-            await self.store.record_returns([r for r in returns if r[0] not in lost])
-            pending = {m: by_member[m] for m in lost}
-            if pending:
-                # Writers that collided would collide again at once: spread them out.
-                await asyncio.sleep(random.uniform(0, 0.005 * 2**_attempt))
+        async with self.unit_of_work() as uow:
+            for _attempt in range(ATTEMPTS):
+                if not pending:
+                    return
+                lost = await self._attempt(uow, pending, now, copies)
+                pending = {m: by_member[m] for m in lost}
+                if pending:
+                    # Writers that collided would collide again at once: spread them out.
+                    await asyncio.sleep(random.uniform(0, 0.005 * 2**_attempt))
         if not pending:
             return  # the last attempt went through
         raise Contended(f"standings of {len(pending)} member(s) kept changing; retried later")
+
+    async def _attempt(
+        self,
+        uow: UnitOfWork,
+        pending: dict[str, list[domain.Fact]],
+        now: datetime,
+        copies: dict[str, Copy],
+    ) -> set[str]:
+        """One read of the standings, one guarded write back; the members whose standing
+        changed in between (to be read and recomputed again)."""
+        docs = await self.store.standings(pending)
+        writes: list[StandingWrite] = []
+        returns: list[tuple[str, int, int]] = []
+        for member_id, facts in pending.items():
+            doc = docs.get(member_id)
+            if doc is not None and doc.get("erased"):
+                continue
+            write, came_back = self._next(member_id, doc, facts, now, copies.get(member_id))
+            writes.append(write)
+            if came_back is not None:
+                returns.append(came_back)
+        lost = await self.store.write(uow, writes)
+        await self.store.record_returns([r for r in returns if r[0] not in lost])
+        return lost
 
     def _next(
         self,
@@ -138,25 +154,9 @@ class Scoring:
         """The write that brings one standing up to date, and a return after drift if any."""
         doc = {**(doc or {}), **(copy.fields if copy else {})}
         record = Record.of(doc).add(facts, self.rules, now)
-        current = doc.get("level", domain.LEVELS[0])
-        seq = int(doc.get("level_seq", 0))
         score = record.score(now, self.rules)
-        level = domain.next_level(current, score, self.rules)
-        fields: Doc = {**as_doc(record)}
-        events = []
-        if level != current:
-            events.append(
-                new_event(
-                    LevelChanged(member_id=member_id, old_level=current, new_level=level,
-                                 score=round(max(score, 0.0), 2)),
-                    # The same move gets the same id on every replica: a twin is de-duplicated.
-                    event_id=derived_event_id("level-changed", member_id, str(seq + 1)),
-                    time=now,
-                )
-            )  # fmt: skip
-            fields.update(level=level, level_seq=seq + 1, changed_ms=epoch_ms(now))
-        elif "level" not in doc:
-            fields["level"] = level
+        level, fields, events = self._level(member_id, doc, score, now)
+        fields.update(as_doc(record))
         derived = figures(member_id, record, level, now, self.rules)
         fields.update(derived.fields)
         unset = list(derived.unset)
@@ -189,3 +189,22 @@ class Scoring:
             unset = sorted((set(unset) | set(copy.unset)) - set(fields))
         version = doc.get("version")
         return StandingWrite(member_id, version, fields, unset, events), came_back
+
+    def _level(
+        self, member_id: str, doc: Doc, score: float, now: datetime
+    ) -> tuple[str, Doc, list[CloudEvent]]:
+        """The member's level after `score`, the standing's level fields, and level-changed
+        when it moved."""
+        current = doc.get("level", domain.LEVELS[0])
+        seq = int(doc.get("level_seq", 0))
+        level = domain.next_level(current, score, self.rules)
+        if level == current:
+            return level, ({} if "level" in doc else {"level": level}), []
+        event = new_event(
+            LevelChanged(member_id=member_id, old_level=current, new_level=level,
+                         score=round(max(score, 0.0), 2)),
+            # The same move gets the same id on every replica: a twin is de-duplicated.
+            event_id=derived_event_id("level-changed", member_id, str(seq + 1)),
+            time=now,
+        )  # fmt: skip
+        return level, {"level": level, "level_seq": seq + 1, "changed_ms": epoch_ms(now)}, [event]

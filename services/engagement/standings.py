@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from services.engagement.store import NO_OUTBOX, Doc, EngagementStore
+from services.engagement.store import HIDE, Doc, EngagementStore
 from shared.query import count, where
 
 #: Members are grouped by the week they joined in (`cohort`), so that the newcomers of a window
@@ -36,7 +36,7 @@ class Standings:
         query: Doc = {rank: {"$gt": after}}
         if region:
             query["region"] = region
-        found = self.standing.find(where(query), NO_OUTBOX).sort(rank, 1).limit(limit)
+        found = self.standing.find(where(query), HIDE).sort(rank, 1).limit(limit)
         return await found.to_list(None)
 
     async def at_levels(
@@ -74,7 +74,7 @@ class Standings:
         while True:
             for i, query in enumerate(queries):
                 if more[i] and (not read[i] or _needs_more(read, i, key, wanted)):
-                    found = self.standing.find(query, NO_OUTBOX).sort(order)
+                    found = self.standing.find(query, HIDE).sort(order)
                     page = await found.skip(len(read[i])).limit(chunk).to_list(None)
                     read[i] += page
                     more[i] = len(page) == chunk

@@ -4,7 +4,8 @@ Every filter goes through `shared.query.where` (the indexed form on both servers
 listing pages on one sort-key field (docs/patterns.md, "Queries that stay fast"). Times that are
 queried or updated by path are integer epoch milliseconds (`*_ms`): nx-27017 stores a date
 `$set` by path as a string. The reads behind the figures (leaderboards, segments, stats) are in
-`standings.py`.
+`standings.py`, the writes that forget an erased member in `erasure.py`. Writes that carry
+events take the use case's unit of work (shared/uow.py), which publishes them.
 """
 
 from __future__ import annotations
@@ -19,26 +20,22 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from shared.events import CloudEvent
-from shared.http import IDEMPOTENCY_TTL, forget_requests_of
-from shared.outbox import update_with_outbox, with_outbox
-from shared.query import by_ids, count, encode_cursor, order_key, total, where
-from shared.store import DUPLICATE_KEY, from_epoch_ms, is_duplicate_key
+from shared.http import IDEMPOTENCY_TTL
+from shared.projection import MemberProjection
+from shared.query import by_ids, count, order_key, total, where
+from shared.store import DUPLICATE_KEY, is_duplicate_key
 from shared.tally import Tally
+from shared.uow import UnitOfWork, Write, without_outbox
 
 Doc = dict[str, Any]
-NO_OUTBOX = {"outbox": 0, "outbox_pending": 0}
 #: The community's kept counters (see shared/tally.py): members now, joins, joins by referral.
 MEMBER_COUNTS = ("members", "joins", "referred")
 #: Figure fields of a member's standing that only an active member has (leaving unsets them).
 RANK_FIELDS = ("rank_all", "rank7", "rank30")
-
-
-def from_ms(ms: int | float | None) -> Any:
-    return None if ms is None else from_epoch_ms(ms)
-
-
-def page_cursor(doc: Doc) -> str:
-    return encode_cursor(doc["order_key"])
+#: What the members projection keeps of each member (shared/projection.py).
+PROJECTED_FIELDS = ("display_name", "region", "roles", "locale", "timezone", "referred_by")
+#: Reads of documents that carry events leave the kernel's outbox fields out.
+HIDE = without_outbox()
 
 
 @dataclass
@@ -66,8 +63,7 @@ class EngagementStore:
         #: Idempotency-Key records of decisions on a member's hours (see note_decision_request).
         self.decision_requests = db["decision_requests"]
         self.counters = Tally(db["tallies"], "community", MEMBER_COUNTS)
-        #: Collections whose documents carry outgoing events (the relay publishes them).
-        self.with_outbox = (self.posts, self.comments, self.reactions, self.hours, self.standing)
+        self.projection = MemberProjection(self.members, PROJECTED_FIELDS)
 
     async def ensure_indexes(self) -> None:
         await self.members.create_index("joined_at_ms")
@@ -132,9 +128,9 @@ class EngagementStore:
     # -- standings: one document per member -------------------------------------------------------
 
     async def standings(self, member_ids: Iterable[str]) -> dict[str, Doc]:
-        return await by_ids(self.standing, member_ids, NO_OUTBOX)
+        return await by_ids(self.standing, member_ids, HIDE)
 
-    async def write(self, writes: list[StandingWrite]) -> set[str]:
+    async def write(self, uow: UnitOfWork, writes: list[StandingWrite]) -> set[str]:
         """Write standings only where nobody wrote since they were read; returns the members
         whose standing changed in between (read again and recompute those).
 
@@ -151,9 +147,9 @@ class EngagementStore:
             update: Doc = {"$set": {**w.fields, "version": (w.version or 0) + 1}}
             if w.unset:
                 update["$unset"] = {f: "" for f in w.unset}
-            ops.append(UpdateOne(guard, update_with_outbox(update, w.events), upsert=True))
+            ops.append(Write.update(w.member_id, guard, update, w.events, upsert=True))
         try:
-            await self.standing.bulk_write(ops, ordered=False)
+            await uow.bulk(self.standing, ops)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
@@ -169,7 +165,7 @@ class EngagementStore:
 
     async def drift_due(self, now_ms: int, limit: int) -> list[Doc]:
         """Members whose drift episode has begun and is not reported yet."""
-        found = self.standing.find(where(drift_due_ms={"$lte": now_ms}), NO_OUTBOX)
+        found = self.standing.find(where(drift_due_ms={"$lte": now_ms}), HIDE)
         return await found.sort("drift_due_ms", 1).limit(limit).to_list(None)
 
     async def drift_reported(self, member_id: str) -> None:
@@ -188,25 +184,22 @@ class EngagementStore:
         return [d["_id"] async for d in found.sort("due_ms", 1).limit(limit)]
 
     async def flag_drift(
-        self, member_id: str, last_active_ms: int, now_ms: int, event: CloudEvent
+        self, uow: UnitOfWork, member_id: str, last_active_ms: int, now_ms: int, event: CloudEvent
     ) -> bool:
         """Open a drift episode (once per period of inactivity, named by its last activity).
 
         Episodes only move forward. Two single-condition updates, not one `$or` beside `_id`:
         on nx-27017 such a write filter can modify another document (docs/patterns.md).
         """
-        update = update_with_outbox(
-            {
-                "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms},
-                "$unset": {"drift_due_ms": ""},
-                # A figures write that read before this one recomputes with the episode.
-                "$inc": {"version": 1},
-            },
-            [event],
-        )
+        update = {
+            "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms},
+            "$unset": {"drift_due_ms": ""},
+            # A figures write that read before this one recomputes with the episode.
+            "$inc": {"version": 1},
+        }
         for guard in ({"$lt": last_active_ms}, {"$exists": False}):
-            result = await self.standing.update_one(
-                where({"_id": member_id, "drift_from_ms": guard}), update
+            result = await uow.update(
+                self.standing, where({"_id": member_id, "drift_from_ms": guard}), update, [event]
             )
             if result.modified_count == 1:
                 return True
@@ -229,32 +222,22 @@ class EngagementStore:
 
     # -- posts, comments, reactions ---------------------------------------------------------------
 
-    async def insert(self, collection_name: str, doc: Doc, events: list[CloudEvent]) -> bool:
-        """Insert a new document with its first events; False when its id exists already."""
-        try:
-            await getattr(self, collection_name).insert_one(with_outbox(doc, events))
-            return True
-        except Exception as exc:
-            if is_duplicate_key(exc):
-                return False
-            raise
-
     async def post(self, post_id: str) -> Doc | None:
-        return await self.posts.find_one({"_id": post_id}, NO_OUTBOX)
+        return await self.posts.find_one({"_id": post_id}, HIDE)
 
     async def posts_by_id(self, post_ids: Iterable[str]) -> dict[str, Doc]:
         return await by_ids(self.posts, post_ids, {"created_ms": 1, "kind": 1})
 
     async def comment(self, comment_id: str) -> Doc | None:
-        return await self.comments.find_one({"_id": comment_id}, NO_OUTBOX)
+        return await self.comments.find_one({"_id": comment_id}, HIDE)
 
     async def reaction(self, reaction_id: str) -> Doc | None:
-        return await self.reactions.find_one({"_id": reaction_id}, NO_OUTBOX)
+        return await self.reactions.find_one({"_id": reaction_id}, HIDE)
 
     async def comments_of(self, post_id: str, limit: int, after: str | None) -> list[Doc]:
         """Oldest first, from after the sort key `after`."""
         query = where(post_id=post_id, order_key={"$gt": after or ""})
-        found = self.comments.find(query, NO_OUTBOX).sort("order_key", 1).limit(limit)
+        found = self.comments.find(query, HIDE).sort("order_key", 1).limit(limit)
         return await found.to_list(None)
 
     async def reaction_counts(self, post_id: str) -> dict[str, int]:
@@ -268,11 +251,15 @@ class EngagementStore:
     async def comment_count(self, post_id: str) -> int:
         return await count(self.comments, {"post_id": post_id})
 
-    async def accept_answer(self, post_id: str, accepted: Doc, event: CloudEvent) -> bool:
+    async def accept_answer(
+        self, uow: UnitOfWork, post_id: str, accepted: Doc, event: CloudEvent
+    ) -> bool:
         """Record the accepted answer once per question (the guard), with answer-accepted."""
-        result = await self.posts.update_one(
+        result = await uow.update(
+            self.posts,
             where({"_id": post_id, "accepted_comment_id": {"$exists": False}}),
-            update_with_outbox({"$set": accepted}, [event]),
+            {"$set": accepted},
+            [event],
         )
         return result.modified_count == 1
 
@@ -306,14 +293,16 @@ class EngagementStore:
         """Questions old enough, with no answer seen yet and not yet reported as unanswered
         (`open` is set at asking and unset by the first answer or the report)."""
         query = where(open=1, created_ms={"$lte": created_before_ms})
-        return await self.posts.find(query, NO_OUTBOX).to_list(None)
+        return await self.posts.find(query, HIDE).to_list(None)
 
-    async def flag_unanswered(self, post_id: str, now_ms: int, event: CloudEvent) -> bool:
-        result = await self.posts.update_one(
+    async def flag_unanswered(
+        self, uow: UnitOfWork, post_id: str, now_ms: int, event: CloudEvent
+    ) -> bool:
+        result = await uow.update(
+            self.posts,
             where({"_id": post_id, "unanswered_ms": {"$exists": False}}),
-            update_with_outbox(
-                {"$set": {"unanswered_ms": now_ms}, "$unset": {"open": ""}}, [event]
-            ),
+            {"$set": {"unanswered_ms": now_ms}, "$unset": {"open": ""}},
+            [event],
         )
         return result.modified_count == 1
 
@@ -324,13 +313,14 @@ class EngagementStore:
     # -- volunteer hours --------------------------------------------------------------------------
 
     async def hours_entry(self, entry_id: str) -> Doc | None:
-        return await self.hours.find_one({"_id": entry_id}, NO_OUTBOX)
+        return await self.hours.find_one({"_id": entry_id}, HIDE)
 
-    async def decide_hours(self, entry_id: str, decision: Doc, events: list[CloudEvent]) -> bool:
+    async def decide_hours(
+        self, uow: UnitOfWork, entry_id: str, decision: Doc, events: list[CloudEvent]
+    ) -> bool:
         """pending → approved/rejected, once (the guard); an approval carries hours-approved."""
-        result = await self.hours.update_one(
-            where({"_id": entry_id, "status": "pending"}),
-            update_with_outbox({"$set": decision}, events),
+        result = await uow.update(
+            self.hours, where({"_id": entry_id, "status": "pending"}), {"$set": decision}, events
         )
         return result.modified_count == 1
 
@@ -342,7 +332,7 @@ class EngagementStore:
         if status:
             query["status"] = status
         query["order_key"] = {"$lt": before} if before else {"$gt": ""}
-        found = self.hours.find(where(query), NO_OUTBOX).sort("order_key", DESCENDING)
+        found = self.hours.find(where(query), HIDE).sort("order_key", DESCENDING)
         return await found.limit(limit).to_list(None)
 
     async def hours_totals(self, member_id: str) -> dict[str, float]:
@@ -358,24 +348,7 @@ class EngagementStore:
             self.hours, {"status": "approved", "decided_ms": {"$gte": since_ms}}, "hours"
         )
 
-    # -- member-left ------------------------------------------------------------------------------
-
-    async def post_ids_of(self, member_id: str) -> list[str]:
-        found = self.posts.find(where(author_id=member_id), {"_id": 1})
-        return [d["_id"] async for d in found]
-
-    async def drop_post_events(self, post_ids: list[str]) -> None:
-        """Erasure: the post-created events of the member's posts still waiting in the outbox
-        quote the title; they must not reach the stream after it was purged. Each removal is
-        guarded like the relay's own, so the pending counter drops once per entry."""
-        for post in (await by_ids(self.posts, post_ids, {"outbox": 1})).values():
-            for event_id, entry in (post.get("outbox") or {}).items():
-                if not isinstance(entry, dict) or entry.get("type") != "post-created":
-                    continue
-                await self.posts.update_one(
-                    where({"_id": post["_id"], f"outbox.{event_id}": {"$exists": True}}),
-                    {"$unset": {f"outbox.{event_id}": ""}, "$inc": {"outbox_pending": -1}},
-                )
+    # -- what erasure must find --------------------------------------------------------------------
 
     async def note_decision_request(self, record_id: str, member_id: str, at: datetime) -> None:
         """A decision on a member's hours was answered under an Idempotency-Key: the kernel
@@ -388,46 +361,3 @@ class EngagementStore:
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
-
-    async def forget_requests(self, member_id: str) -> None:
-        """The Idempotency-Key records about the member: those the kernel filed under them (the
-        first member named in the request) and the decisions on their hours."""
-        await forget_requests_of(self.idempotency, member_id)
-        found = self.decision_requests.find(where(member_id=member_id), {"_id": 1})
-        ids = [d["_id"] async for d in found]
-        if ids:
-            await self.idempotency.delete_many({"_id": {"$in": ids}})
-            await self.decision_requests.delete_many({"_id": {"$in": ids}})
-
-    async def erase_member(self, member_id: str) -> None:
-        """Forget a member's personal data.
-
-        Posts and comments stay as anonymous tombstones (no author, title, body or tags) so
-        that others' answers and the community figures keep their history; hours entries,
-        the member's activity record, level and drift records go, and so do the kept
-        responses of the member's requests (an Idempotency-Key replay would show their name
-        and text again).
-        """
-        await self.forget_requests(member_id)
-        removed = {"title": "", "body": "", "tags": [], "author_id": None}
-        mine = where(author_id=member_id)
-        # Events set aside as unpublishable (and their error strings) go with the text.
-        gone = {"open": "", "outbox_dead": ""}
-        await self.posts.update_many(mine, {"$set": removed, "$unset": gone})
-        await self.posts.update_many(
-            where(accepted_answerer_id=member_id), {"$set": {"accepted_answerer_id": None}}
-        )
-        await self.comments.update_many(
-            mine, {"$set": {"body": "", "author_id": None}, "$unset": {"outbox_dead": ""}}
-        )
-        await self.comments.update_many(
-            where(post_author_id=member_id), {"$set": {"post_author_id": None}}
-        )
-        await self.reactions.update_many(where(member_id=member_id), {"$set": {"member_id": None}})
-        await self.reactions.update_many(
-            where(post_author_id=member_id), {"$set": {"post_author_id": None}}
-        )
-        await self.hours.delete_many(where(member_id=member_id))
-        await self.hours.update_many(where(decided_by=member_id), {"$set": {"decided_by": None}})
-        await self.erase_standing(member_id)
-        await self.returns.delete_many(where(member_id=member_id))

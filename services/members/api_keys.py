@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import nats.errors
 from fastapi import APIRouter, Path, Request, Response
-from nats.js.errors import NotFoundError
 from pydantic import AfterValidator, BaseModel, Field
 
 from shared import keys
-from shared.events import utcnow
+from shared.clock import utcnow
 from shared.http import ApiError, principal_of, require
 from shared.keys import ADMIN, BOOTSTRAP_ID, KEY_ID_RE, SCOPES, KeyRecord
 from shared.limits import Moment, Name
@@ -107,13 +106,13 @@ def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-async def _on_nats(runtime: Runtime, work: Callable[[Any], Awaitable[T]]) -> T:
-    """`work(js)`'s answer, or 503 while NATS is away (the keys live there, nowhere else)."""
-    if not runtime.bus.connected or runtime.bus.js is None:
+async def _on_nats(runtime: Runtime, work: Callable[[], Awaitable[T]]) -> T:
+    """`work()`'s answer, or 503 while NATS is away (the keys live there, nowhere else)."""
+    if not runtime.bus.connected:
         raise ApiError(503, "unavailable", "NATS is unavailable: keys cannot be managed; retry")
     try:
-        return await work(runtime.bus.js)
-    except (nats.errors.Error, TimeoutError, OSError) as exc:
+        return await work()
+    except (nats.errors.Error, ConnectionError, TimeoutError, OSError) as exc:
         log.warning("key bucket unavailable: %r", exc)
         raise ApiError(
             503, "unavailable", "NATS is unavailable: keys cannot be managed; retry"
@@ -139,7 +138,7 @@ async def list_keys(request: Request) -> KeyList:
     """Every key made (revoked ones too, so the audit's key ids stay explained), oldest first.
     The bootstrap key (`SARAFAN_API_TOKEN`) is not one of them: it lives in the environment."""
     runtime = _runtime(request)
-    records = await _on_nats(runtime, keys.all_records)
+    records = await _on_nats(runtime, runtime.keys.stored)
     now = utcnow()
     return KeyList(items=[KeyOut.of(r, now) for r in records])
 
@@ -156,7 +155,7 @@ async def revoke_key(key_id: KeyId, request: Request) -> KeyOut:
         )
     runtime = _runtime(request)
     found = KEY_ID_RE.fullmatch(key_id) is not None
-    record = await _on_nats(runtime, lambda js: _record(js, key_id)) if found else None
+    record = await _on_nats(runtime, lambda: runtime.keys.stored_one(key_id)) if found else None
     if record is None:
         raise ApiError(404, "not_found", f"API key {key_id[:100]} does not exist")
     if record.revoked_at is None:
@@ -169,7 +168,7 @@ async def _keep(request: Request, record: KeyRecord, what: str) -> None:
     """Write the record to the bucket; this process applies it at once, the other services
     when their watch delivers it. Logged with the key that did it (never the token)."""
     runtime = _runtime(request)
-    await _on_nats(runtime, lambda js: keys.put(js, record))
+    await _on_nats(runtime, lambda: runtime.keys.save(record))
     runtime.keys.apply(record.id, record.model_dump_json().encode())
     log.info(
         "API key %s (%s, scopes %s) %s by key %s",
@@ -179,15 +178,3 @@ async def _keep(request: Request, record: KeyRecord, what: str) -> None:
         what,
         principal_of(request).key_id,
     )
-
-
-async def _record(js: Any, key_id: str) -> KeyRecord | None:
-    """One key's record, read from the bucket itself (not this process's watched copy)."""
-    try:
-        kv = await js.key_value(keys.BUCKET)
-        entry = await kv.get(key_id)
-    except NotFoundError:  # no such key, or no key made yet
-        return None
-    if not entry.value:
-        return None
-    return KeyRecord.model_validate_json(entry.value)

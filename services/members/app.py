@@ -1,12 +1,13 @@
 """Members service composition root: settings, runtime, store, erasure, routes (and the
-admin endpoint for the API keys every service accepts)."""
+admin endpoint for the API keys every service accepts). Members consumes no events, so it
+declares no subscriptions."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from pydantic import Field
 
-from services.members import api, api_keys, importer
+from services.members import api, api_import, api_keys, importer
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
 from shared.service import Runtime, create_app
@@ -35,21 +36,19 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
     runtime = Runtime(SERVICE, settings)
     store = MemberStore(runtime.db)
     runtime.init_hooks.append(store.ensure_indexes)
-    runtime.outbox(store.members)
-    eraser = Eraser(store, runtime.bus, runtime.relay, settings.erasure_sweep_seconds)
+    eraser = Eraser(store, runtime.bus, runtime.relay.flush, settings.erasure_sweep_seconds)
     runtime.jobs.append(eraser.loop)
     runtime.bus.on_connected.append(eraser.wake)
     app = create_app(
         runtime,
-        [api.router, api_keys.router],
+        [api.router, api_import.router, api_keys.router],
         title="Sarafan members",
         description="Members who join voluntarily, their profiles, consent and referrals.",
         # The import takes a file; its own check answers 413 with the limit it has.
         larger_bodies={"/v1/members/import": importer.MAX_BYTES + 1},
     )
+    # What the routes reach (api.py): the store, the eraser and the phone region.
     app.state.store = store
-    # Lists skip a stored document they cannot read (and log its id); this says how often.
-    app.state.skipped_documents = runtime.skipped.counter
     app.state.eraser = eraser
     app.state.phone_region = settings.phone_region.strip().upper() or None
     return app

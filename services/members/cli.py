@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from shared.ops import OpsConfig
+from shared.settings import OpsConfig
 
 DEFAULT_CHUNK = 5000
 MAX_CHUNK = 50_000

@@ -1,135 +1,49 @@
-"""Members' rules with no I/O: contacts, referral codes, who may refer whom, profile changes."""
+"""Members' rules with no I/O: joining, referrals, consent, profile changes, leaving.
+
+Each decision returns the new state and the events it raises (event data; the use cases wrap
+them in envelopes and hand both to a unit of work). Contacts are normalised in contacts.py,
+the listing's keys and entries are in listing.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import secrets
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, get_args
+from typing import Any
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-
-from shared import query
-from shared.events import MemberJoined, Role
+from services.members.contacts import (
+    CONTACT_KINDS,
+    Contacts,
+    normalise_contacts,
+    require_contact,
+)
+from services.members.listing import list_key
+from services.members.violations import RuleViolation
+from shared.events import EventData, MemberJoined, MemberLeft, ReferralMade
+from shared.tags import normalise_tags
+from shared.uow import carrying, pending_events
 
 #: Referral-code alphabet without look-alikes (no 0/O, 1/I/L, 5/S, 8/B, 2/Z, U/V).
 CODE_ALPHABET = "34679ACDEFGHJKMNPQRTWXY"
 CODE_LENGTH = 7
-CONTACT_KINDS = ("email", "phone", "telegram")
 #: Profile fields a member may change with PATCH (besides contacts and consent).
 PROFILE_FIELDS = ("display_name", "region", "roles", "interests", "skills", "locale", "timezone")
-# Telegram usernames: 5-32 of a-z, 0-9 and _, starting with a letter, not ending with _,
-# no double underscore (https://core.telegram.org/method/account.checkUsername).
-TELEGRAM_RE = re.compile(r"^[a-z](?!.*__)[a-z0-9_]{3,30}[a-z0-9]$")
-TELEGRAM_LINK_RE = re.compile(r"^(?:https?://)?(?:www\.)?(?:t|telegram)\.me/", re.IGNORECASE)
-
-
-class RuleViolation(ValueError):
-    """A join or change that the community's rules refuse (HTTP 422)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# -- contacts -------------------------------------------------------------------------------
-
-
-def normalise_email(raw: str) -> str:
-    """Case- and space-insensitive email; raises RuleViolation when it is not an address."""
-    candidate = "".join(raw.split()).lower()
-    try:
-        checked = validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise RuleViolation("invalid_email", f"email {raw!r} is not valid: {exc}") from exc
-    return checked.normalized.lower()
-
-
-def normalise_phone(raw: str, default_region: str | None = "RU") -> str:
-    """E.164 (`+79161234567`) by libphonenumber; national formats read in `default_region`."""
-    text = raw.strip()
-    if text.startswith("00"):  # the common international prefix, whatever the region's IDD
-        text = "+" + text[2:]
-    try:
-        number = phonenumbers.parse(text, default_region or None)
-    except phonenumbers.NumberParseException as exc:
-        raise RuleViolation("invalid_phone", f"phone {raw!r} is not a phone number: {exc}") from exc
-    if number.extension:
-        raise RuleViolation("invalid_phone", f"phone {raw!r}: extensions are not supported")
-    if not phonenumbers.is_valid_number(number):
-        raise RuleViolation(
-            "invalid_phone",
-            f"phone {raw!r} is not a valid number (use the international format, +<country>...)",
-        )
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def normalise_telegram(raw: str) -> str:
-    """A Telegram username without `@` or t.me link, lower case (Telegram ignores case)."""
-    handle = TELEGRAM_LINK_RE.sub("", raw.strip()).removeprefix("@").rstrip("/").lower()
-    if not TELEGRAM_RE.fullmatch(handle):
-        raise RuleViolation(
-            "invalid_telegram",
-            f"telegram handle {raw!r} must be 5-32 letters, digits or single underscores, "
-            "starting with a letter",
-        )
-    return handle
-
-
-@dataclass(frozen=True)
-class Contacts:
-    email: str | None = None
-    phone: str | None = None
-    telegram: str | None = None
-
-    @classmethod
-    def of(cls, doc: Mapping[str, Any]) -> Contacts:
-        """The contacts of a stored member (kept as top-level fields)."""
-        return cls(doc.get("email"), doc.get("phone"), doc.get("telegram"))
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {kind: getattr(self, kind) for kind in CONTACT_KINDS}
-
-    def any(self) -> bool:
-        return any(self.as_dict().values())
-
-    def shared_with(self, other: Contacts) -> list[str]:
-        """Which contact kinds two people have in common (a self-referral sign)."""
-        return [
-            kind
-            for kind in CONTACT_KINDS
-            if getattr(self, kind) and getattr(self, kind) == getattr(other, kind)
-        ]
-
-
-def normalise_contacts(
-    email: str | None, phone: str | None, telegram: str | None, phone_region: str | None
-) -> Contacts:
-    return Contacts(
-        email=normalise_email(email) if email else None,
-        phone=normalise_phone(phone, phone_region) if phone else None,
-        telegram=normalise_telegram(telegram) if telegram else None,
-    )
-
-
-def tags(values: Iterable[str]) -> list[str]:
-    """Interests and skills as tags: trimmed, lower case, each once, in the order given."""
-    seen: dict[str, None] = {}
-    for value in values:
-        tag = " ".join(value.split()).lower()
-        if tag:
-            seen.setdefault(tag, None)
-    return list(seen)
+#: Roles that carry authority (coordinators and staff decide on hours, get question alerts):
+#: they are granted by an API key with the `admin` scope, never claimed by whoever calls.
+GRANTED_ROLES: frozenset[str] = frozenset({"coordinator", "staff"})
 
 
 def unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
+
+
+def granted_roles(roles: Iterable[str], already: Iterable[str] = ()) -> list[str]:
+    """The roles among `roles` that need `admin` to be given: coordinator and staff, unless the
+    member holds them already (keeping a role one has is not granting it)."""
+    return sorted(GRANTED_ROLES.intersection(roles) - set(already))
 
 
 # -- referral codes and rules ----------------------------------------------------------------
@@ -162,7 +76,15 @@ def check_referral(newcomer: Contacts, referrer: Contacts, referrer_active: bool
         )
 
 
-# -- consent and profile changes -------------------------------------------------------------
+# -- consent -----------------------------------------------------------------------------------
+
+
+def require_terms(terms: bool) -> None:
+    """Nobody joins without explicit consent to the community's terms."""
+    if not terms:
+        raise RuleViolation(
+            "terms_required", "joining needs consent to the terms (consent.terms must be true)"
+        )
 
 
 def consent_at_join(marketing: bool, now: datetime, source: str | None = None) -> dict[str, Any]:
@@ -187,65 +109,7 @@ def public_consent(consent: Mapping[str, Any]) -> dict[str, bool]:
     return {"terms": bool(consent.get("terms")), "marketing": bool(consent.get("marketing"))}
 
 
-@dataclass
-class ProfileChange:
-    """What a PATCH does: fields to set and unset on the document, and the event's `changes`."""
-
-    set_fields: dict[str, Any] = field(default_factory=dict)
-    unset_fields: list[str] = field(default_factory=list)
-    changes: dict[str, Any] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.changes)
-
-
-def profile_change(
-    current: Mapping[str, Any], requested: Mapping[str, Any], now: datetime
-) -> ProfileChange:
-    """Compare a requested PATCH (already normalised, only the fields sent) with the member.
-
-    Only fields whose value really changes appear. `contacts` and `consent` change as a whole
-    object (new values of every kind), so a projection can `$set` them without merging.
-    A contact sent as None is removed; at least one must remain. Consent to the terms
-    cannot be withdrawn by PATCH: leaving is DELETE.
-    """
-    change = ProfileChange()
-    for name in PROFILE_FIELDS:
-        if name in requested and requested[name] != current.get(name):
-            change.set_fields[name] = requested[name]
-            change.changes[name] = requested[name]
-
-    before = Contacts.of(current)
-    after = Contacts(**{k: requested.get(k, getattr(before, k)) for k in CONTACT_KINDS})
-    if after != before:
-        if not after.any():
-            raise RuleViolation("no_contact", "a member keeps at least one contact")
-        for kind, value in after.as_dict().items():
-            if value is None and getattr(before, kind) is not None:
-                change.unset_fields.append(kind)
-            elif value is not None and value != getattr(before, kind):
-                change.set_fields[kind] = value
-        change.changes["contacts"] = after.as_dict()
-
-    wanted = requested.get("consent")
-    if wanted is not None:
-        if wanted.get("terms") is False:
-            raise RuleViolation(
-                "terms_required",
-                "consent to the terms cannot be withdrawn while a member; "
-                "to leave, DELETE /v1/members/{id}",
-            )
-        stored = dict(current.get("consent") or {})
-        marketing = wanted.get("marketing")
-        if marketing is not None and marketing != bool(stored.get("marketing")):
-            # The whole subdocument is set at once: nx-27017 keeps booleans only that way.
-            stored.update(marketing=marketing, marketing_at=now, terms=bool(stored.get("terms")))
-            change.set_fields["consent"] = stored
-            change.changes["consent"] = public_consent(stored)
-    return change
-
-
-# -- new members ---------------------------------------------------------------------------
+# -- joining -----------------------------------------------------------------------------------
 
 
 def new_member(
@@ -266,8 +130,8 @@ def new_member(
         "display_name": profile["display_name"],
         "region": profile["region"],
         "roles": unique(profile["roles"]),
-        "interests": tags(profile["interests"]),
-        "skills": tags(profile["skills"]),
+        "interests": normalise_tags(profile["interests"]),
+        "skills": normalise_tags(profile["skills"]),
         "locale": profile["locale"],
         "timezone": profile["timezone"],
         "consent": consent,
@@ -302,103 +166,159 @@ def member_joined(
     )
 
 
-# -- listing ---------------------------------------------------------------------------------
+@dataclass
+class Joined:
+    """A join decided: the member's document (before its referral code) and its events."""
+
+    member: dict[str, Any]
+    events: list[EventData]
 
 
-LIST_KEY_RE = re.compile(r"^\d{13}:[^:]+$")
-
-
-def list_key(joined_at: datetime, member_id: str) -> str:
-    """The listing order and cursor key: join time in epoch ms, then the id breaks ties.
-
-    One unique string that never changes, so `{"list_key": {"$gt": cursor}}` is exact on
-    every server. (Not a date comparison: nx-27017 compares dates to the second only.)
-    """
-    return query.order_key(int(joined_at.timestamp() * 1000), member_id)
-
-
-def encode_cursor(key: str) -> str:
-    """An opaque cursor: the list key of the last member on the page."""
-    return query.encode_cursor(key)
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        return query.decode_cursor(cursor, LIST_KEY_RE)
-    except query.InvalidCursor as exc:
-        raise RuleViolation("invalid_cursor", "cursor is not one this service returned") from exc
-
-
-#: Every role a member can have: a listing by interest alone reads one tag per role.
-ROLES: tuple[str, ...] = get_args(Role)
-LISTED_STATUSES = ("active", "left")
-
-
-def list_tags(roles: Iterable[str], interests: Iterable[str]) -> list[str]:
-    """The tags a member is listed under besides status and region.
-
-    Roles and interests are arrays, which neither server can index for a listing that must
-    also stay in join order (nx-27017 compares an array's JSON text on `$eq`). So each member
-    has one small entry per role and one per (role, interest) pair, and every filter of the
-    member list is one tag: role -> `role:<r>`, role and interest -> `role:<r>|interest:<i>`,
-    interest alone -> the same pair for each of the few roles, merged.
-    """
-    roles, interests = list(roles), list(interests)
-    return [f"role:{r}" for r in roles] + [
-        f"role:{r}|interest:{i}" for r in roles for i in interests
-    ]
-
-
-def tags_for_filter(role: str | None, interest: str | None) -> list[str]:
-    """Which tags hold the members of a filtered listing (none: list the members directly)."""
-    if role and interest:
-        return [f"role:{role}|interest:{interest}"]
-    if role:
-        return [f"role:{role}"]
-    if interest:
-        return [f"role:{r}|interest:{interest}" for r in ROLES]
-    return []
-
-
-def tag_entry_id(member_id: str, tag: str, status: str, region: str | None) -> str:
-    """Deterministic, so writing an entry twice is harmless; it changes with any of the
-    values it is listed by, so a change adds new entries instead of editing old ones."""
-    listed_by = json.dumps([tag, status, region], ensure_ascii=False).encode()
-    return f"{member_id}:{hashlib.blake2b(listed_by, digest_size=10).hexdigest()}"
-
-
-def tag_entries(member: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The listing entries a member should have now, by id (none once erased)."""
-    status = member.get("status", "active")
-    if status not in LISTED_STATUSES:
-        return {}
-    region = member.get("region")
-    entries: dict[str, dict[str, Any]] = {}
-    for tag in list_tags(member.get("roles") or [], member.get("interests") or []):
-        entry_id = tag_entry_id(member["_id"], tag, status, region)
-        entries[entry_id] = {
-            "_id": entry_id,
-            "tag": tag,
-            "member_id": member["_id"],
-            "status": status,
-            "region": region,
-            "list_key": member["list_key"],
-        }
-    return entries
-
-
-def entry_holds(entry: Mapping[str, Any], member: Mapping[str, Any] | None) -> bool:
-    """Is this entry one the member has now? (Otherwise it is left over from a change.)"""
-    return (
-        member is not None
-        and entry.get("list_key") == member.get("list_key")
-        and entry["_id"] in tag_entries(member)
+def join(
+    member_id: str,
+    profile: Mapping[str, Any],
+    contacts: Contacts,
+    *,
+    terms: bool,
+    marketing: bool,
+    now: datetime,
+    referrer: Mapping[str, Any] | None = None,
+    code: str = "",
+) -> Joined:
+    """A person joins: consent to the terms, one contact at least, and a referrer (the owner
+    of the code they gave) who is still a member and is not themselves."""
+    require_terms(terms)
+    require_contact(contacts.email, contacts.phone, contacts.telegram)
+    if referrer is not None:
+        check_referral(
+            contacts,
+            Contacts.of(referrer),
+            referrer_active=referrer.get("status", "active") == "active",
+        )
+    member = new_member(
+        member_id,
+        profile,
+        contacts,
+        consent_at_join(marketing, now),
+        now,
+        referred_by=referrer["_id"] if referrer is not None else None,
     )
+    events: list[EventData] = [member_joined(member)]
+    if referrer is not None:
+        events.append(
+            ReferralMade(
+                referral_id=str(uuid.uuid4()),
+                referrer_id=referrer["_id"],
+                referred_id=member_id,
+                code=code,
+                at=now,
+            )
+        )
+    return Joined(member, events)
+
+
+# -- profile changes ---------------------------------------------------------------------------
+
+
+def normalise_change(requested: Mapping[str, Any], phone_region: str | None) -> dict[str, Any]:
+    """The fields a PATCH sent (only those), normalised as they are at join."""
+    normal = dict(requested)
+    contacts = normalise_contacts(
+        normal.get("email"), normal.get("phone"), normal.get("telegram"), phone_region
+    )
+    for kind in CONTACT_KINDS:
+        if kind in normal:
+            normal[kind] = getattr(contacts, kind)
+    for name in ("interests", "skills"):
+        if name in normal:
+            normal[name] = normalise_tags(normal[name])
+    if "roles" in normal:
+        normal["roles"] = unique(normal["roles"])
+    return normal
+
+
+@dataclass
+class ProfileChange:
+    """What a PATCH does: fields to set and unset on the document, and the event's `changes`."""
+
+    set_fields: dict[str, Any] = field(default_factory=dict)
+    unset_fields: list[str] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def update(self) -> dict[str, Any]:
+        """The MongoDB update of the member document."""
+        update: dict[str, Any] = {"$set": self.set_fields}
+        if self.unset_fields:
+            update["$unset"] = {f: "" for f in self.unset_fields}
+        return update
+
+
+def profile_change(
+    current: Mapping[str, Any], requested: Mapping[str, Any], now: datetime
+) -> ProfileChange:
+    """Compare a requested PATCH (already normalised, only the fields sent) with the member.
+
+    Only fields whose value really changes appear. `contacts` and `consent` change as a whole
+    object (new values of every kind), so a projection can `$set` them without merging.
+    A contact sent as None is removed; at least one must remain. Consent to the terms
+    cannot be withdrawn by PATCH: leaving is DELETE.
+    """
+    change = ProfileChange()
+    for name in PROFILE_FIELDS:
+        if name in requested and requested[name] != current.get(name):
+            change.set_fields[name] = requested[name]
+            change.changes[name] = requested[name]
+    _contacts_change(change, current, requested)
+    _consent_change(change, current, requested.get("consent"), now)
+    return change
+
+
+def _contacts_change(
+    change: ProfileChange, current: Mapping[str, Any], requested: Mapping[str, Any]
+) -> None:
+    before = Contacts.of(current)
+    after = Contacts(**{k: requested.get(k, getattr(before, k)) for k in CONTACT_KINDS})
+    if after == before:
+        return
+    if not after.any():
+        raise RuleViolation("no_contact", "a member keeps at least one contact")
+    for kind, value in after.as_dict().items():
+        if value is None and getattr(before, kind) is not None:
+            change.unset_fields.append(kind)
+        elif value is not None and value != getattr(before, kind):
+            change.set_fields[kind] = value
+    change.changes["contacts"] = after.as_dict()
+
+
+def _consent_change(
+    change: ProfileChange,
+    current: Mapping[str, Any],
+    wanted: Mapping[str, Any] | None,
+    now: datetime,
+) -> None:
+    if wanted is None:
+        return
+    if wanted.get("terms") is False:
+        raise RuleViolation(
+            "terms_required",
+            "consent to the terms cannot be withdrawn while a member; "
+            "to leave, DELETE /v1/members/{id}",
+        )
+    stored = dict(current.get("consent") or {})
+    marketing = wanted.get("marketing")
+    if marketing is not None and marketing != bool(stored.get("marketing")):
+        # The whole subdocument is set at once: nx-27017 keeps booleans only that way.
+        stored.update(marketing=marketing, marketing_at=now, terms=bool(stored.get("terms")))
+        change.set_fields["consent"] = stored
+        change.changes["consent"] = public_consent(stored)
 
 
 # -- leaving and erasure ---------------------------------------------------------------------
 
-#: Pending events that carry personal data. At erasure they are dropped from the outbox
+#: Pending events that carry personal data. At erasure they are dropped from the tombstone
 #: (nobody has seen them yet, and they must never be published); the others stay.
 PERSONAL_EVENT_TYPES = frozenset({"member-joined", "member-updated"})
 #: What the anonymous tombstone of an erased member keeps, and why:
@@ -420,28 +340,31 @@ def left_at(member: Mapping[str, Any]) -> datetime | None:
     return (member.get("departure") or {}).get("left_at")
 
 
+def leaving(member: Mapping[str, Any], erase: bool, now: datetime) -> MemberLeft | None:
+    """The member-left event of a DELETE, or None when it changes nothing: an erased member,
+    or one who left already and is not asking to be erased now (repeats are harmless)."""
+    status = member.get("status", "active")
+    if status == "erased" or (status == "left" and not erase):
+        return None
+    return MemberLeft(member_id=member["_id"], erase=erase, left_at=left_at(member) or now)
+
+
 def tombstone(
     member: Mapping[str, Any], erased_at: datetime, left_event: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The anonymous document that replaces an erased member's profile.
+    """The anonymous document that replaces an erased member's profile (read whole).
 
-    It keeps the outbox entries still pending (but not those with personal data) plus the
-    member-left event, so the relay still publishes them; `purge` marks the stream purge
-    as still to do (see erasure.py).
+    It keeps the events still pending (but not those with personal data) plus the member-left
+    event, so the relay still publishes them; `purge` marks the stream purge as still to do
+    (see erasure.py).
     """
-    outbox = {
-        event_id: event
-        for event_id, event in (member.get("outbox") or {}).items()
-        if event.get("type") not in PERSONAL_EVENT_TYPES
-    }
-    outbox[left_event["id"]] = dict(left_event)
-    return {
+    kept = [e for e in pending_events(member) if e.get("type") not in PERSONAL_EVENT_TYPES]
+    anonymous = {
         "_id": member["_id"],
         **{name: member.get(name) for name in TOMBSTONE_FIELDS},
         "status": "erased",
         "departure": {"left_at": left_at(member) or erased_at, "erased_at": erased_at},
         "version": int(member.get("version", 1)) + 1,
-        "outbox": outbox,
-        "outbox_pending": len(outbox),
         "purge": "pending",
     }
+    return carrying(anonymous, [*kept, left_event])

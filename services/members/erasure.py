@@ -3,9 +3,10 @@
 An erasure is recorded in MongoDB first (the tombstone carries `purge`), so it survives a
 NATS outage or a crash; this module finishes it in two steps, retried until done:
 
-1. `purge: pending` — once nothing naming the member is left to publish (their outbox, and
-   referral-made events in the outboxes of members they referred), purge every subject
-   `members.<type>.<member_id>` except member-left. Personal data leaves the stream now.
+1. `purge: pending` — once nothing naming the member is left to publish (their own pending
+   events, and referral-made events pending in the documents of members they referred),
+   purge every subject `members.<type>.<member_id>` except member-left. Personal data leaves
+   the stream now.
 2. `purge: member-left` — member-left (no personal data) must still reach the other
    services, who erase their own copies on it. Once every durable consumer of MEMBERS whose
    filter takes it has acknowledged it, purge `members.*.<member_id>`, then the member's
@@ -18,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats.js.errors
-
 from services.members.store import MemberStore
-from shared.bus import DLQ_STREAM, STREAMS
+from shared.bus import Bus
 from shared.events import EVENT_MODELS
-from shared.outbox import Relay
+from shared.topology import DLQ_STREAM, STREAMS
 
 log = logging.getLogger("sarafan.members.erasure")
 
@@ -71,10 +71,17 @@ def consumer_is_past(info: Any, subject: str, seq: int) -> bool:
 class Eraser:
     """Finishes erasures: right after the DELETE, and from a periodic sweep."""
 
-    def __init__(self, store: MemberStore, bus: Any, relay: Relay, interval: float) -> None:
+    def __init__(
+        self,
+        store: MemberStore,
+        bus: Bus,
+        publish_pending: Callable[[str, Any], Awaitable[object]],
+        interval: float,
+    ) -> None:
         self.store = store
         self.bus = bus
-        self.relay = relay
+        #: Publishes a document's pending events now (the relay's flush: collection, id).
+        self.publish_pending = publish_pending
         self.interval = interval
         self._wake = asyncio.Event()
         self._busy: set[str] = set()
@@ -144,38 +151,25 @@ class Eraser:
         # removal (or a join's record was written after it).
         await self.store.forget_entries(member_id)
         await self.store.forget_requests(member_id)
-        js = self.bus.js
-        if not self.bus.connected or js is None:
+        if not self.bus.connected:
             return False
         if await self.store.unpublished_on_subjects_of(member_id):
             # Purging now would let these land in the stream afterwards: publish them first.
-            await self.relay.flush(self.store.members.name, member_id)
+            await self.publish_pending(self.store.members.name, member_id)
             if await self.store.unpublished_on_subjects_of(member_id):
                 return False
         if phase == "pending":
             for event_type in STEP_ONE_TYPES:
-                await js.purge_stream(STREAM, subject=f"members.{event_type}.{member_id}")
+                await self.bus.purge(STREAM, f"members.{event_type}.{member_id}")
             await self.store.set_purge_phase(member_id, LEFT)
             log.info("erasure of %s: personal events purged from %s", member_id, STREAM)
-        left = f"members.{LEFT}.{member_id}"
-        try:
-            seq = (await js.get_last_msg(STREAM, left)).seq
-        except nats.js.errors.NotFoundError:
-            seq = None
-        if seq is not None:
-            consumers = await js.consumers_info(STREAM)
-            behind = [
-                c.name
-                for c in consumers
-                if c.config.durable_name and not consumer_is_past(c, left, seq)
-            ]
-            if behind:
-                log.debug("erasure of %s waits for %s to take member-left", member_id, behind)
-                return False
-        await js.purge_stream(STREAM, subject=f"members.*.{member_id}")
+        if not await self._member_left_taken(member_id):
+            return False
+        await self.bus.purge(STREAM, f"members.*.{member_id}")
         # Last: every consumer has taken member-left, so a copy any of them dead-lettered on
-        # the way (member-left included) is in DLQ by now.
-        await self._purge_dead_letters(js, member_id)
+        # the way (member-left included) is in DLQ by now. (No DLQ stream yet: no service has
+        # dead-lettered anything, nothing to purge.)
+        await self.bus.purge(DLQ_STREAM, dead_letters_of(member_id))
         await self.store.purge_done(member_id)
         log.info(
             "erasure of %s finished: no message of theirs left in %s or %s",
@@ -185,12 +179,18 @@ class Eraser:
         )
         return True
 
-    @staticmethod
-    async def _purge_dead_letters(js: Any, member_id: str) -> None:
-        try:
-            await js.purge_stream(DLQ_STREAM, subject=dead_letters_of(member_id))
-        except nats.js.errors.NotFoundError:
-            pass  # no service has dead-lettered anything yet: no DLQ stream, nothing to purge
+    async def _member_left_taken(self, member_id: str) -> bool:
+        """Has every durable consumer of the stream that takes member-left acknowledged it?"""
+        left = f"members.{LEFT}.{member_id}"
+        seq = await self.bus.last_sequence(STREAM, left)
+        if seq is None:
+            return True
+        consumers = await self.bus.durable_consumers(STREAM)
+        behind = [c.name for c in consumers if not consumer_is_past(c, left, seq)]
+        if behind:
+            log.debug("erasure of %s waits for %s to take member-left", member_id, behind)
+            return False
+        return True
 
     async def stop(self) -> None:
         """Cancel the immediate attempts (the runtime cancels `loop` at shutdown)."""

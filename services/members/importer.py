@@ -1,60 +1,37 @@
-"""Bulk import of an existing volunteer base: CSV or JSON lines, validated row by row.
+"""Reading an import: a CSV or JSON-lines body, row by row, each validated as a join is.
 
 Each row goes through the join's own model and rules (`ImportRow` extends `JoinRequest`,
 contacts are normalised by the same functions), so a row is refused exactly when a join with
-the same data would be, with the same code and message.
-
-Rows are written a chunk at a time: the chunk's listing entries, then its members (each with
-its member-joined in its outbox) in one unordered `insert_many`; the duplicate-key errors say
-which rows were refused by a unique index. Each of those is looked up by its contacts: a
-member who has one of them means the row already exists (or, when that member came from an
-earlier row of the same file, that the row repeats it); no holder means the referral code
-collided, and only those rows are written again with a new code. Then the relay publishes the
-chunk's events at once (`flush_many`); its sweeper covers a crash in between.
+the same data would be, with the same code and message. Writing the rows is import_run.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
 import re
 import uuid
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from services.members import domain
-from services.members.schemas import (
-    ChunkReport,
-    ImportReport,
-    ImportRow,
-    RejectedRow,
-    granted_roles,
-)
-from services.members.store import MemberStore
-from shared.events import CloudEvent, new_event, utcnow
+from services.members import domain, listing
+from services.members.contacts import normalise_contacts
+from services.members.schemas import ImportRow
+from services.members.violations import RuleViolation
+from shared.events import CloudEvent, new_event
 from shared.http import ERROR_DETAILS_MAX, ERROR_TEXT_MAX
-from shared.outbox import Relay, with_outbox
+from shared.uow import carrying
 
 Doc = dict[str, Any]
 
 #: Bounds of one request (the CLI splits a bigger file into several requests).
 MAX_ROWS = 50_000
 MAX_BYTES = 20 * 1024 * 1024
-#: Rows validated and written together.
-CHUNK_ROWS = 1000
-#: Chunks being written at once (one written while the next is validated).
-IN_FLIGHT = 2
-#: Rows validated between two turns of the event loop.
-YIELD_EVERY = 50
-#: Rounds of new referral codes for rows whose code collided (23^7 codes: one is plenty).
-CODE_ROUNDS = 5
 
 CSV = "csv"
 JSONL = "jsonl"
@@ -263,7 +240,7 @@ def _field_name(location: tuple[Any, ...]) -> str:
 
 
 def validation_message(exc: ValidationError) -> str:
-    # The same text a join's 422 gives (shared/http.py), with the import's column names, and
+    # The same text a join's 422 gives (shared/http/errors.py), with the import's column names, and
     # as bounded (a row of 50 bad interests names the first few, not all 50).
     return "; ".join(
         f"{_field_name(e['loc']) or 'row'}: {_short(str(e['msg']))}"
@@ -281,6 +258,7 @@ class Candidate:
 
     row: int
     member: Doc
+    events: list[CloudEvent]
     entries: list[Doc]
     contacts: list[tuple[str, str]]
 
@@ -303,14 +281,14 @@ def candidate(
         body = ImportRow.model_validate(join_fields(raw))
     except ValidationError as exc:
         raise RowRejected("invalid_request", validation_message(exc)) from exc
-    if not may_grant and (granted := granted_roles(body.roles)):
+    if not may_grant and (granted := domain.granted_roles(body.roles)):
         raise RowRejected(
             "forbidden",
             f"giving the {' and '.join(granted)} role needs an API key with the scope admin",
         )
     try:
-        contacts = domain.normalise_contacts(body.email, body.phone, body.telegram, phone_region)
-    except domain.RuleViolation as exc:
+        contacts = normalise_contacts(body.email, body.phone, body.telegram, phone_region)
+    except RuleViolation as exc:
         raise RowRejected(exc.code, exc.message) from exc
     member = domain.new_member(
         str(uuid.uuid4()),
@@ -328,206 +306,15 @@ def candidate(
     event = new_event(domain.member_joined(member, imported=True, welcome=welcome), time=now)
     return Candidate(
         row=row,
-        member=with_outbox(member, [event]),
-        entries=list(domain.tag_entries(member).values()),
+        # The document as its write stores it (its event included), and the event for that
+        # write to publish.
+        member=carrying(member, [event]),
+        events=[event],
+        entries=list(listing.tag_entries(member).values()),
         contacts=[(k, v) for k, v in contacts.as_dict().items() if v],
     )
-
-
-# -- the whole request -----------------------------------------------------------------------
-
-
-@dataclass
-class ChunkResult:
-    first_row: int
-    last_row: int
-    created: list[str] = field(default_factory=list)
-    existing: int = 0
-    rejected: list[RejectedRow] = field(default_factory=list)
-
-    def report(self) -> ChunkReport:
-        return ChunkReport(
-            first_row=self.first_row,
-            last_row=self.last_row,
-            created=len(self.created),
-            existing=self.existing,
-            rejected=len(self.rejected),
-        )
 
 
 def file_identity(body: bytes) -> str:
     """A file's identity when the client names none: its content."""
     return hashlib.sha256(body).hexdigest()[:32]
-
-
-class Importer:
-    def __init__(
-        self,
-        store: MemberStore,
-        relay: Relay,
-        phone_region: str | None,
-        *,
-        may_grant: bool = False,
-    ) -> None:
-        self.store = store
-        self.relay = relay
-        self.phone_region = phone_region
-        #: Whether the caller's key may give the coordinator and staff roles (`admin`).
-        self.may_grant = may_grant
-
-    async def run(
-        self, text: str, kind: str, *, file_id: str, welcome: bool, first_row: int = 1
-    ) -> ImportReport:
-        rows = count_rows(text, kind)
-        if rows > MAX_ROWS:
-            raise ImportRefused(
-                413,
-                "too_many_rows",
-                f"{rows} rows; at most {MAX_ROWS} per request (the CLI splits a file)",
-            )
-        # Within the request, the first row with a contact keeps it; later rows are rejected.
-        seen: dict[tuple[str, str], int] = {}
-        chunks: list[ChunkResult] = []
-        # A pipeline: while the database writes one chunk, this process validates the next
-        # (the two run on different cores). Contacts are checked against `seen` in row order
-        # during validation, so the order in which chunks are written does not matter.
-        writing: deque[asyncio.Task[None]] = deque()
-        try:
-            for chunk in _chunked(rows_of(text, kind, first_row), CHUNK_ROWS):
-                result = ChunkResult(chunk[0][0], chunk[-1][0])
-                ready = await self._prepare(chunk, seen, result, file_id=file_id, welcome=welcome)
-                writing.append(asyncio.create_task(self._write(ready, result, file_id)))
-                chunks.append(result)
-                while len(writing) >= IN_FLIGHT:
-                    await writing.popleft()
-            while writing:
-                await writing.popleft()
-        finally:
-            for task in writing:
-                task.cancel()
-        rejected = sorted((r for c in chunks for r in c.rejected), key=lambda r: r.row)
-        return ImportReport(
-            file=file_id,
-            rows=rows,
-            created=sum(len(c.created) for c in chunks),
-            existing=sum(c.existing for c in chunks),
-            rejected=len(rejected),
-            welcome=welcome,
-            chunks=[c.report() for c in chunks],
-            rejected_rows=rejected,
-        )
-
-    async def _prepare(
-        self,
-        chunk: list[tuple[int, Doc | RowRejected]],
-        seen: dict[tuple[str, str], int],
-        result: ChunkResult,
-        *,
-        file_id: str,
-        welcome: bool,
-    ) -> list[Candidate]:
-        now = utcnow()
-        ready: list[Candidate] = []
-        for n, (row, raw) in enumerate(chunk):
-            if n % YIELD_EVERY == 0:
-                # Validation is CPU work: give the writes in flight (and other requests) a turn.
-                await asyncio.sleep(0)
-            try:
-                if isinstance(raw, RowRejected):
-                    raise raw
-                made = candidate(
-                    row,
-                    raw,
-                    phone_region=self.phone_region,
-                    file_id=file_id,
-                    welcome=welcome,
-                    now=now,
-                    may_grant=self.may_grant,
-                )
-                for kind, value in made.contacts:
-                    if (kind, value) in seen:
-                        raise RowRejected(
-                            "duplicate_row", f"same {kind} as row {seen[(kind, value)]}"
-                        )
-            except RowRejected as exc:
-                result.rejected.append(RejectedRow(row=row, code=exc.code, message=exc.message))
-                continue
-            for key in made.contacts:
-                seen[key] = row
-            ready.append(made)
-        return ready
-
-    async def _write(self, ready: list[Candidate], result: ChunkResult, file_id: str) -> None:
-        # Entries first: a crash before the members leaves entries that listings skip.
-        await self.store.add_entries([e for c in ready for e in c.entries])
-        pending = ready
-        not_created: list[Candidate] = []
-        for _round in range(CODE_ROUNDS):
-            refused = await self.store.insert_many([c.member for c in pending])
-            refused_set = set(refused)
-            result.created += [
-                c.member["_id"] for i, c in enumerate(pending) if i not in refused_set
-            ]
-            retry: list[Candidate] = []
-            verdicts = await asyncio.gather(
-                *(self._why_refused(pending[i], file_id) for i in refused)
-            )
-            for i, verdict in zip(refused, verdicts, strict=True):
-                c = pending[i]
-                if verdict is None:  # no one has its contacts: the referral code collided
-                    c.member["referral_code"] = domain.new_referral_code()
-                    retry.append(c)
-                    continue
-                not_created.append(c)
-                if isinstance(verdict, RejectedRow):
-                    result.rejected.append(verdict)
-                else:
-                    result.existing += 1
-            pending = retry
-            if not pending:
-                break
-        for c in pending:  # still colliding after every round: let the client retry them
-            not_created.append(c)
-            result.rejected.append(
-                RejectedRow(row=c.row, code="unavailable", message="no referral code found; retry")
-            )
-        await self.store.remove_entries(e["_id"] for c in not_created for e in c.entries)
-        if result.created and not self.relay.paused:
-            # The events just written go out without reading them back.
-            created = set(result.created)
-            written = {
-                c.member["_id"]: [CloudEvent.model_validate(e) for e in c.member["outbox"].values()]
-                for c in ready
-                if c.member["_id"] in created
-            }
-            await self.relay.flush_many(self.store.members, list(written), written)
-
-    async def _why_refused(self, c: Candidate, file_id: str) -> RejectedRow | bool | None:
-        """True: the person is already a member; a RejectedRow: an earlier row of the same
-        file created them; None: nobody has these contacts (the referral code collided)."""
-        holders = await asyncio.gather(
-            *(self.store.holder_of(k, v, {"_id": 1, "imported": 1}) for k, v in c.contacts)
-        )
-        for (kind, _value), holder in zip(c.contacts, holders, strict=True):
-            if holder is None:
-                continue
-            origin = holder.get("imported") or {}
-            if origin.get("file") == file_id and origin.get("row") != c.row:
-                return RejectedRow(
-                    row=c.row, code="duplicate_row", message=f"same {kind} as row {origin['row']}"
-                )
-            return True
-        return None
-
-
-def _chunked(
-    items: Iterable[tuple[int, Doc | RowRejected]], size: int
-) -> Iterator[list[tuple[int, Doc | RowRejected]]]:
-    chunk: list[tuple[int, Doc | RowRejected]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

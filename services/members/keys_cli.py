@@ -22,7 +22,7 @@ import httpx
 
 from services.members.cli import members_url
 from shared.keys import SCOPES
-from shared.ops import OpsConfig
+from shared.settings import OpsConfig
 
 #: A key lives at most this long when it has an expiry (the platform's dates end in 2100).
 MAX_EXPIRY_DAYS = 36_500

@@ -7,14 +7,16 @@ and an import row is stored as it is given. Bad input is a 422 before anything i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
 
-from shared.events import Role, utcnow
+from services.members.contacts import require_contact
+from services.members.domain import require_terms
+from shared.clock import utcnow
+from shared.events import Role
 from shared.limits import EARLIEST, Name, Region, Request, Tag, line
 
 #: The longest IANA zone name has 32 characters ("America/Argentina/ComodRivadavia"); the
@@ -27,15 +29,6 @@ MAX_TAGS = 50
 MAX_ROLES = 8
 #: Where an import's consent was recorded ("paper form 2024"): one line.
 ConsentSource = line(200)
-#: Roles that carry authority (coordinators and staff decide on hours, get question alerts):
-#: they are granted by an API key with the `admin` scope, never claimed by whoever calls.
-GRANTED_ROLES: frozenset[str] = frozenset({"coordinator", "staff"})
-
-
-def granted_roles(roles: Iterable[str], already: Iterable[str] = ()) -> list[str]:
-    """The roles among `roles` that need `admin` to be given: coordinator and staff, unless the
-    member holds them already (keeping a role one has is not granting it)."""
-    return sorted(GRANTED_ROLES.intersection(roles) - set(already))
 
 
 def _known_zone(value: str | None) -> str | None:
@@ -75,17 +68,17 @@ class JoinRequest(Request):
 
     _zone = field_validator("timezone")(_known_zone)
 
+    # The join's rules (domain.py, contacts.py) checked here too, so that a request breaking
+    # them gets one 422 listing every field error at once, as any other invalid field.
     @field_validator("consent")
     @classmethod
     def _terms_given(cls, value: ConsentIn | ImportConsentIn) -> ConsentIn | ImportConsentIn:
-        if not value.terms:
-            raise ValueError("joining needs consent to the terms (consent.terms must be true)")
+        require_terms(value.terms)
         return value
 
     @model_validator(mode="after")
     def _one_contact(self) -> JoinRequest:
-        if not (self.email or self.phone or self.telegram):
-            raise ValueError("give at least one contact: email, phone or telegram")
+        require_contact(self.email, self.phone, self.telegram)
         return self
 
 

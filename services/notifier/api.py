@@ -1,26 +1,28 @@
-"""Notifier HTTP routes: a member's inbox and preferences, and the delivery log."""
+"""Notifier HTTP routes: a member's inbox and preferences, and the delivery log.
+
+Thin adapters: parse and bound the request, call the use case (`usecases.py`), map its errors
+and shape the answer.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from services.notifier import usecases
 from services.notifier.domain import Preferences
-from services.notifier.store import NotifierStore
-from services.notifier.texts import delivery_text, mentioned
-from shared.http import not_found, require
+from services.notifier.usecases import MemberNotFound, Notifier
+from shared.clock import from_ms
+from shared.http import ApiError, not_found, require
 from shared.query import CURSOR_MAX, ORDER_KEY_RE, decode_cursor, encode_cursor
-from shared.store import from_epoch_ms
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
 #: The scopes of these routes (shared/keys.py says what each allows).
 READ, WRITE = "notifier:read", "notifier:write"
-log = logging.getLogger("sarafan.notifier.api")
 T = TypeVar("T")
 
 Status = Literal["pending", "deferred", "sending", "delivered", "failed", "cancelled"]
@@ -36,27 +38,26 @@ Cursor = Annotated[
 ]
 
 
-def _store(request: Request) -> NotifierStore:
-    return request.app.state.store
+def _notifier(request: Request) -> Notifier:
+    return request.app.state.notifier
 
 
-def _cursor(value: str | None) -> str | None:
-    """The order key inside a `next_cursor`; anything else is 422 `invalid_cursor` (the
-    kernel's handler of InvalidCursor)."""
-    if not value:
-        return None
-    return decode_cursor(value, ORDER_KEY_RE)
+def _after(cursor: str | None) -> str | None:
+    """The order key a `next_cursor` holds (422 `invalid_cursor` for one we did not hand out)."""
+    return decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
 
 
 def _next_cursor(docs: list[dict[str, Any]], limit: int) -> str | None:
     """Opaque: the order key (created time, then id) of the last item of a full page."""
-    if len(docs) < limit:
-        return None
-    return encode_cursor(str(docs[-1]["order_key"]))
+    return encode_cursor(str(docs[-1]["order_key"])) if len(docs) >= limit else None
+
+
+def _missing(exc: MemberNotFound) -> ApiError:
+    return not_found("member", exc.member_id)
 
 
 def _when(ms: Any) -> datetime | None:
-    return from_epoch_ms(ms) if isinstance(ms, int | float) else None
+    return from_ms(ms) if isinstance(ms, int | float) else None
 
 
 def _readable(
@@ -70,25 +71,8 @@ def _readable(
         try:
             items.append(convert(doc))
         except Exception as exc:
-            request.app.state.skipped_documents.labels("notifier", collection).inc()
-            # The id and what is wrong, never the values: they may be personal data.
-            log.warning(
-                "list skipped unreadable %s document %s (%s)",
-                collection,
-                str(doc.get("_id"))[:100],
-                _what_is_wrong(exc),
-            )
+            request.app.state.runtime.skipped.skip(collection, doc.get("_id"), exc, "list")
     return items
-
-
-def _what_is_wrong(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['type']}" for e in exc.errors()[:10]
-        )
-    if isinstance(exc, KeyError):
-        return f"missing {exc}"
-    return type(exc).__name__
 
 
 class InboxItem(BaseModel):
@@ -119,14 +103,10 @@ async def inbox(
     Texts are rendered now, with the names the projection has now: a member named in a
     message (a commenter, an asker) and erased since is no longer named (docs/notifier.md).
     """
-    store = _store(request)
-    docs = await store.inbox(member_id, limit, _cursor(cursor))
-    # The member and everyone the page's texts name: one read by primary key, O(page).
-    people = await store.names({member_id, *mentioned(docs)})
-    name = people.get(member_id, "")
+    page = await usecases.inbox(_notifier(request), member_id, limit, _after(cursor))
 
     def item(d: dict[str, Any]) -> InboxItem:
-        title, body = delivery_text(d, name, people)
+        title, body = page.text(d)
         return InboxItem(
             notification_id=d["_id"],
             read=bool(d.get("read")),
@@ -135,19 +115,12 @@ async def inbox(
             **{k: d[k] for k in ("template", "category", "created_at", "cause_event_id")},
         )
 
-    items = _readable(request, "deliveries", docs, item)
-    return Inbox(items=items, next_cursor=_next_cursor(docs, limit))
+    items = _readable(request, "deliveries", page.docs, item)
+    return Inbox(items=items, next_cursor=_next_cursor(page.docs, limit))
 
 
 class MemberPreferences(Preferences):
     member_id: str
-
-
-async def _active_member(store: NotifierStore, member_id: str) -> dict[str, Any]:
-    doc = await store.member(member_id)
-    if doc is None or doc.get("status") != "active":
-        raise not_found("member", member_id)
-    return doc
 
 
 @router.get(
@@ -157,8 +130,10 @@ async def _active_member(store: NotifierStore, member_id: str) -> dict[str, Any]
 )
 async def get_preferences(member_id: MemberId, request: Request) -> MemberPreferences:
     """The member's notification preferences (the defaults until they set any)."""
-    doc = await _active_member(_store(request), member_id)
-    prefs = Preferences.stored(doc.get("preferences"))
+    try:
+        prefs = await usecases.preferences(_notifier(request), member_id)
+    except MemberNotFound as exc:
+        raise _missing(exc) from None
     return MemberPreferences(member_id=member_id, **prefs.model_dump())
 
 
@@ -177,12 +152,11 @@ async def put_preferences(
     1–1000 an hour or null; anything else (an unknown field, `"18"` or `true` for an hour) is
     a 422 and nothing is stored.
     """
-    store = _store(request)
-    await _active_member(store, member_id)
-    # One whole subdocument: booleans inside stay booleans on nx-27017 too.
-    if not await store.set_preferences(member_id, body.model_dump(mode="json")):
-        raise not_found("member", member_id)
-    return MemberPreferences(member_id=member_id, **body.model_dump())
+    try:
+        chosen = await usecases.set_preferences(_notifier(request), member_id, body)
+    except MemberNotFound as exc:
+        raise _missing(exc) from None
+    return MemberPreferences(member_id=member_id, **chosen.model_dump())
 
 
 class Delivery(BaseModel):
@@ -245,14 +219,8 @@ async def notifications(
     cursor: Cursor = None,
 ) -> DeliveryLog:
     """The delivery log: every delivery on every channel, newest first."""
-    query: dict[str, Any] = {}
-    if member_id:
-        query["member_id"] = member_id
-    if status:
-        query["status"] = status
-    if channel:
-        query["channel"] = channel
-    docs = await _store(request).log(query, limit, _cursor(cursor))
+    filters = {"member_id": member_id, "status": status, "channel": channel}
+    docs = await usecases.delivery_log(_notifier(request), filters, limit, _after(cursor))
     return DeliveryLog(
         items=_readable(request, "deliveries", docs, Delivery.from_doc),
         next_cursor=_next_cursor(docs, limit),

@@ -7,22 +7,23 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-import nats.js.errors
 from fastapi import FastAPI
 from pydantic import Field
 
 from services.notifier import api
 from services.notifier.channels import Channel, EmailChannel, TelegramChannel, WebhookChannel
-from services.notifier.consumers import NotifierHandlers
+from services.notifier.consumers import NotifierHandlers, subscriptions
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
-from services.notifier.fanout import Announcer, Clock, Fanout, Limits
+from services.notifier.fanout import Clock, Fanout, Limits
 from services.notifier.store import NotifierStore
+from services.notifier.usecases import Notifier
 from shared.bus import STREAMS, Bus
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 
 SERVICE = "notifier"
 log = logging.getLogger("sarafan.notifier")
+Job = Callable[[], Awaitable[None]]
 
 
 class NotifierSettings(ServiceSettings):
@@ -60,33 +61,36 @@ def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
     return channels
 
 
-SOURCES = {"MEMBERS": "members", "ENGAGEMENT": "engagement", "CAMPAIGNS": "campaigns"}
+def dispatch_settings(settings: NotifierSettings) -> DispatchSettings:
+    return DispatchSettings(
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+        poll_seconds=settings.poll_seconds,
+        claim_batch=settings.claim_batch,
+        concurrency=settings.send_concurrency,
+        lease=timedelta(seconds=settings.lease_seconds),
+    )
 
 
-def declare_sources(bus: Bus) -> Callable[[], Awaitable[None]]:
+def declare_sources(bus: Bus) -> Job:
     """A job declaring the streams the notifier reads, if their producers have not yet.
 
-    With exactly the producer's configuration (`Bus.stream_config`), so the notifier can start
+    With exactly the producer's configuration (`Bus.ensure_streams`), so the notifier can start
     first or alone (`sarafan run notifier`, a test with members only) and become ready; a
-    producer that starts later finds its stream as it would have made it.
+    producer that starts later finds its stream as it would have made it. The streams are the
+    ones its subscriptions read (`consumers.subscriptions`), each with its producing service.
     """
-
-    async def declare() -> None:
-        # The kernel signals nothing before it binds consumers, which waits for these streams.
-        while bus.js is None or not bus.streams_ready:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        for stream, service in SOURCES.items():
-            assert STREAMS[service] == stream
-            try:
-                await bus.js.stream_info(stream)
-            except nats.js.errors.NotFoundError:
-                await bus.js.add_stream(bus.stream_config(stream, [f"{service}.>"]))
-                log.info("declared %s ahead of its producer", stream)
+    producers = {stream: service for service, stream in STREAMS.items()}
+    sources = {stream: producers[stream] for stream in subscriptions.streams}
 
     async def job() -> None:
         while True:
             try:
-                await declare()
+                # The bus signals nothing before it binds consumers, which waits for these.
+                while not bus.streams_ready:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                await bus.ensure_streams(sources)
                 return
             except asyncio.CancelledError:
                 raise
@@ -97,7 +101,7 @@ def declare_sources(bus: Bus) -> Callable[[], Awaitable[None]]:
     return job
 
 
-def closing(channels: dict[str, Channel]) -> Callable[[], Awaitable[None]]:
+def closing(channels: dict[str, Channel]) -> Job:
     """A job that holds the channels' HTTP clients open until the service stops."""
 
     async def job() -> None:
@@ -116,53 +120,35 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     store = NotifierStore(runtime.db)
     clock = Clock()
     channels = build_channels(settings)
-    announcer = Announcer(runtime.relay, store.deliveries)
+    uow = runtime.unit_of_work
     dispatcher = Dispatcher(
-        store,
-        channels,
-        DispatchSettings(
-            max_attempts=settings.max_attempts,
-            retry_base_seconds=settings.retry_base_seconds,
-            retry_max_seconds=settings.retry_max_seconds,
-            poll_seconds=settings.poll_seconds,
-            claim_batch=settings.claim_batch,
-            concurrency=settings.send_concurrency,
-            lease=timedelta(seconds=settings.lease_seconds),
-        ),
-        runtime.metrics,
-        clock,
-        announcer,
+        store, uow, channels, dispatch_settings(settings), runtime.metrics, clock
     )
-    # Lists and fan-outs skip a stored document they cannot read (and log its id); this says
-    # how often.
-    skipped = runtime.skipped.counter
     fanout = Fanout(
         store,
+        uow,
         runtime.metrics,
         frozenset(channels),
         Limits(daily_budget=settings.daily_budget, fanout_batch=settings.fanout_batch),
         clock,
-        announcer,
         dispatcher.wake,
-        skipped,
+        # Fan-outs skip a member projection they cannot read (and log its id).
+        runtime.skipped,
     )
-    handlers = NotifierHandlers(store, fanout, runtime.bus)
+    notifier = Notifier(store, fanout, runtime.bus)
     runtime.init_hooks.append(store.ensure_indexes)
-    runtime.outbox(store.deliveries)
-    for consumer in handlers.consumers():
-        runtime.consume(consumer)
-    runtime.jobs += [declare_sources(runtime.bus), closing(channels), announcer.run, dispatcher.run]
+    runtime.subscribe(subscriptions, NotifierHandlers(notifier))
+    runtime.jobs += [declare_sources(runtime.bus), closing(channels), dispatcher.run]
     app = create_app(
         runtime,
         [api.router],
         title="Sarafan notifier",
         description="Fans messages out to members: in-app, email, webhook, telegram.",
     )
+    # What the routes use; the clock and the dispatcher are the service's own, which tests move
+    # forward (no sleeping for hours) and wake.
     app.state.store = store
-    app.state.skipped_documents = skipped
+    app.state.notifier = notifier
     app.state.clock = clock
     app.state.dispatcher = dispatcher
-    app.state.fanout = fanout
-    app.state.handlers = handlers
-    app.state.channels = channels
     return app

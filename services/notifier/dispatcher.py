@@ -1,7 +1,10 @@
 """Delivery workers: claim due deliveries from MongoDB, send, retry with backoff, fall back.
 
 Every replica runs one dispatcher; claims are atomic per document, so replicas share the
-queue without a coordinator (see docs/notifier.md, "Why a MongoDB claim-based queue").
+queue without a coordinator (see docs/notifier.md, "Why a MongoDB claim-based queue"). What an
+attempt changes in a delivery, and the events it raises, is decided in `deliveries.py`; the
+outcomes of one claimed batch are one unit of work, whose commit publishes the batch's
+notification-sent and notification-failed events together.
 """
 
 from __future__ import annotations
@@ -12,29 +15,29 @@ import logging
 import random
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services.notifier import domain
-from services.notifier.channels import Channel, Failed, Outgoing, Retry, Sent
+from services.notifier import deliveries, domain
+from services.notifier.channels import Channel, Failed, Outcome, Outgoing, Retry, Sent
 from services.notifier.domain import Recipient
-from services.notifier.fanout import Announcer, Clock
+from services.notifier.fanout import Clock
 from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
-from shared.events import NotificationFailed, NotificationSent, new_event
 from shared.jobs import INSTANCE_ID
 from shared.logs import redact
 from shared.metrics import Metrics
-from shared.outbox import update_with_outbox
-from shared.store import epoch_ms
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.notifier.dispatch")
 
 #: Stored and logged errors are bounded: a peer may answer with anything.
 ERROR_MAX = 500
+Doc = dict[str, Any]
 
 
 def scrub(error: str, member: Recipient | None) -> str:
@@ -78,19 +81,19 @@ class Dispatcher:
     def __init__(
         self,
         store: NotifierStore,
+        unit_of_work: Callable[[], UnitOfWork],
         channels: dict[str, Channel],
         settings: DispatchSettings,
         metrics: Metrics,
         clock: Clock,
-        announcer: Announcer,
     ) -> None:
         self.store = store
+        self.unit_of_work = unit_of_work
         self.channels = channels
         self.available = frozenset(channels)
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
-        self.announcer = announcer
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -130,37 +133,41 @@ class Dispatcher:
         within_rate = await self._rate_allowance(claimed, members, self.clock.now())
         gate = asyncio.Semaphore(self.settings.concurrency)
 
-        async def attempt(delivery: dict[str, Any]) -> None:
+        async def attempt(uow: UnitOfWork, delivery: Doc) -> None:
             async with gate:
                 member = members.get(delivery["member_id"])
+                allowed = delivery["_id"] in within_rate
                 try:
-                    await self.attempt(
-                        delivery, member, token, delivery["_id"] in within_rate, names
-                    )
+                    await self.attempt(uow, delivery, member, token, allowed, names)
                 except Exception as exc:
                     # Never left `sending` to be claimed again for ever: it counts as a
                     # failed attempt (retried with backoff, failed after the last one).
                     log.warning("attempt of %s failed: %s", delivery["_id"], _failure(exc))
-                    await self._unexpected(delivery, member, token, exc)
+                    await self._unexpected(uow, delivery, member, token, exc)
 
-        await asyncio.gather(*(attempt(d) for d in claimed))
+        async with self.unit_of_work() as uow:
+            await asyncio.gather(*(attempt(uow, d) for d in claimed))
         return len(claimed)
 
-    def _blocker(
-        self, delivery: dict[str, Any], member: Recipient | None, now: datetime
-    ) -> str | None:
-        """Why this delivery cannot be sent right now, apart from the rate limit."""
-        if member is None or not member.active:
-            return "member-left"
-        name = delivery["channel"]
-        if name not in self.channels or name in member.blocked or member.contact(name) is None:
-            return "channel-unusable"
-        if quiet_until(now, member.timezone, member.preferences.quiet()) is not None:
-            return "quiet-hours"
-        return None
+    def _rate_entry(
+        self, delivery: Doc, doc: Doc | None, now: datetime, slot: str
+    ) -> tuple[int | None, tuple[str, str, str]] | None:
+        """The member's hourly limit and the window entry this delivery spends (limit None:
+        not limited); None when it will not be sent now anyway."""
+        try:
+            member = Recipient.from_doc(doc) if doc else None
+            if deliveries.blocker(delivery["channel"], member, now, self.available) is not None:
+                return None
+        except Exception:  # an unreadable projection: its attempt says so, the rest go on
+            return None
+        assert member is not None
+        limit = member.preferences.rate_limit_per_hour
+        if delivery["category"] in domain.URGENT_CATEGORIES:
+            limit = None
+        return limit, (f"{member.member_id}:{slot}", member.member_id, delivery["cause_event_id"])
 
     async def _rate_allowance(
-        self, claimed: list[dict[str, Any]], members: dict[str, dict[str, Any]], now: datetime
+        self, claimed: list[Doc], members: dict[str, Doc], now: datetime
     ) -> set[str]:
         """Ids of the claimed deliveries within their member's hourly rate limit, decided for
         the whole batch in one bulk write. Counted per message: a fallback is not a second one."""
@@ -168,28 +175,14 @@ class Dispatcher:
         limited: list[tuple[str, int, tuple[str, str, str]]] = []
         slot, next_window = hour_slot(now)
         for delivery in claimed:
-            doc = members.get(delivery["member_id"])
-            try:
-                member = Recipient.from_doc(doc) if doc else None
-                if member is None or self._blocker(delivery, member, now) is not None:
-                    continue
-            except Exception:  # an unreadable projection: its attempt says so, the rest go on
+            found = self._rate_entry(delivery, members.get(delivery["member_id"]), now, slot)
+            if found is None:
                 continue
-            limit = member.preferences.rate_limit_per_hour
-            if limit is None or delivery["category"] in domain.URGENT_CATEGORIES:
+            limit, entry = found
+            if limit is None:
                 allowed.add(delivery["_id"])
             else:
-                limited.append(
-                    (
-                        delivery["_id"],
-                        limit,
-                        (
-                            f"{member.member_id}:{slot}",
-                            member.member_id,
-                            delivery["cause_event_id"],
-                        ),
-                    )
-                )
+                limited.append((delivery["_id"], limit, entry))
         for limit in {lim for _, lim, _ in limited}:
             batch = [(i, entry) for i, lim, entry in limited if lim == limit]
             ok = await self.store.spend(
@@ -200,45 +193,54 @@ class Dispatcher:
 
     async def attempt(
         self,
-        delivery: dict[str, Any],
-        member_doc: dict[str, Any] | None,
+        uow: UnitOfWork,
+        delivery: Doc,
+        member_doc: Doc | None,
         token: str,
         within_rate: bool,
         names: dict[str, str] | None = None,
     ) -> None:
         now = self.clock.now()
         member = Recipient.from_doc(member_doc) if member_doc else None
-        blocker = self._blocker(delivery, member, now)
-        if member is None or blocker == "member-left":
-            await self.store.finish(
-                delivery["_id"],
-                token,
-                {"$set": {"status": "cancelled", "last_error": "member left"}},
-            )
-            return
+        blocked = deliveries.blocker(delivery["channel"], member, now, self.available)
+        if member is None or blocked == "member-left":
+            await self.store.finish(uow, delivery["_id"], token, deliveries.cancelled())
+        elif blocked is not None or not within_rate:
+            await self._hold(uow, delivery, member, token, blocked, now)
+        else:
+            outcome = await self._send(delivery, member, names or {})
+            await self._record(uow, delivery, member, token, outcome, now)
+
+    async def _hold(
+        self,
+        uow: UnitOfWork,
+        delivery: Doc,
+        member: Recipient,
+        token: str,
+        blocked: str | None,
+        now: datetime,
+    ) -> None:
+        """Not sent now: an unusable channel fails (the next one takes over), quiet hours that
+        began since it was planned and the rate limit make it wait (never dropped)."""
         name = delivery["channel"]
-        if blocker == "channel-unusable":
+        if blocked == "channel-unusable":
             why = "channel is off" if name not in self.channels else f"no usable {name} address"
-            await self._failed(delivery, member, token, why, delivery.get("attempts", 0), now)
-            return
-        if blocker == "quiet-hours":  # they began since it was planned: wait, do not drop
+            await self._failed(uow, delivery, member, token, why, delivery.get("attempts", 0), now)
+        elif blocked == "quiet-hours":
             later = quiet_until(now, member.timezone, member.preferences.quiet())
-            await self._defer(delivery, token, later or now, "quiet-hours")
-            return
-        if not within_rate:
+            await self._defer(uow, delivery, token, later or now, "quiet-hours")
+        else:
             _, next_window = hour_slot(now)
-            await self._defer(
-                delivery,
-                token,
-                next_window + timedelta(seconds=random.uniform(0, 60)),
-                "rate-limit",
-            )
-            return
+            later = next_window + timedelta(seconds=random.uniform(0, 60))
+            await self._defer(uow, delivery, token, later, "rate-limit")
+
+    async def _send(self, delivery: Doc, member: Recipient, names: dict[str, str]) -> Outcome:
+        name = delivery["channel"]
         channel = self.channels[name]
         address = member.contact(name)
         assert address is not None
         try:
-            title, body = self._text(delivery, member, names or {})
+            title, body = self._text(delivery, member, names)
             outcome = await channel.send(
                 Outgoing(
                     delivery_id=delivery["_id"],
@@ -258,32 +260,38 @@ class Dispatcher:
             # notification-failed; never a delivery stuck in `sending`.
             outcome = Retry(_failure(exc))
             log.warning("%s to %s: %s", name, member.member_id, outcome.error)
-        if not isinstance(outcome, Sent):
-            outcome = replace(outcome, error=scrub(outcome.error, member))
-        attempts = int(delivery.get("attempts", 0)) + 1
         if isinstance(outcome, Sent):
-            await self._sent(delivery, token, attempts, now)
-        elif isinstance(outcome, Retry) and attempts < self.settings.max_attempts:
-            await self._retry(delivery, token, outcome.error, attempts, now, outcome.after)
-        else:
-            assert isinstance(outcome, Retry | Failed)
-            dead = isinstance(outcome, Failed) and outcome.contact_dead
-            await self._failed(delivery, member, token, outcome.error, attempts, now, dead)
+            return outcome
+        return replace(outcome, error=scrub(outcome.error, member))
 
-    def _text(
-        self, delivery: dict[str, Any], member: Recipient, names: dict[str, str]
-    ) -> tuple[str, str]:
+    def _text(self, delivery: Doc, member: Recipient, names: dict[str, str]) -> tuple[str, str]:
         """Rendered now, with the names the projection has now (texts.py); a digest in the
         member's locale of today."""
         locale = member.locale if delivery["template"] == "digest" else None
         return delivery_text(delivery, member.display_name, names, locale)
 
-    async def _unexpected(
+    async def _record(
         self,
-        delivery: dict[str, Any],
-        member_doc: dict[str, Any] | None,
+        uow: UnitOfWork,
+        delivery: Doc,
+        member: Recipient,
         token: str,
-        exc: BaseException,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        attempts = int(delivery.get("attempts", 0)) + 1
+        if isinstance(outcome, Sent):
+            update, events = deliveries.sent(delivery, attempts, now)
+            if await self.store.finish(uow, delivery["_id"], token, update, events):
+                self._count(delivery["channel"], "sent")
+        elif isinstance(outcome, Retry) and attempts < self.settings.max_attempts:
+            await self._retry(uow, delivery, token, outcome.error, attempts, now, outcome.after)
+        else:
+            dead = isinstance(outcome, Failed) and outcome.contact_dead
+            await self._failed(uow, delivery, member, token, outcome.error, attempts, now, dead)
+
+    async def _unexpected(
+        self, uow: UnitOfWork, delivery: Doc, member_doc: Doc | None, token: str, exc: BaseException
     ) -> None:
         """An attempt that raised outside the channel (an unreadable projection, a bug): a
         failed attempt all the same, retried with backoff and failed after the last one (with
@@ -297,15 +305,16 @@ class Dispatcher:
         attempts = int(delivery.get("attempts", 0)) + 1
         try:
             if attempts < self.settings.max_attempts:
-                await self._retry(delivery, token, error, attempts, now)
+                await self._retry(uow, delivery, token, error, attempts, now)
             else:
-                await self._failed(delivery, None, token, error, attempts, now)
+                await self._failed(uow, delivery, None, token, error, attempts, now)
         except Exception as again:  # the database is away: the lease brings it back
             log.warning("recording the failed attempt of %s failed: %r", delivery["_id"], again)
 
     async def _retry(
         self,
-        delivery: dict[str, Any],
+        uow: UnitOfWork,
+        delivery: Doc,
         token: str,
         error: str,
         attempts: int,
@@ -313,76 +322,24 @@ class Dispatcher:
         after: float | None = None,
     ) -> None:
         """Due again after the backoff (never before the peer's own `after`)."""
-        delay = retry_delay(
-            attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds, after
-        )
-        await self.store.finish(
-            delivery["_id"],
-            token,
-            {
-                "$set": {
-                    "status": "pending",
-                    "due_ms": epoch_ms(now) + int(delay * 1000),
-                    "last_error": error,
-                    "attempts": attempts,
-                }
-            },
-        )
+        s = self.settings
+        delay = retry_delay(attempts, s.retry_base_seconds, s.retry_max_seconds, after)
+        update = deliveries.retry(error, attempts, now, delay)
+        await self.store.finish(uow, delivery["_id"], token, update)
         self._count(delivery["channel"], "retry")
-        log.info(
-            "%s to %s: %s; retry %d in %.1fs",
-            delivery["channel"],
-            delivery["member_id"],
-            error,
-            attempts,
-            delay,
-        )
+        channel, member_id = delivery["channel"], delivery["member_id"]
+        log.info("%s to %s: %s; retry %d in %.1fs", channel, member_id, error, attempts, delay)
 
-    async def _defer(self, delivery: dict[str, Any], token: str, until: datetime, why: str) -> None:
-        await self.store.finish(
-            delivery["_id"],
-            token,
-            {"$set": {"status": "deferred", "deferred": why, "due_ms": epoch_ms(until)}},
-        )
-        self._count(delivery["channel"], "deferred")
-
-    async def _sent(
-        self, delivery: dict[str, Any], token: str, attempts: int, now: datetime
+    async def _defer(
+        self, uow: UnitOfWork, delivery: Doc, token: str, until: datetime, why: str
     ) -> None:
-        event = new_event(
-            NotificationSent(
-                notification_id=delivery["_id"],
-                member_id=delivery["member_id"],
-                channel=delivery["channel"],
-                template=delivery["template"],
-                cause_event_id=delivery["cause_event_id"],
-            ),
-            correlation_id=delivery.get("correlation_id"),
-        )
-        done = await self.store.finish(
-            delivery["_id"],
-            token,
-            update_with_outbox(
-                {
-                    "$set": {
-                        "status": "delivered",
-                        # No rendered text is kept: the inbox and the log render it when
-                        # read, so a member named in it and erased later is named nowhere.
-                        "delivered_ms": epoch_ms(now),
-                        "attempts": attempts,
-                        "last_error": None,
-                    }
-                },
-                [event],
-            ),
-        )
-        if done:
-            self._count(delivery["channel"], "sent")
-            self.announcer.announce([delivery["_id"]])
+        await self.store.finish(uow, delivery["_id"], token, deliveries.deferred(until, why))
+        self._count(delivery["channel"], "deferred")
 
     async def _failed(
         self,
-        delivery: dict[str, Any],
+        uow: UnitOfWork,
+        delivery: Doc,
         member: Recipient | None,
         token: str,
         error: str,
@@ -393,77 +350,20 @@ class Dispatcher:
         """notification-failed for this channel, then the member's next channel takes over
         (none when the member's projection could not be read: `member` is None)."""
         channel = delivery["channel"]
-        event = new_event(
-            NotificationFailed(
-                notification_id=delivery["_id"],
-                member_id=delivery["member_id"],
-                channel=channel,
-                error=error[:500],
-                attempts=max(attempts, 1),
-            ),
-            correlation_id=delivery.get("correlation_id"),
-        )
         if contact_dead and member is not None:
             await self.store.block_channel(member.member_id, channel, now)
             member = replace(member, blocked=member.blocked | {channel})
-        # The fallback first: if we crash in between, the claim is retried and the
-        # deterministic id keeps the fallback single.
-        tried = [*delivery.get("tried", []), channel]
-        following = (
-            domain.next_channel(delivery.get("route", []), tried, member, self.available)
-            if member is not None
-            else None
-        )
-        if member is not None and following is not None:
-            due = quiet_until(now, member.timezone, member.preferences.quiet()) or now
-            fallback = {
-                k: v
-                for k, v in delivery.items()
-                if k
-                not in ("_id", "claim", "outbox", "outbox_pending", "last_error", "delivered_ms")
-            }
-            fallback.update(
-                {
-                    "_id": domain.delivery_id(
-                        delivery["cause_event_id"], member.member_id, following
-                    ),
-                    "channel": following,
-                    "status": "pending",
-                    "attempts": 0,
-                    "tried": tried,
-                    "due_ms": epoch_ms(due),
-                    "deferred": None,
-                    "fallback_from": delivery["_id"],
-                    "created_at": now,
-                    "created_ms": epoch_ms(now),
-                }
-            )
-            await self.store.insert_deliveries([fallback])
-        done = await self.store.finish(
-            delivery["_id"],
-            token,
-            update_with_outbox(
-                {
-                    "$set": {
-                        "status": "failed",
-                        "last_error": error,
-                        "attempts": attempts,
-                        "failed_ms": epoch_ms(now),
-                        "fallback": following,
-                    }
-                },
-                [event],
-            ),
-        )
-        if done:
+        way = deliveries.fallback_channel(delivery, member, self.available)
+        if member is not None and way.channel is not None:
+            # The fallback first: if we crash in between, the claim is retried and the
+            # deterministic id keeps the fallback single.
+            await self.store.insert_deliveries([deliveries.fallback(delivery, member, way, now)])
+        update, events = deliveries.failed(delivery, error, attempts, now, way.channel)
+        if await self.store.finish(uow, delivery["_id"], token, update, events):
             self._count(channel, "failed")
-            self.announcer.announce([delivery["_id"]])
+            then = f"; falling back to {way.channel}" if way.channel else ""
             log.warning(
-                "%s to %s failed for good (%s)%s",
-                channel,
-                delivery["member_id"],
-                error,
-                f"; falling back to {following}" if following else "",
+                "%s to %s failed for good (%s)%s", channel, delivery["member_id"], error, then
             )
-        if following is not None:
+        if way.channel is not None:
             self.wake()

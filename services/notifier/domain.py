@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from services.notifier.timing import QuietHours, earliest_send, local_date, next_digest
+from shared.events import LEVELS
 from shared.limits import Request
 
 PushChannel = Literal["telegram", "email", "webhook"]
@@ -28,7 +29,6 @@ CATEGORIES = ("account", "referrals", "achievements", "community", "coordination
 OPTIONAL_CATEGORIES = CATEGORIES[1:]
 URGENT_CATEGORIES = frozenset({"account"})
 DIGEST_CATEGORY = "community"
-LEVELS = ("newcomer", "participant", "active", "loyal", "ambassador")
 
 
 def level_rank(level: str | None) -> int:
@@ -153,7 +153,7 @@ class Preferences(Request):
     @classmethod
     def stored(cls, value: dict[str, Any] | None) -> Preferences:
         """Preferences as stored (validated when they were put): types are read leniently,
-        since the server may return a boolean as 0/1 (see shared.store.as_bool)."""
+        since the server may return a boolean as 0/1 (docs/patterns.md, 6)."""
         return cls.model_validate(value, strict=False) if value else cls()
 
     def wants(self, category: str) -> bool:
@@ -190,7 +190,7 @@ class Recipient:
             locale=doc.get("locale") or "ru",
             timezone=doc.get("timezone") or "Europe/Moscow",
             contacts=dict(doc.get("contacts") or {}),
-            # Read as truthy: nx-27017 may hold a boolean as 0/1 (see shared.store.as_bool).
+            # Read as truthy: nx-27017 may hold a boolean as 0/1 (docs/patterns.md, 6).
             marketing=bool((doc.get("consent") or {}).get("marketing")),
             active=doc.get("status") == "active",
             preferences=Preferences.stored(prefs),

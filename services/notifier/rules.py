@@ -1,9 +1,15 @@
-"""Which event becomes which message for whom (pure: names and campaigns are looked up first)."""
+"""Which event becomes which message for whom (pure: names and campaigns are looked up first).
+
+One rule per event type, found through `RULES` (docs/notifier.md, "What is sent, to whom"): an
+event type without a rule sends nothing.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.notifier.domain import Message, level_rank
 from shared.events import (
@@ -59,143 +65,126 @@ def campaign_needed(data: EventData) -> str | None:
     return None
 
 
+def _to(member_id: str, message: Message) -> list[Notice]:
+    return [Notice(message, (member_id,))]
+
+
+def _welcome(data: MemberJoined, _: Lookups) -> list[Notice]:
+    if not data.welcome:
+        return []  # an imported member is welcomed only if the import asked for it
+    return _to(data.member_id, Message("welcome", "account"))
+
+
+def _referral_thanks(data: ReferralMade, lookups: Lookups) -> list[Notice]:
+    friend = lookups.name(data.referred_id) or None
+    message = Message(
+        "referral_thanks", "referrals", {"friend": friend}, mentions={"friend": data.referred_id}
+    )
+    return _to(data.referrer_id, message)
+
+
+def _level_up(data: LevelChanged, _: Lookups) -> list[Notice]:
+    if level_rank(data.new_level) <= level_rank(data.old_level):
+        return []  # only a step up is congratulated
+    context = {"level": data.new_level, "score": data.score}
+    return _to(data.member_id, Message("level_up", "achievements", context))
+
+
+def _comment_added(data: CommentAdded, lookups: Lookups) -> list[Notice]:
+    if data.author_id == data.post_author_id:
+        return []  # nobody is told about their own comment
+    context = {"commenter": lookups.name(data.author_id, "—")}
+    message = Message("comment_added", "community", context, mentions={"commenter": data.author_id})
+    return _to(data.post_author_id, message)
+
+
+def _answer_accepted(data: AnswerAccepted, lookups: Lookups) -> list[Notice]:
+    minutes = max(1, math.ceil(data.seconds_to_answer / 60))
+    context = {"answerer": lookups.name(data.answerer_id, "—"), "minutes": minutes}
+    told = _to(
+        data.asker_id,
+        Message("answer_accepted", "community", context, mentions={"answerer": data.answerer_id}),
+    )
+    if data.answerer_id != data.asker_id:
+        thanks = Message(
+            "answer_thanks",
+            "achievements",
+            {"asker": lookups.name(data.asker_id, "—")},
+            mentions={"asker": data.asker_id},
+        )
+        told += _to(data.answerer_id, thanks)
+    return told
+
+
+def _drifting_invite(data: MemberDrifting, _: Lookups) -> list[Notice]:
+    context = {"days": data.days_inactive}
+    return _to(data.member_id, Message("drifting_invite", "community", context))
+
+
+def _question_unanswered(data: QuestionUnanswered, lookups: Lookups) -> list[Notice]:
+    context = {
+        "asker": lookups.name(data.asker_id, "—"),
+        "region": data.region,
+        "hours": data.hours_open,
+    }
+    message = Message(
+        "question_unanswered", "coordination", context, mentions={"asker": data.asker_id}
+    )
+    return [Notice(message, coordinators_of=data.region, exclude=(data.asker_id,))]
+
+
+def _campaign_announcement(data: CampaignStarted, _: Lookups) -> list[Notice]:
+    context = {
+        "campaign": data.name,
+        "announcement": data.announcement.model_dump(),
+        "ends_at": data.ends_at.date().isoformat(),
+    }
+    message = Message("campaign_announcement", "campaigns", context, marketing=True)
+    return [Notice(message, audience=data.audience)]
+
+
+def _milestone_reached(data: MilestoneReached, lookups: Lookups) -> list[Notice]:
+    context = {
+        "campaign": lookups.campaign(data.campaign_id),
+        "milestone": data.milestone,
+        "points": data.points,
+    }
+    return _to(data.member_id, Message("milestone_reached", "achievements", context))
+
+
+def _campaign_winners(data: CampaignEnded, lookups: Lookups) -> list[Notice]:
+    name = lookups.campaign(data.campaign_id)
+    return [
+        Notice(
+            Message(
+                "campaign_winner",
+                "achievements",
+                {"campaign": name, "rank": w.rank, "points": w.points},
+            ),
+            (w.member_id,),
+        )
+        for w in data.winners
+    ]
+
+
+Rule = Callable[[Any, Lookups], list[Notice]]
+
+#: The list of docs/notifier.md: the rule of each event type the notifier sends messages for.
+RULES: dict[type[EventData], Rule] = {
+    MemberJoined: _welcome,
+    ReferralMade: _referral_thanks,
+    LevelChanged: _level_up,
+    CommentAdded: _comment_added,
+    AnswerAccepted: _answer_accepted,
+    MemberDrifting: _drifting_invite,
+    QuestionUnanswered: _question_unanswered,
+    CampaignStarted: _campaign_announcement,
+    MilestoneReached: _milestone_reached,
+    CampaignEnded: _campaign_winners,
+}
+
+
 def notices(data: EventData, lookups: Lookups) -> list[Notice]:
-    """The list of docs/notifier.md: what is sent, to whom, for each event the notifier consumes."""
-    if isinstance(data, MemberJoined):
-        if not data.welcome:
-            return []  # an imported member is welcomed only if the import asked for it
-        return [Notice(Message("welcome", "account"), (data.member_id,))]
-    if isinstance(data, ReferralMade):
-        friend = lookups.name(data.referred_id) or None
-        return [
-            Notice(
-                Message(
-                    "referral_thanks",
-                    "referrals",
-                    {"friend": friend},
-                    mentions={"friend": data.referred_id},
-                ),
-                (data.referrer_id,),
-            )
-        ]
-    if isinstance(data, LevelChanged):
-        if level_rank(data.new_level) <= level_rank(data.old_level):
-            return []  # only a step up is congratulated
-        return [
-            Notice(
-                Message("level_up", "achievements", {"level": data.new_level, "score": data.score}),
-                (data.member_id,),
-            )
-        ]
-    if isinstance(data, CommentAdded):
-        if data.author_id == data.post_author_id:
-            return []  # nobody is told about their own comment
-        return [
-            Notice(
-                Message(
-                    "comment_added",
-                    "community",
-                    {"commenter": lookups.name(data.author_id, "—")},
-                    mentions={"commenter": data.author_id},
-                ),
-                (data.post_author_id,),
-            )
-        ]
-    if isinstance(data, AnswerAccepted):
-        minutes = max(1, math.ceil(data.seconds_to_answer / 60))
-        told = [
-            Notice(
-                Message(
-                    "answer_accepted",
-                    "community",
-                    {"answerer": lookups.name(data.answerer_id, "—"), "minutes": minutes},
-                    mentions={"answerer": data.answerer_id},
-                ),
-                (data.asker_id,),
-            )
-        ]
-        if data.answerer_id != data.asker_id:
-            told.append(
-                Notice(
-                    Message(
-                        "answer_thanks",
-                        "achievements",
-                        {"asker": lookups.name(data.asker_id, "—")},
-                        mentions={"asker": data.asker_id},
-                    ),
-                    (data.answerer_id,),
-                )
-            )
-        return told
-    if isinstance(data, MemberDrifting):
-        return [
-            Notice(
-                Message("drifting_invite", "community", {"days": data.days_inactive}),
-                (data.member_id,),
-            )
-        ]
-    if isinstance(data, QuestionUnanswered):
-        return [
-            Notice(
-                Message(
-                    "question_unanswered",
-                    "coordination",
-                    {
-                        "asker": lookups.name(data.asker_id, "—"),
-                        "region": data.region,
-                        "hours": data.hours_open,
-                    },
-                    mentions={"asker": data.asker_id},
-                ),
-                coordinators_of=data.region,
-                exclude=(data.asker_id,),
-            )
-        ]
-    if isinstance(data, CampaignStarted):
-        return [
-            Notice(
-                Message(
-                    "campaign_announcement",
-                    "campaigns",
-                    {
-                        "campaign": data.name,
-                        "announcement": data.announcement.model_dump(),
-                        "ends_at": data.ends_at.date().isoformat(),
-                    },
-                    marketing=True,
-                ),
-                audience=data.audience,
-            )
-        ]
-    if isinstance(data, MilestoneReached):
-        return [
-            Notice(
-                Message(
-                    "milestone_reached",
-                    "achievements",
-                    {
-                        "campaign": lookups.campaign(data.campaign_id),
-                        "milestone": data.milestone,
-                        "points": data.points,
-                    },
-                ),
-                (data.member_id,),
-            )
-        ]
-    if isinstance(data, CampaignEnded):
-        return [
-            Notice(
-                Message(
-                    "campaign_winner",
-                    "achievements",
-                    {
-                        "campaign": lookups.campaign(data.campaign_id),
-                        "rank": w.rank,
-                        "points": w.points,
-                    },
-                ),
-                (w.member_id,),
-            )
-            for w in data.winners
-        ]
-    return []
+    """What is sent, to whom, for one event (nothing for an event type without a rule)."""
+    rule = RULES.get(type(data))
+    return rule(data, lookups) if rule is not None else []

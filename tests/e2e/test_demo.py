@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from shared.supervisor import Stack, StackConfig
+from sarafan.supervisor import Stack, StackConfig
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_sarafan_demo_plays_a_community_and_reports_loyalty_winners_and_messages
         "SARAFAN_HOME": str(stack.config.home),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "demo"],
+        [sys.executable, "-m", "sarafan.cli", "demo"],
         env=env,
         capture_output=True,
         text=True,

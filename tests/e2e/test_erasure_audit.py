@@ -24,8 +24,8 @@ import nats
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared.nats_auth import ADMIN_USER
-from shared.supervisor import Stack, StackConfig, nats_passwords
+from sarafan.nats_auth import ADMIN_USER
+from sarafan.supervisor import Stack, StackConfig, nats_passwords
 from tests.helpers import wait_until
 from tests.integration.notifier_peers import WEBHOOK_SECRET, WebhookReceiver, serve, smtp_server
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.nats_auth import INTEGRATION_USER
-from shared.supervisor import Stack, StackConfig
+from sarafan.nats_auth import INTEGRATION_USER
+from sarafan.supervisor import Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "example-token"
@@ -60,7 +60,7 @@ def test_sarafan_up_prints_how_an_integration_connects(stack):
 def test_example_integration_prints_a_join_and_a_campaign_end_it_validated(stack, tmp_path):
     schemas = tmp_path / "schemas"
     exported = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "schemas", str(schemas)],
+        [sys.executable, "-m", "sarafan.cli", "schemas", str(schemas)],
         capture_output=True,
         text=True,
         timeout=60,

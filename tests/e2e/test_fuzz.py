@@ -24,7 +24,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from shared.supervisor import Stack, StackConfig
+from sarafan.supervisor import Stack, StackConfig
 
 TOKEN = "fuzz-token"
 EXAMPLES = int(os.environ.get("SARAFAN_FUZZ_EXAMPLES", "30"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.embedded import free_port
+from sarafan.embedded import free_port
 from tests.stack import SERVICES, sarafan_up, wait_for
 
 # PyYAML comes with the test extras (pyproject); without it these checks cannot parse YAML.

@@ -21,7 +21,7 @@ from tests.helpers import wait_until
 CAMPAIGN_SCORING = {"post-created": 2, "comment-added": 1, "referral-made": 10, "member-joined": 1}
 #: A request whose key stays "in progress" (409) this long is given up: its outcome is unknown.
 #: Longer than the kernel's 30 s lease on a started key, after which a retry takes the key
-#: over and gets the first outcome (shared/http.py), as a patient real client would.
+#: over and gets the first outcome (shared/http/idempotency.py), as a patient real client would.
 IN_DOUBT_AFTER = 40.0
 GIVE_UP_AFTER = 90.0
 SEEDS = 5

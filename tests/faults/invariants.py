@@ -12,8 +12,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NatsClient
 
+from sarafan.nats_auth import ADMIN_USER, CONSUMERS
 from shared.bus import DLQ_STREAM
-from shared.nats_auth import ADMIN_USER, CONSUMERS
 from tests.faults.flow import CAMPAIGN_SCORING, Client, Ledger
 from tests.faults.stack import FaultStack
 

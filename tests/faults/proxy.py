@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.embedded import LOCALHOST, free_port
+from sarafan.embedded import LOCALHOST, free_port
 
 T = TypeVar("T")
 

@@ -8,18 +8,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.embedded import (
-    LOCALHOST,
-    Child,
-    NatsCluster,
-    find_executable,
-    free_port,
-    http_ok,
-    nats_config,
-    tcp_accepts,
-)
-from shared.nats_auth import ADMIN_USER, nats_conf
-from shared.supervisor import SERVICES, Stack, StackConfig
+from sarafan.embedded import LOCALHOST, Child, find_executable, free_port, http_ok, tcp_accepts
+from sarafan.nats_auth import ADMIN_USER, nats_conf
+from sarafan.supervisor import SERVICES, Stack, StackConfig
+from tests.servers import NatsCluster, nats_config
 from tests.stack import pid_alive
 
 TOKEN = "faults-token"
@@ -37,7 +29,7 @@ BASE_ENV = {
 
 
 class FaultStack(Stack):
-    """`shared.supervisor.Stack` whose services get extra settings and, optionally, another
+    """`sarafan.supervisor.Stack` whose services get extra settings and, optionally, another
     NATS: a URL list through a proxy, or a 3-node cluster started in place of nats-server."""
 
     def __init__(

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.embedded import LOCALHOST, free_port
+from sarafan.embedded import LOCALHOST, free_port
 from tests.faults.scenario import kill_and_heal, run_scenario
 from tests.faults.stack import FaultStack, running_stack
 

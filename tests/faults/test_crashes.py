@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from shared.supervisor import SERVICES
+from sarafan.supervisor import SERVICES
 from tests.faults.flow import Ledger, join_body
 from tests.faults.scenario import kill_and_heal, run_scenario
 from tests.faults.stack import TOKEN, FaultStack, running_stack

@@ -16,7 +16,7 @@ from tests.helpers import wait_until
 
 @pytest.fixture
 def proxied(tmp_path) -> Iterator[tuple[FaultStack, ProxyThread]]:
-    from shared.supervisor import StackConfig
+    from sarafan.supervisor import StackConfig
 
     config = StackConfig.with_free_ports(tmp_path)
     with ProxyThread(config.nats_port) as proxy:

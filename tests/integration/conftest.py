@@ -14,7 +14,7 @@ import nats
 import pytest
 from fastapi import FastAPI
 
-from shared.embedded import LOCALHOST, free_port, nats_child
+from sarafan.embedded import LOCALHOST, free_port, nats_child
 from shared.service import Runtime
 from tests.conftest import EmbeddedServer
 from tests.helpers import wait_until

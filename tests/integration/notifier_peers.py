@@ -25,8 +25,8 @@ from aiosmtpd.controller import Controller
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StorageType, StreamConfig
 
+from sarafan.embedded import LOCALHOST, free_port
 from shared.bus import DUPLICATE_WINDOW
-from shared.embedded import LOCALHOST, free_port
 from shared.events import CloudEvent, EventData, new_event
 from tests.helpers import wait_until
 

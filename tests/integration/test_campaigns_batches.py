@@ -7,7 +7,9 @@ import asyncio
 from datetime import timedelta
 
 from services.campaigns.consumers import CampaignsHandlers
-from services.campaigns.domain import Standing, from_ms, ranked, to_ms
+from services.campaigns.domain import Standing, ranked
+from shared.clock import epoch_ms as to_ms
+from shared.clock import from_ms
 from shared.events import HoursApproved, LevelChanged, PostCreated, ReferralMade, utcnow
 from tests.helpers import wait_until
 from tests.integration.test_campaigns_support import (

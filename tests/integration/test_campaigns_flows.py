@@ -10,6 +10,8 @@ from datetime import timedelta
 import httpx
 
 from services.campaigns.cli import check_campaign, verify_draw_main
+from services.campaigns.consumers import CampaignsHandlers
+from services.campaigns.usecases import Scoring
 from shared.events import HoursApproved, LevelChanged, PostCreated, ReferralMade, utcnow
 from tests.helpers import wait_until
 from tests.integration.conftest import join_body
@@ -333,7 +335,9 @@ async def test_redelivered_event_does_not_double_the_points(services, nc):
         await publish(nc, post(anna.member_id), event=event, msg_id=f"again-{event.id}")
         await wait_points(campaigns, cid, {anna.member_id: 3})
         # ...and handled again after a crash lost the "processed" mark: the effect is guarded.
-        await s["campaigns"].app.state.handlers.on_engagement_event(event, event.payload())
+        service = s["campaigns"]
+        scoring = Scoring(service.store, service.runtime.unit_of_work, service.runtime.skipped)
+        await CampaignsHandlers(scoring).on_engagement_batch([(event, event.payload())])
         assert await points_of(campaigns, cid) == {anna.member_id: 3}
         standing = await s["campaigns"].store.standings.find_one({"_id": f"{cid}:{anna.member_id}"})
         assert list(standing["milestones"]) == ["3"]

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from services.campaigns.domain import to_ms
+from shared.clock import epoch_ms as to_ms
 from shared.events import MemberLeft, PostCreated, utcnow
 from shared.query import order_key
 from tests.helpers import wait_until
@@ -208,7 +208,7 @@ async def test_a_broken_stored_campaign_does_not_stop_others_from_starting_and_e
             return (await http.get(f"/v1/campaigns/{cid}")).json()["status"] == "ended"
 
         await wait_until(ended, timeout=15, message="the good campaign never started and ended")
-        skipped = service.app.state.skipped
+        skipped = service.runtime.skipped
         assert skipped.count("campaigns") >= 3
         # The broken ones stay as they were: nothing half done to them.
         left = {d["_id"]: d["status"] async for d in store.campaigns.find({"_id": {"$ne": cid}})}
@@ -235,7 +235,7 @@ async def test_lists_skip_a_broken_stored_campaign_or_standing_and_count_it(serv
             if cursor is None:
                 break
         assert seen == [cid]
-        skipped = service.app.state.skipped
+        skipped = service.runtime.skipped
         assert skipped.count("campaigns") >= 3
 
         good, bad = "m_good", "m_bad"
@@ -299,7 +299,7 @@ async def test_a_broken_open_campaign_does_not_stop_the_scoring_of_others(servic
         await wait_known(store, member.member_id)
         await publish(nc, post_by(member.member_id))
         await wait_points(http, cid, {member.member_id: 3})
-        assert service.app.state.skipped.count("campaigns") >= 1
+        assert service.runtime.skipped.count("campaigns") >= 1
 
 
 def post_by(author_id: str) -> PostCreated:

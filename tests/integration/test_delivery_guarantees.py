@@ -8,7 +8,7 @@ import nats
 from pymongo import AsyncMongoClient
 
 from shared.events import MemberJoined, new_event
-from tests.helpers import wait_until
+from tests.helpers import StoppedRelay, wait_until
 from tests.integration.conftest import join_body
 
 
@@ -35,7 +35,7 @@ async def test_outbox_event_left_by_a_crash_is_published_once_when_the_relay_run
 ):
     js = nc.jetstream()
     async with services("members") as s:
-        s["members"].runtime.relay.paused = True  # the process "dies" between write and publish
+        StoppedRelay(s["members"].runtime.relay)  # the process "dies" between write and publish
         r = await s["members"].http.post("/v1/members", json=join_body())
         assert r.status_code == 201
         mid = r.json()["member_id"]

@@ -27,7 +27,9 @@ def post_created(author: str, at: datetime | None = None, kind: str = "post") ->
 async def test_a_redelivered_or_duplicated_event_does_not_double_the_score(services, nc):
     async with services("members", "engagement") as s:
         members, http = s["members"].http, s["engagement"].http
-        handlers = s["engagement"].app.state.handlers
+        # The activity consumer as the bus runs it (its batch path and its one-event path).
+        [activity] = [c for c in s["engagement"].runtime.bus.consumers
+                      if c.name == "engagement-activity"]  # fmt: skip
         author = await join(members, http)
 
         first = await publish(nc, post_created(author))
@@ -36,11 +38,11 @@ async def test_a_redelivered_or_duplicated_event_does_not_double_the_score(servi
 
         # A crash after the score was written but before the ack: the handler runs again.
         envelope, data = parse_event(first.to_json())
-        await handlers.on_activity_batch([(envelope, data)])
-        await handlers.on_activity(envelope, data)
+        await activity.handle_batch([(envelope, data)])
+        await activity.handle(envelope, data)
         # Part of a batch already applied, part new: only the new part counts.
         fresh = new_event(post_created(author))
-        await handlers.on_activity_batch([(envelope, data), parse_event(fresh.to_json())])
+        await activity.handle_batch([(envelope, data), parse_event(fresh.to_json())])
 
         got = await engagement_of(http, author)
         assert got["points_total"] == 1 + 5 + 5

@@ -20,6 +20,8 @@ from services.engagement.record import KEEP_DAYS, Record
 from services.engagement.scoring import Contended, Scoring
 from services.engagement.store import EngagementStore, StandingWrite
 from shared.events import LevelChanged, MemberDrifting, new_event
+from shared.uow import UnitOfWork
+from tests.fakes import engagement as reference
 
 RULES = domain.Rules()
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -55,13 +57,28 @@ def fact(event: str, kind: str = "post", member: str = "m1", at: datetime = NOW)
 class QuietRelay:
     """Stands in for the outbox relay: these tests look at documents, not at NATS."""
 
+    def watch(self, *_: object) -> None:
+        pass
+
     def kick(self, *_: object) -> None:
         pass
+
+    def kick_many(self, *_: object) -> None:
+        pass
+
+
+def quiet_unit_of_work() -> UnitOfWork:
+    return UnitOfWork(QuietRelay())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def uow() -> UnitOfWork:
+    return quiet_unit_of_work()
 
 
 @pytest.fixture
 def scoring(store: EngagementStore) -> Scoring:
-    return Scoring(store, RULES, QuietRelay())  # type: ignore[arg-type]
+    return Scoring(store, RULES, quiet_unit_of_work)
 
 
 async def record_of(store: EngagementStore, member: str = "m1") -> Record:
@@ -84,7 +101,7 @@ async def test_facts_are_added_once_however_often_they_are_recorded(store, scori
 
 
 async def test_concurrent_writers_never_lose_each_others_facts(store, scoring):
-    other = Scoring(store, RULES, QuietRelay())  # type: ignore[arg-type]
+    other = Scoring(store, RULES, quiet_unit_of_work)
 
     async def record(writer: Scoring, i: int) -> None:
         while True:  # as the consumer would: a batch that lost every race is retried
@@ -101,7 +118,7 @@ async def test_the_stored_record_gives_the_decayed_score(store, scoring):
     facts = [fact(f"e{i}", at=NOW - timedelta(hours=7 * i)) for i in range(20)]
     await scoring.record(facts, NOW)
     score = (await record_of(store)).score(NOW, RULES)
-    assert score == pytest.approx(domain.score(facts, NOW, RULES), rel=1e-9)
+    assert score == pytest.approx(reference.score(facts, NOW, RULES), rel=1e-9)
 
 
 async def test_last_activity_ignores_joining(store, scoring):
@@ -111,16 +128,16 @@ async def test_last_activity_ignores_joining(store, scoring):
     assert (await record_of(store)).last_ms == int((NOW - timedelta(days=1)).timestamp() * 1000)
 
 
-async def test_a_standing_is_written_only_from_the_version_it_was_read_at(store):
+async def test_a_standing_is_written_only_from_the_version_it_was_read_at(store, uow):
     def write(version: int | None, level: str) -> StandingWrite:
         data = LevelChanged(member_id="m1", old_level="newcomer", new_level=level, score=6)
         event = new_event(data, event_id=f"lc-{version}-{level}")
         return StandingWrite("m1", version, {"level": level}, [], [event])
 
-    assert await store.write([write(None, "participant")]) == set()
-    assert await store.write([write(None, "active")]) == {"m1"}  # someone created it first
-    assert await store.write([write(1, "active")]) == set()
-    assert await store.write([write(1, "loyal")]) == {"m1"}  # stale: version 2 now
+    assert await store.write(uow, [write(None, "participant")]) == set()
+    assert await store.write(uow, [write(None, "active")]) == {"m1"}  # someone created it first
+    assert await store.write(uow, [write(1, "active")]) == set()
+    assert await store.write(uow, [write(1, "loyal")]) == {"m1"}  # stale: version 2 now
     doc = await store.standing.find_one({"_id": "m1"})
     assert (doc["level"], doc["version"], doc["outbox_pending"]) == ("active", 2, 2)
     assert set(doc["outbox"]) == {"lc-None-participant", "lc-1-active"}
@@ -134,17 +151,19 @@ async def test_a_level_move_rides_with_its_level_changed_once(store, scoring):
     assert [e["data"]["new_level"] for e in doc["outbox"].values()] == ["active"]
 
 
-async def test_a_drift_episode_is_flagged_once_and_only_a_later_one_again(store: EngagementStore):
+async def test_a_drift_episode_is_flagged_once_and_only_a_later_one_again(
+    store: EngagementStore, uow: UnitOfWork
+):
     await store.standing.insert_one({"_id": "m1", "level": "active", "level_seq": 1})
 
     def drifting(last_ms: int) -> object:
         data = MemberDrifting(member_id="m1", level="active", last_active_at=NOW, days_inactive=14)
         return new_event(data, event_id=f"d-{last_ms}")
 
-    assert await store.flag_drift("m1", 1000, 5, drifting(1000))
-    assert not await store.flag_drift("m1", 1000, 5, drifting(1000))
-    assert not await store.flag_drift("m1", 500, 5, drifting(500))  # an older episode
-    assert await store.flag_drift("m1", 2000, 5, drifting(2000))
+    assert await store.flag_drift(uow, "m1", 1000, 5, drifting(1000))
+    assert not await store.flag_drift(uow, "m1", 1000, 5, drifting(1000))
+    assert not await store.flag_drift(uow, "m1", 500, 5, drifting(500))  # an older episode
+    assert await store.flag_drift(uow, "m1", 2000, 5, drifting(2000))
     doc = await store.standing.find_one({"_id": "m1"})
     assert doc["drift_from_ms"] == 2000
     assert {"d-1000", "d-2000"} <= set(doc["outbox"])
@@ -156,12 +175,12 @@ async def test_folded_history_keeps_scores_exact_even_with_facts_arriving_late(s
     await scoring.record(history, NOW)
     record = await record_of(store)
     assert record.base_day_ms is not None and len(record.days) <= KEEP_DAYS
-    assert record.score(NOW, RULES) == pytest.approx(domain.score(history, NOW, RULES), rel=1e-9)
+    assert record.score(NOW, RULES) == pytest.approx(reference.score(history, NOW, RULES), rel=1e-9)
 
     late = [fact("late", "referral", at=NOW - timedelta(days=100))]  # behind the base
     await scoring.record(late, NOW)
     record = await record_of(store)
-    exact = domain.score(history + late, NOW, RULES)
+    exact = reference.score(history + late, NOW, RULES)
     assert record.score(NOW, RULES) == pytest.approx(exact, rel=1e-9)
     assert record.points_total == 60 * 5 + 15
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from sarafan.embedded import free_port
 from services.members.keys_cli import keys_command
-from shared.embedded import free_port
 from tests.integration.conftest import TOKEN
 from tests.integration.test_access_support import bearer
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from sarafan.embedded import free_port
 from services.members.cli import import_file
-from shared.embedded import free_port
 from tests.helpers import wait_until
 from tests.integration.conftest import TOKEN
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from services.members import domain
+from services.members import domain, listing
 from shared.events import utcnow
 from tests.helpers import wait_until
 from tests.integration.conftest import join_body
@@ -101,8 +101,8 @@ async def test_an_entry_left_over_from_an_interrupted_change_never_changes_the_a
         doc = await store.get(anna["member_id"])
         # A move to kazan that died after writing its entries, and a join that died after
         # writing its entries but before its member.
-        moved = domain.tag_entries({**doc, "region": "kazan"})
-        ghost = domain.tag_entries(
+        moved = listing.tag_entries({**doc, "region": "kazan"})
+        ghost = listing.tag_entries(
             {**doc, "_id": "ghost", "list_key": domain.list_key(doc["joined_at"], "ghost")}
         )
         await store.add_entries([*moved.values(), *ghost.values()])

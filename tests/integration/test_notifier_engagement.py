@@ -85,9 +85,9 @@ async def test_a_burst_of_comments_gives_each_asker_one_message_per_comment_and_
     writes: list[int] = []
     insert_deliveries = NotifierStore.insert_deliveries
 
-    async def counted(self: NotifierStore, docs: list[dict[str, Any]]) -> list[str]:
+    async def counted(self: NotifierStore, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
         writes.append(len(docs))
-        return await insert_deliveries(self, docs)
+        return await insert_deliveries(self, docs, *a, **k)
 
     monkeypatch.setattr(NotifierStore, "insert_deliveries", counted)
     askers = [joined(display_name=f"Asker {n}", welcome=False) for n in range(30)]
@@ -121,14 +121,17 @@ async def test_a_burst_of_comments_gives_each_asker_one_message_per_comment_and_
             # and handled again as if the process had died before recording them as processed.
             for event, data in zip(events[:100], datas[:100], strict=True):
                 await publish(nc, data, event=event, msg_id=f"again-{event.id}")
-            handlers = s["notifier"].app.state.handlers
+            # The handler as the bus calls it: a batch, and one event at a time after a failure.
+            [consumer] = [
+                c for c in s["notifier"].runtime.bus.consumers if c.name == "notifier-engagement"
+            ]
             pairs = list(zip(events, datas, strict=True))
             for first in range(0, len(pairs), 100):
-                await handlers.on_notice_batch(pairs[first : first + 100])
+                await consumer.handle_batch(pairs[first : first + 100])
             # One by one (the path a failed batch falls back to) writes the same deliveries.
             # (The last events: an old level-changed replayed alone would project its level.)
             for event, data in pairs[-40:]:
-                await handlers.on_event(event, data)
+                await consumer.handle(event, data)
             await wait_until(lambda: idle(nc, "ENGAGEMENT", "notifier-engagement"), timeout=30)
             assert await expect_each_once(s, nc, smtp, askers, commenters) == expected
             assert (await js.stream_info("NOTIFIER")).state.messages == expected

@@ -140,7 +140,10 @@ async def test_campaign_for_2000_members_reaches_exactly_its_audience_once(
         await wait_until(all_recorded, interval=0.25, message="every delivery recorded")
 
         # Handled again (a redelivery after a crash mid-fan-out): nothing new, nothing resent.
-        await s["notifier"].app.state.handlers.on_event(event, campaign)
+        [consumer] = [
+            c for c in s["notifier"].runtime.bus.consumers if c.name == "notifier-campaigns"
+        ]
+        await consumer.handle(event, campaign)
         await s["notifier"].app.state.dispatcher.run_once()
         assert len(await deliveries("webhook")) == len(await deliveries("inapp")) == AUDIENCE
         assert len(campaign_posts()) == AUDIENCE

@@ -559,8 +559,10 @@ async def test_redelivered_cause_event_sends_nothing_twice(
         # The same event again under another JetStream id (past the duplicate window) ...
         await publish(nc, level, event=event, msg_id=f"again-{event.id}")
         # ... and handled again as if the process had died before recording it as processed.
-        handlers = s["notifier"].app.state.handlers
-        await handlers.on_event(event, level)
+        [consumer] = [
+            c for c in s["notifier"].runtime.bus.consumers if c.name == "notifier-engagement"
+        ]
+        await consumer.handle(event, level)
         s["notifier"].app.state.dispatcher.wake()
 
         async def consumer_idle() -> bool:

@@ -15,7 +15,7 @@ from shared.metrics import Metrics
 from shared.outbox import Relay
 from shared.settings import ServiceSettings
 from shared.uow import UnitOfWork, Write, without_outbox
-from tests.helpers import wait_until
+from tests.helpers import StoppedRelay, wait_until
 from tests.integration.test_delivery_guarantees import stream_messages
 
 
@@ -106,7 +106,7 @@ async def test_a_new_relay_finds_a_collection_left_with_pending_events(parts):
     bus, relay, db = parts
     members = db["members"]
     lost = left("c1")
-    relay.paused = True  # a crash between the write and the publish
+    StoppedRelay(relay)  # a crash between the write and the publish
     async with UnitOfWork(relay) as uow:
         await uow.insert(members, {"_id": "c1"}, [lost])
     await wait_until(lambda: _has_sweep_index(members))

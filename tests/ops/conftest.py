@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded import LOCALHOST, free_port, nats_child
-from shared.nats_auth import nats_conf, users
+from sarafan.embedded import LOCALHOST, free_port, nats_child
+from sarafan.nats_auth import nats_conf, users
 from tests.conftest import EmbeddedServer
 
 
 @dataclass
 class SecuredNats:
-    """A nats-server configured with shared.nats_auth's accounts, and its users' passwords."""
+    """A nats-server configured with sarafan.nats_auth's accounts, and its users' passwords."""
 
     server: EmbeddedServer
     passwords: dict[str, str]

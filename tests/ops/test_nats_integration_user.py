@@ -13,8 +13,7 @@ import nats.errors
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from shared.events import MemberJoined, new_event, utcnow
-from shared.nats_auth import (
+from sarafan.nats_auth import (
     ADMIN_USER,
     DEFAULT_INTEGRATION_CONSUMERS,
     INTEGRATION_USER,
@@ -23,7 +22,8 @@ from shared.nats_auth import (
     integration_permissions,
     nats_conf,
 )
-from shared.supervisor import Stack, StackConfig, StackError
+from sarafan.supervisor import Stack, StackConfig, StackError
+from shared.events import MemberJoined, new_event, utcnow
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,7 +225,7 @@ def test_integration_consumers_are_configured_names_starting_with_the_prefix():
 def test_generator_grants_the_consumer_names_the_variable_lists():
     def generate(names: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SARAFAN_INTEGRATION_CONSUMERS": names}
-        command = [sys.executable, "-m", "shared.nats_auth"]
+        command = [sys.executable, "-m", "sarafan.nats_auth"]
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
 
     done = generate("integration-crm")

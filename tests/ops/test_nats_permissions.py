@@ -10,17 +10,7 @@ import nats.errors
 import pytest
 from nats.js.api import StreamConfig
 
-from services.campaigns.app import CampaignsSettings
-from services.campaigns.app import build as build_campaigns
-from services.engagement.app import EngagementSettings
-from services.engagement.app import build as build_engagement
-from services.members.app import MembersSettings
-from services.members.app import build as build_members
-from services.notifier.app import NotifierSettings
-from services.notifier.app import build as build_notifier
-from shared.bus import STREAMS
-from shared.events import CampaignStarted, new_event, utcnow
-from shared.nats_auth import (
+from sarafan.nats_auth import (
     ADMIN_USER,
     CONSUMERS,
     HEADER,
@@ -33,6 +23,16 @@ from shared.nats_auth import (
     password_variable,
     users,
 )
+from services.campaigns.app import CampaignsSettings
+from services.campaigns.app import build as build_campaigns
+from services.engagement.app import EngagementSettings
+from services.engagement.app import build as build_engagement
+from services.members.app import MembersSettings
+from services.members.app import build as build_members
+from services.notifier.app import NotifierSettings
+from services.notifier.app import build as build_notifier
+from shared.bus import STREAMS
+from shared.events import CampaignStarted, new_event, utcnow
 from tests.helpers import wait_until
 from tests.integration.conftest import join_body, run_service
 
@@ -59,7 +59,8 @@ def test_deploy_accounts_file_is_the_generated_permission_table():
     # Generated with the default integration consumers, or SARAFAN_INTEGRATION_CONSUMERS's.
     text = (ROOT / "deploy/nats/accounts.conf").read_text()
     assert text == HEADER + nats_conf(env_references(), integration_consumers()), (
-        "deploy/nats/accounts.conf is stale: python -m shared.nats_auth > deploy/nats/accounts.conf"
+        "deploy/nats/accounts.conf is stale: "
+        "python -m sarafan.nats_auth > deploy/nats/accounts.conf"
     )
     conf = (ROOT / "deploy/nats/nats.conf").read_text()
     assert "include accounts.conf" in conf and "sync_interval: always" in conf
@@ -79,7 +80,7 @@ def test_helm_values_generated_blocks_are_current_and_feed_every_password():
     path = ROOT / "deploy/k8s/nats/values.yaml"
     text = path.read_text()
     assert text == helm_values(text, integration_consumers()), (
-        "deploy/k8s/nats/values.yaml is stale: python -m shared.nats_auth --helm"
+        "deploy/k8s/nats/values.yaml is stale: python -m sarafan.nats_auth --helm"
     )
     env = {e["name"]: e for e in yaml.safe_load(text)["container"]["env"]}
     (secret,) = [
@@ -100,7 +101,7 @@ def test_every_consumer_a_service_declares_is_in_the_permission_table():
     for name, (build, settings_cls) in BUILDS.items():
         app = build(settings_cls(SARAFAN_API_TOKEN="t"))
         declared = {(c.stream, c.name) for c in app.state.runtime.bus.consumers}
-        assert declared == set(CONSUMERS[name]), f"{name}: update shared/nats_auth.CONSUMERS"
+        assert declared == set(CONSUMERS[name]), f"{name}: binds other consumers than it declares"
 
 
 async def test_members_user_cannot_publish_campaign_events_nor_read_other_inboxes(secured_nats):

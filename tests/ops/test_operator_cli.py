@@ -13,7 +13,7 @@ import httpx
 import nats
 import pytest
 
-from shared.nats_auth import ADMIN_USER
+from sarafan.nats_auth import ADMIN_USER
 from tests.integration.conftest import join_body
 from tests.stack import SERVICES, UpStack, sarafan_up, wait_for
 
@@ -83,7 +83,7 @@ def test_sarafan_up_runs_every_service_as_its_own_nats_user(up):
 
 def test_events_tail_prints_events_as_they_are_published(up):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "events", "tail", "-n", "1", "members.>"],
+        [sys.executable, "-m", "sarafan.cli", "events", "tail", "-n", "1", "members.>"],
         env=up.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -16,17 +16,17 @@ from services.campaigns.domain import (
     Rules,
     Standing,
     activity_of,
+    credit,
     crossed_milestones,
     in_audience,
     points_for,
     ranked,
     referral_credit,
     retention,
-    standings_from,
-    to_ms,
     top_winners,
     validate_definition,
 )
+from shared.clock import epoch_ms as to_ms
 from shared.events import Audience, HoursApproved, PostCreated, ReferralMade
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -160,6 +160,16 @@ credits = st.lists(
     ),
     max_size=40,
 )
+
+
+def standings_from(items: list[Credit]) -> dict[str, Standing]:
+    """Fold credits into standings with the rule production runs (`domain.credit`), each
+    credit on its own: any order, any repetition must give the same result."""
+    table: dict[str, Standing] = {}
+    for c in items:
+        before = table.get(c.member_id, Standing(c.member_id))
+        table[c.member_id], _ = credit(rules(), before, [c])
+    return table
 
 
 def _consistent(items: list[Credit]) -> list[Credit]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from services.campaigns import draw
 from services.campaigns.cli import check_campaign, verify_draw_main
 from services.campaigns.domain import Rules, Standing
-from services.campaigns.lifecycle import final_result
+from services.campaigns.usecases.lifecycle import final_result
 from shared.events import Audience
 
 entrant_lists = st.lists(

@@ -9,14 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.campaigns.consumers import _levelled_member, _projected_member, runs
-from services.campaigns.domain import Standing, ranked
-from services.campaigns.store import CreditRequest, at_least, rank_key, standing_write
+from services.campaigns.domain import Credit, Rules, Standing, ranked
+from services.campaigns.store import at_least, rank_key
+from services.campaigns.usecases import Award, standing_write
 from shared.events import (
+    Audience,
     LevelChanged,
     MemberJoined,
     MemberLeft,
     MemberUpdated,
-    MilestoneReached,
     PostCreated,
     ReferralMade,
     new_event,
@@ -52,14 +53,9 @@ def test_rank_keys_below_at_least_are_the_standings_with_that_many_points(rows, 
     assert below == {s.member_id for s in rows if s.points >= milestone}
 
 
-def request(key: str, pts: float, at_ms: int, milestones=(10, 20)) -> CreditRequest:
-    def events(crossed: list[int], total: float):
-        return [
-            new_event(MilestoneReached(campaign_id="c1", member_id="m1", milestone=m, points=total))
-            for m in crossed
-        ]
-
-    return CreditRequest("c1", "m1", key, pts, at_ms, milestones, events)
+def request(key: str, pts: float, at_ms: int, milestones=(10, 20)) -> Award:
+    rules = Rules("c1", Audience(), {}, milestones=tuple(milestones))
+    return Award(rules, Credit("m1", key, pts, at_ms))
 
 
 def test_a_batch_of_credits_becomes_one_insert_with_each_milestone_once():

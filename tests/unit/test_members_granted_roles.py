@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.members.schemas import granted_roles
+from services.members.domain import granted_roles
 
 
 def test_coordinator_and_staff_are_granted_volunteer_and_partner_are_not():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from services.members.domain import (
+from services.members.contacts import (
     RuleViolation,
     normalise_email,
     normalise_phone,

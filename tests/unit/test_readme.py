@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.catalogue import catalogue
+from sarafan.catalogue import catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_event_catalogue_is_generated_from_the_models():
     readme = (ROOT / "README.md").read_text()
-    assert catalogue() in readme, "run: .venv/bin/python -m shared.catalogue README.md"
+    assert catalogue() in readme, "run: .venv/bin/python -m sarafan.catalogue README.md"
 
 
 def test_readme_quickstart_has_the_two_commands():

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -20,8 +18,8 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from shared.bus import DLQ_STREAM, STREAMS
-from shared.nats_auth import ADMIN_USER
+from shared.settings import OpsConfig  # in the kernel: the services' commands read it too
+from shared.topology import DLQ_STREAM, STREAMS
 
 DLQ_HEADER = "Sarafan-Dlq-"
 #: The subjects `sarafan events tail` follows by default: every service's events.
@@ -30,39 +28,6 @@ EVENT_SUBJECTS = tuple(f"{service}.>" for service in STREAMS)
 
 class OpsError(RuntimeError):
     """Something the operator must fix (unreachable server, unknown DLQ id); printed as is."""
-
-
-@dataclass(frozen=True)
-class OpsConfig:
-    """Where the running stack is and how to authenticate, from the environment or from what
-    `sarafan up` stored in SARAFAN_HOME (the NATS admin password, the API token)."""
-
-    nats_url: str
-    nats_user: str | None
-    nats_password: str | None
-    engagement_url: str
-    api_token: str
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> OpsConfig:
-        home = Path(environ.get("SARAFAN_HOME") or ".sarafan")
-        user, password = environ.get("NATS_USER"), environ.get("NATS_PASSWORD")
-        stored = home / "nats-users.json"
-        if not user and stored.exists():
-            user, password = ADMIN_USER, json.loads(stored.read_text()).get(ADMIN_USER)
-        token = environ.get("SARAFAN_API_TOKEN", "")
-        if not token and (home / "api-token").exists():
-            token = (home / "api-token").read_text().strip()
-        nats_port = environ.get("SARAFAN_NATS_PORT") or "4222"
-        engagement_port = environ.get("SARAFAN_ENGAGEMENT_PORT") or "8002"
-        return cls(
-            nats_url=environ.get("NATS_URL") or f"nats://127.0.0.1:{nats_port}",
-            nats_user=user or None,
-            nats_password=password or None,
-            engagement_url=environ.get("SARAFAN_ENGAGEMENT_URL")
-            or f"http://127.0.0.1:{engagement_port}",
-            api_token=token,
-        )
 
 
 async def connect(config: OpsConfig) -> NatsClient:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from shared.settings import DEFAULT_PORTS
+from shared.topology import PORTS
 
 # A small volunteer community in two regions; `by` is who brought them (word of mouth).
 PEOPLE = [
@@ -106,19 +106,32 @@ class Demo:
         return r.status_code == 200
 
     def run(self) -> None:
-        say = self.say
-        say("Week 1 — the community starts: three founders and a coordinator join.")
-        for person in PEOPLE[:3]:
-            m = self.join(person)
-            say(f"  {m['display_name']} joined ({m['region']}), code {m['referral_code']}")
-        coordinator, ivan, maria = self.members[:3]
+        """The story, week by week, then what happened."""
+        self.founders_join()
+        campaign_id = self.drive_starts()
+        self.friends_join()
+        self.questions_and_answers()
+        self.posts_and_reactions()
+        self.hours_approved()
+        self.late_joiners()
+        self.summary(campaign_id, self.drive_ends(campaign_id))
+
+    def wait_engagement_knows_everyone(self) -> None:
         for m in self.members:
             self.wait(
                 f"{m['display_name']} in engagement",
                 lambda m=m: self.known_to("engagement", m["member_id"]),
             )
 
-        say("Week 2 — a referral drive with a prize draw starts.")
+    def founders_join(self) -> None:
+        self.say("Week 1 — the community starts: three founders and a coordinator join.")
+        for person in PEOPLE[:3]:
+            m = self.join(person)
+            self.say(f"  {m['display_name']} joined ({m['region']}), code {m['referral_code']}")
+        self.wait_engagement_knows_everyone()
+
+    def drive_starts(self) -> str:
+        self.say("Week 2 — a referral drive with a prize draw starts.")
         now = datetime.now(UTC)
         campaign = self.post(
             "campaigns",
@@ -139,23 +152,22 @@ class Demo:
                 },
             },
         )
-        campaign_id = campaign["campaign_id"]
+        campaign_id: str = campaign["campaign_id"]
         self.post("campaigns", f"/v1/campaigns/{campaign_id}/start", {})
-        say(f"  campaign {campaign['name']!r} is active")
+        self.say(f"  campaign {campaign['name']!r} is active")
+        return campaign_id
 
-        say("Week 3 — founders bring friends by word of mouth.")
+    def friends_join(self) -> None:
+        self.say("Week 3 — founders bring friends by word of mouth.")
         for person in PEOPLE[3:]:
             m = self.join(person)
             referrer = next(x for x in self.members if x["member_id"] == m["referred_by"])
-            say(f"  {m['display_name']} joined, brought by {referrer['display_name']}")
-        for m in self.members:
-            self.wait(
-                f"{m['display_name']} in engagement",
-                lambda m=m: self.known_to("engagement", m["member_id"]),
-            )
+            self.say(f"  {m['display_name']} joined, brought by {referrer['display_name']}")
+        self.wait_engagement_knows_everyone()
 
-        say("Week 4 — questions, answers, stories and volunteer hours.")
-        dmitry, anna, tom, elena = self.members[3:7]
+    def questions_and_answers(self) -> None:
+        self.say("Week 4 — questions, answers, stories and volunteer hours.")
+        ivan, dmitry = self.members[1], self.members[3]
         question = self.post(
             "engagement",
             "/v1/posts",
@@ -177,7 +189,11 @@ class Demo:
             f"/v1/posts/{question['post_id']}/accept",
             {"comment_id": answer["comment_id"], "by": dmitry["member_id"]},
         )
-        say(f"  {dmitry['display_name']} asked, {ivan['display_name']} answered (accepted)")
+        self.say(f"  {dmitry['display_name']} asked, {ivan['display_name']} answered (accepted)")
+
+    def posts_and_reactions(self) -> None:
+        coordinator, ivan, maria = self.members[:3]
+        anna, tom, elena = self.members[4:7]
         for author, title, kind in (
             (ivan, "Субботник в парке: итоги", "event-report"),
             (maria, "Reading club for kids", "story"),
@@ -196,6 +212,10 @@ class Demo:
                         f"/v1/posts/{post['post_id']}/reactions",
                         {"member_id": fan["member_id"], "reaction": "thanks"},
                     )
+
+    def hours_approved(self) -> None:
+        coordinator, ivan, maria, dmitry = self.members[:4]
+        today = datetime.now(UTC).date().isoformat()
         for who, hours, activity in (
             (ivan, 4, "park cleanup"),
             (maria, 3, "reading club"),
@@ -208,7 +228,7 @@ class Demo:
                     "member_id": who["member_id"],
                     "hours": hours,
                     "activity": activity,
-                    "date": now.date().isoformat(),
+                    "date": today,
                 },
             )
             self.post(
@@ -216,14 +236,16 @@ class Demo:
                 f"/v1/hours/{entry['entry_id']}/approve",
                 {"by": coordinator["member_id"]},
             )
-        say("  4 posts with reactions; 9.5 volunteer hours approved by the coordinator")
+        self.say("  4 posts with reactions; 9.5 volunteer hours approved by the coordinator")
 
-        say("Week 5 — late joiners during the drive.")
+    def late_joiners(self) -> None:
+        self.say("Week 5 — late joiners during the drive.")
         for person in LATE_JOINERS:
             m = self.join(person)
-            say(f"  {m['display_name']} joined by referral")
+            self.say(f"  {m['display_name']} joined by referral")
 
-        say("Week 6 — the drive ends; the draw picks a winner.")
+    def drive_ends(self, campaign_id: str) -> dict[str, Any]:
+        self.say("Week 6 — the drive ends; the draw picks a winner.")
         # Let the last events reach the campaign before closing it.
         referrals = sum(1 for m in self.members if m.get("referred_by"))
         self.wait(
@@ -239,13 +261,13 @@ class Demo:
             ),
         )
         self.post("campaigns", f"/v1/campaigns/{campaign_id}/end", {})
-        ended = self.wait(
+        ended: dict[str, Any] = self.wait(
             "the campaign result",
             lambda: (
                 (c := self.get("campaigns", f"/v1/campaigns/{campaign_id}")).get("result") and c
             ),
         )
-        self.summary(campaign_id, ended)
+        return ended
 
     def summary(self, campaign_id: str, campaign: dict[str, Any]) -> None:
         say = self.say
@@ -309,7 +331,7 @@ def default_urls() -> dict[str, str]:
             f"SARAFAN_{name.upper()}_URL",
             f"http://127.0.0.1:{os.environ.get(f'SARAFAN_{name.upper()}_PORT', port)}",
         )
-        for name, port in DEFAULT_PORTS.items()
+        for name, port in PORTS.items()
     }
 
 

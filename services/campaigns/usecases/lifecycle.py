@@ -1,4 +1,4 @@
-"""A campaign's life: create, start, end (with winners), cancel, and the scheduler's tick.
+"""A campaign's life as use cases: create, start, end (with winners), cancel, the scheduler's tick.
 
 Each transition is one conditional update of the campaign document (`status` must still be
 what we read) carrying its event in the same write, so it happens exactly once however many
@@ -9,27 +9,35 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from services.campaigns import draw
-from services.campaigns.domain import Rules, Standing, from_ms, ranked, to_ms, top_winners
-from services.campaigns.store import OPEN, CampaignsStore, Doc
-from shared.events import (
-    Audience,
-    CampaignEnded,
-    CampaignStarted,
-    CloudEvent,
-    new_event,
-    utcnow,
+from services.campaigns.domain import (
+    Rules,
+    Standing,
+    ranked,
+    top_winners,
+    validate_definition,
 )
-from shared.outbox import Relay
+from services.campaigns.schemas import CampaignIn
+from services.campaigns.store import OPEN, CampaignsStore, Doc
+from shared.clock import Clock, epoch_ms, from_ms, utcnow
+from shared.events import Audience, CampaignEnded, CampaignStarted, CloudEvent, new_event
 from shared.skipped import SkippedDocuments
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.campaigns")
+
+
+class InvalidCampaign(Exception):
+    """A definition whose fields do not make a campaign that can run (every problem named)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class Conflict(Exception):
@@ -44,31 +52,13 @@ class Missing(Exception):
     """No campaign with that id."""
 
 
-def rules_of(doc: Doc) -> Rules:
-    return Rules(
-        campaign_id=doc["_id"],
-        audience=Audience.model_validate(doc.get("audience") or {}),
-        scoring={k: float(v) for k, v in (doc.get("scoring") or {}).items()},
-        milestones=tuple(int(m) for m in doc.get("milestones") or ()),
-        winners=int(doc.get("winners") or 1),
-        winner_rule=doc.get("winner_rule", "top"),
-        count_referrals=doc.get("count_referrals", "joined"),
-        window_start_ms=int(doc["window_start_ms"]),
-        window_end_ms=int(doc["window_end_ms"]),
-    )
-
-
-def standing_of(doc: Doc) -> Standing:
-    return Standing(str(doc["member_id"]), float(doc["points"]), int(doc["reached_ms"]))
-
-
 def standings_from_docs(docs: list[Doc], skipped: SkippedDocuments | None = None) -> list[Standing]:
     """The standings of the documents; one that cannot be read is left out (and counted)
     rather than keeping the campaign from ever ending."""
     standings = []
     for doc in docs:
         try:
-            standings.append(standing_of(doc))
+            standings.append(Standing.from_doc(doc))
         except (KeyError, TypeError, ValueError) as exc:
             if skipped is None:
                 raise
@@ -116,41 +106,78 @@ def started_event(doc: Doc, window_start_ms: int) -> CloudEvent:
     )
 
 
+def ended_event(rules: Rules, result: dict[str, Any]) -> CloudEvent:
+    """campaign-ended: the winners, and for a draw its procedure, seed and entrant count
+    (the entrants themselves are in the campaign's `result`)."""
+    extra: dict[str, Any] = {"winner_rule": rules.winner_rule}
+    if "draw" in result:
+        extra["draw"] = {
+            "procedure": result["draw"]["procedure"],
+            "seed": result["draw"]["seed"],
+            "entrants": len(result["draw"]["entrants"]),
+        }
+    return new_event(
+        CampaignEnded(
+            campaign_id=rules.campaign_id,
+            participants=result["participants"],
+            winners=result["winners"],
+            **extra,
+        ),
+    )
+
+
+def new_campaign(definition: dict[str, Any], created: datetime, campaign_id: str) -> Doc:
+    """The document of a campaign just created: `scheduled`, its window its own times."""
+    starts_ms, ends_ms = epoch_ms(definition.pop("starts_at")), epoch_ms(definition.pop("ends_at"))
+    return {
+        "_id": campaign_id,
+        **definition,
+        "status": "scheduled",
+        "starts_ms": starts_ms,
+        "ends_ms": ends_ms,
+        # The window scoring uses; a start or end by hand moves it.
+        "window_start_ms": starts_ms,
+        "window_end_ms": ends_ms,
+        "created_ms": epoch_ms(created),
+        "version": 1,
+    }
+
+
 class Lifecycle:
+    """The lifecycle use cases, with what they need: the store, a unit of work for the
+    transitions (each carries its event), the grace after a campaign's end, and the count of
+    stored documents they had to leave out."""
+
     def __init__(
         self,
         store: CampaignsStore,
-        relay: Relay,
+        unit_of_work: Callable[[], UnitOfWork],
         end_grace: timedelta,
-        skipped: SkippedDocuments | None = None,
+        skipped: SkippedDocuments,
+        clock: Clock = utcnow,
     ) -> None:
         self.store = store
-        self.relay = relay
+        self.unit_of_work = unit_of_work
         self.end_grace = end_grace
-        self.skipped = skipped or SkippedDocuments("campaigns", CollectorRegistry())
+        self.skipped = skipped
+        self.clock = clock
 
-    async def create(
-        self, definition: dict[str, Any], now: datetime, campaign_id: str | None = None
-    ) -> Doc:
-        """Store a new campaign; `campaign_id` (derived from the request's Idempotency-Key)
+    async def create(self, cmd: CampaignIn, now: datetime, campaign_id: str | None = None) -> Doc:
+        """Store a new campaign, `scheduled`; raises InvalidCampaign listing every problem
+        (nothing stored then). `campaign_id` (derived from the request's Idempotency-Key)
         makes a retried create find the campaign its first attempt stored."""
-        starts_ms, ends_ms = to_ms(definition.pop("starts_at")), to_ms(definition.pop("ends_at"))
-        doc = {
-            "_id": campaign_id or f"c_{uuid.uuid4().hex}",
-            **definition,
-            "status": "scheduled",
-            "starts_ms": starts_ms,
-            "ends_ms": ends_ms,
-            # The window scoring uses; a start or end by hand moves it.
-            "window_start_ms": starts_ms,
-            "window_end_ms": ends_ms,
-            "created_ms": to_ms(now),
-            "version": 1,
-        }
+        problems = validate_definition(
+            cmd.starts_at, cmd.ends_at, cmd.scoring, cmd.milestones, cmd.winners, now
+        )
+        if problems:
+            raise InvalidCampaign(problems)
+        doc = new_campaign(
+            cmd.model_dump(mode="python"), now, campaign_id or f"c_{uuid.uuid4().hex}"
+        )
         # The event its start will publish, built now: one NATS would refuse (too big), or
         # one that cannot be built, is a 422 before anything is stored, never a campaign
         # that can not start (EventTooLarge is answered by the HTTP kernel).
-        started_event(doc, starts_ms)
+        started_event(doc, doc["window_start_ms"])
         try:
             await self.store.insert_campaign(doc)
         except Exception as exc:
@@ -168,12 +195,18 @@ class Lifecycle:
             raise Missing(campaign_id)
         return doc
 
+    async def _transition(
+        self, campaign_id: str, condition: Doc, changes: Doc, events: list[CloudEvent]
+    ) -> Doc | None:
+        async with self.unit_of_work() as uow:
+            return await self.store.transition(uow, campaign_id, condition, changes, events)
+
     async def start(self, campaign_id: str, now: datetime, *, by_hand: bool) -> Doc | None:
         """scheduled → active with campaign-started; None when another caller got there first."""
         doc = await self._get(campaign_id)
         if doc["status"] != "scheduled":
             raise Conflict(campaign_id, doc["status"], "start")
-        now_ms = to_ms(now)
+        now_ms = epoch_ms(now)
         condition: Doc = {"status": "scheduled"}
         if by_hand:
             window_start = min(int(doc["window_start_ms"]), now_ms)
@@ -182,9 +215,8 @@ class Lifecycle:
             window_start = int(doc["window_start_ms"])
         started = started_event(doc, window_start)
         changes = {"status": "active", "started_ms": now_ms, "window_start_ms": window_start}
-        after = await self.store.transition(campaign_id, condition, changes, [started])
+        after = await self._transition(campaign_id, condition, changes, [started])
         if after is not None:
-            self.relay.kick(self.store.campaigns, campaign_id)
             log.info("campaign %s started (%s)", campaign_id, "by hand" if by_hand else "on time")
         return after
 
@@ -193,39 +225,24 @@ class Lifecycle:
         doc = await self._get(campaign_id)
         if doc["status"] != "active":
             raise Conflict(campaign_id, doc["status"], "end")
-        now_ms = to_ms(now)
+        now_ms = epoch_ms(now)
         window_end = (
             min(int(doc["window_end_ms"]), now_ms) if by_hand else int(doc["window_end_ms"])
         )
-        rules = rules_of(doc)
+        rules = Rules.from_doc(doc)
         # Every standing of the campaign, once, when it ends: the winners (top) and the
         # draw's seed and entrants need them all, so this read grows with the participants.
         standings = standings_from_docs(await self.store.standings_of(campaign_id), self.skipped)
         result = final_result(rules, standings)
-        extra: dict[str, Any] = {"winner_rule": rules.winner_rule}
-        if "draw" in result:
-            extra["draw"] = {
-                "procedure": result["draw"]["procedure"],
-                "seed": result["draw"]["seed"],
-                "entrants": len(result["draw"]["entrants"]),
-            }
-        ended = new_event(
-            CampaignEnded(
-                campaign_id=campaign_id,
-                participants=result["participants"],
-                winners=result["winners"],
-                **extra,
-            ),
-        )
         changes = {
             "status": "ended",
             "ended_ms": now_ms,
             "window_end_ms": window_end,
             "result": result,
         }
-        after = await self.store.transition(campaign_id, {"status": "active"}, changes, [ended])
+        ended = ended_event(rules, result)
+        after = await self._transition(campaign_id, {"status": "active"}, changes, [ended])
         if after is not None:
-            self.relay.kick(self.store.campaigns, campaign_id)
             log.info(
                 "campaign %s ended: %d participants, winners %s",
                 campaign_id,
@@ -235,13 +252,12 @@ class Lifecycle:
         return after
 
     async def cancel(self, campaign_id: str, now: datetime) -> Doc | None:
+        """scheduled or active → cancelled: no winners, and no event (the contract has none)."""
         doc = await self._get(campaign_id)
         if doc["status"] not in OPEN:
             raise Conflict(campaign_id, doc["status"], "cancel")
-        changes = {"status": "cancelled", "cancelled_ms": to_ms(now)}
-        return await self.store.transition(
-            campaign_id, {"status": {"$in": list(OPEN)}}, changes, []
-        )
+        changes = {"status": "cancelled", "cancelled_ms": epoch_ms(now)}
+        return await self._transition(campaign_id, {"status": {"$in": list(OPEN)}}, changes, [])
 
     async def tick(self, now: datetime | None = None) -> None:
         """Start what is due, end what is over (after the grace for events still in flight).
@@ -250,15 +266,15 @@ class Lifecycle:
         by hand or by an old version) is logged, counted and left, and the others still start
         and end on time.
         """
-        now = now or utcnow()
-        now_ms = to_ms(now)
+        now = now or self.clock()
+        now_ms = epoch_ms(now)
         for campaign_id in await self.store.due_to_start(now_ms):
             await self._quietly(campaign_id, "start", self.start(campaign_id, now, by_hand=False))
         cutoff = now_ms - int(self.end_grace.total_seconds() * 1000)
         for campaign_id in await self.store.due_to_end(cutoff):
             await self._quietly(campaign_id, "end", self.end(campaign_id, now, by_hand=False))
 
-    async def _quietly(self, campaign_id: str, action: str, transition: Any) -> None:
+    async def _quietly(self, campaign_id: str, action: str, transition: Awaitable[Any]) -> None:
         try:
             await transition
         except (Conflict, Missing):

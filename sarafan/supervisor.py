@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from shared.embedded import (
+from sarafan.embedded import (
     LOCALHOST,
     Aborted,
     Child,
@@ -26,7 +26,7 @@ from shared.embedded import (
     nats_child,
     port_is_free,
 )
-from shared.nats_auth import (
+from sarafan.nats_auth import (
     ADMIN_USER,
     INTEGRATION_USER,
     inbox_prefix,
@@ -34,11 +34,10 @@ from shared.nats_auth import (
     nats_conf,
     users,
 )
-from shared.settings import DEFAULT_PORTS
+from shared.topology import MONGO_PORT, NATS_HTTP_PORT, NATS_PORT, PORTS, SERVICES
 
 log = logging.getLogger("sarafan.supervisor")
 
-SERVICES: tuple[str, ...] = tuple(DEFAULT_PORTS)
 POLL_SECONDS = 0.5
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
@@ -55,10 +54,10 @@ class StackConfig:
     """Where the embedded stack keeps its data and which ports it listens on."""
 
     home: Path
-    nats_port: int = 4222
-    nats_http_port: int = 8222
-    mongo_port: int = 27017
-    service_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    nats_port: int = NATS_PORT
+    nats_http_port: int = NATS_HTTP_PORT
+    mongo_port: int = MONGO_PORT
+    service_ports: Mapping[str, int] = field(default_factory=lambda: dict(PORTS))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> StackConfig:
@@ -74,12 +73,12 @@ class StackConfig:
 
         return cls(
             home=Path(environ.get("SARAFAN_HOME") or ".sarafan").absolute(),
-            nats_port=port("SARAFAN_NATS_PORT", 4222),
-            nats_http_port=port("SARAFAN_NATS_HTTP_PORT", 8222),
-            mongo_port=port("SARAFAN_MONGO_PORT", 27017),
+            nats_port=port("SARAFAN_NATS_PORT", NATS_PORT),
+            nats_http_port=port("SARAFAN_NATS_HTTP_PORT", NATS_HTTP_PORT),
+            mongo_port=port("SARAFAN_MONGO_PORT", MONGO_PORT),
             service_ports={
                 name: port(f"SARAFAN_{name.upper()}_PORT", default)
-                for name, default in DEFAULT_PORTS.items()
+                for name, default in PORTS.items()
             },
         )
 
@@ -91,7 +90,7 @@ class StackConfig:
             nats_port=free_port(),
             nats_http_port=free_port(),
             mongo_port=free_port(),
-            service_ports={name: free_port() for name in DEFAULT_PORTS},
+            service_ports={name: free_port() for name in SERVICES},
         )
 
     @property
@@ -197,10 +196,6 @@ class Stack:
     def request_stop(self) -> None:
         """Ask `start()`/`supervise()` to return (safe from a signal handler or a thread)."""
         self._stop.set()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
 
     def start(self) -> None:
         """Start everything and wait until it is ready; on failure stop what started."""

@@ -1,19 +1,31 @@
-"""The `sarafan` operator command: argument parsing and one small function per subcommand."""
+"""The `sarafan` operator command: argument parsing and one small function per subcommand.
+
+The tools' own subcommands are registered here with `@subcommand`; the services contribute
+theirs through the `sarafan.commands` entry points (pyproject.toml), so this package needs no
+import of a service to list them. An entry point named `<group>.<action>` (or `<name>`) points
+at a function taking the rest of the command line and returning the exit status (or an
+awaitable of it); its module's docstring gives the help line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
+import importlib.util
+import inspect
 import runpy
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from shared.settings import DEFAULT_PORTS
+from shared.topology import SERVICES
 
-SERVICES = tuple(DEFAULT_PORTS)
+#: The entry-point group through which a service contributes its subcommands.
+COMMANDS_GROUP = "sarafan.commands"
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,8 @@ def subcommand(
 
 @subcommand("up", "start nats-server, nx-27017 and the four services; Ctrl-C stops them")
 def up(args: argparse.Namespace) -> int:
+    from sarafan.supervisor import run_up
     from shared.logs import configure_logging
-    from shared.supervisor import run_up
 
     configure_logging("sarafan")
     return run_up()
@@ -80,7 +92,7 @@ def schemas(args: argparse.Namespace) -> int:
 
 def _ops(work: Callable[..., Any]) -> int:
     """Run one operator command against the running stack; its errors become exit status 1."""
-    from shared.ops import OpsError
+    from sarafan.ops import OpsError
 
     try:
         return int(asyncio.run(work()) or 0)
@@ -105,7 +117,8 @@ def _events_arguments(parser: argparse.ArgumentParser) -> None:
     "events", "follow the events on NATS: `sarafan events tail [SUBJECT]`", _events_arguments
 )
 def events(args: argparse.Namespace) -> int:
-    from shared.ops import OpsConfig, tail
+    from sarafan.ops import tail
+    from shared.settings import OpsConfig
 
     config = OpsConfig.from_env()
     return _ops(
@@ -130,7 +143,8 @@ def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
     _dlq_arguments,
 )
 def dlq(args: argparse.Namespace) -> int:
-    from shared.ops import OpsConfig, connect, dlq_entries, dlq_replay, dlq_table
+    from sarafan.ops import connect, dlq_entries, dlq_replay, dlq_table
+    from shared.settings import OpsConfig
 
     config = OpsConfig.from_env()
 
@@ -156,8 +170,8 @@ def dlq(args: argparse.Namespace) -> int:
 
 @subcommand("stats", "community figures and each consumer's pending count")
 def stats(args: argparse.Namespace) -> int:
-    from shared.ops import OpsConfig
-    from shared.ops import stats as render_stats
+    from sarafan.ops import stats as render_stats
+    from shared.settings import OpsConfig
 
     config = OpsConfig.from_env()
 
@@ -168,66 +182,12 @@ def stats(args: argparse.Namespace) -> int:
     return _ops(work)
 
 
-def _campaigns_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    verify = actions.add_parser(
-        "verify-draw", help="re-run a campaign's draw and check its published winners"
-    )
-    verify.add_argument("rest", nargs=argparse.REMAINDER, help="CAMPAIGN_ID [--url URL]")
-
-
-@subcommand(
-    "campaigns", "campaign checks: `sarafan campaigns verify-draw ID`", _campaigns_arguments
-)
-def campaigns(args: argparse.Namespace) -> int:
-    from services.campaigns.cli import verify_draw_main
-
-    return int(verify_draw_main(list(args.rest)))
-
-
-def _members_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    imports = actions.add_parser(
-        "import", help="import an existing volunteer base from CSV or JSON lines"
-    )
-    imports.add_argument(
-        "rest", nargs=argparse.REMAINDER, help="FILE [--url URL] [--welcome] [--chunk N]"
-    )
-
-
-@subcommand("members", "members tools: `sarafan members import FILE.csv`", _members_arguments)
-def members(args: argparse.Namespace) -> int:
-    from services.members.cli import import_main
-
-    return int(import_main(list(args.rest)))
-
-
-def _keys_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "rest",
-        nargs=argparse.REMAINDER,
-        help="create --name NAME --scope SCOPE [--scope SCOPE ...] [--expires-days N] | list "
-        "| revoke ID (each also takes --url URL)",
-    )
-
-
-@subcommand(
-    "keys",
-    "API keys with scopes: `sarafan keys create --name N --scope S`, `list`, `revoke ID`",
-    _keys_arguments,
-)
-def keys(args: argparse.Namespace) -> int:
-    from services.members.keys_cli import keys_command
-
-    return _ops(lambda: keys_command(list(args.rest)))
-
-
 @subcommand("demo", "play a small community against the running stack and show what happened")
 def demo(args: argparse.Namespace) -> int:
     import httpx
 
-    from shared.demo import run_demo
-    from shared.ops import OpsConfig
+    from sarafan.demo import run_demo
+    from shared.settings import OpsConfig
 
     token = OpsConfig.from_env().api_token
     if not token:
@@ -244,12 +204,79 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- commands the services contribute (entry points) ---------------------------------------------
+
+
+def _summary(module: str) -> str:
+    """The first line of a module's docstring, read from its source without importing it, so
+    that `sarafan run` does not pay for every service's command-line code."""
+    try:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            return ""
+        doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8")))
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return ""
+    return doc.strip().splitlines()[0] if doc else ""
+
+
+def _call(entry: EntryPoint, rest: Sequence[str]) -> int:
+    """Load the contributed function and run it with the rest of the command line."""
+    result = entry.load()(list(rest))
+    if not inspect.isawaitable(result):
+        return int(result)
+
+    async def work() -> Any:
+        return await result
+
+    return _ops(work)
+
+
+def _rest(parser: argparse.ArgumentParser, prog: str) -> None:
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=f"the arguments of `{prog}`")
+
+
+def _contributed_command(name: str, entries: Sequence[EntryPoint]) -> Subcommand:
+    """`sarafan <name> ...` for one entry point named `<name>`, or `sarafan <name> <action>
+    ...` for entry points named `<name>.<action>`."""
+    if len(entries) == 1 and "." not in entries[0].name:
+        (entry,) = entries
+        return Subcommand(
+            name,
+            _summary(entry.module) or f"`sarafan {name}`",
+            lambda args: _call(entry, args.rest),
+            lambda parser: _rest(parser, f"sarafan {name}"),
+        )
+    actions = {entry.name.partition(".")[2]: entry for entry in entries}
+
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        for action, entry in actions.items():
+            _rest(sub.add_parser(action, help=_summary(entry.module)), f"sarafan {name} {action}")
+
+    summaries = [_summary(entry.module) for entry in actions.values()]
+    summary = summaries[0] if len(summaries) == 1 and summaries[0] else "; ".join(actions)
+    return Subcommand(name, summary, lambda args: _call(actions[args.action], args.rest), arguments)
+
+
+def contributed_commands() -> dict[str, Subcommand]:
+    """The services' subcommands, from the installed `sarafan.commands` entry points."""
+    groups: dict[str, list[EntryPoint]] = {}
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        groups.setdefault(entry.name.partition(".")[0], []).append(entry)
+    return {
+        name: _contributed_command(name, entries)
+        for name, entries in groups.items()
+        if name not in COMMANDS  # the tools' own commands keep their names
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sarafan", description="Sarafan community platform: operator commands."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS.values():
+    for command in {**COMMANDS, **contributed_commands()}.values():
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
         if command.arguments is not None:
             command.arguments(sub)

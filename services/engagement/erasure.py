@@ -1,0 +1,65 @@
+"""The writes that forget an erased member (member-left with `erase`), collection by collection.
+
+Posts and comments stay as anonymous tombstones (no author, title, body or tags) so that
+others' answers and the community figures keep their history; hours entries, the member's
+activity record, level and drift records go, and so do the kept responses of the member's
+requests (an Idempotency-Key replay would show their name and text again). The use case that
+runs these, and purges the stream, is `usecases.forget_member`.
+"""
+
+from __future__ import annotations
+
+from services.engagement.store import EngagementStore
+from shared.http import forget_requests_of
+from shared.query import where
+from shared.uow import FORGET_DEAD_EVENTS, drop_pending
+
+FORGET_DEAD = FORGET_DEAD_EVENTS
+
+
+async def post_ids_of(store: EngagementStore, member_id: str) -> list[str]:
+    found = store.posts.find(where(author_id=member_id), {"_id": 1})
+    return [d["_id"] async for d in found]
+
+
+async def drop_post_events(store: EngagementStore, post_ids: list[str]) -> None:
+    """The post-created events of the member's posts still waiting to be published quote the
+    title; they must not reach the stream after it was purged."""
+    await drop_pending(store.posts, post_ids, "post-created")
+
+
+async def forget_requests(store: EngagementStore, member_id: str) -> None:
+    """The Idempotency-Key records about the member: those the kernel filed under them (the
+    first member named in the request) and the decisions on their hours."""
+    await forget_requests_of(store.idempotency, member_id)
+    found = store.decision_requests.find(where(member_id=member_id), {"_id": 1})
+    ids = [d["_id"] async for d in found]
+    if ids:
+        await store.idempotency.delete_many({"_id": {"$in": ids}})
+        await store.decision_requests.delete_many({"_id": {"$in": ids}})
+
+
+async def erase_member(store: EngagementStore, member_id: str) -> None:
+    """Forget a member's personal data in every collection (the module's text says what stays)."""
+    await forget_requests(store, member_id)
+    removed = {"title": "", "body": "", "tags": [], "author_id": None}
+    mine = where(author_id=member_id)
+    # Events set aside as unpublishable (and their error strings) go with the text.
+    await store.posts.update_many(mine, {"$set": removed, "$unset": {"open": "", **FORGET_DEAD}})
+    await store.posts.update_many(
+        where(accepted_answerer_id=member_id), {"$set": {"accepted_answerer_id": None}}
+    )
+    await store.comments.update_many(
+        mine, {"$set": {"body": "", "author_id": None}, "$unset": FORGET_DEAD}
+    )
+    await store.comments.update_many(
+        where(post_author_id=member_id), {"$set": {"post_author_id": None}}
+    )
+    await store.reactions.update_many(where(member_id=member_id), {"$set": {"member_id": None}})
+    await store.reactions.update_many(
+        where(post_author_id=member_id), {"$set": {"post_author_id": None}}
+    )
+    await store.hours.delete_many(where(member_id=member_id))
+    await store.hours.update_many(where(decided_by=member_id), {"$set": {"decided_by": None}})
+    await store.erase_standing(member_id)
+    await store.returns.delete_many(where(member_id=member_id))

@@ -1,0 +1,285 @@
+"""Members' use cases: what a caller asks, decided by the domain, written by a unit of work.
+
+The HTTP routes (api.py) are adapters: they parse a request into a command, call one of
+these, and map the errors below to HTTP. A use case reads through the store, asks the domain
+(domain.py) for the new state and the events it raises, and writes both through the unit of
+work it is given; committing it (the caller's `async with`, or the use case itself when
+something must follow the publish) hands the events to the relay.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.members import domain
+from services.members.contacts import normalise_contacts
+from services.members.import_run import Importer
+from services.members.schemas import ImportReport
+from services.members.store import CodeTaken, ContactTaken, MemberStore
+from services.members.violations import RuleViolation
+from shared.clock import Clock, utcnow
+from shared.events import CloudEvent, EventData, MemberUpdated, new_event
+from shared.uow import UnitOfWork
+
+Doc = dict[str, Any]
+
+#: How often a write retries when another write changed the member in between.
+WRITE_ATTEMPTS = 5
+
+
+class MemberNotFound(LookupError):
+    """No member has this id (or they were erased)."""
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(member_id)
+        self.member_id = member_id
+
+
+class VersionChanged(Exception):
+    """The member is no longer at the version the caller expected (If-Match)."""
+
+    def __init__(self, member_id: str, version: int, expected: int) -> None:
+        super().__init__(f"member {member_id} is at version {version}, not {expected}")
+        self.member_id, self.version, self.expected = member_id, version, expected
+
+
+class MemberClosed(Exception):
+    """The member has left: their profile can no longer change."""
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(f"member {member_id} has left; the profile is closed")
+        self.member_id = member_id
+
+
+class KeptChanging(Exception):
+    """Every attempt lost the race against another write to the member."""
+
+
+class NoCodeFound(Exception):
+    """No free referral code was drawn (23^7 codes: practically never)."""
+
+
+class RolesNeedAdmin(Exception):
+    """Giving these roles needs an API key with `admin`, which the caller lacks."""
+
+    def __init__(self, roles: list[str]) -> None:
+        super().__init__(", ".join(roles))
+        self.roles = roles
+
+
+def _now(clock: Clock) -> datetime:
+    # MongoDB keeps milliseconds: the answer shows the time exactly as it will be stored.
+    now = clock()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _may_give(roles: Iterable[str], already: Iterable[str], may_grant: bool) -> None:
+    """Roles are granted, not claimed: coordinator or staff (new to the member) need `admin`."""
+    granted = domain.granted_roles(roles, already)
+    if granted and not may_grant:
+        raise RolesNeedAdmin(granted)
+
+
+def _envelopes(events: list[EventData], now: datetime) -> list[CloudEvent]:
+    """The events of one decision in their envelopes; all follow the first (correlation)."""
+    first = new_event(events[0], time=now)
+    return [first] + [
+        new_event(e, correlation_id=first.correlationid, time=now) for e in events[1:]
+    ]
+
+
+# -- join ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JoinCommand:
+    """A person asking to join: the profile fields (domain.PROFILE_FIELDS) and the rest."""
+
+    profile: Mapping[str, Any]
+    email: str | None
+    phone: str | None
+    telegram: str | None
+    terms: bool
+    marketing: bool
+    referral_code: str | None = None
+    #: The kernel's Idempotency-Key record of the request, when it has one: kept on the
+    #: member so that a retry finds them and erasure deletes the record (it holds the answer).
+    idempotency_record: str | None = None
+
+
+async def _referrer(store: MemberStore, raw_code: str | None) -> tuple[Doc | None, str]:
+    if not raw_code:
+        return None, ""
+    code = domain.normalise_code(raw_code)
+    referrer = await store.by_code(code) if domain.is_well_formed_code(code) else None
+    if referrer is None:
+        raise RuleViolation("unknown_referral_code", f"referral code {raw_code!r} is unknown")
+    return referrer, code
+
+
+async def join(
+    cmd: JoinCommand,
+    uow: UnitOfWork,
+    store: MemberStore,
+    *,
+    phone_region: str | None,
+    may_grant: bool,
+    clock: Clock = utcnow,
+) -> Doc:
+    """A person joins (member-joined, and referral-made with a code); the new member.
+
+    Raises RolesNeedAdmin, RuleViolation (contacts, code, consent), ContactTaken, NoCodeFound.
+    """
+    _may_give(cmd.profile["roles"], (), may_grant)
+    contacts = normalise_contacts(cmd.email, cmd.phone, cmd.telegram, phone_region)
+    referrer, code = await _referrer(store, cmd.referral_code)
+    now = _now(clock)
+    joined = domain.join(
+        str(uuid.uuid4()),
+        cmd.profile,
+        contacts,
+        terms=cmd.terms,
+        marketing=cmd.marketing,
+        now=now,
+        referrer=referrer,
+        code=code,
+    )
+    member, events = joined.member, _envelopes(joined.events, now)
+    record = cmd.idempotency_record
+    if record:
+        member["idempotency_record"] = record
+    for _attempt in range(WRITE_ATTEMPTS):
+        member["referral_code"] = domain.new_referral_code()
+        try:
+            await store.insert(uow, member, events)
+            return member
+        except CodeTaken:
+            continue
+        except ContactTaken:
+            # The same request again (its Idempotency-Key taken over after the first attempt
+            # died before answering): the member it created is the answer, not a conflict.
+            if record and (done := await store.by_idempotency_record(record)):
+                return done
+            raise
+    raise NoCodeFound()
+
+
+# -- change ----------------------------------------------------------------------------------
+
+
+async def change_profile(
+    member_id: str,
+    requested: Mapping[str, Any],
+    uow: UnitOfWork,
+    store: MemberStore,
+    *,
+    expected_version: int | None,
+    phone_region: str | None,
+    may_grant: bool,
+    clock: Clock = utcnow,
+) -> Doc:
+    """Change the fields sent (member-updated with exactly what changed); the member after.
+
+    Raises RuleViolation, MemberNotFound, VersionChanged, MemberClosed, RolesNeedAdmin,
+    ContactTaken, KeptChanging.
+    """
+    normal = domain.normalise_change(requested, phone_region)
+    for _attempt in range(WRITE_ATTEMPTS):
+        doc = await store.get(member_id)
+        if doc is None:
+            raise MemberNotFound(member_id)
+        version = int(doc.get("version", 1))
+        if expected_version is not None and expected_version != version:
+            raise VersionChanged(member_id, version, expected_version)
+        if doc.get("status") != "active":
+            raise MemberClosed(member_id)
+        if "roles" in normal:
+            _may_give(normal["roles"], doc.get("roles") or (), may_grant)
+        change = domain.profile_change(doc, normal, _now(clock))
+        if not change:
+            return doc  # nothing changes: no event, no new version
+        event = new_event(MemberUpdated(member_id=member_id, changes=change.changes))
+        written = await store.update(
+            uow,
+            member_id,
+            version,
+            change.update(),
+            [event],
+            guard={"status": "active"},
+            current=doc,
+        )
+        if written:
+            return await store.get(member_id) or doc
+    raise KeptChanging()
+
+
+# -- leave -----------------------------------------------------------------------------------
+
+
+async def leave(
+    member_id: str,
+    erase: bool,
+    uow: UnitOfWork,
+    store: MemberStore,
+    *,
+    erased: Callable[[str], None] = lambda member_id: None,
+    clock: Clock = utcnow,
+) -> None:
+    """Leave (member-left); with `erase` the profile becomes an anonymous tombstone, and once
+    its events are on their way `erased(member_id)` starts the purge of the stream.
+
+    Repeats change nothing (no event). Raises MemberNotFound, KeptChanging.
+    """
+    for _attempt in range(WRITE_ATTEMPTS):
+        doc = await store.get_whole(member_id)
+        if doc is None:
+            raise MemberNotFound(member_id)
+        now = _now(clock)
+        left = domain.leaving(doc, erase, now)
+        if left is None:
+            return
+        event = new_event(left, time=now)
+        if erase:
+            tomb = domain.tombstone(doc, now, event.model_dump(mode="json"))
+            written = await store.replace_with_tombstone(uow, doc, tomb)
+        else:
+            written = await store.update(
+                uow,
+                member_id,
+                int(doc.get("version", 1)),
+                {"$set": {"status": "left", "departure": domain.departure(now)}},
+                [event],
+                guard={"status": "active"},
+                current=doc,
+            )
+        if written:
+            if erase:
+                await uow.commit()  # the purge waits for these events: publish them first
+                erased(member_id)
+            return
+    raise KeptChanging()
+
+
+# -- import ----------------------------------------------------------------------------------
+
+
+async def import_members(
+    text: str,
+    kind: str,
+    uow: UnitOfWork,
+    store: MemberStore,
+    *,
+    file_id: str,
+    welcome: bool,
+    first_row: int,
+    phone_region: str | None,
+    may_grant: bool,
+) -> ImportReport:
+    """Bring in an existing volunteer base: each row joins as a join would (or is counted as
+    existing, or rejected with why). Raises importer.ImportRefused for the whole request."""
+    work = Importer(store, uow, phone_region, may_grant=may_grant)
+    return await work.run(text, kind, file_id=file_id, welcome=welcome, first_row=first_row)

@@ -1,0 +1,44 @@
+"""The one list of the platform's parts: the services, their ports and their streams.
+
+Everything else reads these names from here: the settings (a service's default HTTP port), the
+event subjects (`<service>.<type>.<id>`), the bus (each service's own stream and the DLQ), the
+NATS permissions, the operator CLI and `sarafan up`. Adding a service starts here.
+
+Plain constants and no imports: the container's health check reads this module on every probe.
+"""
+
+from __future__ import annotations
+
+#: The four services, in the order they start and are listed.
+SERVICES: tuple[str, ...] = ("members", "engagement", "campaigns", "notifier")
+
+#: Each service's default HTTP port (`SARAFAN_<SERVICE>_PORT` overrides it).
+PORTS: dict[str, int] = {"members": 8001, "engagement": 8002, "campaigns": 8003, "notifier": 8004}
+
+#: Each service owns one stream holding every event it publishes (subjects `<service>.>`).
+STREAMS: dict[str, str] = {
+    "members": "MEMBERS",
+    "engagement": "ENGAGEMENT",
+    "campaigns": "CAMPAIGNS",
+    "notifier": "NOTIFIER",
+}
+
+#: The dead-letter stream every service writes to (subjects `dlq.<service>.<consumer>.<subject>`).
+DLQ_STREAM = "DLQ"
+
+#: Streams a service may declare besides its own and DLQ: the notifier declares its sources
+#: ahead of their producers (same config), so it can start alone.
+EXTRA_STREAMS: dict[str, tuple[str, ...]] = {
+    "notifier": ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS"),
+}
+
+#: The service whose erasure purges the dead-letter stream of a member's messages.
+ERASURE_OWNER = "members"
+
+#: The operator's NATS user (the `sarafan` CLI): anything in the application account.
+ADMIN_USER = "admin"
+
+#: Where the embedded stack (`sarafan up`) listens by default, each beside its variable.
+NATS_PORT = 4222  # SARAFAN_NATS_PORT
+NATS_HTTP_PORT = 8222  # SARAFAN_NATS_HTTP_PORT (monitoring)
+MONGO_PORT = 27017  # SARAFAN_MONGO_PORT

@@ -1,0 +1,106 @@
+"""Engagement's stand-ins for fast tests: the reference rules, and the service on memory.
+
+- The reference rules (`score`, `replay`, `score_horizon`) say what the scores are by their
+  definition, one fact at a time: the service computes them another way (day buckets folded
+  into a base, one document per member), and the tests check that it gives the same figures.
+- `engagement_on_memory()` builds the real store, scoring and unit of work on an in-memory
+  database (tests/fakes/memory.py) with a relay that only records what it was asked to
+  publish, so a use case runs end to end in microseconds, with no server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.engagement import domain
+from services.engagement.domain import LEVELS, Fact, Rules
+from services.engagement.scoring import Scoring
+from services.engagement.store import EngagementStore
+from shared.events import CloudEvent
+from shared.uow import UnitOfWork
+from tests.fakes.memory import MemoryDatabase
+
+# -- the reference rules -------------------------------------------------------------------------
+
+
+def score(facts: Iterable[Fact], now: datetime, rules: Rules) -> float:
+    """Sum of each fact's points decayed to `now`; fsum makes it independent of order."""
+    return math.fsum(
+        f.points(rules) * domain.decay_factor(now - f.at, rules.half_life) for f in facts
+    )
+
+
+def score_horizon(now: datetime, rules: Rules) -> datetime:
+    """Facts older than this weigh less than 2^-40 of their points."""
+    return domain.day_of(now - 40 * rules.half_life)
+
+
+def replay(facts: Sequence[Fact], rules: Rules, start: str = LEVELS[0]) -> tuple[float, str]:
+    """Score and level after applying facts one at a time, each scored at its own time: what
+    the service does as events arrive, stated the simple way."""
+    level = start
+    seen: list[Fact] = []
+    for f in facts:
+        seen.append(f)
+        level = domain.next_level(level, score(seen, f.at, rules), rules)
+    end = max((f.at for f in facts), default=None)
+    return (score(facts, end, rules) if end else 0.0), level
+
+
+# -- the service on memory -----------------------------------------------------------------------
+
+
+@dataclass
+class RecordingRelay:
+    """The relay's side of a unit of work: remembers the events it was handed to publish (by
+    collection and document), publishes nothing."""
+
+    published: list[tuple[str, Any, list[CloudEvent] | None]] = field(default_factory=list)
+
+    def watch(self, collection: Any) -> None:
+        pass
+
+    def kick(self, collection: Any, doc_id: Any, events: list[CloudEvent] | None = None) -> None:
+        self.published.append((collection.name, doc_id, events))
+
+    def kick_many(self, collection: Any, docs: dict[Any, list[CloudEvent] | None]) -> None:
+        for doc_id, events in docs.items():
+            self.published.append((collection.name, doc_id, events))
+
+    def types(self) -> list[str]:
+        """The types of the events handed over, in order."""
+        return [e.type for _, _, events in self.published for e in events or []]
+
+
+@dataclass
+class OnMemory:
+    db: MemoryDatabase
+    store: EngagementStore
+    relay: RecordingRelay
+    scoring: Scoring
+    purged: list[tuple[str, str]]
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.relay)  # type: ignore[arg-type]
+
+    async def purge(self, stream: str, subject: str) -> None:
+        self.purged.append((stream, subject))
+
+    async def member(self, member_id: str, **fields: Any) -> dict[str, Any]:
+        """A member as the projection keeps one (active unless `status` says otherwise)."""
+        doc = {"_id": member_id, "status": "active", "display_name": member_id, **fields}
+        await self.store.members.insert_one(doc)
+        return doc
+
+
+def engagement_on_memory(rules: Rules | None = None) -> OnMemory:
+    db = MemoryDatabase("engagement")
+    store = EngagementStore(db)  # type: ignore[arg-type]
+    relay = RecordingRelay()
+    on_memory = OnMemory(db, store, relay, None, [])  # type: ignore[arg-type]
+    on_memory.scoring = Scoring(store, rules or Rules(), on_memory.unit_of_work)
+    return on_memory

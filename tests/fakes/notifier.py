@@ -1,0 +1,136 @@
+"""The notifier wired on in-memory fakes: its real store over `MemoryDatabase`, a real unit of
+work over a relay that only records what it is handed, a bus that records purges, a channel
+that answers what it is told. For the use-case tests (tests/unit/test_notifier_usecases.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from services.notifier.channels import Outcome, Outgoing, Sent
+from services.notifier.consumers import NotifierHandlers
+from services.notifier.dispatcher import Dispatcher, DispatchSettings
+from services.notifier.fanout import Clock, Fanout, Limits
+from services.notifier.store import NotifierStore
+from services.notifier.usecases import Notifier
+from shared.events import CloudEvent
+from shared.metrics import Metrics
+from shared.skipped import SkippedDocuments
+from shared.uow import UnitOfWork
+from tests.fakes.memory import MemoryDatabase
+
+
+class RecordingRelay:
+    """What a commit hands the relay: the events of each written document, in order."""
+
+    def __init__(self) -> None:
+        self.watched: set[str] = set()
+        self.kicks: list[tuple[str, Any, list[CloudEvent] | None]] = []
+        self.flushes = 0  # one publishing round per commit that wrote documents with events
+
+    def watch(self, collection: Any) -> None:
+        self.watched.add(collection.name)
+
+    def kick(self, collection: Any, doc_id: Any, events: list[CloudEvent] | None = None) -> None:
+        self.flushes += 1
+        self.kicks.append((collection.name, doc_id, events))
+
+    def kick_many(self, collection: Any, docs: dict[Any, list[CloudEvent] | None]) -> None:
+        self.flushes += 1
+        self.kicks += [(collection.name, d, e) for d, e in docs.items()]
+
+    def forget(self) -> None:
+        """Start counting afresh (after a test's set-up)."""
+        self.kicks.clear()
+        self.flushes = 0
+
+    def published(self) -> list[CloudEvent]:
+        return [e for _, _, events in self.kicks for e in events or ()]
+
+    def types(self) -> list[str]:
+        return [e.type for e in self.published()]
+
+
+@dataclass
+class RecordingBus:
+    purged: list[tuple[str, str]] = field(default_factory=list)
+
+    async def purge(self, stream: str, subject: str) -> None:
+        self.purged.append((stream, subject))
+
+
+class ScriptedChannel:
+    """A push channel whose answers are given in advance (Sent once they run out)."""
+
+    def __init__(self, name: str, outcomes: Iterable[Outcome] = ()) -> None:
+        self.name = name
+        self.outcomes = list(outcomes)
+        self.sent: list[Outgoing] = []
+
+    async def send(self, message: Outgoing) -> Outcome:
+        self.sent.append(message)
+        return self.outcomes.pop(0) if self.outcomes else Sent()
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class FakeNotifier:
+    db: MemoryDatabase
+    store: NotifierStore
+    relay: RecordingRelay
+    bus: RecordingBus
+    clock: Clock
+    metrics: Metrics
+    notifier: Notifier
+    handlers: NotifierHandlers
+    dispatcher: Dispatcher
+    channels: dict[str, ScriptedChannel]
+
+
+def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNotifier:
+    db = MemoryDatabase("notifier")
+    store = NotifierStore(db)  # type: ignore[arg-type]
+    relay, bus, clock = RecordingRelay(), RecordingBus(), Clock()
+    metrics = Metrics("notifier")
+    by_name = {c.name: c for c in channels}
+
+    def unit_of_work() -> UnitOfWork:
+        return UnitOfWork(relay)  # type: ignore[arg-type]
+
+    settings = DispatchSettings(
+        max_attempts=3,
+        retry_base_seconds=1,
+        retry_max_seconds=10,
+        poll_seconds=0.01,
+        claim_batch=50,
+        concurrency=4,
+        lease=timedelta(seconds=60),
+    )
+    dispatcher = Dispatcher(store, unit_of_work, dict(by_name), settings, metrics, clock)  # type: ignore[arg-type]
+    fanout = Fanout(
+        store,
+        unit_of_work,
+        metrics,
+        frozenset(by_name),
+        Limits(daily_budget=daily_budget, fanout_batch=2),
+        clock,
+        dispatcher.wake,
+        SkippedDocuments("notifier", metrics.registry),
+    )
+    notifier = Notifier(store, fanout, bus)
+    return FakeNotifier(
+        db,
+        store,
+        relay,
+        bus,
+        clock,
+        metrics,
+        notifier,
+        NotifierHandlers(notifier),
+        dispatcher,
+        by_name,
+    )

@@ -1,0 +1,231 @@
+"""Engagement's use cases on memory (no servers): what each writes, raises and refuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from services.engagement import usecases
+from services.engagement.contributions import Conflict, Forbidden, NotFound, Refused
+from shared.events import CommentAdded, MemberJoined, MemberLeft, PostCreated, new_event
+from tests.fakes.engagement import OnMemory, engagement_on_memory
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def e() -> OnMemory:
+    on_memory = engagement_on_memory()
+    await on_memory.store.ensure_indexes()
+    for member in ("asker", "helper"):
+        await on_memory.member(member, region="kazan")
+    await on_memory.member("staff", roles=["staff"])
+    await on_memory.member("gone", status="left")
+    return on_memory
+
+
+async def post(e: OnMemory, post_id: str = "p1", kind: str = "question", **more) -> usecases.Posted:
+    cmd = usecases.NewPost(post_id, more.pop("author_id", "asker"), kind, "Where?", "", [])
+    async with e.unit_of_work() as uow:
+        return await usecases.create_post(cmd, uow, e.store, more.pop("now", NOW))
+
+
+async def comment(e: OnMemory, comment_id: str, author: str = "helper", post_id: str = "p1"):
+    cmd = usecases.NewComment(comment_id, post_id, author, "Gate 2")
+    async with e.unit_of_work() as uow:
+        return await usecases.add_comment(cmd, uow, e.store, NOW + timedelta(minutes=5))
+
+
+async def accept(e: OnMemory, comment_id: str, by: str = "asker") -> usecases.Answer:
+    async with e.unit_of_work() as uow:
+        cmd = usecases.AcceptAnswer("p1", comment_id, by)
+        return await usecases.accept_answer(cmd, uow, e.store, NOW + timedelta(hours=1))
+
+
+# -- posts, comments, reactions ------------------------------------------------------------------
+
+
+async def test_a_post_is_stored_with_its_post_created_once_however_often_it_is_sent(e) -> None:
+    cmd = usecases.NewPost("p1", "asker", "question", "Where?", "", [" Park", "cleanup", "park"])
+    async with e.unit_of_work() as uow:
+        posted = await usecases.create_post(cmd, uow, e.store, NOW)
+    assert posted.created and posted.post["tags"] == ["park", "cleanup"]  # order kept
+    assert posted.post["open"] == 1 and posted.post["region"] == "kazan"
+    async with e.unit_of_work() as uow:
+        again = await usecases.create_post(cmd, uow, e.store, NOW + timedelta(seconds=5))
+    assert not again.created and again.post["created_ms"] == posted.post["created_ms"]
+    assert e.relay.types() == ["post-created"]
+
+
+async def test_only_current_members_write(e) -> None:
+    with pytest.raises(Refused) as unknown:
+        await post(e, author_id="nobody")
+    with pytest.raises(Refused) as left:
+        await post(e, author_id="gone")
+    assert (unknown.value.code, left.value.code) == ("unknown_member", "member_left")
+    assert e.relay.types() == []
+
+
+async def test_a_comment_names_the_post_author_and_a_tombstone_takes_none(e) -> None:
+    await post(e)
+    doc, author = await comment(e, "c1")
+    assert (doc["post_author_id"], author["_id"]) == ("asker", "helper")
+    await e.store.posts.update_one({"_id": "p1"}, {"$set": {"author_id": None}})  # erased
+    with pytest.raises(NotFound):
+        await comment(e, "c2")
+    assert e.relay.types() == ["post-created", "comment-added"]
+
+
+async def test_a_reaction_is_made_once_per_member_post_and_reaction(e) -> None:
+    await post(e)
+    cmd = usecases.NewReaction("p1", "helper", "+1")
+    made = []
+    for _ in range(2):
+        async with e.unit_of_work() as uow:
+            made.append((await usecases.add_reaction(cmd, uow, e.store, NOW))[1])
+    assert made == [True, False]
+    assert e.relay.types() == ["post-created", "reaction-added"]
+
+
+# -- accepted answers ----------------------------------------------------------------------------
+
+
+async def test_the_asker_accepts_another_members_answer_once(e) -> None:
+    await post(e)
+    await comment(e, "c1")
+    await comment(e, "c2")
+    answer = await accept(e, "c1")
+    assert (answer.answerer_id, answer.seconds_to_answer) == ("helper", 300)
+    assert await accept(e, "c1") == answer  # the same answer again: no change
+    with pytest.raises(Refused) as other:
+        await accept(e, "c2")
+    assert other.value.code == "already_accepted"
+    stored = await e.store.post("p1")
+    assert (stored["accepted_comment_id"], stored["seconds_to_answer"]) == ("c1", 300)
+    assert e.relay.types().count("answer-accepted") == 1
+
+
+async def test_accepting_is_refused_off_the_rules(e) -> None:
+    await post(e)
+    await post(e, "p2", kind="post")
+    await comment(e, "mine", author="asker")
+    await comment(e, "c1")
+    await comment(e, "elsewhere", post_id="p2")
+    with pytest.raises(Forbidden):
+        await accept(e, "c1", by="helper")
+    for comment_id, code in [
+        ("mine", "not_an_answer"),
+        ("elsewhere", "unknown_comment"),
+        ("missing", "unknown_comment"),
+    ]:
+        with pytest.raises(Refused) as refused:
+            await accept(e, comment_id)
+        assert refused.value.code == code
+    async with e.unit_of_work() as uow:
+        with pytest.raises(Refused) as not_a_question:
+            await usecases.accept_answer(
+                usecases.AcceptAnswer("p2", "elsewhere", "asker"), uow, e.store, NOW
+            )
+    assert not_a_question.value.code == "not_a_question"
+    assert "answer-accepted" not in e.relay.types()
+
+
+# -- volunteer hours -----------------------------------------------------------------------------
+
+
+async def hours(e: OnMemory, entry_id: str = "h1", day: date = date(2026, 11, 20)):
+    cmd = usecases.NewHours(entry_id, "helper", 3.0, "Cleanup", day, "")
+    async with e.unit_of_work() as uow:
+        return await usecases.record_hours(cmd, uow, e.store, NOW)
+
+
+async def decide(e: OnMemory, by: str, status: str = "approved", record: str | None = None):
+    cmd = usecases.DecideHours("h1", by, status, "", record)
+    async with e.unit_of_work() as uow:
+        return await usecases.decide_hours(cmd, uow, e.store, NOW)
+
+
+async def test_hours_are_pending_until_staff_decides_once(e) -> None:
+    entry = await hours(e)
+    assert entry["status"] == "pending"
+    with pytest.raises(Refused) as future:
+        await hours(e, "h2", date(2026, 12, 1))
+    assert future.value.code == "future_date"
+    assert (await decide(e, "staff", record="/v1/hours/h1/approve:k"))["status"] == "approved"
+    assert (await decide(e, "staff"))["status"] == "approved"  # the same decision again
+    with pytest.raises(Conflict):
+        await decide(e, "staff", "rejected")
+    assert e.relay.types() == ["hours-approved"]
+    noted = await e.store.decision_requests.find_one({"_id": "/v1/hours/h1/approve:k"})
+    assert noted["member_id"] == "helper"  # erasure finds the kept answer by the member
+
+
+async def test_only_staff_or_coordinators_decide_and_never_on_their_own_hours(e) -> None:
+    await hours(e)
+    with pytest.raises(Forbidden):
+        await decide(e, "asker")
+    await e.store.members.update_one({"_id": "helper"}, {"$set": {"roles": ["coordinator"]}})
+    with pytest.raises(Forbidden):
+        await decide(e, "helper")
+    with pytest.raises(NotFound):
+        async with e.unit_of_work() as uow:
+            cmd = usecases.DecideHours("nope", "staff", "approved", "")
+            await usecases.decide_hours(cmd, uow, e.store, NOW)
+    assert e.relay.types() == []
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def joined(member_id: str, **more) -> MemberJoined:
+    return MemberJoined(
+        member_id=member_id, display_name=member_id, region="tver", roles=["volunteer"],
+        locale="ru", timezone="Europe/Moscow", joined_at=NOW - timedelta(days=1),
+        contacts={"email": f"{member_id}@example.org"}, consent={"terms": True}, **more,
+    )  # fmt: skip
+
+
+async def test_member_events_keep_the_projection_the_counters_and_the_joined_fact(e) -> None:
+    batch = [(new_event(d), d) for d in (joined("m1"), joined("m2", referred_by="m1"))]
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)  # redelivered
+    assert (await e.store.member("m2"))["referred_by"] == "m1"
+    totals = await e.store.counters.totals()
+    assert (totals["members"], totals["joins"], totals["referred"]) == (2, 2, 1)
+    standing = (await e.store.standings(["m1"]))["m1"]
+    assert (standing["points_total"], standing["region"], standing["active"]) == (1, "tver", 1)
+
+
+async def test_an_erasure_purges_the_stream_and_leaves_tombstones(e) -> None:
+    join = joined("vera")
+    await usecases.apply_member_events([(new_event(join), join)], e.store, e.scoring, e.purge, NOW)
+    await post(e, "vp", author_id="vera")
+    left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
+    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.purge, NOW)
+    assert e.purged == [
+        ("ENGAGEMENT", "engagement.*.vera"),
+        ("ENGAGEMENT", "engagement.post-created.vp"),
+    ]
+    tombstone = await e.store.post("vp")
+    assert (tombstone["author_id"], tombstone["title"]) == (None, "")
+    assert set((await e.store.standings(["vera"]))["vera"]) == {"_id", "erased", "version"}
+    assert (await e.store.member("vera"))["status"] == "erased"
+
+
+async def test_activity_scores_its_authors_and_notes_first_answers(e) -> None:
+    await post(e)
+    created = PostCreated(
+        post_id="p1", author_id="asker", kind="question", title="Where?", created_at=NOW
+    )
+    answered = CommentAdded(
+        comment_id="c1", post_id="p1", author_id="helper", post_author_id="asker",
+        created_at=NOW + timedelta(minutes=2),
+    )  # fmt: skip
+    batch = [(new_event(d, time=NOW), d) for d in (created, answered)]
+    await usecases.record_activity(batch, e.store, e.scoring, NOW + timedelta(minutes=3))
+    await usecases.record_activity(batch, e.store, e.scoring, NOW + timedelta(minutes=3))
+    standings = await e.store.standings(["asker", "helper"])
+    assert {m: s["points_total"] for m, s in standings.items()} == {"asker": 3, "helper": 2}
+    question = await e.store.post("p1")
+    assert question["wait_ms"] == 120_000 and "open" not in question

@@ -1,0 +1,226 @@
+"""Members' use cases on memory (no servers): what each writes, publishes and refuses."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from services.members import importer, usecases
+from services.members.store import ContactTaken
+from services.members.violations import RuleViolation
+from tests.fakes.members import NOW, MembersOnMemory, join_command, members_on_memory
+
+
+@pytest.fixture
+async def m() -> MembersOnMemory:
+    return await members_on_memory()
+
+
+async def join(m: MembersOnMemory, may_grant: bool = False, **overrides: Any) -> dict[str, Any]:
+    async with m.unit_of_work() as uow:
+        return await usecases.join(
+            join_command(**overrides),
+            uow,
+            m.store,
+            phone_region="RU",
+            may_grant=may_grant,
+            clock=m.clock,
+        )
+
+
+async def change(m: MembersOnMemory, member_id: str, expected: int | None = None, **requested):
+    async with m.unit_of_work() as uow:
+        return await usecases.change_profile(
+            member_id,
+            requested,
+            uow,
+            m.store,
+            expected_version=expected,
+            phone_region="RU",
+            may_grant=False,
+            clock=lambda: NOW + timedelta(days=1),
+        )
+
+
+async def leave(m: MembersOnMemory, member_id: str, erase: bool = False) -> None:
+    async with m.unit_of_work() as uow:
+        await usecases.leave(member_id, erase, uow, m.store, erased=m.erased.append, clock=m.clock)
+
+
+# -- join ------------------------------------------------------------------------------------
+
+
+async def test_a_join_stores_the_member_and_its_listing_entries_and_publishes_member_joined(m):
+    member = await join(m, phone="8 916 123-45-67")
+    stored = await m.member(member["_id"])
+    assert stored["phone"] == "+79161234567" and stored["interests"] == ["ecology"]
+    assert stored["referral_code"] == member["referral_code"] and stored["version"] == 1
+    assert stored["joined_at"] == NOW and stored["consent"]["terms_at"] == NOW
+    assert m.relay.types() == ["member-joined"]
+    (joined,) = m.relay.published
+    assert joined.subject == member["_id"] and joined.data["contacts"]["phone"] == "+79161234567"
+    tags = {e["tag"] for e in m.db["member_tags"].documents()}
+    assert tags == {"role:volunteer", "role:volunteer|interest:ecology"}
+
+
+async def test_a_join_with_a_code_raises_referral_made_after_member_joined(m):
+    anna = await join(m)
+    bob = await join(m, email="bob@example.org", referral_code=anna["referral_code"].lower())
+    assert bob["referred_by"] == anna["_id"]
+    assert m.relay.types() == ["member-joined", "member-joined", "referral-made"]
+    joined, referral = m.relay.published[1:]
+    assert referral.subject == anna["_id"] and referral.data["referred_id"] == bob["_id"]
+    assert referral.correlationid == joined.correlationid  # one request, one correlation
+
+
+@pytest.mark.parametrize(
+    ("code", "contact", "refusal"),
+    [
+        ("NOPE123", {"email": "bob@example.org"}, "unknown_referral_code"),
+        (None, {"email": "anna@example.org"}, "self_referral"),
+        (None, {"email": "bob@example.org", "left": True}, "referrer_left"),
+    ],
+)
+async def test_a_code_is_refused_unknown_for_oneself_or_once_its_owner_left(
+    m, code, contact, refusal
+):
+    anna = await join(m)
+    if contact.pop("left", False):
+        await leave(m, anna["_id"])
+    published = len(m.relay.published)
+    with pytest.raises(RuleViolation) as refused:
+        await join(m, referral_code=code or anna["referral_code"], **contact)
+    assert refused.value.code == refusal
+    assert len(m.relay.published) == published
+
+
+async def test_a_contact_another_member_has_is_refused_and_nothing_is_published(m):
+    await join(m, telegram="@anna_k")
+    with pytest.raises(ContactTaken) as taken:
+        await join(m, email="other@example.org", telegram="t.me/Anna_K")
+    assert taken.value.kind == "telegram"
+    assert m.relay.types() == ["member-joined"]
+    assert len(m.db["member_tags"].documents()) == 2  # the refused join's entries went
+
+
+async def test_a_join_repeated_under_its_idempotency_record_answers_with_the_first_member(m):
+    first = await join(m, idempotency_record="/v1/members:k1")
+    again = await join(m, idempotency_record="/v1/members:k1")
+    assert again["_id"] == first["_id"] and m.relay.types() == ["member-joined"]
+
+
+async def test_the_coordinator_role_is_granted_by_admin_never_claimed(m):
+    with pytest.raises(usecases.RolesNeedAdmin) as refused:
+        await join(m, roles=["volunteer", "coordinator"])
+    assert refused.value.roles == ["coordinator"]
+    member = await join(m, may_grant=True, roles=["volunteer", "coordinator"])
+    assert member["roles"] == ["volunteer", "coordinator"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [({"terms": False}, "terms_required"), ({"email": None}, "no_contact")],
+)
+async def test_a_join_without_consent_or_without_a_contact_is_refused(m, overrides, refusal):
+    with pytest.raises(RuleViolation) as refused:
+        await join(m, **overrides)
+    assert refused.value.code == refusal and m.relay.published == []
+
+
+# -- change ----------------------------------------------------------------------------------
+
+
+async def test_a_change_publishes_exactly_what_changed_and_bumps_the_version(m):
+    anna = await join(m)
+    after = await change(m, anna["_id"], expected=1, region="kazan", display_name="Anna")
+    assert after["region"] == "kazan" and after["version"] == 2
+    (updated,) = m.relay.of_type("member-updated")
+    assert updated.data["changes"] == {"region": "kazan"}
+    assert await change(m, anna["_id"], region="kazan") == after  # nothing changes
+    assert len(m.relay.of_type("member-updated")) == 1
+
+
+async def test_a_change_is_refused_at_another_version_after_leaving_or_for_nobody(m):
+    anna = await join(m)
+    with pytest.raises(usecases.VersionChanged):
+        await change(m, anna["_id"], expected=7, region="kazan")
+    await leave(m, anna["_id"])
+    with pytest.raises(usecases.MemberClosed):
+        await change(m, anna["_id"], region="kazan")
+    with pytest.raises(usecases.MemberNotFound):
+        await change(m, "nobody", region="kazan")
+
+
+async def test_a_change_keeps_a_contact_and_the_terms(m):
+    anna = await join(m)
+    with pytest.raises(RuleViolation, match="at least one contact"):
+        await change(m, anna["_id"], email=None)
+    with pytest.raises(RuleViolation, match="cannot be withdrawn"):
+        await change(m, anna["_id"], consent={"terms": False})
+
+
+# -- leave -----------------------------------------------------------------------------------
+
+
+async def test_leaving_twice_publishes_member_left_once(m):
+    anna = await join(m)
+    await leave(m, anna["_id"])
+    await leave(m, anna["_id"])
+    (left,) = m.relay.of_type("member-left")
+    assert left.data["erase"] is False and (await m.member(anna["_id"]))["status"] == "left"
+    assert m.erased == []
+
+
+async def test_erasure_leaves_an_anonymous_tombstone_and_hands_the_purge_on(m):
+    anna = await join(m, idempotency_record="/v1/members:k1")
+    await leave(m, anna["_id"], erase=True)
+    tomb = await m.member(anna["_id"])
+    assert tomb["status"] == "erased" and tomb["purge"] == "pending"
+    assert "email" not in tomb and "display_name" not in tomb and "region" not in tomb
+    # Her member-joined was never published (the relay here publishes nothing): it went with
+    # the profile; member-left is what the tombstone's write publishes.
+    assert [e.type for e in m.relay.published[1:]] == ["member-left"]
+    assert m.erased == [anna["_id"]] and m.db["member_tags"].documents() == []
+    assert await m.store.get(anna["_id"]) is None
+    await leave(m, anna["_id"], erase=True)  # erasing again changes nothing
+    assert m.erased == [anna["_id"]] and len(m.relay.of_type("member-left")) == 1
+
+
+async def test_leaving_is_refused_for_nobody(m):
+    with pytest.raises(usecases.MemberNotFound):
+        await leave(m, "nobody")
+
+
+# -- import ----------------------------------------------------------------------------------
+
+
+def _rows(*emails: str) -> str:
+    row = {"display_name": "Vera", "region": "kazan", "joined_at": "2021-03-14", "consent_terms": 1}
+    return "".join(json.dumps({**row, "email": e}) + "\n" for e in emails)
+
+
+async def test_an_import_creates_new_members_counts_existing_ones_and_announces_each(m):
+    await join(m, email="known@example.org")
+    async with m.unit_of_work() as uow:
+        report = await usecases.import_members(
+            _rows("vera@example.org", "known@example.org", "vera@example.org", "x@"),
+            importer.JSONL,
+            uow,
+            m.store,
+            file_id="f1",
+            welcome=False,
+            first_row=1,
+            phone_region="RU",
+            may_grant=False,
+        )
+    assert (report.created, report.existing, report.rejected) == (1, 1, 2)
+    assert [(r.row, r.code) for r in report.rejected_rows] == [
+        (3, "duplicate_row"),
+        (4, "invalid_email"),
+    ]
+    imported = m.relay.of_type("member-joined")[1:]
+    assert [e.data["contacts"]["email"] for e in imported] == ["vera@example.org"]
+    assert imported[0].data["imported"] is True and imported[0].data["welcome"] is False
