@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -17,6 +16,8 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
     WriteError,
 )
+
+from shared import clock
 
 DUPLICATE_KEY = 11000
 #: Errors after which the same operation may succeed when retried (the server comes back).
@@ -62,16 +63,6 @@ async def ping(db: AsyncDatabase[dict[str, Any]]) -> bool:
         return False
 
 
-def epoch_ms(moment: datetime) -> int:
-    """A time as integer epoch milliseconds, for fields that are queried or updated by path.
-
-    nx-27017 difference: `$set` (and `$max`/`$min`) of a *date* by a top-level or dotted path
-    stores it as a string, so range queries on it miss; inserted dates and dates inside a
-    whole subdocument stay dates. Times that an update sets and a query compares are stored
-    as epoch milliseconds instead, which orders the same on MongoDB and on nx-27017.
-    """
-    return int(moment.timestamp() * 1000)
-
-
-def from_epoch_ms(ms: int | float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+# The clock's helpers, where the store's callers have always found them.
+epoch_ms = clock.epoch_ms
+from_epoch_ms = clock.from_ms

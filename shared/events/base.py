@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
+
+from shared.clock import utcnow  # noqa: F401  (re-exported: the events name their time with it)
 
 Role = Literal["volunteer", "coordinator", "staff", "partner"]
 Locale = Literal["ru", "en"]
@@ -15,10 +16,6 @@ Level = Literal["newcomer", "participant", "active", "loyal", "ambassador"]
 LEVELS: tuple[Level, ...] = get_args(Level)
 CampaignKind = Literal["contest", "referral-drive", "challenge", "promotion"]
 Channel = Literal["inapp", "email", "webhook", "telegram"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class InvalidEvent(ValueError):
