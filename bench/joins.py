@@ -39,6 +39,7 @@ async def closed_loop(url: str, clients: int, seconds: float, headers: dict) -> 
     """Requests/s of `clients` workers each sending the next request when the last returns."""
     done = 0
     errors = 0
+    transport_errors: list[str] = []
     stop_at = time.perf_counter() + seconds
     async with httpx.AsyncClient(
         headers=headers, timeout=30, limits=httpx.Limits(max_connections=clients)
@@ -47,7 +48,12 @@ async def closed_loop(url: str, clients: int, seconds: float, headers: dict) -> 
         async def worker() -> None:
             nonlocal done, errors
             while time.perf_counter() < stop_at:
-                r = await client.post(url, json=join_body())
+                try:
+                    r = await client.post(url, json=join_body())
+                except httpx.TransportError as exc:
+                    # Counted and reported, not fatal: a dropped connection is a figure too.
+                    transport_errors.append(type(exc).__name__)
+                    continue
                 if r.status_code == 201:
                     done += 1
                 else:
@@ -58,6 +64,12 @@ async def closed_loop(url: str, clients: int, seconds: float, headers: dict) -> 
         elapsed = time.perf_counter() - started
     if errors:
         print(f"  {errors} non-201 answers from {url}", file=sys.stderr)
+    if transport_errors:
+        print(
+            f"  {len(transport_errors)} requests failed ({', '.join(sorted(set(transport_errors)))})"
+            f" to {url}",
+            file=sys.stderr,
+        )
     return done / elapsed
 
 

@@ -49,6 +49,7 @@ from shared.consumer import (
 from shared.events import CloudEvent
 from shared.metrics import Metrics
 from shared.settings import ServiceSettings
+from shared.store import expiring_index
 from shared.topology import DLQ_STREAM, STREAMS
 
 log = logging.getLogger("sarafan.bus")
@@ -173,8 +174,8 @@ class Bus:
 
     async def start(self) -> None:
         """Connect in the background: the service serves HTTP (and writes) while NATS is away."""
-        await self.processed.create_index(
-            "at", expireAfterSeconds=int(PROCESSED_TTL.total_seconds())
+        await expiring_index(
+            self.processed, "at", int(PROCESSED_TTL.total_seconds()), kept_by_job=True
         )
         await self.processed.create_index("at_ms")
         self.declare()

@@ -108,9 +108,10 @@ class Runtime:
     async def expire(self) -> None:
         """Delete processed-event records and Idempotency-Key records past their time.
 
-        The TTL indexes do this on MongoDB; nx-27017 accepts TTL indexes but never expires
-        (tests/integration/test_mongo_conformance.py), so without this both collections would
-        grow with every event and request. Indexed ranges on epoch-ms fields: cheap on both.
+        The TTL indexes do this on MongoDB. On nx-27017 these two collections carry a plain
+        index instead (`shared.store.expiring_index`: its TTL purge runs on every read and
+        grows with the collection), so without this both would grow with every event and
+        request. Indexed ranges on epoch-ms fields: cheap on both.
         """
         now_ms = epoch_ms(utcnow())
         await self.db["processed_events"].delete_many(

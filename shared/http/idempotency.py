@@ -26,7 +26,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from shared.events import utcnow
 from shared.http.errors import error_body
-from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, is_duplicate_key
+from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, expiring_index, is_duplicate_key
 
 log = logging.getLogger("sarafan.http")
 
@@ -84,7 +84,8 @@ async def forget_requests_of(coll: Records, member_id: str) -> None:
 
 
 async def ensure_idempotency_indexes(coll: Records) -> None:
-    await coll.create_index("created_at", expireAfterSeconds=int(IDEMPOTENCY_TTL.total_seconds()))
+    seconds = int(IDEMPOTENCY_TTL.total_seconds())
+    await expiring_index(coll, "created_at", seconds, kept_by_job=True)
     await coll.create_index("member_id", sparse=True)
     await coll.create_index("created_ms")
 
