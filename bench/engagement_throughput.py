@@ -168,7 +168,7 @@ nx-27017 (MongoDB wire protocol on SQLite) started for the run; the run with the
 
 | consumer | events/s | ratio |
 |---|---|---|
-| engagement service (`handle_batch`: dedupe, one bulk write of day buckets, level settling, level-changed via the outbox) | {median["engagement_events_per_s"]} | {median["ratio"]} |
+| engagement service (its one batch handler: the authors' standings read by id, one guarded bulk write of the new standings and tallies, level-changed via the outbox; no wrapper dedupe) | {median["engagement_events_per_s"]} | {median["ratio"]} |
 | bare baseline (raw nats-py pull, one `bulk_write` of per-author `$inc` upserts, ack) | {median["bare_events_per_s"]} | 1 |
 """,
     )
