@@ -498,7 +498,7 @@ after growing asked one question in twenty and got about {args.comments // 10:,}
 
 Resident memory (MiB) at {args.members:,} members: {", ".join(f"{n} {v}" for n, v in r["rss_mib"].items())} (target < 250 each: {"✓" if all(v < 250 for v in r["rss_mib"].values()) else "✗"}).
 """
-    write_section("Scale: reads and joins on a fresh stack and at 100,000 members", body)
+    write_section(f"Scale: reads and joins on a fresh stack and at {args.members:,} members", body)
 
 
 def main() -> None:
