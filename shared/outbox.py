@@ -142,13 +142,7 @@ class Relay:
     def kick_many(self, collection: Collection, docs: dict[Any, list[CloudEvent] | None]) -> None:
         """`kick` for many documents at once (one `flush_many`); a document given None has
         its events read back."""
-        self.watch(collection)
-        known = {d: e for d, e in docs.items() if e is not None}
-        unknown = [d for d, e in docs.items() if e is None]
-        if known:
-            self._spawn(self.flush_many(collection, list(known), known))
-        if unknown:
-            self._spawn(self.flush_many(collection, unknown))
+        self._spawn(self.publish_now(collection, docs))
 
     async def publish_now(
         self, collection: Collection, docs: dict[Any, list[CloudEvent] | None]

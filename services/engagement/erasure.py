@@ -14,8 +14,6 @@ from shared.http import forget_requests_of
 from shared.query import where
 from shared.uow import FORGET_DEAD_EVENTS, drop_pending
 
-FORGET_DEAD = FORGET_DEAD_EVENTS
-
 
 async def post_ids_of(store: EngagementStore, member_id: str) -> list[str]:
     found = store.posts.find(where(author_id=member_id), {"_id": 1})
@@ -45,12 +43,14 @@ async def erase_member(store: EngagementStore, member_id: str) -> None:
     removed = {"title": "", "body": "", "tags": [], "author_id": None}
     mine = where(author_id=member_id)
     # Events set aside as unpublishable (and their error strings) go with the text.
-    await store.posts.update_many(mine, {"$set": removed, "$unset": {"open": "", **FORGET_DEAD}})
+    await store.posts.update_many(
+        mine, {"$set": removed, "$unset": {"open": "", **FORGET_DEAD_EVENTS}}
+    )
     await store.posts.update_many(
         where(accepted_answerer_id=member_id), {"$set": {"accepted_answerer_id": None}}
     )
     await store.comments.update_many(
-        mine, {"$set": {"body": "", "author_id": None}, "$unset": FORGET_DEAD}
+        mine, {"$set": {"body": "", "author_id": None}, "$unset": FORGET_DEAD_EVENTS}
     )
     await store.comments.update_many(
         where(post_author_id=member_id), {"$set": {"post_author_id": None}}
