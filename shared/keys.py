@@ -65,6 +65,11 @@ class KeyRecord(BaseModel):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     token_sha256: str = Field(repr=False)
+    #: The member the key acts as on every write and whose private resources alone it reads
+    #: (a volunteer's own app); None: an integration acting for any member.
+    member_id: str | None = None
+    #: Writes a minute this key may make (per service replica); None: the services' default.
+    rate_per_minute: int | None = Field(None, ge=1)
 
     def usable(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -72,13 +77,21 @@ class KeyRecord(BaseModel):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id and scopes (for checks and the audit in events)."""
+    """Who is calling: the key's id and scopes (for checks and the audit in events), the
+    member it is bound to (None: any member) and its own write rate (None: the default)."""
 
     key_id: str
     scopes: frozenset[str]
+    member_id: str | None = None
+    rate_per_minute: int | None = None
 
     def allows(self, scope: str) -> bool:
         return ADMIN in self.scopes or scope in self.scopes
+
+    @property
+    def is_bootstrap(self) -> bool:
+        """The operator's key (SARAFAN_API_TOKEN): every scope, any member, no rate limit."""
+        return self.key_id == BOOTSTRAP_ID
 
 
 def digest(token: str) -> str:
@@ -86,12 +99,22 @@ def digest(token: str) -> str:
 
 
 def new_key(
-    name: str, scopes: list[str], expires_at: datetime | None = None
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    *,
+    member_id: str | None = None,
+    rate_per_minute: int | None = None,
 ) -> tuple[str, KeyRecord]:
     """A fresh token (to show once) and the record to keep."""
     unknown = set(scopes) - set(SCOPES)
     if unknown:
         raise ValueError(f"unknown scopes: {sorted(unknown)}")
+    if member_id is not None and ADMIN in scopes:
+        # admin makes keys and grants roles: a bound key holding it could mint an unbound one.
+        raise ValueError("a key bound to a member cannot hold the scope admin")
+    if rate_per_minute is not None and rate_per_minute < 1:
+        raise ValueError("rate_per_minute must be at least 1")
     key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
     token = f"sk_{key_id}_{secrets.token_urlsafe(32)}"
     record = KeyRecord(
@@ -101,6 +124,8 @@ def new_key(
         created_at=utcnow(),
         expires_at=expires_at,
         token_sha256=digest(token),
+        member_id=member_id,
+        rate_per_minute=rate_per_minute,
     )
     return token, record
 
@@ -127,7 +152,9 @@ class KeyRing:
             return None
         if not hmac.compare_digest(digest(token), record.token_sha256):
             return None
-        return Principal(record.id, frozenset(record.scopes))
+        return Principal(
+            record.id, frozenset(record.scopes), record.member_id, record.rate_per_minute
+        )
 
     def apply(self, key: str, value: bytes | None) -> None:
         """One entry of the bucket as the watch delivers it (None: deleted)."""

@@ -23,6 +23,8 @@ from shared.http import (
     IDEMPOTENCY_TTL,
     BodyLimit,
     KernelMiddleware,
+    RouteScopes,
+    WriteLimits,
     ensure_idempotency_indexes,
     install_error_handlers,
 )
@@ -56,6 +58,8 @@ class Runtime:
         self.relay = Relay(self.bus, [], self.metrics, settings.outbox_sweep_seconds)
         #: The API keys every service accepts (the bucket watched once NATS is connected).
         self.keys = KeyRing(settings.api_token)
+        #: Each key's write rate in this process (shared/http/rate_limit.py).
+        self.limits = WriteLimits(settings.key_rate_per_minute)
         self.bus.on_connected.append(self._watch_keys)
         #: What it publishes (for /asyncapi): every event type whose producer it is.
         self.publishes: list[type[EventData]] = [m for m in EVENT_MODELS if m.service == service]
@@ -177,11 +181,18 @@ def create_app(
     app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    scopes = RouteScopes(routers)
+    if undeclared := scopes.undeclared_posts():
+        # The kernel checks a POST's scope (require) before it replays an Idempotency-Key
+        # answer; without one, another key's answer could be replayed to anyone.
+        raise ValueError(f"POST routes without require(scope): {', '.join(undeclared)}")
     app.add_middleware(
         KernelMiddleware,
         metrics=runtime.metrics,
         keys=runtime.keys,
         idempotency=runtime.db["idempotency_keys"],
+        scopes=scopes,
+        limits=runtime.limits,
     )
     # Outermost: a body over the limit is refused before anything reads it.
     app.add_middleware(BodyLimit, larger=larger_bodies or {})

@@ -17,6 +17,9 @@ from shared.topology import ADMIN_USER, MONGO_PORT, NATS_PORT, PORTS
 
 #: Each service's default HTTP port (shared/topology.py).
 DEFAULT_PORTS = PORTS
+#: Writes a minute of an API key that does not say (SARAFAN_KEY_RATE_PER_MINUTE): a busy
+#: public sign-up page (a join every half second, sustained) stays under it.
+DEFAULT_KEY_RATE_PER_MINUTE = 120
 
 
 class ServiceSettings(BaseSettings):
@@ -40,6 +43,10 @@ class ServiceSettings(BaseSettings):
     consumer_batch: int = Field(100, alias="SARAFAN_CONSUMER_BATCH", ge=1)
     ack_wait_seconds: float = Field(30.0, alias="SARAFAN_ACK_WAIT_SECONDS", ge=1)
     nats_ping_seconds: int = Field(10, alias="SARAFAN_NATS_PING_SECONDS", ge=1)
+    #: Writes a minute of an API key that does not say (shared/http/rate_limit.py).
+    key_rate_per_minute: int = Field(
+        DEFAULT_KEY_RATE_PER_MINUTE, alias="SARAFAN_KEY_RATE_PER_MINUTE", ge=1
+    )
     port: int = 0
 
     def database_name(self, service: str) -> str:

@@ -17,7 +17,7 @@ from services.engagement.context import Engagement, Strict, engagement_of, refus
 from services.engagement.store import Doc
 from shared.clock import from_ms
 from shared.events import PostKind
-from shared.http import new_id, not_found, require
+from shared.http import acting_member, new_id, not_found, require
 from shared.limits import Ident, Title, line, text
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 
@@ -135,7 +135,8 @@ async def _post_out(
 async def create_post(body: PostIn, request: Request) -> PostOut:
     """Publish a post, question, story or event report (emits post-created)."""
     e = engagement_of(request)
-    cmd = usecases.NewPost(post_id=new_id(request), **body.model_dump())
+    author = acting_member(request, body.author_id, "author_id")
+    cmd = usecases.NewPost(post_id=new_id(request), **{**body.model_dump(), "author_id": author})
     with refusals():
         async with e.unit_of_work() as uow:
             posted = await usecases.create_post(cmd, uow, e.store, e.clock())
@@ -163,7 +164,10 @@ async def get_post(post_id: str, request: Request) -> PostOut:
 async def add_comment(post_id: str, body: CommentIn, request: Request) -> CommentOut:
     """Comment on a post; on a question, a comment by another member is an answer."""
     e = engagement_of(request)
-    cmd = usecases.NewComment(comment_id=new_id(request), post_id=post_id, **body.model_dump())
+    author = acting_member(request, body.author_id, "author_id")
+    cmd = usecases.NewComment(
+        comment_id=new_id(request), post_id=post_id, **{**body.model_dump(), "author_id": author}
+    )
     with refusals():
         async with e.unit_of_work() as uow:
             comment, author = await usecases.add_comment(cmd, uow, e.store, e.clock())
@@ -219,7 +223,8 @@ async def add_reaction(
 ) -> ReactionOut:
     """React to a post: once per member, post and reaction (a repeat answers 200, no new event)."""
     e = engagement_of(request)
-    cmd = usecases.NewReaction(post_id=post_id, **body.model_dump())
+    member = acting_member(request, body.member_id)
+    cmd = usecases.NewReaction(post_id=post_id, **{**body.model_dump(), "member_id": member})
     with refusals():
         async with e.unit_of_work() as uow:
             reaction, created = await usecases.add_reaction(cmd, uow, e.store, e.clock())
@@ -237,7 +242,8 @@ async def add_reaction(
 async def accept_answer(post_id: str, body: AcceptIn, request: Request) -> AcceptedOut:
     """The asker accepts a comment as the answer to their question, once (answer-accepted)."""
     e = engagement_of(request)
-    cmd = usecases.AcceptAnswer(post_id=post_id, comment_id=body.comment_id, by=body.by)
+    by = acting_member(request, body.by, "by")
+    cmd = usecases.AcceptAnswer(post_id=post_id, comment_id=body.comment_id, by=by)
     with refusals():
         async with e.unit_of_work() as uow:
             answer = await usecases.accept_answer(cmd, uow, e.store, e.clock())

@@ -15,7 +15,7 @@ from services.engagement import usecases
 from services.engagement.context import Strict, engagement_of, refusals, rendered
 from services.engagement.store import Doc
 from shared.clock import from_ms
-from shared.http import new_id, not_found, require
+from shared.http import acting_member, new_id, not_found, request_record, require
 from shared.limits import Day, Ident, Title, text
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 
@@ -83,7 +83,8 @@ def _hours_out(entry: Doc) -> HoursOut:
 async def record_hours(body: HoursIn, request: Request) -> HoursOut:
     """Record volunteer hours as `pending`, for a coordinator or staff member to decide."""
     e = engagement_of(request)
-    cmd = usecases.NewHours(entry_id=new_id(request), **body.model_dump())
+    member = acting_member(request, body.member_id)
+    cmd = usecases.NewHours(entry_id=new_id(request), **{**body.model_dump(), "member_id": member})
     with refusals():
         async with e.unit_of_work() as uow:
             entry = await usecases.record_hours(cmd, uow, e.store, e.clock())
@@ -92,14 +93,14 @@ async def record_hours(body: HoursIn, request: Request) -> HoursOut:
 
 async def _decide(entry_id: str, body: DecisionIn, request: Request, status: str) -> HoursOut:
     e = engagement_of(request)
-    key = request.headers.get("Idempotency-Key")
     cmd = usecases.DecideHours(
         entry_id=entry_id,
-        by=body.by,
+        # A key bound to a member decides as that member only (who must be coordinator/staff).
+        by=acting_member(request, body.by, "by"),
         status=status,
         reason=body.reason,
         # Where the kernel keeps this request's answer (see shared/http/idempotency.py).
-        request_record=f"{request.url.path}:{key}" if key is not None else None,
+        request_record=request_record(request),
     )
     with refusals():
         async with e.unit_of_work() as uow:
@@ -128,6 +129,7 @@ async def member_hours(
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
 ) -> HoursList:
     e = engagement_of(request)
+    member_id = acting_member(request, member_id)
     member = await e.store.member(member_id)
     if member is None or member.get("status") == "erased":
         raise not_found("member", member_id)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from services.engagement.context import engagement_of, rendered
 from services.engagement.insights import SEGMENTS
-from shared.http import not_found, require
+from shared.http import acting_member, not_found, require
 from shared.query import decode_offset
 
 router = APIRouter(prefix="/v1", tags=["engagement"])
@@ -97,7 +97,7 @@ class StatsOut(BaseModel):
 )
 async def member_engagement(member_id: str, request: Request) -> EngagementOut:
     e = engagement_of(request)
-    member = await e.store.member(member_id)
+    member = await e.store.member(acting_member(request, member_id))
     if member is None or member.get("status") == "erased":
         raise not_found("member", member_id)
     return EngagementOut.model_validate(await e.insights.engagement(member, e.clock()))

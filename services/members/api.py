@@ -29,7 +29,16 @@ from services.members.store import ContactTaken, MemberStore
 from services.members.violations import RuleViolation
 from shared import query
 from shared.events import Role
-from shared.http import API_KEY, ApiError, not_found, principal_of, require
+from shared.http import (
+    API_KEY,
+    ApiError,
+    acting_member,
+    not_found,
+    principal_of,
+    request_record,
+    require,
+    unbound_only,
+)
 from shared.keys import ADMIN
 from shared.service import Runtime
 from shared.tags import normalise_tags
@@ -105,8 +114,9 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
     """Join the community (explicit consent, at least one contact, optional referral code).
 
     Joining as coordinator or staff also needs the scope `admin` (403 naming it otherwise):
-    a sign-up page's key lets people join, not give themselves authority."""
-    key = request.headers.get("Idempotency-Key")
+    a sign-up page's key lets people join, not give themselves authority. A key bound to a
+    member acts as that member only: it makes no other member (403)."""
+    unbound_only(request, "make members")
     cmd = usecases.JoinCommand(
         profile=body.model_dump(include=set(domain.PROFILE_FIELDS)),
         email=body.email,
@@ -116,7 +126,7 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
         marketing=body.consent.marketing,
         referral_code=body.referral_code,
         # The kernel's record of this request (shared/http/idempotency.py) keeps the response.
-        idempotency_record=f"{request.url.path}:{key}" if key else None,
+        idempotency_record=request_record(request),
     )
     with answers():
         async with runtime_of(request).unit_of_work() as uow:
@@ -210,7 +220,8 @@ def _next_cursor(page: list[dict[str, Any]]) -> str | None:
 
 @router.get("/members/{member_id}", response_model=MemberOut, dependencies=[require(READ)])
 async def get_member(member_id: MemberId, request: Request, response: Response) -> MemberOut:
-    doc = await store_of(request).get(member_id)
+    """One member's profile (with a key bound to a member: that member's only)."""
+    doc = await store_of(request).get(acting_member(request, member_id))
     if doc is None:
         raise not_found("member", member_id)
     response.headers["ETag"] = f'"{doc.get("version", 1)}"'
@@ -246,7 +257,9 @@ async def update_member(
 ) -> MemberOut:
     """Change profile, contacts or consent; emits member-updated with exactly what changed.
 
-    Giving the member the coordinator or staff role also needs the scope `admin`."""
+    Giving the member the coordinator or staff role also needs the scope `admin`. A key
+    bound to a member changes that member only."""
+    member_id = acting_member(request, member_id)
     expected = _if_match(if_match)
     with answers():
         async with runtime_of(request).unit_of_work() as uow:
@@ -291,8 +304,9 @@ async def leave(
     with only members:write asking erasure gets 403 naming members:erase).
 
     Repeats are harmless: leaving twice, or erasing an erased member, is 204 and emits
-    nothing. An id that never existed is 404.
+    nothing. An id that never existed is 404. A key bound to a member leaves as that member only.
     """
+    member_id = acting_member(request, member_id)
     eraser: Eraser = request.app.state.eraser
     with answers():
         async with runtime_of(request).unit_of_work() as uow:
@@ -309,7 +323,9 @@ async def referrals(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     cursor: Annotated[str | None, Query()] = None,
 ) -> ReferralList:
-    """Who joined with this member's code (erased ones stay, anonymous, so counts hold)."""
+    """Who joined with this member's code (erased ones stay, anonymous, so counts hold).
+    With a key bound to a member: that member's referrals only."""
+    member_id = acting_member(request, member_id)
     store = store_of(request)
     if await store.get(member_id) is None:
         raise not_found("member", member_id)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from services.members import importer, usecases
 from services.members.api import WRITE, may_grant, phone_region_of, runtime_of, store_of
 from services.members.schemas import ImportReport
-from shared.http import ApiError, require
+from shared.http import ApiError, require, unbound_only
 
 router = APIRouter(prefix="/v1", tags=["members"])
 
@@ -81,8 +81,9 @@ async def import_members(
     created with their original join date and recorded consent, or counted as existing when
     a member already has one of their contacts (importing a file again doubles nobody).
     A row giving the coordinator or staff role is rejected (code `forbidden`) unless the key
-    also has the scope `admin`.
+    also has the scope `admin`. A key bound to a member imports nobody (403).
     """
+    unbound_only(request, "make members")
     try:
         kind = importer.media_kind(request.headers.get("Content-Type"))
         body = await _body(request, importer.MAX_BYTES)

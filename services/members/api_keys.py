@@ -3,6 +3,10 @@
 Keys are kept, hashed, in the NATS key-value bucket every service watches (shared/keys.py):
 this service only writes the bucket, and a revocation reaches the other three as soon as their
 watch delivers it, without any service reading another's database. Every route needs `admin`.
+
+A key may be bound to a member (`member_id`, a member of this service when the key is made):
+it then acts as that member only. A key may say its own write rate (`rate_per_minute`); one
+that does not has the services' default (SARAFAN_KEY_RATE_PER_MINUTE).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from shared import keys
 from shared.clock import utcnow
 from shared.http import ApiError, principal_of, require
 from shared.keys import ADMIN, BOOTSTRAP_ID, KEY_ID_RE, SCOPES, KeyRecord
-from shared.limits import Moment, Name
+from shared.limits import Ident, Moment, Name
 from shared.limits import Request as Body
 from shared.service import Runtime
 
@@ -29,6 +33,8 @@ log = logging.getLogger("sarafan.members.keys")
 router = APIRouter(prefix="/v1", tags=["keys"])
 
 T = TypeVar("T")
+#: The highest write rate a key may say (a minute): past it, a key is as good as unlimited.
+RATE_MAX = 100_000
 #: A key id as shared.keys makes them; the bound keeps an absurd path out of the bucket.
 KeyId = Annotated[str, Path(max_length=100, description="the id of the key (in its token)")]
 
@@ -60,6 +66,18 @@ class KeyIn(Body):
     expires_at: Annotated[Moment | None, AfterValidator(_in_the_future)] = Field(
         None, description="when it stops working (default: never; revoke it to stop it)"
     )
+    member_id: Ident | None = Field(
+        None,
+        description="bind the key to this member: every write acts as them, and of one "
+        "member's own resources it reads theirs only (default: unbound, for any member)",
+    )
+    rate_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=RATE_MAX,
+        description="writes a minute it may make to each service (default: "
+        "SARAFAN_KEY_RATE_PER_MINUTE); beyond it 429 with Retry-After",
+    )
 
 
 class KeyOut(BaseModel):
@@ -72,9 +90,15 @@ class KeyOut(BaseModel):
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    member_id: str | None = Field(None, description="the member it is bound to, or null")
+    acts_for: str = Field(description="'member <id>' for a bound key, else 'any member'")
+    rate_per_minute: int = Field(description="the writes a minute it may make to each service")
+    rate_from: Literal["key", "default"] = Field(
+        description="'key': its own rate; 'default': SARAFAN_KEY_RATE_PER_MINUTE"
+    )
 
     @classmethod
-    def of(cls, record: KeyRecord, now: datetime) -> KeyOut:
+    def of(cls, record: KeyRecord, now: datetime, default_rate: int) -> KeyOut:
         status: Literal["active", "expired", "revoked"] = "active"
         if record.revoked_at is not None:
             status = "revoked"
@@ -88,6 +112,10 @@ class KeyOut(BaseModel):
             created_at=record.created_at,
             expires_at=record.expires_at,
             revoked_at=record.revoked_at,
+            member_id=record.member_id,
+            acts_for=f"member {record.member_id}" if record.member_id else "any member",
+            rate_per_minute=record.rate_per_minute or default_rate,
+            rate_from="key" if record.rate_per_minute else "default",
         )
 
 
@@ -125,12 +153,43 @@ async def create_key(body: KeyIn, request: Request, response: Response) -> KeyCr
 
     With an Idempotency-Key a repeat makes no second key, but the answer holds a secret that
     is kept nowhere (`Cache-Control: no-store`): a repeat answers 409. A key whose answer was
-    lost is listed (by its name) and can be revoked; make another."""
-    token, record = keys.new_key(body.name, list(body.scopes), body.expires_at)
+    lost is listed (by its name) and can be revoked; make another.
+
+    A key bound to a member (`member_id`: an active member) cannot also hold `admin`, which
+    makes keys and grants roles (422 `bound_admin`)."""
+    if body.member_id is not None:
+        await _bindable(request, body.member_id, body.scopes)
+    token, record = keys.new_key(
+        body.name,
+        list(body.scopes),
+        body.expires_at,
+        member_id=body.member_id,
+        rate_per_minute=body.rate_per_minute,
+    )
     await _keep(request, record, "made")
     # Nothing on the way may keep the answer: it holds the token.
     response.headers["Cache-Control"] = "no-store"
-    return KeyCreated(**KeyOut.of(record, utcnow()).model_dump(), token=token)
+    return KeyCreated(**_out(request, record).model_dump(), token=token)
+
+
+async def _bindable(request: Request, member_id: str, scopes: list[str]) -> None:
+    """422 unless a key may be bound to this member with these scopes."""
+    if ADMIN in scopes:
+        raise ApiError(
+            422,
+            "bound_admin",
+            "a key bound to a member cannot hold the scope admin (it makes keys and grants "
+            "roles): bind it without admin, or make an unbound admin key",
+        )
+    member = await request.app.state.store.get(member_id)
+    if member is None or member.get("status") != "active":
+        raise ApiError(
+            422, "unknown_member", f"member {member_id} does not exist or has left: no key binds"
+        )
+
+
+def _out(request: Request, record: KeyRecord) -> KeyOut:
+    return KeyOut.of(record, utcnow(), _runtime(request).settings.key_rate_per_minute)
 
 
 @router.get("/keys", response_model=KeyList, dependencies=[require(ADMIN)])
@@ -139,8 +198,7 @@ async def list_keys(request: Request) -> KeyList:
     The bootstrap key (`SARAFAN_API_TOKEN`) is not one of them: it lives in the environment."""
     runtime = _runtime(request)
     records = await _on_nats(runtime, runtime.keys.stored)
-    now = utcnow()
-    return KeyList(items=[KeyOut.of(r, now) for r in records])
+    return KeyList(items=[_out(request, r) for r in records])
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, dependencies=[require(ADMIN)])
@@ -161,7 +219,7 @@ async def revoke_key(key_id: KeyId, request: Request) -> KeyOut:
     if record.revoked_at is None:
         record = record.model_copy(update={"revoked_at": utcnow()})
         await _keep(request, record, "revoked")
-    return KeyOut.of(record, utcnow())
+    return _out(request, record)
 
 
 async def _keep(request: Request, record: KeyRecord, what: str) -> None:
@@ -171,10 +229,11 @@ async def _keep(request: Request, record: KeyRecord, what: str) -> None:
     await _on_nats(runtime, lambda: runtime.keys.save(record))
     runtime.keys.apply(record.id, record.model_dump_json().encode())
     log.info(
-        "API key %s (%s, scopes %s) %s by key %s",
+        "API key %s (%s, scopes %s, acting for %s) %s by key %s",
         record.id,
         record.name,
         ",".join(record.scopes),
+        record.member_id or "any member",
         what,
         principal_of(request).key_id,
     )

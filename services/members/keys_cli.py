@@ -57,7 +57,21 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     create.add_argument(
         "--expires-days", type=int, metavar="N", help="stop working after N days (default: never)"
     )
-    actions.add_parser("list", help="every key: id, name, scopes, status (never a token)")
+    create.add_argument(
+        "--member-id",
+        metavar="ID",
+        help="bind the key to this member: it acts as them only (default: any member)",
+    )
+    create.add_argument(
+        "--rate-per-minute",
+        type=int,
+        metavar="N",
+        help="writes a minute it may make to each service "
+        "(default: the services' SARAFAN_KEY_RATE_PER_MINUTE)",
+    )
+    actions.add_parser(
+        "list", help="every key: id, name, status, who it acts for, rate, scopes (never a token)"
+    )
     revoke = actions.add_parser("revoke", help="revoke a key on every service")
     revoke.add_argument("key_id", metavar="ID", help="the key's id (`sarafan keys list`)")
     for sub in (create, actions.choices["list"], revoke):
@@ -91,20 +105,29 @@ def _when(value: str | None) -> str:
     return value[:19].replace("T", " ") if value else "-"
 
 
+def _rate(key: dict[str, Any]) -> str:
+    rate = key.get("rate_per_minute")
+    if rate is None:
+        return "-"
+    return f"{rate}/min" + (" (default)" if key.get("rate_from") == "default" else "")
+
+
 def key_table(items: list[dict[str, Any]]) -> str:
     """The keys as a table an operator reads (ids to revoke, what each may do)."""
     if not items:
         return "no API keys yet (the bootstrap key SARAFAN_API_TOKEN is not listed)"
-    rows = [("ID", "NAME", "STATUS", "SCOPES", "CREATED", "EXPIRES")]
+    rows = [("ID", "NAME", "STATUS", "ACTS FOR", "RATE", "CREATED", "EXPIRES", "SCOPES")]
     for k in items:
         rows.append(
             (
                 k["key_id"],
                 k["name"][:40],
                 k["status"],
-                ",".join(k["scopes"]),
+                k.get("acts_for") or "any member",
+                _rate(k),
                 _when(k["created_at"]),
                 _when(k.get("expires_at")),
+                ",".join(k["scopes"]),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -124,11 +147,18 @@ async def _work(
                 raise UsageError(f"--expires-days must be between 1 and {MAX_EXPIRY_DAYS}")
             expires = datetime.now(UTC) + timedelta(days=args.expires_days)
             body["expires_at"] = expires.isoformat()
+        if args.member_id is not None:
+            body["member_id"] = args.member_id
+        if args.rate_per_minute is not None:
+            if args.rate_per_minute < 1:
+                raise UsageError("--rate-per-minute must be at least 1")
+            body["rate_per_minute"] = args.rate_per_minute
         made = await _call(client, "POST", "/v1/keys", json=body)
         print(made["token"], file=out, flush=True)
         until = f", expires {_when(made['expires_at'])} UTC" if made.get("expires_at") else ""
         print(
-            f"key {made['key_id']} ({made['name']}): {', '.join(made['scopes'])}{until}\n"
+            f"key {made['key_id']} ({made['name']}): {', '.join(made['scopes'])}{until}; "
+            f"acts for {made.get('acts_for', 'any member')}; writes: {_rate(made)}\n"
             "This token is shown only once and is not kept anywhere: store it now.",
             file=err,
         )

@@ -17,7 +17,7 @@ from services.notifier import usecases
 from services.notifier.domain import Preferences
 from services.notifier.usecases import MemberNotFound, Notifier
 from shared.clock import from_ms
-from shared.http import ApiError, not_found, require
+from shared.http import ApiError, acting_member, not_found, require
 from shared.query import CURSOR_MAX, ORDER_KEY_RE, decode_cursor, encode_cursor
 
 router = APIRouter(prefix="/v1", tags=["notifier"])
@@ -103,6 +103,7 @@ async def inbox(
     Texts are rendered now, with the names the projection has now: a member named in a
     message (a commenter, an asker) and erased since is no longer named (docs/notifier.md).
     """
+    member_id = acting_member(request, member_id)
     page = await usecases.inbox(_notifier(request), member_id, limit, _after(cursor))
 
     def item(d: dict[str, Any]) -> InboxItem:
@@ -130,6 +131,7 @@ class MemberPreferences(Preferences):
 )
 async def get_preferences(member_id: MemberId, request: Request) -> MemberPreferences:
     """The member's notification preferences (the defaults until they set any)."""
+    member_id = acting_member(request, member_id)
     try:
         prefs = await usecases.preferences(_notifier(request), member_id)
     except MemberNotFound as exc:
@@ -152,6 +154,7 @@ async def put_preferences(
     1–1000 an hour or null; anything else (an unknown field, `"18"` or `true` for an hour) is
     a 422 and nothing is stored.
     """
+    member_id = acting_member(request, member_id)
     try:
         chosen = await usecases.set_preferences(_notifier(request), member_id, body)
     except MemberNotFound as exc:

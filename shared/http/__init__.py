@@ -1,12 +1,20 @@
 """HTTP conventions of every service: one error shape, bearer auth, Idempotency-Key, metrics.
 
 Its parts: `errors` (the one error shape and the handlers that give it), `auth` (the API key
-scheme and the scope a route needs), `body_limit` (request body limits), `idempotency`
-(Idempotency-Key records and ids derived from a key) and `middleware` (what runs around every
-request). Everything is imported from here.
+scheme, the scope a route needs, the member a bound key acts as), `rate_limit` (per-key write
+rates), `body_limit` (request body limits), `idempotency` (Idempotency-Key records and ids
+derived from a key) and `middleware` (what runs around every request). Everything is imported
+from here.
 """
 
-from shared.http.auth import API_KEY, principal_of, require
+from shared.http.auth import (
+    API_KEY,
+    RouteScopes,
+    acting_member,
+    principal_of,
+    require,
+    unbound_only,
+)
 from shared.http.body_limit import MAX_BODY_BYTES, BodyLimit
 from shared.http.errors import (
     ERROR_DETAILS_MAX,
@@ -25,12 +33,17 @@ from shared.http.idempotency import (
     concerned_member,
     ensure_idempotency_indexes,
     forget_requests_of,
+    kept,
     new_id,
+    record_id,
+    request_record,
 )
 from shared.http.middleware import KernelMiddleware
+from shared.http.rate_limit import DEFAULT_RATE_PER_MINUTE, WRITE_METHODS, WriteLimits
 
 __all__ = [
     "API_KEY",
+    "DEFAULT_RATE_PER_MINUTE",
     "ERROR_DETAILS_MAX",
     "ERROR_TEXT_MAX",
     "IDEMPOTENCY_KEY_RE",
@@ -39,16 +52,24 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MEMBER_KEYS",
     "REMEMBER_FOR_SECONDS",
+    "WRITE_METHODS",
     "ApiError",
     "BodyLimit",
     "KernelMiddleware",
+    "RouteScopes",
+    "WriteLimits",
+    "acting_member",
     "concerned_member",
     "ensure_idempotency_indexes",
     "error_body",
     "forget_requests_of",
     "install_error_handlers",
+    "kept",
     "new_id",
     "not_found",
     "principal_of",
+    "record_id",
+    "request_record",
     "require",
+    "unbound_only",
 ]

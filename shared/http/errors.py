@@ -52,8 +52,12 @@ def short(text: str) -> str:
     return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
 
 
-async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc)
 
 
 async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

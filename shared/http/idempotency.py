@@ -1,8 +1,15 @@
 """Idempotency-Key on POST /v1: a repeat gets the first answer, and ids derived from the key.
 
+A record belongs to the API key that made it: its id is the key's id, the path and the
+Idempotency-Key (`record_id`, the one place that builds it), so the same Idempotency-Key sent
+with another API key is another request. The kernel checks the route's scope before it claims
+or replays a record.
+
 Each request with a key claims a record (`started`); when it is done the record keeps its
-status and body (`done`), which a repeat with the same key and body replays. A record left
-`started` by a process that died is taken over after a lease, so a client can always retry.
+status and body (`done`), which a repeat with the same key and body replays. Only an answer
+that did the work (2xx) is kept: after any 4xx or 5xx nothing was done, the record goes and a
+retry runs for real. A record left `started` by a process that died is taken over after a
+lease, so a client can always retry.
 """
 
 from __future__ import annotations
@@ -63,18 +70,35 @@ def concerned_member(*bodies: bytes) -> str | None:
 _KEYED = uuid.UUID("2f5d3c1e-8a47-4f0b-9c3e-5a1d7e6b4c20")
 
 
+def record_id(key_id: str, path: str, idempotency_key: str) -> str:
+    """The id of the Idempotency-Key record of a request: the API key's id, the path and the
+    Idempotency-Key. Neither a key id nor an Idempotency-Key holds a space, so the three never
+    run into one another."""
+    return f"{key_id} {path} {idempotency_key}"
+
+
+def request_record(request: Request) -> str | None:
+    """The id of this request's Idempotency-Key record, or None when it has no key (a use
+    case that must find the record, or the member it made, by it: a join, a decision)."""
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return None
+    return record_id(request.state.principal.key_id, request.url.path, key)
+
+
 def new_id(request: Request) -> str:
-    """The id of what this request creates: derived from its Idempotency-Key when it has one.
+    """The id of what this request creates: derived from its Idempotency-Key record when it
+    has one (so from the API key too: another key's request never lands on it).
 
     A write can succeed while its answer is lost (the connection drops after the server
     committed it); the client retries with the same key, the kernel runs the request again
     (nothing was recorded as done), and the retry must find the first one's document, not
     create a second: with the same id its insert meets a duplicate key.
     """
-    key = request.headers.get("Idempotency-Key")
-    if not key:
+    record = request_record(request)
+    if record is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(_KEYED, f"{request.url.path}\n{key}"))
+    return str(uuid.uuid5(_KEYED, record))
 
 
 async def forget_requests_of(coll: Records, member_id: str) -> None:
@@ -88,6 +112,17 @@ async def ensure_idempotency_indexes(coll: Records) -> None:
     await expiring_index(coll, "created_at", seconds, kept_by_job=True)
     await coll.create_index("member_id", sparse=True)
     await coll.create_index("created_ms")
+
+
+def kept(status: int) -> bool:
+    """Whether an answer is kept for replay: only one that did the work (2xx).
+
+    Every 4xx and 5xx leaves nothing done. Those about the caller (401, 403: the key or its
+    binding; 422: what was sent; 429: how often) must never be replayed to a retry that fixed
+    them; those about the moment (404 for what another service has not learned yet, 409, 412)
+    would be stale by the retry. Not keeping them costs the retry a run, never a second effect.
+    """
+    return 200 <= status < 300
 
 
 def invalid_key() -> JSONResponse:
@@ -160,11 +195,12 @@ class Idempotency:
     def __init__(self, records: Records) -> None:
         self.records = records
 
-    async def run(self, request: Request, call_next: RequestResponseEndpoint, key: str) -> Response:
-        """Run the request once for its key, or answer as the first run did."""
+    async def run(
+        self, request: Request, call_next: RequestResponseEndpoint, record_id: str
+    ) -> Response:
+        """Run the request once for its record, or answer as the first run did."""
         body = await request.body()
         fingerprint = hashlib.sha256(body).hexdigest()
-        record_id = f"{request.url.path}:{key}"
         claimed = await self._claim(record_id, fingerprint)
         if isinstance(claimed, Response):
             return claimed
@@ -175,8 +211,8 @@ class Idempotency:
             raise
         chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
         content = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
-        if response.status_code >= 500:
-            # Nothing was done for good: let the retry run the request again.
+        if not kept(response.status_code):
+            # Nothing was done: the retry runs the request again, and answers as things are then.
             await self.records.delete_one({"_id": record_id})
         else:
             await self._remember(record_id, _done(response, content, body))

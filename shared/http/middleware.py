@@ -1,5 +1,5 @@
-"""The kernel's middleware: correlation ids and request metrics on every request; bearer auth
-on /v1; Idempotency-Key on POST /v1."""
+"""The kernel's middleware: correlation ids and request metrics on every request; on /v1, in
+this order: bearer auth, the route's scope, the key's write rate, Idempotency-Key (POST)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from pymongo.asynchronous.collection import AsyncCollection
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from shared.http.errors import error_body
-from shared.http.idempotency import IDEMPOTENCY_KEY_RE, Idempotency, invalid_key
+from shared.http.auth import RouteScopes, missing_scope
+from shared.http.errors import error_body, error_response
+from shared.http.idempotency import IDEMPOTENCY_KEY_RE, Idempotency, invalid_key, request_record
+from shared.http.rate_limit import WRITE_METHODS, WriteLimits
 from shared.keys import KeyRing, Principal
 from shared.logs import correlation_id_var, key_id_var
 from shared.metrics import Metrics
@@ -26,7 +28,8 @@ def _route_template(request: Request) -> str:
 
 
 class KernelMiddleware(BaseHTTPMiddleware):
-    """Auth on /v1, Idempotency-Key on POST /v1, correlation ids, request metrics."""
+    """Auth, scope and write rate on /v1, Idempotency-Key on POST /v1, correlation ids,
+    request metrics."""
 
     def __init__(
         self,
@@ -35,12 +38,16 @@ class KernelMiddleware(BaseHTTPMiddleware):
         metrics: Metrics,
         keys: KeyRing,
         idempotency: AsyncCollection[dict[str, Any]],
+        scopes: RouteScopes,
+        limits: WriteLimits | None = None,
     ) -> None:
         super().__init__(app)
         self.metrics = metrics
         self.keys = keys
         self.idempotency = idempotency
         self._idempotency = Idempotency(idempotency)
+        self.scopes = scopes
+        self.limits = limits or WriteLimits()
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
@@ -74,17 +81,34 @@ class KernelMiddleware(BaseHTTPMiddleware):
         request.state.principal = principal
         audit = key_id_var.set(principal.key_id)
         try:
+            refused = self._refusal(request, principal)
+            if refused is not None:
+                return refused
             return await self._authorised(request, call_next)
         finally:
             key_id_var.reset(audit)
+
+    def _refusal(self, request: Request, principal: Principal) -> Response | None:
+        """403 when the key lacks the scope of the route the request goes to, 429 when it is
+        over its write rate; None when the request may go on. Both come before an
+        Idempotency-Key record is claimed or replayed, so neither is ever kept."""
+        scope = self.scopes.of(request)
+        if scope is not None and not principal.allows(scope):
+            return error_response(missing_scope(scope))
+        if request.method in WRITE_METHODS:
+            wait = self.limits.take(principal)
+            if wait is not None:
+                return self.limits.refusal(principal, wait)
+        return None
 
     async def _authorised(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or key is None:
             return await call_next(request)
-        if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        record = request_record(request)  # the API key's own: its id, the path, the key
+        if record is None or not IDEMPOTENCY_KEY_RE.fullmatch(key):
             return invalid_key()
-        return await self._idempotency.run(request, call_next, key)
+        return await self._idempotency.run(request, call_next, record)
 
     def _check_auth(self, request: Request) -> Principal | Response:
         header = request.headers.get("Authorization", "")

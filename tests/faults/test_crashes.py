@@ -16,6 +16,8 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from sarafan.supervisor import SERVICES
+from shared.http import record_id
+from shared.keys import BOOTSTRAP_ID
 from tests.faults.flow import Ledger, join_body
 from tests.faults.scenario import kill_and_heal, run_scenario
 from tests.faults.stack import TOKEN, FaultStack, running_stack
@@ -70,7 +72,7 @@ async def test_a_key_left_in_progress_by_a_crash_can_be_retried(stack: FaultStac
     try:
         await mongo["sarafan_members"]["idempotency_keys"].insert_one(
             {
-                "_id": f"/v1/members:{key}",
+                "_id": record_id(BOOTSTRAP_ID, "/v1/members", key),
                 "fingerprint": hashlib.sha256(body).hexdigest(),
                 "state": "started",
                 "created_at": datetime.now(UTC) - timedelta(hours=1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shared.http import record_id
+from shared.keys import BOOTSTRAP_ID
 from tests.integration.conftest import join_body
 
 
@@ -115,7 +117,7 @@ async def test_a_join_whose_process_died_before_answering_returns_the_same_membe
         # What a SIGKILL between the write and the answer leaves: the key still "started".
         keys = s["members"].runtime.db["idempotency_keys"]
         await keys.update_one(
-            {"_id": "/v1/members:k-crash"},
+            {"_id": record_id(BOOTSTRAP_ID, "/v1/members", "k-crash")},
             {"$set": {"state": "started", "started_ms": 0}, "$unset": {"body": "", "status": ""}},
         )
         again = await http.post("/v1/members", json=body, headers={"Idempotency-Key": "k-crash"})
