@@ -6,9 +6,12 @@ optional expiry and revocation, and the SHA-256 of the whole token — never the
 service watches the bucket and keeps the records in memory, so a request costs no round trip
 and a revocation takes effect everywhere as soon as the watch delivers it (milliseconds; the
 services never read another service's database). `SARAFAN_API_TOKEN` stays the bootstrap key
-with every scope, so that `make run` needs nothing more.
+with every scope and no rate limit, so that `make run` needs nothing more.
 
-Scopes follow Discourse's and GitHub's model: a key per integration, least privilege.
+Scopes follow Discourse's and GitHub's model: a key per integration, least privilege. A key may
+also be bound to a member (`member_id`: it acts as that member only; Discourse's single-user
+key, against its "all users" key) and say its own write rate (`rate_per_minute`). Records kept
+before either existed load as unbound with the default rate.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ async def inbox(
 
     Texts are rendered now, with the names the projection has now: a member named in a
     message (a commenter, an asker) and erased since is no longer named (docs/notifier.md).
+    A key bound to a member reads that member's inbox only.
     """
     member_id = acting_member(request, member_id)
     page = await usecases.inbox(_notifier(request), member_id, limit, _after(cursor))

@@ -10,7 +10,7 @@ import httpx
 
 from sarafan.embedded import free_port
 from services.members.keys_cli import keys_command
-from tests.integration.conftest import TOKEN
+from tests.integration.conftest import TOKEN, join_body
 from tests.integration.test_access_support import bearer
 
 
@@ -82,3 +82,48 @@ async def test_the_cli_says_what_went_wrong_with_its_exit_status(services, tmp_p
     nowhere = f"http://127.0.0.1:{free_port()}"
     assert await keys_command(["list", "--url", nowhere], env, out, err) == 2
     assert "cannot reach the members service" in err.getvalue()
+
+
+async def test_the_cli_binds_a_key_to_a_member_with_a_rate_and_lists_who_each_acts_for(
+    services, tmp_path: Path
+):
+    env = {"SARAFAN_API_TOKEN": TOKEN, "SARAFAN_HOME": str(tmp_path)}
+    async with services("members") as s:
+        app, http = s["members"].app, s["members"].http
+        olga = (await http.post("/v1/members", json=join_body())).json()["member_id"]
+        code, out, err = await _run(
+            app,
+            env,
+            "create",
+            "--name",
+            "olga app",
+            "--scope",
+            "engagement:write",
+            "--member-id",
+            olga,
+            "--rate-per-minute",
+            "30",
+        )
+        assert code == 0, err
+        assert f"acts for member {olga}; writes: 30/min" in err
+        bound_id = out.strip().split("_")[1]
+        code, out, err = await _run(app, env, "create", "--name", "crm", "--scope", "members:read")
+        assert code == 0, err
+        crm_id = out.strip().split("_")[1]
+
+        code, out, err = await _run(app, env, "list")
+        assert code == 0, err
+        header, *rows = out.strip().splitlines()
+        assert "ACTS FOR" in header and "RATE" in header
+        by_id = {row.split()[0]: row for row in rows}
+        assert f"member {olga}" in by_id[bound_id] and "30/min" in by_id[bound_id]
+        assert "any member" in by_id[crm_id] and "120/min (default)" in by_id[crm_id]
+
+        code, _, err = await _run(
+            app, env, "create", "--name", "x", "--scope", "admin", "--member-id", olga
+        )
+        assert code == 1 and "bound_admin" in err
+        code, _, err = await _run(
+            app, env, "create", "--name", "x", "--scope", "members:read", "--rate-per-minute", "0"
+        )
+        assert code == 2 and "at least 1" in err
