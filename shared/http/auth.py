@@ -91,14 +91,14 @@ class RouteScopes:
             if isinstance(route, APIRoute)
         ]
 
-    def of(self, request: Request) -> str | None:
-        """The scope of the route this request goes to (None: no such route, or one that
-        checks its own scope)."""
+    def match(self, request: Request) -> tuple[APIRoute | None, str | None]:
+        """The route this request goes to and its scope (None, None: no such route; a route
+        and None: one that checks its own scope)."""
         for route, scope in self.routes:
             match, _ = route.matches(request.scope)
             if match is Match.FULL:
-                return scope
-        return None
+                return route, scope
+        return None, None
 
     def undeclared_posts(self) -> list[str]:
         """POST /v1 routes without `require`: their Idempotency-Key answers would be claimed

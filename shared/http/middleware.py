@@ -92,7 +92,10 @@ class KernelMiddleware(BaseHTTPMiddleware):
         """403 when the key lacks the scope of the route the request goes to, 429 when it is
         over its write rate; None when the request may go on. Both come before an
         Idempotency-Key record is claimed or replayed, so neither is ever kept."""
-        scope = self.scopes.of(request)
+        route, scope = self.scopes.match(request)
+        if route is not None:
+            # A refusal is counted under its route (the router sets it for the others).
+            request.scope.setdefault("route", route)
         if scope is not None and not principal.allows(scope):
             return error_response(missing_scope(scope))
         if request.method in WRITE_METHODS:

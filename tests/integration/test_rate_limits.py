@@ -41,6 +41,11 @@ async def test_twenty_concurrent_joins_with_a_key_limited_to_5_a_minute_give_5_j
                 assert 1 <= int(r.headers["Retry-After"]) <= 12
                 assert error["details"]["retry_after_seconds"] == int(r.headers["Retry-After"])
         assert len((await http.get("/v1/members")).json()["items"]) == 5
+        metrics = (await http.get("/metrics")).text
+        assert (
+            'sarafan_http_requests_total{route="/v1/members",service="members",status="429"} 15.0'
+            in metrics
+        )
 
 
 async def test_a_key_without_a_rate_gets_the_default_and_the_bootstrap_key_none(services):
