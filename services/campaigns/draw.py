@@ -175,6 +175,10 @@ def verify(published: Published) -> DrawCheck:
         raise ValueError(f"unknown draw procedure {published.procedure!r}")
     found = _Findings()
     entrants, cid = published.entrants, published.campaign_id
+    if published.procedure == PROCEDURE_V1:
+        seed, inputs = seed_for(cid, entrants), "standings"
+    else:
+        seed, inputs = _v2_seed(published, found), "secret and standings"
     if published.standings_sha256 is not None:
         digest = standings_sha256(cid, entrants)
         found.compare(
@@ -184,10 +188,6 @@ def verify(published: Published) -> DrawCheck:
             f"campaign-ended published {published.standings_sha256}",
             f"standings hash to the published {digest}",
         )
-    if published.procedure == PROCEDURE_V1:
-        seed, inputs = seed_for(cid, entrants), "standings"
-    else:
-        seed, inputs = _v2_seed(published, found), "secret and standings"
     if seed is None:
         seed = published.seed  # no secret to compute it from: re-run with the published one
     else:
