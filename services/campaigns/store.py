@@ -192,7 +192,7 @@ class CampaignsStore:
             query = where(
                 status=status, window_start_ms={"$lte": last_ms}, window_end_ms={"$gt": first_ms}
             )
-            return await self.campaigns.find(query, without_outbox()).to_list(None)
+            return await self.campaigns.find(query, HIDDEN).to_list(None)
 
         found = await asyncio.gather(*(open_as(status) for status in OPEN))
         return [doc for docs in found for doc in docs]

@@ -140,7 +140,9 @@ async def test_a_draw_commits_at_its_start_to_a_secret_no_read_shows(world):
     assert after["draw_commitment"] == commitment and "draw_secret" not in after
     assert "draw_secret" not in await world.store.campaign(doc["_id"])
     listed = await world.store.list_campaigns(None, 10, None)
-    assert [d for d in listed if "draw_secret" in d] == []
+    scored_in = await world.store.open_between(0, epoch_ms(world.clock()))  # the scoring's read
+    assert [d for d in listed + scored_in if "draw_secret" in d] == []
+    assert [d["_id"] for d in scored_in] == [doc["_id"]]
     assert secret.encode() not in started.to_json()
     assert CampaignOut.from_doc(after).draw_commitment == commitment
     assert secret not in CampaignOut.from_doc(after).model_dump_json()
