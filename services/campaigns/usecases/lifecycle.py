@@ -210,7 +210,8 @@ class Lifecycle:
         The standings are frozen at the window's end: `ends_at` for the scheduler (which
         ends a campaign once the grace for late events is over), now for an end by hand
         before it. Scoring counts only activities timed inside the window and stops at this
-        transition, so nothing timed after the freeze is in the standings the draw uses.
+        transition, so nothing timed after the freeze is in the standings the draw uses (but
+        for an early end, an activity credited before it whose producer's clock ran ahead).
         `key_id` (the API key of an end by hand) is recorded with the end.
         """
         doc = await self._get(campaign_id, secret=True)
