@@ -153,8 +153,11 @@ class Demo:
             },
         )
         campaign_id: str = campaign["campaign_id"]
-        self.post("campaigns", f"/v1/campaigns/{campaign_id}/start", {})
+        started = self.post("campaigns", f"/v1/campaigns/{campaign_id}/start", {})
         self.say(f"  campaign {campaign['name']!r} is active")
+        if started.get("draw_commitment"):
+            # The hash of the draw's secret, published now; the end reveals the secret.
+            self.say(f"  draw commitment {started['draw_commitment'][:16]}… (in campaign-started)")
         return campaign_id
 
     def friends_join(self) -> None:
@@ -306,8 +309,8 @@ class Demo:
             )
         if result.get("draw"):
             say(
-                f"    draw seed {result['draw']['seed'][:16]}… — check it with: "
-                f"sarafan campaigns verify-draw {campaign_id}"
+                f"    draw seed {result['draw']['seed'][:16]}… from the revealed secret and the "
+                f"standings — check it with: sarafan campaigns verify-draw {campaign_id}"
             )
         report = self.get("campaigns", f"/v1/campaigns/{campaign_id}/report")
         say(

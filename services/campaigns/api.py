@@ -112,7 +112,9 @@ async def _transition(request: Request, campaign_id: str, action: str) -> Campai
         if action == "start":
             after = await lifecycle.start(campaign_id, now, by_hand=True)
         elif action == "end":
-            after = await lifecycle.end(campaign_id, now, by_hand=True)
+            # Who ends it is recorded with the end (and early ends are logged).
+            key_id = getattr(getattr(request.state, "principal", None), "key_id", None)
+            after = await lifecycle.end(campaign_id, now, by_hand=True, key_id=key_id)
         else:
             after = await lifecycle.cancel(campaign_id, now)
     except Missing as exc:
@@ -143,7 +145,8 @@ async def start_campaign(campaign_id: CampaignId, request: Request) -> CampaignO
     "/campaigns/{campaign_id}/end", response_model=CampaignOut, dependencies=[require(MANAGE)]
 )
 async def end_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
-    """End an active campaign now: winners by its rule (emits campaign-ended)."""
+    """End an active campaign now: winners by its rule (emits campaign-ended). Before its
+    ends_at the standings freeze now, and the end is recorded as early with the key."""
     return await _transition(request, campaign_id, "end")
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from services.campaigns.domain import CountReferrals, Status, WinnerRule
 from shared.clock import from_ms
-from shared.events import Announcement, Audience, CampaignKind, Level, Role
+from shared.events import Announcement, Audience, CampaignEnding, CampaignKind, Level, Role
 from shared.limits import Moment, Points, Region, Request, Title, text
 
 #: Bounds of a campaign definition. Each exists because something breaks beyond it: the
@@ -85,9 +85,14 @@ class EntrantOut(BaseModel):
 
 
 class DrawOut(BaseModel):
-    procedure: str
+    procedure: str = Field(description="sarafan-draw-v2 (v1: campaigns started before it)")
     seed: str
     entrants: list[EntrantOut]
+    secret: str | None = Field(None, description="v2: the secret committed to at the start")
+    commitment: str | None = Field(None, description="v2: SHA-256 (hex) of the secret")
+    standings_sha256: str | None = Field(
+        None, description="v2: SHA-256 (hex) of the canonical standings"
+    )
 
 
 class ResultOut(BaseModel):
@@ -96,6 +101,19 @@ class ResultOut(BaseModel):
     points_total: float
     winners: list[WinnerOut]
     draw: DrawOut | None = None
+
+
+def ending_out(stored: dict[str, Any] | None) -> CampaignEnding | None:
+    """The stored record of a campaign's end (`frozen_ms`) as the resource and campaign-ended
+    show it."""
+    if stored is None:
+        return None
+    return CampaignEnding(
+        by_hand=stored["by_hand"],
+        key_id=stored.get("key_id"),
+        early=stored.get("early", False),
+        frozen_at=from_ms(stored["frozen_ms"]),
+    )
 
 
 def _time(doc: dict[str, Any], key: str) -> datetime | None:
@@ -122,6 +140,12 @@ class CampaignOut(BaseModel):
     ended_at: datetime | None = None
     cancelled_at: datetime | None = None
     window: dict[str, datetime] = Field(description="the times between which events score")
+    draw_commitment: str | None = Field(
+        None,
+        description="winner_rule draw: SHA-256 (hex) of the secret drawn at the start; the "
+        "secret itself is shown in result.draw once the campaign ended",
+    )
+    ending: CampaignEnding | None = Field(None, description="who ended it, and whether early")
     result: ResultOut | None = None
 
     @classmethod
@@ -150,6 +174,8 @@ class CampaignOut(BaseModel):
             ended_at=_time(doc, "ended_ms"),
             cancelled_at=_time(doc, "cancelled_ms"),
             window={"start": from_ms(doc["window_start_ms"]), "end": from_ms(doc["window_end_ms"])},
+            draw_commitment=doc.get("draw_commitment"),
+            ending=ending_out(doc.get("ending")),
             result=doc.get("result"),
         )
 

@@ -35,6 +35,7 @@ log = logging.getLogger("sarafan.campaigns")
 Doc = dict[str, Any]
 OPEN = ("scheduled", "active")  # statuses in which a campaign still accepts scoring events
 STANDING_FIELDS = {"member_id": 1, "points": 1, "reached_ms": 1, "milestones": 1}
+HIDDEN = without_outbox("draw_secret")  # a draw's secret: read by the end alone
 #: `_id`s per `$in` read: far below any server's limit on bound parameters.
 IDS_PER_READ = 1000
 #: Lower than every rank key and order key: "the whole listing" as a range on the key, so
@@ -161,8 +162,11 @@ class CampaignsStore:
             {**doc, "order_key": order_key(int(doc["created_ms"]), doc["_id"])}
         )
 
-    async def campaign(self, campaign_id: str) -> Doc | None:
-        return await self.campaigns.find_one({"_id": campaign_id}, without_outbox())
+    async def campaign(self, campaign_id: str, *, secret: bool = False) -> Doc | None:
+        """The campaign; with its draw's secret (`draw_secret`) only when `secret` (the end)."""
+        return await self.campaigns.find_one(
+            {"_id": campaign_id}, without_outbox() if secret else HIDDEN
+        )
 
     async def list_campaigns(self, status: str | None, limit: int, after: str | None) -> list[Doc]:
         """Newest first, up to `limit`; `after` is the `order_key` of the last item seen.
@@ -173,7 +177,7 @@ class CampaignsStore:
         query = where(order_key={"$lt": after} if after is not None else {"$gt": FIRST_KEY})
         if status:
             query = where(status=status, **query)
-        cursor = self.campaigns.find(query, without_outbox()).sort([("order_key", DESCENDING)])
+        cursor = self.campaigns.find(query, HIDDEN).sort([("order_key", DESCENDING)])
         return await cursor.limit(limit).to_list(None)
 
     async def open_between(self, first_ms: int, last_ms: int) -> list[Doc]:
@@ -188,7 +192,7 @@ class CampaignsStore:
             query = where(
                 status=status, window_start_ms={"$lte": last_ms}, window_end_ms={"$gt": first_ms}
             )
-            return await self.campaigns.find(query, without_outbox()).to_list(None)
+            return await self.campaigns.find(query, HIDDEN).to_list(None)
 
         found = await asyncio.gather(*(open_as(status) for status in OPEN))
         return [doc for docs in found for doc in docs]
@@ -216,6 +220,7 @@ class CampaignsStore:
             where({"_id": campaign_id, **condition}),
             {"$set": changes, "$inc": {"version": 1}},
             events,
+            projection=HIDDEN,
         )
 
     # -- members (this service's own projection) ------------------------------------------------

@@ -190,11 +190,12 @@ async def test_contest_with_draw_publishes_a_seed_anyone_can_verify(services, nc
         r = await campaigns.post(f"/v1/campaigns/{cid}/end")
         assert r.status_code == 200, r.text
         campaign = r.json()
-        assert campaign["result"]["draw"]["procedure"] == "sarafan-draw-v1"
+        assert campaign["result"]["draw"]["procedure"] == "sarafan-draw-v2"
         assert len(campaign["result"]["winners"]) == 2
         await wait_until(lambda: seen.of_type("campaign-ended"), message="no campaign-ended")
         published = seen.of_type("campaign-ended")[0]["data"]
         assert published["draw"]["seed"] == campaign["result"]["draw"]["seed"]
+        assert published["draw"]["secret"] == campaign["result"]["draw"]["secret"]
         assert published["draw"]["entrants"] == 3
         assert check_campaign(campaign).ok
 

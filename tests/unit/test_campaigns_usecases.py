@@ -10,7 +10,11 @@ from datetime import timedelta
 
 import pytest
 
+from services.campaigns import draw
+from services.campaigns.cli import check
+from services.campaigns.schemas import CampaignOut
 from services.campaigns.usecases import Conflict, InvalidCampaign, Missing, UnknownMember
+from shared.clock import epoch_ms, from_ms
 from shared.events import LevelChanged, MemberJoined, PostCreated, ReferralMade
 from tests.fakes.campaigns import T0, CampaignsWorld, batch
 
@@ -114,6 +118,111 @@ async def test_ending_names_the_winners_and_cancelling_announces_nothing(world):
     assert len(world.relay.kicks) == kicks
     with pytest.raises(Conflict):
         await world.lifecycle.cancel(other, world.clock())
+
+
+# -- the draw: committed at the start, frozen and revealed at the end -------------------------
+
+
+def stored(world: CampaignsWorld, campaign_id: str) -> dict:
+    """The campaign document as stored, secret included (no read of the store shows it)."""
+    [doc] = [d for d in world.db["campaigns"].documents() if d["_id"] == campaign_id]
+    return doc
+
+
+async def test_a_draw_commits_at_its_start_to_a_secret_no_read_shows(world):
+    doc = await world.lifecycle.create(world.campaign(winner_rule="draw"), world.clock())
+    after = await world.lifecycle.start(doc["_id"], world.clock(), by_hand=True)
+    secret = stored(world, doc["_id"])["draw_secret"]
+    assert draw.secret_from_hex(secret)  # 32 random bytes, as hex
+    [started] = world.relay.published("campaign-started")
+    commitment = started.payload().draw_commitment
+    assert commitment == draw.commitment_of(bytes.fromhex(secret))
+    assert after["draw_commitment"] == commitment and "draw_secret" not in after
+    assert "draw_secret" not in await world.store.campaign(doc["_id"])
+    listed = await world.store.list_campaigns(None, 10, None)
+    scored_in = await world.store.open_between(0, epoch_ms(world.clock()))  # the scoring's read
+    assert [d for d in listed + scored_in if "draw_secret" in d] == []
+    assert [d["_id"] for d in scored_in] == [doc["_id"]]
+    assert secret.encode() not in started.to_json()
+    assert CampaignOut.from_doc(after).draw_commitment == commitment
+    assert secret not in CampaignOut.from_doc(after).model_dump_json()
+
+
+async def test_a_campaign_without_a_draw_commits_to_nothing(world):
+    cid = await world.running()
+    [started] = world.relay.published("campaign-started")
+    assert started.payload().draw_commitment is None
+    assert "draw_secret" not in stored(world, cid)
+
+
+async def test_a_draw_ends_revealing_the_secret_it_committed_to(world):
+    cid = await world.running(winner_rule="draw", winners=1)
+    await world.scoring.members_changed(batch(joined("anna"), joined("boris"), joined("vera")))
+    await world.scoring.members_changed(batch(referral("anna", "boris")))
+    secret = stored(world, cid)["draw_secret"]
+    world.clock.advance(timedelta(days=7, seconds=6))
+    await world.lifecycle.tick()
+    ended = stored(world, cid)
+    assert ended["result"]["draw"]["procedure"] == "sarafan-draw-v2"
+    assert ended["result"]["draw"]["secret"] == secret
+    [started] = world.relay.published("campaign-started")
+    [event] = world.relay.published("campaign-ended")
+    published = event.payload()
+    assert published.draw.secret == secret and published.draw.standings == [("anna", "10.00")]
+    assert published.ending.by_hand is False and published.ending.early is False
+    assert published.ending.frozen_at == from_ms(ended["ends_ms"])
+    checked = check(started=started.model_dump(mode="json"), ended=event.model_dump(mode="json"))
+    assert checked.ok, checked.problems
+
+
+async def test_an_early_end_by_hand_freezes_then_and_records_who_ended_it(world):
+    cid = await world.running(winner_rule="draw")
+    world.clock.advance(timedelta(days=2))
+    after = await world.lifecycle.end(cid, world.clock(), by_hand=True, key_id="k_manager")
+    now_ms = epoch_ms(world.clock())
+    assert after["ending"] == {
+        "by_hand": True,
+        "key_id": "k_manager",
+        "early": True,
+        "frozen_ms": now_ms,
+    }
+    assert after["window_end_ms"] == now_ms < after["ends_ms"]
+    [event] = world.relay.published("campaign-ended")
+    ending = event.payload().ending
+    assert (ending.by_hand, ending.key_id, ending.early) == (True, "k_manager", True)
+    assert ending.frozen_at == world.clock() and event.payload().ended_at == world.clock()
+    shown = CampaignOut.from_doc(after)
+    assert shown.ending == ending and shown.result.draw.secret is not None
+
+
+async def test_an_end_by_hand_after_ends_at_is_not_early_and_freezes_at_ends_at(world):
+    cid = await world.running(winner_rule="draw")
+    world.clock.advance(timedelta(days=7, seconds=2))  # past ends_at, inside the grace
+    after = await world.lifecycle.end(cid, world.clock(), by_hand=True, key_id="k_manager")
+    assert after["ending"]["early"] is False and after["ending"]["key_id"] == "k_manager"
+    assert after["ending"]["frozen_ms"] == after["ends_ms"] == after["window_end_ms"]
+
+
+async def test_a_draw_that_started_before_commitments_ends_with_v1(world):
+    cid = await world.running(winner_rule="draw")
+    await world.db["campaigns"].update_one(
+        {"_id": cid}, {"$unset": {"draw_secret": "", "draw_commitment": ""}}
+    )
+    await world.scoring.members_changed(batch(joined("anna"), joined("boris")))
+    await world.scoring.members_changed(batch(referral("anna", "boris")))
+    after = await world.lifecycle.end(cid, world.clock(), by_hand=True)
+    assert after["result"]["draw"]["procedure"] == "sarafan-draw-v1"
+    assert "secret" not in after["result"]["draw"]
+    checked = check(campaign=CampaignOut.from_doc(after).model_dump(mode="json"))
+    assert checked.ok and checked.procedure == "sarafan-draw-v1"
+
+
+async def test_a_broken_stored_secret_stops_the_end_rather_than_fall_back_to_v1(world):
+    cid = await world.running(winner_rule="draw")
+    await world.db["campaigns"].update_one({"_id": cid}, {"$set": {"draw_secret": "oops"}})
+    with pytest.raises(ValueError):
+        await world.lifecycle.end(cid, world.clock(), by_hand=True)
+    assert stored(world, cid)["status"] == "active"
 
 
 # -- scoring -----------------------------------------------------------------------------------

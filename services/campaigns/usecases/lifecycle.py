@@ -8,23 +8,25 @@ replicas, schedulers and clients race for it (docs/patterns.md: outbox, work tha
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.campaigns import draw
-from services.campaigns.domain import (
-    Rules,
-    Standing,
-    ranked,
-    top_winners,
-    validate_definition,
-)
+from services.campaigns.domain import Rules, Standing, validate_definition
 from services.campaigns.schemas import CampaignIn
 from services.campaigns.store import OPEN, CampaignsStore, Doc
+from services.campaigns.usecases.outcome import (
+    PLACEHOLDER_COMMITMENT,
+    ended_event,
+    ending,
+    final_result,
+    started_event,
+)
 from shared.clock import Clock, epoch_ms, from_ms, utcnow
-from shared.events import Audience, CampaignEnded, CampaignStarted, CloudEvent, new_event
+from shared.events import CloudEvent
 from shared.skipped import SkippedDocuments
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
 from shared.uow import UnitOfWork
@@ -66,66 +68,6 @@ def standings_from_docs(docs: list[Doc], skipped: SkippedDocuments | None = None
     return standings
 
 
-def final_result(rules: Rules, standings: list[Standing]) -> dict[str, Any]:
-    """Participants and winners by the campaign's rule; a draw publishes seed and entrants."""
-    participants = ranked(standings)
-    result: dict[str, Any] = {
-        "winner_rule": rules.winner_rule,
-        "participants": len(participants),
-        "points_total": round(sum(s.points for s in participants), 2),
-    }
-    if rules.winner_rule == "draw":
-        entrants = draw.entrants_from(participants)
-        seed = draw.seed_for(rules.campaign_id, entrants)
-        winners = draw.draw(entrants, seed, rules.winners)
-        result["draw"] = {
-            "procedure": draw.PROCEDURE,
-            "seed": seed,
-            "entrants": [{"member_id": e.member_id, "points": e.points} for e in entrants],
-        }
-    else:
-        winners = top_winners(participants, rules.winners)
-    result["winners"] = [
-        {"member_id": w.member_id, "rank": w.rank, "points": w.points} for w in winners
-    ]
-    return result
-
-
-def started_event(doc: Doc, window_start_ms: int) -> CloudEvent:
-    """The campaign-started event of a campaign whose window starts at `window_start_ms`."""
-    return new_event(
-        CampaignStarted(
-            campaign_id=doc["_id"],
-            name=doc["name"],
-            kind=doc["kind"],
-            audience=Audience.model_validate(doc["audience"]),
-            starts_at=from_ms(window_start_ms),
-            ends_at=from_ms(doc["window_end_ms"]),
-            announcement=doc["announcement"],
-        ),
-    )
-
-
-def ended_event(rules: Rules, result: dict[str, Any]) -> CloudEvent:
-    """campaign-ended: the winners, and for a draw its procedure, seed and entrant count
-    (the entrants themselves are in the campaign's `result`)."""
-    extra: dict[str, Any] = {"winner_rule": rules.winner_rule}
-    if "draw" in result:
-        extra["draw"] = {
-            "procedure": result["draw"]["procedure"],
-            "seed": result["draw"]["seed"],
-            "entrants": len(result["draw"]["entrants"]),
-        }
-    return new_event(
-        CampaignEnded(
-            campaign_id=rules.campaign_id,
-            participants=result["participants"],
-            winners=result["winners"],
-            **extra,
-        ),
-    )
-
-
 def new_campaign(definition: dict[str, Any], created: datetime, campaign_id: str) -> Doc:
     """The document of a campaign just created: `scheduled`, its window its own times."""
     starts_ms, ends_ms = epoch_ms(definition.pop("starts_at")), epoch_ms(definition.pop("ends_at"))
@@ -141,6 +83,38 @@ def new_campaign(definition: dict[str, Any], created: datetime, campaign_id: str
         "created_ms": epoch_ms(created),
         "version": 1,
     }
+
+
+def _secret(doc: Doc) -> bytes | None:
+    """The secret a draw committed to at its start; None for a campaign that started without
+    one (before `sarafan-draw-v2`): its draw is `sarafan-draw-v1`. A stored secret that is
+    not one raises: falling back to v1 would let a changed document pick the procedure."""
+    stored = doc.get("draw_secret")
+    return None if stored is None else draw.secret_from_hex(stored)
+
+
+def _log_end(campaign_id: str, end: Doc, result: dict[str, Any], early_ms: int) -> None:
+    # Who ended it and when its standings froze; never the secret (campaign-ended has it).
+    winners = [w["member_id"] for w in result["winners"]]
+    if end["early"]:
+        log.warning(
+            "campaign %s ended early by hand by key %s, %d s before its end; standings "
+            "frozen at %s: %d participants, winners %s",
+            campaign_id,
+            end["key_id"],
+            early_ms // 1000,
+            from_ms(end["frozen_ms"]).isoformat(),
+            result["participants"],
+            winners,
+        )
+        return
+    log.info(
+        "campaign %s ended %s: %d participants, winners %s",
+        campaign_id,
+        f"by hand by key {end['key_id']}" if end["by_hand"] else "by the scheduler",
+        result["participants"],
+        winners,
+    )
 
 
 class Lifecycle:
@@ -177,7 +151,8 @@ class Lifecycle:
         # The event its start will publish, built now: one NATS would refuse (too big), or
         # one that cannot be built, is a 422 before anything is stored, never a campaign
         # that can not start (EventTooLarge is answered by the HTTP kernel).
-        started_event(doc, doc["window_start_ms"])
+        commitment = PLACEHOLDER_COMMITMENT if doc.get("winner_rule") == "draw" else None
+        started_event(doc, doc["window_start_ms"], commitment)
         try:
             await self.store.insert_campaign(doc)
         except Exception as exc:
@@ -189,8 +164,8 @@ class Lifecycle:
             return existing
         return doc
 
-    async def _get(self, campaign_id: str) -> Doc:
-        doc = await self.store.campaign(campaign_id)
+    async def _get(self, campaign_id: str, *, secret: bool = False) -> Doc:
+        doc = await self.store.campaign(campaign_id, secret=secret)
         if doc is None:
             raise Missing(campaign_id)
         return doc
@@ -213,42 +188,53 @@ class Lifecycle:
         else:
             condition["window_start_ms"] = {"$lte": now_ms}
             window_start = int(doc["window_start_ms"])
-        started = started_event(doc, window_start)
-        changes = {"status": "active", "started_ms": now_ms, "window_start_ms": window_start}
+        changes: Doc = {"status": "active", "started_ms": now_ms, "window_start_ms": window_start}
+        commitment = None
+        if doc.get("winner_rule") == "draw":
+            # Drawn by every replica that tries; the one whose update wins stores its secret
+            # with the commitment its event publishes (the same write), the others' are lost.
+            secret = secrets.token_bytes(draw.SECRET_BYTES)
+            commitment = draw.commitment_of(secret)
+            changes |= {"draw_secret": secret.hex(), "draw_commitment": commitment}
+        started = started_event(doc, window_start, commitment)
         after = await self._transition(campaign_id, condition, changes, [started])
         if after is not None:
             log.info("campaign %s started (%s)", campaign_id, "by hand" if by_hand else "on time")
         return after
 
-    async def end(self, campaign_id: str, now: datetime, *, by_hand: bool) -> Doc | None:
-        """active → ended with winners and campaign-ended; None when another caller ended it."""
-        doc = await self._get(campaign_id)
+    async def end(
+        self, campaign_id: str, now: datetime, *, by_hand: bool, key_id: str | None = None
+    ) -> Doc | None:
+        """active → ended with winners and campaign-ended; None when another caller ended it.
+
+        The standings are frozen at the window's end: `ends_at` for the scheduler (which
+        ends a campaign once the grace for late events is over), now for an end by hand
+        before it. Scoring counts only activities timed inside the window and stops at this
+        transition, so nothing timed after the freeze is in the standings the draw uses (but
+        for an early end, an activity credited before it whose producer's clock ran ahead).
+        `key_id` (the API key of an end by hand) is recorded with the end.
+        """
+        doc = await self._get(campaign_id, secret=True)
         if doc["status"] != "active":
             raise Conflict(campaign_id, doc["status"], "end")
         now_ms = epoch_ms(now)
-        window_end = (
-            min(int(doc["window_end_ms"]), now_ms) if by_hand else int(doc["window_end_ms"])
-        )
+        end = ending(doc, now_ms, by_hand=by_hand, key_id=key_id)
         rules = Rules.from_doc(doc)
         # Every standing of the campaign, once, when it ends: the winners (top) and the
         # draw's seed and entrants need them all, so this read grows with the participants.
         standings = standings_from_docs(await self.store.standings_of(campaign_id), self.skipped)
-        result = final_result(rules, standings)
+        result = final_result(rules, standings, _secret(doc))
         changes = {
             "status": "ended",
             "ended_ms": now_ms,
-            "window_end_ms": window_end,
+            "window_end_ms": end["frozen_ms"],
             "result": result,
+            "ending": end,
         }
-        ended = ended_event(rules, result)
+        ended = ended_event(rules, result, end, now_ms)
         after = await self._transition(campaign_id, {"status": "active"}, changes, [ended])
         if after is not None:
-            log.info(
-                "campaign %s ended: %d participants, winners %s",
-                campaign_id,
-                result["participants"],
-                [w["member_id"] for w in result["winners"]],
-            )
+            _log_end(campaign_id, end, result, int(doc["window_end_ms"]) - now_ms)
         return after
 
     async def cancel(self, campaign_id: str, now: datetime) -> Doc | None:
