@@ -25,6 +25,8 @@ PEOPLE = [
     ("Tom Becker", "kazan", ["partner"], "en", 2, ["education"]),
     ("Елена Кузнецова", "kazan", ["volunteer"], "ru", 2, ["children"]),
 ]
+#: The volunteer hours the coordinator approves during the drive (hours_approved).
+HOURS_APPROVED = 4 + 3 + 2.5
 LATE_JOINERS = [
     ("Сергей Морозов", "moscow", ["volunteer"], "ru", 1, ["ecology"]),
     ("Olga Fedorova", "moscow", ["volunteer"], "en", 3, ["sport"]),
@@ -39,6 +41,8 @@ class Demo:
     say: Callable[[str], None] = print
     members: list[dict[str, Any]] = field(default_factory=list)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    #: Posts of every kind made during the drive (each scores in it).
+    posts: int = 0
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(headers={"Authorization": f"Bearer {self.token}"}, timeout=15)
@@ -168,19 +172,22 @@ class Demo:
             self.say(f"  {m['display_name']} joined, brought by {referrer['display_name']}")
         self.wait_engagement_knows_everyone()
 
+    def write_post(
+        self, author: dict[str, Any], title: str, kind: str = "post", **more: Any
+    ) -> dict[str, Any]:
+        self.posts += 1
+        body = {"author_id": author["member_id"], "kind": kind, "title": title, "tags": []}
+        return self.post("engagement", "/v1/posts", {**body, **more})
+
     def questions_and_answers(self) -> None:
         self.say("Week 4 — questions, answers, stories and volunteer hours.")
         ivan, dmitry = self.members[1], self.members[3]
-        question = self.post(
-            "engagement",
-            "/v1/posts",
-            {
-                "author_id": dmitry["member_id"],
-                "kind": "question",
-                "title": "Где взять перчатки для субботника?",
-                "body": "Нужны на 20 человек.",
-                "tags": ["cleanup"],
-            },
+        question = self.write_post(
+            dmitry,
+            "Где взять перчатки для субботника?",
+            "question",
+            body="Нужны на 20 человек.",
+            tags=["cleanup"],
         )
         answer = self.post(
             "engagement",
@@ -197,17 +204,15 @@ class Demo:
     def posts_and_reactions(self) -> None:
         coordinator, ivan, maria = self.members[:3]
         anna, tom, elena = self.members[4:7]
+        posts = []
         for author, title, kind in (
             (ivan, "Субботник в парке: итоги", "event-report"),
             (maria, "Reading club for kids", "story"),
             (anna, "Приют ищет волонтёров", "post"),
             (ivan, "План на весну", "post"),
         ):
-            post = self.post(
-                "engagement",
-                "/v1/posts",
-                {"author_id": author["member_id"], "kind": kind, "title": title, "tags": []},
-            )
+            post = self.write_post(author, title, kind)
+            posts.append(post)
             for fan in (coordinator, elena, tom):
                 if fan is not author:
                     self.post(
@@ -215,6 +220,16 @@ class Demo:
                         f"/v1/posts/{post['post_id']}/reactions",
                         {"member_id": fan["member_id"], "reaction": "thanks"},
                     )
+        # A reaction costs nothing; a comment is taking part (it makes a referral count).
+        for fan, post, text in (
+            (elena, posts[1], "Можно я приведу дочку?"),
+            (tom, posts[0], "Great work, count me in next time!"),
+        ):
+            self.post(
+                "engagement",
+                f"/v1/posts/{post['post_id']}/comments",
+                {"author_id": fan["member_id"], "body": text},
+            )
 
     def hours_approved(self) -> None:
         coordinator, ivan, maria, dmitry = self.members[:4]
@@ -223,7 +238,7 @@ class Demo:
             (ivan, 4, "park cleanup"),
             (maria, 3, "reading club"),
             (dmitry, 2.5, "park cleanup"),
-        ):
+        ):  # HOURS_APPROVED in all
             entry = self.post(
                 "engagement",
                 "/v1/hours",
@@ -242,15 +257,20 @@ class Demo:
         self.say("  4 posts with reactions; 9.5 volunteer hours approved by the coordinator")
 
     def late_joiners(self) -> None:
-        self.say("Week 5 — late joiners during the drive.")
-        for person in LATE_JOINERS:
-            m = self.join(person)
-            self.say(f"  {m['display_name']} joined by referral")
+        self.say("Week 5 — late joiners during the drive introduce themselves.")
+        joined = [self.join(person) for person in LATE_JOINERS]
+        self.wait_engagement_knows_everyone()
+        for m in joined:
+            # A referral counts once the friend takes part, not at the sign-up.
+            self.write_post(m, f"Привет! Hello from {m['display_name']}")
+            self.say(f"  {m['display_name']} joined by referral and said hello")
 
     def drive_ends(self, campaign_id: str) -> dict[str, Any]:
         self.say("Week 6 — the drive ends; the draw picks a winner.")
-        # Let the last events reach the campaign before closing it.
+        # Let the last events reach the campaign before closing it: every friend took part,
+        # so each referral scores 10, each post 2 and each approved hour 1.
         referrals = sum(1 for m in self.members if m.get("referred_by"))
+        expected = referrals * 10 + self.posts * 2 + HOURS_APPROVED
         self.wait(
             "campaign points",
             lambda: (
@@ -260,7 +280,7 @@ class Demo:
                         "items"
                     ]
                 )
-                >= referrals * 10
+                >= expected
             ),
         )
         self.post("campaigns", f"/v1/campaigns/{campaign_id}/end", {})

@@ -35,8 +35,16 @@ SCORABLE = (
     "hours-approved",
     "member-joined",
 )
-#: What counts as "the referred member did something" for `count_referrals: active`.
-REFERRAL_ACTIVATING = frozenset({"post-created", "comment-added", "hours-approved"})
+#: What counts as "the referred member did something" for `count_referrals: active` (as in
+#: engagement: a post, a comment, an accepted answer, approved hours). One more kind of
+#: activity is one more name here.
+REFERRAL_ACTIVATING = frozenset(
+    {"post-created", "comment-added", "answer-accepted", "hours-approved"}
+)
+#: How referrals count in new campaigns. `joined` (a referral scores at the sign-up) is kept
+#: only so that campaigns created with it before still read and score by their own rules:
+#: three throwaway sign-ups made a referrer win, so a new campaign cannot choose it.
+COUNT_REFERRALS_ACCEPTED: tuple[CountReferrals, ...] = ("active",)
 #: Points are kept to two decimals so that sums and the draw's canonical form are exact.
 POINTS_DECIMALS = 2
 
@@ -59,7 +67,7 @@ class Rules:
     milestones: tuple[int, ...] = ()
     winners: int = 1
     winner_rule: WinnerRule = "top"
-    count_referrals: CountReferrals = "joined"
+    count_referrals: CountReferrals = "active"
     window_start_ms: int = 0
     window_end_ms: int = 0
 
@@ -76,7 +84,7 @@ class Rules:
             milestones=tuple(int(m) for m in doc.get("milestones") or ()),
             winners=int(doc.get("winners") or 1),
             winner_rule=doc.get("winner_rule", "top"),
-            count_referrals=doc.get("count_referrals", "joined"),
+            count_referrals=doc.get("count_referrals", "active"),
             window_start_ms=int(doc["window_start_ms"]),
             window_end_ms=int(doc["window_end_ms"]),
         )
@@ -89,9 +97,16 @@ def validate_definition(
     milestones: Sequence[int],
     winners: int,
     now: datetime,
+    count_referrals: str = "active",
 ) -> list[str]:
     """Problems with a new campaign's definition, in words a client can act on."""
     problems = []
+    if count_referrals not in COUNT_REFERRALS_ACCEPTED:
+        problems.append(
+            f"count_referrals {count_referrals!r} is no longer accepted: a referral scores once "
+            "the referred member is active (posts, comments, has an answer accepted or hours "
+            "approved), since sign-ups alone cost nothing to fake; use 'active'"
+        )
     if ends_at <= starts_at:
         problems.append("ends_at must be after starts_at")
     if ends_at <= now:

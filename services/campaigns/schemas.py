@@ -63,7 +63,11 @@ class CampaignIn(Request):
     )
     winners: int = Field(1, description="how many winners", strict=True, le=WINNERS_MAX)
     winner_rule: WinnerRule = "top"
-    count_referrals: CountReferrals = "joined"
+    count_referrals: CountReferrals = Field(
+        "active",
+        description="a referral scores once the referred member is active (`joined`, scoring "
+        "at the sign-up, is refused for new campaigns)",
+    )
     announcement: AnnouncementIn
 
     @field_validator("starts_at", "ends_at")

@@ -221,13 +221,17 @@ async def list_comments(
 async def add_reaction(
     post_id: str, body: ReactionIn, request: Request, response: Response
 ) -> ReactionOut:
-    """React to a post: once per member, post and reaction (a repeat answers 200, no new event)."""
+    """React to a post with one of the community's reactions, once per member and post: the
+    same reaction again answers 200 (no new event), another one 409 `already_reacted`, one not
+    allowed 422 `unknown_reaction` with the allowed list."""
     e = engagement_of(request)
     member = acting_member(request, body.member_id)
     cmd = usecases.NewReaction(post_id=post_id, **{**body.model_dump(), "member_id": member})
     with refusals():
         async with e.unit_of_work() as uow:
-            reaction, created = await usecases.add_reaction(cmd, uow, e.store, e.clock())
+            reaction, created = await usecases.add_reaction(
+                cmd, uow, e.store, e.clock(), e.rules.reactions
+            )
     if not created:
         response.status_code = 200
     return ReactionOut(

@@ -11,6 +11,7 @@ from pydantic import Field
 from services.engagement import api, api_hours, api_insights, domain
 from services.engagement.consumers import EngagementHandlers, subscriptions
 from services.engagement.context import Engagement
+from services.engagement.contributions import DEFAULT_REACTIONS
 from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.jobs import EngagementJobs
 from services.engagement.scoring import Scoring
@@ -45,6 +46,11 @@ class EngagementSettings(ServiceSettings):
     drift_days: float = Field(14.0, alias="SARAFAN_ENGAGEMENT_DRIFT_DAYS", gt=0)
     unanswered_hours: float = Field(24.0, alias="SARAFAN_ENGAGEMENT_UNANSWERED_HOURS", gt=0)
     new_member_days: float = Field(30.0, alias="SARAFAN_ENGAGEMENT_NEW_MEMBER_DAYS", gt=0)
+    reactions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REACTIONS),
+        alias="SARAFAN_ENGAGEMENT_REACTIONS",
+        description='JSON list of the reactions members may give, e.g. ["+1", "thanks", "🎉"]',
+    )
     job_seconds: float = Field(60.0, alias="SARAFAN_ENGAGEMENT_JOB_SECONDS", gt=0)
     gauges_seconds: float = Field(30.0, alias="SARAFAN_ENGAGEMENT_GAUGES_SECONDS", gt=0)
 
@@ -57,6 +63,7 @@ class EngagementSettings(ServiceSettings):
             drift_after=timedelta(days=self.drift_days),
             unanswered_after=timedelta(hours=self.unanswered_hours),
             new_member_window=timedelta(days=self.new_member_days),
+            reactions=tuple(self.reactions),
         )
 
 

@@ -59,7 +59,8 @@ def refusals() -> Iterator[None]:
     except NotFound as exc:
         raise not_found(exc.what, exc.ident) from None
     except Refused as exc:
-        raise ApiError(REFUSAL_STATUS.get(type(exc), 422), exc.code, exc.message) from None
+        status = REFUSAL_STATUS.get(type(exc), 422)
+        raise ApiError(status, exc.code, exc.message, details=exc.details) from None
 
 
 def rendered(docs: Iterable[Any], render: Callable[[Any], T], what: str) -> list[T]:

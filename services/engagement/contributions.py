@@ -10,6 +10,8 @@ these, and write the result with its events through their unit of work. A refusa
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -27,6 +29,10 @@ from shared.query import order_key
 from shared.tags import normalise_tags
 
 Doc = dict[str, Any]
+#: The reactions members may give unless SARAFAN_ENGAGEMENT_REACTIONS says otherwise.
+DEFAULT_REACTIONS: tuple[str, ...] = ("+1", "like", "heart", "thanks", "👍", "❤️", "🎉", "🙏")
+#: Variation selectors and skin-tone modifiers: how an emoji looks, not which it is.
+EMOJI_PRESENTATION = re.compile("[\ufe0e\ufe0f\U0001f3fb-\U0001f3ff]")
 #: Who may decide on someone else's volunteer hours (from the projected roles).
 DECIDER_ROLES = ("coordinator", "staff")
 
@@ -34,9 +40,9 @@ DECIDER_ROLES = ("coordinator", "staff")
 class Refused(ValueError):
     """A request the rules refuse (HTTP 422 unless a subclass says otherwise)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.details = code, message, details
 
 
 class Forbidden(Refused):
@@ -128,17 +134,52 @@ def new_comment(
     return doc, added
 
 
-def reaction_id(post_id: str, member_id: str, reaction: str) -> str:
-    """One reaction per member, post and reaction: the id says which."""
-    digest = hashlib.sha256(f"{post_id}\n{member_id}\n{reaction}".encode()).hexdigest()
-    return "r_" + digest[:32]
+def reaction_form(reaction: str) -> str:
+    """What makes two reactions the same one: case, and the marks that change how an emoji
+    looks but not which emoji it is (variation selectors, skin tones), do not count."""
+    return EMOJI_PRESENTATION.sub("", reaction).casefold()
+
+
+def allowed_reaction(raw: str, allowed: Sequence[str]) -> str:
+    """The reaction as configured (SARAFAN_ENGAGEMENT_REACTIONS); anything else is refused with
+    the list of those allowed. A closed set: twenty invented strings are not twenty reactions."""
+    wanted = reaction_form(raw)
+    for reaction in allowed:
+        if reaction_form(reaction) == wanted:
+            return reaction
+    raise Refused(
+        "unknown_reaction",
+        f"this is not one of the community's reactions: {' '.join(allowed)}",
+        details={"allowed": list(allowed)},
+    )
+
+
+def reaction_id(post_id: str, member_id: str) -> str:
+    """One reaction per member and post: the id says whose, on which post."""
+    digest = hashlib.sha256(f"{post_id}\n{member_id}".encode()).hexdigest()
+    return "r1_" + digest[:32]
+
+
+def same_reaction(existing: Doc, reaction: str) -> Doc:
+    """A member's reaction to a post, asked for again: the same one is no change; another is
+    refused (one reaction per member and post, so an author earns one point per member)."""
+    if existing["reaction"] == reaction:
+        return existing
+    raise Conflict(
+        "already_reacted",
+        f"member {existing['member_id']} already reacted to post {existing['post_id']} "
+        f"with {existing['reaction']!r}: one reaction per member and post",
+        details={"reaction": existing["reaction"]},
+    )
 
 
 def new_reaction(
     post: Doc, member_id: str, reaction: str, now: datetime
 ) -> tuple[Doc, ReactionAdded]:
+    """A member's one reaction to a post and its reaction-added (one event per member and post,
+    so no consumer can score a member's reactions to one post twice)."""
     doc = {
-        "_id": reaction_id(post["_id"], member_id, reaction),
+        "_id": reaction_id(post["_id"], member_id),
         "post_id": post["_id"],
         "member_id": member_id,
         "post_author_id": post["author_id"],

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
+from services.engagement.contributions import DEFAULT_REACTIONS, reaction_form
 from shared.events import (
     LEVELS,
     AnswerAccepted,
@@ -18,7 +20,6 @@ from shared.events import (
     MemberLeft,
     PostCreated,
     ReactionAdded,
-    ReferralMade,
 )
 
 #: Levels from which a member who stops being active is "drifting"; the loyal pool.
@@ -41,6 +42,15 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 KINDS: tuple[str, ...] = tuple(DEFAULT_WEIGHTS)
 #: Kinds that are not participation: joining scores but does not make a member "active".
 PASSIVE_KINDS = frozenset({"joined"})
+#: What a referred member does that makes their referral count: the referrer earns `referral`
+#: when the friend first does one of these, not when the friend signs up (a sign-up costs
+#: nothing to fake). Another kind of activity that should count is one more name here.
+REFERRAL_ACTIVATING: frozenset[str] = frozenset(
+    {"post", "question", "comment", "answer_accepted", "hour"}
+)
+#: Kinds a member earns once ever per cause (a referral per referred member): their fact ids
+#: are kept for good in the member's record, not only for the redelivery horizon.
+ONCE_KINDS: frozenset[str] = frozenset({"referral"})
 #: Score a member needs to be promoted to each level (newcomer is everyone's start).
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "participant": 5,
@@ -62,6 +72,8 @@ class Rules:
     drift_after: timedelta = timedelta(days=14)
     unanswered_after: timedelta = timedelta(hours=24)
     new_member_window: timedelta = timedelta(days=30)
+    #: The reactions members may give (a closed set: see contributions.allowed_reaction).
+    reactions: tuple[str, ...] = DEFAULT_REACTIONS
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(KINDS)
@@ -79,12 +91,26 @@ class Rules:
         if self.half_life < timedelta(hours=1):
             # Day buckets hold sum(w * 2^(t_in_day / half_life)); shorter half-lives overflow.
             raise ValueError("the half-life must be at least one hour")
+        check_reactions(self.reactions)
 
     def weight(self, kind: str) -> float:
         return float(self.weights.get(kind, DEFAULT_WEIGHTS[kind]))
 
     def threshold(self, level: str) -> float:
         return 0.0 if level == LEVELS[0] else float(self.thresholds[level])
+
+
+def check_reactions(reactions: Sequence[str]) -> None:
+    """The configured reactions: at least one, each one as a request may give it (1 to 32
+    characters, no spaces), no two the same reaction."""
+    if not reactions:
+        raise ValueError("at least one reaction must be allowed")
+    for reaction in reactions:
+        if not 0 < len(reaction) <= 32 or any(c.isspace() for c in reaction):
+            raise ValueError(f"a reaction is 1 to 32 characters without spaces: {reaction!r}")
+    forms = [reaction_form(r) for r in reactions]
+    if len(set(forms)) != len(forms):
+        raise ValueError("the same reaction is listed twice")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +145,7 @@ def facts_from_event(event_id: str, event_time: datetime, data: EventData) -> li
 
     if isinstance(data, MemberJoined):
         return [fact(data.member_id, "joined", data.joined_at)]
-    if isinstance(data, ReferralMade):
-        return [fact(data.referrer_id, "referral", data.at)]
+    # referral-made scores nothing by itself: see `referral_credits`.
     if isinstance(data, PostCreated):
         return [
             fact(data.author_id, "question" if data.kind == "question" else "post", data.created_at)
@@ -139,14 +164,48 @@ def facts_from_event(event_id: str, event_time: datetime, data: EventData) -> li
     return []
 
 
+def referral_fact(friend_id: str, referrer_id: str, at: datetime) -> Fact:
+    """The referrer's credit for a friend: one id per friend, whatever activity causes it."""
+    return Fact(f"referral:{friend_id}", referrer_id, "referral", at)
+
+
+def referral_credits(facts: Iterable[Fact], members: Mapping[str, Mapping[str, Any]]) -> list[Fact]:
+    """The referrals that count now. A referred member among the facts' members who did
+    something in REFERRAL_ACTIVATING makes their referrer earn `referral`, dated at that first
+    activity (the earliest in `facts`), if both are still members: `members` holds the
+    projection (status, referred_by) of those members and of their referrers. A friend who
+    left or was erased before doing anything never counts. Recorded once ever (ONCE_KINDS)."""
+    first: dict[str, datetime] = {}
+    for f in facts:
+        if f.kind in REFERRAL_ACTIVATING:
+            first[f.member_id] = min(f.at, first.get(f.member_id, f.at))
+    credits = []
+    for friend_id, at in first.items():
+        friend = members.get(friend_id) or {}
+        referrer_id = friend.get("referred_by")
+        if friend.get("status") != "active" or not referrer_id or referrer_id == friend_id:
+            continue
+        if (members.get(referrer_id) or {}).get("status") != "active":
+            continue
+        credits.append(referral_fact(friend_id, referrer_id, at))
+    return credits
+
+
 # ---------------------------------------------------------------------------------------------
 # Score with exponential time decay
 
 
 def decay_factor(age: timedelta, half_life: timedelta) -> float:
-    """2^(-age/half_life): 1 now, 1/2 after one half-life. A fact dated after `now` (clock skew)
-    gets a factor a little above 1, as the stored day buckets compute it."""
-    return math.pow(2.0, -(age / half_life))
+    """2^(-age/half_life): 1 now, 1/2 after one half-life, never above 1: a negative age (a
+    time after `now`) counts as now, so no fact is ever worth more than its points."""
+    return math.pow(2.0, -max(age / half_life, 0.0))
+
+
+def as_of(fact: Fact, now: datetime) -> Fact:
+    """The fact as it is scored at `now`: one dated later (a clock ahead, a forged or mistyped
+    time) happened, at the latest, now. Without this a fact dated in 2100 would be worth its
+    points times 2^(years / half-life), some 10^268 times its weight."""
+    return fact if fact.at <= now else replace(fact, at=now)
 
 
 def day_of(at: datetime) -> datetime:

@@ -9,7 +9,9 @@ the time is passed in.
   grown to the fact's time from the day's start, see `domain.bucket_mass`), hours, facts and
   last participation. Older days are folded into `base`: their score at `base_day_ms`.
 - `applied`: the ids of facts recorded in the last APPLIED_KEEP, so a redelivered event adds
-  nothing (older redeliveries are caught by the consumer's processed-events record).
+  nothing (older redeliveries are caught by the consumer's processed-events record); `once`:
+  the ids of facts a member earns once ever (a referral per referred member), kept for good.
+- A fact dated after the time it is recorded counts as recorded then (`domain.as_of`).
 - Lifetime figures (counts by kind, points, hours, last participation) are kept as they come.
 - Derived fields, stored for the indexes: `lscore` (orders members by decayed score at any
   time), `rank_all`/`rank7`/`rank30` (leaderboard keys), the windows' points and when they next
@@ -105,6 +107,9 @@ class Record:
     hours_total: float = 0.0
     last_ms: int | None = None
     applied: dict[str, int] = field(default_factory=dict)
+    #: The ids of facts earned once ever (domain.ONCE_KINDS: a referral per referred member),
+    #: kept for good: a cause that comes back months later still finds its fact here.
+    once: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, doc: dict[str, Any] | None) -> Record:
@@ -121,6 +126,7 @@ class Record:
             hours_total=float(doc.get("hours_total") or 0.0),
             last_ms=int(doc["last_ms"]) if doc.get("last_ms") else None,
             applied={k: int(v) for k, v in (doc.get("applied") or {}).items()},
+            once={k: int(v) for k, v in (doc.get("once") or {}).items()},
         )
 
     @property
@@ -136,10 +142,12 @@ class Record:
         record = replace(self, applied=applied)
         for fact in facts:
             key = safe_key(fact.id)
-            if key in record.applied or key in self.applied:
+            if key in record.applied or key in self.applied or key in record.once:
                 continue
-            record = record._with(fact, rules)
+            record = record._with(domain.as_of(fact, now), rules)
             record.applied[key] = now_ms
+            if fact.kind in domain.ONCE_KINDS:
+                record = replace(record, once={**record.once, key: now_ms})
         return record.folded(now, rules)
 
     def _with(self, fact: domain.Fact, rules: domain.Rules) -> Record:
@@ -315,6 +323,8 @@ def as_doc(record: Record) -> dict[str, Any]:
         "applied": dict(record.applied),
         "fold_run": record.fold_run,
     }
+    if record.once:
+        doc["once"] = dict(record.once)
     if record.base_day_ms is not None:
         doc["base"] = {"day_ms": record.base_day_ms, "mass": record.base_mass}
     if record.fold_last is not None:

@@ -19,6 +19,7 @@ from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from shared.clock import epoch_ms
 from shared.events import CloudEvent
 from shared.http import IDEMPOTENCY_TTL
 from shared.projection import MemberProjection
@@ -120,6 +121,23 @@ class EngagementStore:
 
     async def members_by_id(self, member_ids: Iterable[str]) -> dict[str, Doc]:
         return await by_ids(self.members, member_ids)
+
+    async def referral_links(self, member_ids: Iterable[str]) -> dict[str, Doc]:
+        """Status, referrer and whether their referral counted already, by member."""
+        fields = {"status": 1, "referred_by": 1, "referral_counted_ms": 1}
+        return await by_ids(self.members, member_ids, fields)
+
+    async def note_referrals_counted(self, friend_ids: list[str], now: datetime) -> None:
+        """These friends' referrals are recorded: their later activity needs no look at them."""
+        if not friend_ids:
+            return
+        at = epoch_ms(now)
+        # Never onto an erased member's tombstone (it keeps nothing but its status).
+        ops = [
+            UpdateOne(where({"_id": f, "status": "active"}), {"$set": {"referral_counted_ms": at}})
+            for f in friend_ids
+        ]
+        await self.members.bulk_write(ops, ordered=False)
 
     async def erased_among(self, member_ids: Iterable[str]) -> set[str]:
         found = await by_ids(self.members, member_ids, {"status": 1})

@@ -10,7 +10,7 @@ handlers are adapters around these: they parse, call one, and map a refusal (`Re
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -125,21 +125,27 @@ class NewReaction:
 
 
 async def add_reaction(
-    cmd: NewReaction, uow: UnitOfWork, store: EngagementStore, now: datetime
+    cmd: NewReaction,
+    uow: UnitOfWork,
+    store: EngagementStore,
+    now: datetime,
+    allowed: Sequence[str] = rules.DEFAULT_REACTIONS,
 ) -> tuple[Doc, bool]:
-    """React to a post, once per member, post and reaction (reaction-added): the reaction
-    stored, and whether this call made it (a repeat changes nothing)."""
+    """React to a post with one of the `allowed` reactions, once per member and post
+    (reaction-added): the reaction stored, and whether this call made it (the same reaction
+    again changes nothing; another is refused)."""
+    reaction = rules.allowed_reaction(cmd.reaction, allowed)
     post = await _existing_post(store, cmd.post_id)
     await _active_member(store, cmd.member_id)
-    existing = await store.reaction(rules.reaction_id(cmd.post_id, cmd.member_id, cmd.reaction))
+    existing = await store.reaction(rules.reaction_id(cmd.post_id, cmd.member_id))
     if existing is not None:
-        return existing, False
-    doc, added = rules.new_reaction(post, cmd.member_id, cmd.reaction, now)
+        return rules.same_reaction(existing, reaction), False
+    doc, added = rules.new_reaction(post, cmd.member_id, reaction, now)
     if await _inserted(uow, store.reactions, doc, [new_event(added, time=now)]):
         return doc, True
-    twin = await store.reaction(doc["_id"])  # a concurrent twin won the insert
+    twin = await store.reaction(doc["_id"])  # a concurrent request won the insert
     assert twin is not None
-    return twin, False
+    return rules.same_reaction(twin, reaction), False
 
 
 @dataclass(frozen=True)
@@ -314,4 +320,25 @@ async def record_activity(
             at = epoch_ms(data.created_at)
             first_answers[data.post_id] = min(at, first_answers.get(data.post_id, at))
     await store.note_first_answers(first_answers)
-    await scoring.record(facts, now)
+    credits = await _referral_credits(facts, store)
+    await scoring.record(facts + credits, now)
+    # Noted after they are recorded (a crash in between records them again: the same id, so
+    # nothing is added twice); a noted friend's later activity needs no look at the referrer.
+    await store.note_referrals_counted([c.id.removeprefix("referral:") for c in credits], now)
+
+
+async def _referral_credits(facts: list[domain.Fact], store: EngagementStore) -> list[domain.Fact]:
+    """The referrals the friends' activity in `facts` makes count (domain.referral_credits)."""
+    doers = {f.member_id for f in facts if f.kind in domain.REFERRAL_ACTIVATING}
+    if not doers:
+        return []
+    friends = {
+        m: doc
+        for m, doc in (await store.referral_links(doers)).items()
+        if doc.get("referred_by") and not doc.get("referral_counted_ms")
+    }
+    referrers = {doc["referred_by"] for doc in friends.values()} - set(friends)
+    if not friends:
+        return []
+    known = {**friends, **await store.referral_links(referrers)}
+    return domain.referral_credits(facts, known)

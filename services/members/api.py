@@ -79,14 +79,23 @@ def _lacks(scope: str, message: str, **details: Any) -> ApiError:
     return ApiError(403, "forbidden", message, details={"missing_scope": scope, **details})
 
 
+def contact_taken() -> ApiError:
+    """A join's answer when a contact is taken, whichever it was: a sign-up key must not learn
+    whether an email, a phone or a Telegram handle belongs to a member."""
+    return ApiError(409, "contact_taken", "one of these contacts already belongs to a member")
+
+
 @contextmanager
-def answers() -> Iterator[None]:
-    """The HTTP answer of each refusal a use case raises."""
+def answers(*, uniform_contacts: bool = False) -> Iterator[None]:
+    """The HTTP answer of each refusal a use case raises; with `uniform_contacts` (a join) a
+    taken contact is not named."""
     try:
         yield
     except RuleViolation as exc:
         raise ApiError(422, exc.code, exc.message) from exc
     except ContactTaken as exc:
+        if uniform_contacts:
+            raise contact_taken() from exc
         raise ApiError(
             409, f"{exc.kind}_taken", f"another member already has this {exc.kind}"
         ) from exc
@@ -114,8 +123,10 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
     """Join the community (explicit consent, at least one contact, optional referral code).
 
     Joining as coordinator or staff also needs the scope `admin` (403 naming it otherwise):
-    a sign-up page's key lets people join, not give themselves authority. A key bound to a
-    member acts as that member only: it makes no other member (403)."""
+    a sign-up page's key lets people join, not give themselves authority. A contact another
+    member has is one answer whichever it was (409 `contact_taken`), checked before the
+    referral code: the answers tell no one who is a member or whose address owns a code. A key
+    bound to a member acts as that member only: it makes no other member (403)."""
     unbound_only(request, "make members")
     cmd = usecases.JoinCommand(
         profile=body.model_dump(include=set(domain.PROFILE_FIELDS)),
@@ -128,7 +139,7 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
         # The kernel's record of this request (shared/http/idempotency.py) keeps the response.
         idempotency_record=request_record(request),
     )
-    with answers():
+    with answers(uniform_contacts=True):
         async with runtime_of(request).unit_of_work() as uow:
             member = await usecases.join(
                 cmd,

@@ -29,6 +29,23 @@ def normalise_email(raw: str) -> str:
     return checked.normalized.lower()
 
 
+#: Mail providers that deliver `a.n.n.a@` to `anna@`, and the one domain they all are.
+DOTLESS_MAILBOXES = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def canonical_email(email: str) -> str:
+    """The mailbox an address reaches, as far as one can tell from the address: case aside,
+    `anna+drive@` is `anna@` (a sub-address: most providers deliver it to the same mailbox),
+    and at Gmail `a.n.n.a@googlemail.com` is `anna@gmail.com`. Only for comparing people (is
+    this newcomer the code's owner?): a member's address is stored as they gave it."""
+    local, _, domain = email.lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    domain = DOTLESS_MAILBOXES.get(domain, domain)
+    if domain in DOTLESS_MAILBOXES.values():
+        local = local.replace(".", "") or local
+    return f"{local}@{domain}"
+
+
 def normalise_phone(raw: str, default_region: str | None = "RU") -> str:
     """E.164 (`+79161234567`) by libphonenumber; national formats read in `default_region`."""
     text = raw.strip()
@@ -77,12 +94,24 @@ class Contacts:
     def any(self) -> bool:
         return any(self.as_dict().values())
 
+    def canonical(self) -> Contacts:
+        """The contacts as one person's: the mailbox an email reaches (`canonical_email`),
+        the phone in E.164 (as stored), the telegram handle in lower case (Telegram ignores
+        case)."""
+        return Contacts(
+            email=canonical_email(self.email) if self.email else None,
+            phone=self.phone,
+            telegram=self.telegram.lower() if self.telegram else None,
+        )
+
     def shared_with(self, other: Contacts) -> list[str]:
-        """Which contact kinds two people have in common (a self-referral sign)."""
+        """Which contact kinds two people have in common, compared on their canonical forms
+        (a self-referral sign: `anna+1@example.org` is Anna)."""
+        mine, theirs = self.canonical(), other.canonical()
         return [
             kind
             for kind in CONTACT_KINDS
-            if getattr(self, kind) and getattr(self, kind) == getattr(other, kind)
+            if getattr(mine, kind) and getattr(mine, kind) == getattr(theirs, kind)
         ]
 
 

@@ -63,17 +63,16 @@ def is_well_formed_code(code: str) -> bool:
 
 
 def check_referral(newcomer: Contacts, referrer: Contacts, referrer_active: bool) -> None:
-    """A code works only while its owner is a member, and never for the owner themselves."""
+    """A code works only while its owner is a member, and never for the owner themselves:
+    contacts are compared on their canonical forms (contacts.canonical_email), so a
+    sub-address or a dotted Gmail address of the owner is the owner. The answer does not say
+    which contact matched."""
     if not referrer_active:
         raise RuleViolation(
             "referrer_left", "the owner of this referral code has left the community"
         )
-    shared = newcomer.shared_with(referrer)
-    if shared:
-        raise RuleViolation(
-            "self_referral",
-            f"a member cannot use their own referral code (same {', '.join(shared)})",
-        )
+    if newcomer.shared_with(referrer):
+        raise RuleViolation("self_referral", "a member cannot use their own referral code")
 
 
 # -- consent -----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ document and publishes them on commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo import UpdateOne
@@ -160,6 +160,13 @@ class MemberStore:
         if not value:
             return None
         return await self.members.find_one(where({kind: value}), projection or {"_id": 1})
+
+    async def taken_kind(self, contacts: Mapping[str, str | None]) -> str | None:
+        """The first kind among `contacts` another member has (None: all free)."""
+        for kind in CONTACT_KINDS:
+            if await self.holder_of(kind, contacts.get(kind)) is not None:
+                return kind
+        return None
 
     # -- joining -------------------------------------------------------------------------------
 

@@ -136,6 +136,10 @@ async def join(
     """
     _may_give(cmd.profile["roles"], (), may_grant)
     contacts = normalise_contacts(cmd.email, cmd.phone, cmd.telegram, phone_region)
+    # Contacts before the code: a sign-up key must not learn whose address owns a code.
+    taken = await store.taken_kind(contacts.as_dict())
+    if taken is not None:
+        return await _joined_before(store, cmd.idempotency_record, ContactTaken(taken))
     referrer, code = await _referrer(store, cmd.referral_code)
     now = _now(clock)
     joined = domain.join(
@@ -159,13 +163,18 @@ async def join(
             return member
         except CodeTaken:
             continue
-        except ContactTaken:
-            # The same request again (its Idempotency-Key taken over after the first attempt
-            # died before answering): the member it created is the answer, not a conflict.
-            if record and (done := await store.by_idempotency_record(record)):
-                return done
-            raise
+        except ContactTaken as taken:
+            return await _joined_before(store, record, taken)  # or a concurrent join won
     raise NoCodeFound()
+
+
+async def _joined_before(store: MemberStore, record: str | None, taken: ContactTaken) -> Doc:
+    """A join whose contacts are taken: the same request again (its Idempotency-Key taken
+    over after the first attempt died before answering) is answered with the member it
+    created; anything else is the conflict."""
+    if record and (done := await store.by_idempotency_record(record)):
+        return done
+    raise taken
 
 
 # -- change ----------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ class CommentAdded(EventData):
 
 
 class ReactionAdded(EventData):
-    """A member reacted to a post (once per member, post and reaction)."""
+    """A member reacted to a post with one of the community's reactions (once per member and
+    post)."""
 
     event_type = "reaction-added"
     service = "engagement"

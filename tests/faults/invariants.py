@@ -129,26 +129,28 @@ def expected_points(ledger: Ledger) -> dict[str, dict[str, tuple[float, float]]]
     doubt_eng: Counter[str] = Counter()
     doubt_camp: Counter[str] = Counter()
     seeds = set(ledger.seeds)
+    # A referral counts once the referred member posts or comments (a sign-up alone does not).
+    active = set(ledger.posts.values()) | set(ledger.comments.values())
+    maybe_active = {b["author_id"] for kind, b in ledger.in_doubt if kind in ("post", "comment")}
     for mid, referrer in ledger.members.items():
         eng[mid] += ENGAGEMENT_POINTS["joined"]
         if mid not in seeds:  # seeds joined before the campaign started
             camp[mid] += CAMPAIGN_SCORING["member-joined"]
-        if referrer:
+        if referrer and mid in active:
             eng[referrer] += ENGAGEMENT_POINTS["referral"]
             camp[referrer] += CAMPAIGN_SCORING["referral-made"]
+        elif referrer and mid in maybe_active:
+            doubt_eng[referrer] += ENGAGEMENT_POINTS["referral"]
+            doubt_camp[referrer] += CAMPAIGN_SCORING["referral-made"]
     for author in ledger.posts.values():
         eng[author] += ENGAGEMENT_POINTS["post"]
         camp[author] += CAMPAIGN_SCORING["post-created"]
     for author in ledger.comments.values():
         eng[author] += ENGAGEMENT_POINTS["comment"]
         camp[author] += CAMPAIGN_SCORING["comment-added"]
-    by_code = {code: mid for mid, code in ledger.codes.items()}
     for kind, body in ledger.in_doubt:
-        if kind == "join" and body.get("referral_code"):
-            referrer = by_code[body["referral_code"]]
-            doubt_eng[referrer] += ENGAGEMENT_POINTS["referral"]
-            doubt_camp[referrer] += CAMPAIGN_SCORING["referral-made"]
-        elif kind == "post":
+        # A join in doubt refers nobody who scores: its member is unknown, so never active.
+        if kind == "post":
             doubt_eng[body["author_id"]] += ENGAGEMENT_POINTS["post"]
             doubt_camp[body["author_id"]] += CAMPAIGN_SCORING["post-created"]
         elif kind == "comment":

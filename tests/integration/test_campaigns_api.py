@@ -32,6 +32,18 @@ async def test_create_rejects_an_invalid_campaign_with_clear_messages(services, 
             assert expected in r.json()["error"]["message"], r.text
 
 
+async def test_a_new_campaign_counting_referrals_at_the_sign_up_is_refused(services, nc):
+    await declare_streams(nc, "MEMBERS", "ENGAGEMENT")
+    async with services("campaigns") as s:
+        http = s["campaigns"].http
+        r = await http.post("/v1/campaigns", json=campaign_body(count_referrals="joined"))
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_campaign"), r.text
+        assert "'joined' is no longer accepted" in r.json()["error"]["message"]
+        assert (await http.get("/v1/campaigns")).json()["items"] == []
+        r = await http.post("/v1/campaigns", json=campaign_body())
+        assert (r.status_code, r.json()["count_referrals"]) == (201, "active")
+
+
 async def test_lifecycle_by_hand_and_listing_by_status(services, nc):
     await declare_streams(nc, "MEMBERS", "ENGAGEMENT")
     async with services("campaigns") as s:

@@ -94,6 +94,8 @@ async def test_a_burst_of_joins_by_referral_is_scored_once_in_batches(services, 
         await publish(nc, referral(referrers[(n + 1) % REFERRERS].member_id, person.member_id, -n))
     for event in referrals[:20]:  # re-published past the duplicate window
         await publish(nc, event.payload(), event=event, msg_id=f"again-{event.id}")
+    for n, person in enumerate(referred):  # each friend does something: the referral counts
+        await publish(nc, post(person.member_id, f"p_friend_{n}"))
     # A referrer this service never hears of: retried, then dead-lettered, alone.
     await publish(nc, referral("m_ghost", referred[0].member_id, 9999))
 
@@ -240,7 +242,6 @@ async def test_a_burst_of_engagement_is_scored_as_if_handled_one_by_one(services
         body = {
             "kind": "contest",
             "scoring": {"post-created": 2, "hours-approved": 1, "referral-made": 10},
-            "count_referrals": "active",
             "milestones": [20],
             "audience": {"regions": [], "roles": [], "min_level": "active"},
         }

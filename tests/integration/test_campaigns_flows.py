@@ -52,10 +52,17 @@ async def test_referral_drive_scores_referrers_in_the_audience_and_reports_growt
 
         anna = await join(display_name="Anna")
         boris = await join(display_name="Boris", referral_code=anna["referral_code"])
-        await join(display_name="Vera", referral_code=anna["referral_code"])
-        await join(display_name="Gleb", referral_code=boris["referral_code"])
+        vera = await join(display_name="Vera", referral_code=anna["referral_code"])
+        gleb = await join(display_name="Gleb", referral_code=boris["referral_code"])
         outsider = await join(display_name="Tver", region="tver")
-        await join(display_name="Friend", region="tver", referral_code=outsider["referral_code"])
+        friend = await join(
+            display_name="Friend", region="tver", referral_code=outsider["referral_code"]
+        )
+        # A referral counts once the friend does something (here: each posts).
+        await wait_known(s["campaigns"].store, *(m["member_id"] for m in (boris, vera, gleb)))
+        await wait_known(s["campaigns"].store, friend["member_id"])
+        for member in (boris, vera, gleb, friend):
+            await publish(nc, post(member["member_id"]))
 
         await wait_points(campaigns, cid, {anna["member_id"]: 20, boris["member_id"]: 10})
         board = (await campaigns.get(f"/v1/campaigns/{cid}/leaderboard")).json()["items"]
@@ -85,11 +92,12 @@ async def test_referral_drive_scores_referrers_in_the_audience_and_reports_growt
         ]
 
 
-async def test_active_referral_scores_only_once_the_referred_member_posts(services, nc):
+async def test_a_referral_scores_only_once_the_referred_member_posts(services, nc):
     await declare_streams(nc, "ENGAGEMENT")
     async with services("members", "campaigns") as s:
         members, campaigns = s["members"].http, s["campaigns"].http
-        cid = (await create_and_start(campaigns, count_referrals="active"))["campaign_id"]
+        # No count_referrals: `active` is the default (sign-ups alone used to score).
+        cid = (await create_and_start(campaigns))["campaign_id"]
         anna = (await members.post("/v1/members", json=join_body())).json()
         boris = (
             await members.post("/v1/members", json=join_body(referral_code=anna["referral_code"]))
@@ -127,7 +135,7 @@ async def test_an_active_referral_scores_when_the_post_was_handled_before_the_re
     await declare_streams(nc, "MEMBERS", "ENGAGEMENT")
     async with services("campaigns") as s:
         http, store = s["campaigns"].http, s["campaigns"].store
-        cid = (await create_and_start(http, count_referrals="active"))["campaign_id"]
+        cid = (await create_and_start(http))["campaign_id"]
         anna, boris = member_joined(), member_joined()
         await publish(nc, anna)
         await publish(nc, boris)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 from shared.events import MemberUpdated
 from tests.helpers import wait_until
 from tests.integration.test_engagement_support import (
@@ -123,3 +125,20 @@ async def test_hours_need_a_known_member_and_a_sensible_amount(services):
             r = await http.post("/v1/hours", json={"member_id": volunteer, **HOURS, **bad})
             assert r.status_code == 422, bad
         assert (await http.get("/v1/members/nobody/hours")).status_code == 404
+
+
+async def test_hours_dated_next_year_are_refused_and_tomorrow_is_the_tolerance(services):
+    async with services("members", "engagement") as s:
+        members, http = s["members"].http, s["engagement"].http
+        volunteer = await join(members, http)
+        today = datetime.now(UTC).date()
+        ahead = {"next year": today + timedelta(days=366), "in 2099": date(2099, 12, 31)}
+        for when, day in ahead.items():
+            body = {"member_id": volunteer, **HOURS, "date": day.isoformat()}
+            r = await http.post("/v1/hours", json=body)
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "future_date"), when
+        listed = (await http.get(f"/v1/members/{volunteer}/hours")).json()
+        assert listed["items"] == [] and listed["pending_hours"] == 0
+        # A member east of UTC may already live tomorrow: that much is tolerated.
+        body = {"member_id": volunteer, **HOURS, "date": (today + timedelta(days=1)).isoformat()}
+        assert (await http.post("/v1/hours", json=body)).status_code == 201

@@ -29,7 +29,7 @@ async def test_the_projection_keeps_region_roles_and_joining_scores_one(services
         )  # fmt: skip
 
 
-async def test_a_referral_scores_the_referrer_fifteen_and_counts_as_word_of_mouth(services):
+async def test_throwaway_referrals_earn_nothing_until_a_friend_posts_then_fifteen_once(services):
     async with services("members", "engagement") as s:
         members, http = s["members"].http, s["engagement"].http
         r = await members.post(
@@ -38,14 +38,35 @@ async def test_a_referral_scores_the_referrer_fifteen_and_counts_as_word_of_mout
                   "consent": {"terms": True}},
         )  # fmt: skip
         referrer, code = r.json()["member_id"], r.json()["referral_code"]
-        friend = await join(members, http, referral_code=code)
-
-        got = await wait_points(http, referrer, 1 + 15)
-        assert got["counts"]["referrals"] == 1 and got["points_total"] == 16
-        assert got["level"] == "participant"
-        assert (await engagement_of(http, friend))["points_total"] == 1
+        # Three sign-ups with the code: before, they made the referrer `loyal` (1 + 3 × 15).
+        friends = [await join(members, http, referral_code=code) for _ in range(3)]
         stats = (await http.get("/v1/stats")).json()
-        assert stats["referral_join_share"] == 0.5
+        assert stats["referral_join_share"] == 0.75  # still word of mouth for the figures
+        got = await engagement_of(http, referrer)
+        assert (got["points_total"], got["level"]) == (1, "newcomer")
+
+        async def posts(member_id: str, title: str = "Hello") -> None:
+            r = await http.post("/v1/posts", json={"author_id": member_id, "title": title})
+            assert r.status_code == 201, r.text
+
+        await posts(friends[0])
+        got = await wait_points(http, referrer, 1 + 15)
+        await wait_points(http, friends[0], 1 + 5)
+        # The friend's further activity changes nothing for the referrer: the credit is once.
+        await posts(friends[0], "Again")
+        await wait_points(http, friends[0], 1 + 5 + 5)
+        got = await engagement_of(http, referrer)
+        assert (got["points_total"], got["counts"]["referrals"]) == (16, 1)
+        assert got["level"] == "participant"
+        # A second friend becomes active: the level follows.
+        await posts(friends[1])
+        got = await wait_points(http, referrer, 1 + 15 + 15)
+        assert (got["points_total"], got["counts"]["referrals"]) == (31, 2)
+        await wait_until(lambda: _level(http, referrer, "active"), message="level not active")
+
+
+async def _level(http, member_id: str, level: str) -> bool:
+    return (await engagement_of(http, member_id))["level"] == level
 
 
 async def test_a_member_erased_on_leaving_is_forgotten_and_their_posts_stay_anonymous(services, nc):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services.engagement.contributions import DEFAULT_REACTIONS
 from shared.events import MemberLeft
 from tests.helpers import wait_until
 from tests.integration.test_engagement_support import (
@@ -118,7 +119,7 @@ async def test_activity_scores_by_the_spec_weights(services):
         assert got_a["streak_days"] == 1 and got_a["last_active_at"] is not None
 
 
-async def test_reactions_are_idempotent_per_member_post_and_reaction(services, nc):
+async def test_a_member_reacts_once_per_post_the_same_reaction_again_is_200(services, nc):
     async with (
         collect(nc, "engagement.reaction-added.>") as seen,
         services("members", "engagement") as s,
@@ -135,13 +136,49 @@ async def test_reactions_are_idempotent_per_member_post_and_reaction(services, n
         again = await http.post(f"/v1/posts/{pid}/reactions", json=body)
         other = await http.post(f"/v1/posts/{pid}/reactions", json={**body, "reaction": "heart"})
 
-        assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+        assert (first.status_code, again.status_code, other.status_code) == (201, 200, 409)
         assert again.json() == first.json()
-        await wait_points(http, author, 1 + 5 + 2)
+        assert other.json()["error"]["code"] == "already_reacted"
+        assert other.json()["error"]["details"] == {"reaction": "thanks"}
+        await wait_points(http, author, 1 + 5 + 1)
+        await wait_until(lambda: len(seen) == 1)
+        assert (await http.get(f"/v1/posts/{pid}")).json()["reactions"] == {"thanks": 1}
+
+
+async def test_twenty_reaction_strings_from_one_member_earn_the_author_one_point(services, nc):
+    async with (
+        collect(nc, "engagement.reaction-added.>") as seen,
+        services("members", "engagement") as s,
+    ):
+        members, http = s["members"].http, s["engagement"].http
+        author, fan, sentinel = [await join(members, http) for _ in range(3)]
+        pid = (await http.post("/v1/posts", json={"author_id": author, "title": "Hi"})).json()[
+            "post_id"
+        ]
+        allowed = list(DEFAULT_REACTIONS)
+        invented = [f"wow{i}" for i in range(20 - len(allowed))]
+        answers = []
+        for reaction in [*invented[:6], *allowed, *invented[6:]]:
+            r = await http.post(
+                f"/v1/posts/{pid}/reactions", json={"member_id": fan, "reaction": reaction}
+            )
+            answers.append((reaction, r.status_code, r.json()))
+        refused = [(reaction, body) for reaction, status, body in answers if status == 422]
+        assert [reaction for reaction, _ in refused] == invented
+        for _, body in refused:
+            assert body["error"]["code"] == "unknown_reaction"
+            assert body["error"]["details"] == {"allowed": allowed}
+        statuses = [status for reaction, status, _ in answers if reaction in allowed]
+        assert statuses == [201] + [409] * (len(allowed) - 1)
+        # Another member's reaction after them all: once it counts, every earlier one did.
+        r = await http.post(
+            f"/v1/posts/{pid}/reactions", json={"member_id": sentinel, "reaction": "+1"}
+        )
+        assert r.status_code == 201
+        got = await wait_points(http, author, 1 + 5 + 1 + 1)
+        assert (got["points_total"], got["counts"]["reactions_received"]) == (8, 2)
         await wait_until(lambda: len(seen) == 2)
-        assert sorted(e["data"]["reaction"] for e in seen) == ["heart", "thanks"]
-        assert (await http.get(f"/v1/posts/{pid}")).json()["reactions"] == {"heart": 1, "thanks": 1}
-        assert (await wait_points(http, author, 8))["points_total"] == 8
+        assert sorted(e["data"]["member_id"] for e in seen) == sorted([fan, sentinel])
 
 
 async def test_unknown_member_is_422_and_unknown_post_is_404(services):
@@ -155,12 +192,12 @@ async def test_unknown_member_is_422_and_unknown_post_is_404(services):
         r = await http.post(f"/v1/posts/{pid}/comments", json={"author_id": "nobody", "body": "x"})
         assert r.status_code == 422
         r = await http.post(
-            f"/v1/posts/{pid}/reactions", json={"member_id": "nobody", "reaction": "x"}
+            f"/v1/posts/{pid}/reactions", json={"member_id": "nobody", "reaction": "like"}
         )
         assert r.status_code == 422
         for path, body in [
             ("comments", {"author_id": a, "body": "x"}),
-            ("reactions", {"member_id": a, "reaction": "x"}),
+            ("reactions", {"member_id": a, "reaction": "like"}),
             ("accept", {"comment_id": "c", "by": a}),
         ]:
             r = await http.post(f"/v1/posts/missing/{path}", json=body)

@@ -36,7 +36,7 @@ async def test_idempotency_key_repeat_returns_the_first_response_without_a_secon
         # Without the key a repeat is a new request: the duplicate email is refused.
         dup = await http.post("/v1/members", json=body)
         assert dup.status_code == 409
-        assert dup.json()["error"]["code"] == "email_taken"
+        assert dup.json()["error"]["code"] == "contact_taken"
 
 
 async def test_bad_input_gets_422_with_a_clear_message(services):

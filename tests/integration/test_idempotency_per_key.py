@@ -54,7 +54,7 @@ async def test_the_same_idempotency_key_from_two_keys_is_two_requests(services):
         assert first.status_code == 201
         # Another key's request runs for real: the address is taken, nothing of the first shown.
         other = await http.post("/v1/members", json=body, headers={**b, **key})
-        assert (other.status_code, other.json()["error"]["code"]) == (409, "email_taken")
+        assert (other.status_code, other.json()["error"]["code"]) == (409, "contact_taken")
         assert first.json()["member_id"] not in other.text
         fresh = await http.post("/v1/members", json=join_body(), headers={**b, **key})
         assert fresh.status_code == 201 and "Idempotent-Replayed" not in fresh.headers
@@ -126,7 +126,7 @@ async def test_a_409_about_the_moment_is_not_replayed_once_it_no_longer_holds(se
         body, key = join_body(), {"Idempotency-Key": "join-again"}
         taken = (await http.post("/v1/members", json=body)).json()["member_id"]
         r = await http.post("/v1/members", json=body, headers=key)
-        assert (r.status_code, r.json()["error"]["code"]) == (409, "email_taken")
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "contact_taken")
         # The address is freed (the member erased): the same request now joins.
         r = await http.delete(f"/v1/members/{taken}", params={"erase": "true"})
         assert r.status_code == 204

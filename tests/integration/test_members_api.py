@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -68,11 +69,12 @@ async def test_bad_join_input_is_422_with_a_clear_code(services):
         assert r.status_code == 422 and "at least one contact" in r.text
 
 
-async def test_each_contact_is_unique_409_on_a_duplicate(services):
+async def test_each_contact_is_unique_and_a_join_answers_one_409_whichever_was_taken(services):
     async with services("members") as s:
         http = s["members"].http
         first = join_body(phone="+7 916 000 11 22", telegram="first_one")
         assert (await http.post("/v1/members", json=first)).status_code == 201
+        answers = []
         for kind, value in [
             ("email", first["email"].upper()),
             ("phone", "89160001122"),
@@ -80,7 +82,49 @@ async def test_each_contact_is_unique_409_on_a_duplicate(services):
         ]:
             r = await http.post("/v1/members", json=join_body(**{kind: value}))
             assert r.status_code == 409, r.text
-            assert r.json()["error"]["code"] == f"{kind}_taken"
+            answers.append(r.json())
+        # Before, email_taken / phone_taken / telegram_taken told a sign-up key which one.
+        assert answers == [answers[0]] * 3
+        assert answers[0]["error"]["code"] == "contact_taken"
+        assert "email" not in answers[0]["error"]["message"]
+
+
+async def test_contacts_are_checked_before_the_referral_code_so_codes_reveal_no_owner(services):
+    async with services("members") as s:
+        http = s["members"].http
+        anna = (await http.post("/v1/members", json=join_body())).json()
+        boris = (await http.post("/v1/members", json=join_body(telegram="boris_tg"))).json()
+        taken = {"email": anna["contacts"]["email"]}
+        alone = await http.post("/v1/members", json=join_body(**taken))
+        assert alone.status_code == 409
+        for code in (anna["referral_code"], boris["referral_code"], "NOPE123", "X" * 32):
+            r = await http.post("/v1/members", json=join_body(**taken, referral_code=code))
+            assert (r.status_code, r.json()) == (409, alone.json()), code
+        # A taken telegram with Anna's code: the same answer (not self_referral, not
+        # telegram_taken).
+        r = await http.post(
+            "/v1/members", json=join_body(telegram="@Boris_TG", referral_code=anna["referral_code"])
+        )
+        assert (r.status_code, r.json()) == (409, alone.json())
+        # With an Idempotency-Key, the first answer and its repeat are that same answer too.
+        body = join_body(**taken, referral_code=boris["referral_code"])
+        for _ in range(2):
+            r = await http.post("/v1/members", json=body, headers={"Idempotency-Key": "taken-1"})
+            assert (r.status_code, r.json()) == (409, alone.json())
+
+
+async def test_concurrent_joins_with_one_email_make_one_member_and_one_answer_for_the_rest(
+    services,
+):
+    async with services("members") as s:
+        http = s["members"].http
+        email = join_body()["email"]
+        bodies = [join_body(email=email, telegram=f"racer_{i}") for i in range(6)]
+        answers = await asyncio.gather(*(http.post("/v1/members", json=b) for b in bodies))
+        statuses = sorted(r.status_code for r in answers)
+        assert statuses == [201] + [409] * 5, [r.text for r in answers]
+        refused = [r.json() for r in answers if r.status_code == 409]
+        assert all(body["error"]["code"] == "contact_taken" for body in refused)
 
 
 async def test_patch_emits_member_updated_with_exactly_the_changed_fields(services, nc):
@@ -237,23 +281,30 @@ async def test_the_first_referrer_keeps_the_credit(services):
         assert (await total(anna), await total(boris)) == (1, 0)
 
 
-async def test_self_referral_by_each_contact_kind_is_refused(services):
+async def test_self_referral_is_refused_on_the_mailbox_an_address_reaches(services):
     async with services("members") as s:
         http = s["members"].http
-        owner = (
-            await http.post(
-                "/v1/members", json=join_body(phone="+7 916 222 33 44", telegram="owner_tg")
-            )
-        ).json()
-        code = owner["referral_code"]
-        for contact in (
-            {"email": owner["contacts"]["email"].upper()},
-            {"email": None, "phone": "8 916 222-33-44"},
-            {"email": None, "telegram": "@Owner_TG"},
+        owners = {
+            "example": (await http.post("/v1/members", json=join_body())).json(),
+            "gmail": (
+                await http.post("/v1/members", json=join_body(email="anna.volkova@gmail.com"))
+            ).json(),
+        }
+        local = owners["example"]["contacts"]["email"].split("@")[0]
+        for owner, email in (
+            ("example", f"{local}+1@example.org"),
+            ("example", f"{local.upper()}+drive@Example.ORG"),
+            ("gmail", "a.n.n.a.volkova@gmail.com"),
+            ("gmail", "annavolkova+2@googlemail.com"),
         ):
-            r = await http.post("/v1/members", json=join_body(referral_code=code, **contact))
-            assert r.status_code == 422, r.text
-            assert r.json()["error"]["code"] == "self_referral"
+            code = owners[owner]["referral_code"]
+            r = await http.post("/v1/members", json=join_body(email=email, referral_code=code))
+            assert (r.status_code, r.json()["error"]["code"]) == (422, "self_referral"), email
+        # Without a code the same address is another member (only the referral is refused).
+        r = await http.post("/v1/members", json=join_body(email=f"{local}+1@example.org"))
+        assert r.status_code == 201, r.text
+        got = (await http.get(f"/v1/members/{owners['example']['member_id']}/referrals")).json()
+        assert got["total"] == 0
 
 
 async def test_a_member_who_left_cannot_refer(services):

@@ -134,7 +134,8 @@ def test_a_referral_is_keyed_by_the_referred_member_so_the_first_referrer_keeps_
 
 
 def test_an_active_counted_referral_scores_only_once_the_referred_member_acts_in_window():
-    r = rules(count_referrals="active")
+    r = rules()  # `active` is the default
+    assert r.count_referrals == "active"
     ref = ReferralMade(referral_id="r1", referrer_id="m1", referred_id="m2", code="X", at=T0)
     activity = activity_of("referral-made", "e1", T0, ref)
     assert activity is not None
@@ -143,9 +144,19 @@ def test_an_active_counted_referral_scores_only_once_the_referred_member_acts_in
     later = to_ms(T0 + timedelta(days=2))
     assert referral_credit(r, to_ms(T0), later) == later
     assert referral_credit(r, to_ms(T0), r.window_end_ms + 1) is None
-    # With `joined` the referral scores when made, and never again later.
-    assert points_for(rules(), activity) == 10
-    assert referral_credit(rules(), to_ms(T0), later) is None
+    # A campaign created with `joined` before it was refused: scores when made, never later.
+    legacy = rules(count_referrals="joined")
+    assert points_for(legacy, activity) == 10
+    assert referral_credit(legacy, to_ms(T0), later) is None
+
+
+def test_a_new_campaign_cannot_count_referrals_at_the_sign_up():
+    problems = validate_definition(
+        T0, T0 + timedelta(days=1), {"referral-made": 10}, [], 1, T0, count_referrals="joined"
+    )
+    assert len(problems) == 1 and "'joined' is no longer accepted" in problems[0]
+    ok = validate_definition(T0, T0 + timedelta(days=1), {"referral-made": 10}, [], 1, T0)
+    assert ok == []
 
 
 # -- standings ---------------------------------------------------------------------------------

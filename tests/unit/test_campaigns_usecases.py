@@ -62,11 +62,14 @@ async def test_a_created_campaign_is_scheduled_and_a_retry_finds_it(world):
 
 
 async def test_an_invalid_campaign_names_every_problem_and_stores_nothing(world):
-    cmd = world.campaign(ends_at=world.clock() - timedelta(days=1), milestones=[20, 10])
+    cmd = world.campaign(
+        ends_at=world.clock() - timedelta(days=1), milestones=[20, 10], count_referrals="joined"
+    )
     with pytest.raises(InvalidCampaign) as refused:
         await world.lifecycle.create(cmd, world.clock())
     assert any("past" in p for p in refused.value.problems)
     assert any("ascending" in p for p in refused.value.problems)
+    assert any("'joined' is no longer accepted" in p for p in refused.value.problems)
     assert world.db["campaigns"].documents() == []
 
 
@@ -99,12 +102,19 @@ async def test_the_tick_starts_what_is_due_ends_what_is_over_and_skips_a_broken_
     assert len(world.relay.published("campaign-ended")) == 1
 
 
+async def active(world: CampaignsWorld, *members: str) -> None:
+    """The members do something that makes their referral count (a post)."""
+    await world.scoring.engagement_happened(batch(*(post(m, f"p_{m}") for m in members)))
+
+
 async def test_ending_names_the_winners_and_cancelling_announces_nothing(world):
     cid = await world.running()
-    await world.scoring.members_changed(batch(joined("anna"), joined("boris"), joined("vera")))
+    people = ("anna", "boris", "vera", "gleb")
+    await world.scoring.members_changed(batch(*(joined(m) for m in people)))
     await world.scoring.members_changed(
         batch(referral("anna", "boris"), referral("anna", "vera"), referral("boris", "gleb"))
     )
+    await active(world, "boris", "vera", "gleb")
     after = await world.lifecycle.end(cid, world.clock(), by_hand=True)
     assert after is not None
     winners = [(w["member_id"], w["rank"], w["points"]) for w in after["result"]["winners"]]
@@ -159,6 +169,7 @@ async def test_a_draw_ends_revealing_the_secret_it_committed_to(world):
     cid = await world.running(winner_rule="draw", winners=1)
     await world.scoring.members_changed(batch(joined("anna"), joined("boris"), joined("vera")))
     await world.scoring.members_changed(batch(referral("anna", "boris")))
+    await active(world, "boris")  # the referral counts once the friend does something
     secret = stored(world, cid)["draw_secret"]
     world.clock.advance(timedelta(days=7, seconds=6))
     await world.lifecycle.tick()
@@ -234,11 +245,16 @@ async def test_referrals_score_once_and_the_milestone_is_reached_once(world):
     referrals = batch(referral("anna", "boris"), referral("anna", "vera"))
     await world.scoring.members_changed(referrals)
     await world.scoring.members_changed(referrals)  # redelivered
+    assert world.points(cid) == {}  # nothing before the friends do something
+    activity = batch(post("boris", "p1"), post("vera", "p2"))
+    await world.scoring.engagement_happened(activity)
+    await world.scoring.engagement_happened(activity)  # redelivered
+    await active(world, "boris", "vera")  # more activity: the referral counted once
     assert world.points(cid) == {"anna": 20}
     [reached] = world.relay.published("milestone-reached")
     assert (reached.payload().milestone, reached.payload().points) == (20, 20)
-    # The milestone event follows the referral that passed the milestone.
-    assert reached.correlationid == referrals[1][0].correlationid
+    # The milestone event follows the activity that made the referral pass it.
+    assert reached.correlationid == activity[1][0].correlationid
     assert world.standing(cid, "anna")["milestones"].keys() == {"20"}
 
 
@@ -246,6 +262,7 @@ async def test_the_first_referrer_keeps_the_credit(world):
     cid = await world.running()
     await world.scoring.members_changed(batch(joined("anna"), joined("boris"), joined("vera")))
     await world.scoring.members_changed(batch(referral("anna", "vera"), referral("boris", "vera")))
+    await active(world, "vera")
     assert world.points(cid) == {"anna": 10}
 
 
@@ -269,8 +286,8 @@ async def test_members_outside_the_audience_or_the_window_score_nothing(world):
     assert world.points(cid) == {"anna": 2}
 
 
-async def test_an_active_counted_referral_scores_when_the_referred_member_posts(world):
-    cid = await world.running(count_referrals="active", scoring={"referral-made": 10})
+async def test_a_referral_scores_by_default_only_when_the_referred_member_posts(world):
+    cid = await world.running(scoring={"referral-made": 10})
     await world.scoring.members_changed(batch(joined("anna"), joined("boris")))
     await world.scoring.members_changed(batch(referral("anna", "boris")))
     assert world.points(cid) == {}

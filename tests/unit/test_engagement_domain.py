@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 
 from services.engagement import domain
 from services.engagement.domain import LEVELS, Fact, Rules
+from services.engagement.record import Record
+from shared.clock import epoch_ms
 from shared.events import (
     AnswerAccepted,
     CommentAdded,
@@ -62,7 +66,8 @@ def test_each_event_becomes_the_facts_of_the_members_it_credits() -> None:
 
     joined = MemberJoined.model_validate({**MemberJoined.example, "member_id": "a"})
     assert facts(joined) == [("a", "joined", 1)]
-    assert facts(ReferralMade.model_validate(ReferralMade.example)) == [("m_01", "referral", 15)]
+    # A referral scores when the friend first does something (referral_credits), not at join.
+    assert facts(ReferralMade.model_validate(ReferralMade.example)) == []
     story = PostCreated.model_validate({**PostCreated.example, "kind": "story"})
     assert facts(story) == [("m_01", "post", 5)]
     assert facts(PostCreated.model_validate(PostCreated.example)) == [("m_01", "question", 3)]
@@ -95,6 +100,44 @@ def test_fact_ids_are_derived_from_the_cause_event() -> None:
             "evt-1:reaction_received",
         ]
     )
+
+
+# -- referrals ------------------------------------------------------------------------------------
+
+FRIENDS = {
+    "friend": {"status": "active", "referred_by": "anna"},
+    "anna": {"status": "active", "referred_by": None},
+    "gone_friend": {"status": "left", "referred_by": "anna"},
+    "erased_friend": {"status": "erased"},
+    "friend_of_gone": {"status": "active", "referred_by": "gone"},
+    "gone": {"status": "left"},
+}
+
+
+def test_a_referral_counts_once_the_friend_first_does_something_that_counts() -> None:
+    facts = [
+        Fact("e1:reaction_given", "friend", "reaction_given", T0),  # not enough
+        Fact("e2:comment", "friend", "comment", T0 + timedelta(hours=2)),
+        Fact("e3:post", "friend", "post", T0 + timedelta(hours=1)),
+    ]
+    [credit] = domain.referral_credits(facts, FRIENDS)
+    assert credit == Fact("referral:friend", "anna", "referral", T0 + timedelta(hours=1))
+    assert credit.points(RULES) == 15
+    # Only a reaction, or only joining: nothing yet.
+    assert domain.referral_credits(facts[:1], FRIENDS) == []
+    assert domain.referral_credits([Fact("e", "friend", "joined", T0)], FRIENDS) == []
+
+
+@pytest.mark.parametrize("kind", sorted(domain.REFERRAL_ACTIVATING))
+def test_each_activating_kind_makes_the_referral_count(kind: str) -> None:
+    [credit] = domain.referral_credits([Fact(f"e:{kind}", "friend", kind, T0)], FRIENDS)
+    assert (credit.member_id, credit.id) == ("anna", "referral:friend")
+
+
+def test_no_referral_counts_for_a_friend_or_referrer_who_left_or_was_erased() -> None:
+    for member in ("gone_friend", "erased_friend", "friend_of_gone", "anna", "stranger"):
+        facts = [Fact(f"e:{member}", member, "post", T0)]
+        assert domain.referral_credits(facts, FRIENDS) == [], member
 
 
 # -- decay ----------------------------------------------------------------------------------------
@@ -132,6 +175,39 @@ def test_day_buckets_give_the_score_of_their_facts(facts: list[Fact]) -> None:
         buckets[domain.day_of(f.at)] += domain.bucket_mass(f, RULES)
     from_buckets = domain.score_of_buckets(buckets.items(), T0, RULES)
     assert from_buckets == pytest.approx(reference.score(facts, T0, RULES), rel=1e-9, abs=1e-9)
+
+
+MOMENTS = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@given(KINDS, st.floats(min_value=0.25, max_value=24), MOMENTS, MOMENTS, st.integers(0, 10**6))
+@settings(max_examples=300)
+def test_no_fact_is_worth_more_than_its_points_whenever_it_is_dated(
+    kind: str, amount: float, at: datetime, now: datetime, later_seconds: int
+) -> None:
+    """A fact dated after `now` (a clock ahead, a forged date: 2100 once gave 10^268) counts as
+    happening now: its score is bounded by its points, now and at any later time."""
+    fact = Fact("e:x", "m", kind, at, amount)
+    bound = fact.points(RULES) * (1 + 1e-9)
+    later = now + timedelta(seconds=later_seconds)
+    assert domain.as_of(fact, now).at <= now
+    assert reference.score([fact], now, RULES) <= bound
+    record = Record().add([fact], RULES, now)
+    assert record.score(now, RULES) <= bound
+    assert record.score(later, RULES) <= bound
+    assert (record.last_ms or 0) <= epoch_ms(now)
+
+
+@given(facts_strategy(), st.integers(0, 80 * 365 * 86400))
+def test_a_record_is_never_worth_more_than_the_points_of_its_facts(
+    facts: list[Fact], ahead_seconds: int
+) -> None:
+    # The same facts moved into the future (as far as 2100): bounded by their points.
+    moved = [replace(f, at=f.at + timedelta(seconds=ahead_seconds)) for f in facts]
+    record = Record().add(moved, RULES, T0)
+    assert record.score(T0, RULES) <= math.fsum(f.points(RULES) for f in facts) * (1 + 1e-9)
 
 
 def test_buckets_older_than_the_horizon_weigh_almost_nothing() -> None:
@@ -198,6 +274,12 @@ def test_rules_refuse_nonsense() -> None:
         Rules(weights={"likes": 1})
     with pytest.raises(ValueError, match="negative"):
         Rules(weights={"post": -1})
+    with pytest.raises(ValueError, match="at least one reaction"):
+        Rules(reactions=())
+    with pytest.raises(ValueError, match="without spaces"):
+        Rules(reactions=("two words",))
+    with pytest.raises(ValueError, match="twice"):
+        Rules(reactions=("Like", "like"))
     with pytest.raises(ValueError, match="half-life"):
         Rules(half_life=timedelta(minutes=5))
 

@@ -7,8 +7,21 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.engagement import usecases
-from services.engagement.contributions import Conflict, Forbidden, NotFound, Refused
-from shared.events import CommentAdded, MemberJoined, MemberLeft, PostCreated, new_event
+from services.engagement.contributions import (
+    DEFAULT_REACTIONS,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Refused,
+)
+from shared.events import (
+    CommentAdded,
+    MemberJoined,
+    MemberLeft,
+    PostCreated,
+    ReferralMade,
+    new_event,
+)
 from tests.fakes.engagement import OnMemory, engagement_on_memory
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -77,15 +90,38 @@ async def test_a_comment_names_the_post_author_and_a_tombstone_takes_none(e) -> 
     assert e.relay.types() == ["post-created", "comment-added"]
 
 
-async def test_a_reaction_is_made_once_per_member_post_and_reaction(e) -> None:
+async def react(e: OnMemory, reaction: str, member: str = "helper", **more):
+    async with e.unit_of_work() as uow:
+        cmd = usecases.NewReaction("p1", member, reaction)
+        return await usecases.add_reaction(cmd, uow, e.store, NOW, **more)
+
+
+async def test_a_member_reacts_once_to_a_post_and_the_same_reaction_again_changes_nothing(
+    e,
+) -> None:
     await post(e)
-    cmd = usecases.NewReaction("p1", "helper", "+1")
-    made = []
-    for _ in range(2):
-        async with e.unit_of_work() as uow:
-            made.append((await usecases.add_reaction(cmd, uow, e.store, NOW))[1])
+    made = [(await react(e, "+1"))[1], (await react(e, "+1"))[1]]
     assert made == [True, False]
+    with pytest.raises(Conflict) as other:
+        await react(e, "thanks")
+    assert (other.value.code, other.value.details) == ("already_reacted", {"reaction": "+1"})
     assert e.relay.types() == ["post-created", "reaction-added"]
+
+
+async def test_only_the_communitys_reactions_are_taken_in_their_configured_spelling(e) -> None:
+    await post(e)
+    with pytest.raises(Refused) as unknown:
+        await react(e, "lol")
+    assert unknown.value.code == "unknown_reaction"
+    assert unknown.value.details == {"allowed": list(DEFAULT_REACTIONS)}
+    assert e.relay.types() == ["post-created"]
+    # Case and how an emoji is drawn (variation selector, skin tone) do not make another one.
+    reaction, made = await react(e, "THANKS")
+    assert (reaction["reaction"], made) == ("thanks", True)
+    reaction, _ = await react(e, "\u2764", member="asker")  # ❤ without U+FE0F
+    assert reaction["reaction"] == "\u2764\ufe0f"
+    reaction, _ = await react(e, "wave", member="staff", allowed=("wave",))
+    assert reaction["reaction"] == "wave"
 
 
 # -- accepted answers ----------------------------------------------------------------------------
@@ -229,3 +265,50 @@ async def test_activity_scores_its_authors_and_notes_first_answers(e) -> None:
     assert {m: s["points_total"] for m, s in standings.items()} == {"asker": 3, "helper": 2}
     question = await e.store.post("p1")
     assert question["wait_ms"] == 120_000 and "open" not in question
+
+
+# -- referrals count once the friend is active ---------------------------------------------------
+
+
+def posted(post_id: str, author: str, at: datetime) -> tuple:
+    data = PostCreated(post_id=post_id, author_id=author, kind="post", title="Hi", created_at=at)
+    return new_event(data, time=at), data
+
+
+async def referrer_points(e: OnMemory, member_id: str = "anna") -> float:
+    standing = (await e.store.standings([member_id])).get(member_id) or {}
+    return standing.get("points_total", 0)
+
+
+async def test_a_referral_earns_nothing_until_the_friend_posts_then_fifteen_once_ever(e) -> None:
+    made = ReferralMade(
+        referral_id="r1", referrer_id="anna", referred_id="boris", code="KQX7MAC", at=NOW
+    )
+    members = [joined("anna"), joined("boris", referred_by="anna"), made]
+    batch = [(new_event(d), d) for d in members]
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)
+    assert await referrer_points(e) == 1  # joined only: the sign-up alone is worth nothing
+    first = posted("b1", "boris", NOW + timedelta(hours=1))
+    later = posted("b2", "boris", NOW + timedelta(days=40))
+    await usecases.record_activity([first], e.store, e.scoring, NOW + timedelta(hours=1))
+    await usecases.record_activity([first], e.store, e.scoring, NOW + timedelta(hours=1))
+    assert await referrer_points(e) == 1 + 15
+    # A post weeks later, past the redelivery horizon, and the friend's marker lost: still once.
+    await e.store.members.update_one({"_id": "boris"}, {"$unset": {"referral_counted_ms": ""}})
+    await usecases.record_activity([later], e.store, e.scoring, NOW + timedelta(days=40))
+    standing = (await e.store.standings(["anna"]))["anna"]
+    assert (standing["points_total"], standing["counts"]["referral"]) == (16, 1)
+    assert (await e.store.member("boris"))["referral_counted_ms"]
+
+
+async def test_a_friend_who_left_before_doing_anything_never_makes_the_referral_count(e) -> None:
+    members = [joined("anna"), joined("boris", referred_by="anna")]
+    await usecases.apply_member_events(
+        [(new_event(d), d) for d in members], e.store, e.scoring, e.purge, NOW
+    )
+    left = MemberLeft(member_id="boris", erase=False, left_at=NOW)
+    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.purge, NOW)
+    # An event of theirs that was still on its way counts for nothing.
+    late = posted("b1", "boris", NOW - timedelta(minutes=1))
+    await usecases.record_activity([late], e.store, e.scoring, NOW)
+    assert await referrer_points(e) == 1

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.members import domain, listing
+from services.members.contacts import canonical_email
 from services.members.domain import Contacts, RuleViolation
 from services.members.erasure import consumer_is_past, subject_matches
 from shared import query
@@ -48,7 +49,45 @@ ANNA = Contacts(email="anna@example.org", phone="+79161234567", telegram="anna_s
 def test_self_referral_by_each_contact_kind_is_refused(newcomer: Contacts, kind: str) -> None:
     with pytest.raises(RuleViolation) as info:
         domain.check_referral(newcomer, ANNA, referrer_active=True)
-    assert info.value.code == "self_referral" and kind in info.value.message
+    # The answer does not say which contact matched.
+    assert info.value.code == "self_referral" and kind not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "owner, newcomer",
+    [
+        ("anna@example.org", "anna+1@example.org"),
+        ("anna@example.org", "Anna+drive+2026@Example.ORG"),
+        ("anna@gmail.com", "a.n.n.a@gmail.com"),
+        ("a.n.n.a+old@googlemail.com", "anna@gmail.com"),
+        ("anna.smith@gmail.com", "annasmith+x@googlemail.com"),
+    ],
+)
+def test_self_referral_is_judged_on_the_mailbox_an_address_reaches(
+    owner: str, newcomer: str
+) -> None:
+    with pytest.raises(RuleViolation) as info:
+        domain.check_referral(Contacts(email=newcomer), Contacts(email=owner), True)
+    assert info.value.code == "self_referral"
+
+
+@pytest.mark.parametrize(
+    "owner, newcomer",
+    [
+        ("anna@example.org", "anna1@example.org"),
+        ("a.nna@example.org", "anna@example.org"),  # dots count outside Gmail
+        ("anna@gmail.com", "anna@gmail.co"),
+        ("anna@example.org", "anna@example.org.ru"),
+    ],
+)
+def test_different_mailboxes_are_different_people(owner: str, newcomer: str) -> None:
+    domain.check_referral(Contacts(email=newcomer), Contacts(email=owner), True)
+
+
+def test_canonical_email_keeps_an_address_that_is_only_a_tag_or_dots() -> None:
+    assert canonical_email("+tag@example.org") == "+tag@example.org"
+    assert canonical_email("...@gmail.com") == "...@gmail.com"
+    assert canonical_email("Telegram.Anna@GoogleMail.com") == "telegramanna@gmail.com"
 
 
 def test_a_member_who_left_cannot_refer() -> None:

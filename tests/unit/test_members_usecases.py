@@ -80,7 +80,7 @@ async def test_a_join_with_a_code_raises_referral_made_after_member_joined(m):
     ("code", "contact", "refusal"),
     [
         ("NOPE123", {"email": "bob@example.org"}, "unknown_referral_code"),
-        (None, {"email": "anna@example.org"}, "self_referral"),
+        (None, {"email": "Anna+drive@example.org"}, "self_referral"),
         (None, {"email": "bob@example.org", "left": True}, "referrer_left"),
     ],
 )
@@ -94,6 +94,20 @@ async def test_a_code_is_refused_unknown_for_oneself_or_once_its_owner_left(
     with pytest.raises(RuleViolation) as refused:
         await join(m, referral_code=code or anna["referral_code"], **contact)
     assert refused.value.code == refusal
+    assert len(m.relay.published) == published
+
+
+@pytest.mark.parametrize("code", ["own", "other", "NOPE123", "left"])
+async def test_a_taken_contact_is_refused_before_the_referral_code_is_looked_at(m, code):
+    anna = await join(m)
+    boris = await join(m, email="boris@example.org")
+    if code == "left":
+        await leave(m, boris["_id"])
+    codes = {"own": anna["referral_code"], "other": boris["referral_code"]}
+    published = len(m.relay.published)
+    with pytest.raises(ContactTaken) as taken:
+        await join(m, email="anna@example.org", referral_code=codes.get(code, "NOPE123"))
+    assert taken.value.kind == "email"
     assert len(m.relay.published) == published
 
 

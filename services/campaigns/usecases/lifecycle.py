@@ -141,7 +141,13 @@ class Lifecycle:
         (nothing stored then). `campaign_id` (derived from the request's Idempotency-Key)
         makes a retried create find the campaign its first attempt stored."""
         problems = validate_definition(
-            cmd.starts_at, cmd.ends_at, cmd.scoring, cmd.milestones, cmd.winners, now
+            cmd.starts_at,
+            cmd.ends_at,
+            cmd.scoring,
+            cmd.milestones,
+            cmd.winners,
+            now,
+            count_referrals=cmd.count_referrals,
         )
         if problems:
             raise InvalidCampaign(problems)
