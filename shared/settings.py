@@ -40,6 +40,11 @@ class ServiceSettings(BaseSettings):
     consumer_batch: int = Field(100, alias="SARAFAN_CONSUMER_BATCH", ge=1)
     ack_wait_seconds: float = Field(30.0, alias="SARAFAN_ACK_WAIT_SECONDS", ge=1)
     nats_ping_seconds: int = Field(10, alias="SARAFAN_NATS_PING_SECONDS", ge=1)
+    #: How far ahead of the receiver's clock an event may say something happened (clocks
+    #: differ a little); a later fact time is read as this moment (shared/events/binding.py).
+    event_clock_tolerance_seconds: float = Field(
+        300.0, alias="SARAFAN_EVENT_CLOCK_TOLERANCE_SECONDS", ge=0, le=86400
+    )
     port: int = 0
 
     def database_name(self, service: str) -> str:

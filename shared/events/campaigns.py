@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from pydantic import Field
 
-from pydantic import BaseModel, Field
-
-from shared.events.base import CampaignKind, EventData, Level, Role
+from shared.events.base import CampaignKind, EventData, EventPart, Level, Planned, Role
 
 
-class Audience(BaseModel):
+class Audience(EventPart):
     regions: list[str] = Field(default_factory=list)
     roles: list[Role] = Field(default_factory=list)
     min_level: Level | None = None
 
 
-class Announcement(BaseModel):
+class Announcement(EventPart):
     ru: str
     en: str
 
@@ -40,8 +38,8 @@ class CampaignStarted(EventData):
     name: str
     kind: CampaignKind
     audience: Audience
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: Planned
+    ends_at: Planned
     announcement: Announcement
 
 
@@ -59,7 +57,7 @@ class MilestoneReached(EventData):
     points: float
 
 
-class Winner(BaseModel):
+class Winner(EventPart):
     member_id: str
     rank: int = Field(ge=1)
     points: float
