@@ -130,7 +130,9 @@ def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="what failed, where, why and how often")
     replay = actions.add_parser(
-        "replay", help="re-publish to the original subject, then remove the entry"
+        "replay",
+        help="re-publish to the original subject, then remove the entry; refuses (and keeps) "
+        "one whose subject is no event's or whose bytes are not what its stream holds",
     )
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("ids", nargs="*", type=int, default=[], metavar="ID", help="DLQ ids")
@@ -143,7 +145,8 @@ def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
     _dlq_arguments,
 )
 def dlq(args: argparse.Namespace) -> int:
-    from sarafan.ops import connect, dlq_entries, dlq_replay, dlq_table
+    from sarafan.dlq import dlq_entries, dlq_replay, dlq_table, printable
+    from sarafan.ops import connect
     from shared.settings import OpsConfig
 
     config = OpsConfig.from_env()
@@ -157,11 +160,16 @@ def dlq(args: argparse.Namespace) -> int:
             if not args.all and not args.ids:
                 print("sarafan dlq replay: give IDs or --all", file=sys.stderr)
                 return 2
-            replayed = await dlq_replay(nc, None if args.all else args.ids)
-            for seq, subject in replayed:
-                print(f"replayed {seq} to {subject}")
-            print(f"{len(replayed)} dead letter(s) replayed")
-            return 0
+            outcomes = await dlq_replay(nc, None if args.all else args.ids)
+            refused = [o for o in outcomes if o.refused]
+            for o in outcomes:
+                if o.refused:
+                    print(f"not replayed {o.id}: {printable(o.refused)}", file=sys.stderr)
+                else:
+                    print(f"replayed {o.id} to {o.subject}")
+            summary = f"{len(outcomes) - len(refused)} dead letter(s) replayed"
+            print(summary + (f", {len(refused)} refused (left in the DLQ)" if refused else ""))
+            return 1 if refused else 0
         finally:
             await nc.close()
 

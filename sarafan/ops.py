@@ -1,13 +1,11 @@
-"""The operator CLI's work: follow events, list and replay dead letters, community stats."""
+"""The operator CLI's work: follow events, community stats (dead letters: sarafan/dlq.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -16,12 +14,10 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared.settings import OpsConfig  # in the kernel: the services' commands read it too
 from shared.topology import DLQ_STREAM, STREAMS
 
-DLQ_HEADER = "Sarafan-Dlq-"
 #: The subjects `sarafan events tail` follows by default: every service's events.
 EVENT_SUBJECTS = tuple(f"{service}.>" for service in STREAMS)
 
@@ -97,132 +93,6 @@ async def tail(
     return 0
 
 
-# -- dead letters -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One DLQ entry: what failed (the original subject), where (stream, consumer), why."""
-
-    id: int  # sequence in the DLQ stream
-    subject: str
-    event_type: str
-    stream: str
-    stream_sequence: str
-    service: str
-    consumer: str
-    deliveries: str
-    error: str
-    at: str
-
-    @classmethod
-    def from_message(cls, seq: int, headers: Mapping[str, str] | None, data: bytes) -> DeadLetter:
-        h = dict(headers or {})
-        kind = h.get("Ce-Type", "")
-        if not kind:
-            with contextlib.suppress(ValueError, AttributeError):
-                kind = json.loads(data).get("type", "")
-        return cls(
-            id=seq,
-            subject=h.get(f"{DLQ_HEADER}Subject", "?"),
-            event_type=kind or "?",
-            stream=h.get(f"{DLQ_HEADER}Stream", "?"),
-            stream_sequence=h.get(f"{DLQ_HEADER}Sequence", "?"),
-            service=h.get(f"{DLQ_HEADER}Service", "?"),
-            consumer=h.get(f"{DLQ_HEADER}Consumer", "?"),
-            deliveries=h.get(f"{DLQ_HEADER}Deliveries", "?"),
-            error=h.get(f"{DLQ_HEADER}Error", ""),
-            at=h.get(f"{DLQ_HEADER}At", ""),
-        )
-
-
-async def dlq_entries(nc: NatsClient) -> list[DeadLetter]:
-    """Every entry in the DLQ stream, oldest first (an ephemeral consumer, nothing acked)."""
-    js = nc.jetstream(timeout=5)
-    try:
-        info = await js.stream_info(DLQ_STREAM)
-    except nats.js.errors.NotFoundError:
-        return []
-    if not info.state.messages:
-        return []
-    sub = await js.pull_subscribe(
-        "dlq.>",
-        stream=DLQ_STREAM,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.ALL,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        ),
-    )
-    entries: list[DeadLetter] = []
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(256, timeout=2)
-            except nats.errors.TimeoutError:
-                break
-            for msg in msgs:
-                entries.append(
-                    DeadLetter.from_message(msg.metadata.sequence.stream, msg.headers, msg.data)
-                )
-            if not msgs or msgs[-1].metadata.num_pending == 0:
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    return entries
-
-
-def dlq_table(entries: Sequence[DeadLetter]) -> str:
-    if not entries:
-        return "the dead-letter queue is empty"
-    rows = [("ID", "AT", "CONSUMER", "TYPE", "SUBJECT", "TRIES", "ERROR")]
-    rows += [
-        (
-            str(e.id),
-            e.at[:19].replace("T", " "),
-            e.consumer,
-            e.event_type,
-            e.subject,
-            e.deliveries,
-            e.error if len(e.error) <= 80 else e.error[:77] + "...",
-        )
-        for e in entries
-    ]
-    return _table(rows) + f"\n{len(entries)} dead letter(s); `sarafan dlq replay ID|--all`"
-
-
-async def dlq_replay(nc: NatsClient, ids: Sequence[int] | None) -> list[tuple[int, str]]:
-    """Re-publish entries (all when `ids` is None) to their original subject with a fresh
-    message id; each entry is deleted from DLQ only after the PubAck. Consumers that had
-    already handled the event skip it (they de-duplicate by event id)."""
-    js = nc.jetstream(timeout=5)
-    if ids is None:
-        ids = [e.id for e in await dlq_entries(nc)]
-    done: list[tuple[int, str]] = []
-    for seq in ids:
-        try:
-            msg = await js.get_msg(DLQ_STREAM, seq)
-        except nats.js.errors.NotFoundError as exc:
-            raise OpsError(f"no dead letter with id {seq} (see `sarafan dlq list`)") from exc
-        headers = {
-            k: v
-            for k, v in (msg.headers or {}).items()
-            if not k.startswith(DLQ_HEADER) and not k.startswith("Nats-")
-        }
-        subject = (msg.headers or {}).get(f"{DLQ_HEADER}Subject")
-        if not subject:
-            raise OpsError(f"dead letter {seq} does not name its original subject")
-        stream = (msg.headers or {}).get(f"{DLQ_HEADER}Stream") or None
-        headers["Nats-Msg-Id"] = f"replay:{uuid.uuid4()}"
-        headers["Sarafan-Replayed-From"] = f"{DLQ_STREAM}:{seq}"
-        await js.publish(subject, msg.data or b"", stream=stream, headers=headers, timeout=5)
-        await js.delete_msg(DLQ_STREAM, seq)
-        done.append((seq, subject))
-    return done
-
-
 # -- stats ------------------------------------------------------------------------------------
 
 
@@ -270,10 +140,10 @@ async def stats(config: OpsConfig) -> str:
     rows += [
         (name, _figure(value)) for name, value in figures.items() if not isinstance(value, dict)
     ]
-    parts = ["Community (engagement /v1/stats)", _table(rows), ""]
-    table = [("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED")]
-    table += [(s, c, str(p), str(a), str(r)) for s, c, p, a, r in consumers]
-    parts += ["Consumers", _table(table), "", f"Dead letters: {dead}"]
+    parts = ["Community (engagement /v1/stats)", table(rows), ""]
+    pending = [("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED")]
+    pending += [(s, c, str(p), str(a), str(r)) for s, c, p, a, r in consumers]
+    parts += ["Consumers", table(pending), "", f"Dead letters: {dead}"]
     return "\n".join(parts)
 
 
@@ -288,7 +158,7 @@ def _figure(value: Any) -> str:
     return str(value)
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
+def table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

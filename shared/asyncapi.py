@@ -44,7 +44,14 @@ from faststream.specification import AsyncAPI
 from pydantic import Field, create_model
 
 from shared.bus import Consumer
-from shared.events import REGISTRY, CloudEvent, EventData, event_schema, example_event
+from shared.events import (
+    REGISTRY,
+    CloudEvent,
+    EventData,
+    event_schema,
+    example_event,
+    subject_matches,
+)
 
 CONTENT_TYPE = "application/cloudevents+json"
 SERVER_NAME = "nats"
@@ -75,23 +82,12 @@ def envelope_model(model: type[EventData]) -> type[CloudEvent]:
     )
 
 
-def _subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: `*` is one token, `>` one or more at the end."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or token not in ("*", have[i]):
-            return False
-    return len(want) == len(have)
-
-
 def _types_for(consumer: Consumer, subject: str) -> list[type[EventData]]:
     """The event types `subject` brings `consumer`: those it declared, else (none declared,
     or none of them on this subject) every type the subject carries."""
 
     def on_subject(models: Iterable[type[EventData]]) -> list[type[EventData]]:
-        return [m for m in models if _subject_matches(subject, f"{m.service}.{m.event_type}.id")]
+        return [m for m in models if subject_matches(subject, f"{m.service}.{m.event_type}.id")]
 
     return on_subject(consumer.types) or on_subject(REGISTRY.values())
 

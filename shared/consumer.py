@@ -1,6 +1,9 @@
 """The consumer wrapper: what becomes of each message a durable consumer fetches.
 
-Every message is decoded and validated on its own (an invalid one goes to the DLQ alone),
+Every message is decoded, validated and checked against where it travelled on its own
+(`shared.events.receive`: a type the consumer declared, from the service owning the stream, on
+exactly its subject, naming that aggregate, its times clamped to the receiver's clock); one that
+fails, whatever the failure, goes to the DLQ alone and holds back nothing. Valid ones are
 de-duplicated against `processed_events`, handed to the batch handler with the other fresh
 ones (one by one when that fails), then acked, retried with a backoff from its delivery count,
 or dead-lettered with its headers and the reason. A long batch sends in-progress acks so it is
@@ -14,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +28,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from shared.events import CloudEvent, EventData, InvalidEvent, parse_event, utcnow
+from shared.clock import Clock
+from shared.events import CloudEvent, EventData, InvalidEvent, carried_by, receive, utcnow
 from shared.logs import event_context
 from shared.metrics import Metrics
 from shared.settings import ServiceSettings
@@ -80,8 +84,13 @@ class Consumer:
     #: SARAFAN_ACK_WAIT_SECONDS. A handler may run longer: the wrapper sends in-progress acks.
     ack_wait: float | None = None
     #: The event types the handler acts on, as declared (the AsyncAPI document's messages);
-    #: empty means every type its subjects carry.
+    #: empty means every type its subjects carry. Any other type is dead-lettered.
     types: tuple[type[EventData], ...] = ()
+    #: The names of the types it accepts (from `types`, else from its subjects).
+    accepts: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accepts = frozenset(m.event_type for m in self.types or carried_by(self.subjects))
 
 
 def consumer_config(c: Consumer, settings: ServiceSettings) -> ConsumerConfig:
@@ -120,6 +129,7 @@ class ConsumerWrapper:
         metrics: Metrics,
         processed: AsyncCollection[dict[str, Any]],
         broker: NatsBroker,
+        clock: Clock = utcnow,
     ) -> None:
         self.service = service
         self.settings = settings
@@ -128,6 +138,8 @@ class ConsumerWrapper:
         self.processed = processed
         #: Where dead letters are published.
         self.broker = broker
+        #: The receiver's clock: no time an event states is later than it plus the tolerance.
+        self.clock = clock
 
     async def consume(self, c: Consumer, msgs: list[Msg]) -> None:
         """One fetched batch, as FastStream hands it over (in order, one batch at a time)."""
@@ -159,15 +171,27 @@ class ConsumerWrapper:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
 
+    def _receive(self, c: Consumer, msg: Msg) -> tuple[CloudEvent, EventData] | str:
+        """The event in `msg` as this consumer may act on it, or why it may not. Total: no
+        exception escapes, so one bad message can never hold back the rest of its batch."""
+        try:
+            latest = self.clock() + timedelta(seconds=self.settings.event_clock_tolerance_seconds)
+            return receive(
+                msg.data, subject=msg.subject, stream=c.stream, types=c.accepts, latest=latest
+            )
+        except InvalidEvent as exc:
+            return f"invalid event: {exc}"
+        except Exception as exc:
+            return f"invalid event: unreadable: {type(exc).__name__}: {exc}"
+
     async def _process(self, c: Consumer, msgs: list[Msg]) -> None:
         decoded: list[tuple[Msg, CloudEvent, EventData]] = []
         for msg in msgs:
-            try:
-                envelope, data = parse_event(msg.data)
-            except InvalidEvent as exc:
-                await self._dead_letter(c, msg, f"invalid event: {exc}", "invalid")
-                continue
-            decoded.append((msg, envelope, data))
+            received = self._receive(c, msg)
+            if isinstance(received, str):
+                await self._dead_letter(c, msg, received, "invalid")
+            else:
+                decoded.append((msg, *received))
         if not decoded:
             return
         done = (

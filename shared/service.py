@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.asyncapi import asyncapi_document
 from shared.bus import PROCESSED_TTL, Bus
+from shared.clock import Clock
 from shared.events import EVENT_MODELS, EventData, utcnow
 from shared.http import (
     IDEMPOTENCY_TTL,
@@ -74,11 +75,16 @@ class Runtime:
         if self.bus.js is not None:
             self.keys.start(self.bus.js)
 
-    def subscribe(self, subscriptions: Subscriptions, handlers: Any) -> None:
+    def subscribe(
+        self, subscriptions: Subscriptions, handlers: Any, *, clock: Clock | None = None
+    ) -> None:
         """Consume every subscription the service declared, with `handlers` (the object whose
-        methods carry the declarations)."""
+        methods carry the declarations). `clock` is the service's own when it has one that
+        tests move: no time an event states is read as later than it (plus a tolerance)."""
         if subscriptions.service != self.service:
             raise ValueError(f"{subscriptions.service}'s subscriptions in {self.service}")
+        if clock is not None:
+            self.bus.wrapper.clock = clock
         self.bus.consumers.extend(
             subscriptions.bind(handlers, batch_size=self.settings.consumer_batch)
         )

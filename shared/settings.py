@@ -47,6 +47,11 @@ class ServiceSettings(BaseSettings):
     key_rate_per_minute: int = Field(
         DEFAULT_KEY_RATE_PER_MINUTE, alias="SARAFAN_KEY_RATE_PER_MINUTE", ge=1
     )
+    #: How far ahead of the receiver's clock an event may say something happened (clocks
+    #: differ a little); a later fact time is read as this moment (shared/events/binding.py).
+    event_clock_tolerance_seconds: float = Field(
+        300.0, alias="SARAFAN_EVENT_CLOCK_TOLERANCE_SECONDS", ge=0, le=86400
+    )
     port: int = 0
 
     def database_name(self, service: str) -> str:

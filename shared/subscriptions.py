@@ -13,6 +13,11 @@ A service declares each durable consumer on the handler itself::
         )
         async def on_members(self, batch: Batch) -> None: ...
 
+`types` is required and must be exactly the types its subjects carry, all published by the
+service owning `stream`: a message of any other type is dead-lettered by the consumer (see
+shared/events/binding.py), so a declaration that disagreed with its subjects would dead-letter
+events on purpose or wait for ones that never come.
+
 The handler always takes a batch (a list of `(envelope, data)` in stream order); the bus hands
 it every fresh event of a fetched batch, and on failure the same handler one event at a time, so
 there is one code path for one event and for a thousand. From these declarations come the bus's
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.bus import Consumer
-from shared.events import CloudEvent, EventData
+from shared.events import CloudEvent, EventData, carried_by, stream_owner
 
 Batch = list[tuple[CloudEvent, EventData]]
 BatchHandler = Callable[[Batch], Awaitable[None]]
@@ -43,7 +48,8 @@ class Subscription:
     durable: str
     stream: str
     subjects: tuple[str, ...]
-    #: The event types the handler acts on (the AsyncAPI document's messages).
+    #: The event types the handler acts on (the AsyncAPI document's messages); the consumer
+    #: dead-letters any other.
     types: tuple[type[EventData], ...]
     #: Events per fetched batch; None takes the service's configured batch size.
     batch_size: int | None = None
@@ -66,13 +72,15 @@ class Subscriptions:
         *,
         stream: str,
         subjects: Sequence[str],
-        types: Iterable[type[EventData]] = (),
+        types: Iterable[type[EventData]],
         batch_size: int | None = None,
         dedupe: bool = True,
         ack_wait: float | None = None,
     ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
         if not durable.startswith(f"{self.service}-"):
             raise ValueError(f"a durable of {self.service} starts with '{self.service}-'")
+        types = tuple(types)
+        check_types(durable, stream, subjects, types)
 
         def mark(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
             sub = Subscription(
@@ -80,7 +88,7 @@ class Subscriptions:
                 durable=durable,
                 stream=stream,
                 subjects=tuple(subjects),
-                types=tuple(types),
+                types=types,
                 batch_size=batch_size,
                 dedupe=dedupe,
                 ack_wait=ack_wait,
@@ -118,6 +126,29 @@ class Subscriptions:
     def streams(self) -> list[str]:
         """The streams this service reads: it waits for each before it is ready."""
         return list(dict.fromkeys(s.stream for s in self.declared))
+
+
+def check_types(
+    durable: str, stream: str, subjects: Sequence[str], types: Sequence[type[EventData]]
+) -> None:
+    """Refuse a declaration whose types are not exactly what its subjects bring from `stream`."""
+    if not types:
+        raise ValueError(f"{durable} declares no event types")
+    owner = stream_owner(stream)
+    if owner is None:
+        raise ValueError(f"{durable} reads {stream}, which is no service's stream")
+    foreign = [m.event_type for m in types if m.service != owner]
+    if foreign:
+        raise ValueError(f"{durable}: {foreign} are not published on {stream}")
+    carried = {m.event_type for m in carried_by(subjects) if m.service == owner}
+    declared = {m.event_type for m in types}
+    if declared - carried:
+        raise ValueError(f"{durable}: its subjects never carry {sorted(declared - carried)}")
+    if carried - declared:
+        raise ValueError(
+            f"{durable}: its subjects carry {sorted(carried - declared)}, which it does not "
+            "declare (they would be dead-lettered): declare them or narrow the subjects"
+        )
 
 
 def _one_at_a_time(method: BatchHandler) -> Callable[[CloudEvent, EventData], Awaitable[None]]:

@@ -88,7 +88,7 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
     jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)
-    runtime.subscribe(subscriptions, handlers)
+    runtime.subscribe(subscriptions, handlers, clock=lambda: engagement.clock())
     runtime.jobs += jobs.loops(
         # Its own lease owner per runtime, so two replicas in one process stay distinct.
         Leases(store.jobs, owner=uuid.uuid4().hex[:12]),

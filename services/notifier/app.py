@@ -137,7 +137,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     )
     notifier = Notifier(store, fanout, runtime.bus)
     runtime.init_hooks.append(store.ensure_indexes)
-    runtime.subscribe(subscriptions, NotifierHandlers(notifier))
+    runtime.subscribe(subscriptions, NotifierHandlers(notifier), clock=clock.now)
     runtime.jobs += [declare_sources(runtime.bus), closing(channels), dispatcher.run]
     app = create_app(
         runtime,

@@ -3,21 +3,31 @@
 The package's parts, each one idea: `base` (the vocabulary and the base of every event's data),
 one module of models per producing service (`members`, `engagement`, `campaigns`, `notifier`),
 `registry` (every type, and the subject grammar), `envelope` (the CloudEvent, building and
-parsing one) and `schemas` (JSON Schema export). Everything is imported from here.
+parsing one), `binding` (what a consumer accepts of a message: an event bound to its subject
+and producer, its times on the receiver's clock) and `schemas` (JSON Schema export).
+Everything is imported from here.
 """
 
 from shared.events.base import (
+    FACT_TIME,
     LEVELS,
+    PLAN_TIME,
     CampaignKind,
     Channel,
     EventData,
+    EventPart,
+    Happened,
+    HappenedOn,
     InvalidEvent,
     Level,
     Locale,
+    Planned,
     PostKind,
     Role,
+    clamp_fact_times,
     utcnow,
 )
+from shared.events.binding import check_binding, clamp_times, receive
 from shared.events.campaigns import (
     Announcement,
     Audience,
@@ -40,6 +50,7 @@ from shared.events.engagement import (
 )
 from shared.events.envelope import (
     MAX_EVENT_BYTES,
+    MAX_EVENT_DEPTH,
     SPECVERSION,
     CloudEvent,
     EventTooLarge,
@@ -55,13 +66,24 @@ from shared.events.members import (
     ReferralMade,
 )
 from shared.events.notifier import NotificationFailed, NotificationSent
-from shared.events.registry import EVENT_MODELS, REGISTRY, parse_subject, subject_for
+from shared.events.registry import (
+    EVENT_MODELS,
+    REGISTRY,
+    carried_by,
+    parse_subject,
+    stream_owner,
+    subject_for,
+    subject_matches,
+)
 from shared.events.schemas import event_schema, example_event, export_schemas
 
 __all__ = [
     "EVENT_MODELS",
+    "FACT_TIME",
     "LEVELS",
     "MAX_EVENT_BYTES",
+    "MAX_EVENT_DEPTH",
+    "PLAN_TIME",
     "REGISTRY",
     "SPECVERSION",
     "Announcement",
@@ -78,7 +100,10 @@ __all__ = [
     "Contacts",
     "DrawOutcome",
     "EventData",
+    "EventPart",
     "EventTooLarge",
+    "Happened",
+    "HappenedOn",
     "HoursApproved",
     "InvalidEvent",
     "Level",
@@ -91,6 +116,7 @@ __all__ = [
     "MilestoneReached",
     "NotificationFailed",
     "NotificationSent",
+    "Planned",
     "PostCreated",
     "PostKind",
     "QuestionUnanswered",
@@ -98,12 +124,19 @@ __all__ = [
     "ReferralMade",
     "Role",
     "Winner",
+    "carried_by",
+    "check_binding",
+    "clamp_fact_times",
+    "clamp_times",
     "event_schema",
     "example_event",
     "export_schemas",
     "new_event",
     "parse_event",
     "parse_subject",
+    "receive",
+    "stream_owner",
     "subject_for",
+    "subject_matches",
     "utcnow",
 ]

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from shared.events.base import CampaignKind, EventData, Level, Role
+from shared.events.base import CampaignKind, EventData, EventPart, Happened, Level, Planned, Role
 
 
-class Audience(BaseModel):
+class Audience(EventPart):
     regions: list[str] = Field(default_factory=list)
     roles: list[Role] = Field(default_factory=list)
     min_level: Level | None = None
 
 
-class Announcement(BaseModel):
+class Announcement(EventPart):
     ru: str
     en: str
 
@@ -50,8 +49,8 @@ class CampaignStarted(EventData):
     name: str
     kind: CampaignKind
     audience: Audience
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: Planned
+    ends_at: Planned
     announcement: Announcement
     draw_commitment: str | None = Field(
         None,
@@ -75,25 +74,26 @@ class MilestoneReached(EventData):
     points: float
 
 
-class Winner(BaseModel):
+class Winner(EventPart):
     member_id: str
     rank: int = Field(ge=1)
     points: float
 
 
-class CampaignEnding(BaseModel):
+class CampaignEnding(EventPart):
     """How a campaign ended: by the scheduler after its ends_at, or by hand (who, when)."""
 
     by_hand: bool = Field(description="ended by POST .../end, not by the scheduler")
     key_id: str | None = Field(None, description="the API key that ended it by hand")
     early: bool = Field(False, description="ended by hand before its ends_at")
-    frozen_at: datetime = Field(
+    # A plan's time: ends_at itself, or the moment of an early end (never read as a clock).
+    frozen_at: Planned = Field(
         description="the standings are those of activities before this time: ends_at, or "
         "the moment of an early end"
     )
 
 
-class DrawOutcome(BaseModel):
+class DrawOutcome(EventPart):
     """A draw as campaign-ended publishes it: enough to re-run and check it (with the
     commitment of campaign-started) without asking the service anything."""
 
@@ -147,6 +147,6 @@ class CampaignEnded(EventData):
     participants: int = Field(ge=0)
     winners: list[Winner] = Field(default_factory=list)
     winner_rule: Literal["top", "draw"] | None = None
-    ended_at: datetime | None = None
+    ended_at: Happened | None = None
     ending: CampaignEnding | None = None
     draw: DrawOutcome | None = None

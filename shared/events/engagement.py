@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-
 from pydantic import Field
 
-from shared.events.base import EventData, Level, PostKind
+from shared.events.base import EventData, Happened, HappenedOn, Level, PostKind
 
 
 class PostCreated(EventData):
@@ -29,7 +27,7 @@ class PostCreated(EventData):
     kind: PostKind
     title: str
     tags: list[str] = Field(default_factory=list)
-    created_at: datetime
+    created_at: Happened
 
 
 class CommentAdded(EventData):
@@ -50,7 +48,7 @@ class CommentAdded(EventData):
     post_id: str
     author_id: str
     post_author_id: str
-    created_at: datetime
+    created_at: Happened
 
 
 class ReactionAdded(EventData):
@@ -72,7 +70,7 @@ class ReactionAdded(EventData):
     member_id: str
     post_author_id: str
     reaction: str
-    created_at: datetime
+    created_at: Happened
 
 
 class AnswerAccepted(EventData):
@@ -129,7 +127,7 @@ class HoursApproved(EventData):
     member_id: str
     hours: float = Field(gt=0)
     activity: str
-    date: date
+    date: HappenedOn
     approved_by: str
 
 
@@ -148,7 +146,7 @@ class MemberDrifting(EventData):
 
     member_id: str
     level: Level
-    last_active_at: datetime
+    last_active_at: Happened
     days_inactive: int = Field(ge=0)
 
 

@@ -4,6 +4,7 @@ correlation id in context), and reading one from a message body."""
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -18,8 +19,13 @@ SPECVERSION = "1.0"
 
 #: The largest event a service creates: NATS refuses messages over its max_payload (1 MiB by
 #: default) and an event that cannot be published would sit in its outbox for ever. Half of
-#: that leaves room for headers and for a server configured lower.
+#: that leaves room for headers and for a server configured lower. A consumer refuses a
+#: bigger one without parsing it.
 MAX_EVENT_BYTES = 512 * 1024
+#: The deepest nesting of objects and arrays an event may have. The deepest event (a member's
+#: changed consent inside member-updated) nests four levels; a message nested thousands deep
+#: makes a recursive decoder or serializer fail (Python's json raises RecursionError).
+MAX_EVENT_DEPTH = 32
 
 
 class EventTooLarge(ValueError):
@@ -29,7 +35,7 @@ class EventTooLarge(ValueError):
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 structured-mode message carrying one Sarafan event."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     specversion: Literal["1.0"]  # required, like id, source and type
     id: str = Field(min_length=1)
@@ -39,8 +45,9 @@ class CloudEvent(BaseModel):
     subject: str = Field(min_length=1)
     datacontenttype: Literal["application/json"] = "application/json"
     #: Extension attributes (optional in CloudEvents 1.0): a reader is liberal about them. A
-    #: missing correlationid is the event's own id; a missing dataschemaversion is 1.
-    dataschemaversion: int = 1
+    #: missing correlationid is the event's own id; a missing dataschemaversion is 1 (the first
+    #: version there is: 0 or less is refused).
+    dataschemaversion: int = Field(1, ge=1)
     correlationid: str = Field("", description="the request or first event it follows from")
     data: dict[str, Any]
 
@@ -112,18 +119,61 @@ def new_event(
 
 
 def parse_event(raw: bytes | str) -> tuple[CloudEvent, EventData]:
-    """Decode and validate a message body; raises InvalidEvent with a readable reason."""
+    """Decode and validate a message body; raises InvalidEvent with a readable reason, and
+    nothing else whatever the bytes are (a consumer dead-letters that one message)."""
     try:
-        doc = json.loads(raw)
+        doc = _decode(raw)
+        if not isinstance(doc, dict):
+            raise InvalidEvent("body is not a JSON object")
+        try:
+            envelope = CloudEvent.model_validate(doc)
+        except ValidationError as exc:
+            raise InvalidEvent(f"not a CloudEvent: {_errors(exc)}") from exc
+        return envelope, envelope.payload()
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a RecursionError, a MemoryError: never past this message
+        raise InvalidEvent(f"unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(raw: bytes | str) -> Any:
+    """JSON with the bounds of an event: its size, its depth, finite numbers only."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"body is {len(raw)} bytes, over the {MAX_EVENT_BYTES} of an event")
+    try:
+        doc = json.loads(raw, parse_constant=_non_finite, parse_float=_finite)
+    except RecursionError as exc:
+        raise InvalidEvent(f"body nests deeper than {MAX_EVENT_DEPTH} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"body is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise InvalidEvent("body is not a JSON object")
-    try:
-        envelope = CloudEvent.model_validate(doc)
-    except ValidationError as exc:
-        raise InvalidEvent(f"not a CloudEvent: {_errors(exc)}") from exc
-    return envelope, envelope.payload()
+    if _depth(doc) > MAX_EVENT_DEPTH:
+        raise InvalidEvent(f"body nests deeper than {MAX_EVENT_DEPTH} levels")
+    return doc
+
+
+def _non_finite(token: str) -> float:
+    # Python's json reads NaN and Infinity (JSON has neither); an event may not carry them.
+    raise ValueError(f"{token} is not a number JSON allows")
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # 1e999 reads as infinity
+        raise ValueError(f"{token} is out of range")
+    return value
+
+
+def _depth(doc: Any) -> int:
+    """How deep objects and arrays nest in `doc` (a scalar is 0), without recursion; stops
+    counting past MAX_EVENT_DEPTH."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo and deepest <= MAX_EVENT_DEPTH:
+        node, depth = todo.pop()
+        children = list(node.values()) if isinstance(node, dict) else node
+        if isinstance(children, list):
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _errors(exc: ValidationError) -> str:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from shared.events.base import EventData, Locale, Role
+from shared.events.base import EventData, EventPart, Happened, Locale, Role
 
 
-class Contacts(BaseModel):
+class Contacts(EventPart):
     email: str | None = None
     phone: str | None = None
     telegram: str | None = None
 
 
-class Consent(BaseModel):
+class Consent(EventPart):
     terms: bool
     marketing: bool = False
 
@@ -53,7 +52,7 @@ class MemberJoined(EventData):
     contacts: Contacts
     consent: Consent
     referred_by: str | None = None
-    joined_at: datetime
+    joined_at: Happened
     #: Brought in by an import of an existing volunteer base (`joined_at` is the original
     #: date), not by a join today. Optional: absent means false (dataschemaversion stays 1).
     imported: bool = False
@@ -83,7 +82,7 @@ class MemberLeft(EventData):
 
     member_id: str
     erase: bool = False
-    left_at: datetime
+    left_at: Happened
 
 
 class ReferralMade(EventData):
@@ -104,4 +103,4 @@ class ReferralMade(EventData):
     referrer_id: str
     referred_id: str
     code: str
-    at: datetime
+    at: Happened

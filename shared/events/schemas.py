@@ -22,6 +22,7 @@ def event_schema(model: type[EventData]) -> dict[str, Any]:
     envelope["properties"]["data"] = data_schema
     envelope["properties"]["dataschemaversion"] = {
         "type": "integer",
+        "minimum": 1,
         "maximum": model.schema_version,
     }
     envelope["$schema"] = "https://json-schema.org/draft/2020-12/schema"

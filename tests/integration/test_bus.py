@@ -144,3 +144,38 @@ async def test_batch_handler_gets_each_event_once_across_redelivery(make_bus):
     await make_bus(*bus.consumers)
     await wait_until(lambda: len(seen) == 20)
     assert set(seen.values()) == {1}
+
+
+async def test_a_deeply_nested_poison_is_dead_lettered_alone_and_its_batch_is_handled(make_bus):
+    """`[[[[…` raised RecursionError out of the decoder: nothing of its fetched batch was
+    settled, and after max deliveries JetStream gave up on the poison and on every good event
+    that shared its batch. Now the poison alone goes to the DLQ; its batch is handled."""
+    handled: list[str] = []
+
+    async def one(event, data):
+        handled.append(data.member_id)
+
+    async def many(items):
+        handled.extend(d.member_id for _, d in items)
+
+    bus = await make_bus()
+    for i in range(50, 55):
+        await bus.publish(left(i))
+    await bus.js.publish("members.member-left.m_poison", b"[" * 100_000, stream="MEMBERS")
+    for i in range(55, 60):
+        await bus.publish(left(i))
+    # Bind after publishing, so the first fetch holds the poison among the good ones.
+    bus.consumers.append(Consumer("t-deep", "MEMBERS", ["members.>"], one, handle_batch=many))
+    await bus.stop()
+    bus2 = await make_bus(*bus.consumers)
+    await wait_until(lambda: sorted(handled) == [f"m{i}" for i in range(50, 60)])
+    dead = await wait_until(lambda: stream_messages(bus2.js, "DLQ", "dlq.>"))
+    assert [m.subject for m in dead] == ["dlq.members.t-deep.members.member-left.m_poison"]
+    assert "nests deeper" in dead[0].headers["Sarafan-Dlq-Error"]
+    assert dead[0].headers["Sarafan-Dlq-Deliveries"] == "1"
+
+    async def settled() -> bool:
+        info = await bus2.js.consumer_info("MEMBERS", "t-deep")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await wait_until(settled, message="messages of the batch left unacknowledged")

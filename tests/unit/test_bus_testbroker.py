@@ -148,3 +148,46 @@ async def test_a_consumer_of_several_subjects_gets_each() -> None:
         await harness.publish(new_event(left.model_validate({**left.example, "member_id": "m2"})))
         await harness.publish_raw("members.member-updated.m3", b"{}")  # not its subject
     assert recorder.one == ["m1", "m2"] and harness.dead_letters == []
+
+
+async def test_a_deeply_nested_poison_is_dead_lettered_alone_and_its_batch_is_handled() -> None:
+    """`[[[[…` makes json raise RecursionError: that message goes to the DLQ, the others of its
+    batch are handled and acked in the same pass (none is left for redelivery)."""
+    recorder = Recorder()
+    bus = make_bus(recorder)
+    async with BusHarness(bus) as harness:
+        batch = await harness.deliver(
+            "engagement-members",
+            [joined("m1"), ("members.member-joined.m2", b"[" * 100_000), joined("m3")],
+        )
+    assert [m.outcome for m in batch] == ["ack", "ack", "ack"]
+    assert recorder.batches == [["m1", "m3"]]
+    [dead] = harness.dead_letters
+    assert dead.subject == "dlq.engagement.engagement-members.members.member-joined.m2"
+    assert "nests deeper" in dead.headers["Sarafan-Dlq-Error"]
+
+
+async def test_an_event_not_bound_to_its_subject_and_producer_is_dead_lettered() -> None:
+    left = REGISTRY["member-left"]
+    wrong_type = new_event(left.model_validate({**left.example, "member_id": "m2"}))
+    foreign = joined("m3").model_copy(update={"source": "/services/engagement"})
+    recorder = Recorder()
+    bus = make_bus(recorder)
+    async with BusHarness(bus) as harness:
+        batch = await harness.deliver(
+            "engagement-members",
+            [
+                ("members.member-joined.m2", wrong_type.to_json()),  # a member-left body
+                foreign,
+                ("members.member-joined.m5", joined("m4").to_json()),  # m4's event on m5's
+                joined("m1"),
+            ],
+        )
+    assert [m.outcome for m in batch] == ["ack"] * 4
+    assert recorder.one == ["m1"] and recorder.batches == []
+    reasons = [d.headers["Sarafan-Dlq-Error"] for d in harness.dead_letters]
+    assert len(reasons) == 3
+    assert "'member-left' is not one this consumer handles (member-joined)" in reasons[0]
+    assert "source '/services/engagement' is not /services/members" in reasons[1]
+    assert "arrived on 'members.member-joined.m5'" in reasons[2]
+    assert consumed(bus, "ok") == 1

@@ -146,9 +146,9 @@ def test_events_made_inside_a_request_or_handler_inherit_its_correlation_id():
 
 
 def test_a_reader_is_liberal_about_the_optional_extension_attributes() -> None:
-    """CloudEvents 1.0 makes extensions optional: an outside producer's member-joined without
-    `correlationid` or `dataschemaversion` is read (correlation = its own id, version 1), while
-    a missing core attribute is still refused."""
+    """CloudEvents 1.0 makes extensions optional: a member-joined without `correlationid` or
+    `dataschemaversion` (another implementation of the producer, an older one) is read
+    (correlation = its own id, version 1), while a missing core attribute is still refused."""
     import json
 
     from shared.events import InvalidEvent, parse_event
@@ -156,7 +156,7 @@ def test_a_reader_is_liberal_about_the_optional_extension_attributes() -> None:
     raw = {
         "specversion": "1.0",
         "id": "outside-1",
-        "source": "/crm",
+        "source": "/services/members",
         "type": "member-joined",
         "time": "2026-12-01T10:00:00Z",
         "subject": "m_1",
