@@ -143,9 +143,10 @@ def service_permissions(service: str) -> dict[str, Any]:
     for stream in (own, DLQ_STREAM, *EXTRA_STREAMS.get(service, ())):
         publish.append(f"{api}.STREAM.CREATE.{stream}")
     publish += [
-        # Erasure purges the member's subjects from the own stream and reads its last message.
-        f"{api}.STREAM.PURGE.{own}",
+        # Erasure finds the member's messages in the own stream by subject (the subject state,
+        # then each next message) and deletes them with their bytes overwritten.
         f"{api}.STREAM.MSG.GET.{own}",
+        f"{api}.STREAM.MSG.DELETE.{own}",
         f"{api}.DIRECT.GET.{own}",
         f"{api}.DIRECT.GET.{own}.>",
         f"{api}.CONSUMER.LIST.{own}",
@@ -168,9 +169,9 @@ def service_permissions(service: str) -> dict[str, Any]:
     if service == KEYS_OWNER:
         publish.append(f"$KV.{KEYS_BUCKET}.>")
     if service == ERASURE_OWNER:
-        # The service that owns erasure purges the member's dead letters too (their subject
+        # The service that owns erasure erases the member's dead letters too (their subject
         # ends with the original subject, so with the member's id): docs/operations.md.
-        publish.append(f"{api}.STREAM.PURGE.{DLQ_STREAM}")
+        publish += [f"{api}.STREAM.MSG.GET.{DLQ_STREAM}", f"{api}.STREAM.MSG.DELETE.{DLQ_STREAM}"]
     for stream, durable in service_consumers()[service]:
         publish += [
             f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",

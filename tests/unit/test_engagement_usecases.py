@@ -188,8 +188,8 @@ def joined(member_id: str, **more) -> MemberJoined:
 
 async def test_member_events_keep_the_projection_the_counters_and_the_joined_fact(e) -> None:
     batch = [(new_event(d), d) for d in (joined("m1"), joined("m2", referred_by="m1"))]
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)  # redelivered
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)  # redelivered
     assert (await e.store.member("m2"))["referred_by"] == "m1"
     totals = await e.store.counters.totals()
     assert (totals["members"], totals["joins"], totals["referred"]) == (2, 2, 1)
@@ -197,13 +197,13 @@ async def test_member_events_keep_the_projection_the_counters_and_the_joined_fac
     assert (standing["points_total"], standing["region"], standing["active"]) == (1, "tver", 1)
 
 
-async def test_an_erasure_purges_the_stream_and_leaves_tombstones(e) -> None:
+async def test_an_erasure_erases_the_stream_and_leaves_tombstones(e) -> None:
     join = joined("vera")
-    await usecases.apply_member_events([(new_event(join), join)], e.store, e.scoring, e.purge, NOW)
+    await usecases.apply_member_events([(new_event(join), join)], e.store, e.scoring, e.erase, NOW)
     await post(e, "vp", author_id="vera")
     left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
-    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.purge, NOW)
-    assert e.purged == [
+    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.erase, NOW)
+    assert e.erased == [
         ("ENGAGEMENT", "engagement.*.vera"),
         ("ENGAGEMENT", "engagement.post-created.vp"),
     ]

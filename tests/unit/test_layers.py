@@ -97,7 +97,7 @@ def test_no_service_reaches_past_the_bus_to_its_jetstream_context():
         for node in ast.walk(tree)
         if _is_bus_js(node)
     ]
-    assert not wrong, "use the bus's methods (purge, ensure_streams, key_value):\n" + "\n".join(
+    assert not wrong, "use the bus's methods (erase, ensure_streams, key_value):\n" + "\n".join(
         wrong
     )
 
