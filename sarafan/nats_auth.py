@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared import weak_secrets
 from shared.keys import BUCKET as KEYS_BUCKET
 from shared.keys import KEYS_OWNER
 from shared.topology import ADMIN_USER, DLQ_STREAM, ERASURE_OWNER, EXTRA_STREAMS, STREAMS
@@ -193,7 +194,12 @@ def accounts(
 ) -> dict[str, Any]:
     """The `accounts` and `system_account` settings; `passwords` maps each user (the four
     services, integration, admin, sys) to its password or to a reference such as
-    `$NATS_ADMIN_PASSWORD`; `consumers` are the integration user's durable consumer names."""
+    `$NATS_ADMIN_PASSWORD`; `consumers` are the integration user's durable consumer names.
+    A password given as such must be strong (shared/weak_secrets.py): ValueError otherwise,
+    so no configuration with a weak one is ever written."""
+    for user, password in passwords.items():
+        if not _REFERENCE.fullmatch(password):
+            weak_secrets.check(f"the NATS password of {user!r}", password)
     users = [{"user": ADMIN_USER, "password": passwords[ADMIN_USER]}]
     users += [
         {"user": name, "password": passwords[name], "permissions": service_permissions(name)}
@@ -222,6 +228,9 @@ def users() -> tuple[str, ...]:
 # A variable reference such as $NATS_ADMIN_PASSWORD; subjects like `$JS.API.INFO` or
 # `$KV.<bucket>.>` contain dots and must stay quoted, or the server reads them as variables.
 _VARIABLE = re.compile(r"\$[A-Z_][A-Z0-9_]*")
+# A password that is a reference, resolved where the server runs: `$VAR` (compose) or the Helm
+# chart's `<< $VAR >>`; the environment there holds the value (checked by `check-secrets`).
+_REFERENCE = re.compile(r"\$[A-Z_][A-Z0-9_]*|<< \$[A-Z_][A-Z0-9_]* >>")
 
 
 def _value(value: Any, indent: str) -> str:

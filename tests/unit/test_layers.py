@@ -15,7 +15,7 @@ from pathlib import Path
 from shared import topology
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ("cli", "supervisor", "embedded", "ops", "demo", "catalogue", "nats_auth")
+TOOLS = ("cli", "supervisor", "embedded", "home_secrets", "ops", "demo", "catalogue", "nats_auth")
 
 
 def _modules(package: str) -> Iterator[tuple[Path, ast.Module]]:
