@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import weak_secrets
@@ -76,15 +77,14 @@ def load_settings(cls: type[T], service: str) -> T:
     return settings
 
 
-def _problem(error: object) -> str:
+def _problem(error: ErrorDetails) -> str:
     """One validation error as a line: the variable and the message (a refused secret's message
-    names its variable already; pydantic's "Value error, " prefix goes)."""
-    assert isinstance(error, dict)
+    names its variable already; pydantic's "Value error, " prefix goes). Never the value."""
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, ValueError):
         return str(cause)
     where = ".".join(str(part) for part in error.get("loc", ()))
-    return f"{where}: {error.get('msg')}"
+    return f"{where}: {error['msg']}"
 
 
 @dataclass(frozen=True)
