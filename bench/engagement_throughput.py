@@ -24,7 +24,7 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from pymongo import AsyncMongoClient, UpdateOne
 
-from bench.stack import embedded_servers, emit, machine, write_section
+from bench.stack import TOKEN, embedded_servers, emit, machine, write_section
 from services.engagement.app import EngagementSettings, build
 from shared.events import PostCreated, new_event
 
@@ -88,7 +88,7 @@ async def engagement_consumer(nats_url: str, mongo_url: str, count: int, batch: 
     """The engagement service's own activity consumer, until it has acked every event."""
     settings = EngagementSettings(
         NATS_URL=nats_url, MONGODB_URL=mongo_url, SARAFAN_MONGODB_DATABASE="bench_engagement",
-        SARAFAN_API_TOKEN="bench", SARAFAN_CONSUMER_BATCH=batch, SARAFAN_LOG_LEVEL="WARNING",
+        SARAFAN_API_TOKEN=TOKEN, SARAFAN_CONSUMER_BATCH=batch, SARAFAN_LOG_LEVEL="WARNING",
     )  # fmt: skip
     app = build(settings)
     runtime = app.state.runtime

@@ -25,7 +25,7 @@ import uvicorn
 from nats.js.api import StorageType, StreamConfig
 from pymongo import AsyncMongoClient
 
-from bench.stack import embedded_servers, emit, machine, write_section
+from bench.stack import TOKEN, embedded_servers, emit, machine, write_section
 from sarafan.embedded import LOCALHOST, free_port
 from services.notifier.app import NotifierSettings, build
 from shared.bus import DUPLICATE_WINDOW
@@ -65,7 +65,7 @@ async def fan_out(
     database = f"bench_fanout_{uuid.uuid4().hex[:6]}"
     extra = {"WEBHOOK_URL": webhook, "WEBHOOK_SECRET": "whsec_YmVuY2g="} if webhook else {}
     settings = NotifierSettings(NATS_URL=nats_url, MONGODB_URL=mongo_url,
-                                SARAFAN_MONGODB_DATABASE=database, SARAFAN_API_TOKEN="bench",
+                                SARAFAN_MONGODB_DATABASE=database, SARAFAN_API_TOKEN=TOKEN,
                                 SARAFAN_NOTIFIER_POLL_SECONDS=0.1, **extra)  # fmt: skip
     app = build(settings)
     runtime, store = app.state.runtime, app.state.store

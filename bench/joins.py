@@ -18,12 +18,20 @@ from pathlib import Path
 import httpx
 from pymongo import AsyncMongoClient
 
-from bench.stack import emit, machine, percentile, rss_mib, running_stack, write_section
+from bench.stack import (
+    TOKEN,
+    emit,
+    machine,
+    percentile,
+    rss_mib,
+    running_stack,
+    write_section,
+)
 from sarafan.embedded import Child, free_port, http_ok
 from sarafan.nats_auth import ADMIN_USER
 from sarafan.supervisor import nats_passwords
 
-AUTH = {"Authorization": "Bearer bench-token"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def join_body() -> dict:

@@ -33,7 +33,15 @@ import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo import AsyncMongoClient, UpdateOne
 
-from bench.stack import emit, machine, percentile, rss_mib, running_stack, write_section
+from bench.stack import (
+    TOKEN,
+    emit,
+    machine,
+    percentile,
+    rss_mib,
+    running_stack,
+    write_section,
+)
 from sarafan.nats_auth import ADMIN_USER
 from sarafan.supervisor import nats_passwords
 from shared.bus import STREAMS
@@ -49,7 +57,7 @@ from shared.events import (
 from shared.query import order_key
 from shared.store import epoch_ms
 
-AUTH = {"Authorization": "Bearer bench-token"}
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REGIONS = [f"region-{i:02d}" for i in range(40)]
 INTERESTS = ["ecology", "animals", "elderly", "children", "culture", "sport", "education"]
 READ_SAMPLES = 15

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,8 @@ from shared.topology import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+#: The bootstrap token of the benchmarks' stacks and services (a weak one is refused).
+TOKEN = secrets.token_urlsafe(32)
 
 
 @contextmanager
@@ -33,7 +36,7 @@ def running_stack(
             config,
             services=services,
             out=io.StringIO(),
-            environ={**os.environ, "SARAFAN_API_TOKEN": "bench-token"},
+            environ={**os.environ, "SARAFAN_API_TOKEN": TOKEN},
         )
         stack.start()
         try:

@@ -77,6 +77,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@subcommand(
+    "check-secrets",
+    "refuse example or short secrets in the environment (compose runs it before anything)",
+)
+def check_secrets(args: argparse.Namespace) -> int:
+    import os
+
+    from shared.weak_secrets import environment_refusals
+
+    refusals = environment_refusals(os.environ)
+    for refusal in refusals:
+        print(f"sarafan: {refusal}", file=sys.stderr)
+    return 1 if refusals else 0
+
+
 def _schemas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path, help="where to write the JSON Schemas")
 

@@ -105,6 +105,23 @@ def mongo_ping(port: int, host: str = LOCALHOST, timeout: float = 1.0) -> bool:
         client.close()
 
 
+def sqlite_secure_delete(port: int, host: str = LOCALHOST, timeout: float = 2.0) -> bool | None:
+    """Whether nx-27017's SQLite library overwrites the space a deleted or rewritten row leaves
+    (`PRAGMA secure_delete`, which nx-27017 answers for a command it does not know by name);
+    None when the server does not say (real MongoDB, an error)."""
+    millis = int(timeout * 1000)
+    client: MongoClient = MongoClient(
+        f"mongodb://{host}:{port}", directConnection=True, serverSelectionTimeoutMS=millis
+    )
+    try:
+        rows = client.admin.command({"secure_delete": 1}).get("result") or []
+        return bool(rows[0]["secure_delete"]) if rows else None
+    except (PyMongoError, LookupError, TypeError):
+        return None
+    finally:
+        client.close()
+
+
 def nats_config(port: int, http_port: int, store_dir: Path, *, accounts: str | None = None) -> str:
     """nats-server configuration text: JetStream on, fsync on every write, loopback only.
 
@@ -331,14 +348,30 @@ def nats_child(data_dir: Path, port: int, http_port: int, accounts: str | None =
     )
 
 
-def mongo_child(data_dir: Path, port: int) -> Child:
-    """nx-27017 (MongoDB wire protocol on SQLite) with one database file per logical db."""
+#: nx-27017's SQLite journal modes `sarafan up` offers (SARAFAN_MONGO_JOURNAL).
+#:
+#: - `truncate` (the default): a commit writes the database file itself (synced) and empties
+#:   its rollback journal, so once a write that erases a member is committed no older copy of
+#:   the page is left in any file (the SQLite library zeroes the space a deleted row leaves
+#:   when it is built with `secure_delete`, see `sqlite_secure_delete`).
+#: - `wal` (nx-27017's own default, about three times faster on writes): a commit appends page
+#:   images to `<db>.db-wal`; a checkpoint copies them into the database file but the old
+#:   images stay in the -wal file, erased data included, until later writes happen to reach
+#:   the same offsets or the server stops (a clean close deletes the file). No command nx-27017
+#:   takes over the wire empties it: its `wal_checkpoint` is the PASSIVE kind.
+JOURNAL_MODES = {"truncate": "TRUNCATE", "wal": "WAL"}
+
+
+def mongo_child(data_dir: Path, port: int, journal: str = "truncate") -> Child:
+    """nx-27017 (MongoDB wire protocol on SQLite) with one database file per logical db, its
+    SQLite journal in the given mode (`JOURNAL_MODES`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     pid_file = data_dir / "nx-27017.pid"
     options = {
         "--data-dir": str(data_dir / "mongo"),
         "--host": LOCALHOST,
         "-p": str(port),
+        "--journal-mode": JOURNAL_MODES[journal],
         # In the foreground nx-27017 writes every record both to stderr and to --log-file;
         # stderr already goes to logs/nx-27017.log, so one copy is enough.
         "--log-file": os.devnull,

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared import weak_secrets
 from shared.keys import BUCKET as KEYS_BUCKET
 from shared.keys import KEYS_OWNER
 from shared.topology import ADMIN_USER, DLQ_STREAM, ERASURE_OWNER, EXTRA_STREAMS, STREAMS
@@ -143,9 +144,10 @@ def service_permissions(service: str) -> dict[str, Any]:
     for stream in (own, DLQ_STREAM, *EXTRA_STREAMS.get(service, ())):
         publish.append(f"{api}.STREAM.CREATE.{stream}")
     publish += [
-        # Erasure purges the member's subjects from the own stream and reads its last message.
-        f"{api}.STREAM.PURGE.{own}",
+        # Erasure finds the member's messages in the own stream by subject (the subject state,
+        # then each next message) and deletes them with their bytes overwritten.
         f"{api}.STREAM.MSG.GET.{own}",
+        f"{api}.STREAM.MSG.DELETE.{own}",
         f"{api}.DIRECT.GET.{own}",
         f"{api}.DIRECT.GET.{own}.>",
         f"{api}.CONSUMER.LIST.{own}",
@@ -168,9 +170,9 @@ def service_permissions(service: str) -> dict[str, Any]:
     if service == KEYS_OWNER:
         publish.append(f"$KV.{KEYS_BUCKET}.>")
     if service == ERASURE_OWNER:
-        # The service that owns erasure purges the member's dead letters too (their subject
+        # The service that owns erasure erases the member's dead letters too (their subject
         # ends with the original subject, so with the member's id): docs/operations.md.
-        publish.append(f"{api}.STREAM.PURGE.{DLQ_STREAM}")
+        publish += [f"{api}.STREAM.MSG.GET.{DLQ_STREAM}", f"{api}.STREAM.MSG.DELETE.{DLQ_STREAM}"]
     for stream, durable in service_consumers()[service]:
         publish += [
             f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
@@ -192,7 +194,12 @@ def accounts(
 ) -> dict[str, Any]:
     """The `accounts` and `system_account` settings; `passwords` maps each user (the four
     services, integration, admin, sys) to its password or to a reference such as
-    `$NATS_ADMIN_PASSWORD`; `consumers` are the integration user's durable consumer names."""
+    `$NATS_ADMIN_PASSWORD`; `consumers` are the integration user's durable consumer names.
+    A password given as such must be strong (shared/weak_secrets.py): ValueError otherwise,
+    so no configuration with a weak one is ever written."""
+    for user, password in passwords.items():
+        if not _REFERENCE.fullmatch(password):
+            weak_secrets.check(f"the NATS password of {user!r}", password)
     users = [{"user": ADMIN_USER, "password": passwords[ADMIN_USER]}]
     users += [
         {"user": name, "password": passwords[name], "permissions": service_permissions(name)}
@@ -221,6 +228,9 @@ def users() -> tuple[str, ...]:
 # A variable reference such as $NATS_ADMIN_PASSWORD; subjects like `$JS.API.INFO` or
 # `$KV.<bucket>.>` contain dots and must stay quoted, or the server reads them as variables.
 _VARIABLE = re.compile(r"\$[A-Z_][A-Z0-9_]*")
+# A password that is a reference, resolved where the server runs: `$VAR` (compose) or the Helm
+# chart's `<< $VAR >>`; the environment there holds the value (checked by `check-secrets`).
+_REFERENCE = re.compile(r"\$[A-Z_][A-Z0-9_]*|<< \$[A-Z_][A-Z0-9_]* >>")
 
 
 def _value(value: Any, indent: str) -> str:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sarafan.embedded import (
+    JOURNAL_MODES,
     LOCALHOST,
     Aborted,
     Child,
@@ -25,14 +24,15 @@ from sarafan.embedded import (
     mongo_child,
     nats_child,
     port_is_free,
+    sqlite_secure_delete,
 )
+from sarafan.home_secrets import api_token, nats_passwords
 from sarafan.nats_auth import (
     ADMIN_USER,
     INTEGRATION_USER,
     inbox_prefix,
     integration_consumers,
     nats_conf,
-    users,
 )
 from shared.topology import MONGO_PORT, NATS_HTTP_PORT, NATS_PORT, PORTS, SERVICES
 
@@ -45,8 +45,24 @@ BACKOFF_MAX = 30.0
 STABLE_SECONDS = 60.0
 
 
+#: Printed when nx-27017's SQLite library was built without secure_delete (docs/members.md).
+SECURE_DELETE_OFF = (
+    "warning: nx-27017's SQLite does not overwrite deleted rows (secure_delete is off): an "
+    "erased member's data stays in free space of the database files until it is reused"
+)
+
+
 class StackError(RuntimeError):
     """The stack could not start; the message names the component and its log file."""
+
+
+def journal(value: str) -> str:
+    """A SARAFAN_MONGO_JOURNAL value, checked."""
+    if value not in JOURNAL_MODES:
+        raise StackError(
+            f"SARAFAN_MONGO_JOURNAL={value!r} is not one of {', '.join(JOURNAL_MODES)}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -58,10 +74,14 @@ class StackConfig:
     nats_http_port: int = NATS_HTTP_PORT
     mongo_port: int = MONGO_PORT
     service_ports: Mapping[str, int] = field(default_factory=lambda: dict(PORTS))
+    #: nx-27017's SQLite journal (sarafan/embedded.py JOURNAL_MODES): `truncate` leaves no
+    #: erased data in a journal file, `wal` is faster and keeps it in the -wal file for a while.
+    mongo_journal: str = "truncate"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> StackConfig:
-        """SARAFAN_HOME (default ./.sarafan) and the SARAFAN_*_PORT variables."""
+        """SARAFAN_HOME (default ./.sarafan), the SARAFAN_*_PORT variables and
+        SARAFAN_MONGO_JOURNAL."""
 
         def port(name: str, default: int) -> int:
             value = environ.get(name)
@@ -76,6 +96,7 @@ class StackConfig:
             nats_port=port("SARAFAN_NATS_PORT", NATS_PORT),
             nats_http_port=port("SARAFAN_NATS_HTTP_PORT", NATS_HTTP_PORT),
             mongo_port=port("SARAFAN_MONGO_PORT", MONGO_PORT),
+            mongo_journal=journal(environ.get("SARAFAN_MONGO_JOURNAL") or "truncate"),
             service_ports={
                 name: port(f"SARAFAN_{name.upper()}_PORT", default)
                 for name, default in PORTS.items()
@@ -103,45 +124,6 @@ class StackConfig:
 
     def service_url(self, name: str) -> str:
         return f"http://{LOCALHOST}:{self.service_ports[name]}"
-
-
-def api_token(home: Path, environ: Mapping[str, str] = os.environ) -> tuple[str, bool]:
-    """SARAFAN_API_TOKEN, else the one stored in home/api-token, else a new one stored
-    there (mode 0600). Returns the token and whether it was just created."""
-    if environ.get("SARAFAN_API_TOKEN"):
-        return environ["SARAFAN_API_TOKEN"], False
-    path = home / "api-token"
-    if path.exists():
-        return path.read_text().strip(), False
-    home.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(24)
-    # O_EXCL with the mode at creation: the token is never readable by others, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
-    return token, True
-
-
-def _write_private(path: Path, text: str) -> None:
-    # O_EXCL with the mode at creation: never readable by others, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-
-
-def nats_passwords(home: Path) -> dict[str, str]:
-    """The NATS password of every user (the four services, integration, admin, sys), stored in
-    home/nats-users.json (mode 0600) on first use so they survive restarts; the operator
-    CLI reads the admin password from there."""
-    path = home / "nats-users.json"
-    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    missing = [name for name in users() if not stored.get(name)]
-    if missing:
-        stored |= {name: secrets.token_urlsafe(24) for name in missing}
-        home.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        _write_private(path, json.dumps(stored, indent=2) + "\n")
-    return stored
 
 
 @dataclass(eq=False)
@@ -179,6 +161,8 @@ class Stack:
         self.server_timeout = server_timeout
         self.service_timeout = service_timeout
         self.token = ""
+        #: Does nx-27017's SQLite overwrite deleted rows (None: it did not say)?
+        self.secure_delete: bool | None = None
         self.nats_passwords: dict[str, str] = {}
         self.integration_consumers: tuple[str, ...] = ()
         self.children: dict[str, Child] = {}  # in start order: servers, then services
@@ -206,17 +190,18 @@ class Stack:
         try:
             # The outside services' durable consumers (SARAFAN_INTEGRATION_CONSUMERS).
             self.integration_consumers = integration_consumers(self.environ)
+            # A weak token or password (an example value, a short one) stops here.
+            self.token, created = api_token(home, self.environ)
+            # Same users and permissions as compose and k8s: each service its own NATS user.
+            self.nats_passwords = nats_passwords(home)
+            accounts = nats_conf(self.nats_passwords, self.integration_consumers)
         except ValueError as exc:
             raise StackError(str(exc)) from exc
-        self.token, created = api_token(home, self.environ)
-        # Same users and permissions as compose and k8s: each service its own NATS user.
-        self.nats_passwords = nats_passwords(home)
-        accounts = nats_conf(self.nats_passwords, self.integration_consumers)
         self.children = {
             "nats-server": nats_child(
                 home, self.config.nats_port, self.config.nats_http_port, accounts=accounts
             ),
-            "nx-27017": mongo_child(home, self.config.mongo_port),
+            "nx-27017": mongo_child(home, self.config.mongo_port, self.config.mongo_journal),
         }
         for name in self.services:
             self.children[name] = self._service_child(name)
@@ -227,6 +212,7 @@ class Stack:
         try:
             servers = [self.children["nats-server"], self.children["nx-27017"]]
             self._start_and_wait(servers, self.server_timeout)
+            self.secure_delete = sqlite_secure_delete(self.config.mongo_port)
             services = [self.children[name] for name in self.services]
             self._start_and_wait(services, self.service_timeout)
         except BaseException:
@@ -356,12 +342,14 @@ class Stack:
             f'"{INTEGRATION_USER}" in nats-users.json)',
             f"  {'':<11} inbox prefix {inbox_prefix(INTEGRATION_USER)}, durable consumers "
             f"{', '.join(self.integration_consumers)} (see examples/crm_sync.py)",
-            f"  {'mongodb':<11} {config.mongodb_url}",
+            f"  {'mongodb':<11} {config.mongodb_url}  (SQLite journal {config.mongo_journal})",
             f"  {'logs':<11} {self.logs_dir}",
             f"API token: {self.token}"
             + (f"  (new, stored in {config.home / 'api-token'})" if token_created else ""),
             "Press Ctrl-C to stop.",
         ]
+        if self.secure_delete is False:
+            lines.insert(-1, SECURE_DELETE_OFF)
         print("\n".join(lines), file=self.out, flush=True)
 
 

@@ -50,6 +50,7 @@ from shared.events import CloudEvent
 from shared.metrics import Metrics
 from shared.settings import ServiceSettings
 from shared.store import expiring_index
+from shared.stream_erasure import erase_messages
 from shared.topology import DLQ_STREAM, STREAMS
 
 log = logging.getLogger("sarafan.bus")
@@ -308,12 +309,12 @@ class Bus:
             raise BusUnavailable("NATS is not connected")
         return self.js
 
-    async def purge(self, stream: str, subject: str) -> None:
-        """Remove every message of `stream` on `subject` (wildcards allowed); nothing to do
-        when the stream does not exist (yet)."""
+    async def erase(self, stream: str, subject: str) -> int:
+        """Securely delete every message of `stream` on `subject` (wildcards allowed): found
+        through the stream's per-subject index, their bytes overwritten in the store
+        (shared/stream_erasure.py). Returns how many; 0 when the stream does not exist (yet)."""
         js = self._js_or_unavailable()
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.purge_stream(stream, subject=subject)
+        return await erase_messages(self.nc, js, stream, subject)
 
     async def last_sequence(self, stream: str, subject: str) -> int | None:
         """The stream sequence of the last message on `subject`, or None when there is none."""

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared import weak_secrets
 from shared.topology import ADMIN_USER, MONGO_PORT, NATS_PORT, PORTS
 
 #: Each service's default HTTP port (shared/topology.py).
@@ -54,6 +56,18 @@ class ServiceSettings(BaseSettings):
     )
     port: int = 0
 
+    @field_validator("api_token")
+    @classmethod
+    def _strong_api_token(cls, value: str) -> str:
+        # Empty: no bootstrap key, only keys made with `sarafan keys` (docs/operations.md).
+        return weak_secrets.check("SARAFAN_API_TOKEN", value) if value else value
+
+    @field_validator("nats_password")
+    @classmethod
+    def _strong_nats_password(cls, value: str | None) -> str | None:
+        # None: a NATS without users (tests, benchmarks); compose and k8s always set one.
+        return weak_secrets.check("NATS_PASSWORD", value) if value else value
+
     def database_name(self, service: str) -> str:
         return self.mongodb_database or f"sarafan_{service}"
 
@@ -62,12 +76,27 @@ T = TypeVar("T", bound=ServiceSettings)
 
 
 def load_settings(cls: type[T], service: str) -> T:
-    """Read settings; the HTTP port comes from SARAFAN_<SERVICE>_PORT (docs/contract.md)."""
-    settings = cls()
+    """Read settings; the HTTP port comes from SARAFAN_<SERVICE>_PORT (docs/contract.md).
+    Invalid settings (a weak secret among them) stop the process with one line naming each."""
+    try:
+        settings = cls()
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error) for error in exc.errors())
+        raise SystemExit(f"sarafan {service}: refusing to start: {problems}") from None
     if not settings.port:
         env = os.environ.get(f"SARAFAN_{service.upper()}_PORT")
         settings.port = int(env) if env else DEFAULT_PORTS[service]
     return settings
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as a line: the variable and the message (a refused secret's message
+    names its variable already; pydantic's "Value error, " prefix goes). Never the value."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ValueError):
+        return str(cause)
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{where}: {error['msg']}"
 
 
 @dataclass(frozen=True)

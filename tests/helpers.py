@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+def strong_token() -> str:
+    """A bootstrap API token the services accept: random and 43 characters long (a short or
+    example one is refused at start-up, shared/weak_secrets.py)."""
+    return secrets.token_urlsafe(32)
 
 
 async def wait_until(

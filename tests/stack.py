@@ -17,9 +17,10 @@ import httpx
 
 from sarafan.embedded import free_port
 from shared.settings import DEFAULT_PORTS
+from tests.helpers import strong_token
 
 SERVICES = tuple(DEFAULT_PORTS)
-TOKEN = "ops-token"
+TOKEN = strong_token()
 
 
 @dataclass

@@ -84,7 +84,7 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
         clock=utcnow,
     )
     # The clock is read through `engagement` on every call: tests move it.
-    handlers = EngagementHandlers(store, scoring, runtime.bus.purge, lambda: engagement.clock())
+    handlers = EngagementHandlers(store, scoring, runtime.bus.erase, lambda: engagement.clock())
     jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)

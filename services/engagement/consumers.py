@@ -36,12 +36,12 @@ class EngagementHandlers:
         self,
         store: EngagementStore,
         scoring: Scoring,
-        purge: usecases.Purge,
+        erase: usecases.Erase,
         clock: Callable[[], datetime],
     ) -> None:
         self.store = store
         self.scoring = scoring
-        self.purge = purge
+        self.erase = erase
         self.clock = clock
 
     @subscriptions.handler(
@@ -59,7 +59,7 @@ class EngagementHandlers:
         """The projection (display_name, region, roles, locale, timezone, referred_by, status,
         joined_at), the community's counters, erasures, and the facts joined and referral."""
         now = self.clock()
-        await usecases.apply_member_events(batch, self.store, self.scoring, self.purge, now)
+        await usecases.apply_member_events(batch, self.store, self.scoring, self.erase, now)
 
     @subscriptions.handler(
         "engagement-activity",

@@ -4,7 +4,7 @@ Posts and comments stay as anonymous tombstones (no author, title, body or tags)
 others' answers and the community figures keep their history; hours entries, the member's
 activity record, level and drift records go, and so do the kept responses of the member's
 requests (an Idempotency-Key replay would show their name and text again). The use case that
-runs these, and purges the stream, is `usecases.forget_member`.
+runs these, and erases the stream's messages, is `usecases.forget_member`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ async def post_ids_of(store: EngagementStore, member_id: str) -> list[str]:
 
 async def drop_post_events(store: EngagementStore, post_ids: list[str]) -> None:
     """The post-created events of the member's posts still waiting to be published quote the
-    title; they must not reach the stream after it was purged."""
+    title; they must not reach the stream after it was erased."""
     await drop_pending(store.posts, post_ids, "post-created")
 
 

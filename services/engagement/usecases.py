@@ -39,8 +39,8 @@ from shared.uow import UnitOfWork
 log = logging.getLogger("sarafan.engagement")
 
 Batch = list[tuple[CloudEvent, EventData]]
-#: Removes a stream's messages on a subject (the bus's `purge`).
-Purge = Callable[[str, str], Awaitable[None]]
+#: Securely deletes a stream's messages on a subject (the bus's `erase`): their bytes go too.
+Erase = Callable[[str, str], Awaitable[object]]
 
 
 async def _active_member(store: EngagementStore, member_id: str) -> Doc:
@@ -234,7 +234,7 @@ async def decide_hours(
 
 
 async def apply_member_events(
-    batch: Batch, store: EngagementStore, scoring: Scoring, purge: Purge, now: datetime
+    batch: Batch, store: EngagementStore, scoring: Scoring, erase: Erase, now: datetime
 ) -> None:
     """Member events in their order: counters, projection, erasures, standings' copies, facts."""
     member_ids = {d.member_id for _, d in batch if hasattr(d, "member_id")}
@@ -266,7 +266,7 @@ async def apply_member_events(
     await store.counters.add(deltas)
     await store.projection.apply_many(d for _, d in batch)
     for member_id in erased:
-        await forget_member(member_id, store, purge)
+        await forget_member(member_id, store, erase)
     facts: list[domain.Fact] = []
     for event, data in batch:
         facts += domain.facts_from_event(event.id, event.time, data)
@@ -291,15 +291,15 @@ def standing_copies(data: EventData) -> list[tuple[dict[str, Any], list[str]]]:
     return []
 
 
-async def forget_member(member_id: str, store: EngagementStore, purge: Purge) -> None:
-    """Forget an erased member here, and purge what our own stream says about them: the events
-    whose subject is their id, and the post-created events of their posts (titles). Purged
+async def forget_member(member_id: str, store: EngagementStore, erase: Erase) -> None:
+    """Forget an erased member here, and erase what our own stream says about them: the events
+    whose subject is their id, and the post-created events of their posts (titles). Erased
     first: a retry after a failure finds the same posts still attributed."""
     post_ids = await erasure.post_ids_of(store, member_id)
-    await erasure.drop_post_events(store, post_ids)  # none may be published after the purge
-    await purge("ENGAGEMENT", f"engagement.*.{member_id}")
+    await erasure.drop_post_events(store, post_ids)  # none may be published after the erasure
+    await erase("ENGAGEMENT", f"engagement.*.{member_id}")
     for post_id in post_ids:
-        await purge("ENGAGEMENT", f"engagement.post-created.{post_id}")
+        await erase("ENGAGEMENT", f"engagement.post-created.{post_id}")
     await erasure.erase_member(store, member_id)
     log.info("erased member %s (%d post(s) anonymised)", member_id, len(post_ids))
 

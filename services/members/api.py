@@ -309,7 +309,7 @@ async def leave(
     request: Request,
     erase: Annotated[bool, Depends(_leave_scope)],
 ) -> Response:
-    """Leave (member-left); with erase=true the profile goes and the stream is purged.
+    """Leave (member-left); with erase=true the profile goes and their messages are erased.
 
     Leaving needs the scope `members:write`; `erase=true` needs `members:erase` instead (a key
     with only members:write asking erasure gets 403 naming members:erase).

@@ -1,17 +1,20 @@
-"""Purging an erased member's messages from the MEMBERS stream, even if NATS was away.
+"""Erasing an erased member's messages from the MEMBERS stream, even if NATS was away.
 
 An erasure is recorded in MongoDB first (the tombstone carries `purge`), so it survives a
 NATS outage or a crash; this module finishes it in two steps, retried until done:
 
 1. `purge: pending` — once nothing naming the member is left to publish (their own pending
    events, and referral-made events pending in the documents of members they referred),
-   purge every subject `members.<type>.<member_id>` except member-left. Personal data leaves
-   the stream now.
+   erase every message on `members.<type>.<member_id>` except member-left. Personal data
+   leaves the stream now.
 2. `purge: member-left` — member-left (no personal data) must still reach the other
    services, who erase their own copies on it. Once every durable consumer of MEMBERS whose
-   filter takes it has acknowledged it, purge `members.*.<member_id>`, then the member's
+   filter takes it has acknowledged it, erase `members.*.<member_id>`, then the member's
    dead letters from DLQ (every service's copies of messages whose subject names them);
    the marker goes.
+
+Each message is securely deleted (the bus's `erase`): JetStream overwrites its bytes in the
+store, where a purge would only drop it from the index and leave the bytes in the block.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ log = logging.getLogger("sarafan.members.erasure")
 
 STREAM = STREAMS["members"]
 LEFT = "member-left"
-#: Subjects purged at step 1: every event type this service publishes except member-left.
+#: Subjects erased at step 1: every event type this service publishes except member-left.
 STEP_ONE_TYPES = tuple(
     m.event_type for m in EVENT_MODELS if m.service == "members" and m.event_type != LEFT
 )
@@ -160,16 +163,16 @@ class Eraser:
                 return False
         if phase == "pending":
             for event_type in STEP_ONE_TYPES:
-                await self.bus.purge(STREAM, f"members.{event_type}.{member_id}")
+                await self.bus.erase(STREAM, f"members.{event_type}.{member_id}")
             await self.store.set_purge_phase(member_id, LEFT)
-            log.info("erasure of %s: personal events purged from %s", member_id, STREAM)
+            log.info("erasure of %s: personal events erased from %s", member_id, STREAM)
         if not await self._member_left_taken(member_id):
             return False
-        await self.bus.purge(STREAM, f"members.*.{member_id}")
+        await self.bus.erase(STREAM, f"members.*.{member_id}")
         # Last: every consumer has taken member-left, so a copy any of them dead-lettered on
         # the way (member-left included) is in DLQ by now. (No DLQ stream yet: no service has
-        # dead-lettered anything, nothing to purge.)
-        await self.bus.purge(DLQ_STREAM, dead_letters_of(member_id))
+        # dead-lettered anything, nothing to erase.)
+        await self.bus.erase(DLQ_STREAM, dead_letters_of(member_id))
         await self.store.purge_done(member_id)
         log.info(
             "erasure of %s finished: no message of theirs left in %s or %s",

@@ -35,12 +35,12 @@ log = logging.getLogger("sarafan.notifier")
 
 Doc = dict[str, Any]
 Batch = list[tuple[CloudEvent, EventData]]
-#: The notifier's own stream, where its events about a member are purged on erasure.
+#: The notifier's own stream, where its events about a member are erased on erasure.
 OWN_STREAM = STREAMS["notifier"]
 
 
-class StreamPurger(Protocol):
-    async def purge(self, stream: str, subject: str) -> None: ...
+class StreamEraser(Protocol):
+    async def erase(self, stream: str, subject: str) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Notifier:
 
     store: NotifierStore
     fanout: Fanout
-    bus: StreamPurger
+    bus: StreamEraser
 
 
 class MemberNotFound(LookupError):
@@ -97,7 +97,7 @@ async def member_left(n: Notifier, data: MemberLeft) -> None:
     notifier's own events about them leave its stream (by subject)."""
     if data.erase:
         await n.store.erase_member(data.member_id, data.left_at)
-        await n.bus.purge(OWN_STREAM, f"notifier.*.{data.member_id}")
+        await n.bus.erase(OWN_STREAM, f"notifier.*.{data.member_id}")
     else:
         await n.store.member_left(data.member_id, data.left_at)
         await n.store.cancel_waiting(data.member_id)

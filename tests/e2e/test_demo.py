@@ -10,6 +10,9 @@ import sys
 import pytest
 
 from sarafan.supervisor import Stack, StackConfig
+from tests.helpers import strong_token
+
+TOKEN = strong_token()
 
 
 @pytest.fixture
@@ -17,7 +20,7 @@ def stack(tmp_path):
     stack = Stack(
         StackConfig.with_free_ports(tmp_path / "home"),
         out=io.StringIO(),
-        environ={**os.environ, "SARAFAN_API_TOKEN": "demo-token"},
+        environ={**os.environ, "SARAFAN_API_TOKEN": TOKEN},
     )
     stack.start()
     try:
@@ -31,7 +34,7 @@ def test_sarafan_demo_plays_a_community_and_reports_loyalty_winners_and_messages
     env = {
         **os.environ,
         **ports,
-        "SARAFAN_API_TOKEN": "demo-token",
+        "SARAFAN_API_TOKEN": TOKEN,
         "SARAFAN_HOME": str(stack.config.home),
     }
     done = subprocess.run(

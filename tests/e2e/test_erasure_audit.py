@@ -3,9 +3,12 @@
 A member with a distinctive name, email, phone and Telegram handle joins by referral, posts,
 answers and is answered, receives email and webhook messages, appears in a dead letter, and is
 erased. Then every document of every collection of the four databases, every message (and its
-headers) of every stream — DLQ included — and every log file of the stack is searched for any of
-those; none may be found. (What the member received in their own mailbox and webhook left the
-platform, as it should: the peers are outside the stack and not audited.)
+headers) of every stream — DLQ included — and the bytes of every file under the stack's home are
+searched for any of those; none may be found. The files are what an attacker with the disk would
+read: the JetStream store (message blocks, where a purged message's bytes used to stay), the
+nx-27017 databases with their journals (where a WAL used to keep old page images), the logs.
+(What the member received in their own mailbox and webhook left the platform, as it should: the
+peers are outside the stack and not audited.)
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from pymongo import AsyncMongoClient
 
 from sarafan.nats_auth import ADMIN_USER
 from sarafan.supervisor import Stack, StackConfig, nats_passwords
-from tests.helpers import wait_until
+from tests.helpers import strong_token, wait_until
 from tests.integration.notifier_peers import WEBHOOK_SECRET, WebhookReceiver, serve, smtp_server
 
-TOKEN = "audit-token"
+TOKEN = strong_token()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DATABASES = ("sarafan_members", "sarafan_engagement", "sarafan_campaigns", "sarafan_notifier")
 STREAMS = ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS", "NOTIFIER", "DLQ")
@@ -98,15 +101,26 @@ async def leaks(stack: Stack, needles: dict[str, str]) -> list[str]:
                         found.append(f"stream {stream} #{seq} ({msg.subject}): {what}")
     finally:
         await nc.close()
-    for log in sorted((cfg.home / "logs").glob("*.log")):
-        text = log.read_text(errors="replace").lower()
+    return found + file_leaks(cfg.home, needles)
+
+
+def file_leaks(home: Path, needles: dict[str, str]) -> list[str]:
+    """Where any needle is still in the BYTES of a file under the stack's home: the JetStream
+    store (message blocks, indexes), nx-27017's databases with their journals, the logs."""
+    found: list[str] = []
+    for path in sorted(p for p in home.rglob("*") if p.is_file()):
+        try:
+            content = path.read_bytes().lower()
+        except FileNotFoundError:
+            continue  # a journal or a block removed while we looked
         for what, needle in needles.items():
-            if needle in text:
-                found.append(f"log {log.name}: {what}")
+            count = content.count(needle.encode())
+            if count:
+                found.append(f"file {path.relative_to(home)}: {what} x{count}")
     return found
 
 
-async def test_an_erased_member_is_named_nowhere_in_databases_streams_or_logs(stack):
+async def test_an_erased_member_is_named_nowhere_in_databases_streams_logs_or_bytes_on_disk(stack):
     running, mail, receiver = stack
     cfg = running.config
     tag = uuid.uuid4().hex[:6]
@@ -220,6 +234,10 @@ async def test_an_erased_member_is_named_nowhere_in_databases_streams_or_logs(st
         finally:
             await nc.close()
         assert await leaks(running, needles), "the audit finds nothing even before erasure"
+        # The byte scan sees her where she is (else an empty result after erasure proves nothing).
+        before = " ".join(file_leaks(cfg.home, needles))
+        for place in ("streams/MEMBERS/msgs/", "streams/DLQ/msgs/", "mongo/sarafan_members.db"):
+            assert place in before, f"the byte scan does not see {place}: {before}"
 
         erased = await http.delete(f"{url('members')}/v1/members/{vera}", params={"erase": "true"})
         assert erased.status_code == 204

@@ -16,9 +16,10 @@ import pytest
 
 from sarafan.nats_auth import INTEGRATION_USER
 from sarafan.supervisor import Stack, StackConfig
+from tests.helpers import strong_token
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "example-token"
+TOKEN = strong_token()
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from sarafan.supervisor import Stack, StackConfig
+from tests.helpers import strong_token
 
-TOKEN = "fuzz-token"
+TOKEN = strong_token()
 EXAMPLES = int(os.environ.get("SARAFAN_FUZZ_EXAMPLES", "30"))
 
 

@@ -82,13 +82,14 @@ class OnMemory:
     store: EngagementStore
     relay: RecordingRelay
     scoring: Scoring
-    purged: list[tuple[str, str]]
+    erased: list[tuple[str, str]]
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.relay)  # type: ignore[arg-type]
 
-    async def purge(self, stream: str, subject: str) -> None:
-        self.purged.append((stream, subject))
+    async def erase(self, stream: str, subject: str) -> int:
+        self.erased.append((stream, subject))
+        return 0
 
     async def member(self, member_id: str, **fields: Any) -> dict[str, Any]:
         """A member as the projection keeps one (active unless `status` says otherwise)."""

@@ -1,5 +1,5 @@
 """The notifier wired on in-memory fakes: its real store over `MemoryDatabase`, a real unit of
-work over a relay that only records what it is handed, a bus that records purges, a channel
+work over a relay that only records what it is handed, a bus that records erasures, a channel
 that answers what it is told. For the use-case tests (tests/unit/test_notifier_usecases.py)."""
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ class RecordingRelay:
 
 @dataclass
 class RecordingBus:
-    purged: list[tuple[str, str]] = field(default_factory=list)
+    erased: list[tuple[str, str]] = field(default_factory=list)
 
-    async def purge(self, stream: str, subject: str) -> None:
-        self.purged.append((stream, subject))
+    async def erase(self, stream: str, subject: str) -> int:
+        self.erased.append((stream, subject))
+        return 0
 
 
 class ScriptedChannel:

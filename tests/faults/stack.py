@@ -11,10 +11,11 @@ from pathlib import Path
 from sarafan.embedded import LOCALHOST, Child, find_executable, free_port, http_ok, tcp_accepts
 from sarafan.nats_auth import ADMIN_USER, nats_conf
 from sarafan.supervisor import SERVICES, Stack, StackConfig
+from tests.helpers import strong_token
 from tests.servers import NatsCluster, nats_config
 from tests.stack import pid_alive
 
-TOKEN = "faults-token"
+TOKEN = strong_token()
 READY_TIMEOUT = 60.0
 #: Fast consumer retries and outbox sweeps keep convergence inside the suite's time bound.
 BASE_ENV = {

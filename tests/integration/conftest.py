@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from sarafan.embedded import LOCALHOST, free_port, nats_child
 from shared.service import Runtime
 from tests.conftest import EmbeddedServer
-from tests.helpers import wait_until
+from tests.helpers import strong_token, wait_until
 
-TOKEN = "test-token"
+TOKEN = strong_token()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

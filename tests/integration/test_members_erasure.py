@@ -44,7 +44,7 @@ async def test_leaving_emits_member_left_and_keeps_the_profile_as_left(services,
         assert (await http.delete("/v1/members/never-was")).status_code == 404
 
 
-async def test_erasure_is_404_after_purges_the_stream_and_a_second_erase_is_harmless(services, nc):
+async def test_erasure_is_404_after_erasing_the_stream_and_a_second_erase_is_harmless(services, nc):
     async with services("members") as s:
         http = s["members"].http
         anna = (await http.post("/v1/members", json=join_body())).json()
@@ -65,11 +65,11 @@ async def test_erasure_is_404_after_purges_the_stream_and_a_second_erase_is_harm
         assert (await http.get(f"/v1/members/{mid}/referrals")).status_code == 404
         assert mid not in [m["member_id"] for m in (await http.get("/v1/members")).json()["items"]]
 
-        async def purged() -> bool:
+        async def erased() -> bool:
             return await _subjects_of(nc, mid) == {}
 
         # No consumer has to take member-left first here, so it goes too.
-        await wait_until(purged, timeout=15, message="member's messages still in MEMBERS")
+        await wait_until(erased, timeout=15, message="member's messages still in MEMBERS")
 
         again = await http.delete(f"/v1/members/{mid}", params={"erase": "true"})
         assert again.status_code == 204
@@ -99,7 +99,7 @@ async def test_member_left_stays_until_every_consumer_has_taken_it(services, nc)
         async def only_member_left() -> bool:
             return await _subjects_of(nc, mid) == {f"members.member-left.{mid}": 1}
 
-        await wait_until(only_member_left, message="personal events were not purged")
+        await wait_until(only_member_left, message="personal events were not erased")
         left = await js.get_last_msg("MEMBERS", f"members.member-left.{mid}")
         assert json.loads(left.data)["data"]["erase"] is True
         assert set(json.loads(left.data)["data"]) == {"member_id", "erase", "left_at"}
@@ -108,10 +108,10 @@ async def test_member_left_stays_until_every_consumer_has_taken_it(services, nc)
         for msg in await slow.fetch(10, timeout=2):
             await msg.ack()
 
-        async def purged() -> bool:
+        async def erased() -> bool:
             return await _subjects_of(nc, mid) == {}
 
-        await wait_until(purged, timeout=10, message="member-left was never purged")
+        await wait_until(erased, timeout=10, message="member-left was never erased")
         assert await s["members"].store.erasures_pending() == []
 
 
@@ -129,12 +129,12 @@ async def test_an_erasure_while_nats_is_down_is_finished_when_it_is_back(service
         finally:
             nats_server.start()
 
-        async def purged() -> bool:
+        async def erased() -> bool:
             if not nc.is_connected:
                 return False
             return await _subjects_of(nc, mid) == {} and not await store.erasures_pending()
 
-        await wait_until(purged, timeout=30, message="erasure not finished after NATS came back")
+        await wait_until(erased, timeout=30, message="erasure not finished after NATS came back")
 
 
 async def test_an_erased_referral_still_counts_for_its_referrer(services):
@@ -202,7 +202,7 @@ async def _dead_letters(nc: Any, member_id: str) -> dict[str, int]:
     return dict(info.state.subjects or {})
 
 
-async def test_erasure_purges_the_members_dead_letters_and_keeps_the_others(services, nc):
+async def test_erasure_erases_the_members_dead_letters_and_keeps_the_others(services, nc):
     js = nc.jetstream()
     async with services("members", "engagement", SARAFAN_MEMBERS_ERASURE_SWEEP_SECONDS=0.2) as s:
         http, store = s["members"].http, s["members"].store

@@ -34,7 +34,7 @@ class SecuredNats:
 
 @pytest.fixture
 def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
-    passwords = {name: secrets.token_urlsafe(16) for name in users()}
+    passwords = {name: secrets.token_urlsafe(32) for name in users()}
     port = free_port()
     child = nats_child(tmp_path / "nats", port, free_port(), accounts=nats_conf(passwords))
     server = EmbeddedServer(child, f"nats://{LOCALHOST}:{port}")

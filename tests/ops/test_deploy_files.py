@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = tuple(DEFAULT_PORTS)
 INFRA = ("nats", "mongo", "prometheus", "grafana", "nats-exporter", "mailpit")
+#: Runs once before the rest and exits (no restart, no healthcheck).
+ONE_SHOT = ("secrets-check",)
+BIND = "${SARAFAN_BIND_ADDRESS:-127.0.0.1}"
 SPEC_PORTS = {"nats": 4222, "prometheus": 9090, "grafana": 3000, "mailpit": 8025}
 
 
@@ -54,6 +57,8 @@ def test_compose_has_every_component_with_a_pinned_official_image():
 
 def test_compose_services_are_healthchecked_restarted_and_wait_for_healthy_dependencies():
     for name, spec in COMPOSE["services"].items():
+        if name in ONE_SHOT:
+            continue
         assert spec.get("restart") == "unless-stopped", name
         assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     for name in SERVICES:
@@ -105,13 +110,46 @@ def test_compose_nats_is_secured_and_mongo_is_a_replica_set_with_auth():
 
 def test_env_example_defines_every_variable_compose_requires():
     text = (ROOT / "docker-compose.yml").read_text()
-    required = set(re.findall(r"\$\{(\w+):\?", text))
+    required = set(re.findall(r"\$\{(\w+):?\?", text))
     example = {
         line.split("=", 1)[0]
         for line in (ROOT / ".env.example").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     }
     assert required <= example, required - example
+
+
+def test_compose_checks_every_secret_of_the_env_file_before_anything_starts():
+    check = COMPOSE["services"]["secrets-check"]
+    assert check["command"] == ["sarafan", "check-secrets"]
+    assert check["restart"] == "no" and check["image"] == COMPOSE["services"]["members"]["image"]
+    example = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    secrets = {n for n in example if n.endswith(("_PASSWORD", "_TOKEN", "_SECRET"))}
+    assert secrets and set(check["environment"]) == secrets
+    for name, value in check["environment"].items():
+        assert value.startswith(f"${{{name}"), (name, value)
+    # The servers wait for it; everything else waits for them.
+    for name in ("nats", "mongo"):
+        condition = COMPOSE["services"][name]["depends_on"]["secrets-check"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_compose_publishes_every_port_on_loopback_unless_told_otherwise():
+    movable = {"nats": {4222}, "grafana": {3000}} | {s: {DEFAULT_PORTS[s]} for s in SERVICES}
+    for name, spec in COMPOSE["services"].items():
+        for port in spec.get("ports", []):
+            published = int(str(port).split(":")[-2])
+            if published in movable.get(name, set()):
+                assert str(port).startswith(f"{BIND}:"), (name, port)
+            else:
+                # No login of their own (monitoring, Prometheus, mailpit, MongoDB's port).
+                assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert "SARAFAN_BIND_ADDRESS" in (ROOT / ".env.example").read_text()
+    assert "SARAFAN_BIND_ADDRESS" in (ROOT / "docs/operations.md").read_text()
 
 
 def test_prometheus_scrapes_the_four_services_on_their_spec_ports_and_the_exporter():

@@ -224,8 +224,8 @@ def joined(member_id: str, **more) -> MemberJoined:
 
 async def test_member_events_keep_the_projection_the_counters_and_the_joined_fact(e) -> None:
     batch = [(new_event(d), d) for d in (joined("m1"), joined("m2", referred_by="m1"))]
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)  # redelivered
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)  # redelivered
     assert (await e.store.member("m2"))["referred_by"] == "m1"
     totals = await e.store.counters.totals()
     assert (totals["members"], totals["joins"], totals["referred"]) == (2, 2, 1)
@@ -233,13 +233,13 @@ async def test_member_events_keep_the_projection_the_counters_and_the_joined_fac
     assert (standing["points_total"], standing["region"], standing["active"]) == (1, "tver", 1)
 
 
-async def test_an_erasure_purges_the_stream_and_leaves_tombstones(e) -> None:
+async def test_an_erasure_erases_the_stream_and_leaves_tombstones(e) -> None:
     join = joined("vera")
-    await usecases.apply_member_events([(new_event(join), join)], e.store, e.scoring, e.purge, NOW)
+    await usecases.apply_member_events([(new_event(join), join)], e.store, e.scoring, e.erase, NOW)
     await post(e, "vp", author_id="vera")
     left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
-    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.purge, NOW)
-    assert e.purged == [
+    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.erase, NOW)
+    assert e.erased == [
         ("ENGAGEMENT", "engagement.*.vera"),
         ("ENGAGEMENT", "engagement.post-created.vp"),
     ]
@@ -286,7 +286,7 @@ async def test_a_referral_earns_nothing_until_the_friend_posts_then_fifteen_once
     )
     members = [joined("anna"), joined("boris", referred_by="anna"), made]
     batch = [(new_event(d), d) for d in members]
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.purge, NOW)
+    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)
     assert await referrer_points(e) == 1  # joined only: the sign-up alone is worth nothing
     first = posted("b1", "boris", NOW + timedelta(hours=1))
     later = posted("b2", "boris", NOW + timedelta(days=40))
@@ -304,10 +304,10 @@ async def test_a_referral_earns_nothing_until_the_friend_posts_then_fifteen_once
 async def test_a_friend_who_left_before_doing_anything_never_makes_the_referral_count(e) -> None:
     members = [joined("anna"), joined("boris", referred_by="anna")]
     await usecases.apply_member_events(
-        [(new_event(d), d) for d in members], e.store, e.scoring, e.purge, NOW
+        [(new_event(d), d) for d in members], e.store, e.scoring, e.erase, NOW
     )
     left = MemberLeft(member_id="boris", erase=False, left_at=NOW)
-    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.purge, NOW)
+    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.erase, NOW)
     # An event of theirs that was still on its way counts for nothing.
     late = posted("b1", "boris", NOW - timedelta(minutes=1))
     await usecases.record_activity([late], e.store, e.scoring, NOW)

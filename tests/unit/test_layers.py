@@ -15,7 +15,7 @@ from pathlib import Path
 from shared import topology
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ("cli", "supervisor", "embedded", "ops", "demo", "catalogue", "nats_auth")
+TOOLS = ("cli", "supervisor", "embedded", "home_secrets", "ops", "demo", "catalogue", "nats_auth")
 
 
 def _modules(package: str) -> Iterator[tuple[Path, ast.Module]]:
@@ -97,7 +97,7 @@ def test_no_service_reaches_past_the_bus_to_its_jetstream_context():
         for node in ast.walk(tree)
         if _is_bus_js(node)
     ]
-    assert not wrong, "use the bus's methods (purge, ensure_streams, key_value):\n" + "\n".join(
+    assert not wrong, "use the bus's methods (erase, ensure_streams, key_value):\n" + "\n".join(
         wrong
     )
 

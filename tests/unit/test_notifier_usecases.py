@@ -99,7 +99,7 @@ async def test_an_update_of_an_erased_member_brings_nothing_back() -> None:
     assert set(await f.store.member("m_1")) == {"_id", "status", "left_ms"}
 
 
-async def test_erasure_forgets_the_member_and_purges_their_subjects() -> None:
+async def test_erasure_forgets_the_member_and_erases_their_subjects() -> None:
     f = fake_notifier()
     await join(f, joined("m_1"), joined("m_2"))
     await f.handlers.on_members([pair(MemberLeft(member_id="m_1", erase=True, left_at=LEFT))])
@@ -110,7 +110,7 @@ async def test_erasure_forgets_the_member_and_purges_their_subjects() -> None:
     }
     assert await deliveries(f, member_id="m_1") == []
     assert len(await deliveries(f, member_id="m_2")) == 1
-    assert f.bus.purged == [("NOTIFIER", "notifier.*.m_1")]
+    assert f.bus.erased == [("NOTIFIER", "notifier.*.m_1")]
 
 
 async def test_a_member_who_left_has_waiting_pushes_cancelled() -> None:

@@ -1,0 +1,217 @@
+"""No weak secrets: the example values the repository ships, or short ones, stop the services,
+`sarafan up`, the NATS permission table and compose's `check-secrets` (shared/weak_secrets.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import secrets
+import subprocess
+import sys
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import pytest
+
+from sarafan.cli import main as sarafan
+from sarafan.embedded import free_port
+from sarafan.home_secrets import api_token, nats_passwords
+from sarafan.nats_auth import env_references, helm_references, nats_conf, users
+from sarafan.supervisor import run_up
+from services.campaigns.app import CampaignsSettings
+from services.engagement.app import EngagementSettings
+from services.members.app import MembersSettings
+from services.notifier.app import NotifierSettings
+from shared.settings import load_settings
+from shared.topology import PORTS
+from shared.weak_secrets import EXAMPLE_SECRETS, MIN_LENGTH, environment_refusals, weakness
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = {
+    "members": MembersSettings,
+    "engagement": EngagementSettings,
+    "campaigns": CampaignsSettings,
+    "notifier": NotifierSettings,
+}
+#: `NAME=value` or `NAME: value` where the name says it holds a secret.
+ASSIGNED = re.compile(
+    r"""(?P<name>[A-Za-z0-9_]*(?:password|token|secret))["']?\s*[=:]\s*["']?(?P<value>[^\s"'#,;)`]+)""",
+    re.IGNORECASE,
+)
+#: A password inside a URL: scheme://user:password@host.
+IN_URL = re.compile(r"://[^:/\s@\[]+:(?P<value>[^@/\s]+)@")
+
+
+def example_files() -> list[Path]:
+    """The files an operator copies from or reads examples in: .env.example, compose, the
+    README, the docs and every text file of deploy/ (not its code)."""
+    files = [ROOT / ".env.example", ROOT / "docker-compose.yml", ROOT / "README.md"]
+    files += sorted((ROOT / "docs").glob("*.md"))
+    files += sorted(
+        p for p in (ROOT / "deploy").rglob("*") if p.is_file() and p.suffix not in {".py"}
+    )
+    return files
+
+
+def placeholders_in(text: str) -> set[str]:
+    """Every literal secret value in the text: variable references (`$X`, `${X}`, `<< $X >>`,
+    compose's `${X:?message}`), `<what to put here>`, `...` and code (a call) are not values."""
+    found = {m["value"] for m in ASSIGNED.finditer(text)} | {
+        m["value"] for m in IN_URL.finditer(text)
+    }
+    return {
+        value
+        for value in found
+        if not value.startswith(("$", "<", "{", "[", "?"))
+        and set(value) - {".", "…"}
+        and "(" not in value
+    }
+
+
+def test_every_placeholder_secret_in_the_example_files_is_on_the_refused_list():
+    found: dict[str, str] = {}
+    for path in example_files():
+        for value in placeholders_in(path.read_text(encoding="utf-8", errors="replace")):
+            found.setdefault(value, str(path.relative_to(ROOT)))
+    # The scan sees the placeholders it must (else it proves nothing).
+    assert {"change-me", "change-me-api-token", "change-me-nats-admin"} <= set(found), found
+    missing = {value: where for value, where in found.items() if value not in EXAMPLE_SECRETS}
+    assert not missing, f"add to shared/weak_secrets.py EXAMPLE_SECRETS: {missing}"
+
+
+@pytest.mark.parametrize("value", sorted(EXAMPLE_SECRETS))
+def test_every_example_value_is_refused(value):
+    assert weakness(value) == "is an example value from the repository"
+
+
+def test_a_secret_shorter_than_32_characters_is_refused_and_a_generated_one_accepted():
+    assert MIN_LENGTH == 32
+    assert weakness("x" * 31) == "is shorter than 32 characters"
+    assert weakness("x" * 32) is None
+    assert weakness(secrets.token_urlsafe(32)) is None
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_every_service_refuses_to_start_with_an_example_token_and_says_which_variable(
+    service, monkeypatch
+):
+    monkeypatch.setenv("SARAFAN_API_TOKEN", "change-me-api-token")
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(SETTINGS[service], service)
+    message = str(stopped.value.code)
+    assert message.startswith(f"sarafan {service}: refusing to start: SARAFAN_API_TOKEN is an")
+    assert "token_urlsafe(32)" in message
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_every_service_refuses_a_short_or_example_nats_password(service, monkeypatch):
+    for weak in ("change-me", "s3cret-but-short"):
+        monkeypatch.setenv("NATS_PASSWORD", weak)
+        with pytest.raises(SystemExit, match="NATS_PASSWORD is"):
+            load_settings(SETTINGS[service], service)
+
+
+def test_an_empty_token_is_a_keys_only_deployment_and_a_strong_one_is_taken(monkeypatch):
+    monkeypatch.setenv("SARAFAN_API_TOKEN", "")
+    assert load_settings(MembersSettings, "members").api_token == ""
+    strong = secrets.token_urlsafe(32)
+    monkeypatch.setenv("SARAFAN_API_TOKEN", strong)
+    monkeypatch.setenv("NATS_PASSWORD", secrets.token_urlsafe(32))
+    assert load_settings(MembersSettings, "members").api_token == strong
+
+
+def test_the_service_process_exits_with_one_clear_line_on_a_weak_token():
+    env = {"SARAFAN_API_TOKEN": "change-me", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.members"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("sarafan members: refusing to start: SARAFAN_API_TOKEN is an example value")
+    )
+    assert "Traceback" not in done.stderr
+
+
+def _up_environ(home: Path, **extra: str) -> dict[str, str]:
+    ports = {f"SARAFAN_{name.upper()}_PORT": str(free_port()) for name in PORTS}
+    for name in ("NATS", "NATS_HTTP", "MONGO"):
+        ports[f"SARAFAN_{name}_PORT"] = str(free_port())
+    return {"SARAFAN_HOME": str(home), **ports, **extra}
+
+
+def test_sarafan_up_refuses_an_example_token_before_starting_anything(tmp_path):
+    home = tmp_path / "home"
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code = run_up(_up_environ(home, SARAFAN_API_TOKEN="change-me-api-token"))
+    assert code == 1
+    assert "sarafan up: SARAFAN_API_TOKEN is an example value" in err.getvalue()
+    assert not list((home / "pids").glob("*.pid"))
+    assert not (home / "nats.conf").exists()
+
+
+def test_sarafan_up_refuses_a_weak_stored_token_or_nats_password(tmp_path):
+    (tmp_path / "api-token").write_text("short\n")
+    with pytest.raises(ValueError, match="api-token is shorter than 32"):
+        api_token(tmp_path, {})
+    (tmp_path / "nats-users.json").write_text(json.dumps({"admin": "change-me"}))
+    with pytest.raises(ValueError, match=r"password of 'admin' .* is an example value"):
+        nats_passwords(tmp_path)
+
+
+def test_sarafan_up_makes_strong_secrets_and_keeps_them(tmp_path):
+    token, created = api_token(tmp_path, {})
+    assert created and weakness(token) is None
+    assert api_token(tmp_path, {}) == (token, False)
+    passwords = nats_passwords(tmp_path)
+    assert set(passwords) == set(users())
+    assert all(weakness(p) is None for p in passwords.values())
+    assert nats_passwords(tmp_path) == passwords
+
+
+def test_the_nats_permission_table_refuses_a_weak_literal_password_but_takes_references():
+    strong = {user: secrets.token_urlsafe(32) for user in users()}
+    assert "accounts" in nats_conf(strong)
+    assert "$NATS_ADMIN_PASSWORD" in nats_conf(env_references())
+    assert "<< $NATS_ADMIN_PASSWORD >>" in nats_conf(helm_references())
+    with pytest.raises(ValueError, match="NATS password of 'sys' is an example value"):
+        nats_conf({**strong, "sys": "change-me"})
+    with pytest.raises(ValueError, match="shorter than 32"):
+        nats_conf({**strong, "members": "members-password"})
+
+
+def _env_example() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return {name: value for name, value in pairs}
+
+
+def test_check_secrets_refuses_every_secret_of_a_copied_env_example(monkeypatch, capsys):
+    example = _env_example()
+    secret_names = [n for n in example if n.endswith(("_PASSWORD", "_TOKEN", "_SECRET"))]
+    refusals = environment_refusals(example)
+    assert len(refusals) == len(secret_names) == 10
+    for name, value in example.items():
+        monkeypatch.setenv(name, value)
+    assert sarafan(["check-secrets"]) == 1
+    err = capsys.readouterr().err
+    assert all(f"sarafan: {name} is an example value" in err for name in secret_names), err
+
+
+def test_check_secrets_accepts_generated_secrets_and_an_empty_api_token():
+    generated = {name: secrets.token_urlsafe(32) for name in _env_example()}
+    assert environment_refusals(generated) == []
+    assert environment_refusals({**generated, "SARAFAN_API_TOKEN": ""}) == []
+    refused = environment_refusals({**generated, "NATS_SYS_PASSWORD": ""})
+    assert refused and refused[0].startswith("NATS_SYS_PASSWORD is shorter than 32")
