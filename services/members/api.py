@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from pydantic import ValidationError
 
 from services.members import domain, usecases
+from services.members.api_keys import revoke_keys_of
 from services.members.erasure import Eraser
 from services.members.listing import LIST_KEY_RE
 from services.members.schemas import (
@@ -315,13 +316,15 @@ async def leave(
     with only members:write asking erasure gets 403 naming members:erase).
 
     Repeats are harmless: leaving twice, or erasing an erased member, is 204 and emits
-    nothing. An id that never existed is 404. A key bound to a member leaves as that member only.
+    nothing. An id that never existed is 404. A key bound to a member leaves as that member only,
+    and every key bound to the member is revoked.
     """
     member_id = acting_member(request, member_id)
     eraser: Eraser = request.app.state.eraser
     with answers():
         async with runtime_of(request).unit_of_work() as uow:
             await usecases.leave(member_id, erase, uow, store_of(request), erased=eraser.kick)
+    await revoke_keys_of(runtime_of(request), member_id)
     return Response(status_code=204)
 
 

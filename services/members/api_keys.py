@@ -237,3 +237,27 @@ async def _keep(request: Request, record: KeyRecord, what: str) -> None:
         what,
         principal_of(request).key_id,
     )
+
+
+async def revoke_keys_of(runtime: Runtime, member_id: str) -> int:
+    """A member who leaves takes their bound keys with them: each is revoked (kept, so past
+    events' key ids stay explained). Best effort: with NATS away it is logged and the keys
+    stay, and their requests are refused anyway wherever the member must be active."""
+    if not runtime.bus.connected:
+        log.warning("NATS unavailable: keys bound to member %s are not revoked", member_id)
+        return 0
+    try:
+        bound = [
+            r
+            for r in await runtime.keys.stored()
+            if r.member_id == member_id and r.revoked_at is None
+        ]
+        for record in bound:
+            revoked = record.model_copy(update={"revoked_at": utcnow()})
+            await runtime.keys.save(revoked)
+            runtime.keys.apply(revoked.id, revoked.model_dump_json().encode())
+            log.info("API key %s revoked: its member %s left", record.id, member_id)
+        return len(bound)
+    except (nats.errors.Error, ConnectionError, TimeoutError, OSError) as exc:
+        log.warning("keys bound to member %s are not revoked: %r", member_id, exc)
+        return 0

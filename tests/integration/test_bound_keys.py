@@ -151,6 +151,20 @@ async def test_a_bound_key_changes_reads_and_leaves_as_its_member_only_and_makes
         assert (await http.delete(f"/v1/members/{anna}", headers=own)).status_code == 204
 
 
+async def test_a_member_who_leaves_takes_their_bound_keys_with_them(services):
+    async with services("members") as s:
+        http = s["members"].http
+        anna = (await http.post("/v1/members", json=join_body())).json()["member_id"]
+        own = await _bound_key(s, anna, ["members:read", "members:write"])
+        other = await http.post("/v1/keys", json={"name": "crm", "scopes": ["members:read"]})
+        assert (await http.delete(f"/v1/members/{anna}")).status_code == 204
+        keys = {k["key_id"]: k for k in (await http.get("/v1/keys")).json()["items"]}
+        assert [k["status"] for k in keys.values() if k["member_id"] == anna] == ["revoked"]
+        assert keys[other.json()["key_id"]]["status"] == "active"
+        r = await http.get(f"/v1/members/{anna}", headers=own)
+        assert r.status_code == 403 and "invalid API key" in r.json()["error"]["message"], r.text
+
+
 async def test_keys_list_shows_who_each_key_acts_for_and_its_rate(services):
     async with services("members", SARAFAN_KEY_RATE_PER_MINUTE=90) as s:
         http = s["members"].http
