@@ -1,11 +1,23 @@
 """The public event contract: the CloudEvents 1.0 envelope, one model per event type, subjects.
 
 The package's parts, each one idea: `base` (the vocabulary and the base of every event's data),
-one module of models per producing service (`members`, `engagement`, `campaigns`, `notifier`),
+one module of models per producing service (`members`, `engagement`, `campaigns`, `notifier`,
+`activities`),
 `registry` (every type, and the subject grammar), `envelope` (the CloudEvent, building and
 parsing one) and `schemas` (JSON Schema export). Everything is imported from here.
 """
 
+from shared.events.activities import (
+    ActivityAudience,
+    ActivityCancelled,
+    ActivityChanged,
+    ActivityPublished,
+    Attended,
+    NoShow,
+    Shift,
+    SignedUp,
+    SignUpChanged,
+)
 from shared.events.base import (
     LEVELS,
     CampaignKind,
@@ -62,8 +74,13 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "REGISTRY",
     "SPECVERSION",
+    "ActivityAudience",
+    "ActivityCancelled",
+    "ActivityChanged",
+    "ActivityPublished",
     "Announcement",
     "AnswerAccepted",
+    "Attended",
     "Audience",
     "CampaignEnded",
     "CampaignKind",
@@ -85,6 +102,7 @@ __all__ = [
     "MemberLeft",
     "MemberUpdated",
     "MilestoneReached",
+    "NoShow",
     "NotificationFailed",
     "NotificationSent",
     "PostCreated",
@@ -93,6 +111,9 @@ __all__ = [
     "ReactionAdded",
     "ReferralMade",
     "Role",
+    "Shift",
+    "SignUpChanged",
+    "SignedUp",
     "Winner",
     "event_schema",
     "example_event",
