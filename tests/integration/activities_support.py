@@ -14,7 +14,7 @@ import httpx
 import nats
 import nats.js.errors
 
-from shared.events import MemberJoined, MemberLeft, utcnow
+from shared.events import MemberLeft, utcnow
 from tests.helpers import wait_until
 from tests.integration.test_campaigns_support import declare_streams, member_joined, publish
 
@@ -67,7 +67,7 @@ def activity_body(shifts: list[dict] | None = None, **over: Any) -> dict[str, An
         "timezone": "Europe/Moscow",
         "organiser_id": "m_organiser",
         "audience": {"regions": ["moscow"], "roles": [], "interests": ["ecology"]},
-        "shifts": shifts or [shift(starts)],
+        "shifts": shifts if shifts is not None else [shift(starts)],
         "status": "published",
         "announce": True,
     }
