@@ -166,13 +166,9 @@ async def member_record(
     before = decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
     docs = await a.store.signups_of_member(member_id, before, limit + 1)
     page = docs[:limit]
-    activities = {
-        d["_id"]: d
-        for d in await a.store.activities.find(
-            {"_id": {"$in": list({s["activity_id"] for s in page})}},
-            {"title": 1, "shifts": 1},
-        ).to_list(None)
-    }
+    activities = await a.store.activities_by_id(
+        [s["activity_id"] for s in page], {"title": 1, "shifts": 1}
+    )
 
     def item(doc: Doc) -> MemberRecordItem:
         activity = activities.get(doc["activity_id"], {})

@@ -108,6 +108,13 @@ class ActivitiesStore:
             self.activities, {"status": status, "list_key": {"$gte": first_key, "$lt": last_key}}
         )
 
+    async def activities_by_id(self, ids: list[str], projection: Doc) -> dict[str, Doc]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        found = self.activities.find({"_id": {"$in": wanted}}, projection)
+        return {d["_id"]: d async for d in found}
+
     async def unsynced_activities(self, before_ms: int, limit: int) -> list[str]:
         query = where(sync_due_ms={"$lte": before_ms})
         return [d["_id"] async for d in self.activities.find(query, {"_id": 1}).limit(limit)]
