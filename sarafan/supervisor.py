@@ -1,4 +1,4 @@
-"""`sarafan up`: start the servers and the four services, restart crashes, stop in order."""
+"""`sarafan up`: start the servers and every service, restart crashes, stop in order."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def nats_passwords(home: Path) -> dict[str, str]:
-    """The NATS password of every user (the four services, integration, admin, sys), stored in
+    """The NATS password of every user (each service, integration, admin, sys), stored in
     home/nats-users.json (mode 0600) on first use so they survive restarts; the operator
     CLI reads the admin password from there."""
     path = home / "nats-users.json"
