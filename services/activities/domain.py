@@ -251,6 +251,10 @@ def change(
         result.shifts[sc.shift_id] = new
     if problems:
         raise Refused("invalid_activity", "; ".join(problems), problems)
+    if result.publishes:
+        ends = [int(d["ends_ms"]) for d in {**activity["shifts"], **result.shifts}.values()]
+        if max(ends) <= epoch_ms(now):
+            raise Conflict("activity_ended", "every shift of this draft has ended")
     if result.shifts:
         result.changes["shifts"] = [
             shift_event(s, d).model_dump(mode="json") for s, d in result.shifts.items()

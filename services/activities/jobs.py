@@ -10,7 +10,6 @@ expires mid-run, or two replicas, cost time and never a double event.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from typing import Any
 from services.activities.context import Activities
 from services.activities.usecases import community
 from shared.clock import Clock, epoch_ms
-from shared.jobs import Leases, every
+from shared.jobs import Leases, every, on_every_replica
 from shared.store import TRANSIENT_DB_ERRORS
 
 log = logging.getLogger("sarafan.activities.jobs")
@@ -78,16 +77,6 @@ class ActivitiesJobs:
         """The Runtime jobs: close and repair on one replica at a time, the gauges on every
         replica (each replica's /metrics is scraped on its own)."""
 
-        async def gauges_loop() -> None:
-            while True:
-                try:
-                    await self.refresh_gauges(clock())
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("refreshing the community gauges failed")
-                await asyncio.sleep(gauges_every.total_seconds())
-
         async def close(now: datetime) -> None:
             # The lease gives `now` from the wall clock; the service's clock may be moved.
             await self.close_shifts(clock())
@@ -98,5 +87,5 @@ class ActivitiesJobs:
         return [
             every(leases, "activities-close", close_every, close),
             every(leases, "activities-repair", repair_every, repair),
-            gauges_loop,
+            on_every_replica("refreshing the gauges", gauges_every, self.refresh_gauges, clock),
         ]

@@ -66,6 +66,8 @@ def test_a_change_is_refused_when_cancelled_back_to_draft_unknown_or_ended():
             _activity(), {}, [ShiftChange("s1", capacity=3)], None, NOW + timedelta(days=2)
         )
     assert domain.change(_activity("draft"), {}, [], "published", NOW).publishes
+    with pytest.raises(Conflict, match="ended"):
+        domain.change(_activity("draft"), {}, [], "published", NOW + timedelta(days=2))
 
 
 def test_back_to_back_shifts_do_not_overlap_and_the_overlap_names_the_other_sign_up():
