@@ -4,7 +4,8 @@ shift's list, a member's record. Every route that acts for a member names them t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
@@ -26,6 +27,7 @@ from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 from shared.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["activities"])
+T = TypeVar("T")
 SignupId = Annotated[str, Path(min_length=1, max_length=100)]
 ShiftId = Annotated[str, Path(min_length=1, max_length=100)]
 
@@ -130,22 +132,16 @@ async def shift_signups(
     """Everyone on a shift (sign-ups and walk-ins, in the order they came), with their status,
     attendance and name: the coordinator's list."""
     a = activities_of(request)
-    ledger = await a.store.ledger(shift_id, {"activity_id": 1})
-    if ledger is None or ledger["activity_id"] != activity_id:
-        raise not_found("shift", shift_id)
     after = decode_cursor(cursor, ORDER_KEY_RE) if cursor else ""
-    docs = await a.store.signups_of_shift(shift_id, after, limit + 1)
-    page = docs[:limit]
-    names = await a.store.members_by_id([d["member_id"] for d in page])
-    items = _readable(
-        request,
-        page,
-        lambda d: ShiftSignupOut(
-            **SignupOut.from_doc(d).model_dump(),
-            display_name=names.get(d["member_id"], {}).get("display_name"),
-        ),
-    )
-    next_cursor = encode_cursor(page[-1]["member_key"]) if len(docs) > limit else None
+    with refusals():
+        page, names, more = await a.signups.on_shift(activity_id, shift_id, after, limit)
+
+    def item(doc: Doc) -> ShiftSignupOut:
+        name = names.get(doc["member_id"], {}).get("display_name")
+        return ShiftSignupOut(**SignupOut.from_doc(doc).model_dump(), display_name=name)
+
+    items = _readable(request, page, item)
+    next_cursor = encode_cursor(page[-1]["member_key"]) if more else None
     return ShiftSignupList(items=items, next_cursor=next_cursor)
 
 
@@ -186,10 +182,10 @@ async def member_record(
     )
 
 
-def _readable(request: Request, docs: list[Doc], convert):  # type: ignore[no-untyped-def]
+def _readable(request: Request, docs: list[Doc], convert: Callable[[Doc], T]) -> list[T]:
     """A page's documents as answers; one that cannot be read is left out and counted."""
     runtime: Runtime = request.app.state.runtime
-    items = []
+    items: list[T] = []
     for doc in docs:
         try:
             items.append(convert(doc))

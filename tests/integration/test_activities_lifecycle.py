@@ -206,3 +206,12 @@ async def test_a_check_in_link_lasts_until_the_activity_ends_and_can_be_revoked(
     assert (
         await http.post(f"/v1/activities/{draft['activity_id']}/checkin-link")
     ).status_code == 409
+
+
+async def test_asyncapi_documents_the_seven_events_it_publishes_and_what_it_reads(activities):
+    doc = (await activities.http.get("/asyncapi")).json()
+    channels = " ".join(doc["channels"])
+    for event in ("activity-published", "activity-changed", "activity-cancelled", "signed-up",
+                  "sign-up-changed", "attended", "no-show"):  # fmt: skip
+        assert f"activities.{event}" in channels, event
+    assert "members.member-left" in channels

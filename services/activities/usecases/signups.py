@@ -174,6 +174,20 @@ class SignUps:
             current = await self.store.signup(pending["_id"])
             return Claimed(current or pending, None)
 
+    async def on_shift(
+        self, activity_id: str, shift_id: str, after: str, limit: int
+    ) -> tuple[list[Doc], dict[str, Doc], bool]:
+        """Everyone on a shift in the order they came (sign-ups and walk-ins), a page after
+        the `member_key` given; the members' projections by id (their names); whether more
+        follow. What a coordinator's list or check-in page shows."""
+        ledger = await self.store.ledger(shift_id, {"activity_id": 1})
+        if ledger is None or ledger["activity_id"] != activity_id:
+            raise NotFound("shift", shift_id)
+        docs = await self.store.signups_of_shift(shift_id, after, limit + 1)
+        page = docs[:limit]
+        members = await self.store.members_by_id([d["member_id"] for d in page])
+        return page, members, len(docs) > limit
+
     # -- the member's answers --------------------------------------------------------------------
 
     async def get(self, signup_id: str) -> tuple[Doc, int | None]:
