@@ -129,8 +129,10 @@ class Ledger:
             settled = await self.settle(
                 sid, su, now, ticket=int(after["wait_seq"]), position=position
             )
-            if int(after.get("free") or 0) > 0:
-                await self.promote(sid, now)  # a seat freed between the two updates
+            if int(after.get("free") or 0) > 0 and await self.promote(sid, now):
+                # A seat freed between the two updates, maybe this member's now.
+                settled = await self.store.signup(su)
+                position = await self.position(settled) if settled else None
             return Claimed(settled or signup, position)
         return await self._claim_missed(signup, now)
 
