@@ -19,7 +19,7 @@ RUN /opt/sarafan/bin/pip install --no-deps . \
 # Final stage: the interpreter, the virtualenv and nothing else; runs as an unprivileged user.
 FROM python:3.11.11-slim-bookworm
 LABEL org.opencontainers.image.title="sarafan" \
-      org.opencontainers.image.description="Sarafan community services (members, engagement, campaigns, notifier)" \
+      org.opencontainers.image.description="Sarafan community services (members, engagement, campaigns, notifier, activities)" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN useradd --system --create-home --uid 10001 --user-group sarafan
 COPY --from=build /opt/sarafan /opt/sarafan

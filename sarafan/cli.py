@@ -54,7 +54,7 @@ def subcommand(
     return register
 
 
-@subcommand("up", "start nats-server, nx-27017 and the four services; Ctrl-C stops them")
+@subcommand("up", "start nats-server, nx-27017 and every service; Ctrl-C stops them")
 def up(args: argparse.Namespace) -> int:
     from sarafan.supervisor import run_up
     from shared.logs import configure_logging

@@ -42,7 +42,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def nats_passwords(home: Path) -> dict[str, str]:
-    """The NATS password of every user (the four services, integration, admin, sys), stored in
+    """The NATS password of every user (each service, integration, admin, sys), stored in
     home/nats-users.json (mode 0600) on first use so they survive restarts; the operator
     CLI reads the admin password from there. A weak one in the file is refused, not replaced:
     clients configured with it would stop working without a word."""

@@ -4,7 +4,7 @@ Each service connects as its own user and may only publish its own events (`<ser
 own dead letters (`dlq.<service>.>`), the JetStream API calls it makes, and acks of its own
 durable consumers; it receives only on its own inbox prefix (`_INBOX_<service>`), so no service
 can read another's replies. The `integration` user is for outside services that subscribe to
-the events: it reads the four services' event subjects (never `dlq.>`) and creates, reads,
+the events: it reads every service's event subjects (never `dlq.>`) and creates, reads,
 consumes and deletes only its configured durable consumers; it publishes nothing else. The
 `admin` user (the operator CLI) may do anything in the application account; the `sys` user
 belongs to the system account (server monitoring).
@@ -39,7 +39,7 @@ INTEGRATION_USER = "integration"
 
 #: The integration user's durable consumers. NATS permissions match whole subject tokens, so
 #: "any name starting with integration-" cannot be written as a wildcard: each name is listed
-#: (comma-separated, replacing the default) and granted on each of the four event streams. The
+#: (comma-separated, replacing the default) and granted on each service's event stream. The
 #: deploy files are generated with the default; regenerating them with the variable set grants
 #: its names instead.
 INTEGRATION_CONSUMERS_VARIABLE = "SARAFAN_INTEGRATION_CONSUMERS"
@@ -111,7 +111,7 @@ def integration_consumers(environ: Mapping[str, str] = os.environ) -> tuple[str,
 def integration_permissions(consumers: Sequence[str]) -> dict[str, Any]:
     """Allow-lists of the integration user: subscribe to the public event subjects and its own
     inbox; publish only the JetStream API calls of a durable pull consumer, for the configured
-    names on the four event streams (not DLQ: dead letters may name erased members)."""
+    names on every service's event stream (not DLQ: dead letters may name erased members)."""
     api = "$JS.API"
     publish = [f"{api}.INFO"]
     publish += [f"{api}.STREAM.INFO.{stream}" for stream in STREAMS.values()]
@@ -192,8 +192,8 @@ def accounts(
     passwords: Mapping[str, str],
     consumers: Sequence[str] = DEFAULT_INTEGRATION_CONSUMERS,
 ) -> dict[str, Any]:
-    """The `accounts` and `system_account` settings; `passwords` maps each user (the four
-    services, integration, admin, sys) to its password or to a reference such as
+    """The `accounts` and `system_account` settings; `passwords` maps each user (each
+    service, integration, admin, sys) to its password or to a reference such as
     `$NATS_ADMIN_PASSWORD`; `consumers` are the integration user's durable consumer names.
     A password given as such must be strong (shared/weak_secrets.py): ValueError otherwise,
     so no configuration with a weak one is ever written."""

@@ -112,20 +112,41 @@ async def consumer_rows(nc: NatsClient) -> list[tuple[str, str, int, int, int]]:
     return sorted(rows)
 
 
-async def community_figures(config: OpsConfig) -> dict[str, Any]:
+async def _figures(config: OpsConfig, service: str, base_url: str, path: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {config.api_token}"}
     try:
-        async with httpx.AsyncClient(base_url=config.engagement_url, timeout=10) as client:
-            response = await client.get("/v1/stats", headers=headers)
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            response = await client.get(path, headers=headers)
     except httpx.HTTPError as exc:
-        raise OpsError(f"engagement at {config.engagement_url} not reachable: {exc}") from exc
+        raise OpsError(f"{service} at {base_url} not reachable: {exc}") from exc
     if response.status_code != 200:
-        raise OpsError(f"engagement /v1/stats: HTTP {response.status_code} {response.text[:200]}")
+        raise OpsError(f"{service} {path}: HTTP {response.status_code} {response.text[:200]}")
     return dict(response.json())
+
+
+async def community_figures(config: OpsConfig) -> dict[str, Any]:
+    return await _figures(config, "engagement", config.engagement_url, "/v1/stats")
+
+
+async def volunteering_figures(config: OpsConfig) -> dict[str, Any]:
+    return await _figures(config, "activities", config.activities_url, "/v1/activities/stats")
+
+
+def _figures_table(figures: dict[str, Any]) -> str:
+    rows = [("FIGURE", "VALUE")]
+    rows += [
+        (name, _figure(value)) for name, value in figures.items() if not isinstance(value, dict)
+    ]
+    return table(rows)
 
 
 async def stats(config: OpsConfig) -> str:
     figures = await community_figures(config)
+    try:
+        volunteering = _figures_table(await volunteering_figures(config))
+    except OpsError as exc:
+        # The community's figures are still worth printing without the activities service.
+        volunteering = f"unavailable: {exc}"
     nc = await connect(config)
     try:
         consumers = await consumer_rows(nc)
@@ -136,11 +157,8 @@ async def stats(config: OpsConfig) -> str:
             dead = 0
     finally:
         await nc.close()
-    rows = [("FIGURE", "VALUE")]
-    rows += [
-        (name, _figure(value)) for name, value in figures.items() if not isinstance(value, dict)
-    ]
-    parts = ["Community (engagement /v1/stats)", table(rows), ""]
+    parts = ["Community (engagement /v1/stats)", _figures_table(figures), ""]
+    parts += ["Volunteering (activities /v1/activities/stats)", volunteering, ""]
     pending = [("STREAM", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED")]
     pending += [(s, c, str(p), str(a), str(r)) for s, c, p, a, r in consumers]
     parts += ["Consumers", table(pending), "", f"Dead letters: {dead}"]

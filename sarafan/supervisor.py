@@ -1,4 +1,4 @@
-"""`sarafan up`: start the servers and the four services, restart crashes, stop in order."""
+"""`sarafan up`: start the servers and every service, restart crashes, stop in order."""
 
 from __future__ import annotations
 

@@ -79,3 +79,26 @@ def every(
             await asyncio.sleep(interval.total_seconds())
 
     return loop
+
+
+def on_every_replica(
+    what: str,
+    interval: timedelta,
+    work: Callable[[datetime], Awaitable[Any]],
+    clock: Callable[[], datetime] = utcnow,
+) -> Callable[[], Awaitable[None]]:
+    """A Runtime job running `work(clock())` every `interval` on every replica, no lease:
+    for what each process keeps for itself (its community gauges, scraped replica by
+    replica). A failure is logged and the next round tries again."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await work(clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; next try in %s", what, interval)
+            await asyncio.sleep(interval.total_seconds())
+
+    return loop

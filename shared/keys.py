@@ -1,4 +1,4 @@
-"""API keys with scopes, shared by the four services through a NATS key-value bucket.
+"""API keys with scopes, shared by every service through a NATS key-value bucket.
 
 A key is shown once, when it is made: `sk_<key id>_<secret>`. What is kept (in the JetStream
 key-value bucket `sarafan_keys`, one entry per key id) is its name, scopes, creation time,
@@ -51,6 +51,10 @@ SCOPES: dict[str, str] = {
     "campaigns:manage": "create, start, end and cancel campaigns",
     "notifier:read": "read inboxes, preferences and the delivery log",
     "notifier:write": "change preferences",
+    "activities:read": "read activities, sign-ups, a member's record, reports and stats",
+    "activities:manage": "create, change, publish and cancel activities and their shifts",
+    "activities:signup": "sign up, confirm and cancel a sign-up, self check-in with a code",
+    "activities:checkin": "record attendance on site, see check-in codes, check-in links",
     "admin": "everything, and granting the coordinator or staff role, and managing keys",
 }
 ADMIN = "admin"

@@ -335,7 +335,8 @@ class Relay:
         (one read of their outboxes per batch); returns how many events went."""
         sent = 0
         pending_total = 0
-        for coll in self.collections.values():
+        # A copy: a unit of work may start watching another collection while this awaits.
+        for coll in list(self.collections.values()):
             batch: dict[Any, list[CloudEvent]] = {}
             async for doc in coll.find(
                 {"outbox_pending": {"$gt": 0}}, {"outbox": 1, "outbox_pending": 1}

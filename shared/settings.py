@@ -112,6 +112,8 @@ class OpsConfig:
     nats_password: str | None
     engagement_url: str
     api_token: str
+    #: Where the activities service answers (its volunteering figures in `sarafan stats`).
+    activities_url: str = f"http://127.0.0.1:{PORTS['activities']}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> OpsConfig:
@@ -125,6 +127,7 @@ class OpsConfig:
             token = (home / "api-token").read_text().strip()
         nats_port = environ.get("SARAFAN_NATS_PORT") or str(NATS_PORT)
         engagement_port = environ.get("SARAFAN_ENGAGEMENT_PORT") or str(PORTS["engagement"])
+        activities_port = environ.get("SARAFAN_ACTIVITIES_PORT") or str(PORTS["activities"])
         return cls(
             nats_url=environ.get("NATS_URL") or f"nats://127.0.0.1:{nats_port}",
             nats_user=user or None,
@@ -132,4 +135,6 @@ class OpsConfig:
             engagement_url=environ.get("SARAFAN_ENGAGEMENT_URL")
             or f"http://127.0.0.1:{engagement_port}",
             api_token=token,
+            activities_url=environ.get("SARAFAN_ACTIVITIES_URL")
+            or f"http://127.0.0.1:{activities_port}",
         )

@@ -56,6 +56,26 @@ def only_duplicates(exc: BulkWriteError) -> bool:
     )
 
 
+def projected(doc: dict[str, Any] | None, path: str) -> Any:
+    """The value at a dotted `path` of a document read with a projection naming that path
+    (None when absent).
+
+    nx-27017 difference: a dotted projection (`{"seats.s1": 1}`) comes back as a flat key
+    (`{"seats.s1": 1}`) there, as nested documents (`{"seats": {"s1": 1}}`) from MongoDB;
+    this reads either (tests/integration/test_mongo_conformance.py states MongoDB's).
+    """
+    if doc is None:
+        return None
+    if path in doc:
+        return doc[path]
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 async def ping(db: AsyncDatabase[dict[str, Any]]) -> bool:
     try:
         await db.command("ping")

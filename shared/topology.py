@@ -9,11 +9,17 @@ Plain constants and no imports: the container's health check reads this module o
 
 from __future__ import annotations
 
-#: The four services, in the order they start and are listed.
-SERVICES: tuple[str, ...] = ("members", "engagement", "campaigns", "notifier")
+#: The services, in the order they start and are listed.
+SERVICES: tuple[str, ...] = ("members", "engagement", "campaigns", "notifier", "activities")
 
 #: Each service's default HTTP port (`SARAFAN_<SERVICE>_PORT` overrides it).
-PORTS: dict[str, int] = {"members": 8001, "engagement": 8002, "campaigns": 8003, "notifier": 8004}
+PORTS: dict[str, int] = {
+    "members": 8001,
+    "engagement": 8002,
+    "campaigns": 8003,
+    "notifier": 8004,
+    "activities": 8005,
+}
 
 #: Each service owns one stream holding every event it publishes (subjects `<service>.>`).
 STREAMS: dict[str, str] = {
@@ -21,6 +27,7 @@ STREAMS: dict[str, str] = {
     "engagement": "ENGAGEMENT",
     "campaigns": "CAMPAIGNS",
     "notifier": "NOTIFIER",
+    "activities": "ACTIVITIES",
 }
 
 #: The dead-letter stream every service writes to (subjects `dlq.<service>.<consumer>.<subject>`).

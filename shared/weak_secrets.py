@@ -32,6 +32,7 @@ EXAMPLE_SECRETS: frozenset[str] = frozenset(
         "change-me-nats-engagement",
         "change-me-nats-campaigns",
         "change-me-nats-notifier",
+        "change-me-nats-activities",
         "change-me-nats-admin",
         "change-me-nats-sys",
         "change-me-nats-integration",

@@ -24,6 +24,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, monitoring
 
+from shared.topology import SERVICES
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (str(ROOT / "services") + "/", str(ROOT / "shared") + "/")
 TESTS = str(ROOT / "tests") + "/"
@@ -112,7 +114,7 @@ def _service_site() -> str | None:
 
 
 def _service_of(database: str) -> str | None:
-    for service in ("members", "engagement", "campaigns", "notifier"):
+    for service in SERVICES:
         if database == f"sarafan_{service}" or database.endswith(f"_{service}"):
             return service
     return None

@@ -1,13 +1,25 @@
 """The public event contract: the CloudEvents 1.0 envelope, one model per event type, subjects.
 
 The package's parts, each one idea: `base` (the vocabulary and the base of every event's data),
-one module of models per producing service (`members`, `engagement`, `campaigns`, `notifier`),
+one module of models per producing service (`members`, `engagement`, `campaigns`, `notifier`,
+`activities`),
 `registry` (every type, and the subject grammar), `envelope` (the CloudEvent, building and
 parsing one), `binding` (what a consumer accepts of a message: an event bound to its subject
 and producer, its times on the receiver's clock) and `schemas` (JSON Schema export).
 Everything is imported from here.
 """
 
+from shared.events.activities import (
+    ActivityAudience,
+    ActivityCancelled,
+    ActivityChanged,
+    ActivityPublished,
+    Attended,
+    NoShow,
+    Shift,
+    SignedUp,
+    SignUpChanged,
+)
 from shared.events.base import (
     FACT_TIME,
     LEVELS,
@@ -86,8 +98,13 @@ __all__ = [
     "PLAN_TIME",
     "REGISTRY",
     "SPECVERSION",
+    "ActivityAudience",
+    "ActivityCancelled",
+    "ActivityChanged",
+    "ActivityPublished",
     "Announcement",
     "AnswerAccepted",
+    "Attended",
     "Audience",
     "CampaignEnded",
     "CampaignEnding",
@@ -114,6 +131,7 @@ __all__ = [
     "MemberLeft",
     "MemberUpdated",
     "MilestoneReached",
+    "NoShow",
     "NotificationFailed",
     "NotificationSent",
     "Planned",
@@ -123,6 +141,9 @@ __all__ = [
     "ReactionAdded",
     "ReferralMade",
     "Role",
+    "Shift",
+    "SignUpChanged",
+    "SignedUp",
     "Winner",
     "carried_by",
     "check_binding",

@@ -5,6 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from shared.events.activities import (
+    ActivityCancelled,
+    ActivityChanged,
+    ActivityPublished,
+    Attended,
+    NoShow,
+    SignedUp,
+    SignUpChanged,
+)
 from shared.events.base import EventData
 from shared.events.campaigns import CampaignEnded, CampaignStarted, MilestoneReached
 from shared.events.engagement import (
@@ -39,6 +48,13 @@ EVENT_MODELS: tuple[type[EventData], ...] = (
     CampaignEnded,
     NotificationSent,
     NotificationFailed,
+    ActivityPublished,
+    ActivityChanged,
+    ActivityCancelled,
+    SignedUp,
+    SignUpChanged,
+    Attended,
+    NoShow,
 )
 REGISTRY: dict[str, type[EventData]] = {m.event_type: m for m in EVENT_MODELS}
 

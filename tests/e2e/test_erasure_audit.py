@@ -2,7 +2,7 @@
 
 A member with a distinctive name, email, phone and Telegram handle joins by referral, posts,
 answers and is answered, receives email and webhook messages, appears in a dead letter, and is
-erased. Then every document of every collection of the four databases, every message (and its
+erased. Then every document of every collection of every service's database, every message (and its
 headers) of every stream — DLQ included — and the bytes of every file under the stack's home are
 searched for any of those; none may be found. The files are what an attacker with the disk would
 read: the JetStream store (message blocks, where a purged message's bytes used to stay), the
@@ -29,13 +29,14 @@ from pymongo import AsyncMongoClient
 
 from sarafan.nats_auth import ADMIN_USER
 from sarafan.supervisor import Stack, StackConfig, nats_passwords
+from shared import topology
 from tests.helpers import strong_token, wait_until
 from tests.integration.notifier_peers import WEBHOOK_SECRET, WebhookReceiver, serve, smtp_server
 
 TOKEN = strong_token()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DATABASES = ("sarafan_members", "sarafan_engagement", "sarafan_campaigns", "sarafan_notifier")
-STREAMS = ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS", "NOTIFIER", "DLQ")
+DATABASES = tuple(f"sarafan_{service}" for service in topology.SERVICES)
+STREAMS = (*topology.STREAMS.values(), topology.DLQ_STREAM)
 
 
 @pytest.fixture
@@ -213,6 +214,36 @@ async def test_an_erased_member_is_named_nowhere_in_databases_streams_logs_or_by
         assert campaign.status_code == 201, campaign.text
         await http.post(f"{url('campaigns')}/v1/campaigns/{campaign.json()['campaign_id']}/start")
         await wait_until(lambda: receiver.delivered(vera), timeout=30, message="no webhook")
+        # She volunteers: signs up for a shift starting soon and checks in with its code.
+        activities = url("activities")
+
+        async def volunteer_known() -> bool:
+            got = await http.get(f"{activities}/v1/members/{vera}/activities")
+            return got.status_code == 200
+
+        await wait_until(volunteer_known, timeout=30, message="activities never learned of her")
+        soon = now + timedelta(minutes=10)
+        made = await http.post(
+            f"{activities}/v1/activities",
+            json={"title": "Planting", "region": "moscow", "organiser_id": friend["member_id"],
+                  "status": "published",
+                  "shifts": [{"role": "planter", "starts_at": soon.isoformat(),
+                              "ends_at": (soon + timedelta(hours=2)).isoformat(),
+                              "capacity": 5}]},
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        shift = made.json()["shifts"][0]
+        signed = await http.post(
+            f"{activities}/v1/activities/{made.json()['activity_id']}/shifts/"
+            f"{shift['shift_id']}/signups",
+            headers={"Idempotency-Key": f"signup-{tag}"},
+            json={"member_id": vera},
+        )
+        assert signed.status_code == 201, signed.text
+        checked = await http.post(
+            f"{activities}/v1/checkin", json={"code": shift["checkin_code"], "member_id": vera}
+        )
+        assert checked.status_code == 200, checked.text
 
         # A broken event about her, with her address in it: some consumer dead-letters it.
         password = nats_passwords(cfg.home)[ADMIN_USER]

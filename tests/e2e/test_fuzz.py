@@ -25,6 +25,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from sarafan.supervisor import Stack, StackConfig
+from shared.topology import SERVICES
 from tests.helpers import strong_token
 
 TOKEN = strong_token()
@@ -112,7 +113,27 @@ def seed(stack: Stack) -> dict[str, str]:
                   "milestones": [5], "winners": 1,
                   "announcement": {"ru": "Конкурс", "en": "Contest"}},
         ).json()["campaign_id"]  # fmt: skip
-    return {"member_id": member, "post_id": post, "entry_id": entry, "campaign_id": campaign}
+        activities = url("activities")
+        while http.get(f"{activities}/v1/members/{member}/activities").status_code != 200:
+            assert time.monotonic() < deadline + 30, "activities never learned of the member"
+            time.sleep(0.1)
+        starts = now + timedelta(hours=1)
+        activity = http.post(
+            f"{activities}/v1/activities",
+            json={"title": "Fuzz", "region": "moscow", "organiser_id": member,
+                  "status": "published",
+                  "shifts": [{"role": "any", "starts_at": starts.isoformat(),
+                              "ends_at": (starts + timedelta(hours=2)).isoformat(),
+                              "capacity": 5}]},
+        ).json()  # fmt: skip
+        shift = activity["shifts"][0]["shift_id"]
+        signup = http.post(
+            f"{activities}/v1/activities/{activity['activity_id']}/shifts/{shift}/signups",
+            json={"member_id": member},
+        ).json()["signup_id"]
+    return {"member_id": member, "post_id": post, "entry_id": entry, "campaign_id": campaign,
+            "activity_id": activity["activity_id"], "shift_id": shift,
+            "signup_id": signup}  # fmt: skip
 
 
 def fuzz(schema: schemathesis.BaseSchema, known: dict[str, str]) -> list[str]:
@@ -157,7 +178,7 @@ def known(stack: Stack) -> dict[str, str]:
     return seed(stack)
 
 
-@pytest.mark.parametrize("service", ["members", "engagement", "campaigns", "notifier"])
+@pytest.mark.parametrize("service", SERVICES)
 def test_no_generated_request_gets_a_server_error_and_errors_have_one_shape(stack, known, service):
     failures = fuzz(_schema(stack, service), known)
     assert not failures, f"{len(failures)} operation(s) of {service} failed:\n" + "\n".join(

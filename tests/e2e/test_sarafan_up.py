@@ -1,4 +1,4 @@
-"""`sarafan up` as a subprocess: all four services ready, a join becomes a welcome, crashes heal,
+"""`sarafan up` as a subprocess: every service ready, a join becomes a welcome, crashes heal,
 SIGTERM stops every child."""
 
 from __future__ import annotations

@@ -154,3 +154,14 @@ def join_body(**over: Any) -> dict[str, Any]:
     }
     body.update(over)
     return body
+
+
+@pytest.fixture
+async def activities(services: Callable[..., Any], nc: nats.NATS) -> AsyncIterator[Running]:
+    """The activities service alone, with the members' stream it reads declared (tests publish
+    member events on it as the members service would)."""
+    from tests.integration.activities_support import declare_streams
+
+    await declare_streams(nc, "MEMBERS")
+    async with services("activities") as s:
+        yield s["activities"]

@@ -7,10 +7,11 @@ from datetime import datetime
 
 from shared import keys
 from shared.keys import KeyRecord
+from shared.topology import SERVICES
 from tests.helpers import wait_until
 from tests.integration.conftest import Running
 
-ALL_SERVICES = ("members", "engagement", "campaigns", "notifier")
+ALL_SERVICES = SERVICES
 
 
 def bearer(token: str) -> dict[str, str]:

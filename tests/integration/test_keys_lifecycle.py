@@ -22,6 +22,7 @@ READS = {
     "engagement": ("/v1/leaderboard", "engagement:read"),
     "campaigns": ("/v1/campaigns", "campaigns:read"),
     "notifier": ("/v1/notifications", "notifier:read"),
+    "activities": ("/v1/activities", "activities:read"),
 }
 READ_SCOPES = [scope for _, scope in READS.values()]
 

@@ -7,6 +7,7 @@ on something the server does not do; fix the store, not this test.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -592,3 +593,95 @@ async def test_guards_beside_an_id_in_update_filters_match_as_mongodb_does(
     assert (
         await db.m.update_one({"_id": "e", "z": {"$exists": False}}, {"$set": {"z": 2}})
     ).modified_count == 0
+
+
+async def test_a_dotted_projection_returns_nested_documents(
+    db: AsyncDatabase, on_nx_27017: bool, request: pytest.FixtureRequest
+) -> None:
+    known_nx_difference(
+        request, on_nx_27017, "a dotted projection comes back as a flat key ('seats.s1': 1)"
+    )
+    # Why reads of one entry of a keyed subdocument go through shared.store.projected.
+    await db.shifts.insert_one({"_id": "s", "seats": {"s1": 1, "s2": 2}, "free": 3})
+    got = await db.shifts.find_one({"_id": "s"}, {"seats.s1": 1})
+    assert got == {"_id": "s", "seats": {"s1": 1}}
+
+
+async def test_projected_reads_one_entry_of_a_keyed_subdocument_on_either_server(
+    db: AsyncDatabase,
+) -> None:
+    from shared.store import projected
+
+    await db.shifts.insert_one({"_id": "s", "unsettled": {"su1": {"k": 1, "to": "confirmed"}}})
+    got = await db.shifts.find_one({"_id": "s"}, {"unsettled.su1": 1, "unsettled.su2": 1})
+    assert projected(got, "unsettled.su1") == {"k": 1, "to": "confirmed"}
+    assert projected(got, "unsettled.su2") is None
+
+
+async def test_concurrent_conditional_claims_on_one_document_never_overbook(
+    db: AsyncDatabase,
+) -> None:
+    """The activities ledger's seat claim: one conditional update per claim on one document
+    (`free > 0`, the claimant in no list), fifty at once for ten seats: exactly ten match, and
+    the other forty join the line with distinct places, counted in the same update."""
+    await db.shifts.insert_one(
+        {"_id": "s", "free": 10, "confirmed": 0, "waitlisted": 0, "seats": {}, "queue": {}}
+    )
+
+    async def claim(n: int) -> tuple[str, int | None]:
+        su = f"su{n}"
+        absent = {f"seats.{su}": {"$exists": False}, f"queue.{su}": {"$exists": False}}
+        seat = await db.shifts.find_one_and_update(
+            {"_id": "s", "free": {"$gt": 0}, **absent},
+            {"$set": {f"seats.{su}": 1}, "$inc": {"free": -1, "confirmed": 1}},
+        )
+        if seat is not None:
+            return "confirmed", None
+        after = await db.shifts.find_one_and_update(
+            {"_id": "s", **absent},
+            {"$set": {f"queue.{su}": 1}, "$inc": {"waitlisted": 1}},
+            projection={"waitlisted": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        assert after is not None
+        return "waitlisted", int(after["waitlisted"])
+
+    results = await asyncio.gather(*(claim(n) for n in range(50)))
+
+    assert sum(1 for status, _ in results if status == "confirmed") == 10
+    assert sorted(p for status, p in results if status == "waitlisted") == list(range(1, 41))
+    stored = await db.shifts.find_one({"_id": "s"})
+    assert stored is not None
+    assert (stored["free"], stored["confirmed"], stored["waitlisted"]) == (0, 10, 40)
+    assert len(stored["seats"]) == 10 and len(stored["queue"]) == 40
+    # A second claim for one already seated matches nothing.
+    again = await db.shifts.update_one(
+        {"_id": "s", "free": {"$gt": -1}, "seats.su0": {"$exists": False},
+         "queue.su0": {"$exists": False}},
+        {"$inc": {"confirmed": 1}},
+    )  # fmt: skip
+    assert again.modified_count == 0
+
+
+async def test_unset_of_one_keyed_entry_and_counters_in_one_guarded_update(
+    db: AsyncDatabase,
+) -> None:
+    """Giving a seat back: the entry goes and the counters move once, guarded by the entry's
+    value (a second give-back matches nothing)."""
+    await db.shifts.insert_one(
+        {"_id": "s", "free": 0, "confirmed": 2, "seats": {"a": 1, "b": 2}, "marks": {}}
+    )
+    for _ in range(2):
+        await db.shifts.update_one(
+            {"_id": "s", "seats.b": 2, "marks.b": {"$exists": False}},
+            {"$unset": {"seats.b": ""}, "$inc": {"free": 1, "confirmed": -1},
+             "$set": {"marks.b": {"op": "x", "to": "cancelled"}}},
+        )  # fmt: skip
+    stored = await db.shifts.find_one({"_id": "s"})
+    assert stored is not None
+    assert stored["seats"] == {"a": 1} and (stored["free"], stored["confirmed"]) == (1, 1)
+    cleared = await db.shifts.update_one(
+        {"_id": "s", "marks.b.op": "x"}, {"$unset": {"marks.b": ""}}
+    )
+    assert cleared.modified_count == 1
+    assert (await db.shifts.find_one({"_id": "s"}))["marks"] == {}

@@ -2,7 +2,7 @@
 
 Runs last (tests/conftest.py orders it): by then the recorder of tests/query_plans.py holds every
 query shape the integration suite made the services send. It first plays one community through
-all four services itself, so that run alone it still covers every endpoint and consumer, then
+all the services itself, so that run alone it still covers every endpoint and consumer, then
 explains each shape and fails on a scan that is not in the allow-list with its reason.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.events import utcnow
+from shared.topology import SERVICES
 from tests import query_plans
 from tests.helpers import wait_until
 from tests.integration.conftest import join_body
@@ -19,7 +20,7 @@ from tests.integration.conftest import join_body
 async def play_a_community(services) -> None:
     """Every endpoint and consumer once: joins by referral, posts and answers, hours, reads,
     a campaign from start to end, notifications, leaving and erasure."""
-    async with services("members", "engagement", "campaigns", "notifier") as s:
+    async with services(*SERVICES) as s:
         members, engagement = s["members"].http, s["engagement"].http
         campaigns, notifier = s["campaigns"].http, s["notifier"].http
         now = utcnow()
@@ -136,6 +137,7 @@ async def play_a_community(services) -> None:
             return any(item["template"] == "welcome" for item in inbox)
 
         await wait_until(inbox_has_welcome, timeout=20)
+        await play_activities(s["activities"], a, b, c)
         assert (await campaigns.post(f"/v1/campaigns/{cid}/end")).status_code == 200
         assert (await members.delete(f"/v1/members/{c}")).status_code == 204
         assert (await members.delete(f"/v1/members/{b}?erase=true")).status_code == 204
@@ -152,16 +154,109 @@ async def play_a_community(services) -> None:
         ):
             await job(utcnow())
         await s["campaigns"].app.state.lifecycle.tick()
+        await s["activities"].app.state.jobs.repair(utcnow() + timedelta(minutes=5))
+        await s["activities"].app.state.jobs.refresh_gauges(utcnow())
+
+
+async def play_activities(running, a: str, b: str, c: str) -> None:
+    """Every activities endpoint, job and erasure path once (members a, b, c are known)."""
+    http, jobs = running.http, running.app.state.jobs
+    state = running.app.state.activities
+    for member_id in (a, b, c):
+
+        async def known(m: str = member_id) -> bool:
+            return (await http.get(f"/v1/members/{m}/activities")).status_code == 200
+
+        await wait_until(known, timeout=20)
+    starts = utcnow() + timedelta(hours=1)
+
+    def shift(at, capacity: int = 1) -> dict:
+        end = at + timedelta(hours=2)
+        return {"role": "planter", "starts_at": at.isoformat(), "ends_at": end.isoformat(),
+                "capacity": capacity}  # fmt: skip
+
+    body = {"title": "Planting", "region": "moscow", "organiser_id": c, "status": "draft",
+            "shifts": [shift(starts), shift(starts + timedelta(hours=3))]}  # fmt: skip
+    made = await http.post("/v1/activities", json=body)
+    assert made.status_code == 201, made.text
+    activity = made.json()
+    aid, s1 = activity["activity_id"], activity["shifts"][0]["shift_id"]
+    patched = await http.patch(
+        f"/v1/activities/{aid}",
+        json={
+            "status": "published",
+            "location": "gate",
+            "shifts": [{"shift_id": s1, "capacity": 2}],
+        },
+    )
+    assert patched.status_code == 200, patched.text
+    signups = [
+        (await http.post(f"/v1/activities/{aid}/shifts/{s1}/signups", json={"member_id": m})).json()
+        for m in (a, b, c)
+    ]
+    assert signups[2]["status"] == "waitlisted", signups
+    assert (await http.post(f"/v1/signups/{signups[0]['signup_id']}/confirm")).status_code == 200
+    assert (await http.delete(f"/v1/signups/{signups[1]['signup_id']}")).status_code == 200
+    cut = await http.patch(
+        f"/v1/activities/{aid}", json={"shifts": [{"shift_id": s1, "capacity": 1}]}
+    )
+    assert cut.status_code == 409, cut.text
+    link = await http.post(f"/v1/activities/{aid}/checkin-link")
+    assert link.status_code == 201
+    assert await state.links.resolve(link.json()["url"].rsplit("/", 1)[1], utcnow())
+    assert (await http.delete(f"/v1/activities/{aid}/checkin-link")).status_code == 204
+    state.clock = lambda: starts + timedelta(minutes=10)
+    code = activity["shifts"][0]["checkin_code"]
+    assert (await http.post("/v1/checkin", json={"code": code, "member_id": a})).status_code == 200
+    assert (
+        await http.post("/v1/checkin", json={"code": "ZZZZZ9", "member_id": a})
+    ).status_code in (409, 422)
+    for member_id, action in ((a, "check-out"), (b, "check-in"), (c, "no-show")):
+        mark = {"member_id": member_id, "shift_id": s1, "action": action}
+        r = await http.post(f"/v1/activities/{aid}/attendance", json=mark)
+        assert r.status_code == 200, (action, r.text)
+    state.clock = utcnow
+    reads = [
+        f"/v1/activities/{aid}",
+        f"/v1/activities/{aid}/report",
+        "/v1/activities/stats",
+        "/v1/activities?limit=1",
+        "/v1/activities?region=moscow&status=published",
+        "/v1/activities?status=published",
+        f"/v1/activities?region=moscow&from={utcnow().isoformat()[:19]}&to=2099-01-01T00:00:00",
+        f"/v1/activities/{aid}/shifts/{s1}/signups?limit=1",
+        f"/v1/members/{a}/activities?limit=1",
+        f"/v1/signups/{signups[2]['signup_id']}",
+    ]
+    for path in reads:
+        first = await http.get(path)
+        assert first.status_code == 200, (path, first.text)
+        cursor = first.json().get("next_cursor")
+        if cursor:
+            separator = "&" if "?" in path else "?"
+            assert (await http.get(f"{path}{separator}cursor={cursor}")).status_code == 200
+    await jobs.close_shifts(starts + timedelta(hours=10))
+    await jobs.repair(utcnow() + timedelta(minutes=5))
+    await jobs.refresh_gauges(utcnow())
+    other = {**body, "status": "published", "shifts": [shift(starts + timedelta(days=1))]}
+    second = (await http.post("/v1/activities", json=other)).json()
+    await http.post(
+        f"/v1/activities/{second['activity_id']}/shifts/{second['shifts'][0]['shift_id']}/signups",
+        json={"member_id": b},
+    )
+    assert (
+        await http.post(f"/v1/activities/{aid}/cancel", json={"reason": "rain"})
+    ).status_code == 200
+    assert (
+        await http.post(f"/v1/activities/{second['activity_id']}/cancel", json={"reason": "rain"})
+    ).status_code == 200
 
 
 async def test_no_query_the_services_send_reads_a_whole_collection(services, mongo_url):
     await play_a_community(services)
-    assert query_plans.RECORDER.services_seen() == {
-        "members",
-        "engagement",
-        "campaigns",
-        "notifier",
-    }, "the recorder saw no queries: is tests/query_plans.install() still called?"
+    assert query_plans.RECORDER.services_seen() == set(SERVICES), (
+        "the recorder saw no queries: is tests/query_plans.install() still called?"
+    )
     problems = await query_plans.scanning_shapes(mongo_url)
     assert not problems, (
         f"{len(problems)} query shape(s) read a whole collection (fix the query or its index; "

@@ -152,7 +152,7 @@ def test_compose_publishes_every_port_on_loopback_unless_told_otherwise():
     assert "SARAFAN_BIND_ADDRESS" in (ROOT / "docs/operations.md").read_text()
 
 
-def test_prometheus_scrapes_the_four_services_on_their_spec_ports_and_the_exporter():
+def test_prometheus_scrapes_every_service_on_its_spec_port_and_the_exporter():
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = {t for sc in jobs["sarafan"]["static_configs"] for t in sc["targets"]}
@@ -174,6 +174,31 @@ def test_grafana_provisions_the_datasource_and_both_dashboards():
         for panel in board["panels"]:
             assert panel["datasource"]["uid"] == uid and panel["targets"], panel["title"]
     assert {"Sarafan — Community health", "Sarafan — Event pipeline"} <= titles
+
+
+def test_every_community_gauge_of_every_service_has_a_panel_on_community_health():
+    """A service's `sarafan_community_*` figures are what the organisation watches: forgetting
+    to chart one (or a whole new service's) fails here."""
+    board = json.loads((ROOT / "deploy/grafana/dashboards/community-health.json").read_text())
+    charted = " ".join(t["expr"] for panel in board["panels"] for t in panel["targets"])
+    for name in SERVICES:
+        module = importlib.import_module(f"services.{name}.app")
+        app = module.build(getattr(module, f"{name.capitalize()}Settings")())
+        gauges = {
+            family.name
+            for family in app.state.runtime.metrics.registry.collect()
+            if family.name.startswith("sarafan_community_")
+        }
+        missing = {gauge for gauge in gauges if gauge not in charted}
+        assert not missing, f"{name}: {sorted(missing)} on no Community health panel"
+
+
+def test_dockerfile_names_every_service():
+    text = (ROOT / "Dockerfile").read_text()
+    description = re.search(r'image.description="([^"]*)"', text)
+    assert description, "the image has no description label"
+    for name in SERVICES:
+        assert name in description.group(1), name
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck():

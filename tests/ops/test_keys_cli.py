@@ -1,5 +1,5 @@
 """`sarafan keys` against a real `sarafan up`, where each service is its own NATS user: a key
-made by the CLI works on all four services, and its revocation reaches all four."""
+made by the CLI works on every service, and its revocation reaches every one."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ READS = {
     "engagement": ("/v1/leaderboard", "engagement:read"),
     "campaigns": ("/v1/campaigns", "campaigns:read"),
     "notifier": ("/v1/notifications", "notifier:read"),
+    "activities": ("/v1/activities", "activities:read"),
 }
 
 

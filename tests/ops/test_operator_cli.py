@@ -153,7 +153,9 @@ def test_stats_prints_the_community_figures_and_every_consumer_pending(up):
     done = up.cli("stats")
     assert done.returncode == 0, done.stderr
     assert "members_total" in done.stdout and "referral_join_share" in done.stdout
-    for consumer in ("engagement-members", "campaigns-members", "notifier-members"):
+    assert "volunteer_hours_30d" in done.stdout and "fill_rate" in done.stdout
+    for consumer in ("engagement-members", "campaigns-members", "notifier-members",
+                     "activities-members"):  # fmt: skip
         assert re.search(rf"MEMBERS\s+{consumer}\s+\d+", done.stdout), done.stdout
     assert "Dead letters:" in done.stdout
 

@@ -234,6 +234,9 @@ def test_the_fact_times_are_those_the_contract_names():
         "reaction-added.created_at",
         "hours-approved.date",
         "member-drifting.last_active_at",
+        "campaign-ended.ended_at",
+        "attended.checked_in_at",
+        "attended.checked_out_at",
     }
 
 

@@ -40,6 +40,13 @@ SPEC_TYPES = {
     "campaign-ended",
     "notification-sent",
     "notification-failed",
+    "activity-published",
+    "activity-changed",
+    "activity-cancelled",
+    "signed-up",
+    "sign-up-changed",
+    "attended",
+    "no-show",
 }
 
 

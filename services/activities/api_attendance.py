@@ -1,0 +1,77 @@
+"""Attendance routes: a coordinator's check-in, check-out and no-show; the member's self
+check-in with the shift's code; the coordinator's check-in link. The check-in page a link
+opens calls the same use cases (`Attendance.record`, after `CheckinLinks.resolve`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from services.activities.api import CHECKIN, SIGNUP, ActivityId
+from services.activities.api_signups import acting_member
+from services.activities.context import activities_of, refusals
+from services.activities.schemas import AttendanceIn, CheckinIn, LinkOut, SignupOut
+from services.activities.usecases import Mark
+from shared.http import principal_of, require
+
+router = APIRouter(prefix="/v1", tags=["activities"])
+
+
+@router.post(
+    "/activities/{activity_id}/attendance",
+    response_model=SignupOut,
+    dependencies=[require(CHECKIN)],
+)
+async def attendance(activity_id: ActivityId, body: AttendanceIn, request: Request) -> SignupOut:
+    """Check a member in or out, or record a no-show. A member without a sign-up becomes a
+    walk-in. Check-out emits `attended` with the hours (bounded by the shift)."""
+    a = activities_of(request)
+    mark = Mark(
+        shift_id=body.shift_id,
+        member_id=body.member_id,
+        action=body.action,
+        at=body.at,
+        recorded_by=body.recorded_by or f"key:{principal_of(request).key_id}",
+        activity_id=activity_id,
+    )
+    with refusals():
+        signup = await a.attendance.record(mark, a.now())
+    return SignupOut.from_doc(signup)
+
+
+@router.post("/checkin", response_model=SignupOut, dependencies=[require(SIGNUP)])
+async def self_check_in(body: CheckinIn, request: Request) -> SignupOut:
+    """The member checks in with the shift's code, from 30 minutes before its start to its
+    end. A wrong code is 422 `invalid_code`, whichever code it was."""
+    a = activities_of(request)
+    member_id = acting_member(request, body.member_id)
+    with refusals():
+        signup = await a.attendance.self_check_in(body.code, member_id, a.now())
+    return SignupOut.from_doc(signup)
+
+
+@router.post(
+    "/activities/{activity_id}/checkin-link",
+    status_code=201,
+    response_model=LinkOut,
+    dependencies=[require(CHECKIN)],
+)
+async def create_link(activity_id: ActivityId, request: Request, response: Response) -> LinkOut:
+    """A link to the check-in page, valid until the activity ends (a new one revokes the
+    previous). The link is the credential: it is shown once and kept only as a hash."""
+    a = activities_of(request)
+    with refusals():
+        link = await a.links.create(activity_id, a.now())
+    # The token is shown once: an Idempotency-Key replay says "done" without repeating it.
+    response.headers["Cache-Control"] = "no-store"
+    return LinkOut(url=link.url, expires_at=link.expires_at)
+
+
+@router.delete(
+    "/activities/{activity_id}/checkin-link", status_code=204, dependencies=[require(CHECKIN)]
+)
+async def revoke_link(activity_id: ActivityId, request: Request) -> Response:
+    """Revoke the activity's check-in link (its page stops working at once)."""
+    a = activities_of(request)
+    with refusals():
+        await a.links.revoke(activity_id)
+    return Response(status_code=204)

@@ -1,0 +1,114 @@
+"""Activities service composition root: settings, runtime, store, use cases, consumers, jobs,
+routes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from services.activities import api, api_attendance, api_signups
+from services.activities.consumers import ActivitiesHandlers, subscriptions
+from services.activities.context import Activities
+from services.activities.jobs import ActivitiesJobs
+from services.activities.store import ActivitiesStore
+from services.activities.usecases import (
+    Attendance,
+    CheckinLinks,
+    CommunityGauges,
+    Ledger,
+    MembersFollower,
+    Planning,
+    ShiftTally,
+    SignUps,
+)
+from shared.clock import utcnow
+from shared.jobs import Leases
+from shared.service import Runtime, create_app
+from shared.settings import ServiceSettings, load_settings
+from shared.topology import PORTS
+
+SERVICE = "activities"
+
+
+class ActivitiesSettings(ServiceSettings):
+    noshow_grace_minutes: float = Field(
+        60.0,
+        alias="SARAFAN_NOSHOW_GRACE_MINUTES",
+        ge=0,
+        le=7 * 24 * 60,
+        description="minutes after a shift's end before confirmed members without a check-in "
+        "become no-shows",
+    )
+    close_seconds: float = Field(
+        30.0,
+        alias="SARAFAN_ACTIVITIES_CLOSE_SECONDS",
+        gt=0,
+        description="how often shifts past their end plus the grace are closed",
+    )
+    repair_seconds: float = Field(
+        10.0,
+        alias="SARAFAN_ACTIVITIES_REPAIR_SECONDS",
+        gt=0,
+        description="how often work a crash interrupted is finished",
+    )
+    gauges_seconds: float = Field(30.0, alias="SARAFAN_ACTIVITIES_GAUGES_SECONDS", gt=0)
+    public_url: str = Field(
+        f"http://127.0.0.1:{PORTS[SERVICE]}",
+        alias="SARAFAN_ACTIVITIES_PUBLIC_URL",
+        max_length=300,
+        description="the address coordinators' phones reach this service at (check-in links)",
+    )
+
+
+def compose(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSettings) -> Activities:
+    """The use cases on the store, each writing through the runtime's unit of work."""
+    uow = runtime.unit_of_work
+    ledger = Ledger(store, uow)
+    tally = ShiftTally(store)
+    grace = timedelta(minutes=settings.noshow_grace_minutes)
+    return Activities(
+        store=store,
+        ledger=ledger,
+        signups=SignUps(store, ledger, uow),
+        planning=Planning(store, ledger, uow),
+        attendance=Attendance(store, ledger, tally, uow, grace),
+        tally=tally,
+        links=CheckinLinks(store, settings.public_url),
+        members=MembersFollower(store, ledger, runtime.bus.erase),
+        gauges=CommunityGauges(runtime.metrics),
+        unit_of_work=uow,
+        grace=grace,
+        clock=utcnow,
+    )
+
+
+def build(settings: ActivitiesSettings | None = None) -> FastAPI:
+    settings = settings or load_settings(ActivitiesSettings, SERVICE)
+    runtime = Runtime(SERVICE, settings)
+    store = ActivitiesStore(runtime.db)
+    activities = compose(runtime, store, settings)
+    jobs = ActivitiesJobs(activities)
+    runtime.init_hooks.append(store.ensure_indexes)
+    # The clock is read through `activities` on every call: tests move it.
+    runtime.subscribe(subscriptions, ActivitiesHandlers(activities.members, activities.now))
+    runtime.jobs += jobs.loops(
+        # Its own lease owner per runtime, so two replicas in one process stay distinct.
+        Leases(store.jobs, owner=uuid.uuid4().hex[:12]),
+        timedelta(seconds=settings.close_seconds),
+        timedelta(seconds=settings.repair_seconds),
+        timedelta(seconds=settings.gauges_seconds),
+        activities.now,
+    )
+    app = create_app(
+        runtime,
+        [api.router, api_signups.router, api_attendance.router],
+        title="Sarafan activities",
+        description="Activities and shifts, sign-ups with a waitlist, attendance and its hours.",
+    )
+    app.state.activities = activities
+    app.state.store = store
+    app.state.jobs = jobs
+    return app

@@ -1,0 +1,83 @@
+"""Check-in links: what a coordinator on site opens instead of holding an API key.
+
+The link's token is random (256 bits), shown once in the answer and kept only as its SHA-256
+(`checkin_links`, keyed by it): a page resolving a token is one primary-key read. A link lasts
+until the activity ends; making a new one revokes the previous, and so does `DELETE`. The page
+itself calls the same use cases as the API (`Attendance.record`), with `resolve` first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.activities.domain import Conflict, Doc, NotFound
+from services.activities.store import ActivitiesStore
+from shared.clock import epoch_ms, from_ms
+from shared.query import where
+
+#: Where a link's page is served, below the service's public address.
+CHECKIN_PATH = "/checkin/"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Link:
+    url: str
+    expires_at: datetime
+    activity_id: str
+
+
+class CheckinLinks:
+    def __init__(self, store: ActivitiesStore, public_url: str) -> None:
+        self.store = store
+        self.public_url = public_url.rstrip("/")
+
+    async def create(self, activity_id: str, now: datetime) -> Link:
+        """A new link for the activity (the previous one stops working)."""
+        activity = await self.store.activity(activity_id)
+        if activity is None:
+            raise NotFound("activity", activity_id)
+        if activity["status"] != "published":
+            raise Conflict(
+                "activity_not_published", f"activity {activity_id} is {activity['status']}"
+            )
+        ends_ms = int(activity["ends_ms"])
+        if ends_ms <= epoch_ms(now):
+            raise Conflict("activity_ended", f"activity {activity_id} has ended")
+        await self.revoke(activity_id)
+        token = secrets.token_urlsafe(32)
+        await self.store.links.insert_one(
+            {
+                "_id": token_hash(token),
+                "activity_id": activity_id,
+                "expires_ms": ends_ms,
+                "created_ms": epoch_ms(now),
+            }
+        )
+        return Link(f"{self.public_url}{CHECKIN_PATH}{token}", from_ms(ends_ms), activity_id)
+
+    async def revoke(self, activity_id: str) -> int:
+        """Revoke the activity's link (none is fine); NotFound for an unknown activity."""
+        if await self.store.activity(activity_id) is None:
+            raise NotFound("activity", activity_id)
+        done = await self.store.links.delete_many(where(activity_id=activity_id))
+        return int(done.deleted_count)
+
+    async def resolve(self, token: str, now: datetime) -> Doc | None:
+        """The activity a link opens, while it is valid; None otherwise (unknown, revoked,
+        expired, or the activity cancelled)."""
+        if not token or len(token) > 200:
+            return None
+        link = await self.store.links.find_one({"_id": token_hash(token)})
+        if link is None or int(link["expires_ms"]) <= epoch_ms(now):
+            return None
+        activity = await self.store.activity(link["activity_id"])
+        if activity is None or activity["status"] != "published":
+            return None
+        return activity

@@ -1,0 +1,209 @@
+"""The activities use cases on in-memory collections: the seat ledger and its settling at every
+point a process may die, cancels and promotion, capacity cuts, attendance counted once,
+closing a shift, erasure.
+
+No servers: the real store over `tests.fakes.memory`, the kernel's unit of work with a relay
+that records what it would publish (`tests.fakes.activities`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.activities import domain
+from services.activities.domain import Conflict
+from services.activities.usecases import Mark
+from shared.events import MemberLeft
+from tests.fakes.activities import ActivitiesWorld
+
+
+class Died(Exception):
+    """The process died here."""
+
+
+def dies(obj: object, name: str) -> None:
+    """Make `obj.name` raise once, as a process dying at that step would."""
+    original = getattr(obj, name)
+
+    async def once(*args, **kwargs):
+        setattr(obj, name, original)
+        raise Died(name)
+
+    setattr(obj, name, once)
+
+
+def counters(world: ActivitiesWorld, sid: str) -> tuple[int, int, int]:
+    doc = world.ledger_doc(sid)
+    assert len(doc["seats"]) == doc["confirmed"] and len(doc["queue"]) == doc["waitlisted"]
+    assert doc["free"] == doc["capacity"] - doc["confirmed"]
+    return doc["free"], doc["confirmed"], doc["waitlisted"]
+
+
+async def test_seats_then_the_waitlist_in_order_with_one_event_each():
+    w = ActivitiesWorld()
+    activity = await w.activity((2,))
+    sid = w.shift_ids(activity)[0]
+    results = [await w.sign_up(activity, await w.member(f"m{i}")) for i in range(4)]
+    assert [r.signup["status"] for r in results] == ["confirmed"] * 2 + ["waitlisted"] * 2
+    assert [r.position for r in results[2:]] == [1, 2]
+    assert counters(w, sid) == (0, 2, 2)
+    events = w.published("signed-up")
+    assert [e.data["status"] for e in events] == ["confirmed"] * 2 + ["waitlisted"] * 2
+    assert events[3].data["position"] == 2 and events[3].subject == "m3"
+    again = await w.sign_up(activity, "m0")
+    assert not again.created and len(w.published("signed-up")) == 4
+
+
+async def test_a_cancel_promotes_the_first_waitlisted_and_the_line_moves_up():
+    w = ActivitiesWorld()
+    activity = await w.activity((1,))
+    first, second, third = [await w.sign_up(activity, await w.member(m)) for m in ("a", "b", "c")]
+    after = await w.signups.cancel(first.signup, "cancelled-by-member", w.clock())
+    assert after["status"] == "cancelled" and after["reason"] == "cancelled-by-member"
+    assert w.signup_doc(second.signup["_id"])["status"] == "confirmed"
+    assert (await w.signups.get(third.signup["_id"]))[1] == 1
+    changed = [(e.data["member_id"], e.data["reason"]) for e in w.published("sign-up-changed")]
+    assert changed == [("a", "cancelled-by-member"), ("b", "promoted")]
+
+
+@pytest.mark.parametrize("step", ["_follow", "_clear"])
+async def test_a_claim_whose_process_died_before_the_sign_up_followed_is_settled_once(step):
+    w = ActivitiesWorld()
+    activity = await w.activity((1,))
+    sid = w.shift_ids(activity)[0]
+    await w.member("a")
+    dies(w.ledger, step)
+    with pytest.raises(Died):
+        await w.sign_up(activity, "a")
+    assert w.ledger_doc(sid)["unsettled_n"] == 1 and counters(w, sid) == (0, 1, 0)
+    # A twin repair, run twice: one event, the mark gone, the counters as they were.
+    await w.ledger.settle_all(sid, w.clock(), None)
+    await w.ledger.settle_all(sid, w.clock(), None)
+    assert w.ledger_doc(sid)["unsettled"] == {} and w.ledger_doc(sid)["unsettled_n"] == 0
+    [signup] = w.db["signups"].documents()
+    assert signup["status"] == "confirmed" and counters(w, sid) == (0, 1, 0)
+    assert len(w.published("signed-up")) == 1
+
+
+async def test_a_late_claim_for_a_sign_up_that_moved_on_is_undone_in_the_ledger():
+    """A sweeper read a pending sign-up; meanwhile it was claimed, settled and cancelled; the
+    sweeper's claim (from its stale read) takes a seat nobody holds: settling undoes it."""
+    w = ActivitiesWorld()
+    activity = await w.activity((1,))
+    sid = w.shift_ids(activity)[0]
+    await w.member("a")
+    await w.member("b")
+    first = await w.sign_up(activity, "a")
+    stale = {**first.signup, "status": "pending"}
+    await w.signups.cancel(first.signup, "cancelled-by-member", w.clock())
+    assert counters(w, sid) == (1, 0, 0)
+    claimed = await w.ledger.claim(stale, w.clock())
+    assert claimed.signup["status"] == "cancelled"
+    assert counters(w, sid) == (1, 0, 0) and w.ledger_doc(sid)["unsettled"] == {}
+    assert (await w.sign_up(activity, "b")).signup["status"] == "confirmed"
+    assert len(w.published("signed-up")) == 2
+
+
+async def test_a_cancel_whose_process_died_after_the_ledger_is_settled_with_its_promotion():
+    w = ActivitiesWorld()
+    activity = await w.activity((1,))
+    sid = w.shift_ids(activity)[0]
+    a = await w.sign_up(activity, await w.member("a"))
+    b = await w.sign_up(activity, await w.member("b"))
+    dies(w.ledger, "settle")
+    with pytest.raises(Died):
+        await w.signups.cancel(a.signup, "cancelled-by-member", w.clock())
+    assert counters(w, sid) == (1, 0, 1)  # the seat is free in the ledger; a not yet told
+    await w.ledger.settle_all(sid, w.clock(), None)
+    assert w.signup_doc(a.signup["_id"])["status"] == "cancelled"
+    assert w.signup_doc(b.signup["_id"])["status"] == "confirmed"
+    assert counters(w, sid) == (0, 1, 0)
+    reasons = sorted(e.data["reason"] for e in w.published("sign-up-changed"))
+    assert reasons == ["cancelled-by-member", "promoted"]
+
+
+async def test_a_capacity_cut_below_the_confirmed_is_refused_and_a_growth_promotes():
+    w = ActivitiesWorld()
+    activity = await w.activity((2,))
+    sid = w.shift_ids(activity)[0]
+    for m in ("a", "b", "c"):
+        await w.sign_up(activity, await w.member(m))
+    with pytest.raises(Conflict) as refused:
+        await w.planning.change(activity["_id"], {}, [domain.ShiftChange(sid, capacity=1)], None,
+                                w.clock())  # fmt: skip
+    assert refused.value.code == "capacity_below_confirmed"
+    assert counters(w, sid) == (0, 2, 1) and w.ledger_doc(sid)["capacity"] == 2
+    assert w.published("activity-changed") == []
+    await w.planning.change(activity["_id"], {}, [domain.ShiftChange(sid, capacity=4)], None,
+                            w.clock())  # fmt: skip
+    assert counters(w, sid) == (1, 3, 0)
+    assert [e.data["reason"] for e in w.published("sign-up-changed")] == ["promoted"]
+    assert w.published("activity-changed")[0].data["changes"]["shifts"][0]["capacity"] == 4
+
+
+async def test_a_cut_reserved_by_a_patch_that_died_is_given_back_by_the_sync():
+    w = ActivitiesWorld()
+    activity = await w.activity((5,))
+    sid = w.shift_ids(activity)[0]
+    dies(w.planning, "_write_change")
+    with pytest.raises(Died):
+        await w.planning.change(activity["_id"], {}, [domain.ShiftChange(sid, capacity=2)], None,
+                                w.clock())  # fmt: skip
+    assert w.ledger_doc(sid)["capacity"] == 2  # reserved, while the definition says 5
+    await w.planning.sync(activity["_id"], w.clock())
+    assert w.ledger_doc(sid)["capacity"] == 5 and counters(w, sid) == (5, 0, 0)
+
+
+async def test_attendance_counts_once_however_often_it_is_counted():
+    w = ActivitiesWorld()
+    activity = await w.activity((2,))
+    sid = w.shift_ids(activity)[0]
+    await w.sign_up(activity, await w.member("a"))
+    w.clock.advance(timedelta(days=1, minutes=10))
+    mark = Mark(sid, "a", "check-in", None, "m_coord", activity["_id"])
+    await w.attendance.record(mark, w.clock())
+    await w.attendance.record(mark, w.clock())  # a repeat changes nothing
+    w.clock.advance(timedelta(hours=1))
+    await w.attendance.record(Mark(sid, "a", "check-out", None, "m_coord"), w.clock())
+    signup = await w.store.signup_of(sid, "a")
+    for _ in range(2):
+        await w.tally.count(signup, w.clock())
+    doc = w.ledger_doc(sid)
+    assert (doc["attended"], doc["first_timers"], doc["hours_cs"]) == (1, 1, 100)
+    assert len(w.published("attended")) == 1
+    with pytest.raises(Conflict):
+        await w.attendance.record(Mark(sid, "a", "check-out", None, "m_coord"), w.clock())
+
+
+async def test_closing_a_shift_twice_makes_each_no_show_once():
+    w = ActivitiesWorld()
+    activity = await w.activity((3,))
+    sid = w.shift_ids(activity)[0]
+    for m in ("a", "b"):
+        await w.sign_up(activity, await w.member(m))
+    w.clock.advance(timedelta(days=1, hours=3, minutes=59))
+    assert await w.attendance.close_due(w.clock()) == 0  # within the grace
+    w.clock.advance(timedelta(minutes=2))
+    assert await w.attendance.close_due(w.clock()) == 1
+    assert await w.attendance.close(sid, w.clock()) == 0
+    assert sorted(e.data["member_id"] for e in w.published("no-show")) == ["a", "b"]
+    assert w.ledger_doc(sid)["no_shows"] == 2 and "due_ms" not in w.ledger_doc(sid)
+
+
+async def test_an_erased_member_is_anonymised_purged_and_their_seat_given_back_quietly():
+    w = ActivitiesWorld()
+    activity = await w.activity((1,))
+    sid = w.shift_ids(activity)[0]
+    a = await w.sign_up(activity, await w.member("a"))
+    await w.sign_up(activity, await w.member("b"))
+    await w.members.apply([MemberLeft(member_id="a", erase=True, left_at=w.clock())], w.clock())
+    doc = w.signup_doc(a.signup["_id"])
+    assert doc["member_id"].startswith("erased-") and doc["status"] == "cancelled"
+    assert ("ACTIVITIES", "activities.*.a") in w.purged
+    assert [e.data["member_id"] for e in w.published("sign-up-changed")] == ["b"]
+    assert counters(w, sid) == (0, 1, 0)
+    # Again (a redelivery): nothing more.
+    await w.members.apply([MemberLeft(member_id="a", erase=True, left_at=w.clock())], w.clock())
+    assert len(w.published("sign-up-changed")) == 1
