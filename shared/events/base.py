@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
@@ -77,8 +77,25 @@ class EventData(BaseModel):
 
     @classmethod
     def fact_times(cls) -> tuple[str, ...]:
-        """The fields stating when something happened (typed `Happened` or `HappenedOn`)."""
-        return tuple(name for name, f in cls.model_fields.items() if FACT_TIME in f.metadata)
+        """The fields stating when something happened (typed `Happened` or `HappenedOn`,
+        optional ones included)."""
+        return tuple(
+            name
+            for name, f in cls.model_fields.items()
+            if FACT_TIME in f.metadata or FACT_TIME in time_kinds(f.annotation)
+        )
+
+
+def time_kinds(annotation: Any) -> set[_TimeKind]:
+    """The time marks (`FACT_TIME`, `PLAN_TIME`) an annotation carries, inside an optional or
+    a union too (`Happened | None`)."""
+    found: set[_TimeKind] = set()
+    if get_origin(annotation) is Annotated:
+        found |= {m for m in get_args(annotation)[1:] if isinstance(m, _TimeKind)}
+    for arg in get_args(annotation):
+        if arg is not annotation:
+            found |= time_kinds(arg)
+    return found
 
 
 def aware(moment: datetime) -> datetime:

@@ -39,8 +39,8 @@ class CampaignStarted(EventData):
         "name": "Bring a friend",
         "kind": "referral-drive",
         "audience": {"regions": ["moscow"], "roles": [], "min_level": None},
-        "starts_at": "2026-12-01T00:00:00Z",
-        "ends_at": "2026-12-31T00:00:00Z",
+        "starts_at": "2026-11-01T00:00:00Z",
+        "ends_at": "2026-11-30T00:00:00Z",
         "announcement": {"ru": "Приведи друга!", "en": "Bring a friend!"},
         "draw_commitment": EXAMPLE_COMMITMENT,
     }
@@ -124,12 +124,12 @@ class CampaignEnded(EventData):
         "participants": 3,
         "winners": [{"member_id": "m_01", "rank": 1, "points": 120}],
         "winner_rule": "draw",
-        "ended_at": "2026-12-31T00:00:05Z",
+        "ended_at": "2026-11-30T00:00:05Z",
         "ending": {
             "by_hand": False,
             "key_id": None,
             "early": False,
-            "frozen_at": "2026-12-31T00:00:00Z",
+            "frozen_at": "2026-11-30T00:00:00Z",
         },
         "draw": {
             "procedure": "sarafan-draw-v2",

@@ -32,6 +32,7 @@ from shared.events import (
     parse_event,
     receive,
 )
+from shared.events.base import time_kinds
 from shared.topology import STREAMS
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -300,9 +301,16 @@ def test_the_envelope_time_is_clamped_too():
 
 def test_every_time_an_event_states_is_either_a_fact_or_a_plan():
     """A new time field must say which it is: clamped on reading, or a plan left as it is."""
+
+    def mentions_time(annotation: object) -> bool:
+        return annotation in (datetime, date) or any(
+            mentions_time(a) for a in typing.get_args(annotation)
+        )
+
     for model in EVENT_MODELS:
         for name, field in model.model_fields.items():
-            hint = typing.get_args(field.annotation) or (field.annotation,)
-            if any(t in (datetime, date) for t in hint):
-                kinds = {FACT_TIME, PLAN_TIME} & set(field.metadata)
+            if mentions_time(field.annotation):
+                kinds = {FACT_TIME, PLAN_TIME} & (
+                    set(field.metadata) | time_kinds(field.annotation)
+                )
                 assert len(kinds) == 1, f"{model.event_type}.{name} is neither fact nor plan"
