@@ -33,9 +33,13 @@ STREAMS: dict[str, str] = {
 #: The dead-letter stream every service writes to (subjects `dlq.<service>.<consumer>.<subject>`).
 DLQ_STREAM = "DLQ"
 
-#: Streams a service may declare besides its own and DLQ: the notifier declares its sources
-#: ahead of their producers (same config), so it can start alone.
+#: Streams a service reads and declares ahead of their producers (with the producer's own
+#: configuration: `Bus` does it on connecting, before binding its consumers), so it starts and
+#: is ready alone or before them: the notifier reads every other stream; engagement and
+#: campaigns read ACTIVITIES, whose service starts after them.
 EXTRA_STREAMS: dict[str, tuple[str, ...]] = {
+    "engagement": ("ACTIVITIES",),
+    "campaigns": ("ACTIVITIES",),
     "notifier": ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS"),
 }
 

@@ -1,4 +1,5 @@
-"""Campaigns event handlers: the members projection, and scoring events into standings.
+"""Campaigns event handlers: the members projection, and scoring events into standings (from
+members, engagement and attendance at activities).
 
 Each durable consumer is declared on its handler (`subscriptions`, which the bus, the NATS
 permissions and the AsyncAPI document read). A handler takes a fetched batch, cuts it into
@@ -15,6 +16,7 @@ from services.campaigns.usecases import Scoring, UnknownMember
 from shared.bus import TransientError
 from shared.events import (
     AnswerAccepted,
+    Attended,
     CommentAdded,
     EventData,
     HoursApproved,
@@ -42,6 +44,8 @@ ENGAGEMENT_SUBJECTS = [
     "engagement.hours-approved.*",
     "engagement.level-changed.*",
 ]
+
+ACTIVITIES_SUBJECTS = ["activities.attended.*"]
 
 
 def runs(batch: Batch, changes_member: Callable[[EventData], str | None]) -> list[Batch]:
@@ -115,3 +119,13 @@ class CampaignsHandlers:
     async def on_engagement_batch(self, batch: Batch) -> None:
         for run in runs(batch, _levelled_member):
             await _retried_if_unknown(self.scoring.engagement_happened(run))
+
+    @subscriptions.handler(
+        "campaigns-activities",
+        stream="ACTIVITIES",
+        subjects=ACTIVITIES_SUBJECTS,
+        types=[Attended],
+    )
+    async def on_activities_batch(self, batch: Batch) -> None:
+        """Attendance at activities' shifts: one run (nothing here changes a member)."""
+        await _retried_if_unknown(self.scoring.members_acted(batch))

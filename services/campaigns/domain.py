@@ -12,6 +12,7 @@ from shared.clock import epoch_ms
 from shared.events import (
     LEVELS,
     AnswerAccepted,
+    Attended,
     Audience,
     CommentAdded,
     EventData,
@@ -34,12 +35,13 @@ SCORABLE = (
     "referral-made",
     "hours-approved",
     "member-joined",
+    "attended",
 )
 #: What counts as "the referred member did something" for `count_referrals: active` (as in
-#: engagement: a post, a comment, an accepted answer, approved hours). One more kind of
-#: activity is one more name here.
+#: engagement: a post, a comment, an accepted answer, approved hours, attending a shift). One
+#: more kind of activity is one more name here.
 REFERRAL_ACTIVATING = frozenset(
-    {"post-created", "comment-added", "answer-accepted", "hours-approved"}
+    {"post-created", "comment-added", "answer-accepted", "hours-approved", "attended"}
 )
 #: How referrals count in new campaigns. `joined` (a referral scores at the sign-up) is kept
 #: only so that campaigns created with it before still read and score by their own rules:
@@ -193,9 +195,11 @@ def activity_of(
 ) -> Activity | None:
     """The activity an event records (None for events that never score).
 
-    Times are when the thing happened: `created_at`, `at`, `joined_at`; answer-accepted and
-    hours-approved carry no such time, so the event's own time (acceptance, approval) counts.
-    A referral's key is the referred member, so the first referrer keeps the credit.
+    Times are when the thing happened: `created_at`, `at`, `joined_at`, an attendance's
+    `checked_in_at`; answer-accepted and hours-approved carry no such time, so the event's own
+    time (acceptance, approval) counts. A referral's key is the referred member, so the first
+    referrer keeps the credit; an attendance's is its member and shift, so a second `attended`
+    for the same shift (a correction) scores nothing more.
     """
     if isinstance(data, PostCreated):
         return Activity(event_type, data.author_id, epoch_ms(data.created_at), event_id)
@@ -217,6 +221,14 @@ def activity_of(
         )
     if isinstance(data, MemberJoined):
         return Activity(event_type, data.member_id, epoch_ms(data.joined_at), event_id)
+    if isinstance(data, Attended):
+        return Activity(
+            event_type,
+            data.member_id,
+            epoch_ms(data.checked_in_at),
+            attended_key(data.shift_id, data.member_id),
+            hours=data.hours,
+        )
     return None
 
 
@@ -224,8 +236,14 @@ def referral_key(referred_id: str) -> str:
     return f"referral:{referred_id}"
 
 
+def attended_key(shift_id: str, member_id: str) -> str:
+    """One attendance per member and shift (a fact's id is its campaign and this key)."""
+    return f"attended:{shift_id}:{member_id}"
+
+
 def points_for(rules: Rules, activity: Activity) -> float:
-    """Points the activity earns now; hours-approved earns its points per approved hour.
+    """Points the activity earns now; hours-approved earns its points per approved hour,
+    attended per attendance (whatever its hours: "three shifts this month").
 
     With `count_referrals: active` a referral earns nothing when made: it earns when the
     referred member first does something inside the campaign (see `referral_credit`).

@@ -58,6 +58,7 @@ async def campaign_report(store: CampaignsStore, campaign: Doc, now: datetime) -
         comments=count("comment-added"),
         answers_accepted=count("answer-accepted"),
         hours=round(float(totals.get("hours-approved", {}).get("hours", 0) or 0), 2),
+        attendances=count("attended"),
         referred_active_after_30d=outcomes.count("active"),
         referred_not_yet_30d=outcomes.count("too-early"),
         computed_at=now,

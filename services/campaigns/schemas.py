@@ -222,6 +222,9 @@ class Report(BaseModel):
     comments: int
     answers_accepted: int
     hours: float = Field(description="approved volunteer hours of audience members in the window")
+    attendances: int = Field(
+        0, description="shifts of activities attended by audience members in the window"
+    )
     referred_active_after_30d: int = Field(
         description="of the new members by referral, how many were active 30 days or more after "
         "joining"

@@ -1,7 +1,8 @@
 """Engagement HTTP routes for volunteer hours: recorded pending, decided by coordinator or staff.
 
 The rules (who may decide, once, no future dates) are in contributions.py; the routes call the
-use cases (usecases.py) and render the entry."""
+use cases (usecases.py) and render the entry. Entries that attendance at an activity made
+(attendance.py) are listed with them, approved, with where they came from."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, StrictFloat
 
 from services.engagement import usecases
+from services.engagement.attendance import MANUAL
 from services.engagement.context import Strict, engagement_of, refusals, rendered
 from services.engagement.store import Doc
 from shared.clock import from_ms
@@ -42,6 +44,17 @@ class DecisionIn(Strict):
     reason: Note = ""
 
 
+class AttendanceOut(BaseModel):
+    """Where hours from attendance came from (the activities service's ids)."""
+
+    activity_id: str
+    shift_id: str
+    signup_id: str | None = None
+    walk_in: bool = False
+    checked_in_at: datetime
+    checked_out_at: datetime | None = None
+
+
 class HoursOut(BaseModel):
     entry_id: str
     member_id: str
@@ -54,6 +67,9 @@ class HoursOut(BaseModel):
     decided_by: str | None = None
     decided_at: datetime | None = None
     reason: str = ""
+    #: `manual` (recorded, then decided by a coordinator) or `attendance` (approved at once).
+    source: str = MANUAL
+    attendance: AttendanceOut | None = None
 
 
 class HoursList(BaseModel):
@@ -76,6 +92,22 @@ def _hours_out(entry: Doc) -> HoursOut:
         decided_by=entry.get("decided_by"),
         decided_at=from_ms(entry["decided_ms"]) if entry.get("decided_ms") is not None else None,
         reason=entry.get("reason", ""),
+        source=entry.get("source", MANUAL),
+        attendance=_attendance_out(entry.get("attendance")),
+    )
+
+
+def _attendance_out(attended: Doc | None) -> AttendanceOut | None:
+    if attended is None:
+        return None
+    out = attended.get("checked_out_ms")
+    return AttendanceOut(
+        activity_id=attended["activity_id"],
+        shift_id=attended["shift_id"],
+        signup_id=attended.get("signup_id"),
+        walk_in=attended.get("walk_in", False),
+        checked_in_at=from_ms(attended["checked_in_ms"]),
+        checked_out_at=from_ms(out) if out is not None else None,
     )
 
 

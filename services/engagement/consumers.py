@@ -1,9 +1,11 @@
-"""Engagement's event handlers: the members projection, and activity facts from both streams.
+"""Engagement's event handlers: the members projection, activity facts from both streams, and
+the hours that attendance at activities proves.
 
 Each durable consumer is declared on its one handler, which takes a whole fetched batch (the
 bus hands it one event at a time when a batch fails): a batch of member events is one read of
 the projection, one insert of the counted transitions, one ordered bulk write of the
-projection, then the batch's facts in one write per member (scoring.py); activity likewise.
+projection, then the batch's facts in one write per member (scoring.py); activity likewise;
+a batch of attendances is one unordered insert of approved hours entries.
 The handlers only adapt: the work is in usecases.py.
 """
 
@@ -15,8 +17,12 @@ from datetime import datetime
 from services.engagement import usecases
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
+from shared.bus import TransientError
 from shared.events import (
+    ActivityChanged,
+    ActivityPublished,
     AnswerAccepted,
+    Attended,
     CommentAdded,
     HoursApproved,
     MemberJoined,
@@ -79,3 +85,25 @@ class EngagementHandlers:
     async def on_activity(self, batch: Batch) -> None:
         """The service's own activity events: first answers, then the facts into standings."""
         await usecases.record_activity(batch, self.store, self.scoring, self.clock())
+
+    @subscriptions.handler(
+        "engagement-activities",
+        stream="ACTIVITIES",
+        subjects=[
+            "activities.activity-published.*",
+            "activities.activity-changed.*",
+            "activities.attended.*",
+        ],
+        types=[ActivityPublished, ActivityChanged, Attended],
+        # Every effect is guarded already: an entry's id is derived from its member and shift,
+        # an activity's title by its time.
+        dedupe=False,
+    )
+    async def on_activities(self, batch: Batch) -> None:
+        """Attendance at activities: approved hours entries, with hours-approved (scored by
+        `on_activity` like hours approved by hand); the activities' titles label them."""
+        try:
+            async with self.scoring.unit_of_work() as uow:
+                await usecases.credit_attendance(batch, self.store, uow)
+        except usecases.MemberNotYetKnown as exc:
+            raise TransientError(str(exc)) from exc

@@ -24,7 +24,7 @@ from shared.events import CloudEvent
 from shared.http import IDEMPOTENCY_TTL
 from shared.projection import MemberProjection
 from shared.query import by_ids, count, order_key, total, where
-from shared.store import DUPLICATE_KEY, is_duplicate_key
+from shared.store import DUPLICATE_KEY, is_duplicate_key, only_duplicates
 from shared.tally import Tally
 from shared.uow import UnitOfWork, Write, without_outbox
 
@@ -57,6 +57,8 @@ class EngagementStore:
         self.comments = db["comments"]
         self.reactions = db["reactions"]
         self.hours = db["hours"]
+        #: What attendance entries need of an activity: its title and time zone (attendance.py).
+        self.activities = db["activities"]
         self.standing = db["standing"]  # per member: activity record, figures, level, drift
         self.returns = db["returns"]  # members who came back after a drift episode
         self.jobs = db["jobs"]  # leases of the periodic jobs
@@ -360,6 +362,40 @@ class EngagementStore:
         ]
         rows = await (await self.hours.aggregate(pipeline)).to_list(None)
         return {row["_id"]: float(row["hours"]) for row in rows}
+
+    async def insert_hours(self, uow: UnitOfWork, entries: list[tuple[Doc, CloudEvent]]) -> int:
+        """New entries with their events in one unordered bulk insert; an entry whose id exists
+        already (the same cause again) is left as it is. Returns how many were inserted."""
+        try:
+            await uow.bulk(self.hours, [Write.insert(doc, [event]) for doc, event in entries])
+        except BulkWriteError as exc:
+            if not only_duplicates(exc):
+                raise
+            return int(exc.details.get("nInserted", 0))
+        return len(entries)
+
+    async def activities_by_id(self, activity_ids: Iterable[str]) -> dict[str, Doc]:
+        return await by_ids(self.activities, activity_ids, {"title": 1, "timezone": 1})
+
+    async def note_activity(
+        self, activity_id: str, at_ms: int, title: str | None, timezone: str | None
+    ) -> None:
+        """An activity's title (the newest wins: guarded by its time, as two replicas may note
+        two events of one activity at once) and time zone (it does not change)."""
+        if title is not None:
+            try:
+                await self.activities.update_one(
+                    where({"_id": activity_id, "title_ms": {"$lt": at_ms}}),
+                    {"$set": {"title": title, "title_ms": at_ms}},
+                    upsert=True,
+                )
+            except Exception as exc:
+                if not is_duplicate_key(exc):  # a newer title is there already
+                    raise
+        if timezone is not None:
+            await self.activities.update_one(
+                {"_id": activity_id}, {"$set": {"timezone": timezone}}, upsert=True
+            )
 
     async def hours_approved_since(self, since_ms: int) -> float:
         return await total(

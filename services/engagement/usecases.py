@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from services.engagement import attendance, domain, erasure
 from services.engagement import contributions as rules
-from services.engagement import domain, erasure
 from services.engagement.contributions import Answer, Doc
-from services.engagement.scoring import Copy, Scoring
+from services.engagement.scoring import Copy, Scoring, derived_event_id
 from services.engagement.standings import cohort
 from services.engagement.store import RANK_FIELDS, EngagementStore
 from shared.clock import epoch_ms, utcnow
 from shared.events import (
+    Attended,
     CloudEvent,
     CommentAdded,
     EventData,
@@ -342,3 +343,50 @@ async def _referral_credits(facts: list[domain.Fact], store: EngagementStore) ->
         return []
     known = {**friends, **await store.referral_links(referrers)}
     return domain.referral_credits(facts, known)
+
+
+# -- what the activities service says --------------------------------------------------------------
+
+
+class MemberNotYetKnown(LookupError):
+    """An attendance names a member whose member-joined has not reached this service yet (the
+    two streams are not ordered with each other): a later try may find them."""
+
+
+async def credit_attendance(batch: Batch, store: EngagementStore, uow: UnitOfWork) -> int:
+    """Activities' events: titles and time zones noted, then each attendance an approved hours
+    entry with its hours-approved (attendance.py), all the batch's entries in one unordered
+    insert; scoring follows from hours-approved as for hours approved by hand. Returns how many
+    entries were made (an attendance credited before makes none)."""
+    for event, data in batch:
+        note = attendance.activity_note(event.time, data)
+        if note is not None:
+            await store.note_activity(note.activity_id, note.at_ms, note.title, note.timezone)
+    attended = [(event, data) for event, data in batch if isinstance(data, Attended)]
+    if not attended:
+        return 0
+    members = await store.members_by_id({data.member_id for _, data in attended})
+    unknown = sorted({data.member_id for _, data in attended} - set(members))
+    if unknown:
+        raise MemberNotYetKnown(f"member(s) {unknown} not known yet (member-joined pending)")
+    activities = await store.activities_by_id({data.activity_id for _, data in attended})
+    entries: dict[str, tuple[Doc, CloudEvent]] = {}
+    for event, data in attended:
+        if members[data.member_id].get("status") == "erased":
+            continue  # a replayed attendance must not bring an erased member's hours back
+        made = attendance.attendance_entry(data, activities.get(data.activity_id), event.time)
+        if made is None:
+            log.info("attendance %s of %s has no hours: nothing to credit", event.id, data.shift_id)
+            continue
+        entry, approved = made
+        if entry["_id"] in entries:
+            continue  # the same member and shift again in this batch: the first one counts
+        # The entry's one hours-approved: its id follows the entry's (the same on every try).
+        ident = derived_event_id("hours-approved", entry["_id"])
+        entries[entry["_id"]] = (
+            entry,
+            new_event(
+                approved, event_id=ident, time=event.time, correlation_id=event.correlationid
+            ),
+        )
+    return await store.insert_hours(uow, list(entries.values()))

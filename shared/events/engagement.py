@@ -109,7 +109,8 @@ class LevelChanged(EventData):
 
 
 class HoursApproved(EventData):
-    """A coordinator or staff member approved a member's volunteer hours."""
+    """A member's volunteer hours were approved: by a coordinator or staff member, or at once
+    from their attendance at an activity's shift (then `approved_by` recorded the attendance)."""
 
     event_type = "hours-approved"
     service = "engagement"

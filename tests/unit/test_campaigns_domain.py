@@ -27,7 +27,7 @@ from services.campaigns.domain import (
     validate_definition,
 )
 from shared.clock import epoch_ms as to_ms
-from shared.events import Audience, HoursApproved, PostCreated, ReferralMade
+from shared.events import Attended, Audience, HoursApproved, PostCreated, ReferralMade
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -115,6 +115,45 @@ def test_hours_score_points_per_approved_hour():
     activity = activity_of("hours-approved", "e2", T0, hours)
     assert activity is not None
     assert points_for(rules(), activity) == 7.5
+
+
+def attended(shift_id: str = "s1", hours: float = 4.0, **over) -> Attended:
+    body = dict(
+        activity_id="a1",
+        shift_id=shift_id,
+        member_id="m1",
+        checked_in_at=T0 + timedelta(hours=2),
+        hours=hours,
+        recorded_by="m9",
+    )
+    body.update(over)
+    return Attended(**body)
+
+
+def test_an_attendance_scores_per_attendance_at_its_check_in_whatever_its_hours():
+    r = rules(scoring={"attended": 5})
+    long, short = attended(hours=7.5), attended("s2", hours=0)
+    a = activity_of("attended", "e1", T0 + timedelta(days=3), long)
+    b = activity_of("attended", "e2", T0 + timedelta(days=3), short)
+    assert a is not None and b is not None
+    assert (a.member_id, a.at_ms, a.hours) == ("m1", to_ms(T0 + timedelta(hours=2)), 7.5)
+    assert points_for(r, a) == points_for(r, b) == 5
+    assert points_for(rules(), a) == 0  # a campaign that does not score attendance
+
+
+def test_a_second_attended_for_the_same_member_and_shift_is_the_same_credit():
+    first = activity_of("attended", "e1", T0, attended(hours=2))
+    correction = activity_of("attended", "e2", T0, attended(hours=3))
+    other_member = activity_of("attended", "e3", T0, attended(member_id="m2"))
+    other_shift = activity_of("attended", "e4", T0, attended("s2"))
+    assert first is not None and correction is not None
+    assert other_member is not None and other_shift is not None
+    assert first.key == correction.key
+    assert len({first.key, other_member.key, other_shift.key}) == 3
+    standing = Standing("m1")
+    for a in (first, correction, first):
+        standing = standing.credit(a.key, 5, a.at_ms)
+    assert standing.points == 5
 
 
 def test_an_event_type_not_in_scoring_scores_nothing():
@@ -262,6 +301,15 @@ def test_a_valid_definition_has_no_problems():
             T0, T0 + timedelta(days=1), {"post-created": 1}, [5, 10], 1, T0 - timedelta(days=1)
         )
         == []
+    )
+
+
+def test_a_challenge_may_score_attendance_but_not_an_unknown_kind_of_it():
+    now = T0 - timedelta(days=1)
+    end = T0 + timedelta(days=30)
+    assert validate_definition(T0, end, {"attended": 5}, [15], 1, now) == []
+    assert "unknown event types ['attended-hours']" in " ".join(
+        validate_definition(T0, end, {"attended-hours": 2}, [15], 1, now)
     )
 
 

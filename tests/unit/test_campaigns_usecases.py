@@ -15,7 +15,7 @@ from services.campaigns.cli import check
 from services.campaigns.schemas import CampaignOut
 from services.campaigns.usecases import Conflict, InvalidCampaign, Missing, UnknownMember
 from shared.clock import epoch_ms, from_ms
-from shared.events import LevelChanged, MemberJoined, PostCreated, ReferralMade
+from shared.events import Attended, LevelChanged, MemberJoined, PostCreated, ReferralMade
 from tests.fakes.campaigns import T0, CampaignsWorld, batch
 
 
@@ -42,6 +42,19 @@ def referral(referrer: str, referred: str) -> ReferralMade:
 
 def post(author: str, post_id: str) -> PostCreated:
     return PostCreated(post_id=post_id, author_id=author, kind="post", title="t", created_at=T0)
+
+
+def attended(member: str, shift_id: str, at=T0 + timedelta(hours=1), **over) -> Attended:
+    body = dict(
+        activity_id="a1",
+        shift_id=shift_id,
+        member_id=member,
+        checked_in_at=at,
+        hours=3.0,
+        recorded_by="coordinator",
+    )
+    body.update(over)
+    return Attended(**body)
 
 
 @pytest.fixture
@@ -336,3 +349,47 @@ async def test_a_standing_another_writer_changed_meanwhile_is_credited_again(wor
     reached = [e.payload().milestone for e in world.relay.published("milestone-reached")]
     assert reached == [20]
     assert world.standing(cid, "anna")["milestones"].keys() == {"20"}
+
+
+# -- attendance at activities --------------------------------------------------------------------
+
+
+async def test_three_attended_shifts_reach_the_challenge_milestone_once(world):
+    cid = await world.running(kind="challenge", scoring={"attended": 5}, milestones=[15])
+    await world.scoring.members_changed(batch(joined("anna"), joined("tim", region="tver")))
+    shifts = batch(attended("anna", "s1"), attended("anna", "s2"))
+    await world.scoring.members_acted(shifts)
+    await world.scoring.members_acted(shifts)  # redelivered
+    # A correction of the first shift is the same attendance; tver is not in the audience.
+    await world.scoring.members_acted(batch(attended("anna", "s1", hours=4.5)))
+    await world.scoring.members_acted(batch(attended("tim", "s1"), attended("tim", "s2")))
+    assert world.points(cid) == {"anna": 10}
+    assert world.relay.published("milestone-reached") == []
+    await world.scoring.members_acted(batch(attended("anna", "s3")))
+    assert world.points(cid) == {"anna": 15}
+    [reached] = world.relay.published("milestone-reached")
+    assert (reached.payload().member_id, reached.payload().milestone) == ("anna", 15)
+
+
+async def test_attendance_outside_the_campaign_window_scores_nothing(world):
+    cid = await world.running(scoring={"attended": 5})
+    await world.scoring.members_changed(batch(joined("anna")))
+    before = attended("anna", "s0", at=T0 - timedelta(days=1))
+    after = attended("anna", "s9", at=T0 + timedelta(days=8))
+    await world.scoring.members_acted(batch(before, after, attended("anna", "s1")))
+    assert world.points(cid) == {"anna": 5}
+
+
+async def test_an_attendance_of_a_member_not_known_yet_is_refused_for_a_retry(world):
+    await world.running(scoring={"attended": 5})
+    with pytest.raises(UnknownMember):
+        await world.scoring.members_acted(batch(attended("ghost", "s1")))
+
+
+async def test_an_active_counted_referral_scores_when_the_referred_member_attends(world):
+    cid = await world.running(count_referrals="active", scoring={"referral-made": 10})
+    await world.scoring.members_changed(batch(joined("anna"), joined("boris")))
+    await world.scoring.members_changed(batch(referral("anna", "boris")))
+    assert world.points(cid) == {}
+    await world.scoring.members_acted(batch(attended("boris", "s1")))
+    assert world.points(cid) == {"anna": 10}

@@ -122,6 +122,11 @@ class Scoring:
         for event, data in run:
             if isinstance(data, LevelChanged):
                 await self.store.set_level(data.member_id, data.new_level, epoch_ms(event.time))
+        await self.members_acted(run)
+
+    async def members_acted(self, run: Run) -> None:
+        """Members did something a campaign may score (posted, had hours approved, attended a
+        shift): their latest activity noted, then scored, with referrals counted as `active`."""
         scored = activities(run)
         if not scored:
             return
