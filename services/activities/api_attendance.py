@@ -7,11 +7,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from services.activities.api import CHECKIN, SIGNUP, ActivityId
-from services.activities.api_signups import acting_member
 from services.activities.context import activities_of, refusals
 from services.activities.schemas import AttendanceIn, CheckinIn, LinkOut, SignupOut
 from services.activities.usecases import Mark
-from shared.http import principal_of, require
+from shared.http import acting_member, principal_of, require
 
 router = APIRouter(prefix="/v1", tags=["activities"])
 

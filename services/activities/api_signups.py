@@ -1,6 +1,8 @@
 """Sign-up routes: sign up for a shift, read, confirm ("I'm coming") and cancel a sign-up, a
 shift's list, a member's record. Every route that acts for a member names them through
-`acting_member`, the one place a key bound to a member will be held to that member."""
+the kernel's `acting_member`: a key bound to a member acts as that member only (403 for
+anyone else), on sign-ups, confirmations, cancellations, self check-in and the reads of one
+member's sign-ups and record."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from services.activities.schemas import (
     SignupOut,
 )
 from services.activities.usecases import BY_MEMBER, BY_ORGANISER
-from shared.http import ApiError, new_id, not_found, principal_of, require
+from shared.http import ApiError, acting_member, new_id, not_found, principal_of, require
 from shared.limits import Ident
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 from shared.service import Runtime
@@ -30,12 +32,6 @@ router = APIRouter(prefix="/v1", tags=["activities"])
 T = TypeVar("T")
 SignupId = Annotated[str, Path(min_length=1, max_length=100)]
 ShiftId = Annotated[str, Path(min_length=1, max_length=100)]
-
-
-def acting_member(request: Request, member_id: str) -> str:
-    """The member a request acts as. Today the key's scope is the whole check; a key bound to
-    a member will act only as that member, and this is where that is enforced."""
-    return member_id
 
 
 async def _signup(a: Activities, signup_id: str) -> Doc:
@@ -72,6 +68,7 @@ async def get_signup(signup_id: SignupId, request: Request) -> SignupOut:
     a = activities_of(request)
     with refusals():
         signup, position = await a.signups.get(signup_id)
+    acting_member(request, signup["member_id"])
     return SignupOut.from_doc(signup, position)
 
 
@@ -156,6 +153,7 @@ async def member_record(
 ) -> MemberRecord:
     """The member's sign-ups, attendance and hours, newest first."""
     a = activities_of(request)
+    member_id = acting_member(request, member_id)
     member = await a.store.member(member_id)
     if member is None or member.get("status") == "erased":
         raise not_found("member", member_id)

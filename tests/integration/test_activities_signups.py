@@ -167,3 +167,46 @@ async def test_refusals_are_clear_4xx_with_nothing_stored_and_no_event(activitie
     await wait_events(nc, "signed-up", 1)
     signed = await events_of(nc, "signed-up")
     assert [e["data"]["member_id"] for e in signed] == [anna]
+
+
+async def test_a_key_bound_to_a_member_signs_up_confirms_and_reads_only_as_that_member(
+    activities, nc
+):
+    from shared.keys import new_key, put
+    from tests.integration.test_access_support import bearer, known_everywhere
+
+    http = activities.http
+    anna, boris = await join_members(nc, http, 2)
+    activity = await create(http, shifts=[shift(utcnow() + timedelta(days=1), capacity=5)])
+    shift_id = activity["shifts"][0]["shift_id"]
+    token, record = new_key("anna's app", ["activities:signup", "activities:read"], member_id=anna)
+    await put(nc.jetstream(), record)
+    await known_everywhere({"activities": activities}, [record.id])
+    own = bearer(token)
+    path = f"/v1/activities/{activity['activity_id']}/shifts/{shift_id}/signups"
+
+    as_boris = await http.post(path, json={"member_id": boris}, headers=own)
+    assert as_boris.status_code == 403, as_boris.text
+    assert as_boris.json()["error"]["details"]["bound_member_id"] == anna
+    assert (await http.get(f"/v1/activities/{activity['activity_id']}")).json()["shifts"][0][
+        "confirmed"
+    ] == 0
+    mine = await http.post(path, json={"member_id": anna}, headers=own)
+    assert mine.status_code == 201, mine.text
+    boris_signup = (await sign_up(http, activity, boris)).json()  # by an unbound key
+
+    for refused in (
+        await http.get(f"/v1/signups/{boris_signup['signup_id']}", headers=own),
+        await http.post(f"/v1/signups/{boris_signup['signup_id']}/confirm", headers=own),
+        await http.delete(f"/v1/signups/{boris_signup['signup_id']}", headers=own),
+        await http.get(f"/v1/members/{boris}/activities", headers=own),
+    ):
+        assert refused.status_code == 403, refused.text
+    assert (await http.get(f"/v1/signups/{boris_signup['signup_id']}")).json()["status"] == (
+        "confirmed"
+    )
+    signup_id = mine.json()["signup_id"]
+    assert (await http.get(f"/v1/signups/{signup_id}", headers=own)).status_code == 200
+    confirmed = await http.post(f"/v1/signups/{signup_id}/confirm", headers=own)
+    assert confirmed.status_code == 200, confirmed.text
+    assert (await http.get(f"/v1/members/{anna}/activities", headers=own)).status_code == 200
