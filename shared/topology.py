@@ -36,7 +36,7 @@ DLQ_STREAM = "DLQ"
 #: Streams a service may declare besides its own and DLQ: the notifier declares its sources
 #: ahead of their producers (same config), so it can start alone.
 EXTRA_STREAMS: dict[str, tuple[str, ...]] = {
-    "notifier": ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS"),
+    "notifier": ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS", "ACTIVITIES"),
 }
 
 #: The service whose erasure purges the dead-letter stream of a member's messages.
