@@ -74,21 +74,29 @@ class ActivityRecords:
     # -- activities ---------------------------------------------------------------------------
 
     async def project_activity(self, activity_id: str, fields: Doc) -> None:
-        """The published activity, unless it was cancelled meanwhile."""
+        """The published activity, unless it was cancelled or changed by a later event
+        meanwhile (a late copy of activity-published does not undo a change, even one made
+        in the same millisecond; the same event again writes what is there)."""
+        newer = {"event_ms": {"$lt": fields["event_ms"]}}
         await _bulk(
             self.activities,
             [
                 UpdateOne(
-                    where({"_id": activity_id, **NOT_CANCELLED}), {"$set": fields}, upsert=True
+                    where({"_id": activity_id, **NOT_CANCELLED, **newer}),
+                    {"$set": fields},
+                    upsert=True,
                 )
             ],
         )
 
-    async def change_activity(self, activity_id: str, fields: Doc) -> None:
-        if fields:
-            await self.activities.update_one(
-                where({"_id": activity_id, **NOT_CANCELLED}), {"$set": fields}
-            )
+    async def change_activity(self, activity_id: str, fields: Doc, event_ms: int) -> bool:
+        """The changed fields, unless the activity was cancelled or changed by a later event;
+        False when nothing was written."""
+        result = await self.activities.update_one(
+            where({"_id": activity_id, **NOT_CANCELLED, "event_ms": {"$lte": event_ms}}),
+            {"$set": {**fields, "event_ms": event_ms}},
+        )
+        return result.matched_count == 1
 
     async def cancel_activity(self, activity_id: str, reason: str, event_ms: int) -> None:
         """Cancelled for good (a tombstone if it was never seen published)."""

@@ -81,7 +81,8 @@ async def activity_changed(n: Notifier, event: CloudEvent, data: ActivityChanged
     if current is None or current.get("status") != "published":
         return  # a draft, or cancelled: nobody is signed up to be told
     change = volunteering.changed(current, data.changes)
-    await n.store.change_activity(data.activity_id, change.fields)
+    if not await n.store.change_activity(data.activity_id, change.fields, epoch_ms(event.time)):
+        return  # cancelled meanwhile, or an older change than the one stored
     activity = {**current, **change.fields}
     for lead in change.removed_leads:
         await n.store.cancel_reminders_of_activity(data.activity_id, lead)

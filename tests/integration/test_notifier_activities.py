@@ -159,6 +159,14 @@ async def test_an_announcement_reaches_only_its_audience_with_consent_once_and_w
         subjects = [m["Subject"] for m in smtp.to(anna.contacts.email)]
         assert "Нужны добровольцы: Посадка деревьев" in subjects
 
+        # An audience of an interest alone, anywhere: Eva's second interest.
+        animals = activity(now + timedelta(days=4), audience={"interests": ["animals"]})
+        await publish(nc, animals.model_copy(update={"announce": True}))
+        await wait_item(notifier, eva.member_id, "activity_announcement")
+        await activities_idle(nc)
+        assert len(await items(notifier, eva.member_id, "activity_announcement")) == 2
+        assert len(await items(notifier, anna.member_id, "activity_announcement")) == 1
+
 
 async def test_a_sign_up_is_confirmed_in_the_members_zone_and_a_waitlisted_one_told_its_place(
     services: Any, nc: Any, streams: None, channels: dict[str, Any], smtp: MailRecorder
@@ -492,3 +500,35 @@ async def test_a_shift_of_2000_is_reminded_in_batches_each_member_once(
         ).to_list(None)
         assert sorted(d["member_id"] for d in sent) == sorted(m.member_id for m in members)
         assert await run_reminders(s) == 0  # each reminder once
+
+
+async def test_new_lead_times_replan_the_reminders_of_every_confirmed_member(
+    services: Any, nc: Any, streams: None
+) -> None:
+    async with services("notifier", **MANUAL) as s:
+        notifier, store = s["notifier"].http, s["notifier"].store
+        t0 = noon()
+        at_clock(s, t0)
+        anna = joined(timezone="UTC")
+        await join_all(nc, notifier, anna)
+        start = t0 + timedelta(days=2)
+        act = activity(start)
+        mine = signed_up(act, anna.member_id)
+        for event in (act, mine):
+            await publish(nc, event)
+        await activities_idle(nc)
+        await publish(
+            nc, ActivityChanged(activity_id=act.activity_id, changes={"reminders_minutes": [360]})
+        )
+        await activities_idle(nc)
+        planned = await reminders_of(store, mine.signup_id)
+        assert sorted((r["lead_minutes"], r["status"]) for r in planned) == [
+            (120, "cancelled"),
+            (360, "planned"),
+            (1440, "cancelled"),
+        ]
+        at_clock(s, start - 24 * H + MINUTE)
+        assert await run_reminders(s) == 0
+        at_clock(s, start - 6 * H + MINUTE)
+        assert await run_reminders(s) == 1
+        await wait_item(notifier, anna.member_id, "activity_reminder")
