@@ -40,7 +40,7 @@ DLQ_STREAM = "DLQ"
 EXTRA_STREAMS: dict[str, tuple[str, ...]] = {
     "engagement": ("ACTIVITIES",),
     "campaigns": ("ACTIVITIES",),
-    "notifier": ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS"),
+    "notifier": ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS", "ACTIVITIES"),
 }
 
 #: The service whose erasure purges the dead-letter stream of a member's messages.

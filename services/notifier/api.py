@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.notifier import usecases
 from services.notifier.domain import Preferences
@@ -84,6 +84,12 @@ class InboxItem(BaseModel):
     created_at: datetime
     read: bool = False
     cause_event_id: str
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="ids a client acts on: an activity's `activity_id`; a sign-up's "
+        "`signup_id`, `activity_id`, `shift_id` and `actions` (a reminder offers `confirm`, "
+        '"I\'m coming", and `cancel`, "I can\'t": the activities service\'s endpoints)',
+    )
 
 
 class Inbox(BaseModel):
@@ -114,6 +120,7 @@ async def inbox(
             read=bool(d.get("read")),
             title=title,
             body=body,
+            data=dict(d.get("data") or {}),
             **{k: d[k] for k in ("template", "category", "created_at", "cause_event_id")},
         )
 

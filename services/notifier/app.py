@@ -15,6 +15,7 @@ from services.notifier.channels import Channel, EmailChannel, TelegramChannel, W
 from services.notifier.consumers import NotifierHandlers, subscriptions
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Clock, Fanout, Limits
+from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.usecases import Notifier
 from shared.bus import STREAMS, Bus
@@ -45,6 +46,7 @@ class NotifierSettings(ServiceSettings):
     lease_seconds: float = Field(120.0, alias="SARAFAN_NOTIFIER_LEASE_SECONDS", gt=0)
     send_timeout_seconds: float = Field(10.0, alias="SARAFAN_NOTIFIER_SEND_TIMEOUT_SECONDS", gt=0)
     fanout_batch: int = Field(1000, alias="SARAFAN_NOTIFIER_FANOUT_BATCH", ge=1)
+    reminder_seconds: float = Field(30.0, alias="SARAFAN_NOTIFIER_REMINDER_SECONDS", gt=0)
 
 
 def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
@@ -135,10 +137,16 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
         # Fan-outs skip a member projection they cannot read (and log its id).
         runtime.skipped,
     )
-    notifier = Notifier(store, fanout, runtime.bus)
+    reminders = Reminders(store, fanout, runtime.metrics, settings.fanout_batch)
+    notifier = Notifier(store, fanout, runtime.bus, reminders)
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.subscribe(subscriptions, NotifierHandlers(notifier), clock=clock.now)
-    runtime.jobs += [declare_sources(runtime.bus), closing(channels), dispatcher.run]
+    runtime.jobs += [
+        declare_sources(runtime.bus),
+        closing(channels),
+        dispatcher.run,
+        reminders.job(settings.reminder_seconds),
+    ]
     app = create_app(
         runtime,
         [api.router],
@@ -151,4 +159,5 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     app.state.notifier = notifier
     app.state.clock = clock
     app.state.dispatcher = dispatcher
+    app.state.reminders = reminders
     return app

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any, Protocol
@@ -36,6 +36,8 @@ class Outgoing:
     title: str
     body: str
     cause_event_id: str
+    #: Ids a receiver acts on (an activity, a sign-up and its actions): Message.data.
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,9 @@ class WebhookChannel:
                 "type": f"notification.{message.template}",
                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "data": {
+                    # The message's own ids (signup_id, activity_id, ...) first: the
+                    # notification's fields below always win.
+                    **message.data,
                     "notification_id": message.delivery_id,
                     "member_id": message.member_id,
                     "template": message.template,

@@ -6,9 +6,12 @@ same batch one event at a time), so one event and a thousand take the same path.
 
 from __future__ import annotations
 
-from services.notifier import usecases
+from services.notifier import activity_usecases, usecases
 from services.notifier.usecases import Notifier
 from shared.events import (
+    ActivityCancelled,
+    ActivityChanged,
+    ActivityPublished,
     AnswerAccepted,
     CampaignEnded,
     CampaignStarted,
@@ -22,12 +25,16 @@ from shared.events import (
     MilestoneReached,
     QuestionUnanswered,
     ReferralMade,
+    SignedUp,
+    SignUpChanged,
 )
 from shared.subscriptions import Batch, Subscriptions
 
 subscriptions = Subscriptions("notifier")
 
 ENGAGEMENT_EVENTS = (LevelChanged, CommentAdded, AnswerAccepted, MemberDrifting, QuestionUnanswered)
+#: Attendance (attended, no-show) sends no message: the notifier does not read it.
+ACTIVITIES_EVENTS = (ActivityPublished, ActivityChanged, ActivityCancelled, SignedUp, SignUpChanged)
 
 
 class NotifierHandlers:
@@ -77,3 +84,14 @@ class NotifierHandlers:
     )
     async def on_campaigns(self, batch: Batch) -> None:
         await usecases.notify(self.notifier, batch)
+
+    # An announcement to a large audience, or the re-planned reminders of a 5,000-member shift,
+    # take seconds; the bus's in-progress acks keep JetStream from redelivering meanwhile.
+    @subscriptions.handler(
+        "notifier-activities",
+        stream="ACTIVITIES",
+        subjects=[f"activities.{t.event_type}.*" for t in ACTIVITIES_EVENTS],
+        types=ACTIVITIES_EVENTS,
+    )
+    async def on_activities(self, batch: Batch) -> None:
+        await activity_usecases.on_activities(self.notifier, batch)

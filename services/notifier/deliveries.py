@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from services.notifier import domain
 from services.notifier.domain import Message, Plan, Recipient
@@ -20,6 +20,34 @@ from shared.clock import epoch_ms
 from shared.events import CloudEvent, NotificationFailed, NotificationSent, new_event
 
 Doc = dict[str, Any]
+
+
+class Cause(Protocol):
+    """Why a message is sent: an event (a CloudEvent is one), or a key naming the occasion when
+    several events may lead to the same message (`Occasion`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def correlationid(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Occasion:
+    """A cause that is not one event: a planned reminder (`reminder:<id>`), or a cancellation
+    that both activity-cancelled and each sign-up's sign-up-changed announce, told once
+    (`activity-cancelled:<activity id>`). Delivery ids derive from `id`, so whichever event
+    comes first writes the message and the others find it written."""
+
+    id: str
+    type: str
+    correlationid: str
+
+
 #: An update and the events it raises.
 Change = tuple[Doc, list[CloudEvent]]
 #: A digest item: the member's digest delivery as it is created, the item's key, the item.
@@ -39,15 +67,21 @@ def message_parts(message: Message) -> Doc:
 
 
 def base_delivery(
-    cause: CloudEvent, message: Message, member: Recipient, channel: str, now: datetime
+    cause: Cause, message: Message, member: Recipient, channel: str, now: datetime
 ) -> Doc:
+    extra: Doc = {"data": dict(message.data)} if message.data else {}
+    if message.expires is not None:
+        extra["expires_ms"] = epoch_ms(message.expires)
     return {
         "_id": domain.delivery_id(cause.id, member.member_id, channel),
         "member_id": member.member_id,
         "channel": channel,
         **message_parts(message),
+        **extra,
         "category": message.category,
         "locale": member.locale,
+        # Times in a text (a shift's) are shown in the member's zone as of the planning.
+        "timezone": member.timezone,
         "cause_event_id": cause.id,
         "cause_type": cause.type,
         "correlation_id": cause.correlationid,
@@ -70,7 +104,7 @@ def _sent_event(delivery: Doc, correlation_id: str | None) -> CloudEvent:
     )
 
 
-def inapp(cause: CloudEvent, message: Message, member: Recipient, now: datetime) -> Change:
+def inapp(cause: Cause, message: Message, member: Recipient, now: datetime) -> Change:
     """Stored is delivered: the inbox is the in-app channel. Announced by notification-sent."""
     base = base_delivery(cause, message, member, "inapp", now)
     doc = {
@@ -83,7 +117,7 @@ def inapp(cause: CloudEvent, message: Message, member: Recipient, now: datetime)
     return doc, [_sent_event(doc, cause.correlationid)]
 
 
-def push(cause: CloudEvent, message: Message, member: Recipient, plan: Plan, now: datetime) -> Doc:
+def push(cause: Cause, message: Message, member: Recipient, plan: Plan, now: datetime) -> Doc:
     """The push on the first channel of the member's route, due when the plan says."""
     return {
         **base_delivery(cause, message, member, plan.route[0], now),
@@ -96,7 +130,7 @@ def push(cause: CloudEvent, message: Message, member: Recipient, plan: Plan, now
 
 
 def digest_entry(
-    cause: CloudEvent, message: Message, member: Recipient, plan: Plan, now: datetime
+    cause: Cause, message: Message, member: Recipient, plan: Plan, now: datetime
 ) -> DigestEntry:
     """The item this message adds to the member's digest of `plan.digest_day`."""
     day = plan.digest_day
@@ -160,8 +194,15 @@ def blocker(
     return None
 
 
-def cancelled() -> Doc:
-    return {"$set": {"status": "cancelled", "last_error": "member left"}}
+def cancelled(why: str = "member left") -> Doc:
+    return {"$set": {"status": "cancelled", "last_error": why}}
+
+
+def expired(delivery: Doc, at: datetime) -> bool:
+    """Whether a delivery with a deadline (a reminder: the shift's start) can no longer go at
+    `at`; one without a deadline never expires."""
+    deadline = delivery.get("expires_ms")
+    return isinstance(deadline, int | float) and epoch_ms(at) >= deadline
 
 
 def deferred(until: datetime, why: str) -> Doc:

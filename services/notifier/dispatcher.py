@@ -10,7 +10,6 @@ notification-sent and notification-failed events together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import traceback
@@ -66,6 +65,20 @@ def _failure(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}{where}"
 
 
+async def woken_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` pass.
+
+    Not `asyncio.wait_for(event.wait(), ...)`: on Python 3.11 a cancellation that arrives as
+    the event is set is swallowed (wait_for returns the result), so a stopping service would
+    wait for ever on a loop that goes on running; `asyncio.wait` always lets it through.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+
+
 @dataclass(frozen=True)
 class DispatchSettings:
     max_attempts: int
@@ -114,8 +127,7 @@ class Dispatcher:
                 log.warning("dispatch round failed: %r; retrying", exc)
                 claimed = 0
             if claimed < self.settings.claim_batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                await woken_or_timeout(self._wake, self.settings.poll_seconds)
 
     async def run_once(self) -> int:
         """Claim one batch of due deliveries and attempt each; returns how many were claimed."""
@@ -205,6 +217,8 @@ class Dispatcher:
         blocked = deliveries.blocker(delivery["channel"], member, now, self.available)
         if member is None or blocked == "member-left":
             await self.store.finish(uow, delivery["_id"], token, deliveries.cancelled())
+        elif deliveries.expired(delivery, now):
+            await self._expire(uow, delivery, token)
         elif blocked is not None or not within_rate:
             await self._hold(uow, delivery, member, token, blocked, now)
         else:
@@ -252,6 +266,7 @@ class Dispatcher:
                     title=title,
                     body=body,
                     cause_event_id=delivery["cause_event_id"],
+                    data=dict(delivery.get("data") or {}),
                 )
             )
         except Exception as exc:
@@ -333,8 +348,17 @@ class Dispatcher:
     async def _defer(
         self, uow: UnitOfWork, delivery: Doc, token: str, until: datetime, why: str
     ) -> None:
+        if deliveries.expired(delivery, until):
+            # It would go after its deadline (a reminder after the shift's start): not at all.
+            await self._expire(uow, delivery, token)
+            return
         await self.store.finish(uow, delivery["_id"], token, deliveries.deferred(until, why))
         self._count(delivery["channel"], "deferred")
+
+    async def _expire(self, uow: UnitOfWork, delivery: Doc, token: str) -> None:
+        update = deliveries.cancelled("expired: its deadline passed before it could be sent")
+        if await self.store.finish(uow, delivery["_id"], token, update):
+            self._count(delivery["channel"], "expired")
 
     async def _failed(
         self,

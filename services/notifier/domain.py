@@ -19,15 +19,26 @@ from pydantic import (
 from services.notifier.timing import QuietHours, earliest_send, local_date, next_digest
 from shared.events import LEVELS
 from shared.limits import Request
+from shared.tags import normalise_tags
 
 PushChannel = Literal["telegram", "email", "webhook"]
 PUSH_CHANNELS: tuple[str, ...] = ("telegram", "email", "webhook")
 
-#: Every message belongs to one category. `account` messages are transactional: they cannot
-#: be switched off, ignore the daily budget and the rate limit (they still respect quiet hours).
-CATEGORIES = ("account", "referrals", "achievements", "community", "coordination", "campaigns")
-OPTIONAL_CATEGORIES = CATEGORIES[1:]
-URGENT_CATEGORIES = frozenset({"account"})
+#: Every message belongs to one category. `account` and `signups` messages are transactional
+#: (the member's account; a sign-up the member made: its confirmation, waitlist, reminders,
+#: changes and cancellation): they cannot be switched off, ignore the daily budget and the rate
+#: limit, and need no marketing consent (they still respect quiet hours).
+MANDATORY_CATEGORIES = ("account", "signups")
+OPTIONAL_CATEGORIES = (
+    "referrals",
+    "achievements",
+    "community",
+    "coordination",
+    "campaigns",
+    "activities",
+)
+CATEGORIES = MANDATORY_CATEGORIES + OPTIONAL_CATEGORIES
+URGENT_CATEGORIES = frozenset(MANDATORY_CATEGORIES)
 DIGEST_CATEGORY = "community"
 
 
@@ -47,6 +58,29 @@ def digest_cause(member_id: str, day: date) -> str:
 
 
 @dataclass(frozen=True)
+class Audience:
+    """Who a message with an audience is for: members of any of the regions, with any of the
+    roles and any of the interests given (an empty list does not restrict; the dimensions
+    combine with "and"), at `min_level` or above. Campaigns give regions, roles and a level,
+    activities regions, roles and interests."""
+
+    regions: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    interests: tuple[str, ...] = ()
+    min_level: str | None = None
+
+    @classmethod
+    def of(cls, audience: Any) -> Audience:
+        """From an event's audience (campaign-started's or activity-published's)."""
+        return cls(
+            regions=tuple(dict.fromkeys(audience.regions)),
+            roles=tuple(dict.fromkeys(audience.roles)),
+            interests=tuple(normalise_tags(getattr(audience, "interests", ()))),
+            min_level=getattr(audience, "min_level", None),
+        )
+
+
+@dataclass(frozen=True)
 class Message:
     """One kind of message with its facts; the recipient's name and locale are added per member.
 
@@ -54,6 +88,11 @@ class Message:
     asker, the friend brought in). Deliveries store that member's id, never the name: texts are
     rendered when they are read or sent, from the projection, so a member who is erased is
     named nowhere afterwards (`texts.py`).
+
+    `data` are ids a client acts on (an activity, a sign-up and what can be done with it),
+    shown with the in-app message and in the webhook payload. `expires` is the instant after
+    which the message is pointless (a shift's start): nothing is sent from then on, and a push
+    that quiet hours or the rate limit would delay past it is dropped.
     """
 
     template: str
@@ -61,6 +100,8 @@ class Message:
     context: dict[str, Any] = field(default_factory=dict)
     marketing: bool = False  # only members who consented to marketing receive it
     mentions: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    expires: datetime | None = None
 
     def stored_context(self) -> dict[str, Any]:
         """The facts a delivery keeps: the context without the names of mentioned members."""
@@ -118,7 +159,8 @@ class Preferences(Request):
         default_factory=dict,
         max_length=len(CATEGORIES),
         description=f"category → on/off; missing categories are on. Categories: "
-        f"{', '.join(OPTIONAL_CATEGORIES)} (account messages cannot be switched off)",
+        f"{', '.join(OPTIONAL_CATEGORIES)} (account and signups messages cannot be switched "
+        "off)",
     )
     community: Literal["instant", "digest"] = Field(
         "instant", description="`digest`: community messages are pushed once a day, together"
@@ -141,12 +183,12 @@ class Preferences(Request):
     @model_validator(mode="after")
     def _known_categories(self) -> Preferences:
         unknown = set(self.categories) - set(OPTIONAL_CATEGORIES)
-        if "account" in unknown and self.categories["account"]:
-            unknown.discard("account")
+        unknown -= {c for c in MANDATORY_CATEGORIES if self.categories.get(c) is True}
         if unknown:
             raise ValueError(
                 f"unknown or mandatory categories {sorted(unknown)}; choose from "
-                f"{list(OPTIONAL_CATEGORIES)} (account messages cannot be switched off)"
+                f"{list(OPTIONAL_CATEGORIES)} (account and signups messages cannot be "
+                "switched off)"
             )
         return self
 
@@ -224,6 +266,7 @@ class Plan:
     deferred: str | None = None  # why it waits: quiet-hours, digest
     digest_day: date | None = None  # set when it joins the member's daily digest
     budget_day: date | None = None  # set when it spends one of the member's daily budget
+    expired: str | None = None  # the push channel dropped: it could not go before `expires`
 
     def without_push(self) -> Plan:
         return Plan(self.member_id, (), self.due)
@@ -232,8 +275,11 @@ class Plan:
 def plan(
     message: Message, member: Recipient, now: datetime, available: frozenset[str]
 ) -> Plan | None:
-    """None when the member does not get this message at all (left, no consent, category off)."""
+    """None when the member does not get this message at all (left, no consent, category off,
+    expired)."""
     if not member.active:
+        return None
+    if message.expires is not None and now >= message.expires:
         return None
     if message.marketing and not member.marketing:
         return None
@@ -254,6 +300,9 @@ def plan(
             digest_day=day,
         )
     due = earliest_send(now, member.timezone, quiet)
+    if message.expires is not None and due >= message.expires:
+        # Quiet hours last past the point: the inbox has it now, nothing is pushed later.
+        return Plan(member.member_id, (), now, expired=route[0])
     return Plan(
         member.member_id,
         route,

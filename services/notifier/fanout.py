@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.notifier import deliveries, domain
-from services.notifier.deliveries import DigestEntry
+from services.notifier.deliveries import Cause, DigestEntry
 from services.notifier.domain import Message, Plan, Recipient
 from services.notifier.rules import Notice
 from services.notifier.store import NotifierStore, budget_key
@@ -30,8 +30,8 @@ log = logging.getLogger("sarafan.notifier.fanout")
 
 BUDGET_KEPT = timedelta(days=3)
 #: A message for one member: its cause, the message, the member's projection.
-Item = tuple[CloudEvent, Message, dict[str, Any]]
-Planned = tuple[CloudEvent, Message, Recipient, Plan]
+Item = tuple[Cause, Message, dict[str, Any]]
+Planned = tuple[Cause, Message, Recipient, Plan]
 
 
 class Clock:
@@ -75,7 +75,7 @@ class Fanout:
         if n:
             self.metrics.notifications.labels(self.metrics.service, channel, outcome).inc(n)
 
-    async def notify(self, cause: CloudEvent, notice: Notice) -> int:
+    async def notify(self, cause: Cause, notice: Notice) -> int:
         """Deliver one notice to all its recipients, batch by batch; returns how many members."""
         total = 0
         async for batch in self._recipients(notice):
@@ -116,6 +116,8 @@ class Fanout:
                 # stop a campaign's announcement to everyone else: skipped, logged, counted.
                 self.skipped.skip("members", doc.get("_id"), exc, "fan-out")
                 continue
+            if plan is not None and plan.expired:
+                self._count(plan.expired, "expired")
             if plan is not None:
                 planned.append((cause, message, member, plan))
         return planned

@@ -1,8 +1,10 @@
 """What member events change in the notifier's member projection (pure: no I/O).
 
-The projection keeps the fields a message needs (name, region, roles, locale, time zone,
-contacts, consent) and some of its own: `coordinator_region`, the scalar a region's
-coordinators are found by, and `blocked`, the channels known to fail for good. The store writes
+The projection keeps the fields a message needs (name, region, roles, interests, locale, time
+zone, contacts, consent) and some of its own: `coordinator_region`, the scalar a region's
+coordinators are found by, `blocked`, the channels known to fail for good, and beside it one
+interest entry per member and interest (`interest_entries`), what an activity's audience is
+found by. The store writes
 what these functions return; the rules about what changes live here.
 """
 
@@ -13,9 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.events import MemberJoined
+from shared.tags import normalise_tags
+
+Doc = dict[str, Any]
 
 #: Copied as they are from member-joined and member-updated.
-PROJECTION_FIELDS = ("display_name", "region", "roles", "locale", "timezone")
+PROJECTION_FIELDS = ("display_name", "region", "roles", "interests", "locale", "timezone")
 #: Contacts that an earlier shape of member-updated carried at the top level of `changes`.
 FLAT_CONTACTS = ("email", "phone", "telegram")
 #: Channels that a dead address blocks (the webhook needs no address of the member's).
@@ -31,6 +36,47 @@ def coordinator_region(roles: Iterable[str] | None, region: str | None) -> str:
     projections written before it existed are found and filled in at start-up.
     """
     return (region or "") if "coordinator" in (roles or ()) else ""
+
+
+def interest_entries(
+    member_id: str, interests: Iterable[str] | None, region: str | None
+) -> list[Doc]:
+    """One small document per interest of the member, with the region: what an activity's
+    audience is found by. `interests` is an array, which nx-27017 cannot match by element
+    through an index (see `coordinator_region`); (interest, region) is two scalars."""
+    return [
+        {
+            "_id": f"{member_id}|{tag}",
+            "member_id": member_id,
+            "interest": tag,
+            "region": region or "",
+        }
+        for tag in normalise_tags(interests or ())
+    ]
+
+
+@dataclass(frozen=True)
+class InterestChange:
+    """The member's interest entries to write (upserted by id) and those to remove (ids)."""
+
+    write: list[Doc]
+    remove: list[str]
+
+
+def interests_changed(
+    member_id: str, current: Mapping[str, Any], changes: Mapping[str, Any]
+) -> InterestChange | None:
+    """How member-updated changes the member's interest entries (None: it does not)."""
+    if "interests" not in changes and "region" not in changes:
+        return None
+    before = interest_entries(member_id, current.get("interests"), current.get("region"))
+    after = interest_entries(
+        member_id,
+        changes.get("interests", current.get("interests")),
+        changes.get("region", current.get("region")),
+    )
+    kept = {e["_id"] for e in after}
+    return InterestChange(after, [e["_id"] for e in before if e["_id"] not in kept])
 
 
 def joined(data: MemberJoined) -> dict[str, Any]:

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.notifier.domain import Message, level_rank
+from services.notifier.domain import Audience, Message, level_rank
 from shared.events import (
     AnswerAccepted,
-    Audience,
     CampaignEnded,
     CampaignStarted,
     CommentAdded,
@@ -30,7 +29,8 @@ from shared.events import (
 
 @dataclass(frozen=True)
 class Notice:
-    """A message and who receives it: listed members, a campaign audience or coordinators."""
+    """A message and who receives it: listed members, an audience (a campaign's, an activity's)
+    or coordinators."""
 
     message: Message
     member_ids: tuple[str, ...] = ()
@@ -140,7 +140,7 @@ def _campaign_announcement(data: CampaignStarted, _: Lookups) -> list[Notice]:
         "ends_at": data.ends_at.date().isoformat(),
     }
     message = Message("campaign_announcement", "campaigns", context, marketing=True)
-    return [Notice(message, audience=data.audience)]
+    return [Notice(message, audience=Audience.of(data.audience))]
 
 
 def _milestone_reached(data: MilestoneReached, lookups: Lookups) -> list[Notice]:

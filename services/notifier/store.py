@@ -13,15 +13,15 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import date, datetime
 from typing import Any
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from services.notifier.activity_store import ActivityRecords
 from services.notifier.delivery_store import DeliveryRecords, failed_indexes, fill_in
-from services.notifier.domain import level_rank
-from services.notifier.projection import MemberChange, coordinator_region
+from services.notifier.domain import Audience, level_rank
+from services.notifier.projection import InterestChange, MemberChange, coordinator_region
 from shared.clock import epoch_ms
-from shared.events import Audience
 from shared.http import forget_requests_of
 from shared.query import by_ids, where
 from shared.store import only_duplicates
@@ -37,26 +37,42 @@ def budget_key(member_id: str, day: date) -> str:
     return f"{member_id}:{day.isoformat()}"
 
 
-async def _upsert_each(coll: Any, ops: list[UpdateOne]) -> None:
+async def _upsert_each(coll: Any, ops: list[UpdateOne]) -> set[int]:
     """One unordered bulk write of guarded upserts; a duplicate key is an erased tombstone,
-    which stays as it is."""
+    which stays as it is. Returns the indexes of those refused."""
     if not ops:
-        return
+        return set()
     try:
         await coll.bulk_write(ops, ordered=False)
     except BulkWriteError as exc:
         if not only_duplicates(exc):
             raise
+        return failed_indexes(exc)
+    return set()
 
 
-class NotifierStore(DeliveryRecords):
+def _consenting(doc: Doc, roles: set[str], minimum: int) -> bool:
+    """An active member who consented to marketing, with one of `roles` (any when empty) and
+    at least the level ranked `minimum` (read as truthy: nx-27017 may hold a boolean as 0/1)."""
+    return (
+        doc.get("status") == "active"
+        and bool((doc.get("consent") or {}).get("marketing"))
+        and (not roles or bool(roles.intersection(doc.get("roles") or ())))
+        and int(doc.get("level_rank") or 0) >= minimum
+    )
+
+
+class NotifierStore(DeliveryRecords, ActivityRecords):
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.members = db["members"]
+        self.interests = db["member_interests"]  # one entry per member and interest
         self.deliveries = db["deliveries"]
         self.campaigns = db["campaigns"]
         self.budgets = db["budgets"]
         self.rates = db["rate_windows"]
         self.idempotency = db["idempotency_keys"]  # the kernel's, kept per request
+        self.jobs = db["jobs"]  # leases of the periodic jobs (shared/jobs.py)
+        self.init_activity_records(db)
 
     async def ensure_indexes(self) -> None:
         await self.ensure_delivery_indexes()
@@ -66,6 +82,10 @@ class NotifierStore(DeliveryRecords):
             [("status", ASCENDING), ("consent.marketing", ASCENDING), ("region", ASCENDING)]
         )
         await m.create_index([("coordinator_region", ASCENDING), ("status", ASCENDING)])
+        # An activity's audience by interest (and region); a member's entries by member.
+        await self.interests.create_index([("interest", ASCENDING), ("region", ASCENDING)])
+        await self.interests.create_index("member_id")
+        await self.ensure_activity_indexes()
         for coll in (self.budgets, self.rates):
             await coll.create_index("member_id")
             await coll.create_index("expires_at", expireAfterSeconds=0)
@@ -82,16 +102,34 @@ class NotifierStore(DeliveryRecords):
 
     # -- the members projection -----------------------------------------------------------------
 
-    async def project_joined(self, joined: dict[str, Doc]) -> None:
-        """Upsert joined members (member id -> fields) in one round trip; an erased member is
-        never brought back. A document made earlier by level-changed is completed."""
-        await _upsert_each(
+    async def project_joined(self, joined: dict[str, Doc], interests: dict[str, list[Doc]]) -> None:
+        """Upsert joined members (member id -> fields) and their interest entries (member id ->
+        entries), one round trip each; an erased member is never brought back. A document made
+        earlier by level-changed is completed."""
+        ids = list(joined)
+        refused = await _upsert_each(
             self.members,
             [
-                UpdateOne(where({"_id": mid, **NOT_ERASED}), {"$set": fields}, upsert=True)
-                for mid, fields in joined.items()
+                UpdateOne(where({"_id": mid, **NOT_ERASED}), {"$set": joined[mid]}, upsert=True)
+                for mid in ids
             ],
         )
+        erased = {ids[i] for i in refused}
+        await self.write_interests(
+            InterestChange([e for m, es in interests.items() if m not in erased for e in es], [])
+        )
+
+    async def write_interests(self, change: InterestChange) -> None:
+        """A member's interest entries written and removed by id, in one round trip."""
+        ops: list[Any] = [
+            UpdateOne(
+                {"_id": e["_id"]}, {"$set": {k: v for k, v in e.items() if k != "_id"}}, upsert=True
+            )
+            for e in change.write
+        ]
+        ops += [DeleteOne({"_id": entry_id}) for entry_id in change.remove]
+        if ops:
+            await self.interests.bulk_write(ops, ordered=False)
 
     async def update_member(self, member_id: str, change: MemberChange) -> None:
         # Guarded: an erasure that lands between the caller's read and this write wins.
@@ -136,6 +174,8 @@ class NotifierStore(DeliveryRecords):
         await self.deliveries.delete_many(mine)
         await self.budgets.delete_many(mine)
         await self.rates.delete_many(mine)
+        await self.interests.delete_many(mine)
+        await self.forget_signups_of(member_id)
         # The Idempotency-Key records of requests about the member keep whole responses.
         await forget_requests_of(self.idempotency, member_id)
 
@@ -150,14 +190,20 @@ class NotifierStore(DeliveryRecords):
         return {k: v.get("display_name", "") for k, v in found.items()}
 
     async def audience(self, audience: Audience, batch: int) -> AsyncIterator[Doc]:
-        """Active members in a campaign's audience who consented to marketing.
+        """Active members in an audience (a campaign's, an activity's) who consented to
+        marketing.
 
         Inherently O(audience): every member in it gets the message. Read region by region
         through (status, consent.marketing, region), so members of other regions and those
         without consent are never read; roles (an array, which nx-27017 cannot match through
         an index) and the level are checked on the rows found. No regions means everyone:
-        the same index, on its first two fields.
+        the same index, on its first two fields. An audience with interests is read through
+        the interest entries instead (`_by_interest`).
         """
+        if audience.interests:
+            async for doc in self._by_interest(audience, batch):
+                yield doc
+            return
         base: Doc = {"status": "active", "consent.marketing": True}
         minimum = level_rank(audience.min_level)
         if minimum > 0:
@@ -170,6 +216,37 @@ class NotifierStore(DeliveryRecords):
                 if roles and not roles.intersection(doc.get("roles") or ()):
                     continue
                 yield doc
+
+    async def _by_interest(self, audience: Audience, batch: int) -> AsyncIterator[Doc]:
+        """The audience read through the interest entries, then its members by primary key a
+        batch at a time; consent, status, roles and level are checked on them. O(members with
+        those interests in those regions), not O(community)."""
+        roles, minimum = set(audience.roles), level_rank(audience.min_level)
+        async for ids in self._interested(audience, batch):
+            for doc in (await self.members_by_id(ids)).values():
+                if _consenting(doc, roles, minimum):
+                    yield doc
+
+    async def _interested(self, audience: Audience, batch: int) -> AsyncIterator[list[str]]:
+        """Ids of members with any of the audience's interests (in any of its regions), in
+        batches, each member once: interest by interest and region by region through the
+        (interest, region) index."""
+        seen: set[str] = set()
+        ids: list[str] = []
+        regions: list[str | None] = list(audience.regions) or [None]
+        for interest in audience.interests:
+            for region in regions:
+                query = where(interest=interest, **({} if region is None else {"region": region}))
+                async for entry in self.interests.find(query, {"member_id": 1}, batch_size=batch):
+                    if entry["member_id"] in seen:
+                        continue
+                    seen.add(entry["member_id"])
+                    ids.append(entry["member_id"])
+                    if len(ids) >= batch:
+                        yield ids
+                        ids = []
+        if ids:
+            yield ids
 
     def coordinators(self, region: str, batch: int) -> AsyncIterator[Doc]:
         """Active coordinators of a region, through the scalar `coordinator_region` (O(them))."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from services.notifier.timing import zone
 from shared.limits import LINE_CONTROLS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -58,6 +60,53 @@ def plural(n: float, *forms: str) -> str:
     raise ValueError("plural takes three Russian forms or two English ones")
 
 
+MONTHS = {
+    "ru": (
+        "января февраля марта апреля мая июня июля августа сентября октября ноября декабря"
+    ).split(),
+    "en": (
+        "January February March April May June July August September October November December"
+    ).split(),
+}
+WEEKDAYS = {"ru": "пн вт ср чт пт сб вс".split(), "en": "Mon Tue Wed Thu Fri Sat Sun".split()}
+
+
+def utc_offset(local: datetime) -> str:
+    """`UTC+3`, `UTC+5:30`, `UTC-3`, `UTC`: the zone a time is shown in, in any language."""
+    offset = local.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    if minutes == 0:
+        return "UTC"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{'+' if minutes > 0 else '-'}{hours}" + (f":{rest:02d}" if rest else "")
+
+
+def _day(local: datetime, lang: str) -> str:
+    weekday, month = WEEKDAYS[lang][local.weekday()], MONTHS[lang][local.month - 1]
+    return f"{weekday}, {local.day} {month}"
+
+
+def shift_time(starts: str | None, ends: str | None, tz: str | None, lang: str) -> str:
+    """A shift's time in the member's zone: `сб, 12 декабря, 10:00–14:00 UTC+3`, the end's
+    day named too when it is another day ("" when the start is not known)."""
+    if not starts:
+        return ""
+    where, lang = zone(tz), locale_of(lang)
+    start = datetime.fromisoformat(starts).astimezone(where)
+    text = f"{_day(start, lang)}, {start:%H:%M}"
+    if ends:
+        end = datetime.fromisoformat(ends).astimezone(where)
+        same_day = end.date() == start.date()
+        text += f"–{end:%H:%M}" if same_day else f" – {_day(end, lang)}, {end:%H:%M}"
+    return f"{text} {utc_offset(start)}"
+
+
+def ordinal(n: int) -> str:
+    """English ordinals: 1st, 2nd, 3rd, 4th, 11th, 21st."""
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _environment(autoescape: bool) -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -68,6 +117,8 @@ def _environment(autoescape: bool) -> Environment:
         lstrip_blocks=True,
     )
     env.filters["plural"] = plural
+    env.filters["shift_time"] = shift_time
+    env.filters["ordinal"] = ordinal
     return env
 
 
@@ -101,7 +152,8 @@ def render(template: str, locale: str | None, context: dict[str, Any]) -> tuple[
     lang = locale_of(locale)
     levels = LEVEL_NAMES[lang]
     facts = {k: one_line(v) if isinstance(v, str) else v for k, v in context.items()}
-    text = _text.get_template(f"{lang}/{template}.j2").render(levels=levels, **facts).strip()
+    template_file = _text.get_template(f"{lang}/{template}.j2")
+    text = template_file.render(levels=levels, lang=lang, **facts).strip()
     title, _, body = text.partition("\n")
     return title.strip(), body.strip()
 

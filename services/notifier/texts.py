@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from services.notifier.templates import render
+from services.notifier.timing import DEFAULT_ZONE
 
 
 def mentioned(docs: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -28,10 +29,14 @@ def mentioned(docs: Iterable[Mapping[str, Any]]) -> set[str]:
     return ids
 
 
-def _fill(part: Mapping[str, Any], name: str, names: Mapping[str, str]) -> dict[str, Any]:
-    """The part's facts with the recipient's name and the mentioned members' current names
-    (None for one who is unknown or erased: the templates say "—" or "your friend")."""
+def _fill(
+    part: Mapping[str, Any], name: str, names: Mapping[str, str], timezone: Any = None
+) -> dict[str, Any]:
+    """The part's facts with the recipient's name and time zone (times of shifts are shown in
+    it) and the mentioned members' current names (None for one who is unknown or erased: the
+    templates say "—" or "your friend")."""
     return {
+        "timezone": str(timezone or DEFAULT_ZONE),
         **(part.get("context") or {}),
         "name": name,
         **{var: names.get(str(mid)) or None for var, mid in (part.get("mentions") or {}).items()},
@@ -39,11 +44,15 @@ def _fill(part: Mapping[str, Any], name: str, names: Mapping[str, str]) -> dict[
 
 
 def _item(
-    item: Mapping[str, Any], locale: str | None, name: str, names: Mapping[str, str]
+    item: Mapping[str, Any],
+    locale: str | None,
+    name: str,
+    names: Mapping[str, str],
+    timezone: Any = None,
 ) -> dict[str, str]:
     if "template" not in item:  # stored by an earlier version: already rendered
         return {"title": str(item.get("title", "")), "body": str(item.get("body", ""))}
-    title, body = render(item["template"], locale, _fill(item, name, names))
+    title, body = render(item["template"], locale, _fill(item, name, names, timezone))
     return {"title": title, "body": body}
 
 
@@ -56,8 +65,8 @@ def delivery_text(
     lang = locale or doc.get("locale")
     if doc["template"] == "digest":
         items = sorted((doc.get("items") or {}).values(), key=lambda i: i.get("at_ms", 0))
-        rendered = [_item(i, lang, name, names) for i in items]
+        rendered = [_item(i, lang, name, names, doc.get("timezone")) for i in items]
         return render("digest", lang, {"name": name, "items": rendered})
     if "context" not in doc:  # stored by an earlier version: already rendered
         return str(doc["title"]), str(doc["body"])
-    return render(doc["template"], lang, _fill(doc, name, names))
+    return render(doc["template"], lang, _fill(doc, name, names, doc.get("timezone")))

@@ -65,6 +65,24 @@ def quiet_until(now: datetime, tz: str | None, quiet: QuietHours | None) -> date
     return end
 
 
+def quiet_since(at: datetime, tz: str | None, quiet: QuietHours | None) -> datetime | None:
+    """When `at` falls in the member's quiet hours, the instant that window began; else None."""
+    if quiet is None:
+        return None
+    zone_info = zone(tz)
+    local = at.astimezone(zone_info)
+    wall = local.time().replace(tzinfo=None)
+    if not quiet.contains(wall):
+        return None
+    start_day = local.date()
+    if quiet.start > quiet.end and wall < quiet.end:
+        start_day -= timedelta(days=1)  # the window started yesterday evening
+    began = _at_local(start_day, quiet.start, zone_info)
+    if began > at:  # only when a DST change folded the window
+        return None
+    return began
+
+
 def earliest_send(now: datetime, tz: str | None, quiet: QuietHours | None) -> datetime:
     """The first instant at or after `now` outside quiet hours (deferred, never dropped)."""
     return quiet_until(now, tz, quiet) or now

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from services.notifier import projection, rules
 from services.notifier.domain import Preferences
 from services.notifier.fanout import Fanout, Item
+from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
 from shared.bus import STREAMS
@@ -50,6 +51,7 @@ class Notifier:
     store: NotifierStore
     fanout: Fanout
     bus: StreamEraser
+    reminders: Reminders
 
 
 class MemberNotFound(LookupError):
@@ -69,7 +71,13 @@ async def welcome(n: Notifier, joined: list[tuple[CloudEvent, MemberJoined]]) ->
     projected members, the welcomes in one unit of work (`Fanout.deliver`)."""
     if not joined:
         return
-    await n.store.project_joined({d.member_id: projection.joined(d) for _, d in joined})
+    await n.store.project_joined(
+        {d.member_id: projection.joined(d) for _, d in joined},
+        {
+            d.member_id: projection.interest_entries(d.member_id, d.interests, d.region)
+            for _, d in joined
+        },
+    )
     # welcome=False (an import that did not ask for welcomes) is projected, never welcomed.
     welcomed = [(e, d) for e, d in joined if d.welcome]
     if not welcomed:
@@ -90,6 +98,9 @@ async def update_member(n: Notifier, data: MemberUpdated) -> None:
     if current is None or current.get("status") == "erased":
         return
     await n.store.update_member(data.member_id, projection.updated(current, data.changes))
+    interests = projection.interests_changed(data.member_id, current, data.changes)
+    if interests is not None:
+        await n.store.write_interests(interests)
 
 
 async def member_left(n: Notifier, data: MemberLeft) -> None:

@@ -13,6 +13,7 @@ from services.notifier.channels import Outcome, Outgoing, Sent
 from services.notifier.consumers import NotifierHandlers
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Clock, Fanout, Limits
+from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.usecases import Notifier
 from shared.events import CloudEvent
@@ -122,7 +123,7 @@ def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNoti
         dispatcher.wake,
         SkippedDocuments("notifier", metrics.registry),
     )
-    notifier = Notifier(store, fanout, bus)
+    notifier = Notifier(store, fanout, bus, Reminders(store, fanout, metrics, 2))
     return FakeNotifier(
         db,
         store,

@@ -28,6 +28,7 @@ from nats.js.api import StorageType, StreamConfig
 from sarafan.embedded import LOCALHOST, free_port
 from shared.bus import DUPLICATE_WINDOW
 from shared.events import CloudEvent, EventData, new_event
+from shared.topology import STREAMS
 from tests.helpers import wait_until
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -247,7 +248,8 @@ class FakeTelegram:
 
 # -- events -------------------------------------------------------------------------------------
 
-SOURCE_STREAMS = {"ENGAGEMENT": "engagement", "CAMPAIGNS": "campaigns", "MEMBERS": "members"}
+#: Each stream's producing service (shared.topology), for streams made ahead of their producers.
+SOURCE_STREAMS = {stream: service for service, stream in STREAMS.items()}
 
 
 async def create_streams(nc: NatsClient, *names: str) -> None:
@@ -270,9 +272,7 @@ async def publish(
 ) -> CloudEvent:
     """Publish an event as its producer would (PubAck, dedup id); `event` re-publishes one."""
     event = event or new_event(data)
-    stream = {"members": "MEMBERS", "engagement": "ENGAGEMENT", "campaigns": "CAMPAIGNS"}[
-        data.service
-    ]
+    stream = STREAMS[data.service]
     await nc.jetstream().publish(
         event.nats_subject,
         event.to_json(),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.events import (
+    ActivityChanged,
     AnswerAccepted,
     CommentAdded,
     MemberLeft,
@@ -17,6 +18,15 @@ from shared.events import (
     ReferralMade,
 )
 from tests.helpers import wait_until
+from tests.integration.activity_events import (
+    activities_idle,
+    activity,
+    at_clock,
+    items,
+    run_reminders,
+    signed_up,
+    wait_item,
+)
 from tests.integration.notifier_peers import MailRecorder, publish
 from tests.integration.test_notifier_flows import (
     channels,
@@ -142,3 +152,69 @@ async def _item(notifier: Any, member_id: str, template: str) -> dict[str, Any] 
         if item["template"] == template:
             return item
     return None
+
+
+async def test_an_erased_member_keeps_no_sign_up_reminder_or_interest_and_is_told_nothing(
+    services: Any, nc: Any, streams: None, channels: dict[str, Any]
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    name, address = f"Vera Victimova{tag}", f"vera.{tag}@example.org"
+    manual = {"SARAFAN_NOTIFIER_REMINDER_SECONDS": 3600}
+    async with services("notifier", **manual, **channels) as s:
+        notifier, store = s["notifier"].http, s["notifier"].store
+        t0 = (datetime.now(UTC) + timedelta(days=2)).replace(hour=12, minute=0, second=0)
+        at_clock(s, t0)
+        vera = joined(
+            display_name=name, contacts={"email": address}, interests=["ecology"], timezone="UTC"
+        )
+        boris = joined(display_name="Boris", interests=["ecology"], timezone="UTC")
+        for m in (vera, boris):
+            await publish(nc, m)
+        for m in (vera, boris):
+            await wait_for_member(notifier, m.member_id)
+        start = t0 + timedelta(days=2)
+        act = activity(start)
+        hers, his = signed_up(act, vera.member_id), signed_up(act, boris.member_id)
+        for event in (act, hers, his):
+            await publish(nc, event)
+        await wait_item(notifier, vera.member_id, "signup_confirmed")
+        await wait_item(notifier, boris.member_id, "signup_confirmed")
+        v = vera.member_id
+
+        async def held(collection: str) -> list[dict[str, Any]]:
+            return (
+                await store.deliveries.database[collection]
+                .find({"member_id": {"$eq": v}})
+                .to_list(None)
+            )
+
+        for collection in ("signups", "reminders", "member_interests"):
+            assert await held(collection), collection
+
+        await publish(nc, MemberLeft(member_id=v, erase=True, left_at=datetime.now(UTC)))
+
+        async def forgotten() -> bool:
+            r = await notifier.get(f"/v1/members/{v}/preferences")
+            return r.status_code == 404
+
+        await wait_until(forgotten, message="erasure")
+
+        async def gone() -> bool:  # the tombstone comes first, then what she held goes
+            held_now = [await held(c) for c in ("signups", "reminders", "member_interests")]
+            return not any(held_now) and await held("deliveries") == []
+
+        await wait_until(gone, message="her sign-ups, reminders and interests")
+        text = await everything_in(store.deliveries.database)
+        assert name.lower() not in text and address not in text and "victimova" not in text
+
+        # A late copy of her sign-up, a change and the reminders afterwards reach Boris only.
+        await publish(nc, hers, msg_id=f"late-{uuid.uuid4()}")
+        await publish(nc, ActivityChanged(activity_id=act.activity_id, changes={"location": "Юг"}))
+        await wait_item(notifier, boris.member_id, "activity_changed")
+        await activities_idle(nc)
+        at_clock(s, start - timedelta(hours=24) + timedelta(minutes=1))
+        assert await run_reminders(s) == 1
+        await wait_item(notifier, boris.member_id, "activity_reminder")
+        for collection in ("signups", "reminders", "deliveries"):
+            assert await held(collection) == [], collection
+        assert await items(notifier, v, "activity_reminder") == []

@@ -87,3 +87,17 @@ def test_channel_errors_lose_the_members_addresses_and_the_bot_token() -> None:
     assert error.startswith("550 5.1.1 <<address>>") and len(error) <= 500
     telegram = TelegramChannel("https://api.telegram.org", "123456:TEST-token", 5)
     assert "TEST-token" not in telegram._error(f"POST {telegram.endpoint} failed")
+
+
+async def test_the_webhook_payload_carries_the_messages_ids_and_its_own_fields_win() -> None:
+    import json
+
+    from services.notifier.channels import WebhookChannel
+
+    channel = WebhookChannel("http://127.0.0.1:9/hooks", "s3cret", 1)
+    ids = {"signup_id": "su_1", "actions": {"confirm": "POST /v1/signups/su_1/confirm"}}
+    out = replace(OUT, template="activity_reminder", data={**ids, "member_id": "forged"})
+    data = json.loads(channel.payload(out))["data"]
+    assert data["signup_id"] == "su_1" and data["actions"] == ids["actions"]
+    assert data["member_id"] == "m1" and data["notification_id"] == "n_abc"
+    await channel.close()

@@ -64,7 +64,7 @@ def test_the_spec_list_of_messages() -> None:
     assert (unanswered.coordinators_of, unanswered.exclude) == ("moscow", ("m_01",))
     [announcement] = n(sample(CampaignStarted), lookups)
     assert announcement.message.marketing and announcement.audience is not None
-    assert announcement.audience.regions == ["moscow"]
+    assert announcement.audience.regions == ("moscow",)
     [milestone] = n(sample(MilestoneReached), lookups)
     assert milestone.message.context["campaign"] == "Уборка"
     ended = sample(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.notifier.templates import email_html, plural, render, template_names
+from services.notifier.templates import (
+    email_html,
+    ordinal,
+    plural,
+    render,
+    shift_time,
+    template_names,
+)
 from services.notifier.texts import delivery_text, mentioned
 
 CONTEXTS: dict[str, dict[str, object]] = {
@@ -24,6 +31,23 @@ CONTEXTS: dict[str, dict[str, object]] = {
     "milestone_reached": {"campaign": "Уборка", "milestone": 50, "points": 52},
     "campaign_winner": {"campaign": "Уборка", "rank": 1, "points": 120},
     "digest": {"items": [{"title": "Новый комментарий", "body": "Борис ответил"}]},
+}
+SHIFT: dict[str, object] = {
+    "activity": "Посадка деревьев",
+    "location": "Битцевский парк",
+    "starts_at": "2026-12-12T07:00:00+00:00",
+    "ends_at": "2026-12-12T11:00:00+00:00",
+    "timezone": "Europe/Moscow",
+}
+CONTEXTS |= {
+    "activity_announcement": {**SHIFT, "region": "moscow", "shifts": 2},
+    "signup_confirmed": SHIFT,
+    "signup_waitlisted": {**SHIFT, "position": 3},
+    "signup_promoted": SHIFT,
+    "signup_cancelled": SHIFT,
+    "activity_reminder": SHIFT,
+    "activity_changed": {**SHIFT, "time_changed": True, "place_changed": True},
+    "activity_cancelled": {**SHIFT, "reason": "штормовое предупреждение"},
 }
 
 
@@ -139,3 +163,84 @@ def test_a_digest_renders_each_item_with_current_names_in_order() -> None:
     title, body = delivery_text(digest, "Anna", {"m_9": "Boris"})
     assert title == "Your community today: 2 updates"
     assert body.index("Old item") < body.index("Boris replied")
+
+
+def test_a_shift_is_shown_in_the_members_time_zone_with_its_offset() -> None:
+    starts, ends = "2026-12-12T07:00:00+00:00", "2026-12-12T11:00:00+00:00"
+    assert shift_time(starts, ends, "Europe/Moscow", "ru") == "сб, 12 декабря, 10:00–14:00 UTC+3"
+    assert (
+        shift_time(starts, ends, "Asia/Kolkata", "en") == "Sat, 12 December, 12:30–16:30 UTC+5:30"
+    )
+    assert (
+        shift_time(starts, ends, "America/New_York", "en") == "Sat, 12 December, 02:00–06:00 UTC-5"
+    )
+    # Ends on another local day: the end's day is named too.
+    assert shift_time(starts, ends, "Asia/Vladivostok", "ru") == (
+        "сб, 12 декабря, 17:00–21:00 UTC+10"
+    )
+    assert shift_time("2026-12-12T20:00:00+00:00", "2026-12-13T02:00:00+00:00", "UTC", "en") == (
+        "Sat, 12 December, 20:00 – Sun, 13 December, 02:00 UTC"
+    )
+    assert shift_time(None, None, "UTC", "en") == ""
+
+
+def test_the_sign_up_message_names_the_activity_its_time_in_the_members_zone_and_place() -> None:
+    title, body = render("signup_confirmed", "ru", {"name": "Анна", **SHIFT})
+    assert title == "Вы записаны: Посадка деревьев"
+    assert body.startswith("Анна, вы записаны на «Посадка деревьев»: ")
+    assert "сб, 12 декабря, 10:00–14:00 UTC+3, Битцевский парк." in body
+    _, body = render("signup_confirmed", "en", {"name": "Ann", **SHIFT, "timezone": "UTC"})
+    assert "Sat, 12 December, 07:00–11:00 UTC, Битцевский парк." in body
+
+
+@pytest.mark.parametrize(
+    ("position", "ru", "en"),
+    [
+        (1, "Вы 1-й в списке ожидания.", "You're 1st on the waitlist."),
+        (2, "Вы 2-й в списке ожидания, перед вами 1 человек.", "2nd on the waitlist, with 1 "),
+        (3, "Вы 3-й в списке ожидания, перед вами 2 человека.", "with 2 people ahead of you."),
+        (6, "перед вами 5 человек.", "with 5 people ahead of you."),
+        (23, "перед вами 22 человека.", "You're 23rd on the waitlist"),
+        (None, "Вы в списке ожидания.", "You're on the waitlist."),
+    ],
+)  # fmt: skip
+def test_the_waitlist_position_and_who_is_ahead_in_russian_and_english_forms(
+    position: int | None, ru: str, en: str
+) -> None:
+    context = {"name": "Анна", **SHIFT, "position": position}
+    assert ru in render("signup_waitlisted", "ru", context)[1]
+    assert en in render("signup_waitlisted", "en", context)[1]
+
+
+def test_english_ordinals() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"
+    ]  # fmt: skip
+
+
+def test_the_reminder_names_both_actions_in_both_languages() -> None:
+    _, ru = render("activity_reminder", "ru", {"name": "Анна", **SHIFT})
+    assert "«Я приду»" in ru and "«Не смогу»" in ru
+    _, en = render("activity_reminder", "en", {"name": "Ann", **SHIFT})
+    assert "I'm coming" in en and "I can't" in en
+
+
+def test_a_change_names_only_what_changed() -> None:
+    moved = {"name": "Анна", **SHIFT, "time_changed": True, "place_changed": False}
+    _, body = render("activity_changed", "ru", moved)
+    assert "Новое время: сб, 12 декабря, 10:00–14:00 UTC+3." in body and "Новое место" not in body
+    moved_place = {**moved, "time_changed": False, "place_changed": True, "location": "Южный вход"}
+    _, body = render("activity_changed", "en", moved_place)
+    assert "New place: Южный вход." in body and "New time" not in body
+
+
+def test_an_activity_message_of_a_delivery_uses_the_time_zone_it_was_planned_in() -> None:
+    stored = {
+        "template": "activity_reminder",
+        "locale": "en",
+        "timezone": "Asia/Vladivostok",
+        "context": {k: v for k, v in SHIFT.items() if k != "timezone"},
+        "mentions": {},
+    }
+    _, body = delivery_text(stored, "Ann", {})
+    assert "17:00–21:00 UTC+10" in body

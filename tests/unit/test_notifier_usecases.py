@@ -229,3 +229,28 @@ async def test_a_dead_address_fails_blocks_the_channel_and_falls_back() -> None:
     [fallback] = await deliveries(f, channel="telegram")
     assert (fallback["status"], fallback["fallback_from"]) == ("delivered", failed["_id"])
     assert [m.address for m in telegram.sent] == ["42"]
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2])
+async def test_a_dispatcher_loop_woken_just_as_it_is_stopped_still_stops(steps: int) -> None:
+    """Python 3.11's wait_for swallows a cancellation that arrives with the wake-up: a service
+    would then wait for ever for its dispatcher to stop."""
+    import asyncio
+
+    from services.notifier.dispatcher import woken_or_timeout
+
+    wake = asyncio.Event()
+
+    async def loop() -> None:
+        while True:
+            await woken_or_timeout(wake, 10)
+            wake.clear()
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    wake.set()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
