@@ -252,6 +252,7 @@ class Dispatcher:
                     title=title,
                     body=body,
                     cause_event_id=delivery["cause_event_id"],
+                    marketing=deliveries.is_marketing(delivery),
                 )
             )
         except Exception as exc:
