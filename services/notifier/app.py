@@ -38,7 +38,7 @@ class NotifierSettings(ServiceSettings):
 
     smtp_url: str | None = Field(None, alias="SMTP_URL")
     email_from: str = Field("Sarafan <noreply@sarafan.local>", alias="SARAFAN_NOTIFIER_EMAIL_FROM")
-    smtp_connections: int = Field(4, alias="SARAFAN_NOTIFIER_SMTP_CONNECTIONS", ge=1, le=100)
+    smtp_connections: int = Field(8, alias="SARAFAN_NOTIFIER_SMTP_CONNECTIONS", ge=1, le=100)
     unsubscribe_secret: UnsubscribeSecret = Field(None, alias="SARAFAN_UNSUBSCRIBE_SECRET")
     public_members_url: Annotated[str | None, BeforeValidator(members_url)] = Field(
         None, alias="SARAFAN_PUBLIC_MEMBERS_URL"

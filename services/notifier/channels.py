@@ -100,7 +100,7 @@ class EmailChannel:
         sender: str,
         timeout: float,
         *,
-        connections: int = 4,
+        connections: int = 8,
         unsubscribe: UnsubscribeLinks | None = None,
     ) -> None:
         parsed = urlparse(url)
