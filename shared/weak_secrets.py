@@ -37,6 +37,8 @@ EXAMPLE_SECRETS: frozenset[str] = frozenset(
         "change-me-nats-sys",
         "change-me-nats-integration",
         "change-me-grafana",
+        "change-me-unsubscribe-secret-of-32-characters",
+        "change-me-to-32-random-characters-or-more",
     }
 )
 

@@ -6,17 +6,22 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from services.members import api, api_import, api_keys, importer
+from services.members import api, api_import, api_keys, importer, unsubscribe
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
+from shared.unsubscribe import UnsubscribeSecret
 
 SERVICE = "members"
 
 
 class MembersSettings(ServiceSettings):
+    # A refused value is not echoed: it may be a secret.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     phone_region: str = Field(
         "RU",
         alias="SARAFAN_MEMBERS_PHONE_REGION",
@@ -28,6 +33,11 @@ class MembersSettings(ServiceSettings):
         alias="SARAFAN_MEMBERS_ERASURE_SWEEP_SECONDS",
         gt=0,
         description="how often unfinished erasures (NATS was away, a consumer behind) are retried",
+    )
+    unsubscribe_secret: UnsubscribeSecret = Field(
+        None,
+        alias="SARAFAN_UNSUBSCRIBE_SECRET",
+        description="verifies the unsubscribe links the notifier signs (the same secret there)",
     )
 
 
@@ -41,14 +51,17 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
     runtime.bus.on_connected.append(eraser.wake)
     app = create_app(
         runtime,
-        [api.router, api_import.router, api_keys.router],
+        [api.router, api_import.router, api_keys.router, unsubscribe.router],
         title="Sarafan members",
         description="Members who join voluntarily, their profiles, consent and referrals.",
         # The import takes a file; its own check answers 413 with the limit it has.
         larger_bodies={"/v1/members/import": importer.MAX_BYTES + 1},
     )
-    # What the routes reach (api.py): the store, the eraser and the phone region.
+    # What the routes reach (api.py, unsubscribe.py): the store, the eraser, the phone region
+    # and the secret the unsubscribe links are verified with.
     app.state.store = store
     app.state.eraser = eraser
     app.state.phone_region = settings.phone_region.strip().upper() or None
+    secret = settings.unsubscribe_secret
+    app.state.unsubscribe_secret = secret.get_secret_value() if secret else None
     return app

@@ -292,3 +292,31 @@ async def import_members(
     existing, or rejected with why). Raises importer.ImportRefused for the whole request."""
     work = Importer(store, uow, phone_region, may_grant=may_grant)
     return await work.run(text, kind, file_id=file_id, welcome=welcome, first_row=first_row)
+
+
+# -- unsubscribe -----------------------------------------------------------------------------
+
+
+async def withdraw_marketing(
+    member_id: str, uow: UnitOfWork, store: MemberStore, *, clock: Clock = utcnow
+) -> None:
+    """A member used the unsubscribe link of a marketing e-mail: their marketing consent is
+    withdrawn exactly as `PATCH {"consent": {"marketing": false}}` withdraws it (member-updated
+    with the changed consent; nothing when it was already withdrawn).
+
+    A member who never existed, has left or was erased is no error: whoever holds a link must
+    not learn from the answer which of these it is. Raises KeptChanging.
+    """
+    try:
+        await change_profile(
+            member_id,
+            {"consent": {"marketing": False}},
+            uow,
+            store,
+            expected_version=None,
+            phone_region=None,
+            may_grant=False,
+            clock=clock,
+        )
+    except (MemberNotFound, MemberClosed):
+        return

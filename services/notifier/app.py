@@ -6,9 +6,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_settings import SettingsConfigDict
 
 from services.notifier import api
 from services.notifier.channels import Channel, EmailChannel, TelegramChannel, WebhookChannel
@@ -17,10 +19,12 @@ from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Clock, Fanout, Limits
 from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
+from services.notifier.unsubscribe import UnsubscribeLinks, mailbox, members_url
 from services.notifier.usecases import Notifier
 from shared.bus import STREAMS, Bus
 from shared.service import Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
+from shared.unsubscribe import UnsubscribeSecret
 
 SERVICE = "notifier"
 log = logging.getLogger("sarafan.notifier")
@@ -30,8 +34,20 @@ Job = Callable[[], Awaitable[None]]
 class NotifierSettings(ServiceSettings):
     """A channel whose settings are missing is off; the in-app inbox is always on."""
 
+    # A refused value is not echoed: it may be a secret.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
+
     smtp_url: str | None = Field(None, alias="SMTP_URL")
     email_from: str = Field("Sarafan <noreply@sarafan.local>", alias="SARAFAN_NOTIFIER_EMAIL_FROM")
+    smtp_connections: int = Field(8, alias="SARAFAN_NOTIFIER_SMTP_CONNECTIONS", ge=1, le=100)
+    unsubscribe_secret: UnsubscribeSecret = Field(None, alias="SARAFAN_UNSUBSCRIBE_SECRET")
+    public_members_url: Annotated[str | None, BeforeValidator(members_url)] = Field(
+        None, alias="SARAFAN_PUBLIC_MEMBERS_URL"
+    )
+    unsubscribe_mailto: Annotated[str | None, BeforeValidator(mailbox)] = Field(
+        None, alias="SARAFAN_UNSUBSCRIBE_MAILTO"
+    )
+    unsubscribe_link_days: int = Field(90, alias="SARAFAN_UNSUBSCRIBE_LINK_DAYS", ge=1, le=3650)
     webhook_url: str | None = Field(None, alias="WEBHOOK_URL")
     webhook_secret: str | None = Field(None, alias="WEBHOOK_SECRET")
     telegram_api_url: str = Field("https://api.telegram.org", alias="TELEGRAM_API_URL")
@@ -49,11 +65,32 @@ class NotifierSettings(ServiceSettings):
     reminder_seconds: float = Field(30.0, alias="SARAFAN_NOTIFIER_REMINDER_SECONDS", gt=0)
 
 
+def unsubscribe_links(settings: NotifierSettings) -> UnsubscribeLinks:
+    secret = settings.unsubscribe_secret
+    return UnsubscribeLinks(
+        secret=secret.get_secret_value() if secret else None,
+        members_url=settings.public_members_url,
+        mailto=settings.unsubscribe_mailto,
+        lifetime=timedelta(days=settings.unsubscribe_link_days),
+    )
+
+
 def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
     channels: dict[str, Channel] = {}
     timeout = settings.send_timeout_seconds
     if settings.smtp_url:
-        channels["email"] = EmailChannel(settings.smtp_url, settings.email_from, timeout)
+        links = unsubscribe_links(settings)
+        if why := links.missing():
+            # Said once, at start: the mailbox providers expect a one-click unsubscribe from
+            # bulk senders (docs/notifier.md, "Unsubscribing").
+            log.warning("e-mail: %s", why)
+        channels["email"] = EmailChannel(
+            settings.smtp_url,
+            settings.email_from,
+            timeout,
+            connections=settings.smtp_connections,
+            unsubscribe=links,
+        )
     if settings.webhook_url and settings.webhook_secret:
         channels["webhook"] = WebhookChannel(settings.webhook_url, settings.webhook_secret, timeout)
     if settings.telegram_bot_token and settings.telegram_api_url:

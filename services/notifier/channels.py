@@ -20,7 +20,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 import aiosmtplib
 import httpx
 
-from services.notifier.templates import email_html, one_line
+from services.notifier.smtp import SmtpPool
+from services.notifier.templates import email_html, one_line, unsubscribe_footer
+from services.notifier.unsubscribe import UnsubscribeLinks
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Outgoing:
     cause_event_id: str
     #: Ids a receiver acts on (an activity, a sign-up and its actions): Message.data.
     data: dict[str, Any] = field(default_factory=dict)
+    marketing: bool = False  # sent only with marketing consent: carries an unsubscribe link
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,24 @@ def _transient_status(status: int) -> bool:
 
 
 class EmailChannel:
-    """SMTP via aiosmtplib. `SMTP_URL`: smtp://[user:password@]host[:port][?starttls=true] or smtps://."""
+    """SMTP via aiosmtplib. `SMTP_URL`: smtp://[user:password@]host[:port][?starttls=true] or smtps://.
+
+    Connections are kept open and reused (`smtp.SmtpPool`, at most `connections` at once).
+    A marketing message carries List-Unsubscribe (and, with the one-click link,
+    List-Unsubscribe-Post) and a visible link to leave (`unsubscribe.UnsubscribeLinks`).
+    """
 
     name = "email"
 
-    def __init__(self, url: str, sender: str, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        sender: str,
+        timeout: float,
+        *,
+        connections: int = 8,
+        unsubscribe: UnsubscribeLinks | None = None,
+    ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("smtp", "smtps"):
             raise ValueError(f"SMTP_URL must start with smtp:// or smtps://, not {url!r}")
@@ -103,8 +119,10 @@ class EmailChannel:
             "timeout": timeout,
         }
         self.sender = sender
+        self.unsubscribe = unsubscribe or UnsubscribeLinks()
+        self.pool = SmtpPool(self.options, connections)
 
-    def compose(self, message: Outgoing) -> EmailMessage:
+    def compose(self, message: Outgoing, now: float | None = None) -> EmailMessage:
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = formataddr(("", message.address))
@@ -114,15 +132,22 @@ class EmailChannel:
         # Stable across retries, so a mailbox that got it twice shows it once.
         mail["Message-ID"] = f"<{message.delivery_id}@sarafan.notifier>"
         mail["X-Sarafan-Notification-Id"] = message.delivery_id
-        mail.set_content(f"{message.body}\n")
+        footer = None
+        if message.marketing:
+            for header, value in self.unsubscribe.headers(message.member_id, now).items():
+                mail[header] = value
+            link = self.unsubscribe.shown(message.member_id, now)
+            footer = unsubscribe_footer(message.locale, link) if link else None
+        text = f"{message.body}\n\n{footer.text()}" if footer else message.body
+        mail.set_content(f"{text}\n")
         mail.add_alternative(
-            email_html(message.title, message.body, message.locale), subtype="html"
+            email_html(message.title, message.body, message.locale, footer), subtype="html"
         )
         return mail
 
     async def send(self, message: Outgoing) -> Outcome:
         try:
-            await aiosmtplib.send(self.compose(message), **self.options)
+            await self.pool.send(self.compose(message))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [e.code for e in exc.recipients]
             detail = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
@@ -138,7 +163,7 @@ class EmailChannel:
         return Sent()
 
     async def close(self) -> None:
-        return None
+        await self.pool.close()
 
 
 # ---------------------------------------------------------------------------------------------

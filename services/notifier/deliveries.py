@@ -59,11 +59,22 @@ NOT_INHERITED = ("_id", "claim", "last_error", "delivered_ms")
 def message_parts(message: Message) -> Doc:
     """What a delivery (or a digest item) keeps of its message to render it later: the
     template, its facts, and the ids of the members it names (texts.py) — no name."""
-    return {
+    parts: Doc = {
         "template": message.template,
         "context": message.stored_context(),
         "mentions": dict(message.mentions),
     }
+    if message.marketing:  # an e-mail of it carries an unsubscribe link
+        parts["marketing"] = True
+    return parts
+
+
+def is_marketing(doc: Doc) -> bool:
+    """Whether a delivery holds a message sent only with marketing consent (itself or a digest
+    item). One written before the flag was kept: a campaign announcement (category campaigns)."""
+    parts = [doc, *(doc.get("items") or {}).values()]
+    # Read as truthy: nx-27017 may hold a boolean as 0/1 (docs/patterns.md, 6).
+    return any(bool(p.get("marketing")) for p in parts) or doc.get("category") == "campaigns"
 
 
 def base_delivery(

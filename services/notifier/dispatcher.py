@@ -267,6 +267,7 @@ class Dispatcher:
                     body=body,
                     cause_event_id=delivery["cause_event_id"],
                     data=dict(delivery.get("data") or {}),
+                    marketing=deliveries.is_marketing(delivery),
                 )
             )
         except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -158,10 +159,36 @@ def render(template: str, locale: str | None, context: dict[str, Any]) -> tuple[
     return title.strip(), body.strip()
 
 
-def email_html(title: str, body: str, locale: str | None) -> str:
+@dataclass(frozen=True)
+class UnsubscribeFooter:
+    """The end of a marketing e-mail: why the reader gets it, and the link to leave."""
+
+    why: str
+    label: str
+    url: str
+
+    def text(self) -> str:
+        return f"{self.why}\n{self.label}: {self.url}"
+
+
+def unsubscribe_footer(locale: str | None, url: str) -> UnsubscribeFooter:
+    """The footer in the member's language (`templates/<lang>/email/unsubscribe.j2`: the first
+    line says why, the second is the link's label)."""
+    lang = locale_of(locale)
+    text = _text.get_template(f"{lang}/email/unsubscribe.j2").render().strip()
+    why, _, label = text.partition("\n")
+    return UnsubscribeFooter(why.strip(), label.strip(), url)
+
+
+def email_html(
+    title: str, body: str, locale: str | None, unsubscribe: UnsubscribeFooter | None = None
+) -> str:
     """The HTML part of an e-mail; the title and body are escaped (they carry member input)."""
     return _html.get_template("email.html.j2").render(
-        title=title, paragraphs=[p for p in body.split("\n") if p.strip()], lang=locale_of(locale)
+        title=title,
+        paragraphs=[p for p in body.split("\n") if p.strip()],
+        lang=locale_of(locale),
+        unsubscribe=unsubscribe,
     )
 
 

@@ -39,11 +39,34 @@ BOT_TOKEN = "123456:TEST-token"
 
 class MailRecorder:
     """aiosmtpd handler: keeps every message; refuses addresses in `bounce` with 550, quoting
-    the address in the reply as real servers do (Postfix: "<a@b>: Recipient address rejected")."""
+    the address in the reply as real servers do (Postfix: "<a@b>: Recipient address rejected").
+
+    Counts the connections clients made (each greets with EHLO once) and the QUITs they said;
+    `sessions` holds the connection each message came over, in order."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.bounce: set[str] = set()
+        self.greeted: list[Any] = []  # one session per connection
+        self.sessions: list[Any] = []  # the session of each message
+        self.quits = 0
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if not any(s is session for s in self.greeted):
+            self.greeted.append(session)
+        return responses
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.quits += 1
+        return "221 Bye"
+
+    @property
+    def connections(self) -> int:
+        """How many connections clients opened (and greeted) so far."""
+        return len(self.greeted)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -56,6 +79,7 @@ class MailRecorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append(message)  # type: ignore[arg-type]
+        self.sessions.append(session)
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[EmailMessage]:
