@@ -202,11 +202,9 @@ def create_app(
         scopes=scopes,
         limits=runtime.limits,
     )
-    # Outside the kernel (only tracing is further out): a body over the limit is refused
-    # before anything reads it.
+    # Outside the kernel: a body over the limit is refused before anything reads it.
     app.add_middleware(BodyLimit, larger=larger_bodies or {})
-    # Around everything: the request's server span (a pass-through while tracing is off).
-    app.add_middleware(tracing.TraceRequests, service=runtime.service)
+    app.add_middleware(tracing.TraceRequests, service=runtime.service)  # outermost: the span
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

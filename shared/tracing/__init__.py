@@ -19,7 +19,7 @@ texts are redacted as log lines are.
 """
 
 from shared.tracing.asgi import UNTRACED_PATHS, TraceRequests
-from shared.tracing.provider import configure, enabled, install, processors_from
+from shared.tracing.provider import VARIABLES, configure, enabled, install, processors_from
 from shared.tracing.spans import (
     FIELDS,
     Spans,
@@ -38,6 +38,7 @@ from shared.tracing.spans import (
 __all__ = [
     "FIELDS",
     "UNTRACED_PATHS",
+    "VARIABLES",
     "Spans",
     "TraceRequests",
     "configure",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -18,12 +19,36 @@ log = logging.getLogger("sarafan.tracing")
 
 #: The only exporter protocol the image ships (opentelemetry-exporter-otlp-proto-http).
 OTLP_PROTOCOL = "http/protobuf"
+#: The environment variables tracing reads (here or in the OpenTelemetry SDK): a deployment
+#: may set them beside a service's own settings (docs/operations.md, "Tracing").
+VARIABLES = (
+    "OTEL_SDK_DISABLED",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+)
 
 
 @dataclass
 class _State:
     processors: list[SpanProcessor] = field(default_factory=list)
-    providers: dict[str, TracerProvider] = field(default_factory=dict)
+    #: Each service's tracer, made once (its provider, resource and instrumentation scope).
+    tracers: dict[str, trace.Tracer] = field(default_factory=dict)
     environment_read: bool = False
 
 
@@ -79,7 +104,7 @@ def install(processor: SpanProcessor | None) -> None:
     """Send every service's spans to `processor` from now on, whatever the environment says
     (tests; before the services are built); None turns tracing off."""
     state.processors = [processor] if processor is not None else []
-    state.providers.clear()
+    state.tracers.clear()
     state.environment_read = True
 
 
@@ -88,6 +113,7 @@ def _shutdown(processors: list[SpanProcessor]) -> None:
         processor.shutdown()  # exports what is still queued
 
 
+@functools.cache
 def _version() -> str:
     try:
         return metadata.version("sarafan")
@@ -98,12 +124,12 @@ def _version() -> str:
 def tracer(service: str) -> trace.Tracer:
     """The service's tracer: its own provider, so services sharing a process (tests) keep
     their own `service.name`; the sampler is the SDK's (`OTEL_TRACES_SAMPLER`)."""
-    provider = state.providers.get(service)
-    if provider is None:
+    found = state.tracers.get(service)
+    if found is None:
         name = os.environ.get("OTEL_SERVICE_NAME") or f"sarafan-{service}"
         resource = Resource.create({"service.name": name, "service.version": _version()})
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         for processor in state.processors:
             provider.add_span_processor(processor)
-        state.providers[service] = provider
-    return provider.get_tracer("sarafan", _version())
+        found = state.tracers[service] = provider.get_tracer("sarafan", _version())
+    return found

@@ -156,10 +156,9 @@ def _message_attributes(subject: str, event: Any, operation: str, kind: str) -> 
         "messaging.operation.name": operation,
         "messaging.message.id": event.id,
         "messaging.message.conversation_id": event.correlationid,
-        "cloudevents.event_id": event.id,
+        # The event's id and subject are the message id and the destination already.
         "cloudevents.event_type": event.type,
         "cloudevents.event_source": event.source,
-        "cloudevents.event_subject": event.subject,
     }
 
 

@@ -4,7 +4,9 @@ headers and documents and comes back out, and which span is whose parent."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -258,3 +260,9 @@ def test_each_service_reports_its_own_name_unless_otel_service_name_says_otherwi
         pass
     names = [s.resource.attributes["service.name"] for s in named(spans, "send inapp")]
     assert names == ["sarafan-notifier", "community-notifier"]
+
+
+def test_every_otel_variable_the_tracing_code_reads_is_listed_for_the_deploy_files():
+    source = "".join(p.read_text() for p in Path(tracing.__file__).parent.glob("*.py"))
+    read = set(re.findall(r'"(OTEL_[A-Z_]+)"', source))
+    assert read and read <= set(tracing.VARIABLES)
