@@ -16,7 +16,7 @@ from shared import tracing
 from shared.events import MemberJoined, new_event
 from tests.helpers import StoppedRelay, wait_until
 from tests.integration.conftest import join_body
-from tests.integration.notifier_peers import MailRecorder, smtp_server
+from tests.integration.notifier_peers import MailRecorder, create_streams, smtp_server
 from tests.integration.test_delivery_guarantees import stream_messages
 
 
@@ -178,3 +178,46 @@ async def test_the_traceparent_survives_a_crash_and_the_sweep_publishes_in_the_r
     assert json.loads(joined[0].data)["traceparent"] == stored["traceparent"]
     assert _parent_is(publish, request)
     assert joined[0].headers["traceparent"] == _traceparent(publish)
+
+
+async def test_joins_consumed_in_one_batch_keep_each_welcome_in_the_trace_of_its_own_join(
+    spans, services, nc
+):
+    await create_streams(nc, "MEMBERS", "ENGAGEMENT", "CAMPAIGNS")
+    js = nc.jetstream()
+    requests = {
+        "m_first": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "m_second": "00-1bf7651916cd43dd8448eb211c80319d-c7ad6b7169203332-01",
+    }
+    for member_id, traceparent in requests.items():
+        data = MemberJoined.model_validate({**MemberJoined.example, "member_id": member_id})
+        event = new_event(data).model_copy(update={"traceparent": traceparent})
+        await js.publish(
+            event.nats_subject, event.to_json(), stream="MEMBERS", headers={"Nats-Msg-Id": event.id}
+        )
+    # Both wait in the stream: the notifier's first pull fetches them together.
+    async with services("notifier"):
+
+        def settled() -> list[ReadableSpan] | None:
+            done = spans.get_finished_spans()
+            sends = [s for s in done if s.name == "send inapp"]
+            sent = [s for s in done if s.name == "publish notifier.notification-sent.*"]
+            return done if len(sends) == 2 and len(sent) == 2 else None
+
+        done = await wait_until(settled, message="the two welcomes were not all traced")
+    consumed = [s for s in done if s.kind == SpanKind.CONSUMER]
+    assert len(consumed) == 2
+    for span in consumed:
+        assert span.attributes["messaging.batch.message_count"] == 2  # the batch path
+        # Each is in the trace of its own join, child of the context its event carries.
+        member_id = span.attributes["messaging.destination.name"].rsplit(".", 1)[1]
+        _, trace_id, parent_id, _ = requests[member_id].split("-")
+        assert f"{span.context.trace_id:032x}" == trace_id
+        assert f"{span.parent.span_id:016x}" == parent_id
+        # Its in-app send and the notification-sent it announces are in that trace too.
+        children = [s for s in done if s.parent and s.parent.span_id == span.context.span_id]
+        assert sorted(s.name for s in children) == [
+            "publish notifier.notification-sent.*",
+            "send inapp",
+        ]
+        assert {s.context.trace_id for s in children} == {span.context.trace_id}
