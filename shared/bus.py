@@ -24,6 +24,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import StorageType, StreamConfig
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared import tracing
 from shared.broker import (
     DRAIN_SECONDS,
     FILL_SECONDS,
@@ -350,7 +351,8 @@ class Bus:
             # drop a repeat of the same event inside the duplicate window.
             stream=STREAMS[subject.split(".", 1)[0]],
             timeout=5,
-            headers={"Nats-Msg-Id": event.id, "Ce-Type": event.type},
+            # The current span (the relay's publish span) travels as `traceparent`, if any.
+            headers={"Nats-Msg-Id": event.id, "Ce-Type": event.type, **tracing.current_fields()},
             correlation_id=event.correlationid,
         )
         self.metrics.events_published.labels(self.service, event.type).inc()

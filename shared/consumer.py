@@ -28,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from shared import tracing
 from shared.clock import Clock
 from shared.events import CloudEvent, EventData, InvalidEvent, carried_by, receive, utcnow
 from shared.logs import event_context
@@ -213,37 +214,52 @@ class ConsumerWrapper:
             else:
                 unique[item[1].id] = item
         fresh = list(unique.values())
-        if c.handle_batch is not None and len(fresh) > 1:
-            started = time.perf_counter()
+        if c.handle_batch is not None and len(fresh) > 1 and await self._process_batch(c, fresh):
+            return
+        for msg, envelope, data in fresh:
+            await self._process_one(c, msg, envelope, data)
+
+    async def _process_batch(
+        self, c: Consumer, fresh: list[tuple[Msg, CloudEvent, EventData]]
+    ) -> bool:
+        """The batch handler over every fresh event at once; False when it failed (the caller
+        handles them one by one)."""
+        started = time.perf_counter()
+        items = [(msg, envelope) for msg, envelope, _ in fresh]
+        with tracing.processing_batch(self.service, c.name, items) as spans:
             try:
                 await c.handle_batch([(e, d) for _, e, d in fresh])
             except Exception as exc:
+                spans.failed(exc)
+                spans.outcome("handled one by one")
                 log.warning(
                     "batch of %d on %s failed (%s); handling one by one", len(fresh), c.name, exc
                 )
-            else:
-                per_event = (time.perf_counter() - started) / len(fresh)
-                await self._mark_processed(c, [e for _, e, _ in fresh])
-                for msg, envelope, _ in fresh:
-                    await msg.ack()
-                    self.metrics.events_consumed.labels(self.service, envelope.type, "ok").inc()
-                    self.metrics.handler_seconds.labels(self.service, envelope.type).observe(
-                        per_event
-                    )
-                return
-        for msg, envelope, data in fresh:
-            await self._process_one(c, msg, envelope, data)
+                return False
+            per_event = (time.perf_counter() - started) / len(fresh)
+            await self._mark_processed(c, [e for _, e, _ in fresh])
+            for msg, envelope, _ in fresh:
+                await msg.ack()
+                self.metrics.events_consumed.labels(self.service, envelope.type, "ok").inc()
+                self.metrics.handler_seconds.labels(self.service, envelope.type).observe(per_event)
+            spans.outcome("ok")
+        return True
 
     async def _process_one(
         self, c: Consumer, msg: Msg, envelope: CloudEvent, data: EventData
     ) -> None:
-        with event_context(envelope.id, envelope.correlationid):
+        with (
+            event_context(envelope.id, envelope.correlationid),
+            tracing.processing(self.service, c.name, msg, envelope) as span,
+        ):
             started = time.perf_counter()
             try:
                 await c.handle(envelope, data)
             except Exception as exc:
+                span.failed(exc)
                 delivered = msg.metadata.num_delivered or 1
                 delay = retry_delay(exc, delivered, self.settings)
+                span.outcome("retry" if delay is not None else "dead")
                 if delay is not None:
                     log.warning(
                         "%s failed (attempt %d), retrying in %.1fs: %r",
@@ -270,6 +286,7 @@ class ConsumerWrapper:
             )
             await self._mark_processed(c, [envelope])
             await msg.ack()
+            span.outcome("ok")
             self.metrics.events_consumed.labels(self.service, envelope.type, "ok").inc()
 
     async def _already_processed(self, c: Consumer, event_ids: list[str]) -> set[str]:

@@ -12,6 +12,7 @@ import nats.errors
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
+from shared import tracing
 from shared.bus import Bus
 from shared.events import CloudEvent, utcnow
 from shared.logs import event_context
@@ -304,7 +305,11 @@ class Relay:
         return True
 
     async def _publish_one(self, event: CloudEvent) -> None:
-        with event_context(event.id, event.correlationid):
+        # A producer span in the trace the event was created in, however late it goes out.
+        with (
+            event_context(event.id, event.correlationid),
+            tracing.publishing(self.bus.service, event),
+        ):
             await self.bus.publish(event)
 
     async def _publish_all(
@@ -314,7 +319,7 @@ class Relay:
         for event in sorted(events, key=lambda e: e.time):
             with event_context(event.id, event.correlationid):
                 try:
-                    await self.bus.publish(event)
+                    await self._publish_one(event)
                 except Exception as exc:
                     if await self._failed_for_good(coll, doc_id, event.id, event, exc):
                         continue  # set aside: the events after it go on

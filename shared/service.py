@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared import tracing
 from shared.asyncapi import asyncapi_document
 from shared.bus import PROCESSED_TTL, Bus
 from shared.clock import Clock
@@ -52,6 +53,7 @@ class Runtime:
     def __init__(self, service: str, settings: ServiceSettings) -> None:
         self.service = service
         self.settings = settings
+        tracing.configure(service)  # the OTEL_* variables, once per process
         self.metrics = Metrics(service)
         self.mongo = connect_mongo(settings.mongodb_url)
         self.db = self.mongo[settings.database_name(service)]
@@ -200,8 +202,9 @@ def create_app(
         scopes=scopes,
         limits=runtime.limits,
     )
-    # Outermost: a body over the limit is refused before anything reads it.
+    # Outside the kernel: a body over the limit is refused before anything reads it.
     app.add_middleware(BodyLimit, larger=larger_bodies or {})
+    app.add_middleware(tracing.TraceRequests, service=runtime.service)  # outermost: the span
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

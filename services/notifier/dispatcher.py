@@ -27,6 +27,7 @@ from services.notifier.fanout import Clock
 from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
+from shared import tracing
 from shared.jobs import INSTANCE_ID
 from shared.logs import redact
 from shared.metrics import Metrics
@@ -222,8 +223,10 @@ class Dispatcher:
         elif blocked is not None or not within_rate:
             await self._hold(uow, delivery, member, token, blocked, now)
         else:
-            outcome = await self._send(delivery, member, names or {})
-            await self._record(uow, delivery, member, token, outcome, now)
+            # In the trace of the delivery's cause (kept in the document), if traced.
+            with tracing.continued(delivery):
+                outcome = await self._traced_send(delivery, member, names or {})
+                await self._record(uow, delivery, member, token, outcome, now)
 
     async def _hold(
         self,
@@ -247,6 +250,22 @@ class Dispatcher:
             _, next_window = hour_slot(now)
             later = next_window + timedelta(seconds=random.uniform(0, 60))
             await self._defer(uow, delivery, token, later, "rate-limit")
+
+    async def _traced_send(
+        self, delivery: Doc, member: Recipient, names: dict[str, str]
+    ) -> Outcome:
+        """`_send` in a client span: the channel, the delivery, the attempt, how it went."""
+        attributes = {
+            "sarafan.notification_id": delivery["_id"],
+            "sarafan.template": delivery["template"],
+            "sarafan.attempt": int(delivery.get("attempts", 0)) + 1,
+        }
+        with tracing.sending("notifier", delivery["channel"], attributes=attributes) as span:
+            outcome = await self._send(delivery, member, names)
+            span.outcome(type(outcome).__name__.lower())
+            if not isinstance(outcome, Sent):
+                span.failed(outcome.error)
+        return outcome
 
     async def _send(self, delivery: Doc, member: Recipient, names: dict[str, str]) -> Outcome:
         name = delivery["channel"]

@@ -20,6 +20,7 @@ from services.notifier.deliveries import Cause, DigestEntry
 from services.notifier.domain import Message, Plan, Recipient
 from services.notifier.rules import Notice
 from services.notifier.store import NotifierStore, budget_key
+from shared import tracing
 from shared.clock import utcnow
 from shared.events import CloudEvent
 from shared.metrics import Metrics
@@ -139,9 +140,13 @@ class Fanout:
             if plan.digest_day is not None:
                 digests.append(deliveries.digest_entry(cause, message, member, plan, now))
             else:
-                docs.append(deliveries.push(cause, message, member, plan, now))
-        async with self.unit_of_work() as uow:
-            new = set(await self.store.insert_deliveries(docs, events, uow=uow))
+                # The cause's trace goes with it: the dispatcher's send continues it.
+                push = deliveries.push(cause, message, member, plan, now)
+                docs.append({**push, **tracing.context_of(cause)})
+        # The in-app channel is its store: a client span in each cause's trace.
+        with tracing.sending("notifier", "inapp", [cause for cause, *_ in planned]):
+            async with self.unit_of_work() as uow:
+                new = set(await self.store.insert_deliveries(docs, events, uow=uow))
         await self._add_to_digests(digests)
         inapp_ids = [d["_id"] for d in docs if d["channel"] == "inapp" and d["_id"] in new]
         self._count("inapp", "sent", len(inapp_ids))

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared import tracing
 from shared.events.base import EventData, InvalidEvent, utcnow
 from shared.events.registry import REGISTRY, subject_for
 from shared.logs import correlation_id_var, key_id_var
@@ -92,7 +93,7 @@ def new_event(
     The correlation id defaults to the one in context (the HTTP request's, or the cause
     event's inside a handler: see shared.logs.event_context), else the event's own id, so
     every event a request or an event leads to carries the same id without each call site
-    passing it.
+    passing it. Likewise the trace context (`traceparent`), when tracing is on.
     """
     eid = event_id or str(uuid.uuid4())
     correlation_id = correlation_id or correlation_id_var.get()
@@ -100,6 +101,8 @@ def new_event(
     audit = {"keyid": key} if (key := key_id_var.get()) else {}
     event = CloudEvent(
         **audit,
+        # The trace it is created in (CloudEvents distributed tracing): empty when tracing is off.
+        **tracing.creation_context(correlation_id),
         specversion=SPECVERSION,
         id=eid,
         source=f"/services/{data.service}",
