@@ -34,6 +34,7 @@ from shared.broker import (
     PullBatches,
     raw_batch,
 )
+from shared.clock import woken_or_timeout
 from shared.consumer import (
     HEADER_MAX,
     PROCESSED_TTL,
@@ -226,8 +227,7 @@ class Bus:
                 break
             except Exception as exc:
                 log.warning("NATS not reachable at %s (%s); retrying", self.settings.nats_url, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await woken_or_timeout(self._stopping, delay)
                 delay = min(delay * 2, 5.0)
         if self._stopping.is_set():
             return
@@ -250,8 +250,7 @@ class Bus:
                 return
             except Exception as exc:
                 log.warning("%s failed: %s; retrying", what, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                await woken_or_timeout(self._stopping, delay)
                 delay = min(delay * 2, 5.0)
 
     async def _on_disconnected(self) -> None:

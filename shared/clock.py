@@ -8,6 +8,7 @@ returning the current time) and defaults to `utcnow`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -34,3 +35,17 @@ def now_ms(clock: Clock = utcnow) -> int:
 
 def from_ms(ms: int | float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def woken_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    """Wait until `event` is set or `seconds` pass, whichever comes first.
+
+    Not `asyncio.wait_for(event.wait(), ...)`: on Python 3.11 a cancellation that arrives just
+    as the event is set is swallowed (wait_for returns the result), so a stopping service would
+    wait for ever on a loop that goes on running; `asyncio.wait` always lets it through.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()

@@ -14,6 +14,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import tracing
 from shared.bus import Bus
+from shared.clock import woken_or_timeout
 from shared.events import CloudEvent, utcnow
 from shared.logs import event_context
 from shared.metrics import Metrics
@@ -372,8 +373,7 @@ class Relay:
 
     async def _sweep_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.sweep_seconds)
+            await woken_or_timeout(self._wake, self.sweep_seconds)
             self._wake.clear()
             try:
                 await self.sweep()

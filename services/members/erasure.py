@@ -27,6 +27,7 @@ from typing import Any
 
 from services.members.store import MemberStore
 from shared.bus import Bus
+from shared.clock import woken_or_timeout
 from shared.events import EVENT_MODELS
 from shared.topology import DLQ_STREAM, STREAMS
 
@@ -119,8 +120,7 @@ class Eraser:
                     raise
                 except Exception as exc:
                     log.warning("erasure sweep failed: %r", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                await woken_or_timeout(self._wake, self.interval)
                 self._wake.clear()
         finally:
             await self.stop()

@@ -28,6 +28,7 @@ from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
 from shared import tracing
+from shared.clock import woken_or_timeout
 from shared.jobs import INSTANCE_ID
 from shared.logs import redact
 from shared.metrics import Metrics
@@ -64,20 +65,6 @@ def _failure(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return f"unexpected {type(exc).__name__}{where}"
-
-
-async def woken_or_timeout(event: asyncio.Event, seconds: float) -> None:
-    """Wait until `event` is set or `seconds` pass.
-
-    Not `asyncio.wait_for(event.wait(), ...)`: on Python 3.11 a cancellation that arrives as
-    the event is set is swallowed (wait_for returns the result), so a stopping service would
-    wait for ever on a loop that goes on running; `asyncio.wait` always lets it through.
-    """
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=seconds)
-    finally:
-        waiter.cancel()
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,7 @@ async def test_a_dispatcher_loop_woken_just_as_it_is_stopped_still_stops(steps: 
     would then wait for ever for its dispatcher to stop."""
     import asyncio
 
-    from services.notifier.dispatcher import woken_or_timeout
+    from shared.clock import woken_or_timeout
 
     wake = asyncio.Event()
 
