@@ -343,10 +343,11 @@ class Bus:
             event.to_json(),
             subject,
             # With `stream=` the broker waits for the PubAck, and Nats-Msg-Id lets JetStream
-            # drop a repeat of the same event inside the duplicate window.
+            # drop a repeat of the same event inside the duplicate window; the content type
+            # says structured mode (the CloudEvents NATS binding), replacing FastStream's own.
             stream=STREAMS[subject.split(".", 1)[0]],
             timeout=5,
-            headers={"Nats-Msg-Id": event.id, "Ce-Type": event.type},
+            headers=event.nats_headers(),
             correlation_id=event.correlationid,
         )
         self.metrics.events_published.labels(self.service, event.type).inc()
