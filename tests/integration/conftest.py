@@ -98,7 +98,9 @@ async def run_service(
             if wait_ready:
 
                 async def ready() -> bool:
-                    return (await client.get("/readyz")).status_code == 200
+                    # Ready, and the events flow (readiness does not wait for NATS).
+                    r = await client.get("/readyz")
+                    return r.status_code == 200 and all(r.json()["checks"].values())
 
                 await wait_until(ready, timeout=20, message=f"{database} never became ready")
             yield running
