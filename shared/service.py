@@ -22,6 +22,7 @@ from shared.clock import Clock
 from shared.events import EVENT_MODELS, EventData, utcnow
 from shared.http import (
     IDEMPOTENCY_TTL,
+    AccessLog,
     BodyLimit,
     KernelMiddleware,
     RouteScopes,
@@ -217,8 +218,10 @@ def create_app(
         scopes=scopes,
         limits=runtime.limits,
     )
-    # Outermost: a body over the limit is refused before anything reads it.
+    # A body over the limit is refused before anything reads it.
     app.add_middleware(BodyLimit, larger=larger_bodies or {})
+    # Outermost: one access log line for every request, a refused body included.
+    app.add_middleware(AccessLog, routes=[route for route, _ in scopes.routes])
 
     @app.get("/healthz", tags=["operations"], response_model=Liveness)
     async def healthz() -> JSONResponse:

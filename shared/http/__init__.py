@@ -1,12 +1,13 @@
 """HTTP conventions of every service: one error shape, bearer auth, Idempotency-Key, metrics.
 
-Its parts: `errors` (the one error shape and the handlers that give it), `auth` (the API key
-scheme, the scope a route needs, the member a bound key acts as), `rate_limit` (per-key write
-rates), `body_limit` (request body limits), `idempotency` (Idempotency-Key records and ids
-derived from a key) and `middleware` (what runs around every request). Everything is imported
-from here.
+Its parts: `errors` (the one error shape and the handlers that give it), `access_log` (one
+line per request), `auth` (the API key scheme, the scope a route needs, the member a bound key
+acts as), `rate_limit` (per-key write rates), `body_limit` (request body limits),
+`idempotency` (Idempotency-Key records and ids derived from a key) and `middleware` (what runs
+around every request). Everything is imported from here.
 """
 
+from shared.http.access_log import AccessLog
 from shared.http.auth import (
     API_KEY,
     RouteScopes,
@@ -53,6 +54,7 @@ __all__ = [
     "MEMBER_KEYS",
     "REMEMBER_FOR_SECONDS",
     "WRITE_METHODS",
+    "AccessLog",
     "ApiError",
     "BodyLimit",
     "KernelMiddleware",
