@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.asyncapi import asyncapi_document
@@ -29,6 +29,8 @@ from shared.http import (
     WriteLimits,
     ensure_idempotency_indexes,
     install_error_handlers,
+    install_openapi,
+    operation_id,
 )
 from shared.keys import KeyRing
 from shared.logs import configure_logging
@@ -202,7 +204,15 @@ def create_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id(runtime.service),
+    )
+    # The one error shape and every status each route answers (shared/http/openapi.py).
+    install_openapi(app)
     app.state.runtime = runtime
     install_error_handlers(app)
     scopes = RouteScopes(routers)
@@ -223,19 +233,29 @@ def create_app(
     # Outermost: one access log line for every request, a refused body included.
     app.add_middleware(AccessLog, routes=[route for route, _ in scopes.routes])
 
-    @app.get("/healthz", tags=["operations"], response_model=Liveness)
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        response_model=Liveness,
+        responses={503: {"model": Liveness, "description": "the event loop has not run for 5 s"}},
+    )
     async def healthz() -> JSONResponse:
         """Liveness: 200 while the event loop runs, 503 when it has not for 5 s (a blocked
         loop answers nothing: probe with a timeout of 3 s)."""
         return runtime.heartbeat.answer()
 
-    @app.get("/readyz", tags=["operations"], response_model=Readiness)
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "a required check does not hold"}},
+    )
     async def readyz() -> JSONResponse:
         """Readiness: 200 once started, with MongoDB answering and the API keys read; NATS
         is reported and does not decide (writes wait in the outbox while it is away)."""
         return readiness_answer(await runtime.readiness())
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

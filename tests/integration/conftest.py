@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sarafan.embedded import LOCALHOST, free_port, nats_child
 from shared.service import Runtime
 from tests.conftest import EmbeddedServer
+from tests.contract import Conformance
 from tests.helpers import wait_until
 
 TOKEN = "test-token"
@@ -89,10 +90,16 @@ async def run_service(
         **overrides,
     )
     app = build(settings)
+    # Every answer a test gets is checked against the service's OpenAPI document: a route
+    # answering what its document does not say fails the test (tests/contract.py).
+    conformance = Conformance(app.openapi())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://service", headers=AUTH
+            transport=transport,
+            base_url="http://service",
+            headers=AUTH,
+            event_hooks={"response": [conformance.on_response]},
         ) as client:
             running = Running(app, client)
             if wait_ready:
