@@ -232,6 +232,14 @@ def create_app(
     app.add_middleware(BodyLimit, larger=larger_bodies or {})
     # Outermost: one access log line for every request, a refused body included.
     app.add_middleware(AccessLog, routes=[route for route, _ in scopes.routes])
+    _operations(app, runtime)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _operations(app: FastAPI, runtime: Runtime) -> None:
+    """The routes every service serves without a key: the probes, metrics, AsyncAPI."""
 
     @app.get(
         "/healthz",
@@ -265,10 +273,6 @@ def create_app(
         return await asyncio.to_thread(
             asyncapi_document, runtime.service, runtime.publishes, runtime.bus.consumers
         )
-
-    for router in routers:
-        app.include_router(router)
-    return app
 
 
 def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:

@@ -9,7 +9,7 @@ in the kernel, so every service gets it without declarations on its routes:
   5xx, in place of FastAPI's HTTPValidationError (which is removed);
 - the statuses an operation answers because of what it is (`kernel_statuses`): every `/v1`
   route 401, 403 and 503; a write 429; a `POST` 409 and 422 for its Idempotency-Key (declared
-  as a header parameter); a body 413 and 422; a parameter 422; a path id 404;
+  as a header parameter); a body 400 (unreadable), 413 and 422; a parameter 422; a path id 404;
 - each with an example per error code, and `Retry-After` where it is sent.
 
 A route declares only what it answers beyond that (a 409 or 412 its use case raises) with
@@ -65,6 +65,10 @@ class Error(BaseModel):
 #: Each status the kernel documents: what it means, and an example (message, details) of each
 #: error code it answers with.
 STATUSES: dict[int, tuple[str, dict[str, tuple[str, Any]]]] = {
+    400: (
+        "The request body could not be read at all (not UTF-8, cut short).",
+        {"invalid_request": ("There was an error parsing the body", None)},
+    ),
     401: (
         "No API key (`Authorization: Bearer <key>` is missing).",
         {"unauthorized": ("missing bearer token (Authorization: Bearer <token>)", None)},
@@ -195,6 +199,7 @@ def kernel_statuses(path: str, method: str, operation: Mapping[str, Any]) -> dic
             statuses[409] = STATUSES[409][1]
             statuses[422] = {**STATUSES[422][1], **IDEMPOTENCY_CODES[422]}
     if body:
+        statuses[400] = STATUSES[400][1]
         statuses[413] = STATUSES[413][1]
     if body or parameters:
         statuses[422] = {**STATUSES[422][1], **statuses.get(422, {})}
