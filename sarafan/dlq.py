@@ -73,11 +73,14 @@ class DeadLetter:
         cls, seq: int, dlq_subject: str, headers: Mapping[str, str] | None, data: bytes
     ) -> DeadLetter:
         h = dict(headers or {})
-        kind = h.get("Ce-Type", "")
-        if not kind:
-            with contextlib.suppress(ValueError, AttributeError):
-                kind = json.loads(data).get("type", "")
+        # The event's own type (structured mode: it is in the body), else the one its subject
+        # names; older dead letters' `Ce-Type` header is not needed for either.
+        kind: Any = ""
+        with contextlib.suppress(ValueError, AttributeError, RecursionError):
+            kind = json.loads(data).get("type", "")
         parts = dlq_subject.split(".", 3)
+        if not kind and len(parts) == 4:
+            kind = parts[3].partition(".")[2].partition(".")[0]
         return cls(
             id=seq,
             subject=original_subject(dlq_subject) or "?",
@@ -218,6 +221,8 @@ async def _replay_one(js: Any, seq: int) -> Replay:
             raise Refused(f"it is not the message {target.stream} holds at {target.sequence}")
     except Refused as exc:
         return Replay(seq, refused=str(exc))
+    # The producer's own headers, its content type included: the message goes back as it was
+    # published (an event from before the content type was set, without it: readers take both).
     headers = {
         k: v
         for k, v in (original.headers or {}).items()

@@ -87,6 +87,18 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def service_flowing(url: str, timeout: float = 2.0) -> bool:
+    """True when the service at `url` is ready and its events flow: `/readyz` answers 200 with
+    every check true (NATS connected, streams and consumers bound: what `/readyz` reports
+    without requiring it, since writes wait in the outbox while NATS is away)."""
+    try:
+        with _DIRECT.open(f"{url}/readyz", timeout=timeout) as response:
+            checks = json.loads(response.read()).get("checks") or {}
+            return bool(response.status == 200 and checks and all(checks.values()))
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return False
+
+
 def mongo_ping(port: int, host: str = LOCALHOST, timeout: float = 1.0) -> bool:
     """True when the server answers a real `ping` command (a TCP accept is not enough)."""
     millis = int(timeout * 1000)

@@ -20,10 +20,10 @@ from sarafan.embedded import (
     Child,
     ChildExited,
     free_port,
-    http_ok,
     mongo_child,
     nats_child,
     port_is_free,
+    service_flowing,
     sqlite_secure_delete,
 )
 from sarafan.home_secrets import api_token, nats_passwords
@@ -274,7 +274,7 @@ class Stack:
 
     def _service_child(self, name: str) -> Child:
         port = self.config.service_ports[name]
-        readyz = f"{self.config.service_url(name)}/readyz"
+        url = self.config.service_url(name)
         return Child(
             name=name,
             argv=[sys.executable, "-m", f"services.{name}"],
@@ -289,7 +289,8 @@ class Stack:
                 "SARAFAN_LOG_FORMAT": "json",
                 "PYTHONUNBUFFERED": "1",  # log lines reach the file as they happen
             },
-            ready_check=lambda: http_ok(readyz),
+            # Up means the events flow too (readiness alone does not wait for NATS).
+            ready_check=lambda: service_flowing(url),
         )
 
     def _start_and_wait(self, children: list[Child], timeout: float) -> None:

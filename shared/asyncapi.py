@@ -10,8 +10,9 @@ leaves out and the platform's contract has (`_complete`):
 - `defaultContentType` and each message's `contentType`: `application/cloudevents+json`,
   the structured-mode CloudEvents content type the bytes are (FastStream writes
   `application/json`);
-- each message's `headers`: `Nats-Msg-Id` (the event id, JetStream's duplicate window) and
-  `Ce-Type` beside FastStream's own `correlation_id` (FastStream has no header schema);
+- each message's `headers`: `content-type` (`application/cloudevents+json`: structured mode in
+  the CloudEvents NATS binding) and `Nats-Msg-Id` (the event id, JetStream's duplicate window)
+  beside FastStream's own `correlation_id` (FastStream has no header schema);
 - each message's `name` (the event type), `summary` (the model's text) and `examples` (a
   whole example event with its headers);
 - each message's `x-schema-ids`: the `$id` of its event's exported JSON Schema (`sarafan
@@ -45,6 +46,8 @@ from pydantic import Field, create_model
 
 from shared.bus import Consumer
 from shared.events import (
+    CLOUDEVENTS_JSON,
+    CONTENT_TYPE,
     REGISTRY,
     CloudEvent,
     EventData,
@@ -53,18 +56,23 @@ from shared.events import (
     subject_matches,
 )
 
-CONTENT_TYPE = "application/cloudevents+json"
 SERVER_NAME = "nats"
 SERVER_URL = "nats://nats:4222"
-#: What the bus sets on every event it publishes (shared.bus.Bus.publish).
+#: What the bus sets on every event it publishes (shared.bus.Bus.publish). No `ce-` header: in
+#: structured mode every attribute is in the body (the subject names the type for routing).
 HEADERS = {
     "type": "object",
     "properties": {
+        CONTENT_TYPE: {
+            "type": "string",
+            "const": CLOUDEVENTS_JSON,
+            "description": "structured mode: the body is the whole CloudEvent (header names "
+            "are case-insensitive; a reader also takes a message without it)",
+        },
         "Nats-Msg-Id": {"type": "string", "description": "the event id"},
-        "Ce-Type": {"type": "string", "description": "the event type"},
         "correlation_id": {"type": "string", "description": "the event's correlationid"},
     },
-    "required": ["Nats-Msg-Id"],
+    "required": ["Nats-Msg-Id", CONTENT_TYPE],
 }
 
 
@@ -151,11 +159,7 @@ def _example(model: type[EventData]) -> dict[str, Any]:
     event = contextvars.Context().run(example_event, model)
     return {
         "name": model.event_type,
-        "headers": {
-            "Nats-Msg-Id": event.id,
-            "Ce-Type": event.type,
-            "correlation_id": event.correlationid,
-        },
+        "headers": {**event.nats_headers(), "correlation_id": event.correlationid},
         "payload": event.model_dump(mode="json"),
     }
 
@@ -166,7 +170,7 @@ def _complete_message(message: dict[str, Any], types: list[type[EventData]]) -> 
         message["summary"] = (types[0].__doc__ or "").strip()
     elif types:
         message["summary"] = "one of: " + ", ".join(m.event_type for m in types)
-    message["contentType"] = CONTENT_TYPE
+    message["contentType"] = CLOUDEVENTS_JSON
     message["headers"] = copy.deepcopy(HEADERS)
     if types:
         message["examples"] = [_example(m) for m in types]
@@ -187,7 +191,7 @@ def _rename_server(node: Any, old: str) -> Any:
 
 def _complete(doc: dict[str, Any], channels: dict[str, list[type[EventData]]]) -> dict[str, Any]:
     """Add to FastStream's document what it lacks (see the module's text)."""
-    doc["defaultContentType"] = CONTENT_TYPE
+    doc["defaultContentType"] = CLOUDEVENTS_JSON
     servers = doc.get("servers") or {}
     if len(servers) == 1:
         [(old, server)] = servers.items()
@@ -225,7 +229,8 @@ def _document(service: str, publishes: tuple[Any, ...], consumers: tuple[Any, ..
         title=f"Sarafan {service} events",
         version="1.0.0",
         description="CloudEvents 1.0 (structured JSON) on NATS JetStream; "
-        "subject <service>.<type>.<aggregate id>; header Nats-Msg-Id = event id.",
+        "subject <service>.<type>.<aggregate id>; headers content-type: "
+        f"{CLOUDEVENTS_JSON} and Nats-Msg-Id = event id.",
     ).to_specification()
     return _complete(generated.to_jsonable(), channels)
 

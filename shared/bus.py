@@ -98,6 +98,7 @@ class Bus:
         self._running: dict[str, _Running] = {}
         self._main: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._prepared = False
         self.processed = self.db["processed_events"]
         #: What becomes of each fetched message (shared/consumer.py).
         self.wrapper = ConsumerWrapper(
@@ -175,12 +176,18 @@ class Bus:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect in the background: the service serves HTTP (and writes) while NATS is away."""
+    async def prepare(self) -> None:
+        """The processed-event records' indexes (MongoDB); `start` makes them when not yet."""
         await expiring_index(
             self.processed, "at", int(PROCESSED_TTL.total_seconds()), kept_by_job=True
         )
         await self.processed.create_index("at_ms")
+        self._prepared = True
+
+    async def start(self) -> None:
+        """Connect in the background: the service serves HTTP (and writes) while NATS is away."""
+        if not self._prepared:
+            await self.prepare()
         self.declare()
         self._main = asyncio.create_task(self._connect_and_run(), name=f"{self.service}-bus")
 
@@ -235,12 +242,14 @@ class Bus:
         log.info("connected to NATS at %s", self.settings.nats_url)
         await self._retry_until_done(self._declare_streams, "declare streams")
         self.streams_ready = True
+        # Before binding: a consumer waits for its producer's stream, and nothing the hooks do
+        # (watching the API keys, publishing the outbox) should wait for another service.
+        for hook in self.on_connected:
+            await hook()
         for running in self._running.values():
             await self._retry_until_done(
                 lambda r=running: self._bind(r), f"bind {running.consumer.name}"
             )
-        for hook in self.on_connected:
-            await hook()
 
     async def _retry_until_done(self, step: Callable[[], Awaitable[None]], what: str) -> None:
         delay = 0.2
@@ -347,11 +356,12 @@ class Bus:
             event.to_json(),
             subject,
             # With `stream=` the broker waits for the PubAck, and Nats-Msg-Id lets JetStream
-            # drop a repeat of the same event inside the duplicate window.
+            # drop a repeat of the same event inside the duplicate window; the content type
+            # says structured mode (the CloudEvents NATS binding), replacing FastStream's own.
             stream=STREAMS[subject.split(".", 1)[0]],
             timeout=5,
             # The current span (the relay's publish span) travels as `traceparent`, if any.
-            headers={"Nats-Msg-Id": event.id, "Ce-Type": event.type, **tracing.current_fields()},
+            headers={**event.nats_headers(), **tracing.current_fields()},
             correlation_id=event.correlationid,
         )
         self.metrics.events_published.labels(self.service, event.type).inc()

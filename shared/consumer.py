@@ -315,6 +315,7 @@ class ConsumerWrapper:
     async def _dead_letter(self, c: Consumer, msg: Msg, error: str, event_type: str) -> None:
         """Copy the message with its headers and the reason to DLQ, then ack the original."""
         meta = msg.metadata
+        # The message as it came, its content type included: a dead letter may be no CloudEvent.
         headers = dict(msg.headers or {})
         headers.pop("Nats-Msg-Id", None)
         headers.pop("Nats-Expected-Stream", None)

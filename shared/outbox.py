@@ -86,6 +86,7 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._prepared = False
 
     def watch(self, collection: Collection) -> None:
         """Sweep `collection` too (a unit of work calls this on its first write with events;
@@ -112,10 +113,17 @@ class Relay:
             if any(spec.get("key") == [("outbox_pending", 1)] for spec in indexes.values()):
                 self.collections[name] = coll
 
-    async def start(self) -> None:
+    async def prepare(self) -> None:
+        """The sweep's indexes and the collections an earlier process left an outbox in
+        (MongoDB); `start` does it when not yet."""
         for coll in self.collections.values():
             await coll.create_index("outbox_pending", sparse=True)
         await self._discover()
+        self._prepared = True
+
+    async def start(self) -> None:
+        if not self._prepared:
+            await self.prepare()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbox-sweeper")
         self.bus.on_connected.append(self.wake)
 

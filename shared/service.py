@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared import tracing
@@ -23,17 +23,21 @@ from shared.clock import Clock
 from shared.events import EVENT_MODELS, EventData, utcnow
 from shared.http import (
     IDEMPOTENCY_TTL,
+    AccessLog,
     BodyLimit,
     KernelMiddleware,
     RouteScopes,
     WriteLimits,
     ensure_idempotency_indexes,
     install_error_handlers,
+    install_openapi,
+    operation_id,
 )
 from shared.keys import KeyRing
 from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import Relay
+from shared.probes import Heartbeat, Liveness, Readiness, readiness_answer
 from shared.settings import ServiceSettings
 from shared.skipped import SkippedDocuments
 from shared.store import connect_mongo, epoch_ms, ping
@@ -45,6 +49,8 @@ log = logging.getLogger("sarafan.service")
 Hook = Callable[[], Awaitable[None]]
 #: How often old processed-event and Idempotency-Key records are deleted (see Runtime.expire).
 EXPIRE_EVERY = timedelta(hours=1)
+#: How long /readyz waits for MongoDB's answer: less than the probes' timeout (3 s).
+READY_PING_SECONDS = 2.0
 
 
 class Runtime:
@@ -71,6 +77,8 @@ class Runtime:
         self.init_hooks: list[Hook] = []
         self.jobs: list[Callable[[], Awaitable[None]]] = []
         self.initialised = asyncio.Event()
+        #: The event loop's heartbeat, watched from a thread (/healthz: shared/probes.py).
+        self.heartbeat = Heartbeat(service)
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def _watch_keys(self) -> None:
@@ -96,6 +104,8 @@ class Runtime:
         return UnitOfWork(self.relay)
 
     async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.heartbeat.beat(), name="heartbeat"))
+        self.heartbeat.watch()
         self._tasks.append(asyncio.create_task(self._initialise(), name=f"{self.service}-init"))
 
     async def _initialise(self) -> None:
@@ -103,19 +113,26 @@ class Runtime:
         delay = 0.2
         while True:
             try:
-                await ensure_idempotency_indexes(self.db["idempotency_keys"])
-                for hook in self.init_hooks:
-                    await hook()
+                await self._prepare_storage()
                 break
             except Exception as exc:
                 log.warning("initialising %s storage failed: %r; retrying", self.service, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        # Nothing from here on waits for MongoDB or NATS: the bus connects in the background.
         await self.bus.start()
         await self.relay.start()
         for job in [*self.jobs, self._expire_loop]:
             self._tasks.append(asyncio.create_task(job(), name=f"{self.service}-job"))
         self.initialised.set()
+
+    async def _prepare_storage(self) -> None:
+        """Every index and record start-up needs (all of it retried until MongoDB answers)."""
+        await ensure_idempotency_indexes(self.db["idempotency_keys"])
+        for hook in self.init_hooks:
+            await hook()
+        await self.bus.prepare()
+        await self.relay.prepare()
 
     async def expire(self) -> None:
         """Delete processed-event records and Idempotency-Key records past their time.
@@ -144,6 +161,7 @@ class Runtime:
             await asyncio.sleep(EXPIRE_EVERY.total_seconds())
 
     async def stop(self) -> None:
+        self.heartbeat.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -156,12 +174,14 @@ class Runtime:
         await self.mongo.close()
 
     async def readiness(self) -> dict[str, bool]:
+        """What `/readyz` reports; `shared.probes.REQUIRED` names the checks that decide it."""
         return {
             "initialised": self.initialised.is_set(),
-            "mongodb": await asyncio.wait_for(ping(self.db), 3),
+            # Answered within the probes' timeout (3 s) even while the driver waits longer.
+            "mongodb": await ping(self.db, timeout=READY_PING_SECONDS),
+            "api_keys": self.keys.synced.is_set(),
             "nats": self.bus.connected,
             "streams_and_consumers": self.bus.ready(),
-            "api_keys": self.keys.synced.is_set(),
         }
 
 
@@ -186,7 +206,15 @@ def create_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id(runtime.service),
+    )
+    # The one error shape and every status each route answers (shared/http/openapi.py).
+    install_openapi(app)
     app.state.runtime = runtime
     install_error_handlers(app)
     scopes = RouteScopes(routers)
@@ -202,27 +230,43 @@ def create_app(
         scopes=scopes,
         limits=runtime.limits,
     )
-    # Outside the kernel: a body over the limit is refused before anything reads it.
+    # A body over the limit is refused before anything reads it.
     app.add_middleware(BodyLimit, larger=larger_bodies or {})
+    # One access log line for every request, a refused body included.
+    app.add_middleware(AccessLog, routes=[route for route, _ in scopes.routes])
     app.add_middleware(tracing.TraceRequests, service=runtime.service)  # outermost: the span
+    _operations(app, runtime)
+    for router in routers:
+        app.include_router(router)
+    return app
 
-    @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.service}
 
-    @app.get("/readyz", tags=["operations"])
+def _operations(app: FastAPI, runtime: Runtime) -> None:
+    """The routes every service serves without a key: the probes, metrics, AsyncAPI."""
+
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        response_model=Liveness,
+        responses={503: {"model": Liveness, "description": "the event loop has not run for 5 s"}},
+    )
+    async def healthz() -> JSONResponse:
+        """Liveness: 200 while the event loop runs, 503 when it has not for 5 s (a blocked
+        loop answers nothing: probe with a timeout of 3 s)."""
+        return runtime.heartbeat.answer()
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "a required check does not hold"}},
+    )
     async def readyz() -> JSONResponse:
-        try:
-            checks = await runtime.readiness()
-        except Exception:
-            checks = {"mongodb": False}
-        ok = all(checks.values())
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready", "checks": checks},
-            status_code=200 if ok else 503,
-        )
+        """Readiness: 200 once started, with MongoDB answering and the API keys read; NATS
+        is reported and does not decide (writes wait in the outbox while it is away)."""
+        return readiness_answer(await runtime.readiness())
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -232,10 +276,6 @@ def create_app(
         return await asyncio.to_thread(
             asyncapi_document, runtime.service, runtime.publishes, runtime.bus.consumers
         )
-
-    for router in routers:
-        app.include_router(router)
-    return app
 
 
 def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:

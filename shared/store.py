@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -76,9 +77,10 @@ def projected(doc: dict[str, Any] | None, path: str) -> Any:
     return value
 
 
-async def ping(db: AsyncDatabase[dict[str, Any]]) -> bool:
+async def ping(db: AsyncDatabase[dict[str, Any]], timeout: float | None = None) -> bool:
+    """Whether the server answers a ping (within `timeout` seconds, when given)."""
     try:
-        await db.command("ping")
+        await asyncio.wait_for(db.command("ping"), timeout)
         return True
     except Exception:
         return False

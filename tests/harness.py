@@ -229,7 +229,7 @@ class BusHarness:
             return item
         if isinstance(item, CloudEvent):
             subject, data = item.nats_subject, item.to_json()
-            headers = {"Nats-Msg-Id": item.id, "Ce-Type": item.type}
+            headers = item.nats_headers()
         else:
             (subject, data), headers = item, {}
         return JsMessage(

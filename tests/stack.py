@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from sarafan.embedded import free_port
+from sarafan.embedded import free_port, service_flowing
 from shared.settings import DEFAULT_PORTS
 from tests.helpers import strong_token
 
@@ -102,12 +100,7 @@ def sarafan_up(tmp: Path) -> Iterator[UpStack]:
 
     def ready() -> bool:
         assert proc.poll() is None, log_path.read_text()[-3000:]
-        try:
-            return all(
-                httpx.get(f"{stack.url(n)}/readyz", timeout=2).status_code == 200 for n in SERVICES
-            )
-        except httpx.HTTPError:
-            return False
+        return all(service_flowing(stack.url(n)) for n in SERVICES)
 
     try:
         wait_for(ready, 120, "sarafan up was not ready")

@@ -24,7 +24,7 @@ from services.activities.schemas import (
 )
 from services.activities.usecases import activity_report, community
 from shared.clock import epoch_ms
-from shared.http import new_id, not_found, principal_of, require
+from shared.http import error_responses, new_id, not_found, principal_of, require
 from shared.limits import Region
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor, order_key
 from shared.service import Runtime
@@ -127,7 +127,22 @@ async def get_activity(activity_id: ActivityId, request: Request) -> ActivityOut
 
 
 @router.patch(
-    "/activities/{activity_id}", response_model=ActivityOut, dependencies=[require(MANAGE)]
+    "/activities/{activity_id}",
+    response_model=ActivityOut,
+    dependencies=[require(MANAGE)],
+    responses=error_responses(
+        {
+            409: {
+                "already_published": "a published activity cannot go back to draft",
+                "activity_cancelled": "activity a_… is cancelled",
+                "capacity_below_confirmed": "shift s_… has 3 confirmed member(s): its capacity "
+                "cannot go below 3",
+                "shift_ended": "shift s_… has ended; it cannot change",
+                "activity_ended": "every shift of this draft has ended",
+                "concurrent_change": "activity a_… kept changing; retry",
+            }
+        }
+    ),
 )
 async def change_activity(
     activity_id: ActivityId, body: ActivityPatchIn, request: Request

@@ -23,7 +23,15 @@ from services.activities.schemas import (
     SignupOut,
 )
 from services.activities.usecases import BY_MEMBER, BY_ORGANISER
-from shared.http import ApiError, acting_member, new_id, not_found, principal_of, require
+from shared.http import (
+    ApiError,
+    acting_member,
+    error_responses,
+    new_id,
+    not_found,
+    principal_of,
+    require,
+)
 from shared.limits import Ident
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 from shared.service import Runtime
@@ -75,7 +83,7 @@ async def get_signup(signup_id: SignupId, request: Request) -> SignupOut:
 @router.post(
     "/signups/{signup_id}/confirm", response_model=SignupOut, dependencies=[require(SIGNUP)]
 )
-async def confirm(signup_id: SignupId, request: Request) -> SignupOut:
+async def confirm_signup(signup_id: SignupId, request: Request) -> SignupOut:
     """ "I'm coming": recorded once (sign-up-changed `confirmed-by-member`)."""
     a = activities_of(request)
     signup = await _signup(a, signup_id)
@@ -85,8 +93,22 @@ async def confirm(signup_id: SignupId, request: Request) -> SignupOut:
     return SignupOut.from_doc(after)
 
 
-@router.delete("/signups/{signup_id}", response_model=SignupOut, dependencies=[require(SIGNUP)])
-async def cancel(
+@router.delete(
+    "/signups/{signup_id}",
+    response_model=SignupOut,
+    dependencies=[require(SIGNUP)],
+    responses=error_responses(
+        {
+            409: {
+                "attendance_recorded": "this member's attendance is recorded already",
+                "not_a_sign_up": "a walk-in holds no place to cancel",
+                "shift_ended": "this shift has ended",
+                "retry": "the sign-up changed meanwhile; retry",
+            }
+        }
+    ),
+)
+async def cancel_signup(
     signup_id: SignupId,
     request: Request,
     by: Annotated[

@@ -21,7 +21,7 @@ from services.campaigns.schemas import (
 from services.campaigns.store import CampaignsStore, Doc
 from services.campaigns.usecases import Conflict, InvalidCampaign, Lifecycle, Missing
 from shared.clock import from_ms, utcnow
-from shared.http import ApiError, new_id, not_found, require
+from shared.http import ApiError, error_responses, new_id, not_found, require
 from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
 from shared.service import Runtime
 
@@ -133,8 +133,15 @@ async def _transition(request: Request, campaign_id: str, action: str) -> Campai
     return CampaignOut.from_doc(after)
 
 
+#: What a start, an end or a cancel answers when the campaign's status does not allow it.
+NOT_NOW = error_responses({409: {"invalid_status": "campaign c_01 is ended; cannot start it"}})
+
+
 @router.post(
-    "/campaigns/{campaign_id}/start", response_model=CampaignOut, dependencies=[require(MANAGE)]
+    "/campaigns/{campaign_id}/start",
+    response_model=CampaignOut,
+    dependencies=[require(MANAGE)],
+    responses=NOT_NOW,
 )
 async def start_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """Start a scheduled campaign now (emits campaign-started)."""
@@ -142,7 +149,10 @@ async def start_campaign(campaign_id: CampaignId, request: Request) -> CampaignO
 
 
 @router.post(
-    "/campaigns/{campaign_id}/end", response_model=CampaignOut, dependencies=[require(MANAGE)]
+    "/campaigns/{campaign_id}/end",
+    response_model=CampaignOut,
+    dependencies=[require(MANAGE)],
+    responses=NOT_NOW,
 )
 async def end_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """End an active campaign now: winners by its rule (emits campaign-ended). Before its
@@ -151,7 +161,10 @@ async def end_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut
 
 
 @router.post(
-    "/campaigns/{campaign_id}/cancel", response_model=CampaignOut, dependencies=[require(MANAGE)]
+    "/campaigns/{campaign_id}/cancel",
+    response_model=CampaignOut,
+    dependencies=[require(MANAGE)],
+    responses=NOT_NOW,
 )
 async def cancel_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
     """Cancel a scheduled or active campaign: no winners, no event."""

@@ -17,7 +17,7 @@ from services.engagement.context import Engagement, Strict, engagement_of, refus
 from services.engagement.store import Doc
 from shared.clock import from_ms
 from shared.events import PostKind
-from shared.http import acting_member, new_id, not_found, require
+from shared.http import acting_member, error_responses, new_id, not_found, require
 from shared.limits import Ident, Title, line, text
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 
@@ -217,6 +217,12 @@ async def list_comments(
     status_code=201,
     response_model=ReactionOut,
     dependencies=[require(WRITE)],
+    responses={
+        200: {"model": ReactionOut, "description": "the same reaction again: nothing new"},
+        **error_responses(
+            {409: {"already_reacted": "member m_01 already reacted to post p_01 with 'like'"}}
+        ),
+    },
 )
 async def add_reaction(
     post_id: str, body: ReactionIn, request: Request, response: Response

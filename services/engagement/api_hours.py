@@ -17,7 +17,14 @@ from services.engagement.attendance import MANUAL
 from services.engagement.context import Strict, engagement_of, refusals, rendered
 from services.engagement.store import Doc
 from shared.clock import from_ms
-from shared.http import acting_member, new_id, not_found, request_record, require
+from shared.http import (
+    acting_member,
+    error_responses,
+    new_id,
+    not_found,
+    request_record,
+    require,
+)
 from shared.limits import Day, Ident, Title, text
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
 
@@ -140,13 +147,27 @@ async def _decide(entry_id: str, body: DecisionIn, request: Request, status: str
     return _hours_out(entry)
 
 
-@router.post("/hours/{entry_id}/approve", response_model=HoursOut, dependencies=[require(DECIDE)])
+#: What deciding answers for hours already approved or rejected.
+DECIDED = error_responses({409: {"already_decided": "hours entry h_01 is already approved"}})
+
+
+@router.post(
+    "/hours/{entry_id}/approve",
+    response_model=HoursOut,
+    dependencies=[require(DECIDE)],
+    responses=DECIDED,
+)
 async def approve_hours(entry_id: str, body: DecisionIn, request: Request) -> HoursOut:
     """Approve pending hours (coordinator or staff only): they score and emit hours-approved."""
     return await _decide(entry_id, body, request, "approved")
 
 
-@router.post("/hours/{entry_id}/reject", response_model=HoursOut, dependencies=[require(DECIDE)])
+@router.post(
+    "/hours/{entry_id}/reject",
+    response_model=HoursOut,
+    dependencies=[require(DECIDE)],
+    responses=DECIDED,
+)
 async def reject_hours(entry_id: str, body: DecisionIn, request: Request) -> HoursOut:
     """Reject pending hours (coordinator or staff only)."""
     return await _decide(entry_id, body, request, "rejected")

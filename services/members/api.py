@@ -34,6 +34,7 @@ from shared.http import (
     API_KEY,
     ApiError,
     acting_member,
+    error_responses,
     not_found,
     principal_of,
     request_record,
@@ -259,7 +260,21 @@ def _if_match(header: str | None) -> int | None:
         raise ApiError(422, "invalid_if_match", "If-Match must be a member version") from exc
 
 
-@router.patch("/members/{member_id}", response_model=MemberOut, dependencies=[require(WRITE)])
+@router.patch(
+    "/members/{member_id}",
+    response_model=MemberOut,
+    dependencies=[require(WRITE)],
+    responses=error_responses(
+        {
+            409: {
+                "email_taken": "another member already has this email",
+                "member_left": "member m_01 has left",
+                "conflict": "the member kept changing; retry",
+            },
+            412: {"version_changed": "member m_01 is at version 4, not 3"},
+        }
+    ),
+)
 async def update_member(
     member_id: MemberId,
     body: PatchRequest,

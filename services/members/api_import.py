@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from services.members import importer, usecases
 from services.members.api import WRITE, may_grant, phone_region_of, runtime_of, store_of
 from services.members.schemas import ImportReport
-from shared.http import ApiError, require, unbound_only
+from shared.http import ApiError, error_responses, require, unbound_only
 
 router = APIRouter(prefix="/v1", tags=["members"])
 
@@ -56,6 +56,9 @@ IMPORT_BODY = {
     response_model=ImportReport,
     openapi_extra=IMPORT_BODY,
     dependencies=[require(WRITE)],
+    responses=error_responses(
+        {415: {"unsupported_media_type": "send text/csv or application/x-ndjson"}}
+    ),
 )
 async def import_members(
     request: Request,

@@ -131,7 +131,7 @@ PAGES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses=PAGES)
-async def confirm(token: str, request: Request) -> Response:
+async def unsubscribe_page(token: str, request: Request) -> Response:
     """The page an unsubscribe link opens: a button that unsubscribes. Changes nothing."""
     found = _member_of(request, token)
     if isinstance(found, Response):
@@ -140,7 +140,7 @@ async def confirm(token: str, request: Request) -> Response:
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses=PAGES)
-async def one_click(token: str, request: Request) -> Response:
+async def withdraw_marketing(token: str, request: Request) -> Response:
     """Withdraw the member's marketing consent (RFC 8058 one-click: the body, if any, is
     `List-Unsubscribe=One-Click`); the same answer whoever the link names, however often."""
     found = _member_of(request, token)

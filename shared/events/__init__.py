@@ -61,6 +61,8 @@ from shared.events.engagement import (
     ReactionAdded,
 )
 from shared.events.envelope import (
+    CLOUDEVENTS_JSON,
+    CONTENT_TYPE,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
     SPECVERSION,
@@ -90,6 +92,8 @@ from shared.events.registry import (
 from shared.events.schemas import event_schema, example_event, export_schemas
 
 __all__ = [
+    "CLOUDEVENTS_JSON",
+    "CONTENT_TYPE",
     "EVENT_MODELS",
     "FACT_TIME",
     "LEVELS",

@@ -1,12 +1,14 @@
 """HTTP conventions of every service: one error shape, bearer auth, Idempotency-Key, metrics.
 
-Its parts: `errors` (the one error shape and the handlers that give it), `auth` (the API key
-scheme, the scope a route needs, the member a bound key acts as), `rate_limit` (per-key write
-rates), `body_limit` (request body limits), `idempotency` (Idempotency-Key records and ids
-derived from a key) and `middleware` (what runs around every request). Everything is imported
-from here.
+Its parts: `errors` (the one error shape and the handlers that give it), `access_log` (one
+line per request), `auth` (the API key scheme, the scope a route needs, the member a bound key
+acts as), `rate_limit` (per-key write rates), `body_limit` (request body limits),
+`idempotency` (Idempotency-Key records and ids derived from a key), `middleware` (what runs
+around every request) and `openapi` (the document clients are generated from). Everything is
+imported from here.
 """
 
+from shared.http.access_log import AccessLog
 from shared.http.auth import (
     API_KEY,
     RouteScopes,
@@ -39,6 +41,7 @@ from shared.http.idempotency import (
     request_record,
 )
 from shared.http.middleware import KernelMiddleware
+from shared.http.openapi import Error, error_responses, install_openapi, operation_id
 from shared.http.rate_limit import DEFAULT_RATE_PER_MINUTE, WRITE_METHODS, WriteLimits
 
 __all__ = [
@@ -53,8 +56,10 @@ __all__ = [
     "MEMBER_KEYS",
     "REMEMBER_FOR_SECONDS",
     "WRITE_METHODS",
+    "AccessLog",
     "ApiError",
     "BodyLimit",
+    "Error",
     "KernelMiddleware",
     "RouteScopes",
     "WriteLimits",
@@ -62,11 +67,14 @@ __all__ = [
     "concerned_member",
     "ensure_idempotency_indexes",
     "error_body",
+    "error_responses",
     "forget_requests_of",
     "install_error_handlers",
+    "install_openapi",
     "kept",
     "new_id",
     "not_found",
+    "operation_id",
     "principal_of",
     "record_id",
     "request_record",

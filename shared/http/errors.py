@@ -95,8 +95,13 @@ async def _http(_: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
+def unexpected_status(exc: BaseException) -> int:
+    """The status an exception no route handled is answered with (`_unexpected`)."""
+    return 503 if isinstance(exc, TRANSIENT_DB_ERRORS) else 500
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, TRANSIENT_DB_ERRORS):
+    if unexpected_status(exc) == 503:
         log.warning("database unavailable: %r", exc)
         return JSONResponse(
             error_body("unavailable", "the database is unavailable; retry shortly"),

@@ -123,6 +123,14 @@ class KernelMiddleware(BaseHTTPMiddleware):
                 headers={"WWW-Authenticate": "Bearer"},
             )
         principal = self.keys.authenticate(given.strip())
+        if principal is None and not self.keys.synced.is_set():
+            # The keys are read from their bucket over NATS, not yet since this process
+            # started: no key but the bootstrap one can be judged, so retry rather than refuse.
+            return JSONResponse(
+                error_body("unavailable", "the API keys are not loaded yet; retry shortly"),
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
         if principal is None:
             return JSONResponse(
                 error_body("forbidden", "invalid API key (unknown, expired or revoked)"),

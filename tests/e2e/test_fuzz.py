@@ -2,9 +2,10 @@
 
 schemathesis generates requests from each `/openapi.json`: valid ones (positive) and ones that
 break the schema on purpose (negative: wrong types, missing fields, out-of-range values, odd
-strings). No answer may be a server error, and every 4xx has the one error shape
-`{"error": {"code", "message", ...}}`. Bounded: a fixed number of examples per operation and
-mode, so the suite's time stays predictable.
+strings). No answer may be a server error, every 4xx has the one error shape
+`{"error": {"code", "message", ...}}`, and every answer is one its operation documents: its
+status, content type, headers and body schema (a drift of the contract fails here). Bounded: a
+fixed number of examples per operation and mode, so the suite's time stays predictable.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from sarafan.supervisor import Stack, StackConfig
 from shared.topology import SERVICES
@@ -75,7 +82,14 @@ def error_shape(ctx, response, case):  # type: ignore[no-untyped-def]
     return True
 
 
-CHECKS = [not_a_server_error, error_shape]
+CHECKS = [
+    not_a_server_error,
+    error_shape,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 def seed(stack: Stack) -> dict[str, str]:

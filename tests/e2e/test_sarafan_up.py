@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from sarafan.embedded import service_flowing
 from tests.stack import SERVICES, pid_alive, sarafan_up, wait_for
 
 
@@ -53,16 +54,11 @@ def test_sarafan_up_serves_a_join_heals_a_crash_and_stops_every_child(tmp_path):
         os.kill(pids()["engagement"], signal.SIGKILL)
         wait_for(lambda: "restarted engagement" in stack.log.read_text(), 30, "no restart")
 
-        def all_ready() -> bool:
-            try:
-                return all(
-                    httpx.get(f"{stack.url(n)}/readyz", timeout=2).status_code == 200
-                    for n in SERVICES
-                )
-            except httpx.HTTPError:
-                return False
-
-        wait_for(all_ready, 60, "engagement did not come back")
+        wait_for(
+            lambda: all(service_flowing(stack.url(n)) for n in SERVICES),
+            60,
+            "engagement did not come back",
+        )
         children = pids()
         stack.proc.send_signal(signal.SIGTERM)
         assert stack.proc.wait(60) == 0

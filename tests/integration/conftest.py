@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sarafan.embedded import LOCALHOST, free_port, nats_child
 from shared.service import Runtime
 from tests.conftest import EmbeddedServer
+from tests.contract import Conformance
 from tests.helpers import strong_token, wait_until
 
 TOKEN = strong_token()
@@ -89,16 +90,24 @@ async def run_service(
         **overrides,
     )
     app = build(settings)
+    # Every answer a test gets is checked against the service's OpenAPI document: a route
+    # answering what its document does not say fails the test (tests/contract.py).
+    conformance = Conformance(app.openapi())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://service", headers=AUTH
+            transport=transport,
+            base_url="http://service",
+            headers=AUTH,
+            event_hooks={"response": [conformance.on_response]},
         ) as client:
             running = Running(app, client)
             if wait_ready:
 
                 async def ready() -> bool:
-                    return (await client.get("/readyz")).status_code == 200
+                    # Ready, and the events flow (readiness does not wait for NATS).
+                    r = await client.get("/readyz")
+                    return r.status_code == 200 and all(r.json()["checks"].values())
 
                 await wait_until(ready, timeout=20, message=f"{database} never became ready")
             yield running

@@ -126,7 +126,7 @@ async def test_a_changed_setting_reaches_an_existing_durable_when_the_bus_starts
     assert config.max_deliver == 3 + 2
 
 
-async def test_a_published_event_is_stored_once_with_its_id_and_type(make_bus):
+async def test_a_published_event_is_stored_once_as_a_structured_cloudevent(make_bus):
     bus = await make_bus()
     event = left(5)
     await bus.publish(event)
@@ -135,8 +135,27 @@ async def test_a_published_event_is_stored_once_with_its_id_and_type(make_bus):
     assert len(stored) == 1
     assert stored[0].subject == "members.member-left.m5"
     assert stored[0].headers["Nats-Msg-Id"] == event.id
-    assert stored[0].headers["Ce-Type"] == "member-left"
+    # The CloudEvents NATS binding's structured mode: the content type says the body is the
+    # whole event (matched case-insensitively, so once), and no attribute rides in a ce- header.
+    content_types = [v for k, v in stored[0].headers.items() if k.lower() == "content-type"]
+    assert content_types == ["application/cloudevents+json"]
+    assert not [k for k in stored[0].headers if k.lower().startswith("ce-")]
     assert stored[0].data == event.to_json()
+
+
+async def test_a_message_without_a_content_type_is_still_read_as_a_structured_event(make_bus):
+    handled: list[str] = []
+
+    async def one(event, data):
+        handled.append(data.member_id)
+
+    bus = await make_bus(Consumer("t-liberal", "MEMBERS", ["members.>"], one))
+    event = left(6)
+    # As an older producer (or a hand-written one) publishes it: the id header alone.
+    await bus.js.publish(
+        event.nats_subject, event.to_json(), stream="MEMBERS", headers={"Nats-Msg-Id": event.id}
+    )
+    await wait_until(lambda: handled == ["m6"], timeout=15)
 
 
 async def test_hooks_run_again_and_consuming_goes_on_after_nats_comes_back(make_bus, nats_server):

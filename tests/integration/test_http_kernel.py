@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+
 from shared.http import record_id
 from shared.keys import BOOTSTRAP_ID
-from tests.integration.conftest import join_body
+from shared.logs import JsonFormatter, TextFormatter
+from tests.integration.conftest import TOKEN, join_body
 
 
 async def test_v1_needs_a_bearer_token_401_without_403_when_wrong(services):
@@ -124,3 +129,49 @@ async def test_a_join_whose_process_died_before_answering_returns_the_same_membe
         assert again.status_code == 201, again.text
         assert again.json()["member_id"] == first.json()["member_id"]
         assert await s["members"].store.members.count_documents({"email": body["email"]}) == 1
+
+
+async def test_every_request_has_one_access_log_line_without_token_query_or_email(services, caplog):
+    caplog.set_level(logging.DEBUG, logger="sarafan.access")
+    async with services("members") as s:
+        http = s["members"].http
+        joined = await http.post("/v1/members", json=join_body(), headers={"X-Request-Id": "r-1"})
+        member_id = joined.json()["member_id"]
+        caplog.clear()
+        found = await http.get(f"/v1/members/{member_id}?email=anna.secret@example.org")
+        refused = await http.get("/v1/members", headers={"Authorization": "Bearer sk-wrong"})
+        too_large = await http.post(
+            "/v1/members",
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Content-Length": str(10**9)},
+        )
+        probed = await http.get("/readyz")
+    assert (found.status_code, refused.status_code, too_large.status_code) == (200, 403, 413)
+    assert probed.status_code == 200
+    lines = [r for r in caplog.records if r.name == "sarafan.access"]
+    assert [(r.method, r.route, r.status) for r in lines] == [
+        ("GET", "/v1/members/{member_id}", 200),
+        ("GET", "/v1/members", 403),
+        ("POST", "/v1/members", 413),  # refused before the routes ran: logged all the same
+        ("GET", "/readyz", 200),
+    ]
+    read, wrong, _, probe = lines
+    assert read.levelno == logging.INFO and probe.levelno == logging.DEBUG
+    assert read.key_id == "bootstrap" and wrong.key_id is None
+    assert read.correlation_id == found.headers["X-Correlation-Id"]
+    assert isinstance(read.duration_ms, float) and read.duration_ms >= 0
+    as_json = JsonFormatter().format(read)
+    assert "\n" not in as_json
+    fields = json.loads(as_json)
+    assert {k: fields[k] for k in ("method", "route", "status", "key_id")} == {
+        "method": "GET",
+        "route": "/v1/members/{member_id}",
+        "status": 200,
+        "key_id": "bootstrap",
+    }
+    assert fields["correlation_id"] == read.correlation_id
+    as_text = TextFormatter().format(read)
+    assert re.search(r" GET /v1/members/\{member_id\} 200 \d+\.\d ms  \[", as_text), as_text
+    written = "\n".join(JsonFormatter().format(r) + TextFormatter().format(r) for r in lines)
+    for secret in (TOKEN, "sk-wrong", "anna.secret", "?", member_id):
+        assert secret not in written, secret

@@ -14,6 +14,7 @@ import pytest
 
 from sarafan.embedded import find_executable
 from sarafan.nats_auth import password_variable, users
+from shared.probes import STALE_SECONDS
 from shared.settings import DEFAULT_PORTS
 
 # PyYAML comes with the test extras (pyproject); without it these checks cannot parse YAML.
@@ -71,6 +72,21 @@ def test_compose_services_are_healthchecked_restarted_and_wait_for_healthy_depen
     for name in ("prometheus", "grafana", "nats-exporter"):
         conditions = [d["condition"] for d in COMPOSE["services"][name]["depends_on"].values()]
         assert conditions and set(conditions) == {"service_healthy"}, name
+
+
+def test_the_service_healthcheck_is_liveness_answered_or_failed_within_dockers_timeout():
+    script = (ROOT / "deploy/docker/healthcheck.py").read_text()
+    assert '/healthz"' in script  # liveness: readiness (/readyz) is for k8s and the operator
+    timeout = int(re.search(r"^TIMEOUT = (\d+)$", script, re.M).group(1))
+    image = re.search(r"HEALTHCHECK .*--timeout=(\d+)s", (ROOT / "Dockerfile").read_text())
+    timeouts = {float(image.group(1))}
+    for name in SERVICES:
+        check = COMPOSE["services"][name]["healthcheck"]
+        assert check["test"] == ["CMD", "python", "/opt/sarafan/healthcheck.py"], name
+        timeouts.add(float(check["timeout"].removesuffix("s")))
+    # The script gives up (a stuck event loop answers nothing) before Docker kills it, and
+    # Docker's timeout is shorter than the stall /healthz itself reports.
+    assert all(timeout < t < STALE_SECONDS for t in timeouts), timeouts
 
 
 def test_compose_env_matches_each_settings_model_and_ports_follow_the_spec():

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.probes import STALE_SECONDS
+from shared.service import READY_PING_SECONDS
 from shared.settings import DEFAULT_PORTS
 
 # PyYAML comes with the test extras (pyproject); without it these checks cannot parse YAML.
@@ -57,6 +59,11 @@ def test_each_service_has_a_deployment_with_probes_on_real_paths_and_resources()
             assert get["path"] in routes and get["port"] == "http", (name, probe)
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        # A stuck event loop answers nothing: the probe's timeout is what fails it, so it is
+        # shorter than the heartbeat's own limit; /readyz answers a MongoDB outage within it.
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["timeoutSeconds"] < STALE_SECONDS, (name, probe)
+        assert container["readinessProbe"]["timeoutSeconds"] > READY_PING_SECONDS, name
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
         env = {e["name"]: e for e in container["env"]}

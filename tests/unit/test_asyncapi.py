@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from shared.asyncapi import CONTENT_TYPE, asyncapi_document
-from shared.bus import Consumer
-from shared.events import EVENT_MODELS, REGISTRY, CloudEvent, EventData
+import jsonschema
+
+from shared.asyncapi import asyncapi_document
+from shared.bus import Bus, Consumer
+from shared.events import (
+    CLOUDEVENTS_JSON,
+    EVENT_MODELS,
+    REGISTRY,
+    CloudEvent,
+    EventData,
+    example_event,
+)
+from shared.metrics import Metrics
+from shared.settings import ServiceSettings
+from tests.fakes.memory import MemoryDatabase
+from tests.harness import BusHarness
 
 
 async def _never(envelope: CloudEvent, data: EventData) -> None:
@@ -48,7 +61,7 @@ def _engagement() -> dict[str, Any]:
 def test_published_channels_keep_the_contract_fields() -> None:
     doc = _engagement()
     assert doc["asyncapi"].startswith("3.")
-    assert doc["defaultContentType"] == CONTENT_TYPE
+    assert doc["defaultContentType"] == CLOUDEVENTS_JSON
     assert doc["info"]["title"] == "Sarafan engagement events"
     assert list(doc["servers"]) == ["nats"] and doc["servers"]["nats"]["host"] == "nats:4222"
     channel = doc["channels"]["engagement.post-created"]
@@ -58,8 +71,9 @@ def test_published_channels_keep_the_contract_fields() -> None:
     [ref] = channel["messages"].values()
     message = _resolve(doc, ref["$ref"])
     assert message["name"] == "post-created"
-    assert message["contentType"] == CONTENT_TYPE
-    assert "Nats-Msg-Id" in message["headers"]["properties"]
+    assert message["contentType"] == CLOUDEVENTS_JSON
+    assert set(message["headers"]["required"]) == {"Nats-Msg-Id", "content-type"}
+    assert not [h for h in message["headers"]["properties"] if h.lower().startswith("ce-")]
     payload = _resolve(doc, message["payload"]["$ref"])
     assert payload["properties"]["type"]["const"] == "post-created"
     assert payload["properties"]["dataschemaversion"]["maximum"] == 1
@@ -67,6 +81,23 @@ def test_published_channels_keep_the_contract_fields() -> None:
     [example] = message["examples"]
     assert CloudEvent.model_validate(example["payload"]).payload().aggregate_id() == "p_01"
     assert example["headers"]["Nats-Msg-Id"] == example["payload"]["id"]
+    jsonschema.validate(example["headers"], message["headers"])
+
+
+async def test_the_headers_the_bus_publishes_are_the_ones_the_document_declares() -> None:
+    bus = Bus("engagement", ServiceSettings(), Metrics("engagement"), MemoryDatabase())
+    event = example_event(REGISTRY["post-created"])
+    async with BusHarness(bus) as harness:
+        await harness.publish(event)
+    [sent] = harness.published
+    doc = _engagement()
+    [ref] = doc["channels"]["engagement.post-created"]["messages"].values()
+    declared = _resolve(doc, ref["$ref"])["headers"]
+    # Every header FastStream put on the wire (its own correlation_id included) is declared.
+    on_the_wire = {"content-type": "", **sent.headers_to_publish(js=True)}
+    assert on_the_wire["content-type"] == CLOUDEVENTS_JSON
+    assert set(on_the_wire) <= set(declared["properties"])
+    jsonschema.validate(on_the_wire, declared)
 
 
 def test_receive_channels_are_the_consumers_subjects_with_their_declared_types() -> None:

@@ -67,3 +67,11 @@ def test_the_listing_shows_the_subject_the_dead_letter_is_on_and_no_control_char
     table = dlq_table([entry])
     assert "\x1b" not in table and "\x9b" not in table and "boom\\x1b[2J\\x9b31m" in table
     assert printable("a\tb\nc") == "a\\tb\\nc"
+
+
+def test_the_listing_reads_the_type_from_the_event_else_from_its_subject_not_a_ce_header():
+    subject = "dlq.notifier.notifier-members.members.member-joined.m1"
+    event = DeadLetter.from_message(1, subject, {"Ce-Type": "forged"}, b'{"type": "member-left"}')
+    assert event.event_type == "member-left"  # structured mode: the type is in the body
+    unreadable = DeadLetter.from_message(2, subject, {}, b"{not json")
+    assert unreadable.event_type == "member-joined"
