@@ -58,6 +58,9 @@ NOT_RECORDED = "Nothing was recorded."
 class Message:
     ok: bool
     text: str
+    #: The member whose line shows it (an action that went through, on a member listed here:
+    #: the page opens at their line); else it shows at the top.
+    member_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,8 @@ def message(said: str | None, member_id: str | None, rows: list[Row]) -> Message
     if member_id and IDENT_RE.fullmatch(member_id):
         who = named.get(member_id, member_id)
     if said in DONE:
-        return Message(True, DONE[said].format(who=who))
+        listed = member_id if member_id in named else None
+        return Message(True, DONE[said].format(who=who), listed)
     return Message(False, REFUSED.get(said, NOT_RECORDED).format(who=who))
 
 

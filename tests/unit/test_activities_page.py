@@ -151,8 +151,9 @@ def test_each_state_offers_only_the_buttons_that_apply():
 
 def test_messages_are_fixed_sentences_whatever_the_address_carries():
     rows = [view.row_of(signup("m_1"), {"display_name": "Anna"}, True, ZONE)]
-    assert view.message("arrived", "m_1", rows) == view.Message(True, "Anna: arrived.")
-    assert view.message("walk-in", "m_9", rows).text == "m_9: checked in as a walk-in."
+    assert view.message("arrived", "m_1", rows) == view.Message(True, "Anna: arrived.", "m_1")
+    walk_in = view.message("walk-in", "m_9", rows)  # not listed here: shown at the top
+    assert walk_in == view.Message(True, "m_9: checked in as a walk-in.", None)
     refused = view.message("marked_no_show", "m_1", rows)
     assert not refused.ok and refused.text.startswith("Anna was marked as a no-show")
     assert view.message("<b>injected</b>", "m_1", rows) == view.Message(
@@ -162,6 +163,13 @@ def test_messages_are_fixed_sentences_whatever_the_address_carries():
     assert view.message(None, "m_1", rows) is None
     html = page([signup("m_1")], {"m_1": {"display_name": "Anna"}}, said="Hacked!", m="m_1")
     assert "Hacked" not in html and "Nothing was recorded." in html
+    # After an action, the page opens at the member's line (the redirect's #r-<id>): it says
+    # what happened there, once.
+    html = page([signup("m_1", att="present")], {"m_1": {"display_name": "Anna"}},
+                said="arrived", m="m_1")  # fmt: skip
+    row = html[html.index('id="r-m_1"') : html.index("</li>", html.index('id="r-m_1"'))]
+    assert 'id="said" role="status">Anna: arrived.</p>' in row
+    assert html.count("Anna: arrived.") == 1
 
 
 def test_the_shift_shown_is_the_one_asked_else_open_now_else_the_next_else_the_last():
