@@ -24,8 +24,10 @@ run: $(STAMP)
 	$(BIN)/sarafan up
 
 # promtool and prometheus (Debian package `prometheus`) for the alert-rule and real-Prometheus
-# tests; where apt-get is missing those tests skip with that reason. The package's own service
-# is never left running: the tests start the binary on a free port.
+# tests, and Chromium (Debian package `chromium`) for the check-in page's browser test, driven by
+# Playwright with this system browser (never `playwright install`); where apt-get is missing
+# those tests skip with that reason. The Prometheus package's own service is never left
+# running: the tests start the binary on a free port.
 deps:
 	@command -v promtool >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -33,6 +35,10 @@ deps:
 	  && { systemctl disable --now prometheus 2>/dev/null; \
 	       service prometheus stop 2>/dev/null; true; }; } \
 	  || echo "promtool unavailable: the Prometheus tests will be skipped"
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	     --no-install-recommends chromium >/dev/null; } \
+	  || echo "chromium unavailable: the check-in page's browser test will be skipped"
 
 test: $(STAMP) deps
 	$(BIN)/python -m pytest -q

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from services.activities.api import CHECKIN, SIGNUP, ActivityId
 from services.activities.context import activities_of, refusals
-from services.activities.schemas import AttendanceIn, CheckinIn, LinkOut, SignupOut
+from services.activities.schemas import AttendanceIn, CheckinIn, LinkIn, LinkOut, SignupOut
 from services.activities.usecases import Mark
 from shared.http import acting_member, principal_of, require
 
@@ -54,12 +54,22 @@ async def self_check_in(body: CheckinIn, request: Request) -> SignupOut:
     response_model=LinkOut,
     dependencies=[require(CHECKIN)],
 )
-async def create_link(activity_id: ActivityId, request: Request, response: Response) -> LinkOut:
+async def create_link(
+    activity_id: ActivityId, request: Request, response: Response, body: LinkIn | None = None
+) -> LinkOut:
     """A link to the check-in page, valid until the activity ends (a new one revokes the
-    previous). The link is the credential: it is shown once and kept only as a hash."""
+    previous). The link is the credential: it is shown once and kept only as a hash. What the
+    page records is `recorded_by` the coordinator named (a key bound to a member: that member;
+    default: the API key)."""
     a = activities_of(request)
+    principal = principal_of(request)
+    named = body.recorded_by if body is not None else None
+    if principal.member_id is not None:
+        recorded_by = acting_member(request, named, "recorded_by")
+    else:
+        recorded_by = named or f"key:{principal.key_id}"
     with refusals():
-        link = await a.links.create(activity_id, a.now())
+        link = await a.links.create(activity_id, a.now(), recorded_by)
     # The token is shown once: an Idempotency-Key replay says "done" without repeating it.
     response.headers["Cache-Control"] = "no-store"
     return LinkOut(url=link.url, expires_at=link.expires_at)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from pydantic import Field
 
-from services.activities import api, api_attendance, api_signups
+from services.activities import api, api_attendance, api_signups, page
 from services.activities.consumers import ActivitiesHandlers, subscriptions
 from services.activities.context import Activities
 from services.activities.jobs import ActivitiesJobs
@@ -104,11 +104,12 @@ def build(settings: ActivitiesSettings | None = None) -> FastAPI:
     )
     app = create_app(
         runtime,
-        [api.router, api_signups.router, api_attendance.router],
+        [api.router, api_signups.router, api_attendance.router, page.router],
         title="Sarafan activities",
         description="Activities and shifts, sign-ups with a waitlist, attendance and its hours.",
     )
     app.state.activities = activities
     app.state.store = store
     app.state.jobs = jobs
+    app.state.page_limits = page.page_limits()
     return app

@@ -133,6 +133,14 @@ class CheckinIn(Request):
     member_id: Ident
 
 
+class LinkIn(Request):
+    recorded_by: Ident | None = Field(
+        None,
+        description="the coordinator's member id: what the link's page records is recorded by "
+        "them (default: the member the API key is bound to, else the API key)",
+    )
+
+
 # -- answers ------------------------------------------------------------------------------------
 
 

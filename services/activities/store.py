@@ -76,6 +76,7 @@ class ActivitiesStore:
         await u.create_index("uncounted_ms")
         await u.create_index("recorded_by")
         await self.links.create_index("activity_id")
+        await self.links.create_index("recorded_by")
 
     # -- activities ------------------------------------------------------------------------------
 

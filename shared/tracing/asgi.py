@@ -55,7 +55,6 @@ class TraceRequests:
 def _request_attributes(scope: Any, headers: Mapping[str, str]) -> dict[str, Any]:
     attributes = {
         "http.request.method": scope["method"],
-        "url.path": scope["path"],
         "url.scheme": scope.get("scheme", "http"),
         "network.protocol.version": scope.get("http_version", "1.1"),
     }
@@ -70,6 +69,9 @@ def _answered(span: Span, method: str, scope: Any, answered: Mapping[str, Any]) 
     """Name the span by its route, and record the status (5xx is an error, 4xx the caller's)."""
     route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    # url.path is the route template, never the path as sent: paths carry credentials (a
+    # check-in page's or an unsubscribe link's token) and ids a trace store need not keep.
+    span.set_attribute("url.path", template or "unmatched")
     if template:
         span.update_name(f"{method} {template}")
         span.set_attribute("http.route", template)

@@ -204,6 +204,10 @@ async def play_activities(running, a: str, b: str, c: str) -> None:
     link = await http.post(f"/v1/activities/{aid}/checkin-link")
     assert link.status_code == 201
     assert await state.links.resolve(link.json()["url"].rsplit("/", 1)[1], utcnow())
+    checkin_page = link.json()["url"].split("/checkin/", 1)[1]
+    for query in ("", f"?shift={s1}&after=0000000000000:su"):
+        shown = await http.get(f"/checkin/{checkin_page}{query}")
+        assert shown.status_code == 200, shown.text
     assert (await http.delete(f"/v1/activities/{aid}/checkin-link")).status_code == 204
     state.clock = lambda: starts + timedelta(minutes=10)
     code = activity["shifts"][0]["checkin_code"]

@@ -247,6 +247,12 @@ async def test_a_request_gets_a_server_span_named_by_its_route_continuing_the_ca
     assert by_name["GET /v1/boom"].status.status_code == StatusCode.ERROR
     assert by_name["GET /v1/boom"].parent is None  # no traceparent: a new trace
     assert by_name["GET"].status.status_code != StatusCode.ERROR  # a 404 is the caller's
+    # The path as sent is never kept (a check-in page's or unsubscribe link's token is one).
+    assert thing.attributes["url.path"] == "/v1/things/{thing_id}"
+    assert by_name["GET"].attributes["url.path"] == "unmatched"
+    assert not any(
+        "t1" in str(v) for s in spans.get_finished_spans() for v in s.attributes.values()
+    )
 
 
 def test_each_service_reports_its_own_name_unless_otel_service_name_says_otherwise(

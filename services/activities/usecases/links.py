@@ -1,9 +1,12 @@
 """Check-in links: what a coordinator on site opens instead of holding an API key.
 
 The link's token is random (256 bits), shown once in the answer and kept only as its SHA-256
-(`checkin_links`, keyed by it): a page resolving a token is one primary-key read. A link lasts
-until the activity ends; making a new one revokes the previous, and so does `DELETE`. The page
-itself calls the same use cases as the API (`Attendance.record`), with `resolve` first.
+(`checkin_links`, keyed by it): a page resolving a token is one primary-key read of a hash, so
+neither its timing nor its answer says anything about tokens close to a real one. A link lasts
+until the activity ends; making a new one revokes the previous, and so does `DELETE`. The link
+remembers who made it (`recorded_by`: the coordinator's member id, else `key:<API key id>`):
+what the page records is recorded by them. The page (`page.py`) calls the same use cases as the
+API (`Attendance.record`), with `open` first.
 """
 
 from __future__ import annotations
@@ -33,13 +36,31 @@ class Link:
     activity_id: str
 
 
+#: Why a link opens nothing: never made or revoked (the two look alike: a revoked link is
+#: deleted), past the activity's end, or its activity cancelled.
+UNKNOWN, EXPIRED, CANCELLED = "unknown", "expired", "cancelled"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What a token opens: the activity and who records through it, or why nothing."""
+
+    activity: Doc | None
+    #: The coordinator the link was made for (`recorded_by` of what the page records).
+    recorded_by: str = ""
+    #: The link's stored id (the token's hash): a name for it that is not the credential.
+    link_id: str = ""
+    refused: str | None = None
+
+
 class CheckinLinks:
     def __init__(self, store: ActivitiesStore, public_url: str) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
 
-    async def create(self, activity_id: str, now: datetime) -> Link:
-        """A new link for the activity (the previous one stops working)."""
+    async def create(self, activity_id: str, now: datetime, recorded_by: str) -> Link:
+        """A new link for the activity (the previous one stops working); what its page records
+        is `recorded_by` the coordinator who made it."""
         activity = await self.store.activity(activity_id)
         if activity is None:
             raise NotFound("activity", activity_id)
@@ -58,6 +79,7 @@ class CheckinLinks:
                 "activity_id": activity_id,
                 "expires_ms": ends_ms,
                 "created_ms": epoch_ms(now),
+                "recorded_by": recorded_by,
             }
         )
         return Link(f"{self.public_url}{CHECKIN_PATH}{token}", from_ms(ends_ms), activity_id)
@@ -69,15 +91,25 @@ class CheckinLinks:
         done = await self.store.links.delete_many(where(activity_id=activity_id))
         return int(done.deleted_count)
 
-    async def resolve(self, token: str, now: datetime) -> Doc | None:
-        """The activity a link opens, while it is valid; None otherwise (unknown, revoked,
-        expired, or the activity cancelled)."""
+    async def open(self, token: str, now: datetime) -> Opened:
+        """The activity a link opens while it is valid, else why not (unknown or revoked,
+        expired, the activity cancelled)."""
         if not token or len(token) > 200:
-            return None
+            return Opened(None, refused=UNKNOWN)
         link = await self.store.links.find_one({"_id": token_hash(token)})
-        if link is None or int(link["expires_ms"]) <= epoch_ms(now):
-            return None
+        if link is None:
+            return Opened(None, refused=UNKNOWN)
+        if int(link["expires_ms"]) <= epoch_ms(now):
+            return Opened(None, refused=EXPIRED)
         activity = await self.store.activity(link["activity_id"])
-        if activity is None or activity["status"] != "published":
-            return None
-        return activity
+        if activity is None:
+            return Opened(None, refused=UNKNOWN)
+        if activity["status"] != "published":
+            return Opened(None, refused=CANCELLED)
+        # Links made before links remembered their maker record as the link itself.
+        recorded_by = link.get("recorded_by") or f"link:{link['_id'][:12]}"
+        return Opened(activity, recorded_by, link["_id"])
+
+    async def resolve(self, token: str, now: datetime) -> Doc | None:
+        """The activity a link opens, while it is valid; None otherwise."""
+        return (await self.open(token, now)).activity

@@ -4,11 +4,12 @@ A member who leaves gives back their places on shifts still to come (sign-up-cha
 `cancelled-by-member`, seats go to the waitlist). An erased member's are given back quietly (no
 event would be allowed to name them), then every sign-up and attendance of theirs loses its
 personal fields: the member id becomes an anonymous token of its own per document (the counts
-stay, nothing links them), `recorded_by` naming them too, the Idempotency-Key answers about
-them go, and their messages (`activities.*.<member_id>`) are erased from ACTIVITIES (securely
-deleted: their bytes overwritten), after the events still waiting in their documents are
-dropped (they would reach the stream after the erasure). Erased first, anonymised after: a
-retry after a failure still finds their documents.
+stay, nothing links them), `recorded_by` naming them too (on sign-ups and on the check-in links
+they made), the Idempotency-Key answers about them go, and their messages
+(`activities.*.<member_id>`) are erased from ACTIVITIES (securely deleted: their bytes
+overwritten), after the events still waiting in their documents are dropped (they would reach
+the stream after the erasure). Erased first, anonymised after: a retry after a failure still
+finds their documents.
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ class MembersFollower:
                 where({"_id": signup_id, "member_id": member_id}),
                 {"$set": {"member_id": anonymous()}, "$unset": FORGET_DEAD_EVENTS},
             )
-        await self.store.signups.update_many(
-            where(recorded_by=member_id), {"$set": {"recorded_by": ERASED}}
-        )
+        for recorded in (self.store.signups, self.store.links):
+            await recorded.update_many(
+                where(recorded_by=member_id), {"$set": {"recorded_by": ERASED}}
+            )
         await self.store.activities.update_many(
             where(organiser_id=member_id), {"$set": {"organiser_id": ERASED}}
         )
