@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.events import utcnow
 from tests.integration.test_campaigns_support import (
@@ -77,7 +77,7 @@ async def test_lifecycle_by_hand_and_listing_by_status(services, nc):
         ).json()
         listed = page["items"] + rest["items"]
         assert sorted(c["name"] for c in listed) == ["one", "three", "two"]
-        created = [c["created_at"] for c in listed]
+        created = [datetime.fromisoformat(c["created_at"]) for c in listed]
         assert created == sorted(created, reverse=True)  # newest first
         assert rest["next_cursor"] is None
         assert (await http.get("/v1/campaigns", params={"status": "paused"})).status_code == 422
