@@ -362,19 +362,20 @@ def nats_child(data_dir: Path, port: int, http_port: int, accounts: str | None =
 
 #: nx-27017's SQLite journal modes `sarafan up` offers (SARAFAN_MONGO_JOURNAL).
 #:
-#: - `truncate` (the default): a commit writes the database file itself (synced) and empties
-#:   its rollback journal, so once a write that erases a member is committed no older copy of
-#:   the page is left in any file (the SQLite library zeroes the space a deleted row leaves
-#:   when it is built with `secure_delete`, see `sqlite_secure_delete`).
-#: - `wal` (nx-27017's own default, about three times faster on writes): a commit appends page
-#:   images to `<db>.db-wal`; a checkpoint copies them into the database file but the old
-#:   images stay in the -wal file, erased data included, until later writes happen to reach
-#:   the same offsets or the server stops (a clean close deletes the file). No command nx-27017
-#:   takes over the wire empties it: its `wal_checkpoint` is the PASSIVE kind.
+#: - `wal` (the default, nx-27017's own): a commit appends page images to `<db>.db-wal`, synced
+#:   only at checkpoints. A checkpoint copies them into the database file but leaves the old
+#:   images in the -wal file, erased data included; after an erasure each service scrubs its
+#:   database (a checkpoint and a vacuum, shared/scrub.py), which writes every page again over
+#:   them. Five to fifteen times faster on writes than `truncate` (measured: 2,000 single
+#:   updates 2.4 s against 12.9 s; 20 bulk writes of 100 0.55 s against 9.1 s).
+#: - `truncate`: a commit writes the database file itself (synced) and empties its rollback
+#:   journal, so no older copy of a page is left in any file even between scrubs; the SQLite
+#:   library zeroes the space a deleted row leaves when it is built with `secure_delete` (see
+#:   `sqlite_secure_delete`).
 JOURNAL_MODES = {"truncate": "TRUNCATE", "wal": "WAL"}
 
 
-def mongo_child(data_dir: Path, port: int, journal: str = "truncate") -> Child:
+def mongo_child(data_dir: Path, port: int, journal: str = "wal") -> Child:
     """nx-27017 (MongoDB wire protocol on SQLite) with one database file per logical db, its
     SQLite journal in the given mode (`JOURNAL_MODES`)."""
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -74,9 +74,9 @@ class StackConfig:
     nats_http_port: int = NATS_HTTP_PORT
     mongo_port: int = MONGO_PORT
     service_ports: Mapping[str, int] = field(default_factory=lambda: dict(PORTS))
-    #: nx-27017's SQLite journal (sarafan/embedded.py JOURNAL_MODES): `truncate` leaves no
-    #: erased data in a journal file, `wal` is faster and keeps it in the -wal file for a while.
-    mongo_journal: str = "truncate"
+    #: nx-27017's SQLite journal (sarafan/embedded.py JOURNAL_MODES): `wal`, scrubbed after each
+    #: erasure (shared/scrub.py); `truncate` is slower and never keeps an old page in a journal.
+    mongo_journal: str = "wal"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> StackConfig:
@@ -96,7 +96,7 @@ class StackConfig:
             nats_port=port("SARAFAN_NATS_PORT", NATS_PORT),
             nats_http_port=port("SARAFAN_NATS_HTTP_PORT", NATS_HTTP_PORT),
             mongo_port=port("SARAFAN_MONGO_PORT", MONGO_PORT),
-            mongo_journal=journal(environ.get("SARAFAN_MONGO_JOURNAL") or "truncate"),
+            mongo_journal=journal(environ.get("SARAFAN_MONGO_JOURNAL") or "wal"),
             service_ports={
                 name: port(f"SARAFAN_{name.upper()}_PORT", default)
                 for name, default in PORTS.items()

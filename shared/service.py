@@ -18,9 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared import tracing
 from shared.asyncapi import asyncapi_document
-from shared.bus import PROCESSED_TTL, Bus
+from shared.bus import PROCESSED_TTL, Bus, Consumer
 from shared.clock import Clock
-from shared.events import EVENT_MODELS, EventData, utcnow
+from shared.events import EVENT_MODELS, CloudEvent, EventData, MemberLeft, utcnow
 from shared.http import (
     IDEMPOTENCY_TTL,
     AccessLog,
@@ -38,6 +38,7 @@ from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import Relay
 from shared.probes import Heartbeat, Liveness, Readiness, readiness_answer
+from shared.scrub import Scrubber
 from shared.settings import ServiceSettings
 from shared.skipped import SkippedDocuments
 from shared.store import connect_mongo, epoch_ms, ping
@@ -74,6 +75,8 @@ class Runtime:
         self.publishes: list[type[EventData]] = [m for m in EVENT_MODELS if m.service == service]
         #: Stored documents that lists and jobs left out (`sarafan_documents_skipped_total`).
         self.skipped = SkippedDocuments(service, self.metrics.registry)
+        #: Scrubs the embedded store's files of what an erasure removed (shared/scrub.py).
+        self.scrubber = Scrubber(self.db, settings.erasure_scrub_seconds)
         self.init_hooks: list[Hook] = []
         self.jobs: list[Callable[[], Awaitable[None]]] = []
         self.initialised = asyncio.Event()
@@ -95,9 +98,11 @@ class Runtime:
             raise ValueError(f"{subscriptions.service}'s subscriptions in {self.service}")
         if clock is not None:
             self.bus.wrapper.clock = clock
-        self.bus.consumers.extend(
-            subscriptions.bind(handlers, batch_size=self.settings.consumer_batch)
-        )
+        consumers = subscriptions.bind(handlers, batch_size=self.settings.consumer_batch)
+        for consumer in consumers:
+            if MemberLeft in consumer.types:
+                scrub_after_erasures(consumer, self.scrubber)
+        self.bus.consumers.extend(consumers)
 
     def unit_of_work(self) -> UnitOfWork:
         """A unit of work whose commit publishes through this service's outbox relay."""
@@ -122,7 +127,7 @@ class Runtime:
         # Nothing from here on waits for MongoDB or NATS: the bus connects in the background.
         await self.bus.start()
         await self.relay.start()
-        for job in [*self.jobs, self._expire_loop]:
+        for job in [*self.jobs, self._expire_loop, self.scrubber.run]:
             self._tasks.append(asyncio.create_task(job(), name=f"{self.service}-job"))
         self.initialised.set()
 
@@ -183,6 +188,29 @@ class Runtime:
             "nats": self.bus.connected,
             "streams_and_consumers": self.bus.ready(),
         }
+
+
+def scrub_after_erasures(consumer: Consumer, scrubber: Scrubber) -> None:
+    """Kick the scrubber once the consumer has handled a member-left with erasure (the
+    service's erasure of that member is written by then)."""
+    handle, handle_batch = consumer.handle, consumer.handle_batch
+
+    def erasing(events: list[EventData]) -> None:
+        if any(isinstance(d, MemberLeft) and d.erase for d in events):
+            scrubber.kick()
+
+    async def one(envelope: CloudEvent, data: EventData) -> None:
+        await handle(envelope, data)
+        erasing([data])
+
+    consumer.handle = one
+    if handle_batch is not None:
+
+        async def batch(events: list[tuple[CloudEvent, EventData]]) -> None:
+            await handle_batch(events)
+            erasing([d for _, d in events])
+
+        consumer.handle_batch = batch
 
 
 def create_app(

@@ -54,6 +54,9 @@ class ServiceSettings(BaseSettings):
     event_clock_tolerance_seconds: float = Field(
         300.0, alias="SARAFAN_EVENT_CLOCK_TOLERANCE_SECONDS", ge=0, le=86400
     )
+    #: Seconds after an erasure before the embedded store's files are scrubbed of it
+    #: (shared/scrub.py); erasures meanwhile share one scrub.
+    erasure_scrub_seconds: float = Field(5.0, alias="SARAFAN_ERASURE_SCRUB_SECONDS", ge=0, le=3600)
     port: int = 0
 
     @field_validator("api_token")

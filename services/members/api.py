@@ -340,6 +340,8 @@ async def leave(
         async with runtime_of(request).unit_of_work() as uow:
             await usecases.leave(member_id, erase, uow, store_of(request), erased=eraser.kick)
     await revoke_keys_of(runtime_of(request), member_id)
+    if erase:
+        runtime_of(request).scrubber.kick()  # the store's files keep no copy (shared/scrub.py)
     return Response(status_code=204)
 
 
