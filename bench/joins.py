@@ -155,7 +155,7 @@ async def main_async(seconds: float) -> None:
                 "--nats",
                 cfg.nats_url,
                 "--mongo",
-                cfg.mongodb_url,
+                cfg.mongodb_url("members"),
                 # The stack's NATS has a user per service; the baseline connects as operator.
                 "--nats-user",
                 ADMIN_USER,
@@ -183,12 +183,16 @@ async def main_async(seconds: float) -> None:
 
             sent = await open_loop(members, 100, seconds, AUTH)
             arrived = await arrival_times(
-                cfg.mongodb_url, "sarafan_notifier", "deliveries", list(sent), {"channel": "inapp"}
+                cfg.mongodb_url("notifier"),
+                "sarafan_notifier",
+                "deliveries",
+                list(sent),
+                {"channel": "inapp"},
             )
             s_lat = latencies(sent, arrived)
             bare_sent = await open_loop(f"{bare_url}/join", 100, seconds, {})
             bare_arrived = await arrival_times(
-                cfg.mongodb_url, "bare", "welcomes", list(bare_sent), {}
+                cfg.mongodb_url("members"), "bare", "welcomes", list(bare_sent), {}
             )
             b_lat = latencies(bare_sent, bare_arrived)
             latency = {

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import UpdateOne
 
 from bench.stack import (
     TOKEN,
@@ -43,6 +43,7 @@ from bench.stack import (
     write_section,
 )
 from sarafan.nats_auth import ADMIN_USER
+from sarafan.stack_config import StackDatabases
 from sarafan.supervisor import nats_passwords
 from shared.bus import STREAMS
 from shared.events import (
@@ -220,7 +221,7 @@ async def import_members(
     return time.perf_counter() - started
 
 
-async def raw_insert_baseline(mongo: AsyncMongoClient, count: int) -> float:
+async def raw_insert_baseline(mongo: StackDatabases, count: int) -> float:
     """insert_many of the same member documents (same indexes) into a scratch collection."""
     source = mongo["sarafan_members"]["members"]
     target = mongo["bench_raw"]["members"]
@@ -243,7 +244,7 @@ async def raw_insert_baseline(mongo: AsyncMongoClient, count: int) -> float:
 
 async def grow_activity(
     js: Any,
-    mongo: AsyncMongoClient,
+    mongo: StackDatabases,
     member_ids: list[str],
     posts: int,
     comments: int,
@@ -322,7 +323,7 @@ async def import_alone(args: argparse.Namespace) -> tuple[float, float]:
             base_url=cfg.service_url("members"), headers=AUTH, timeout=600
         ) as members:
             seconds = await import_members(members, args.members, utcnow())
-        mongo: AsyncMongoClient = AsyncMongoClient(cfg.mongodb_url, tz_aware=True)
+        mongo = StackDatabases(cfg, tz_aware=True)
         try:
             raw = await raw_insert_baseline(mongo, args.members)
         finally:
@@ -343,7 +344,7 @@ def member_joined(now: datetime) -> Any:
     )  # fmt: skip
 
 
-async def bare_pipeline(nc: Any, mongo: AsyncMongoClient, subjects: list[str], count: int) -> float:
+async def bare_pipeline(nc: Any, mongo: StackDatabases, subjects: list[str], count: int) -> float:
     """A durable pull consumer of the same member-joined events: fetch 100, one bulk write of
     upserts, ack each — what any consumer of these events must at least do."""
     js = nc.jetstream()
@@ -391,7 +392,7 @@ async def main_async(args: argparse.Namespace) -> None:
         password = nats_passwords(cfg.home)[ADMIN_USER]
         nc = await nats.connect(cfg.nats_url, user=ADMIN_USER, password=password)
         js = nc.jetstream(timeout=30)
-        mongo: AsyncMongoClient = AsyncMongoClient(cfg.mongodb_url, tz_aware=True)
+        mongo = StackDatabases(cfg, tz_aware=True)
         try:
             await run(args, stack, clients, nc, js, mongo)
         finally:

@@ -375,25 +375,26 @@ def nats_child(data_dir: Path, port: int, http_port: int, accounts: str | None =
 JOURNAL_MODES = {"truncate": "TRUNCATE", "wal": "WAL"}
 
 
-def mongo_child(data_dir: Path, port: int, journal: str = "wal") -> Child:
+def mongo_child(data_dir: Path, port: int, journal: str = "wal", name: str = "nx-27017") -> Child:
     """nx-27017 (MongoDB wire protocol on SQLite) with one database file per logical db, its
-    SQLite journal in the given mode (`JOURNAL_MODES`)."""
+    SQLite journal in the given mode (`JOURNAL_MODES`). Several may share `data_dir` (one per
+    service, `sarafan up`): each opens only the database files it is asked for."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    pid_file = data_dir / "nx-27017.pid"
+    pid_file = data_dir / f"{name}.pid"
     options = {
         "--data-dir": str(data_dir / "mongo"),
         "--host": LOCALHOST,
         "-p": str(port),
         "--journal-mode": JOURNAL_MODES[journal],
         # In the foreground nx-27017 writes every record both to stderr and to --log-file;
-        # stderr already goes to logs/nx-27017.log, so one copy is enough.
+        # stderr already goes to logs/<name>.log, so one copy is enough.
         "--log-file": os.devnull,
         "--pid-file": str(pid_file),
     }
     return Child(
-        name="nx-27017",
+        name=name,
         argv=[find_executable("nx-27017"), *(part for pair in options.items() for part in pair)],
-        log_path=data_dir / "logs" / "nx-27017.log",
+        log_path=data_dir / "logs" / f"{name}.log",
         ready_check=lambda: tcp_accepts(LOCALHOST, port) and mongo_ping(port),
         # After a SIGKILL the pid file stays; if its pid is reused nx-27017 refuses to start.
         stale_files=(pid_file,),

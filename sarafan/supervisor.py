@@ -9,17 +9,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from sarafan.embedded import (
-    JOURNAL_MODES,
     LOCALHOST,
     Aborted,
     Child,
     ChildExited,
-    free_port,
     mongo_child,
     nats_child,
     port_is_free,
@@ -34,7 +32,8 @@ from sarafan.nats_auth import (
     integration_consumers,
     nats_conf,
 )
-from shared.topology import MONGO_PORT, NATS_HTTP_PORT, NATS_PORT, PORTS, SERVICES
+from sarafan.stack_config import StackConfig, StackError, mongo_name
+from shared.topology import SERVICES
 
 log = logging.getLogger("sarafan.supervisor")
 
@@ -50,80 +49,6 @@ SECURE_DELETE_OFF = (
     "warning: nx-27017's SQLite does not overwrite deleted rows (secure_delete is off): an "
     "erased member's data stays in free space of the database files until it is reused"
 )
-
-
-class StackError(RuntimeError):
-    """The stack could not start; the message names the component and its log file."""
-
-
-def journal(value: str) -> str:
-    """A SARAFAN_MONGO_JOURNAL value, checked."""
-    if value not in JOURNAL_MODES:
-        raise StackError(
-            f"SARAFAN_MONGO_JOURNAL={value!r} is not one of {', '.join(JOURNAL_MODES)}"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """Where the embedded stack keeps its data and which ports it listens on."""
-
-    home: Path
-    nats_port: int = NATS_PORT
-    nats_http_port: int = NATS_HTTP_PORT
-    mongo_port: int = MONGO_PORT
-    service_ports: Mapping[str, int] = field(default_factory=lambda: dict(PORTS))
-    #: nx-27017's SQLite journal (sarafan/embedded.py JOURNAL_MODES): `wal`, scrubbed after each
-    #: erasure (shared/scrub.py); `truncate` is slower and never keeps an old page in a journal.
-    mongo_journal: str = "wal"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> StackConfig:
-        """SARAFAN_HOME (default ./.sarafan), the SARAFAN_*_PORT variables and
-        SARAFAN_MONGO_JOURNAL."""
-
-        def port(name: str, default: int) -> int:
-            value = environ.get(name)
-            if not value:
-                return default
-            if not value.isdigit() or not 0 < int(value) < 65536:
-                raise StackError(f"{name}={value!r} is not a TCP port number")
-            return int(value)
-
-        return cls(
-            home=Path(environ.get("SARAFAN_HOME") or ".sarafan").absolute(),
-            nats_port=port("SARAFAN_NATS_PORT", NATS_PORT),
-            nats_http_port=port("SARAFAN_NATS_HTTP_PORT", NATS_HTTP_PORT),
-            mongo_port=port("SARAFAN_MONGO_PORT", MONGO_PORT),
-            mongo_journal=journal(environ.get("SARAFAN_MONGO_JOURNAL") or "wal"),
-            service_ports={
-                name: port(f"SARAFAN_{name.upper()}_PORT", default)
-                for name, default in PORTS.items()
-            },
-        )
-
-    @classmethod
-    def with_free_ports(cls, home: Path) -> StackConfig:
-        """A stack that does not collide with a running `sarafan up` (tests)."""
-        return cls(
-            home=home,
-            nats_port=free_port(),
-            nats_http_port=free_port(),
-            mongo_port=free_port(),
-            service_ports={name: free_port() for name in SERVICES},
-        )
-
-    @property
-    def nats_url(self) -> str:
-        return f"nats://{LOCALHOST}:{self.nats_port}"
-
-    @property
-    def mongodb_url(self) -> str:
-        return f"mongodb://{LOCALHOST}:{self.mongo_port}"
-
-    def service_url(self, name: str) -> str:
-        return f"http://{LOCALHOST}:{self.service_ports[name]}"
 
 
 @dataclass(eq=False)
@@ -201,8 +126,11 @@ class Stack:
             "nats-server": nats_child(
                 home, self.config.nats_port, self.config.nats_http_port, accounts=accounts
             ),
-            "nx-27017": mongo_child(home, self.config.mongo_port, self.config.mongo_journal),
         }
+        for name in SERVICES:
+            self.children[mongo_name(name)] = mongo_child(
+                home, self.config.mongo_port_of(name), self.config.mongo_journal, mongo_name(name)
+            )
         for name in self.services:
             self.children[name] = self._service_child(name)
         for child in self.children.values():
@@ -210,9 +138,12 @@ class Stack:
             child.die_with_parent = True
         self._rotate_logs()
         try:
-            servers = [self.children["nats-server"], self.children["nx-27017"]]
+            servers = [
+                self.children["nats-server"],
+                *(self.children[mongo_name(n)] for n in SERVICES),
+            ]
             self._start_and_wait(servers, self.server_timeout)
-            self.secure_delete = sqlite_secure_delete(self.config.mongo_port)
+            self.secure_delete = sqlite_secure_delete(self.config.mongo_port_of(SERVICES[0]))
             services = [self.children[name] for name in self.services]
             self._start_and_wait(services, self.service_timeout)
         except BaseException:
@@ -283,7 +214,7 @@ class Stack:
                 "NATS_URL": self.config.nats_url,
                 "NATS_USER": name,
                 "NATS_PASSWORD": self.nats_passwords[name],
-                "MONGODB_URL": self.config.mongodb_url,
+                "MONGODB_URL": self.config.mongodb_url(name),
                 "SARAFAN_API_TOKEN": self.token,
                 f"SARAFAN_{name.upper()}_PORT": str(port),
                 "SARAFAN_LOG_FORMAT": "json",
@@ -307,15 +238,15 @@ class Stack:
         wanted = {
             "nats-server": self.config.nats_port,
             "nats-server monitoring": self.config.nats_http_port,
-            "nx-27017": self.config.mongo_port,
         }
+        wanted |= {mongo_name(name): self.config.mongo_port_of(name) for name in SERVICES}
         wanted |= {name: self.config.service_ports[name] for name in self.services}
         taken = [f"{port} ({name})" for name, port in wanted.items() if not port_is_free(port)]
         if taken:
             raise StackError(
                 f"ports already in use: {', '.join(taken)}. Is another `sarafan up` running "
                 f"(its pids are in {self.pids_dir})? Move ports with SARAFAN_NATS_PORT, "
-                "SARAFAN_MONGO_PORT, SARAFAN_<SERVICE>_PORT."
+                "SARAFAN_MONGO_PORT (the first of one port per service), SARAFAN_<SERVICE>_PORT."
             )
 
     def _rotate_logs(self) -> None:
@@ -343,7 +274,9 @@ class Stack:
             f'"{INTEGRATION_USER}" in nats-users.json)',
             f"  {'':<11} inbox prefix {inbox_prefix(INTEGRATION_USER)}, durable consumers "
             f"{', '.join(self.integration_consumers)} (see examples/crm_sync.py)",
-            f"  {'mongodb':<11} {config.mongodb_url}  (SQLite journal {config.mongo_journal})",
+            f"  {'mongodb':<11} one nx-27017 per service, ports "
+            f"{', '.join(str(config.mongo_port_of(n)) for n in SERVICES)} (SQLite journal "
+            f"{config.mongo_journal})",
             f"  {'logs':<11} {self.logs_dir}",
             f"API token: {self.token}"
             + (f"  (new, stored in {config.home / 'api-token'})" if token_created else ""),

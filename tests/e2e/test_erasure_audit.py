@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from pymongo import AsyncMongoClient
 
 from sarafan.nats_auth import ADMIN_USER
+from sarafan.stack_config import StackDatabases
 from sarafan.supervisor import Stack, StackConfig, nats_passwords
 from shared import topology
 from tests.helpers import strong_token, wait_until
@@ -67,7 +67,7 @@ async def leaks(stack: Stack, needles: dict[str, str]) -> list[str]:
     """Where any of the needles is still found: database documents, stream messages, logs."""
     found: list[str] = []
     cfg = stack.config
-    mongo: AsyncMongoClient = AsyncMongoClient(cfg.mongodb_url, tz_aware=True)
+    mongo = StackDatabases(cfg, tz_aware=True)
     try:
         for name in DATABASES:
             db = mongo[name]

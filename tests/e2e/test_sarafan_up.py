@@ -49,7 +49,8 @@ def test_sarafan_up_serves_a_join_heals_a_crash_and_stops_every_child(tmp_path):
         def pids() -> dict[str, int]:
             return {p.stem: int(p.read_text()) for p in (stack.home / "pids").glob("*.pid")}
 
-        assert {"nats-server", "nx-27017", *SERVICES} <= set(pids())
+        servers = {"nats-server", *(f"nx-27017-{name}" for name in SERVICES)}
+        assert servers | set(SERVICES) <= set(pids())
         # A crash (SIGKILL) is healed by the supervisor, as `restart: unless-stopped` would.
         os.kill(pids()["engagement"], signal.SIGKILL)
         wait_for(lambda: "restarted engagement" in stack.log.read_text(), 30, "no restart")

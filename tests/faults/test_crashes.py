@@ -1,4 +1,4 @@
-"""SIGKILL each service, nats-server and nx-27017 mid-flow: nothing accepted is lost, nothing
+"""SIGKILL each service, nats-server and every nx-27017 mid-flow: nothing accepted is lost, nothing
 is done twice, the DLQ holds only the poison, no consumer is stuck."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from sarafan.stack_config import mongo_name
 from sarafan.supervisor import SERVICES
 from shared.http import record_id
 from shared.keys import BOOTSTRAP_ID
 from tests.faults.flow import Ledger, join_body
-from tests.faults.scenario import kill_and_heal, run_scenario
+from tests.faults.scenario import heal, kill_and_heal, run_scenario
 from tests.faults.stack import TOKEN, FaultStack, running_stack
 
 
@@ -59,7 +60,12 @@ async def test_writes_are_accepted_while_nats_is_down_and_flow_once_it_is_back(
 
 async def test_mongodb_restart_mid_flow_loses_nothing(stack: FaultStack, record_property) -> None:
     async def fault(flow) -> None:
-        await kill_and_heal(stack, "nx-27017", down=1.0)
+        # Every service's database at once, as a MongoDB restart would take them all.
+        servers = [mongo_name(service) for service in SERVICES]
+        for name in servers:
+            stack.children[name].kill()
+        await asyncio.sleep(1.0)
+        await heal(stack, servers)
 
     await run_scenario(stack, "restart nx", "SIGKILL + restart nx-27017", fault, record_property)
 
@@ -68,7 +74,7 @@ async def test_a_key_left_in_progress_by_a_crash_can_be_retried(stack: FaultStac
     """The state a SIGKILL mid-request leaves: the key recorded as started an hour ago."""
     body = json.dumps(join_body(Ledger(), "stuck")).encode()
     key = uuid.uuid4().hex
-    mongo: AsyncMongoClient = AsyncMongoClient(stack.config.mongodb_url)
+    mongo: AsyncMongoClient = AsyncMongoClient(stack.config.mongodb_url("members"))
     try:
         await mongo["sarafan_members"]["idempotency_keys"].insert_one(
             {
