@@ -315,14 +315,17 @@ def _yaml(value: Any, indent: str) -> list[str]:
 
 
 def helm_blocks(consumers: Sequence[str] = DEFAULT_INTEGRATION_CONSUMERS) -> dict[str, Any]:
-    """The generated parts of the Helm values: `config.merge` accounts, `container.env`."""
-    env = [
-        {
-            "name": password_variable(user),
-            "valueFrom": {"secretKeyRef": {"name": HELM_SECRET, "key": password_variable(user)}},
+    """The generated parts of the Helm values: `config.merge` accounts, `container.env`.
+
+    The chart's `container.env` is a map (variable name → a string, or a map such as
+    `valueFrom`) that its `nats.env` helper turns into the container's list; a list there
+    would render variables named `0`, `1`, …"""
+    env = {
+        password_variable(user): {
+            "valueFrom": {"secretKeyRef": {"name": HELM_SECRET, "key": password_variable(user)}}
         }
         for user in users()
-    ]
+    }
     return {"accounts": accounts(helm_references(), consumers), "password env": {"env": env}}
 
 
