@@ -77,19 +77,50 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_secrets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help="also check every file of this directory (compose mounts its secrets in "
+        "/run/secrets), a URL's password in it",
+    )
+
+
 @subcommand(
     "check-secrets",
-    "refuse example or short secrets in the environment (compose runs it before anything)",
+    "refuse example or short secrets in the environment, its *_FILE variables and --dir "
+    "(compose runs it before anything)",
+    _check_secrets_arguments,
 )
 def check_secrets(args: argparse.Namespace) -> int:
     import os
 
-    from shared.weak_secrets import environment_refusals
+    from shared.weak_secrets import directory_refusals, environment_refusals
 
     refusals = environment_refusals(os.environ)
+    if args.dir is not None:
+        refusals += directory_refusals(args.dir)
     for refusal in refusals:
         print(f"sarafan: {refusal}", file=sys.stderr)
     return 1 if refusals else 0
+
+
+def _secrets_arguments(parser: argparse.ArgumentParser) -> None:
+    from sarafan import compose_secrets
+
+    compose_secrets.arguments(parser)
+
+
+@subcommand(
+    "secrets",
+    "write a strong random value for every secret compose reads (secrets/, one file each; "
+    "existing files kept unless --force)",
+    _secrets_arguments,
+)
+def write_secrets(args: argparse.Namespace) -> int:
+    from sarafan import compose_secrets
+
+    return compose_secrets.main(args.dir, args.force)
 
 
 def _schemas_arguments(parser: argparse.ArgumentParser) -> None:
