@@ -1,4 +1,5 @@
 # One image for every service; the command chooses it: `sarafan run members`.
+# The build context is what .dockerignore lets through: the files COPYed below and nothing else.
 # Build stage: install into a virtualenv the exact runtime dependencies of requirements.lock
 # (every file's hash checked; wheels only, no compiler), then the project itself without
 # resolving anything. The embedded servers (the `embedded` extra) are not installed: the
@@ -9,7 +10,8 @@ WORKDIR /src
 RUN python -m venv /opt/sarafan
 COPY requirements.lock ./
 RUN /opt/sarafan/bin/pip install --require-hashes --only-binary :all: -r requirements.lock
-COPY pyproject.toml README.md ./
+# Everything pyproject.toml names: its readme and its license file.
+COPY pyproject.toml README.md LICENSE ./
 COPY shared ./shared
 COPY services ./services
 COPY sarafan ./sarafan
@@ -31,7 +33,7 @@ ENV PATH=/opt/sarafan/bin:$PATH \
     SARAFAN_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /home/sarafan
-EXPOSE 8001 8002 8003 8004
+EXPOSE 8001 8002 8003 8004 8005
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "/opt/sarafan/healthcheck.py"]
 ENTRYPOINT []

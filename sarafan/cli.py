@@ -54,13 +54,21 @@ def subcommand(
     return register
 
 
-@subcommand("up", "start nats-server, nx-27017 and every service; Ctrl-C stops them")
+def _up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--servers-only",
+        action="store_true",
+        help="start nats-server and nx-27017 without the services (to restore a backup)",
+    )
+
+
+@subcommand("up", "start nats-server, nx-27017 and every service; Ctrl-C stops them", _up_arguments)
 def up(args: argparse.Namespace) -> int:
     from sarafan.supervisor import run_up
     from shared.logs import configure_logging
 
     configure_logging("sarafan")
-    return run_up()
+    return run_up(services=() if args.servers_only else SERVICES)
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,19 +85,83 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_secrets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help="also check every file of this directory (compose mounts its secrets in "
+        "/run/secrets), a URL's password in it",
+    )
+
+
 @subcommand(
     "check-secrets",
-    "refuse example or short secrets in the environment (compose runs it before anything)",
+    "refuse example or short secrets in the environment, its *_FILE variables and --dir "
+    "(compose runs it before anything)",
+    _check_secrets_arguments,
 )
 def check_secrets(args: argparse.Namespace) -> int:
     import os
 
-    from shared.weak_secrets import environment_refusals
+    from shared.weak_secrets import directory_refusals, environment_refusals
 
     refusals = environment_refusals(os.environ)
+    if args.dir is not None:
+        refusals += directory_refusals(args.dir)
     for refusal in refusals:
         print(f"sarafan: {refusal}", file=sys.stderr)
     return 1 if refusals else 0
+
+
+def _secrets_arguments(parser: argparse.ArgumentParser) -> None:
+    from sarafan import compose_secrets
+
+    compose_secrets.arguments(parser)
+
+
+@subcommand(
+    "secrets",
+    "write a strong random value for every secret compose reads (secrets/, one file each; "
+    "existing files kept unless --force)",
+    _secrets_arguments,
+)
+def write_secrets(args: argparse.Namespace) -> int:
+    from sarafan import compose_secrets
+
+    return compose_secrets.main(args.dir, args.force)
+
+
+def _backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path, help="where to make the backup's directory")
+
+
+@subcommand(
+    "backup",
+    "back up every service's MongoDB database and every JetStream stream into DIR/<UTC time>/",
+    _backup_arguments,
+)
+def backup(args: argparse.Namespace) -> int:
+    from sarafan.backup import backup_command
+
+    return _ops(lambda: backup_command(args.directory, sys.stdout))
+
+
+def _restore_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("backup", type=Path, help="a directory `sarafan backup` made")
+    parser.add_argument(
+        "--force", action="store_true", help="replace collections and streams holding data"
+    )
+
+
+@subcommand(
+    "restore",
+    "restore a backup: MongoDB, then the streams; before starting the services",
+    _restore_arguments,
+)
+def restore(args: argparse.Namespace) -> int:
+    from sarafan.backup import restore_command
+
+    return _ops(lambda: restore_command(args.backup, sys.stdout, args.force))
 
 
 def _schemas_arguments(parser: argparse.ArgumentParser) -> None:

@@ -287,10 +287,11 @@ class Stack:
         print("\n".join(lines), file=self.out, flush=True)
 
 
-def run_up(environ: Mapping[str, str] = os.environ) -> int:
-    """The `sarafan up` command: start, supervise until SIGINT/SIGTERM, stop; exit status."""
+def run_up(environ: Mapping[str, str] = os.environ, services: Iterable[str] = SERVICES) -> int:
+    """The `sarafan up` command: start, supervise until SIGINT/SIGTERM, stop; exit status.
+    With no `services`, only nats-server and nx-27017 (`--servers-only`: restoring a backup)."""
     try:
-        stack = Stack(StackConfig.from_env(environ), environ=environ)
+        stack = Stack(StackConfig.from_env(environ), services=services, environ=environ)
     except StackError as exc:
         print(f"sarafan up: {exc}", file=sys.stderr)
         return 1

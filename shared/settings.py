@@ -1,5 +1,10 @@
 """Settings read from the environment: every service's (pydantic-settings), and where an
-operator's command finds the running stack (`OpsConfig`)."""
+operator's command finds the running stack (`OpsConfig`).
+
+Every secret setting (`SECRET_SETTINGS`) may instead be given as `<NAME>_FILE`, the path of a
+file holding the value: compose's `secrets:` and Kubernetes' secret volumes mount such files, so
+no secret sits in a container's environment or on a command line.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared import weak_secrets
 from shared.topology import ADMIN_USER, MONGO_PORT, NATS_PORT, PORTS
@@ -22,6 +32,61 @@ DEFAULT_PORTS = PORTS
 #: Writes a minute of an API key that does not say (SARAFAN_KEY_RATE_PER_MINUTE): a busy
 #: public sign-up page (a join every half second, sustained) stays under it.
 DEFAULT_KEY_RATE_PER_MINUTE = 120
+
+#: Every setting holding a secret (a password, a token, a signing key, or a URL that may carry a
+#: password), in any service: each is also read from the file `<NAME>_FILE` names.
+SECRET_SETTINGS: frozenset[str] = frozenset(
+    {
+        "NATS_PASSWORD",
+        "MONGODB_URL",
+        "SARAFAN_API_TOKEN",
+        "SARAFAN_UNSUBSCRIBE_SECRET",
+        "SMTP_URL",
+        "WEBHOOK_SECRET",
+        "TELEGRAM_BOT_TOKEN",
+    }
+)
+#: The suffix of the variable naming a secret's file.
+FILE_SUFFIX = "_FILE"
+
+
+class SecretFileError(ValueError):
+    """A `<NAME>_FILE` that cannot be used: unreadable, or set beside `<NAME>` itself."""
+
+
+def secret_from_file(name: str, path: str) -> str:
+    """The content of the secret file `path` (for the variable `name`), surrounding whitespace
+    (the newline an editor or `echo` leaves) removed."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SecretFileError(f"{name}{FILE_SUFFIX}: cannot read {path}: {exc.strerror}") from None
+
+
+def environ_secret(environ: Mapping[str, str], name: str) -> str | None:
+    """A secret from the environment: `name` itself, or the content of `<name>_FILE`; None when
+    neither is set. Both set is refused: which one wins would be a guess."""
+    path = environ.get(name + FILE_SUFFIX)
+    if not path:
+        return environ.get(name)
+    if environ.get(name) is not None:
+        raise SecretFileError(f"set {name} or {name}{FILE_SUFFIX}, not both")
+    return secret_from_file(name, path)
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """The settings source reading `<NAME>_FILE` for every field whose variable is a secret."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is done in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field in self.settings_cls.model_fields.values():
+            name = field.alias
+            if name in SECRET_SETTINGS and os.environ.get(name + FILE_SUFFIX):
+                values[name] = environ_secret(os.environ, name)
+        return values
 
 
 class ServiceSettings(BaseSettings):
@@ -59,6 +124,19 @@ class ServiceSettings(BaseSettings):
     erasure_scrub_seconds: float = Field(5.0, alias="SARAFAN_ERASURE_SCRUB_SECONDS", ge=0, le=3600)
     port: int = 0
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A secret's file comes right after the variable itself (both set is refused).
+        secret_files = SecretFiles(settings_cls)
+        return init_settings, env_settings, secret_files, dotenv_settings, file_secret_settings
+
     @field_validator("api_token")
     @classmethod
     def _strong_api_token(cls, value: str) -> str:
@@ -86,6 +164,8 @@ def load_settings(cls: type[T], service: str) -> T:
     except ValidationError as exc:
         problems = "; ".join(_problem(error) for error in exc.errors())
         raise SystemExit(f"sarafan {service}: refusing to start: {problems}") from None
+    except SecretFileError as exc:
+        raise SystemExit(f"sarafan {service}: refusing to start: {exc}") from None
     if not settings.port:
         env = os.environ.get(f"SARAFAN_{service.upper()}_PORT")
         settings.port = int(env) if env else DEFAULT_PORTS[service]
@@ -117,20 +197,24 @@ class OpsConfig:
     api_token: str
     #: Where the activities service answers (its volunteering figures in `sarafan stats`).
     activities_url: str = f"http://127.0.0.1:{PORTS['activities']}"
+    #: The MongoDB `sarafan backup` and `sarafan restore` work on (a user reading and writing
+    #: every service's database: compose's and k8s' `backup`; none next to `sarafan up`).
+    mongodb_url: str = f"mongodb://127.0.0.1:{MONGO_PORT}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> OpsConfig:
         home = Path(environ.get("SARAFAN_HOME") or ".sarafan")
-        user, password = environ.get("NATS_USER"), environ.get("NATS_PASSWORD")
+        user, password = environ.get("NATS_USER"), environ_secret(environ, "NATS_PASSWORD")
         stored = home / "nats-users.json"
         if not user and stored.exists():
             user, password = ADMIN_USER, json.loads(stored.read_text()).get(ADMIN_USER)
-        token = environ.get("SARAFAN_API_TOKEN", "")
+        token = environ_secret(environ, "SARAFAN_API_TOKEN") or ""
         if not token and (home / "api-token").exists():
             token = (home / "api-token").read_text().strip()
         nats_port = environ.get("SARAFAN_NATS_PORT") or str(NATS_PORT)
         engagement_port = environ.get("SARAFAN_ENGAGEMENT_PORT") or str(PORTS["engagement"])
         activities_port = environ.get("SARAFAN_ACTIVITIES_PORT") or str(PORTS["activities"])
+        mongo_port = environ.get("SARAFAN_MONGO_PORT") or str(MONGO_PORT)
         return cls(
             nats_url=environ.get("NATS_URL") or f"nats://127.0.0.1:{nats_port}",
             nats_user=user or None,
@@ -140,4 +224,6 @@ class OpsConfig:
             api_token=token,
             activities_url=environ.get("SARAFAN_ACTIVITIES_URL")
             or f"http://127.0.0.1:{activities_port}",
+            mongodb_url=environ_secret(environ, "MONGODB_URL")
+            or f"mongodb://127.0.0.1:{mongo_port}",
         )

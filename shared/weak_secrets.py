@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 #: The shortest secret accepted (what `secrets.token_urlsafe(24)` gives).
 MIN_LENGTH = 32
@@ -44,9 +46,13 @@ EXAMPLE_SECRETS: frozenset[str] = frozenset(
 
 #: Environment variables `sarafan check-secrets` treats as secrets.
 SECRET_VARIABLE = re.compile(r"[A-Z][A-Z0-9_]*_(PASSWORD|TOKEN|SECRET)")
+#: Secrets that are URLs: the password in them is what is checked (none: nothing to check).
+URL_SECRET_VARIABLES = frozenset({"MONGODB_URL", "SMTP_URL"})
 #: Secrets that may be empty: no bootstrap key at all, the API takes only keys made with
 #: `sarafan keys` (docs/operations.md).
 MAY_BE_EMPTY = frozenset({"SARAFAN_API_TOKEN"})
+#: A variable naming a secret's file instead of holding it (shared/settings.py).
+FILE_SUFFIX = "_FILE"
 
 
 def weakness(value: str) -> str | None:
@@ -74,16 +80,70 @@ def check(name: str, value: str) -> str:
     return value
 
 
+def url_password(value: str) -> str | None:
+    """The password in a URL (`scheme://user:password@host`), or None when it has none."""
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        return None
+    return unquote(password) if password is not None else None
+
+
+#: A NATS user's password as nats-server reads it from its environment (compose, the chart).
+NATS_PASSWORD_VARIABLE = re.compile(r"NATS_[A-Z0-9]+_PASSWORD")
+
+
+def value_refusal(name: str, value: str) -> str | None:
+    """The refusal of one secret's value; a URL's password is checked, a URL without one is
+    nothing secret; an empty value is refused unless `name` may be empty."""
+    if not value and name.upper() in MAY_BE_EMPTY:
+        return None
+    if "://" in value:
+        password = url_password(value)
+        return None if password is None else refusal(f"{name} (its password)", password)
+    if NATS_PASSWORD_VARIABLE.fullmatch(name.upper()) and value and not value[0].isalpha():
+        # nats-server parses a variable's value like a configuration token: `-x…` or digits
+        # are read as a number, and the server does not start.
+        return (
+            f"{name} must start with a letter (nats-server reads a value starting with '-' or "
+            "a digit as a number); `sarafan secrets` makes such values"
+        )
+    return refusal(name, value)
+
+
+def _is_secret_variable(name: str) -> bool:
+    return bool(SECRET_VARIABLE.fullmatch(name)) or name in URL_SECRET_VARIABLES
+
+
 def environment_refusals(environ: Mapping[str, str]) -> list[str]:
     """A refusal for every weak secret among the environment's secret variables (an empty
-    one is refused too, except where empty means "none", `MAY_BE_EMPTY`)."""
+    one is refused too, except where empty means "none", `MAY_BE_EMPTY`); a `<NAME>_FILE`
+    variable is read and its content checked as NAME."""
     refused = []
     for name in sorted(environ):
-        if not SECRET_VARIABLE.fullmatch(name):
+        if name.endswith(FILE_SUFFIX) and _is_secret_variable(name.removesuffix(FILE_SUFFIX)):
+            secret = name.removesuffix(FILE_SUFFIX)
+            try:
+                value = Path(environ[name]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                refused.append(f"{name}: cannot read {environ[name]}: {exc.strerror}")
+                continue
+        elif _is_secret_variable(name):
+            secret, value = name, environ[name]
+        else:
             continue
-        if not environ[name] and name in MAY_BE_EMPTY:
-            continue
-        message = refusal(name, environ[name])
+        message = value_refusal(secret, value)
+        if message is not None:
+            refused.append(message)
+    return refused
+
+
+def directory_refusals(directory: Path) -> list[str]:
+    """A refusal for every weak secret file in `directory` (compose's /run/secrets: one file a
+    secret, named after it in lower case; a URL's password checked)."""
+    refused = []
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        message = value_refusal(path.name, path.read_text(encoding="utf-8").strip())
         if message is not None:
             refused.append(message)
     return refused

@@ -74,7 +74,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextmanager
-def sarafan_up(tmp: Path) -> Iterator[UpStack]:
+def sarafan_up(tmp: Path, servers_only: bool = False) -> Iterator[UpStack]:
+    """`sarafan up` in `tmp/home`; with `servers_only`, nats-server and nx-27017 alone."""
     ports = {
         "SARAFAN_NATS_PORT": free_port(),
         "SARAFAN_NATS_HTTP_PORT": free_port(),
@@ -87,10 +88,11 @@ def sarafan_up(tmp: Path) -> Iterator[UpStack]:
         "SARAFAN_HOME": str(tmp / "home"),
         "SARAFAN_API_TOKEN": TOKEN,
     }
+    tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / "up.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sarafan.cli", "up"],
+        [sys.executable, "-m", "sarafan.cli", "up", *(["--servers-only"] if servers_only else [])],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -100,6 +102,8 @@ def sarafan_up(tmp: Path) -> Iterator[UpStack]:
 
     def ready() -> bool:
         assert proc.poll() is None, log_path.read_text()[-3000:]
+        if servers_only:
+            return "sarafan is up:" in log_path.read_text(errors="replace")
         return all(service_flowing(stack.url(n)) for n in SERVICES)
 
     try:

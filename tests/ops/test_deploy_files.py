@@ -15,7 +15,8 @@ import pytest
 from sarafan.embedded import find_executable
 from sarafan.nats_auth import password_variable, users
 from shared.probes import STALE_SECONDS
-from shared.settings import DEFAULT_PORTS
+from shared.settings import DEFAULT_PORTS, FILE_SUFFIX, SECRET_SETTINGS
+from shared.tracing import VARIABLES as TRACING_VARIABLES
 
 # PyYAML comes with the test extras (pyproject); without it these checks cannot parse YAML.
 yaml = pytest.importorskip("yaml", reason="PyYAML not installed (pip install pyyaml)")
@@ -23,19 +24,40 @@ yaml = pytest.importorskip("yaml", reason="PyYAML not installed (pip install pyy
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = tuple(DEFAULT_PORTS)
-INFRA = ("nats", "mongo", "prometheus", "grafana", "nats-exporter", "mailpit")
-#: Runs once before the rest and exits (no restart, no healthcheck).
-ONE_SHOT = ("secrets-check",)
+INFRA = (
+    "nats",
+    "mongo",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "nats-exporter",
+    "mailpit",
+    "otel-collector",
+    "jaeger",
+)
+#: Run once and exit (no restart, no healthcheck): the secrets check first, the backup on demand.
+ONE_SHOT = ("secrets-check", "backup")
+#: Distroless images: no shell or HTTP client to run a healthcheck inside (tracing is optional).
+NO_HEALTHCHECK = ("otel-collector", "jaeger")
 BIND = "${SARAFAN_BIND_ADDRESS:-127.0.0.1}"
-SPEC_PORTS = {"nats": 4222, "prometheus": 9090, "grafana": 3000, "mailpit": 8025}
+SPEC_PORTS = {
+    "nats": 4222,
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "grafana": 3000,
+    "mailpit": 8025,
+    "jaeger": 16686,
+}
 
 
 def _settings_aliases(service: str) -> set[str]:
+    """Every variable the service reads: its settings (a secret one also as `<NAME>_FILE`), its
+    port, and the tracing kernel's OTEL_* variables."""
     module = importlib.import_module(f"services.{service}.app")
     cls = getattr(module, f"{service.capitalize()}Settings")
-    return {f.alias for f in cls.model_fields.values() if f.alias} | {
-        f"SARAFAN_{service.upper()}_PORT"
-    }
+    aliases = {f.alias for f in cls.model_fields.values() if f.alias}
+    files = {a + FILE_SUFFIX for a in aliases & SECRET_SETTINGS}
+    return aliases | files | {f"SARAFAN_{service.upper()}_PORT"} | set(TRACING_VARIABLES)
 
 
 def _host_ports(spec: dict) -> set[int]:
@@ -59,9 +81,11 @@ def test_compose_has_every_component_with_a_pinned_official_image():
 def test_compose_services_are_healthchecked_restarted_and_wait_for_healthy_dependencies():
     for name, spec in COMPOSE["services"].items():
         if name in ONE_SHOT:
+            assert spec.get("restart") == "no", name
             continue
         assert spec.get("restart") == "unless-stopped", name
-        assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        if name not in NO_HEALTHCHECK:
+            assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     for name in SERVICES:
         spec = COMPOSE["services"][name]
         deps = spec["depends_on"]
@@ -89,6 +113,17 @@ def test_the_service_healthcheck_is_liveness_answered_or_failed_within_dockers_t
     assert all(timeout < t < STALE_SECONDS for t in timeouts), timeouts
 
 
+def _mounted(spec: dict) -> dict[str, str]:
+    """A container's compose secrets: target file name → secret."""
+    mounted = {}
+    for entry in spec.get("secrets", []):
+        if isinstance(entry, str):
+            mounted[entry] = entry
+        else:
+            mounted[entry.get("target", entry["source"])] = entry["source"]
+    return mounted
+
+
 def test_compose_env_matches_each_settings_model_and_ports_follow_the_spec():
     for name in SERVICES:
         spec = COMPOSE["services"][name]
@@ -96,10 +131,16 @@ def test_compose_env_matches_each_settings_model_and_ports_follow_the_spec():
         unknown = set(env) - _settings_aliases(name)
         assert not unknown, f"{name}: {unknown} are not settings of {name}"
         assert env["NATS_USER"] == name
-        assert env["NATS_PASSWORD"] == f"${{{password_variable(name)}:?set in .env}}"
+        mounted = _mounted(spec)
+        assert mounted[env["NATS_PASSWORD_FILE"].removeprefix("/run/secrets/")] == (
+            password_variable(name).lower()
+        )
+        assert mounted[env["MONGODB_URL_FILE"].removeprefix("/run/secrets/")] == (
+            f"mongodb_url_{name}"
+        )
         assert env[f"SARAFAN_{name.upper()}_PORT"] == str(DEFAULT_PORTS[name])
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
         assert _host_ports(spec) == {DEFAULT_PORTS[name]}
-        assert "replicaSet=rs0" in env["MONGODB_URL"] and "@mongo:27017" in env["MONGODB_URL"]
     for name, port in SPEC_PORTS.items():
         assert port in _host_ports(COMPOSE["services"][name]), name
     assert COMPOSE["services"]["notifier"]["environment"]["SMTP_URL"] == "smtp://mailpit:1025"
@@ -108,46 +149,61 @@ def test_compose_env_matches_each_settings_model_and_ports_follow_the_spec():
 def test_compose_nats_is_secured_and_mongo_is_a_replica_set_with_auth():
     nats = COMPOSE["services"]["nats"]
     assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert nats["entrypoint"] == ["/bin/sh", "/etc/nats/entrypoint.sh"]
     assert "./deploy/nats:/etc/nats:ro" in nats["volumes"]
-    assert set(nats["environment"]) == {password_variable(u) for u in users()}
+    # Every user's password reaches nats-server from its secret file, none from `environment:`.
+    assert set(_mounted(nats)) == {password_variable(u).lower() for u in users()}
+    assert "environment" not in nats
     mongo = COMPOSE["services"]["mongo"]
     script = "\n".join(mongo["command"])
     assert "--replSet rs0" in script and "--keyFile" in script
-    assert "MONGO_INITDB_ROOT_PASSWORD" in mongo["environment"]
-    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
+    assert mongo["environment"]["MONGO_INITDB_ROOT_PASSWORD_FILE"] == (
+        "/run/secrets/mongo_root_password"
+    )
+    assert "rs.initiate" in (ROOT / "deploy/mongo/healthcheck.js").read_text()
     named = set(COMPOSE["volumes"])
     for spec in COMPOSE["services"].values():
         for volume in spec.get("volumes", []):
             source = volume.split(":")[0]
             assert source.startswith("./") or source in named, volume
-            if source.startswith("./"):
+            if source.startswith("./") and source != "./backups":
                 assert (ROOT / source).exists(), volume
 
 
-def test_env_example_defines_every_variable_compose_requires():
+def test_env_example_documents_every_setting_compose_reads_and_holds_no_secret():
     text = (ROOT / "docker-compose.yml").read_text()
-    required = set(re.findall(r"\$\{(\w+):?\?", text))
-    example = {
-        line.split("=", 1)[0]
-        for line in (ROOT / ".env.example").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    }
-    assert required <= example, required - example
+    interpolated = set(re.findall(r"\$\{(\w+)", text))
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", example, re.M))
+    assert interpolated <= documented, interpolated - documented
+    assert not re.search(r"\$\{\w+:?\?", text), "compose requires nothing of .env"
+    secret = re.compile(r"[A-Z0-9_]*(PASSWORD|TOKEN|SECRET)")
+    assert not any(secret.fullmatch(name) for name in documented | interpolated)
 
 
-def test_compose_checks_every_secret_of_the_env_file_before_anything_starts():
+def test_no_secret_is_in_an_environment_or_on_a_command_line():
+    """Secrets are files (compose `secrets:`) read through `<NAME>_FILE`, never values."""
+    secret_names = re.compile(r"[A-Z0-9_]*(PASSWORD|TOKEN|SECRET)|MONGODB_URL|SMTP_URL")
+    for name, spec in COMPOSE["services"].items():
+        for variable, value in (spec.get("environment") or {}).items():
+            if secret_names.fullmatch(variable):
+                assert variable == "SMTP_URL" and "@" not in str(value), (name, variable)
+            if variable.endswith("_FILE"):
+                target = str(value).removeprefix("/run/secrets/")
+                assert target in _mounted(spec), (name, variable)
+        words = [str(w) for key in ("command", "entrypoint") for w in spec.get(key) or []]
+        words += [str(w) for w in (spec.get("healthcheck") or {}).get("test", [])]
+        assert "-p" not in words and "--password" not in words, name
+        assert not any("PASSWORD" in w or "TOKEN" in w for w in words), name
+    for secret, source in COMPOSE["secrets"].items():
+        assert source == {"file": f"./secrets/{secret}"}, secret
+
+
+def test_compose_checks_every_secret_file_before_anything_starts():
     check = COMPOSE["services"]["secrets-check"]
-    assert check["command"] == ["sarafan", "check-secrets"]
+    assert check["command"] == ["sarafan", "check-secrets", "--dir", "/run/secrets"]
     assert check["restart"] == "no" and check["image"] == COMPOSE["services"]["members"]["image"]
-    example = {
-        line.split("=", 1)[0]
-        for line in (ROOT / ".env.example").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    }
-    secrets = {n for n in example if n.endswith(("_PASSWORD", "_TOKEN", "_SECRET"))}
-    assert secrets and set(check["environment"]) == secrets
-    for name, value in check["environment"].items():
-        assert value.startswith(f"${{{name}"), (name, value)
+    assert set(_mounted(check)) == set(COMPOSE["secrets"]), "check every secret compose has"
     # The servers wait for it; everything else waits for them.
     for name in ("nats", "mongo"):
         condition = COMPOSE["services"][name]["depends_on"]["secrets-check"]["condition"]
@@ -156,6 +212,7 @@ def test_compose_checks_every_secret_of_the_env_file_before_anything_starts():
 
 def test_compose_publishes_every_port_on_loopback_unless_told_otherwise():
     movable = {"nats": {4222}, "grafana": {3000}} | {s: {DEFAULT_PORTS[s]} for s in SERVICES}
+    assert "ports" not in COMPOSE["services"]["otel-collector"]
     for name, spec in COMPOSE["services"].items():
         for port in spec.get("ports", []):
             published = int(str(port).split(":")[-2])

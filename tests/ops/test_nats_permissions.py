@@ -80,7 +80,9 @@ def test_helm_values_generated_blocks_are_current_and_feed_every_password():
     assert text == helm_values(text, integration_consumers()), (
         "deploy/k8s/nats/values.yaml is stale: python -m sarafan.nats_auth --helm"
     )
-    env = {e["name"]: e for e in yaml.safe_load(text)["container"]["env"]}
+    # The chart takes a map (name → value or valueFrom), never a list (tests/ops/test_k8s.py).
+    env = yaml.safe_load(text)["container"]["env"]
+    assert isinstance(env, dict)
     (secret,) = [
         d
         for d in yaml.safe_load_all((ROOT / "deploy/k8s/base/config.yaml").read_text())

@@ -34,9 +34,11 @@ SETTINGS = {
     "campaigns": CampaignsSettings,
     "notifier": NotifierSettings,
 }
-#: `NAME=value` or `NAME: value` where the name says it holds a secret.
+#: `NAME=value` or `NAME: value` (on one line: a value below it is a mapping) where the name
+#: says it holds a secret.
 ASSIGNED = re.compile(
-    r"""(?P<name>[A-Za-z0-9_]*(?:password|token|secret))["']?\s*[=:]\s*["']?(?P<value>[^\s"'#,;)`]+)""",
+    r"""(?P<name>[A-Za-z0-9_]*(?:password|token|secret))["']?[ \t]*[=:][ \t]*["']?"""
+    r"""(?P<value>[^\s"'#,;)`]+)""",
     re.IGNORECASE,
 )
 #: A password inside a URL: scheme://user:password@host.
@@ -75,7 +77,7 @@ def test_every_placeholder_secret_in_the_example_files_is_on_the_refused_list():
         for value in placeholders_in(path.read_text(encoding="utf-8", errors="replace")):
             found.setdefault(value, str(path.relative_to(ROOT)))
     # The scan sees the placeholders it must (else it proves nothing).
-    assert {"change-me", "change-me-api-token", "change-me-nats-admin"} <= set(found), found
+    assert {"change-me", "change-me-to-32-random-characters-or-more"} <= set(found), found
     missing = {value: where for value, where in found.items() if value not in EXAMPLE_SECRETS}
     assert not missing, f"add to shared/weak_secrets.py EXAMPLE_SECRETS: {missing}"
 
@@ -188,29 +190,57 @@ def test_the_nats_permission_table_refuses_a_weak_literal_password_but_takes_ref
         nats_conf({**strong, "members": "members-password"})
 
 
-def _env_example() -> dict[str, str]:
-    pairs = (
-        line.split("=", 1)
-        for line in (ROOT / ".env.example").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    return {name: value for name, value in pairs}
+#: The secrets an operator sets in an environment (k8s Secrets, an older compose .env), each
+#: with one of the repository's example values.
+EXAMPLE_ENVIRONMENT = {
+    "SARAFAN_API_TOKEN": "change-me-api-token",
+    "SARAFAN_UNSUBSCRIBE_SECRET": "change-me-unsubscribe-secret-of-32-characters",
+    "MONGO_ROOT_PASSWORD": "change-me-mongo",
+    "GRAFANA_ADMIN_PASSWORD": "change-me-grafana",
+    **{f"NATS_{user.upper()}_PASSWORD": "change-me" for user in users()},
+}
 
 
-def test_check_secrets_refuses_every_secret_of_a_copied_env_example(monkeypatch, capsys):
-    example = _env_example()
-    secret_names = [n for n in example if n.endswith(("_PASSWORD", "_TOKEN", "_SECRET"))]
-    refusals = environment_refusals(example)
-    assert len(refusals) == len(secret_names) == 12
-    for name, value in example.items():
+def test_check_secrets_refuses_every_example_secret_of_the_environment(monkeypatch, capsys):
+    refusals = environment_refusals(EXAMPLE_ENVIRONMENT)
+    assert len(refusals) == len(EXAMPLE_ENVIRONMENT)
+    for name, value in EXAMPLE_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
     assert sarafan(["check-secrets"]) == 1
     err = capsys.readouterr().err
-    assert all(f"sarafan: {name} is an example value" in err for name in secret_names), err
+    assert all(f"sarafan: {name} is an example value" in err for name in EXAMPLE_ENVIRONMENT), err
+
+
+def test_check_secrets_reads_file_variables_and_the_password_of_a_url(tmp_path):
+    (tmp_path / "token").write_text("change-me-api-token\n")
+    (tmp_path / "url").write_text("mongodb://members:change-me@mongo:27017/?replicaSet=rs0\n")
+    refused = environment_refusals(
+        {
+            "SARAFAN_API_TOKEN_FILE": str(tmp_path / "token"),
+            "MONGODB_URL_FILE": str(tmp_path / "url"),
+        }
+    )
+    assert [r.split(" is ")[0] for r in refused] == [
+        "MONGODB_URL (its password)",
+        "SARAFAN_API_TOKEN",
+    ]
+    missing = environment_refusals({"NATS_PASSWORD_FILE": str(tmp_path / "absent")})
+    assert missing and missing[0].startswith("NATS_PASSWORD_FILE: cannot read")
+    # A URL without a password holds nothing secret (the embedded stack's MongoDB).
+    assert environment_refusals({"MONGODB_URL": "mongodb://127.0.0.1:27017"}) == []
+
+
+def test_check_secrets_refuses_a_nats_password_nats_server_would_read_as_a_number():
+    strong = secrets.token_urlsafe(40)
+    refused = environment_refusals({"NATS_SYS_PASSWORD": "-" + strong})
+    assert refused and "must start with a letter" in refused[0]
+    assert environment_refusals({"NATS_SYS_PASSWORD": "s" + strong}) == []
 
 
 def test_check_secrets_accepts_generated_secrets_and_an_empty_api_token():
-    generated = {name: secrets.token_urlsafe(32) for name in _env_example()}
+    from sarafan.compose_secrets import token
+
+    generated = {name: token() for name in EXAMPLE_ENVIRONMENT}
     assert environment_refusals(generated) == []
     assert environment_refusals({**generated, "SARAFAN_API_TOKEN": ""}) == []
     refused = environment_refusals({**generated, "NATS_SYS_PASSWORD": ""})
