@@ -41,8 +41,12 @@ RAW = CodecOptions(document_class=RawBSONDocument)
 INDEX_OPTIONS = ("unique", "sparse", "expireAfterSeconds", "partialFilterExpression")
 
 
-def _client(config: OpsConfig) -> MongoClient[Any]:
-    return MongoClient(config.mongodb_url, serverSelectionTimeoutMS=5000)
+def _client(config: OpsConfig, database: str) -> MongoClient[Any]:
+    """A client of the server holding `database` (`sarafan_<service>`; one MongoDB in compose
+    and k8s, each service's own nx-27017 next to `sarafan up`)."""
+    service = database.removeprefix("sarafan_")
+    url = config.mongodb_url_of(service if service in SERVICES else SERVICES[0])
+    return MongoClient(url, serverSelectionTimeoutMS=5000)
 
 
 def dump_database(db: Database[Any], directory: Path) -> int:
@@ -112,15 +116,18 @@ async def backup(config: OpsConfig, root: Path, out: TextIO) -> Path:
     """MongoDB, then the streams, into a new `root/<UTC time>/`; the directory made."""
     target = root / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target.mkdir(parents=True, exist_ok=False)
-    client = _client(config)
-    try:
-        for name in DATABASES:
+    for name in DATABASES:
+        client = _client(config, name)
+        try:
             count = dump_database(client[name], target / "mongodb" / name)
             print(f"mongodb {name}: {count} documents", file=out)
-    except Exception as exc:
-        raise OpsError(f"MongoDB at {config.mongodb_url.split('@')[-1]}: {exc}") from exc
-    finally:
-        client.close()
+        except Exception as exc:
+            where = ", ".join(
+                f"{h}:{p}" for h, p in client.topology_description.server_descriptions()
+            )
+            raise OpsError(f"MongoDB at {where}: {exc}") from exc
+        finally:
+            client.close()
     nc = await connect(config)
     try:
         for stream in await stream_backup.stream_names(nc):
@@ -136,13 +143,13 @@ async def restore(config: OpsConfig, source: Path, out: TextIO, replace: bool = 
     """MongoDB first, then the streams (the services must not run: see the module's text)."""
     if not (source / "mongodb").is_dir() or not (source / "nats").is_dir():
         raise OpsError(f"{source} is not a backup (no mongodb/ and nats/ in it)")
-    client = _client(config)
-    try:
-        for directory in sorted((source / "mongodb").iterdir()):
+    for directory in sorted((source / "mongodb").iterdir()):
+        client = _client(config, directory.name)
+        try:
             count = restore_database(client[directory.name], directory, replace)
             print(f"mongodb {directory.name}: {count} documents", file=out)
-    finally:
-        client.close()
+        finally:
+            client.close()
     nc = await connect(config)
     try:
         for directory in sorted((source / "nats").iterdir()):

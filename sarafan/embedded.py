@@ -54,6 +54,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports_in_a_row(count: int) -> int:
+    """The first of `count` consecutive ports nobody listens on right now (one nx-27017 per
+    service listens on a run of ports from SARAFAN_MONGO_PORT)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count < 65536 and all(port_is_free(first + i) for i in range(count)):
+            return first
+    raise OSError(f"no {count} free ports in a row")
+
+
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:
     """True when nothing listens on the port (SO_REUSEADDR ignores sockets in TIME_WAIT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 
 from shared import weak_secrets
-from shared.topology import ADMIN_USER, MONGO_PORT, NATS_PORT, PORTS
+from shared.topology import ADMIN_USER, MONGO_PORT, NATS_PORT, PORTS, SERVICES
 
 #: Each service's default HTTP port (shared/topology.py).
 DEFAULT_PORTS = PORTS
@@ -198,8 +198,16 @@ class OpsConfig:
     #: Where the activities service answers (its volunteering figures in `sarafan stats`).
     activities_url: str = f"http://127.0.0.1:{PORTS['activities']}"
     #: The MongoDB `sarafan backup` and `sarafan restore` work on (a user reading and writing
-    #: every service's database: compose's and k8s' `backup`; none next to `sarafan up`).
-    mongodb_url: str = f"mongodb://127.0.0.1:{MONGO_PORT}"
+    #: every service's database: compose's and k8s' `backup`); None next to `sarafan up`, whose
+    #: nx-27017s serve one service's database each, from SARAFAN_MONGO_PORT on.
+    mongodb_url: str | None = None
+    mongo_port: int = MONGO_PORT
+
+    def mongodb_url_of(self, service: str) -> str:
+        """Where `service`'s database is: MONGODB_URL, else its nx-27017 of `sarafan up`."""
+        if self.mongodb_url:
+            return self.mongodb_url
+        return f"mongodb://127.0.0.1:{self.mongo_port + SERVICES.index(service)}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> OpsConfig:
@@ -224,6 +232,6 @@ class OpsConfig:
             api_token=token,
             activities_url=environ.get("SARAFAN_ACTIVITIES_URL")
             or f"http://127.0.0.1:{activities_port}",
-            mongodb_url=environ_secret(environ, "MONGODB_URL")
-            or f"mongodb://127.0.0.1:{mongo_port}",
+            mongodb_url=environ_secret(environ, "MONGODB_URL") or None,
+            mongo_port=int(mongo_port),
         )

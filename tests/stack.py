@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sarafan.embedded import free_port, service_flowing
+from sarafan.embedded import free_port, free_ports_in_a_row, service_flowing
 from shared.settings import DEFAULT_PORTS
 from tests.helpers import strong_token
 
@@ -79,7 +79,7 @@ def sarafan_up(tmp: Path, servers_only: bool = False) -> Iterator[UpStack]:
     ports = {
         "SARAFAN_NATS_PORT": free_port(),
         "SARAFAN_NATS_HTTP_PORT": free_port(),
-        "SARAFAN_MONGO_PORT": free_port(),
+        "SARAFAN_MONGO_PORT": free_ports_in_a_row(len(SERVICES)),  # one nx-27017 per service
         **{f"SARAFAN_{name.upper()}_PORT": free_port() for name in SERVICES},
     }
     env = {
