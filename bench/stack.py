@@ -66,9 +66,10 @@ def running_stack(
 
 
 @contextmanager
-def bare_service(stack: Stack) -> Iterator[str]:
+def bare_service(stack: Stack) -> Iterator[tuple[str, int]]:
     """The bare baseline (bench/bare_app.py) on the stack's nats-server and nx-27017, as the
-    operator (the stack's NATS has a user per service); yields its URL, stopped at the end."""
+    operator (the stack's NATS has a user per service); yields its URL and process id, stopped
+    at the end."""
     cfg = stack.config
     port = free_port()
     child = Child(
@@ -84,7 +85,7 @@ def bare_service(stack: Stack) -> Iterator[str]:
     child.start()
     try:
         child.wait_ready(30)
-        yield f"http://{LOCALHOST}:{port}"
+        yield f"http://{LOCALHOST}:{port}", child.pid or 0
     finally:
         child.stop()
 
@@ -106,6 +107,15 @@ def embedded_servers() -> Iterator[tuple[str, str]]:
         finally:
             for child in reversed(servers):
                 child.stop()
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User and system CPU time these processes have used so far, in seconds."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
