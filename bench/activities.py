@@ -34,7 +34,9 @@ import asyncio
 import json
 import math
 import os
+import signal
 import statistics
+import sys
 import time
 import uuid
 from collections import Counter
@@ -301,7 +303,8 @@ async def signup_load(s: Session, args: argparse.Namespace, members: list[str]) 
 
 
 async def reminders_due(s: Session, activity: Doc, due: datetime, n: int) -> Doc:
-    """From the due instant until every reminder of the activity is written and closed."""
+    """From the due instant until every reminder of the activity is closed (polled), then
+    when each was written (its batch's start) and its notification-sent published."""
     reminders = s.mongo["sarafan_notifier"]["reminders"]
     aid = activity["activity_id"]
     planned = {"activity_id": {"$eq": aid}, "status": {"$eq": "planned"}}
@@ -329,7 +332,7 @@ async def reminders_due(s: Session, activity: Doc, due: datetime, n: int) -> Doc
     written = sorted(int(d["created_ms"]) for d in docs)
     return {"reminders": n, "outcomes": dict(outcomes),
             "first_written_s": round((written[0] - epoch_ms(due)) / 1000, 2),
-            "all_written_s": round(closed_s, 2),
+            "all_closed_s": round(closed_s, 2),
             "all_published_s": round(max(t for _, t in sent) - due.timestamp(), 2),
             "published": len(sent), "docs": docs}  # fmt: skip
 
@@ -418,7 +421,7 @@ async def reminders_and_noshows(
     raw_noshow = statistics.median([await raw_noshows(s, events) for _ in range(3)])
     return {"signups": summary(latencies), "spare_s": round(spare, 1), **fanout,
             "raw_insert_s": round(raw_insert, 2),
-            "ratio": round(fanout["all_written_s"] / raw_insert, 2),
+            "ratio": round(fanout["all_published_s"] / raw_insert, 2),
             "noshows": n, "first_noshow_s": round(stamps[0] - ends.timestamp(), 2),
             "all_noshows_s": round(stamps[-1] - ends.timestamp(), 2),
             "raw_noshows_s": round(raw_noshow, 2),
@@ -573,9 +576,9 @@ at the same instant (the last sign-up was in and its reminder planned {big["spar
 
 | figure | Sarafan | raw baseline | ratio |
 |---|---|---|---|
-| first in-app reminder written (the job runs every second) | {big["first_written_s"]} s | | |
-| all {n:,} in-app reminders in the delivery log, reminders closed (polled every 0.2 s) | {big["all_written_s"]} s | one `insert_many` of {n:,} copies, same indexes: {big["raw_insert_s"]} s | {big["ratio"]} |
-| all {big["published"]:,} notification-sent in JetStream | {big["all_published_s"]} s | | |
+| the job takes the first batch (it runs every second) | {big["first_written_s"]} s | | |
+| all {n:,} in-app reminders in the inbox: the last of their {big["published"]:,} notification-sent in JetStream (published once written) | {big["all_published_s"]} s | one `insert_many` of {n:,} copies, same indexes (median of three): {big["raw_insert_s"]} s | {big["ratio"]} |
+| the job done: every reminder closed (polled every 0.2 s) | {big["all_closed_s"]} s | | |
 
 Outcomes: {", ".join(f"{k} {v:,}" for k, v in big["outcomes"].items())}.
 
@@ -585,7 +588,7 @@ their end (JetStream timestamps):
 | figure | Sarafan | bare baseline | ratio |
 |---|---|---|---|
 | first `no-show` published | {big["first_noshow_s"]} s | | |
-| all {big["noshows"]:,} `no-show` published | {big["all_noshows_s"]} s | one `bulk_write` marking {n:,} copies of the sign-ups + {n:,} publishes, 100 in flight: {big["raw_noshows_s"]} s | {big["noshow_ratio"]} |
+| all {big["noshows"]:,} `no-show` published | {big["all_noshows_s"]} s | one `bulk_write` marking {n:,} copies of the sign-ups + {n:,} publishes, 100 in flight (median of three): {big["raw_noshows_s"]} s | {big["noshow_ratio"]} |
 
 **With 10 and with {two["stored"]:,} activities stored**: a fresh probe activity each time, {args.samples} calls of each,
 one at a time after two warm-ups, the stack settled between kinds. CPU a call: the services' and nx-27017's
@@ -615,6 +618,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     parser.add_argument("--part", type=int, choices=(1, 2), help="run one part only (no write)")
     args = parser.parse_args()
+    # Stopped from outside (`timeout`, a CI job): unwind, so every stack stops its children.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.quick:
         args.signups, args.activities, args.samples = 500, 1000, 100
     if args.part:
