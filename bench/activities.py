@@ -12,10 +12,10 @@ until every consumer of their member-joined caught up (the activities and notifi
    Activity B: as many shifts, seats for everyone, one reminder lead time, its shifts starting
    soon enough that the reminders fall due during the run (after every sign-up is in, planned
    from how fast A's went) and ending a minute later. The notifier's reminder job runs every
-   second and the no-show grace is 0 on this stack. Timed from the due instant: the first
-   reminder written, all of them written and closed (polled), all their notification-sent in
-   JetStream; beside one raw `insert_many` of as many copies of those in-app deliveries into a
-   collection with the same indexes. Then from the shifts' end: every `no-show` in JetStream
+   second and the no-show grace is 0 on this stack. Timed from the due instant: the first batch
+   taken, every in-app reminder in the inbox (the last of their notification-sent in JetStream,
+   published once written), every reminder closed (polled); beside one raw `insert_many` of as
+   many copies of those in-app deliveries into a collection with the same indexes. Then from the shifts' end: every `no-show` in JetStream
    (their JetStream timestamps), beside a bare pipeline (one `bulk_write` marking as many copies
    of the sign-ups, and as many publishes of the same events, 100 in flight).
 2. `--samples` sequential sign-ups, coordinator check-ins, self check-ins by code and
