@@ -16,6 +16,7 @@ BENCHMARKS = (
     ("joins", []),
     ("scale", []),
     ("tracing", []),
+    ("activities", []),
 )
 
 

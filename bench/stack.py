@@ -11,12 +11,13 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from sarafan.embedded import LOCALHOST, free_port, mongo_child, nats_child
-from sarafan.supervisor import Stack, StackConfig
+from sarafan.embedded import LOCALHOST, Child, free_port, http_ok, mongo_child, nats_child
+from sarafan.nats_auth import ADMIN_USER
+from sarafan.supervisor import Stack, StackConfig, nats_passwords
 from shared.topology import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,10 +27,28 @@ TOKEN = secrets.token_urlsafe(32)
 
 
 @contextmanager
+def environment(env: Mapping[str, str]) -> Iterator[None]:
+    """These variables set in this process while the block runs (children started in it
+    inherit them), the previous values back afterwards."""
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def running_stack(
     services: tuple[str, ...] = SERVICES,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
-    """`sarafan up` on free ports in a temporary home, stopped at the end."""
+    """`sarafan up` on free ports in a temporary home, stopped at the end; `env` is added to
+    the services' environment (settings the benchmark needs, e.g. short job intervals)."""
     with tempfile.TemporaryDirectory(prefix="sarafan-bench-") as home:
         config = StackConfig.with_free_ports(Path(home))
         stack = Stack(
@@ -38,11 +57,37 @@ def running_stack(
             out=io.StringIO(),
             environ={**os.environ, "SARAFAN_API_TOKEN": TOKEN},
         )
-        stack.start()
+        with environment(env or {}):
+            stack.start()  # stops what it started when it fails
         try:
             yield stack
         finally:
             stack.stop()
+
+
+@contextmanager
+def bare_service(stack: Stack) -> Iterator[tuple[str, int]]:
+    """The bare baseline (bench/bare_app.py) on the stack's nats-server and nx-27017, as the
+    operator (the stack's NATS has a user per service); yields its URL and process id, stopped
+    at the end."""
+    cfg = stack.config
+    port = free_port()
+    child = Child(
+        "bare",
+        [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--nats", cfg.nats_url,
+         "--mongo", cfg.mongodb_url, "--nats-user", ADMIN_USER,
+         f"--nats-password={nats_passwords(cfg.home)[ADMIN_USER]}"],  # may start with -
+        log_path=cfg.home / "logs" / "bare.log",
+        cwd=ROOT,
+        ready_check=lambda: http_ok(f"http://{LOCALHOST}:{port}/healthz"),
+    )  # fmt: skip
+    child.die_with_parent = True
+    child.start()
+    try:
+        child.wait_ready(30)
+        yield f"http://{LOCALHOST}:{port}", child.pid or 0
+    finally:
+        child.stop()
 
 
 @contextmanager
@@ -62,6 +107,15 @@ def embedded_servers() -> Iterator[tuple[str, str]]:
         finally:
             for child in reversed(servers):
                 child.stop()
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User and system CPU time these processes have used so far, in seconds."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:

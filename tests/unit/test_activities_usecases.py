@@ -192,6 +192,44 @@ async def test_closing_a_shift_twice_makes_each_no_show_once():
     assert w.ledger_doc(sid)["no_shows"] == 2 and "due_ms" not in w.ledger_doc(sid)
 
 
+def count_writes(*collections: object) -> list[str]:
+    """Record each write command sent to these collections (a bulk write is one)."""
+    sent: list[str] = []
+    for coll in collections:
+        for name in ("insert_one", "update_one", "update_many", "bulk_write",
+                     "find_one_and_update", "delete_one"):  # fmt: skip
+            original = getattr(coll, name)
+
+            async def counted(*args, _original=original, _name=name, **kwargs):
+                sent.append(_name)
+                return await _original(*args, **kwargs)
+
+            setattr(coll, name, counted)
+    return sent
+
+
+async def test_closing_a_shift_marks_its_no_shows_in_bulk_not_one_member_at_a_time():
+    w = ActivitiesWorld()
+    activity = await w.activity((40,))
+    sid = w.shift_ids(activity)[0]
+    for i in range(40):
+        await w.sign_up(activity, await w.member(f"m{i:02d}"))
+    await w.attendance.record(
+        Mark(sid, "m00", "check-in", None, "m_coord"), w.clock() + timedelta(days=1)
+    )
+    w.clock.advance(timedelta(days=1, hours=4, minutes=1))
+    writes = count_writes(w.store.signups, w.store.shifts, w.store.members)
+    w.relay.kicks.clear()
+    assert await w.attendance.close_due(w.clock()) == 1
+    no_shows = w.published("no-show")
+    assert sorted(e.data["member_id"] for e in no_shows) == [f"m{i:02d}" for i in range(1, 40)]
+    assert w.ledger_doc(sid)["no_shows"] == 39 and w.ledger_doc(sid)["attended"] == 1
+    assert all("uncounted_ms" not in w.signup_doc(e.data["signup_id"]) for e in no_shows)
+    # The 39 no-shows: one bulk write with their events, one of their figures, one clearing
+    # what was counted (not three writes each); the one still present: its attended.
+    assert len(writes) < 12, writes
+
+
 async def test_an_erased_member_is_anonymised_purged_and_their_seat_given_back_quietly():
     w = ActivitiesWorld()
     activity = await w.activity((1,))

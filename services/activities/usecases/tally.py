@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pymongo import UpdateOne
+
 from services.activities.domain import Doc
 from services.activities.store import ActivitiesStore
 from shared.query import where
@@ -61,17 +63,29 @@ class ShiftTally:
 
     async def count(self, signup: Doc, now: datetime) -> None:
         """Bring the shift's counters up to this sign-up's attendance (once per kind)."""
-        state = signup.get("att")
-        first = state in ("present", "attended") and await self.first_time(signup)
-        su, sid = signup["_id"], signup["shift_id"]
-        for kind, increments in kinds_of(signup, first).items():
-            marker = f"counted.{su}:{kind}"
-            await self.store.shifts.update_one(
-                where({"_id": sid, marker: {"$exists": False}}),
-                {"$inc": increments, "$set": {marker: 1}},
-            )
-        if signup.get("uncounted_ms") is not None:
-            await self.store.signups.update_one(
-                where({"_id": su, "uncounted_ms": int(signup["uncounted_ms"]), "att": state}),
-                {"$unset": {"uncounted_ms": ""}},
-            )
+        await self.count_many([signup], now)
+
+    async def count_many(self, signups: list[Doc], now: datetime) -> None:
+        """`count` for many sign-ups at once (the close job's no-shows): every counter in one
+        bulk write, each guarded by its own marker, and one clearing what was counted."""
+        counters: list[UpdateOne] = []
+        counted: list[UpdateOne] = []
+        for signup in signups:
+            state = signup.get("att")
+            first = state in ("present", "attended") and await self.first_time(signup)
+            su, sid = signup["_id"], signup["shift_id"]
+            for kind, increments in kinds_of(signup, first).items():
+                marker = f"counted.{su}:{kind}"
+                counters.append(
+                    UpdateOne(
+                        where({"_id": sid, marker: {"$exists": False}}),
+                        {"$inc": increments, "$set": {marker: 1}},
+                    )
+                )
+            if signup.get("uncounted_ms") is not None:
+                guard = {"_id": su, "uncounted_ms": int(signup["uncounted_ms"]), "att": state}
+                counted.append(UpdateOne(where(guard), {"$unset": {"uncounted_ms": ""}}))
+        if counters:
+            await self.store.shifts.bulk_write(counters, ordered=False)
+        if counted:
+            await self.store.signups.bulk_write(counted, ordered=False)
