@@ -88,6 +88,13 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
     jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)
+
+    async def key_standings() -> None:
+        # Standings stored before the segments' rank keys get them once, before the first read
+        # (reads still key any they meet: insights.segment).
+        await insights.standings.key_unkeyed(engagement.clock())
+
+    runtime.init_hooks.append(key_standings)
     runtime.subscribe(subscriptions, handlers, clock=lambda: engagement.clock())
     runtime.jobs += jobs.loops(
         # Its own lease owner per runtime, so two replicas in one process stay distinct.

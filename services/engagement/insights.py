@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Gauge
 
-from services.engagement import domain
+from services.engagement import domain, ranking
 from services.engagement.record import Record
 from services.engagement.standings import Standings
 from services.engagement.store import Doc, EngagementStore
@@ -57,7 +58,7 @@ class Insights:
     def __init__(self, store: EngagementStore, rules: domain.Rules) -> None:
         self.store = store
         self.rules = rules
-        self.standings = Standings(store)
+        self.standings = Standings(store, rules)
 
     # -- one member -------------------------------------------------------------------------------
 
@@ -87,20 +88,28 @@ class Insights:
     async def segment(
         self, name: str, now: datetime, offset: int, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        """One page of a segment, the members to look at first first; and whether more follow."""
-        wanted = offset + limit + 1
+        """One page of a segment, the members to look at first first; and whether more follow.
+
+        Read in the order of the segment's rank key (ranking.py): the page and one row more,
+        whatever the size of the segment or of the community."""
+        key, still_in = ranking.KEY_OF[name], self._still_in(name, now)
+        await self.standings.key_unkeyed(now)
+        docs = await self.standings.segment(key, still_in, offset, limit + 1)
+        return await self._rows(docs[:limit], now), len(docs) > limit
+
+    def _still_in(self, name: str, now: datetime) -> Callable[[Doc], bool]:
+        """Whether a member read by their key is in the segment now: a key whose window closed
+        stays until the write `due_ms` calls for (new-promising), and one written under an
+        earlier drift setting until the member's next write (drifting)."""
         if name == "new-promising":
             since = epoch_ms(now - self.rules.new_member_window)
-            docs = await self.standings.joined_since(since, epoch_ms(now), wanted)
-        elif name == "loyal":
-            docs = await self.standings.at_levels(domain.LOYAL_LEVELS, wanted)
-        elif name == "drifting":
+            return lambda doc: _int(doc.get("joined_ms")) >= since
+        if name == "drifting":
             cut = epoch_ms(now - self.rules.drift_after)
-            docs = await self.standings.at_levels(domain.DRIFT_LEVELS, wanted, cut)
-        else:
-            raise KeyError(name)
-        page = docs[offset : offset + limit]
-        return await self._rows(page, now), len(docs) > offset + limit
+            return lambda doc: 0 < _int(doc.get("last_ms")) <= cut
+        if name == "loyal":
+            return lambda doc: True
+        raise KeyError(name)
 
     async def _rows(self, standings: list[Doc], now: datetime) -> list[dict[str, Any]]:
         members = await self.store.members_by_id(d["_id"] for d in standings)
@@ -247,6 +256,14 @@ class Insights:
 def _time(ms: Any) -> datetime | None:
     """A stored time that may be absent (a member who joined before it was kept)."""
     return None if ms is None else from_ms(ms)
+
+
+def _int(value: Any) -> int:
+    """A stored time in epoch ms; 0 when absent or unreadable (a damaged document)."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _number(doc: Doc, name: str) -> float | None:

@@ -19,6 +19,7 @@ from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from services.engagement.ranking import KEYS_VERSION_FIELD, SEGMENT_KEYS
 from shared.clock import epoch_ms
 from shared.events import CloudEvent
 from shared.http import IDEMPOTENCY_TTL
@@ -92,9 +93,12 @@ class EngagementStore:
         for rank in RANK_FIELDS:
             await s.create_index(rank)
             await s.create_index([("region", 1), (rank, 1)])
-        await s.create_index([("level", 1), ("lscore", DESCENDING)])
+        # Segments: each read in its own rank key (ranking.py); `keys_v` finds the standings
+        # written without the keys (tombstones, `erased`, have none and need none).
+        for key in SEGMENT_KEYS:
+            await s.create_index(key)
+        await s.create_index([(KEYS_VERSION_FIELD, 1), ("erased", 1)])
         await s.create_index([("level", 1), ("last_ms", 1)])
-        await s.create_index([("cohort", 1), ("lscore", DESCENDING)])
         await s.create_index("last_ms")
         await s.create_index("due_ms")
         await s.create_index("drift_due_ms")
@@ -204,22 +208,35 @@ class EngagementStore:
         return [d["_id"] async for d in found.sort("due_ms", 1).limit(limit)]
 
     async def flag_drift(
-        self, uow: UnitOfWork, member_id: str, last_active_ms: int, now_ms: int, event: CloudEvent
+        self,
+        uow: UnitOfWork,
+        member_id: str,
+        last_active_ms: int,
+        now_ms: int,
+        event: CloudEvent,
+        *,
+        keys: Doc | None = None,
+        version: int | None = None,
     ) -> bool:
-        """Open a drift episode (once per period of inactivity, named by its last activity).
+        """Open a drift episode (once per period of inactivity, named by its last activity),
+        setting `keys` (the member's `drift_key`) in the same update; with `version`, only on
+        the standing as read (a key computed from an older score is not written over a newer).
 
         Episodes only move forward. Two single-condition updates, not one `$or` beside `_id`:
         on nx-27017 such a write filter can modify another document (docs/patterns.md).
         """
         update = {
-            "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms},
+            "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms, **(keys or {})},
             "$unset": {"drift_due_ms": ""},
             # A figures write that read before this one recomputes with the episode.
             "$inc": {"version": 1},
         }
+        pinned: Doc = {"_id": member_id}
+        if version is not None:
+            pinned["version"] = version
         for guard in ({"$lt": last_active_ms}, {"$exists": False}):
             result = await uow.update(
-                self.standing, where({"_id": member_id, "drift_from_ms": guard}), update, [event]
+                self.standing, where({**pinned, "drift_from_ms": guard}), update, [event]
             )
             if result.modified_count == 1:
                 return True
