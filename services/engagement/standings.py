@@ -72,8 +72,9 @@ class Standings:
     async def key_unkeyed(self, now: datetime) -> int:
         """Give their segment keys to standings written without them (before the keys existed,
         by an older replica during an upgrade, or by hand): found by an indexed `$exists: false`
-        on `keys_v` (and `erased`: a tombstone has no keys), so that no member silently drops out of a segment. Once every standing has
-        them this is one indexed read that finds nothing. Returns how many were keyed."""
+        on `keys_v` (and `erased`: a tombstone has no keys), so that no member silently drops
+        out of a segment. Once every standing has them this is one indexed read that finds
+        nothing. Returns how many were keyed."""
         keyed, tried = 0, set()
         while True:
             query = where({KEYS_VERSION_FIELD: {"$exists": False}, "erased": {"$exists": False}})
