@@ -236,31 +236,24 @@ def sort_problem_on_nx(
     (nx-27017 keeps every index ascending; SQLite reads one forwards or backwards).
     """
     keys = list(sort.items())
-    directions = {int(direction) for _, direction in keys}
-    if len(directions) > 1:
-        return f"sort {dict(keys)} mixes directions: nx-27017 indexes are ascending only"
-    used = indexes_named_in_nx_plan(plan, collection)
-    if not used:
-        return f"the plan names no index for sort {dict(keys)}"
-    pinned = equality_fields(flt)
     wanted = [name for name, _ in keys]
+    pinned = equality_fields(flt)
     problems = []
+    if len({int(direction) for _, direction in keys}) > 1:
+        problems.append(f"sort {dict(keys)} mixes directions (nx-27017 indexes are ascending)")
+    used = indexes_named_in_nx_plan(plan, collection)
+    served = False
     for name in used:
         fields = list(indexes.get(name) or [])
-        if not fields:
-            problems.append(f"{name}: fields unknown")
-            continue
         head, rest = fields[: len(pinned)], fields[len(pinned) :]
-        if set(head) == pinned and rest[: len(wanted)] == wanted:
-            return None
-        if not pinned and fields[: len(wanted)] == wanted:
-            return None
-        problems.append(f"{name} {fields}")
-    return (
-        f"sort {wanted} after equality on {sorted(pinned)} is not served by "
-        + ", ".join(problems)
-        + " (the index must list the equality fields, then exactly the sort keys)"
-    )
+        served = served or (bool(fields) and set(head) == pinned and rest[: len(wanted)] == wanted)
+    if not served:
+        named = ", ".join(f"{n} {indexes.get(n, '(fields unknown)')}" for n in used) or "no index"
+        problems.append(
+            f"sort {wanted} after equality on {sorted(pinned)} is not served by {named} "
+            "(the index must list the equality fields, then exactly the sort keys)"
+        )
+    return "; ".join(problems) or None
 
 
 def sort_problem_on_mongodb(plan: Any) -> str | None:
