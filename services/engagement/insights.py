@@ -209,6 +209,7 @@ class Insights:
     async def figures(self, now: datetime) -> dict[str, float | int | None]:
         store, standings = self.store, self.standings
         week, month = epoch_ms(now - timedelta(days=7)), epoch_ms(now - timedelta(days=30))
+        await standings.key_unkeyed(now)  # the pool and the drifting are counted by their keys
         kept = await store.counters.totals()
         questions = await count(store.posts, {"kind": "question", "created_ms": {"$gte": month}})
         answered = where(answered_created_ms={"$gte": month})
@@ -221,7 +222,7 @@ class Insights:
             "active_7d": await standings.count_active_since(week),
             "active_30d": await standings.count_active_since(month),
             "new_7d": await count(store.members, {"joined_at_ms": {"$gte": week}}),
-            "loyal_pool": sum([await standings.count_at_level(lv) for lv in domain.LOYAL_LEVELS]),
+            "loyal_pool": await standings.count_in_segment(ranking.LOYAL_KEY),
             "posts_7d": await count(store.posts, {"created_ms": {"$gte": week}}),
             "questions_7d": await count(
                 store.posts, {"kind": "question", "created_ms": {"$gte": week}}
@@ -232,9 +233,7 @@ class Insights:
                 int(kept.get("referred", 0)), int(kept.get("joins", 0))
             ),
             "returned_after_drift_30d": await count(store.returns, {"at_ms": {"$gte": month}}),
-            "drifting": sum(
-                [await standings.count_at_level(lv, drift_cut) for lv in domain.DRIFT_LEVELS]
-            ),
+            "drifting": await standings.count_in_segment(ranking.DRIFT_KEY, drift_cut),
             "hours_approved_30d": round(await store.hours_approved_since(hours_since), 2),
         }
 

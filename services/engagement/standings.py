@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from pymongo import UpdateOne
 
@@ -31,6 +30,9 @@ def cohort(joined_ms: int) -> int:
 
 #: What a standing's segment keys are computed from (ranking.segment_keys).
 KEY_SOURCES = {f: 1 for f in ("active", "level", "lscore", "last_ms", "joined_ms", "version")}
+#: What a ranked row needs of a standing: not the outbox, nor the ids of the facts applied
+#: (a week of them: the bulk of a busy member's document).
+RANKED = {**HIDE, "applied": 0, "once": 0}
 #: Standings keyed per round of `key_unkeyed`.
 KEYING_BATCH = 500
 
@@ -46,7 +48,7 @@ class Standings:
         query: Doc = {rank: {"$gt": after}}
         if region:
             query["region"] = region
-        found = self.standing.find(where(query), HIDE).sort(rank, 1).limit(limit)
+        found = self.standing.find(where(query), RANKED).sort(rank, 1).limit(limit)
         return await found.to_list(None)
 
     async def segment(
@@ -62,7 +64,7 @@ class Standings:
         after, size = "", offset + wanted
         while len(found) < size:
             query = where({key: {"$gt": after}})
-            docs = await self.standing.find(query, HIDE).sort(key, 1).limit(size).to_list(None)
+            docs = await self.standing.find(query, RANKED).sort(key, 1).limit(size).to_list(None)
             found += [d for d in docs if keep(d)]
             if len(docs) < size:
                 break
@@ -108,8 +110,10 @@ class Standings:
 
     # -- counts bounded by what they count ---------------------------------------------------------
 
-    async def count_at_level(self, level: str, last_before_ms: int | None = None) -> int:
-        query: dict[str, Any] = {"level": level, "active": 1}
+    async def count_in_segment(self, key: str, last_before_ms: int | None = None) -> int:
+        """Members of a segment (its rank key present), counted over that key's index alone:
+        no document is read (`last_ms` is the index's second field)."""
+        query: Doc = {key: {"$gt": ""}}
         if last_before_ms is not None:
             query["last_ms"] = {"$lte": last_before_ms}
         return await count(self.standing, query)

@@ -19,7 +19,7 @@ from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from services.engagement.ranking import KEYS_VERSION_FIELD, SEGMENT_KEYS
+from services.engagement.ranking import DRIFT_KEY, KEYS_VERSION_FIELD, LOYAL_KEY, NEW_KEY
 from shared.clock import epoch_ms
 from shared.events import CloudEvent
 from shared.http import IDEMPOTENCY_TTL
@@ -95,10 +95,11 @@ class EngagementStore:
             await s.create_index([("region", 1), (rank, 1)])
         # Segments: each read in its own rank key (ranking.py); `keys_v` finds the standings
         # written without the keys (tombstones, `erased`, have none and need none).
-        for key in SEGMENT_KEYS:
-            await s.create_index(key)
+        # The drifting are counted with their last participation (both in the index).
+        await s.create_index(LOYAL_KEY)
+        await s.create_index(NEW_KEY)
+        await s.create_index([(DRIFT_KEY, 1), ("last_ms", 1)])
         await s.create_index([(KEYS_VERSION_FIELD, 1), ("erased", 1)])
-        await s.create_index([("level", 1), ("last_ms", 1)])
         await s.create_index("last_ms")
         await s.create_index("due_ms")
         await s.create_index("drift_due_ms")
