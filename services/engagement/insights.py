@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from services.engagement import domain, ranking
+from services.engagement import counted, domain, ranking
 from services.engagement.record import Record
 from services.engagement.standings import Standings
 from services.engagement.store import Doc, EngagementStore
@@ -207,34 +207,36 @@ class Insights:
     # -- community health -------------------------------------------------------------------------
 
     async def figures(self, now: datetime) -> dict[str, float | int | None]:
+        """Community health: kept counters (counted.py) but for the median wait, which reads
+        the month's answered questions in wait order."""
         store, standings = self.store, self.standings
         week, month = epoch_ms(now - timedelta(days=7)), epoch_ms(now - timedelta(days=30))
+        first_day = epoch_ms(domain.day_of(now - timedelta(days=30)))
         await standings.key_unkeyed(now)  # the pool and the drifting are counted by their keys
         kept = await store.counters.totals()
-        questions = await count(store.posts, {"kind": "question", "created_ms": {"$gte": month}})
+        windows = await counted.windowed(store, now, {"week": week, "month": month,
+                                                      "hours": first_day})  # fmt: skip
         answered = where(answered_created_ms={"$gte": month})
-        answers = await count(store.posts, answered)
-        median = await self._median_wait(answered, answers)
+        median = await self._median_wait(answered, await count(store.posts, answered))
         drift_cut = epoch_ms(now - self.rules.drift_after)
-        hours_since = epoch_ms(domain.day_of(now - timedelta(days=30)))
         return {
             "members_total": int(kept.get("members", 0)),
             "active_7d": await standings.count_active_since(week),
             "active_30d": await standings.count_active_since(month),
-            "new_7d": await count(store.members, {"joined_at_ms": {"$gte": week}}),
+            "new_7d": round(windows["new_7d"]),
             "loyal_pool": await standings.count_in_segment(ranking.LOYAL_KEY),
-            "posts_7d": await count(store.posts, {"created_ms": {"$gte": week}}),
-            "questions_7d": await count(
-                store.posts, {"kind": "question", "created_ms": {"$gte": week}}
+            "posts_7d": round(windows["posts_7d"]),
+            "questions_7d": round(windows["questions_7d"]),
+            "answered_by_community_ratio": domain.ratio(
+                round(windows["answered_30d"]), round(windows["questions_30d"])
             ),
-            "answered_by_community_ratio": domain.ratio(answers, questions),
             "median_seconds_to_first_answer": round(median, 1) if median is not None else None,
             "referral_join_share": domain.ratio(
                 int(kept.get("referred", 0)), int(kept.get("joins", 0))
             ),
-            "returned_after_drift_30d": await count(store.returns, {"at_ms": {"$gte": month}}),
+            "returned_after_drift_30d": round(windows["returns_30d"]),
             "drifting": await standings.count_in_segment(ranking.DRIFT_KEY, drift_cut),
-            "hours_approved_30d": round(await store.hours_approved_since(hours_since), 2),
+            "hours_approved_30d": round(windows["hours_30d"], 2),
         }
 
     async def _median_wait(self, answered: Doc, n: int) -> float | None:
