@@ -354,6 +354,8 @@ async def run_store(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             insights = await seed_store(db, args.store, now, args.grain)
             seeded = time.perf_counter() - started
+            # The kept counters folded, as the periodic job has done a few minutes later.
+            await insights.store.counters.fold(now + timedelta(minutes=15))
             reads = {
                 "segment new-promising": lambda: insights.segment("new-promising", now, 0, 20),
                 "segment loyal": lambda: insights.segment("loyal", now, 0, 20),

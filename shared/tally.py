@@ -35,8 +35,10 @@ from shared.store import epoch_ms, is_duplicate_key, only_duplicates
 
 Doc = dict[str, Any]
 #: Deltas this recent stay unfolded: a writer that computed `at_ms` just before a fold may
-#: insert after it, and must still land after the checkpoint.
-FOLD_MARGIN = timedelta(minutes=10)
+#: insert after it, and must still land after the checkpoint. Writers stamp `at_ms` right
+#: before their insert, so this covers a very slow insert; every read sums the deltas this
+#: recent (and those since the last fold), so it is also what a read costs at most.
+FOLD_MARGIN = timedelta(minutes=3)
 #: Folded deltas are kept this long, so that a transition recorded again meets its first delta
 #: (longer than a member's applied facts are kept, and than any redelivery).
 RETAIN = timedelta(days=8)
@@ -105,22 +107,23 @@ class Tally:
                 raise
 
     async def totals(self) -> dict[str, float]:
-        checkpoint = await self.collection.find_one({"_id": self.checkpoint_id}) or {}
-        result = {f: float((checkpoint.get("totals") or {}).get(f, 0)) for f in self.fields}
-        since = int(checkpoint.get("through_ms") or 0)
-        for field, value in (await self._sums(since, None)).items():
-            result[field] = result.get(field, 0.0) + value
-        return result
+        return (await self.read([]))[0]
 
     async def windows(self, starts_ms: list[int]) -> list[dict[str, float]]:
-        """For each start, the sums over the whole hours from it on (`first_whole_hour`): the
-        checkpoint's hours and the deltas recorded after it."""
+        """For each start, the sums over the whole hours from it on (`first_whole_hour`)."""
+        return (await self.read(starts_ms))[1]
+
+    async def read(self, starts_ms: list[int]) -> tuple[dict[str, float], list[dict[str, float]]]:
+        """The totals, and for each start the sums over the whole hours from it on: the
+        checkpoint and the deltas recorded after it, summed by the server in one pass."""
         checkpoint = await self.collection.find_one({"_id": self.checkpoint_id}) or {}
+        totals = {f: float((checkpoint.get("totals") or {}).get(f, 0)) for f in self.fields}
         hours = {int(h): counts for h, counts in (checkpoint.get("hours") or {}).items()}
         since = int(checkpoint.get("through_ms") or 0)
-        for hour, counts in (await self._hourly(since, None)).items():
-            merged = hours.setdefault(hour, {})
+        for hour, counts in (await self._grouped(since, None)).items():
+            merged = {} if hour is None else hours.setdefault(hour, {})
             for field, value in counts.items():
+                totals[field] = totals.get(field, 0.0) + value
                 merged[field] = float(merged.get(field, 0)) + value
         result = []
         for start in starts_ms:
@@ -131,7 +134,7 @@ class Tally:
                     for field, value in counts.items():
                         sums[field] = sums.get(field, 0.0) + float(value or 0)
             result.append(sums)
-        return result
+        return totals, result
 
     def _window(self, after_ms: int, through_ms: int | None) -> Doc:
         window: Doc = {"$gt": after_ms}
@@ -139,29 +142,25 @@ class Tally:
             window["$lte"] = through_ms
         return where(tally=self.name, at_ms=window)
 
-    async def _sums(self, after_ms: int, through_ms: int | None) -> dict[str, float]:
-        fields = self.fields
-        pipeline: list[Doc] = [
-            {"$match": self._window(after_ms, through_ms)},
-            {"$group": {"_id": None, **{f: {"$sum": f"$d.{f}"} for f in fields}}},
-        ]
-        rows = await (await self.collection.aggregate(pipeline)).to_list(1)
-        return {f: float(rows[0].get(f) or 0) for f in fields} if rows else {}
-
-    async def _hourly(self, after_ms: int, through_ms: int | None) -> dict[int, dict[str, float]]:
-        """The deltas that say when they happened, summed per hour (none without `keep`)."""
-        if not self.keep_ms:
-            return {}
+    async def _grouped(
+        self, after_ms: int, through_ms: int | None
+    ) -> dict[int | None, dict[str, float]]:
+        """The deltas recorded in the range, summed per hour they happened in (None: those
+        that do not say)."""
         pipeline: list[Doc] = [
             {"$match": self._window(after_ms, through_ms)},
             {"$group": {"_id": "$h", **{f: {"$sum": f"$d.{f}"} for f in self.fields}}},
         ]
         rows = await (await self.collection.aggregate(pipeline)).to_list(None)
-        return {
-            int(row["_id"]): {f: float(row.get(f) or 0) for f in self.fields if row.get(f)}
-            for row in rows
-            if isinstance(row.get("_id"), (int, float))
-        }
+        grouped: dict[int | None, dict[str, float]] = {}
+        for row in rows:
+            hour = row.get("_id")
+            key = int(hour) if isinstance(hour, (int, float)) else None
+            sums = grouped.setdefault(key, {})
+            for f in self.fields:
+                if row.get(f):
+                    sums[f] = sums.get(f, 0.0) + float(row[f])
+        return grouped
 
     async def fold(self, now: datetime) -> bool:
         """Move deltas older than the margin into the checkpoint (one replica at a time
@@ -172,11 +171,13 @@ class Tally:
         if through <= previous:
             return False
         totals = {k: float(v) for k, v in (checkpoint.get("totals") or {}).items()}
-        for field, value in (await self._sums(previous, through)).items():
-            totals[field] = totals.get(field, 0.0) + value
+        grouped = await self._grouped(previous, through)
+        for counts in grouped.values():
+            for field, value in counts.items():
+                totals[field] = totals.get(field, 0.0) + value
         update: Doc = {"$set": {"through_ms": through, "totals": totals, "before_ms": previous}}
         if self.keep_ms:
-            update["$set"]["hours"] = await self._folded_hours(checkpoint, previous, through, now)
+            update["$set"]["hours"] = self._folded_hours(checkpoint, grouped, now)
         if checkpoint:
             result = await self.collection.update_one(
                 {"_id": self.checkpoint_id, "through_ms": {"$eq": previous}}, update
@@ -197,8 +198,8 @@ class Tally:
             await self.collection.delete_many(where(tally=self.name, at_ms={"$lte": before}))
         return True
 
-    async def _folded_hours(
-        self, checkpoint: Doc, previous: int, through: int, now: datetime
+    def _folded_hours(
+        self, checkpoint: Doc, grouped: dict[int | None, dict[str, float]], now: datetime
     ) -> dict[str, dict[str, float]]:
         """The checkpoint's per-hour sums with the deltas folded now, without hours older than
         `keep` (no window reads them)."""
@@ -208,8 +209,8 @@ class Tally:
             for h, counts in (checkpoint.get("hours") or {}).items()
             if int(h) >= oldest
         }
-        for hour, counts in (await self._hourly(previous, through)).items():
-            if hour < oldest:
+        for hour, counts in grouped.items():
+            if hour is None or hour < oldest:
                 continue
             merged = hours.setdefault(hour, {})
             for field, value in counts.items():

@@ -109,10 +109,11 @@ def activity_windows(
 
 
 async def windowed(store: Any, now: datetime, since: dict[str, int]) -> dict[str, float]:
-    """The windowed figures from `since` (`week`, `month`, `hours` start, epoch ms): the kept
-    whole hours, and the part hour before them counted over the documents' time index."""
+    """The kept totals (members, joins, referred) and the windowed figures from `since`
+    (`week`, `month`, `hours` start, epoch ms): the kept whole hours, and the part hour before
+    them counted over the documents' time index."""
     week, month, first_day = since["week"], since["month"], since["hours"]
-    w7, w30, wh = await store.counters.windows([week, month, first_day])
+    kept, (w7, w30, wh) = await store.counters.read([week, month, first_day])
 
     async def edge(collection: Any, start: int, field: str, **also: Any) -> int:
         end = first_whole_hour(start)
@@ -126,6 +127,7 @@ async def windowed(store: Any, now: datetime, since: dict[str, int]) -> dict[str
         hours_edge = await total(store.hours, {"status": "approved", "decided_ms": window}, "hours")
     posts = store.posts
     return {
+        **{name: kept.get(name, 0.0) for name in MEMBER_COUNTS},
         "new_7d": w7["new"] + await edge(store.members, week, "joined_at_ms"),
         "posts_7d": w7["posts"] + await edge(posts, week, "created_ms"),
         "questions_7d": w7["questions"] + await edge(posts, week, "created_ms", kind="question"),

@@ -213,30 +213,27 @@ class Insights:
         week, month = epoch_ms(now - timedelta(days=7)), epoch_ms(now - timedelta(days=30))
         first_day = epoch_ms(domain.day_of(now - timedelta(days=30)))
         await standings.key_unkeyed(now)  # the pool and the drifting are counted by their keys
-        kept = await store.counters.totals()
-        windows = await counted.windowed(store, now, {"week": week, "month": month,
-                                                      "hours": first_day})  # fmt: skip
+        kept = await counted.windowed(store, now, {"week": week, "month": month,
+                                                   "hours": first_day})  # fmt: skip
         answered = where(answered_created_ms={"$gte": month})
         median = await self._median_wait(answered, await count(store.posts, answered))
         drift_cut = epoch_ms(now - self.rules.drift_after)
         return {
-            "members_total": int(kept.get("members", 0)),
+            "members_total": round(kept["members"]),
             "active_7d": await standings.count_active_since(week),
             "active_30d": await standings.count_active_since(month),
-            "new_7d": round(windows["new_7d"]),
+            "new_7d": round(kept["new_7d"]),
             "loyal_pool": await standings.count_in_segment(ranking.LOYAL_KEY),
-            "posts_7d": round(windows["posts_7d"]),
-            "questions_7d": round(windows["questions_7d"]),
+            "posts_7d": round(kept["posts_7d"]),
+            "questions_7d": round(kept["questions_7d"]),
             "answered_by_community_ratio": domain.ratio(
-                round(windows["answered_30d"]), round(windows["questions_30d"])
+                round(kept["answered_30d"]), round(kept["questions_30d"])
             ),
             "median_seconds_to_first_answer": round(median, 1) if median is not None else None,
-            "referral_join_share": domain.ratio(
-                int(kept.get("referred", 0)), int(kept.get("joins", 0))
-            ),
-            "returned_after_drift_30d": round(windows["returns_30d"]),
+            "referral_join_share": domain.ratio(round(kept["referred"]), round(kept["joins"])),
+            "returned_after_drift_30d": round(kept["returns_30d"]),
             "drifting": await standings.count_in_segment(ranking.DRIFT_KEY, drift_cut),
-            "hours_approved_30d": round(windows["hours_30d"], 2),
+            "hours_approved_30d": round(kept["hours_30d"], 2),
         }
 
     async def _median_wait(self, answered: Doc, n: int) -> float | None:

@@ -231,7 +231,6 @@ class EngagementJobs:
         return [
             every(leases, "engagement-drifting", scan_every, self.scan_drifting),
             every(leases, "engagement-unanswered", scan_every, self.scan_unanswered),
-            every(leases, "engagement-counters", max(scan_every, timedelta(minutes=5)),
-                  self.fold_counters),
+            every(leases, "engagement-counters", scan_every, self.fold_counters),
             gauges_loop,
         ]  # fmt: skip
