@@ -342,7 +342,7 @@ async def run_store(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory(prefix="sarafan-burst-") as home:
         port = free_port()
-        child = mongo_child(Path(home), port)
+        child = mongo_child(Path(home), port, journal="wal")  # what `sarafan up` runs
         child.start()
         try:
             child.wait_ready(30)
