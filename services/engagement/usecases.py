@@ -254,9 +254,8 @@ async def apply_member_events(
             continue  # a replayed event must not bring an erased member's data back
         if isinstance(data, MemberJoined):
             referred.setdefault(member_id, bool(data.referred_by))
-            # An erasure later in this batch takes back this join's count.
-            joined_ms = epoch_ms(data.joined_at)
-            known.setdefault(member_id, {}).setdefault("joined_at_ms", joined_ms)
+            # An erasure later in this batch takes back this join's count: it needs its time.
+            known.setdefault(member_id, {}).setdefault("joined_at_ms", epoch_ms(data.joined_at))
         before = status.get(member_id)
         after, change = domain.counted(before, referred.get(member_id, False), data)
         kind = "joined" if isinstance(data, MemberJoined) else after
@@ -326,8 +325,7 @@ async def record_activity(
         if isinstance(data, CommentAdded) and data.author_id != data.post_author_id:
             at = epoch_ms(data.created_at)
             first_answers[data.post_id] = min(at, first_answers.get(data.post_id, at))
-    # Counted first (an erased member's hours too: the erasure took them back, whichever came
-    # first); a crash before the facts are recorded counts them once again, not twice.
+    # Counted first (an erased member's hours too: the erasure takes them back either way).
     await store.counters.add(counted.activity_windows(store.counters, batch, utcnow()))
     await store.note_first_answers(first_answers)
     credits = await _referral_credits(facts, store)
