@@ -8,18 +8,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from shared.clock import epoch_ms, from_ms
-from shared.events import Consent, Contacts, MemberJoined, MemberLeft
+from shared.events import MemberLeft
 from shared.tally import first_whole_hour
 from tests.helpers import wait_until
-from tests.integration.test_engagement_support import engagement_app, join, publish, wait_points
-
-
-def joined(member_id: str, at: datetime) -> MemberJoined:
-    return MemberJoined(
-        member_id=member_id, display_name=member_id, region="moscow", roles=["volunteer"],
-        contacts=Contacts(email=f"{member_id}@example.org"),
-        consent=Consent(terms=True, marketing=False), joined_at=at,
-    )  # fmt: skip
+from tests.integration.test_engagement_support import (
+    engagement_app,
+    join,
+    member_joined,
+    publish,
+    wait_points,
+)
 
 
 async def test_windowed_figures_are_exact_at_the_part_hour_across_folds_and_erasure(services, nc):
@@ -32,7 +30,7 @@ async def test_windowed_figures_are_exact_at_the_part_hour_across_folds_and_eras
         whole = from_ms(first_whole_hour(week_ms) + 60_000)
         outside = from_ms(week_ms - 60_000)
         for name, at in (("at-edge", edge), ("whole", whole), ("outside", outside)):
-            await publish(nc, joined(name, at))
+            await publish(nc, member_joined(name, at))
         coordinator = await join(members, http, display_name="Clara", roles=["coordinator"])
         for name in ("at-edge", "whole", "outside"):
             await wait_until(lambda m=name: _known(http, m), message=f"{name} never known")

@@ -9,20 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 from services.engagement import domain
 from shared.clock import epoch_ms
-from shared.events import Consent, Contacts, MemberJoined, MemberLeft, PostCreated
+from shared.events import MemberLeft, PostCreated
 from tests.helpers import wait_until
-from tests.integration.test_engagement_support import publish
+from tests.integration.test_engagement_support import member_joined, publish
 
 THRESHOLDS = {"participant": 2, "active": 8, "loyal": 14, "ambassador": 40}
 DAY = timedelta(days=1)
-
-
-def joined(member_id: str, at: datetime) -> MemberJoined:
-    return MemberJoined(
-        member_id=member_id, display_name=member_id, region="moscow", roles=["volunteer"],
-        contacts=Contacts(email=f"{member_id}@example.org"),
-        consent=Consent(terms=True, marketing=False), joined_at=at,
-    )  # fmt: skip
 
 
 def posted(member_id: str, at: datetime) -> PostCreated:
@@ -81,7 +73,7 @@ async def test_segments_list_the_same_members_in_the_same_order_as_sorting_by_sc
             "leaver": (now - DAY, [now - DAY] * 4),
         }
         for member_id, (at, _) in plan.items():
-            await publish(nc, joined(member_id, at))
+            await publish(nc, member_joined(member_id, at))
         for member_id, (_, posts) in plan.items():
             for at in posts:
                 await publish(nc, posted(member_id, at))
