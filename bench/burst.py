@@ -128,8 +128,8 @@ async def grow(
     first_id: int,
     now: datetime,
 ) -> float:
-    """Import members who joined at `joins`, a third of them posting since: seconds until
-    every consumer absorbed it all."""
+    """Import members who joined at `joins`, some of them posting since: seconds until every
+    consumer absorbed it all (`mongo` reaches the members service's database)."""
     from bench.scale import MEMBER_CONSUMERS, publish_all, quiesce, wait_absorbed
     from shared.bus import STREAMS
     from shared.events import PostCreated, new_event
@@ -185,7 +185,7 @@ async def run_stack(args: argparse.Namespace) -> None:
         }  # fmt: skip
         nc = await nats.connect(cfg.nats_url, user=ADMIN_USER,
                                 password=nats_passwords(cfg.home)[ADMIN_USER])  # fmt: skip
-        mongo: AsyncMongoClient = AsyncMongoClient(cfg.mongodb_url, tz_aware=True)
+        mongo: AsyncMongoClient = AsyncMongoClient(members_database(cfg), tz_aware=True)
         try:
             js = nc.jetstream(timeout=30)
             now, rnd = utcnow(), random.Random(3)
@@ -207,6 +207,13 @@ async def run_stack(args: argparse.Namespace) -> None:
     emit(result)
     if args.write:
         write_results(args, result)
+
+
+def members_database(cfg: Any) -> str:
+    """Where the members service's database is: one nx-27017 for all, or one per service
+    (`mongodb_url(service)`)."""
+    url = cfg.mongodb_url
+    return str(url("members") if callable(url) else url)
 
 
 def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
