@@ -15,6 +15,7 @@ BENCHMARKS = (
     ("fanout", ["--members", "10000"]),
     ("joins", []),
     ("scale", []),
+    ("burst", []),
     ("tracing", []),
     ("activities", []),
 )

@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from pydantic import Field
 
-from services.engagement import api, api_hours, api_insights, domain
+from services.engagement import api, api_hours, api_insights, counted, domain
 from services.engagement.consumers import EngagementHandlers, subscriptions
 from services.engagement.context import Engagement
 from services.engagement.contributions import DEFAULT_REACTIONS
@@ -88,6 +88,15 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
     jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)
+
+    async def key_standings() -> None:
+        # Standings stored before the segments' rank keys get them once, before the first read
+        # (reads still key any they meet: insights.segment); the windowed counters get the
+        # month before them once (counted.fill).
+        await insights.standings.key_unkeyed(engagement.clock())
+        await counted.fill(store, engagement.clock())
+
+    runtime.init_hooks.append(key_standings)
     runtime.subscribe(subscriptions, handlers, clock=lambda: engagement.clock())
     runtime.jobs += jobs.loops(
         # Its own lease owner per runtime, so two replicas in one process stay distinct.

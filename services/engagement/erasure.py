@@ -9,7 +9,9 @@ runs these, and erases the stream's messages, is `usecases.forget_member`.
 
 from __future__ import annotations
 
+from services.engagement import counted
 from services.engagement.store import EngagementStore
+from shared.clock import utcnow
 from shared.http import forget_requests_of
 from shared.query import where
 from shared.uow import FORGET_DEAD_EVENTS, drop_pending
@@ -37,9 +39,24 @@ async def forget_requests(store: EngagementStore, member_id: str) -> None:
         await store.decision_requests.delete_many({"_id": {"$in": ids}})
 
 
+async def uncount(store: EngagementStore, member_id: str) -> None:
+    """Take back from the kept counters what the erasure deletes: the member's returns after
+    drift and approved hours (counted.py; before the deletes, so a retry finds them again)."""
+    now = utcnow()
+    deltas = []
+    async for r in store.returns.find(where(member_id=member_id), {"at_ms": 1}):
+        deltas.append(counted.returned(store.counters, r["_id"], int(r["at_ms"]), now, n=-1))
+    approved = where(member_id=member_id, status="approved")
+    async for h in store.hours.find(approved, {"hours": 1, "decided_ms": 1}):
+        amount, decided = -float(h["hours"]), int(h["decided_ms"])
+        deltas.append(counted.hours(store.counters, h["_id"], amount, decided, now))
+    await store.counters.add(deltas)
+
+
 async def erase_member(store: EngagementStore, member_id: str) -> None:
     """Forget a member's personal data in every collection (the module's text says what stays)."""
     await forget_requests(store, member_id)
+    await uncount(store, member_id)
     removed = {"title": "", "body": "", "tags": [], "author_id": None}
     mine = where(author_id=member_id)
     # Events set aside as unpublishable (and their error strings) go with the text.

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Gauge
 
-from services.engagement import domain
+from services.engagement import counted, domain, ranking
 from services.engagement.record import Record
 from services.engagement.standings import Standings
 from services.engagement.store import Doc, EngagementStore
@@ -57,7 +58,7 @@ class Insights:
     def __init__(self, store: EngagementStore, rules: domain.Rules) -> None:
         self.store = store
         self.rules = rules
-        self.standings = Standings(store)
+        self.standings = Standings(store, rules)
 
     # -- one member -------------------------------------------------------------------------------
 
@@ -87,20 +88,28 @@ class Insights:
     async def segment(
         self, name: str, now: datetime, offset: int, limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        """One page of a segment, the members to look at first first; and whether more follow."""
-        wanted = offset + limit + 1
+        """One page of a segment, the members to look at first first; and whether more follow.
+
+        Read in the order of the segment's rank key (ranking.py): the page and one row more,
+        whatever the size of the segment or of the community."""
+        key, still_in = ranking.KEY_OF[name], self._still_in(name, now)
+        await self.standings.key_unkeyed(now)
+        docs = await self.standings.segment(key, still_in, offset, limit + 1)
+        return await self._rows(docs[:limit], now), len(docs) > limit
+
+    def _still_in(self, name: str, now: datetime) -> Callable[[Doc], bool]:
+        """Whether a member read by their key is in the segment now: a key whose window closed
+        stays until the write `due_ms` calls for (new-promising), and one written under an
+        earlier drift setting until the member's next write (drifting)."""
         if name == "new-promising":
             since = epoch_ms(now - self.rules.new_member_window)
-            docs = await self.standings.joined_since(since, epoch_ms(now), wanted)
-        elif name == "loyal":
-            docs = await self.standings.at_levels(domain.LOYAL_LEVELS, wanted)
-        elif name == "drifting":
+            return lambda doc: _int(doc.get("joined_ms")) >= since
+        if name == "drifting":
             cut = epoch_ms(now - self.rules.drift_after)
-            docs = await self.standings.at_levels(domain.DRIFT_LEVELS, wanted, cut)
-        else:
-            raise KeyError(name)
-        page = docs[offset : offset + limit]
-        return await self._rows(page, now), len(docs) > offset + limit
+            return lambda doc: 0 < _int(doc.get("last_ms")) <= cut
+        if name == "loyal":
+            return lambda doc: True
+        raise KeyError(name)
 
     async def _rows(self, standings: list[Doc], now: datetime) -> list[dict[str, Any]]:
         members = await self.store.members_by_id(d["_id"] for d in standings)
@@ -198,35 +207,33 @@ class Insights:
     # -- community health -------------------------------------------------------------------------
 
     async def figures(self, now: datetime) -> dict[str, float | int | None]:
+        """Community health: kept counters (counted.py) but for the median wait, which reads
+        the month's answered questions in wait order."""
         store, standings = self.store, self.standings
         week, month = epoch_ms(now - timedelta(days=7)), epoch_ms(now - timedelta(days=30))
-        kept = await store.counters.totals()
-        questions = await count(store.posts, {"kind": "question", "created_ms": {"$gte": month}})
+        first_day = epoch_ms(domain.day_of(now - timedelta(days=30)))
+        await standings.key_unkeyed(now)  # the pool and the drifting are counted by their keys
+        kept = await counted.windowed(store, now, {"week": week, "month": month,
+                                                   "hours": first_day})  # fmt: skip
         answered = where(answered_created_ms={"$gte": month})
-        answers = await count(store.posts, answered)
-        median = await self._median_wait(answered, answers)
+        median = await self._median_wait(answered, await count(store.posts, answered))
         drift_cut = epoch_ms(now - self.rules.drift_after)
-        hours_since = epoch_ms(domain.day_of(now - timedelta(days=30)))
         return {
-            "members_total": int(kept.get("members", 0)),
+            "members_total": round(kept["members"]),
             "active_7d": await standings.count_active_since(week),
             "active_30d": await standings.count_active_since(month),
-            "new_7d": await count(store.members, {"joined_at_ms": {"$gte": week}}),
-            "loyal_pool": sum([await standings.count_at_level(lv) for lv in domain.LOYAL_LEVELS]),
-            "posts_7d": await count(store.posts, {"created_ms": {"$gte": week}}),
-            "questions_7d": await count(
-                store.posts, {"kind": "question", "created_ms": {"$gte": week}}
+            "new_7d": round(kept["new_7d"]),
+            "loyal_pool": await standings.count_in_segment(ranking.LOYAL_KEY),
+            "posts_7d": round(kept["posts_7d"]),
+            "questions_7d": round(kept["questions_7d"]),
+            "answered_by_community_ratio": domain.ratio(
+                round(kept["answered_30d"]), round(kept["questions_30d"])
             ),
-            "answered_by_community_ratio": domain.ratio(answers, questions),
             "median_seconds_to_first_answer": round(median, 1) if median is not None else None,
-            "referral_join_share": domain.ratio(
-                int(kept.get("referred", 0)), int(kept.get("joins", 0))
-            ),
-            "returned_after_drift_30d": await count(store.returns, {"at_ms": {"$gte": month}}),
-            "drifting": sum(
-                [await standings.count_at_level(lv, drift_cut) for lv in domain.DRIFT_LEVELS]
-            ),
-            "hours_approved_30d": round(await store.hours_approved_since(hours_since), 2),
+            "referral_join_share": domain.ratio(round(kept["referred"]), round(kept["joins"])),
+            "returned_after_drift_30d": round(kept["returns_30d"]),
+            "drifting": await standings.count_in_segment(ranking.DRIFT_KEY, drift_cut),
+            "hours_approved_30d": round(kept["hours_30d"], 2),
         }
 
     async def _median_wait(self, answered: Doc, n: int) -> float | None:
@@ -247,6 +254,14 @@ class Insights:
 def _time(ms: Any) -> datetime | None:
     """A stored time that may be absent (a member who joined before it was kept)."""
     return None if ms is None else from_ms(ms)
+
+
+def _int(value: Any) -> int:
+    """A stored time in epoch ms; 0 when absent or unreadable (a damaged document)."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _number(doc: Doc, name: str) -> float | None:

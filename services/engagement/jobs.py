@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from services.engagement import domain
+from services.engagement import domain, ranking
 from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.scoring import Scoring, derived_event_id
 from services.engagement.store import EngagementStore
@@ -105,8 +105,15 @@ class EngagementJobs:
             event_id=derived_event_id("member-drifting", member_id, str(last_ms)),
             time=now,
         )
+        # The member enters the `drifting` segment with the episode (ranking.py).
+        keys, _ = ranking.segment_keys(member_id, doc, now, self.rules)
+        drift_key = {k: v for k, v in keys.items() if k == ranking.DRIFT_KEY}
+        version = doc.get("version")
         async with self.unit_of_work() as uow:
-            return await self.store.flag_drift(uow, member_id, last_ms, epoch_ms(now), event)
+            return await self.store.flag_drift(
+                uow, member_id, last_ms, epoch_ms(now), event, keys=drift_key,
+                version=int(version) if version is not None else None,
+            )  # fmt: skip
 
     async def _set_aside(self, member_id: str, due_field: str, now: datetime) -> None:
         """A standing a scan could not handle is due again only after SET_ASIDE, so that it
@@ -224,7 +231,6 @@ class EngagementJobs:
         return [
             every(leases, "engagement-drifting", scan_every, self.scan_drifting),
             every(leases, "engagement-unanswered", scan_every, self.scan_unanswered),
-            every(leases, "engagement-counters", max(scan_every, timedelta(minutes=5)),
-                  self.fold_counters),
+            every(leases, "engagement-counters", scan_every, self.fold_counters),
             gauges_loop,
         ]  # fmt: skip

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.engagement import domain
+from services.engagement import domain, ranking
 from services.engagement.record import Record, as_doc, figures
 from services.engagement.store import RANK_FIELDS, Doc, EngagementStore, StandingWrite
 from shared.bus import TransientError
@@ -187,8 +187,24 @@ class Scoring:
         if copy is not None:
             fields.update(copy.fields)
             unset = sorted((set(unset) | set(copy.unset)) - set(fields))
+        unset = self._with_keys(member_id, doc, fields, unset, now)
         version = doc.get("version")
         return StandingWrite(member_id, version, fields, unset, events), came_back
+
+    def _with_keys(
+        self, member_id: str, doc: Doc, fields: Doc, unset: list[str], now: datetime
+    ) -> list[str]:
+        """Add the segments' rank keys of the standing as written (ranking.py) to `fields`,
+        and when a key's window closes to `due_ms`; returns the fields to unset."""
+        after = {**doc, **fields}
+        for name in unset:
+            after.pop(name, None)
+        keys, unkeyed = ranking.segment_keys(member_id, after, now, self.rules)
+        fields.update(keys)
+        due = ranking.keys_due(after, now, self.rules)
+        if due is not None:
+            fields["due_ms"] = min(int(fields.get("due_ms") or due), due)
+        return sorted((set(unset) | set(unkeyed)) - set(fields))
 
     def _level(
         self, member_id: str, doc: Doc, score: float, now: datetime

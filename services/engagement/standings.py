@@ -1,20 +1,26 @@
 """The reads behind leaderboards, segments and community health, each served by an index.
 
-No read here goes over all members: a leaderboard page follows a rank key, a segment page is
-sorted by the server among the members of one level (or the month's newcomers), and each
-figure of /v1/stats is a kept counter or a count bounded by its window.
+No read here goes over all members: a leaderboard page follows a rank key, a segment page
+follows the segment's own rank key (ranking.py), and each figure of /v1/stats is a kept counter
+or a count bounded by its window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import logging
+from collections.abc import Callable
+from datetime import datetime
 
+from pymongo import UpdateOne
+
+from services.engagement import domain, ranking
+from services.engagement.ranking import KEYS_VERSION, KEYS_VERSION_FIELD
 from services.engagement.store import HIDE, Doc, EngagementStore
 from shared.query import count, where
 
-#: Members are grouped by the week they joined in (`cohort`), so that the newcomers of a window
-#: are a few index ranges already in score order, not every newcomer sorted on each read.
+log = logging.getLogger("sarafan.engagement")
+
+#: The week a member joined in (`cohort`, kept on the standing beside `joined_ms`).
 WEEK_MS = 7 * 86_400_000
 
 
@@ -22,13 +28,19 @@ def cohort(joined_ms: int) -> int:
     return int(joined_ms) // WEEK_MS
 
 
-#: Sort of a segment page: decayed score first (lscore orders it at any time), then the id.
-BY_SCORE = [("lscore", -1), ("_id", 1)]
+#: What a standing's segment keys are computed from (ranking.segment_keys).
+KEY_SOURCES = {f: 1 for f in ("active", "level", "lscore", "last_ms", "joined_ms", "version")}
+#: What a ranked row needs of a standing: not the outbox, nor the ids of the facts applied
+#: (a week of them: the bulk of a busy member's document).
+RANKED = {**HIDE, "applied": 0, "once": 0}
+#: Standings keyed per round of `key_unkeyed`.
+KEYING_BATCH = 500
 
 
 class Standings:
-    def __init__(self, store: EngagementStore) -> None:
+    def __init__(self, store: EngagementStore, rules: domain.Rules) -> None:
         self.store = store
+        self.rules = rules
         self.standing = store.standing
 
     async def ranked(self, rank: str, region: str | None, after: str, limit: int) -> list[Doc]:
@@ -36,94 +48,75 @@ class Standings:
         query: Doc = {rank: {"$gt": after}}
         if region:
             query["region"] = region
-        found = self.standing.find(where(query), HIDE).sort(rank, 1).limit(limit)
+        found = self.standing.find(where(query), RANKED).sort(rank, 1).limit(limit)
         return await found.to_list(None)
 
-    async def at_levels(
-        self, levels: Iterable[str], wanted: int, last_before_ms: int | None = None
+    async def segment(
+        self, key: str, keep: Callable[[Doc], bool], offset: int, wanted: int
     ) -> list[Doc]:
-        """Active members at these levels, highest decayed score first (optionally only those
-        whose last participation is at or before `last_before_ms`: the drifting)."""
-        queries = []
-        for level in levels:
-            query: Doc = {"level": level, "active": 1}
-            if last_before_ms is not None:
-                query["last_ms"] = {"$lte": last_before_ms}
-            queries.append(where(query))
-        return await self._merged(queries, BY_SCORE, _by_score, wanted)
+        """Members of a segment in the order of its rank key (ranking.py), the `wanted` after
+        the first `offset`: ranges of one index read in order, stopping once the page is full.
 
-    async def joined_since(self, since_ms: int, now_ms: int, wanted: int) -> list[Doc]:
-        """Active members who joined since `since_ms`, best score first, then the newest: the
-        weekly cohorts of the window (each in index order), merged."""
-        queries = [
-            where(cohort=week, joined_ms={"$gte": since_ms}, active=1)
-            for week in range(cohort(since_ms), cohort(now_ms) + 1)
-        ]
-        order = [("lscore", -1), ("joined_ms", -1), ("_id", 1)]
-        return await self._merged(queries, order, _newest_best, wanted)
-
-    async def _merged(
-        self, queries: list[Doc], order: list[tuple[str, int]], key: Any, wanted: int
-    ) -> list[Doc]:
-        """The first `wanted` of several sorted queries, reading each a little at a time: a
-        query is read further only when its last row read is among the best so far, so the
-        page costs about `wanted` documents, not `wanted` per query."""
-        chunk = max(8, wanted // max(len(queries), 1) + 1)
-        read: list[list[Doc]] = [[] for _ in queries]
-        more = [True] * len(queries)
-        while True:
-            for i, query in enumerate(queries):
-                if more[i] and (not read[i] or _needs_more(read, i, key, wanted)):
-                    found = self.standing.find(query, HIDE).sort(order)
-                    page = await found.skip(len(read[i])).limit(chunk).to_list(None)
-                    read[i] += page
-                    more[i] = len(page) == chunk
-            if not any(more[i] and _needs_more(read, i, key, wanted) for i in range(len(queries))):
+        `keep` leaves out a member whose key is stale (their window closed and the write that
+        removes the key has not run yet): the only rows read beyond the page.
+        """
+        found: list[Doc] = []
+        after, size = "", offset + wanted
+        while len(found) < size:
+            query = where({key: {"$gt": after}})
+            docs = await self.standing.find(query, RANKED).sort(key, 1).limit(size).to_list(None)
+            found += [d for d in docs if keep(d)]
+            if len(docs) < size:
                 break
-        merged = sorted((d for docs in read for d in docs), key=key)
-        return merged[:wanted]
+            after = docs[-1][key]
+        return found[offset:size]
+
+    async def key_unkeyed(self, now: datetime) -> int:
+        """Give their segment keys to standings written without them (before the keys existed,
+        by an older replica during an upgrade, or by hand): found by an indexed `$exists: false`
+        on `keys_v` (and `erased`: a tombstone has no keys), so that no member silently drops
+        out of a segment. Once every standing has them this is one indexed read that finds
+        nothing. Returns how many were keyed."""
+        keyed, tried = 0, set()
+        while True:
+            query = where({KEYS_VERSION_FIELD: {"$exists": False}, "erased": {"$exists": False}})
+            docs = await self.standing.find(query, KEY_SOURCES).limit(KEYING_BATCH).to_list(None)
+            fresh = [d for d in docs if d["_id"] not in tried]
+            if not fresh:
+                return keyed
+            tried.update(d["_id"] for d in fresh)
+            ops = [self._keying(doc, now) for doc in fresh]
+            result = await self.standing.bulk_write(ops, ordered=False)
+            keyed += result.modified_count
+            if len(docs) < KEYING_BATCH:
+                return keyed
+
+    def _keying(self, doc: Doc, now: datetime) -> UpdateOne:
+        member_id = doc["_id"]
+        update: Doc = {"$set": {KEYS_VERSION_FIELD: KEYS_VERSION}}
+        try:
+            keys, _ = ranking.segment_keys(member_id, doc, now, self.rules)
+            update["$set"] = keys
+            due = ranking.keys_due(doc, now, self.rules)
+            if due is not None:
+                update["$min"] = {"due_ms": due}
+        except Exception as exc:
+            # Damaged: left out of the segments (logged by id only), not keyed again and again.
+            log.warning("standing %r could not be keyed: %s", member_id, type(exc).__name__)
+        # Only the standing as read: a write meanwhile computed its own keys.
+        version = doc.get("version")
+        guard = {"$exists": False} if version is None else version
+        return UpdateOne(where({"_id": member_id, "version": guard}), update)
 
     # -- counts bounded by what they count ---------------------------------------------------------
 
-    async def count_at_level(self, level: str, last_before_ms: int | None = None) -> int:
-        query: dict[str, Any] = {"level": level, "active": 1}
+    async def count_in_segment(self, key: str, last_before_ms: int | None = None) -> int:
+        """Members of a segment (its rank key present), counted over that key's index alone:
+        no document is read (`last_ms` is the index's second field)."""
+        query: Doc = {key: {"$gt": ""}}
         if last_before_ms is not None:
             query["last_ms"] = {"$lte": last_before_ms}
         return await count(self.standing, query)
 
     async def count_active_since(self, since_ms: int) -> int:
         return await count(self.standing, {"last_ms": {"$gte": since_ms}})
-
-
-def _lscore(doc: Doc) -> float:
-    # A damaged value sorts last rather than failing the whole page (the row is left out
-    # when it is rendered, if it cannot be).
-    try:
-        value = float(doc["lscore"])
-    except (KeyError, TypeError, ValueError):
-        return float("-inf")
-    return value if value == value else float("-inf")  # NaN sorts last too
-
-
-def _joined(doc: Doc) -> int:
-    try:
-        return int(doc.get("joined_ms") or 0)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-
-
-def _by_score(doc: Doc) -> tuple[float, str]:
-    return (-_lscore(doc), str(doc["_id"]))
-
-
-def _newest_best(doc: Doc) -> tuple[float, int, str]:
-    return (-_lscore(doc), -_joined(doc), str(doc["_id"]))
-
-
-def _needs_more(read: list[list[Doc]], i: int, key: Any, wanted: int) -> bool:
-    """Whether query i's next rows could still belong to the first `wanted`: its last row read
-    sorts among the first `wanted` of everything read so far (or fewer have been read)."""
-    if not read[i]:
-        return True
-    everything = sorted(key(d) for docs in read for d in docs)
-    return len(everything) < wanted or key(read[i][-1]) <= everything[wanted - 1]

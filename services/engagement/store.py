@@ -4,7 +4,8 @@ Every filter goes through `shared.query.where` (the indexed form on both servers
 listing pages on one sort-key field (docs/patterns.md, "Queries that stay fast"). Times that are
 queried or updated by path are integer epoch milliseconds (`*_ms`): nx-27017 stores a date
 `$set` by path as a string. The reads behind the figures (leaderboards, segments, stats) are in
-`standings.py`, the writes that forget an erased member in `erasure.py`. Writes that carry
+`standings.py`, the writes that forget an erased member in `erasure.py`, the volunteer hours in
+`hours_store.py`, the kept counters' deltas in `counted.py`. Writes that carry
 events take the use case's unit of work (shared/uow.py), which publishes them.
 """
 
@@ -19,18 +20,18 @@ from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from shared.clock import epoch_ms
+from services.engagement import counted
+from services.engagement.hours_store import HoursRecords
+from services.engagement.ranking import DRIFT_KEY, KEYS_VERSION_FIELD, LOYAL_KEY, NEW_KEY
+from shared.clock import epoch_ms, utcnow
 from shared.events import CloudEvent
 from shared.http import IDEMPOTENCY_TTL
 from shared.projection import MemberProjection
-from shared.query import by_ids, count, order_key, total, where
-from shared.store import DUPLICATE_KEY, is_duplicate_key, only_duplicates
-from shared.tally import Tally
+from shared.query import by_ids, count, order_key, where
+from shared.store import DUPLICATE_KEY, is_duplicate_key
 from shared.uow import UnitOfWork, Write, without_outbox
 
 Doc = dict[str, Any]
-#: The community's kept counters (see shared/tally.py): members now, joins, joins by referral.
-MEMBER_COUNTS = ("members", "joins", "referred")
 #: Figure fields of a member's standing that only an active member has (leaving unsets them).
 RANK_FIELDS = ("rank_all", "rank7", "rank30")
 #: What the members projection keeps of each member (shared/projection.py).
@@ -50,7 +51,7 @@ class StandingWrite:
     events: list[CloudEvent] = field(default_factory=list)
 
 
-class EngagementStore:
+class EngagementStore(HoursRecords):
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.members = db["members"]  # projection of the members service's events
         self.posts = db["posts"]
@@ -65,7 +66,8 @@ class EngagementStore:
         self.idempotency = db["idempotency_keys"]  # the HTTP kernel's replayable responses
         #: Idempotency-Key records of decisions on a member's hours (see note_decision_request).
         self.decision_requests = db["decision_requests"]
-        self.counters = Tally(db["tallies"], "community", MEMBER_COUNTS)
+        #: The community's kept counters (counted.py, shared/tally.py).
+        self.counters = counted.tally(db["tallies"])
         self.projection = MemberProjection(self.members, PROJECTED_FIELDS)
 
     async def ensure_indexes(self) -> None:
@@ -92,9 +94,13 @@ class EngagementStore:
         for rank in RANK_FIELDS:
             await s.create_index(rank)
             await s.create_index([("region", 1), (rank, 1)])
-        await s.create_index([("level", 1), ("lscore", DESCENDING)])
-        await s.create_index([("level", 1), ("last_ms", 1)])
-        await s.create_index([("cohort", 1), ("lscore", DESCENDING)])
+        # Segments: each read in its own rank key (ranking.py); `keys_v` finds the standings
+        # written without the keys (tombstones, `erased`, have none and need none).
+        # The drifting are counted with their last participation (both in the index).
+        await s.create_index(LOYAL_KEY)
+        await s.create_index(NEW_KEY)
+        await s.create_index([(DRIFT_KEY, 1), ("last_ms", 1)])
+        await s.create_index([(KEYS_VERSION_FIELD, 1), ("erased", 1)])
         await s.create_index("last_ms")
         await s.create_index("due_ms")
         await s.create_index("drift_due_ms")
@@ -204,22 +210,35 @@ class EngagementStore:
         return [d["_id"] async for d in found.sort("due_ms", 1).limit(limit)]
 
     async def flag_drift(
-        self, uow: UnitOfWork, member_id: str, last_active_ms: int, now_ms: int, event: CloudEvent
+        self,
+        uow: UnitOfWork,
+        member_id: str,
+        last_active_ms: int,
+        now_ms: int,
+        event: CloudEvent,
+        *,
+        keys: Doc | None = None,
+        version: int | None = None,
     ) -> bool:
-        """Open a drift episode (once per period of inactivity, named by its last activity).
+        """Open a drift episode (once per period of inactivity, named by its last activity),
+        setting `keys` (the member's `drift_key`) in the same update; with `version`, only on
+        the standing as read (a key computed from an older score is not written over a newer).
 
         Episodes only move forward. Two single-condition updates, not one `$or` beside `_id`:
         on nx-27017 such a write filter can modify another document (docs/patterns.md).
         """
         update = {
-            "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms},
+            "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms, **(keys or {})},
             "$unset": {"drift_due_ms": ""},
             # A figures write that read before this one recomputes with the episode.
             "$inc": {"version": 1},
         }
+        pinned: Doc = {"_id": member_id}
+        if version is not None:
+            pinned["version"] = version
         for guard in ({"$lt": last_active_ms}, {"$exists": False}):
             result = await uow.update(
-                self.standing, where({"_id": member_id, "drift_from_ms": guard}), update, [event]
+                self.standing, where({**pinned, "drift_from_ms": guard}), update, [event]
             )
             if result.modified_count == 1:
                 return True
@@ -228,6 +247,10 @@ class EngagementStore:
     async def record_returns(self, returns: list[tuple[str, int, int]]) -> None:
         """Members active again after a drift episode, counted once per episode:
         (member, drift_from_ms, came back at ms)."""
+        now = utcnow()
+        await self.counters.add(
+            [counted.returned(self.counters, f"{m}:{f}", at, now) for m, f, at in returns]
+        )
         for member_id, drift_from_ms, at_ms in returns:
             try:
                 await self.returns.insert_one(
@@ -246,7 +269,9 @@ class EngagementStore:
         return await self.posts.find_one({"_id": post_id}, HIDE)
 
     async def posts_by_id(self, post_ids: Iterable[str]) -> dict[str, Doc]:
-        return await by_ids(self.posts, post_ids, {"created_ms": 1, "kind": 1})
+        return await by_ids(
+            self.posts, post_ids, {"created_ms": 1, "kind": 1, "first_answer_ms": 1}
+        )
 
     async def comment(self, comment_id: str) -> Doc | None:
         return await self.comments.find_one({"_id": comment_id}, HIDE)
@@ -287,7 +312,17 @@ class EngagementStore:
         """Earliest comment by another member per post (epoch ms) and the wait for it:
         `$min`, so the order comments arrive in does not matter. A question is no longer open."""
         posts = await self.posts_by_id(answers)
-        ops = []
+        ops, now = [], utcnow()
+        # A question answered for the first time is counted first (counted.py; a retry after a
+        # crash in between counts it once).
+        await self.counters.add(
+            [
+                counted.answered(self.counters, post_id, int(post["created_ms"]), now)
+                for post_id, post in posts.items()
+                if post.get("kind") == "question" and "created_ms" in post
+                and "first_answer_ms" not in post
+            ]
+        )  # fmt: skip
         for post_id, at in answers.items():
             post = posts.get(post_id)
             if post is None or "created_ms" not in post:
@@ -329,78 +364,6 @@ class EngagementStore:
     async def close_question(self, post_id: str) -> None:
         """Answered after all (the job saw a comment the consumer had not noted yet)."""
         await self.posts.update_one({"_id": post_id}, {"$unset": {"open": ""}})
-
-    # -- volunteer hours --------------------------------------------------------------------------
-
-    async def hours_entry(self, entry_id: str) -> Doc | None:
-        return await self.hours.find_one({"_id": entry_id}, HIDE)
-
-    async def decide_hours(
-        self, uow: UnitOfWork, entry_id: str, decision: Doc, events: list[CloudEvent]
-    ) -> bool:
-        """pending → approved/rejected, once (the guard); an approval carries hours-approved."""
-        result = await uow.update(
-            self.hours, where({"_id": entry_id, "status": "pending"}), {"$set": decision}, events
-        )
-        return result.modified_count == 1
-
-    async def hours_of(
-        self, member_id: str, status: str | None, limit: int, before: str | None
-    ) -> list[Doc]:
-        """Newest first, from before the sort key `before`."""
-        query: Doc = {"member_id": member_id}
-        if status:
-            query["status"] = status
-        query["order_key"] = {"$lt": before} if before else {"$gt": ""}
-        found = self.hours.find(where(query), HIDE).sort("order_key", DESCENDING)
-        return await found.limit(limit).to_list(None)
-
-    async def hours_totals(self, member_id: str) -> dict[str, float]:
-        pipeline: list[Doc] = [
-            {"$match": where(member_id=member_id)},
-            {"$group": {"_id": "$status", "hours": {"$sum": "$hours"}}},
-        ]
-        rows = await (await self.hours.aggregate(pipeline)).to_list(None)
-        return {row["_id"]: float(row["hours"]) for row in rows}
-
-    async def insert_hours(self, uow: UnitOfWork, entries: list[tuple[Doc, CloudEvent]]) -> int:
-        """New entries with their events in one unordered bulk insert; an entry whose id exists
-        already (the same cause again) is left as it is. Returns how many were inserted."""
-        try:
-            await uow.bulk(self.hours, [Write.insert(doc, [event]) for doc, event in entries])
-        except BulkWriteError as exc:
-            if not only_duplicates(exc):
-                raise
-            return int(exc.details.get("nInserted", 0))
-        return len(entries)
-
-    async def activities_by_id(self, activity_ids: Iterable[str]) -> dict[str, Doc]:
-        return await by_ids(self.activities, activity_ids, {"title": 1, "timezone": 1})
-
-    async def note_activity(
-        self, activity_id: str, at_ms: int, title: str | None, timezone: str | None
-    ) -> None:
-        """An activity's title (the newest wins: guarded by its time, as two replicas may note
-        two events of one activity at once) and time zone (it does not change)."""
-        if title is not None:
-            try:
-                await self.activities.update_one(
-                    where({"_id": activity_id, "title_ms": {"$lt": at_ms}}),
-                    {"$set": {"title": title, "title_ms": at_ms}},
-                    upsert=True,
-                )
-            except Exception as exc:
-                if not is_duplicate_key(exc):  # a newer title is there already
-                    raise
-        if timezone is not None:
-            await self.activities.update_one(
-                {"_id": activity_id}, {"$set": {"timezone": timezone}}, upsert=True
-            )
-
-    async def hours_approved_since(self, since_ms: int) -> float:
-        return await total(
-            self.hours, {"status": "approved", "decided_ms": {"$gte": since_ms}}, "hours"
-        )
 
     # -- what erasure must find --------------------------------------------------------------------
 

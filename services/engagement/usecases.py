@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from services.engagement import attendance, domain, erasure
+from services.engagement import attendance, counted, domain, erasure
 from services.engagement import contributions as rules
 from services.engagement.contributions import Answer, Doc
 from services.engagement.scoring import Copy, Scoring, derived_event_id
@@ -254,9 +254,14 @@ async def apply_member_events(
             continue  # a replayed event must not bring an erased member's data back
         if isinstance(data, MemberJoined):
             referred.setdefault(member_id, bool(data.referred_by))
-        after, change = domain.counted(status.get(member_id), referred.get(member_id, False), data)
+            # An erasure later in this batch takes back this join's count: it needs its time.
+            known.setdefault(member_id, {}).setdefault("joined_at_ms", epoch_ms(data.joined_at))
+        before = status.get(member_id)
+        after, change = domain.counted(before, referred.get(member_id, False), data)
         kind = "joined" if isinstance(data, MemberJoined) else after
         deltas.append(store.counters.delta(f"{member_id}:{kind}", change, written))
+        deltas += counted.member_windows(store.counters, data, before, after, known.get(member_id),
+                                         written)  # fmt: skip
         status[member_id] = after or status.get(member_id)  # type: ignore[assignment]
         for fields, unset in standing_copies(data):
             copies.setdefault(member_id, Copy()).then(fields, unset)
@@ -320,6 +325,8 @@ async def record_activity(
         if isinstance(data, CommentAdded) and data.author_id != data.post_author_id:
             at = epoch_ms(data.created_at)
             first_answers[data.post_id] = min(at, first_answers.get(data.post_id, at))
+    # Counted first (an erased member's hours too: the erasure takes them back either way).
+    await store.counters.add(counted.activity_windows(store.counters, batch, utcnow()))
     await store.note_first_answers(first_answers)
     credits = await _referral_credits(facts, store)
     await scoring.record(facts + credits, now)

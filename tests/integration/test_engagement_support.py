@@ -11,7 +11,7 @@ import httpx
 import nats
 
 from shared.bus import STREAMS
-from shared.events import CloudEvent, EventData, new_event
+from shared.events import CloudEvent, Consent, Contacts, EventData, MemberJoined, new_event
 from tests.helpers import wait_until
 from tests.integration.conftest import Running, join_body
 
@@ -88,3 +88,12 @@ async def collect(nc: nats.NATS, subject: str) -> AsyncIterator[list[dict[str, A
 
 def engagement_app(running: dict[str, Running]) -> Any:
     return running["engagement"].app.state.engagement
+
+
+def member_joined(member_id: str, at: Any) -> MemberJoined:
+    """A member-joined as the members service publishes it, joined at `at`."""
+    return MemberJoined(
+        member_id=member_id, display_name=member_id, region="moscow", roles=["volunteer"],
+        contacts=Contacts(email=f"{member_id}@example.org"),
+        consent=Consent(terms=True, marketing=False), joined_at=at,
+    )  # fmt: skip

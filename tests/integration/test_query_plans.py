@@ -1,4 +1,5 @@
-"""No query the services send reads a whole collection (MongoDB's `notablescan`, as a test).
+"""No query the services send reads a whole collection (MongoDB's `notablescan`, as a test), and
+no sorted, limited query sorts what it read instead of reading an index in order.
 
 Runs last (tests/conftest.py orders it): by then the recorder of tests/query_plans.py holds every
 query shape the integration suite made the services send. It first plays one community through
@@ -266,6 +267,19 @@ async def test_no_query_the_services_send_reads_a_whole_collection(services, mon
         f"{len(problems)} query shape(s) read a whole collection (fix the query or its index; "
         "only a job that must read everything goes in query_plans.ALLOWED_SCANS):\n"
         + "\n".join(problems)
+    )
+
+
+async def test_no_top_n_query_sorts_what_it_reads_instead_of_reading_an_index_in_order(
+    services, mongo_url
+):
+    if not query_plans.RECORDER.shapes:
+        await play_a_community(services)
+    _, sorts = await query_plans.plan_problems(mongo_url)
+    assert not sorts, (
+        f"{len(sorts)} sorted, limited query shape(s) read and sort every matching document "
+        "(give the sort one stored key and an index of the equality fields then that key; only "
+        "a collection that stays small goes in query_plans.ALLOWED_SORTS):\n" + "\n".join(sorts)
     )
 
 
