@@ -8,32 +8,21 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import nats.errors
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import tracing
 from shared.bus import Bus
 from shared.clock import woken_or_timeout
-from shared.events import CloudEvent, utcnow
+from shared.events import CloudEvent
 from shared.logs import event_context
 from shared.metrics import Metrics
 from shared.outbox_batch import BATCHES, BatchRelay, Documents
-from shared.store import epoch_ms
+from shared.outbox_dead import Unpublishable
 
 log = logging.getLogger("sarafan.outbox")
 
 Collection = AsyncCollection[dict[str, Any]]
-#: Publishing an event fails for good, not for a while, with these (NATS refusing its size, an
-#: entry that is no event any more): after OUTBOX_ATTEMPTS such failures the entry is moved
-#: to `outbox_dead` in its document, so it stops blocking the events after it, and counted
-#: (`sarafan_outbox_dead_total`, an alert). Any other failure is retried for ever.
-PERMANENT_FAILURES: tuple[type[BaseException], ...] = (
-    nats.errors.MaxPayloadError,
-    ValueError,
-    TypeError,
-)
-OUTBOX_ATTEMPTS = 3
 #: Documents the sweeper publishes together (one read, concurrent publishes, one bulk mark).
 SWEEP_BATCH = 200
 
@@ -83,7 +72,7 @@ class Relay:
         self.sweep_seconds = sweep_seconds
         self._in_flight: set[tuple[str, Any]] = set()
         self._again: set[tuple[str, Any]] = set()
-        self._failures: dict[str, int] = {}
+        self.unpublishable = Unpublishable(bus.service, metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -301,46 +290,14 @@ class Relay:
             for raw in sorted((doc.get("outbox") or {}).values(), key=lambda e: e["time"])
         ]
 
-    def _gives_up(self, event_id: str, exc: BaseException) -> bool:
-        """Count a publish that failed for good; True at the last attempt (the caller sets the
-        entry aside, so it stops blocking the events after it)."""
-        if not isinstance(exc, PERMANENT_FAILURES):
-            return False
-        self._failures[event_id] = self._failures.get(event_id, 0) + 1
-        if self._failures[event_id] < OUTBOX_ATTEMPTS:
-            return False
-        self._failures.pop(event_id, None)
-        return True
-
-    @staticmethod
-    def _dead_entry(entry: Any, exc: BaseException) -> dict[str, Any]:
-        """What `outbox_dead.<event id>` keeps: the event as stored, the error, when."""
-        raw = entry.model_dump(mode="json") if isinstance(entry, CloudEvent) else entry
-        return {
-            "event": raw,
-            "error": f"{type(exc).__name__}: {exc}"[:500],
-            "at_ms": epoch_ms(utcnow()),
-        }
-
-    def _count_dead(self, collection: str, doc_id: Any, dead: dict[str, Any]) -> None:
-        for event_id, entry in dead.items():
-            self.metrics.outbox_dead.labels(self.bus.service).inc()
-            log.error(
-                "outbox entry %s of %s/%s can never be published (%s): moved to outbox_dead",
-                event_id,
-                collection,
-                doc_id,
-                entry["error"],
-            )
-
     async def _failed_for_good(
         self, coll: Collection, doc_id: Any, event_id: str, entry: Any, exc: BaseException
     ) -> bool:
         """Count a publish that failed for good; at the last attempt move the entry aside.
         True when it was moved (the caller goes on with the next events)."""
-        if not self._gives_up(event_id, exc):
+        if not self.unpublishable.gives_up(event_id, exc):
             return False
-        dead = self._dead_entry(entry, exc)
+        dead = self.unpublishable.entry(entry, exc)
         moved = await coll.update_one(
             {"_id": doc_id, f"outbox.{event_id}": {"$exists": True}},
             {
@@ -350,7 +307,7 @@ class Relay:
             },
         )
         if moved.modified_count:
-            self._count_dead(coll.name, doc_id, {event_id: dead})
+            self.unpublishable.count(coll.name, doc_id, {event_id: dead})
         return True
 
     async def _publish_one(self, event: CloudEvent) -> None:
@@ -411,7 +368,7 @@ class Relay:
             try:
                 events.append(CloudEvent.model_validate(raw))
             except ValueError as exc:
-                self._failures[event_id] = OUTBOX_ATTEMPTS
+                self.unpublishable.condemn(event_id)
                 await self._failed_for_good(coll, doc["_id"], event_id, raw, exc)
         return events
 

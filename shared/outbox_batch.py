@@ -204,7 +204,8 @@ class BatchRelay:
                     coll, batch["_id"], events, batch.get("owners") or {}
                 )
                 dead = {
-                    i: self.relay._dead_entry(raw, ValueError("not an event")) for i, raw in broken
+                    i: self.relay.unpublishable.entry(raw, ValueError("not an event"))
+                    for i, raw in broken
                 }
                 found += len(events)
                 keep = bool(batch.get("outbox_dead"))
@@ -234,8 +235,10 @@ class BatchRelay:
             for (_, event), result in zip(pairs, results, strict=True):
                 if not isinstance(result, BaseException):
                     acked.append(event.id)
-                elif isinstance(result, Exception) and self.relay._gives_up(event.id, result):
-                    dead[event.id] = self.relay._dead_entry(event, result)
+                elif isinstance(result, Exception) and self.relay.unpublishable.gives_up(
+                    event.id, result
+                ):
+                    dead[event.id] = self.relay.unpublishable.entry(event, result)
         left = len(acked) + len([e for _, e in pairs if e.id in dead]) < len(pairs)
         batches = coll.database[BATCHES]
         if not left and not dead and not keep:
@@ -243,5 +246,5 @@ class BatchRelay:
         else:
             await batches.update_one({"_id": batch_id}, settle_update([*acked, *void], dead, left))
         if dead:
-            self.relay._count_dead(BATCHES, batch_id, dead)
+            self.relay.unpublishable.count(BATCHES, batch_id, dead)
         return len(acked)
