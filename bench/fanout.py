@@ -147,6 +147,7 @@ async def raw_insert(mongo_url: str, database: str, docs: list[dict[str, Any]]) 
 
 
 async def run(count: int, webhook: bool = True) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
     with embedded_servers() as (nats_url, mongo_url):
         receiver = Receiver()
         port = free_port()
@@ -166,7 +167,7 @@ async def run(count: int, webhook: bool = True) -> dict[str, Any]:
             server.should_exit = True
             await serving
     result: dict[str, Any] = {
-        "members": count, "load_average": os.getloadavg()[0],
+        "members": count, "load_start": load_start, "load_average": os.getloadavg()[0],
         "inapp": {k: round(v, 3) for k, v in inapp.items()},
         "inapp_ratio": round(inapp["fanout_s"] / inapp["raw_insert_s"], 2)}  # fmt: skip
     if pushed is not None:
@@ -199,7 +200,7 @@ def main() -> None:
     write_section(
         TITLE.format(n=n),
         f"""
-Machine: {machine()}; load average {result["load_average"]:.1f} when it ended.
+Machine: {machine()}; load average {result["load_start"]:.1f} at the start, {result["load_average"]:.1f} at the end.
 Command: `.venv/bin/python -m bench.fanout --members {n}{flag}`.
 One campaign-started for an audience of {n:,} members (projection seeded), through the real
 consumer of an in-process notifier on the embedded nats-server and nx-27017; the raw baseline
