@@ -8,11 +8,14 @@ from pathlib import Path
 
 from bench.stack import RESULTS, git_rev, machine
 
-#: Module and arguments; fan-out at two sizes shows whether its cost grows linearly.
+#: Module and arguments; fan-out at three sizes shows whether its cost grows linearly (the
+#: target: 5,000 and 100,000 within 2x a raw insert_many; 100,000 in-app only).
 BENCHMARKS = (
     ("engagement_throughput", []),
     ("fanout", ["--members", "1000"]),
+    ("fanout", ["--members", "5000"]),
     ("fanout", ["--members", "10000"]),
+    ("fanout", ["--members", "100000", "--no-webhook"]),
     ("joins", []),
     ("scale", []),
     ("burst", []),

@@ -1,5 +1,5 @@
-"""Notifier fan-out: one campaign-started for 10,000 members, beside a raw insert_many of the same
-number of documents on the same servers in the same run.
+"""Notifier fan-out: one campaign-started for N members (10,000 by default, up to 100,000), beside
+a raw insert_many of the same number of documents on the same servers in the same run.
 
 The notifier runs in-process as `build()` wires it, on the embedded nats-server and nx-27017
 started for the run. Its projection is seeded with N members (all in the audience, with
@@ -7,14 +7,18 @@ marketing consent); the clock starts when campaign-started is published and the 
 stops when the consumer has acknowledged it, that is when every delivery is written (planned,
 budgets spent, inserted in batches). Two runs: in-app only (N deliveries), and in-app plus a
 webhook channel (2N deliveries; the pushes go to a local receiver, timed to the last one).
-The raw figure is one `insert_many(ordered=False)` of as many documents of the same shape.
-Run: .venv/bin/python -m bench.fanout [--members 10000]
+The raw figure is one `insert_many(ordered=False)` of as many documents of the same shape, once
+before the fan-out and once after (the mean is the baseline: a shared machine's load drifts);
+the ratio is fan-out / raw. `--no-webhook` runs the in-app case alone (pushing 100,000 webhooks to a
+receiver in the same process takes many minutes and measures the receiver as much).
+Run: .venv/bin/python -m bench.fanout [--members 10000] [--no-webhook]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,9 +31,11 @@ from pymongo import AsyncMongoClient
 
 from bench.stack import TOKEN, embedded_servers, emit, machine, write_section
 from sarafan.embedded import LOCALHOST, free_port
+from services.notifier import deliveries, rules
 from services.notifier.app import NotifierSettings, build
+from services.notifier.domain import Recipient
 from shared.bus import DUPLICATE_WINDOW
-from shared.events import CampaignStarted, new_event
+from shared.events import CampaignStarted, CloudEvent, new_event
 
 TITLE = "Notifier: fan-out of one campaign to {n:,} members"
 
@@ -77,7 +83,11 @@ async def fan_out(
         audience={"regions": ["moscow"], "roles": ["volunteer"]}, starts_at=now,
         ends_at=now + timedelta(days=7),
         announcement={"ru": "Все на уборку!", "en": "Everyone to the clean-up!"}))  # fmt: skip
-    result: dict[str, Any] = {}
+    # The raw baseline, once before the fan-out and once after (a shared machine's load drifts
+    # during a run: the ratio is against their mean), of documents built as the fan-out builds
+    # its in-app deliveries.
+    result: dict[str, Any] = {"raw_before_s": await raw_insert(mongo_url, f"{database}_raw1",
+                              shaped_like_deliveries(campaign, count * (2 if webhook else 1)))}  # fmt: skip
     async with app.router.lifespan_context(app):
         while not runtime.bus.ready():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -104,17 +114,40 @@ async def fan_out(
         await nc.close()
     # The same documents, fresh ids, one raw insert_many on the same server.
     raw = [{**d, "_id": uuid.uuid4().hex} for d in docs]
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
-    target = mongo[f"{database}_raw"]["deliveries"]
-    await target.find_one({})  # connect before the clock starts
-    started = time.perf_counter()
-    await target.insert_many(raw, ordered=False)
-    result["raw_insert_s"] = time.perf_counter() - started
-    await mongo.close()
+    result["raw_after_s"] = await raw_insert(mongo_url, f"{database}_raw2", raw)
+    result["raw_insert_s"] = (result["raw_before_s"] + result["raw_after_s"]) / 2
     return result
 
 
-async def run(count: int) -> dict[str, Any]:
+def shaped_like_deliveries(campaign: CloudEvent, count: int) -> list[dict[str, Any]]:
+    """In-app deliveries of the campaign as the fan-out builds them (`deliveries.inapp`), for
+    members like the seeded ones."""
+    data = CampaignStarted.model_validate(campaign.data)
+    [notice] = rules.notices(data, rules.Lookups())
+    now = datetime.now(UTC)
+    return [
+        {**doc, "order_key": f"{int(now.timestamp() * 1000):013d}:{doc['_id']}"}
+        for member in member_docs(count)
+        for doc in [deliveries.inapp(campaign, notice.message, Recipient.from_doc(member), now)[0]]
+    ]
+
+
+async def raw_insert(mongo_url: str, database: str, docs: list[dict[str, Any]]) -> float:
+    """One `insert_many(ordered=False)` of the documents (fresh ids) on the server; seconds."""
+    raw = [{**d, "_id": uuid.uuid4().hex} for d in docs]
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    target = mongo[database]["deliveries"]
+    await target.find_one({})  # connect before the clock starts
+    started = time.perf_counter()
+    await target.insert_many(raw, ordered=False)
+    elapsed = time.perf_counter() - started
+    await mongo.drop_database(database)
+    await mongo.close()
+    return elapsed
+
+
+async def run(count: int, webhook: bool = True) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
     with embedded_servers() as (nats_url, mongo_url):
         receiver = Receiver()
         port = free_port()
@@ -129,41 +162,56 @@ async def run(count: int) -> dict[str, Any]:
             await nc.close()
             inapp = await fan_out(nats_url, mongo_url, count, None, receiver)
             hook = f"http://{LOCALHOST}:{port}/hook"
-            pushed = await fan_out(nats_url, mongo_url, count, hook, receiver)
+            pushed = await fan_out(nats_url, mongo_url, count, hook, receiver) if webhook else None
         finally:
             server.should_exit = True
             await serving
-    return {"members": count,
-            "inapp": {k: round(v, 3) for k, v in inapp.items()},
-            "inapp_ratio": round(inapp["fanout_s"] / inapp["raw_insert_s"], 2),
-            "webhook": {k: round(v, 3) for k, v in pushed.items()},
-            "webhook_ratio": round(pushed["fanout_s"] / pushed["raw_insert_s"], 2)}  # fmt: skip
+    result: dict[str, Any] = {
+        "members": count, "load_start": load_start, "load_average": os.getloadavg()[0],
+        "inapp": {k: round(v, 3) for k, v in inapp.items()},
+        "inapp_ratio": round(inapp["fanout_s"] / inapp["raw_insert_s"], 2)}  # fmt: skip
+    if pushed is not None:
+        result["webhook"] = {k: round(v, 3) for k, v in pushed.items()}
+        result["webhook_ratio"] = round(pushed["fanout_s"] / pushed["raw_insert_s"], 2)
+    return result
+
+
+def webhook_row(result: dict[str, Any]) -> str:
+    w = result.get("webhook")
+    if w is None:
+        return "| in-app + webhook | not run (`--no-webhook`) | | | | | |\n"
+    return (f"| in-app + webhook (daily budget spent per member) | {w['deliveries']:,} | "
+            f"{w['fanout_s']:.2f} s | {w['raw_insert_s']:.2f} s | {result['webhook_ratio']} | "
+            f"{w['inapp_announced_s']:.2f} s | {w.get('pushed_s', float('nan')):.2f} s |\n")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--no-webhook", action="store_true", help="the in-app run alone")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = parser.parse_args()
-    result = asyncio.run(run(args.members))
+    result = asyncio.run(run(args.members, webhook=not args.no_webhook))
     emit(result)
     if args.no_write:
         return
-    a, w, n = result["inapp"], result["webhook"], args.members
+    a, n = result["inapp"], args.members
+    flag = " --no-webhook" if args.no_webhook else ""
     write_section(
         TITLE.format(n=n),
         f"""
-Machine: {machine()}. Command: `.venv/bin/python -m bench.fanout --members {n}`.
+Machine: {machine()}; load average {result["load_start"]:.1f} at the start, {result["load_average"]:.1f} at the end.
+Command: `.venv/bin/python -m bench.fanout --members {n}{flag}`.
 One campaign-started for an audience of {n:,} members (projection seeded), through the real
 consumer of an in-process notifier on the embedded nats-server and nx-27017; the raw baseline
-is one `insert_many(ordered=False)` of as many documents of the same shape, same server, same run.
+is one `insert_many(ordered=False)` of as many documents of the same shape, same server, same run
+(the mean of one before the fan-out and one after: {a["raw_before_s"]:.2f} s and {a["raw_after_s"]:.2f} s).
 "Fan-out" ends when the consumer acknowledges campaign-started: every delivery is written.
 
 | run | deliveries written | fan-out | raw insert_many | ratio | all notification-sent published (in-app) | all pushed |
 |---|---|---|---|---|---|---|
 | in-app only | {a["deliveries"]:,} | {a["fanout_s"]:.2f} s | {a["raw_insert_s"]:.2f} s | {result["inapp_ratio"]} | {a["inapp_announced_s"]:.2f} s | — |
-| in-app + webhook (daily budget spent per member) | {w["deliveries"]:,} | {w["fanout_s"]:.2f} s | {w["raw_insert_s"]:.2f} s | {result["webhook_ratio"]} | {w["inapp_announced_s"]:.2f} s | {w.get("pushed_s", float("nan")):.2f} s |
-
+{webhook_row(result)}
 The pushes go to a webhook receiver in the same process as the notifier (one CPU-bound Python
 process for both), so "all pushed" understates what the dispatcher does against a remote peer.
 """,

@@ -8,31 +8,21 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import nats.errors
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import tracing
 from shared.bus import Bus
 from shared.clock import woken_or_timeout
-from shared.events import CloudEvent, utcnow
+from shared.events import CloudEvent
 from shared.logs import event_context
 from shared.metrics import Metrics
-from shared.store import epoch_ms
+from shared.outbox_batch import BATCHES, BatchRelay, Documents
+from shared.outbox_dead import Unpublishable
 
 log = logging.getLogger("sarafan.outbox")
 
 Collection = AsyncCollection[dict[str, Any]]
-#: Publishing an event fails for good, not for a while, with these (NATS refusing its size, an
-#: entry that is no event any more): after OUTBOX_ATTEMPTS such failures the entry is moved
-#: to `outbox_dead` in its document, so it stops blocking the events after it, and counted
-#: (`sarafan_outbox_dead_total`, an alert). Any other failure is retried for ever.
-PERMANENT_FAILURES: tuple[type[BaseException], ...] = (
-    nats.errors.MaxPayloadError,
-    ValueError,
-    TypeError,
-)
-OUTBOX_ATTEMPTS = 3
 #: Documents the sweeper publishes together (one read, concurrent publishes, one bulk mark).
 SWEEP_BATCH = 200
 
@@ -82,11 +72,13 @@ class Relay:
         self.sweep_seconds = sweep_seconds
         self._in_flight: set[tuple[str, Any]] = set()
         self._again: set[tuple[str, Any]] = set()
-        self._failures: dict[str, int] = {}
+        self.unpublishable = Unpublishable(bus.service, metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._prepared = False
+        #: The batch form (`shared/outbox_batch.py`): a fan-out's events in one document.
+        self.batches = BatchRelay(self)
 
     def watch(self, collection: Collection) -> None:
         """Sweep `collection` too (a unit of work calls this on its first write with events;
@@ -96,17 +88,26 @@ class Relay:
         self.collections[collection.name] = collection
         self._spawn(self._index(collection))
 
+    def watch_batches(self) -> None:
+        """Sweep the batch documents too (a unit of work calls this before writing one)."""
+        if not self.batches.on:
+            self.batches.on = True
+            self._spawn(self._index(self.bus.db[BATCHES], "lease_until_ms"))
+
     @staticmethod
-    async def _index(collection: Collection) -> None:
+    async def _index(collection: Collection, field: str = "outbox_pending") -> None:
         with contextlib.suppress(Exception):
-            await collection.create_index("outbox_pending", sparse=True)
+            await collection.create_index(field, sparse=True)
 
     async def _discover(self) -> None:
         """The collections that held an outbox before this process started (their sweep
         index says so): what a crash left in them is swept without any write first."""
         db = self.bus.db
         for name in await db.list_collection_names():
-            if name in self.collections:
+            if name == BATCHES:
+                await db[BATCHES].create_index("lease_until_ms", sparse=True)
+                self.batches.on = True
+            if name in self.collections or name == BATCHES:
                 continue
             coll = db[name]
             indexes = await coll.index_information()
@@ -163,6 +164,19 @@ class Relay:
         unknown = [d for d, e in docs.items() if e is None]
         sent = await self.flush_many(collection, list(known), known) if known else 0
         return sent + (await self.flush_many(collection, unknown) if unknown else 0)
+
+    def kick_batch(self, collection: Collection, batch_id: str, docs: Documents) -> None:
+        """Publish a batch's events right after its insert (`docs`: the documents it created,
+        with their events), then remove the batch document (shared/outbox_batch.py)."""
+        self._spawn(self.publish_batch(collection, batch_id, docs))
+
+    async def publish_batch(self, collection: Collection, batch_id: str, docs: Documents) -> int:
+        """`kick_batch`, awaited: returns how many events went."""
+        try:
+            return await self.batches.publish(collection, batch_id, docs)
+        except Exception:
+            log.exception("outbox batch %s failed; left to the sweeper", batch_id)
+            return 0
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -281,36 +295,19 @@ class Relay:
     ) -> bool:
         """Count a publish that failed for good; at the last attempt move the entry aside.
         True when it was moved (the caller goes on with the next events)."""
-        if not isinstance(exc, PERMANENT_FAILURES):
+        if not self.unpublishable.gives_up(event_id, exc):
             return False
-        self._failures[event_id] = self._failures.get(event_id, 0) + 1
-        if self._failures[event_id] < OUTBOX_ATTEMPTS:
-            return False
-        raw = entry.model_dump(mode="json") if isinstance(entry, CloudEvent) else entry
+        dead = self.unpublishable.entry(entry, exc)
         moved = await coll.update_one(
             {"_id": doc_id, f"outbox.{event_id}": {"$exists": True}},
             {
                 "$unset": {f"outbox.{event_id}": ""},
-                "$set": {
-                    f"outbox_dead.{event_id}": {
-                        "event": raw,
-                        "error": f"{type(exc).__name__}: {exc}"[:500],
-                        "at_ms": epoch_ms(utcnow()),
-                    }
-                },
+                "$set": {f"outbox_dead.{event_id}": dead},
                 "$inc": {"outbox_pending": -1},
             },
         )
-        self._failures.pop(event_id, None)
         if moved.modified_count:
-            self.metrics.outbox_dead.labels(self.bus.service).inc()
-            log.error(
-                "outbox entry %s of %s/%s can never be published (%r): moved to outbox_dead",
-                event_id,
-                coll.name,
-                doc_id,
-                exc,
-            )
+            self.unpublishable.count(coll.name, doc_id, {event_id: dead})
         return True
 
     async def _publish_one(self, event: CloudEvent) -> None:
@@ -347,8 +344,7 @@ class Relay:
     async def sweep(self) -> int:
         """Publish everything still pending in any collection, a batch of documents at a time
         (one read of their outboxes per batch); returns how many events went."""
-        sent = 0
-        pending_total = 0
+        sent, pending_total = await self.batches.sweep(self.bus.db)
         # A copy: a unit of work may start watching another collection while this awaits.
         for coll in list(self.collections.values()):
             batch: dict[Any, list[CloudEvent]] = {}
@@ -372,7 +368,7 @@ class Relay:
             try:
                 events.append(CloudEvent.model_validate(raw))
             except ValueError as exc:
-                self._failures[event_id] = OUTBOX_ATTEMPTS
+                self.unpublishable.condemn(event_id)
                 await self._failed_for_good(coll, doc["_id"], event_id, raw, exc)
         return events
 

@@ -29,9 +29,10 @@ from pymongo.results import BulkWriteResult, UpdateResult
 
 from shared.events import CloudEvent
 from shared.outbox import Collection, Relay, update_with_outbox, with_outbox
+from shared.outbox_batch import BATCH_FIELD, chunks, insert_batch
 
 #: The kernel's fields in a document with an outbox; hidden from reads that return documents.
-OUTBOX_FIELDS = ("outbox", "outbox_pending", "outbox_dead")
+OUTBOX_FIELDS = ("outbox", "outbox_pending", "outbox_dead", BATCH_FIELD)
 
 
 def without_outbox(*also: str) -> dict[str, int]:
@@ -99,6 +100,8 @@ class UnitOfWork:
         #: Per written document, its events; None when they must be read back (a bulk write
         #: that failed in part: which of its writes landed is in the documents, not here).
         self._written: dict[tuple[str, Any], tuple[Collection, list[CloudEvent] | None]] = {}
+        #: Batches written (the batch form): id, collection, the new documents and their events.
+        self._batches: list[tuple[str, Collection, dict[Any, list[CloudEvent]]]] = []
 
     async def __aenter__(self) -> UnitOfWork:
         return self
@@ -200,11 +203,39 @@ class UnitOfWork:
             self._note(coll, w.doc_id, None if guessed else w.events)
         return result
 
+    async def insert_many(
+        self,
+        coll: Collection,
+        documents: list[Mapping[str, Any]],
+        events: Mapping[Any, list[CloudEvent]],
+    ) -> list[Any]:
+        """Insert new documents with deterministic ids, each with its events (by document id),
+        in the outbox's batch form: the events of up to a thousand documents ride in one batch
+        document, not in each (shared/outbox_batch.py), so publishing them costs one write per
+        batch instead of one per document. A duplicate key means written before: that document
+        is skipped with its events (the earlier write's stand). Returns the ids inserted now."""
+        new: list[Any] = []
+        if any(events.get(d["_id"]) for d in documents):
+            self._relay.watch_batches()
+        for chunk in chunks(documents):
+            batch_id, inserted = await insert_batch(coll, chunk, events)
+            if batch_id is not None:
+                announced = {i: list(events[i]) for i in inserted if events.get(i)}
+                self._batches.append((batch_id, coll, announced))
+            new += inserted
+        return new
+
     async def commit(self, *, wait: bool = False) -> None:
         """Publish the events of every write made: one relay kick per document, or one
         `flush_many` per collection when a use case wrote many documents. With `wait`, the
         publishing is awaited here (an import paces its chunks by it) instead of running on."""
         written, self._written = self._written, {}
+        batches, self._batches = self._batches, []
+        for batch_id, coll, announced in batches:
+            if wait:
+                await self._relay.publish_batch(coll, batch_id, announced)
+            else:
+                self._relay.kick_batch(coll, batch_id, announced)
         by_coll: dict[str, tuple[Collection, dict[Any, list[CloudEvent] | None]]] = {}
         for (name, doc_id), (coll, events) in written.items():
             by_coll.setdefault(name, (coll, {}))[1][doc_id] = events

@@ -46,7 +46,7 @@ class StoppedRelay:
     write and its publish (or NATS is slow). Tests use it instead of a switch in production
     code; `resume()` (or leaving the `with` block) gives the relay back its own methods."""
 
-    _HELD = ("kick", "kick_many", "publish_now", "_sweep_batch")
+    _HELD = ("kick", "kick_many", "publish_now", "_sweep_batch", "kick_batch", "publish_batch")
 
     def __init__(self, relay) -> None:
         self.relay = relay
@@ -56,10 +56,13 @@ class StoppedRelay:
                 setattr(relay, name, _nothing_async)
             else:
                 setattr(relay, name, _nothing)
+        # The outbox's batch form (shared/outbox_batch.py) is swept by a part of its own.
+        relay.batches.sweep = _no_batches
 
     def resume(self) -> None:
         for name in self._HELD:
             self.relay.__dict__.pop(name, None)
+        self.relay.batches.__dict__.pop("sweep", None)
 
     def __enter__(self) -> StoppedRelay:
         return self
@@ -74,3 +77,7 @@ def _nothing(*args: object, **kwargs: object) -> None:
 
 async def _nothing_async(*args: object, **kwargs: object) -> int:
     return 0
+
+
+async def _no_batches(*args: object, **kwargs: object) -> tuple[int, int]:
+    return 0, 0

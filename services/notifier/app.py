@@ -17,6 +17,7 @@ from services.notifier.channels import Channel, EmailChannel, TelegramChannel, W
 from services.notifier.consumers import NotifierHandlers, subscriptions
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Clock, Fanout, Limits
+from services.notifier.pacing import Pace
 from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.unsubscribe import UnsubscribeLinks, mailbox, members_url
@@ -59,6 +60,14 @@ class NotifierSettings(ServiceSettings):
     poll_seconds: float = Field(1.0, alias="SARAFAN_NOTIFIER_POLL_SECONDS", gt=0)
     claim_batch: int = Field(200, alias="SARAFAN_NOTIFIER_CLAIM_BATCH", ge=1)
     send_concurrency: int = Field(32, alias="SARAFAN_NOTIFIER_SEND_CONCURRENCY", ge=1)
+    # Each push channel's pace, its peer's limits (per replica): sends a second (0: no limit)
+    # and sends at once. Telegram's bots may send about 30 messages a second; an SMTP server
+    # is held by the connection pool (a send waits for a free connection) and its rate.
+    telegram_rate: float = Field(30.0, alias="SARAFAN_NOTIFIER_TELEGRAM_RATE", ge=0, le=10_000)
+    telegram_concurrency: int = Field(8, alias="SARAFAN_NOTIFIER_TELEGRAM_CONCURRENCY", ge=1)
+    email_rate: float = Field(0.0, alias="SARAFAN_NOTIFIER_EMAIL_RATE", ge=0, le=10_000)
+    webhook_rate: float = Field(0.0, alias="SARAFAN_NOTIFIER_WEBHOOK_RATE", ge=0, le=10_000)
+    webhook_concurrency: int = Field(16, alias="SARAFAN_NOTIFIER_WEBHOOK_CONCURRENCY", ge=1)
     lease_seconds: float = Field(120.0, alias="SARAFAN_NOTIFIER_LEASE_SECONDS", gt=0)
     send_timeout_seconds: float = Field(10.0, alias="SARAFAN_NOTIFIER_SEND_TIMEOUT_SECONDS", gt=0)
     fanout_batch: int = Field(1000, alias="SARAFAN_NOTIFIER_FANOUT_BATCH", ge=1)
@@ -100,6 +109,15 @@ def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
     return channels
 
 
+def channel_paces(settings: NotifierSettings) -> dict[str, Pace]:
+    """Each push channel's pace: e-mail as many at once as the pool has connections."""
+    return {
+        "telegram": Pace(settings.telegram_concurrency, settings.telegram_rate),
+        "email": Pace(settings.smtp_connections, settings.email_rate),
+        "webhook": Pace(settings.webhook_concurrency, settings.webhook_rate),
+    }
+
+
 def dispatch_settings(settings: NotifierSettings) -> DispatchSettings:
     return DispatchSettings(
         max_attempts=settings.max_attempts,
@@ -109,6 +127,7 @@ def dispatch_settings(settings: NotifierSettings) -> DispatchSettings:
         claim_batch=settings.claim_batch,
         concurrency=settings.send_concurrency,
         lease=timedelta(seconds=settings.lease_seconds),
+        paces=channel_paces(settings),
     )
 
 

@@ -105,21 +105,21 @@ class DeliveryRecords:
         *,
         uow: UnitOfWork | None = None,
     ) -> list[str]:
-        """Insert deliveries with deterministic ids in one round trip; returns the ids that are
-        new (a redelivery's duplicates are not). Through `uow`, each carries its events (by
-        delivery id), published on its commit; without one, no document may have events."""
+        """Insert deliveries with deterministic ids; returns the ids that are new (a
+        redelivery's duplicates are not). Through `uow`, each carries its events (by delivery
+        id) in the outbox's batch form: one batch document per thousand deliveries holds them,
+        published on its commit and removed in one write, instead of an update of every
+        delivery (docs/notifier.md, "Fan-out"). Without one, no document may have events."""
         if not docs:
             return []
         # Computed here for every insert, so a copied document (a fallback) gets its own.
         docs = [{**d, "order_key": delivery_order_key(d)} for d in docs]
+        if uow is not None:
+            return await uow.insert_many(self.deliveries, docs, events or {})
+        if events:
+            raise ValueError("deliveries with events are written through a unit of work")
         try:
-            if uow is not None:
-                writes = [Write.insert(d, (events or {}).get(d["_id"], ())) for d in docs]
-                await uow.bulk(self.deliveries, writes)
-            elif events:
-                raise ValueError("deliveries with events are written through a unit of work")
-            else:
-                await self.deliveries.insert_many(docs, ordered=False)
+            await self.deliveries.insert_many(docs, ordered=False)
             return [d["_id"] for d in docs]
         except BulkWriteError as exc:
             if not only_duplicates(exc):
@@ -196,22 +196,21 @@ class DeliveryRecords:
         )
         return await self.deliveries.find(where(claim=token), without_outbox()).to_list(None)
 
-    async def finish(
-        self,
-        uow: UnitOfWork,
-        delivery_id: str,
-        token: str,
-        update: Doc,
-        events: Iterable[CloudEvent] = (),
-    ) -> bool:
-        """Record the outcome of an attempt (with the events it raises), if this worker still
-        holds the claim."""
+    def outcome(
+        self, delivery_id: str, token: str, update: Doc, events: Iterable[CloudEvent] = ()
+    ) -> Write:
+        """The write of an attempt's outcome (with the events it raises), guarded by the claim
+        token: it changes nothing if this worker no longer holds the claim. Written in groups by
+        the dispatcher (`Outcomes`), one bulk write each."""
         update = {k: dict(v) for k, v in update.items()}
         update.setdefault("$unset", {})["claim"] = ""
-        result = await uow.update(
-            self.deliveries, where({"_id": delivery_id, "claim": token}), update, events
+        return Write.update(
+            delivery_id, where({"_id": delivery_id, "claim": token}), update, events
         )
-        return result.modified_count == 1
+
+    async def record(self, uow: UnitOfWork, writes: list[Write]) -> None:
+        """Outcomes (`outcome`) in one bulk write; their events are published on the commit."""
+        await uow.bulk(self.deliveries, writes)
 
     async def cancel_waiting(self, member_id: str) -> None:
         """Every delivery of the member not sent yet is cancelled (the member left)."""

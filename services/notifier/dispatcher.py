@@ -3,8 +3,9 @@
 Every replica runs one dispatcher; claims are atomic per document, so replicas share the
 queue without a coordinator (see docs/notifier.md, "Why a MongoDB claim-based queue"). What an
 attempt changes in a delivery, and the events it raises, is decided in `deliveries.py`; the
-outcomes of one claimed batch are one unit of work, whose commit publishes the batch's
-notification-sent and notification-failed events together.
+outcomes of one claimed batch are written a group at a time (`outcomes.py`) in one unit of work,
+whose commit publishes the batch's notification-sent and notification-failed events together.
+Sends are paced by each channel's limits (`pacing.py`), not by the database.
 """
 
 from __future__ import annotations
@@ -12,59 +13,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from services.notifier import deliveries, domain
 from services.notifier.channels import Channel, Failed, Outcome, Outgoing, Retry, Sent
 from services.notifier.domain import Recipient
 from services.notifier.fanout import Clock
+from services.notifier.outcomes import Outcomes
+from services.notifier.pacing import Pace, Pacing
+from services.notifier.send_errors import failure, scrub
 from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
 from shared import tracing
-from shared.clock import woken_or_timeout
+from shared.clock import epoch_ms, woken_or_timeout
 from shared.jobs import INSTANCE_ID
-from shared.logs import redact
 from shared.metrics import Metrics
 from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.notifier.dispatch")
 
-#: Stored and logged errors are bounded: a peer may answer with anything.
-ERROR_MAX = 500
 Doc = dict[str, Any]
-
-
-def scrub(error: str, member: Recipient | None) -> str:
-    """A channel's error as it may be stored, published and logged: without the member's
-    addresses (a bounce quotes the mailbox, a peer may echo the chat), nor anything the log
-    redaction would hide (other addresses, tokens), and bounded.
-
-    The member's own contacts are replaced first and exactly, whatever their form, since the
-    general patterns cannot know every shape an address takes.
-    """
-    if member is not None:
-        for address in sorted(
-            (a.strip() for a in member.contacts.values() if a and a.strip()), key=len, reverse=True
-        ):
-            for form in {address, address.lstrip("@")}:
-                if len(form) >= 3:
-                    error = error.replace(form, "<address>")
-    return redact(error)[:ERROR_MAX]
-
-
-def _failure(exc: BaseException) -> str:
-    """An unexpected exception as stored and logged: its type and where it was raised, not its
-    message, which may quote what it choked on (a name, an address, a text)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return f"unexpected {type(exc).__name__}{where}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +49,9 @@ class DispatchSettings:
     claim_batch: int
     concurrency: int
     lease: timedelta
+    #: Each push channel's pace (concurrent sends, sends a second); a channel without is held
+    #: only by `concurrency`.
+    paces: dict[str, Pace] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -95,6 +71,7 @@ class Dispatcher:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.pacing = Pacing(settings.paces)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -133,20 +110,22 @@ class Dispatcher:
         within_rate = await self._rate_allowance(claimed, members, self.clock.now())
         gate = asyncio.Semaphore(self.settings.concurrency)
 
-        async def attempt(uow: UnitOfWork, delivery: Doc) -> None:
+        async def attempt(out: Outcomes, delivery: Doc) -> None:
             async with gate:
                 member = members.get(delivery["member_id"])
                 allowed = delivery["_id"] in within_rate
                 try:
-                    await self.attempt(uow, delivery, member, token, allowed, names)
+                    await self.attempt(out, delivery, member, allowed, names)
                 except Exception as exc:
                     # Never left `sending` to be claimed again for ever: it counts as a
                     # failed attempt (retried with backoff, failed after the last one).
-                    log.warning("attempt of %s failed: %s", delivery["_id"], _failure(exc))
-                    await self._unexpected(uow, delivery, member, token, exc)
+                    log.warning("attempt of %s failed: %s", delivery["_id"], failure(exc))
+                    await self._unexpected(out, delivery, member, exc)
 
         async with self.unit_of_work() as uow:
-            await asyncio.gather(*(attempt(uow, d) for d in claimed))
+            out = Outcomes(self.store, uow, token)
+            await asyncio.gather(*(attempt(out, d) for d in claimed))
+            await out.flush()
         return len(claimed)
 
     def _rate_entry(
@@ -193,10 +172,9 @@ class Dispatcher:
 
     async def attempt(
         self,
-        uow: UnitOfWork,
+        out: Outcomes,
         delivery: Doc,
         member_doc: Doc | None,
-        token: str,
         within_rate: bool,
         names: dict[str, str] | None = None,
     ) -> None:
@@ -204,55 +182,65 @@ class Dispatcher:
         member = Recipient.from_doc(member_doc) if member_doc else None
         blocked = deliveries.blocker(delivery["channel"], member, now, self.available)
         if member is None or blocked == "member-left":
-            await self.store.finish(uow, delivery["_id"], token, deliveries.cancelled())
+            await out.record(delivery["_id"], deliveries.cancelled())
         elif deliveries.expired(delivery, now):
-            await self._expire(uow, delivery, token)
+            await self._expire(out, delivery)
         elif blocked is not None or not within_rate:
-            await self._hold(uow, delivery, member, token, blocked, now)
+            await self._hold(out, delivery, member, blocked, now)
         else:
             # In the trace of the delivery's cause (kept in the document), if traced.
             with tracing.continued(delivery):
                 outcome = await self._traced_send(delivery, member, names or {})
-                await self._record(uow, delivery, member, token, outcome, now)
+                if outcome is not None:
+                    await self._record(out, delivery, member, outcome, now)
 
     async def _hold(
-        self,
-        uow: UnitOfWork,
-        delivery: Doc,
-        member: Recipient,
-        token: str,
-        blocked: str | None,
-        now: datetime,
+        self, out: Outcomes, delivery: Doc, member: Recipient, blocked: str | None, now: datetime
     ) -> None:
         """Not sent now: an unusable channel fails (the next one takes over), quiet hours that
         began since it was planned and the rate limit make it wait (never dropped)."""
         name = delivery["channel"]
         if blocked == "channel-unusable":
             why = "channel is off" if name not in self.channels else f"no usable {name} address"
-            await self._failed(uow, delivery, member, token, why, delivery.get("attempts", 0), now)
+            await self._failed(out, delivery, member, why, delivery.get("attempts", 0), now)
         elif blocked == "quiet-hours":
             later = quiet_until(now, member.timezone, member.preferences.quiet())
-            await self._defer(uow, delivery, token, later or now, "quiet-hours")
+            await self._defer(out, delivery, later or now, "quiet-hours")
         else:
             _, next_window = hour_slot(now)
             later = next_window + timedelta(seconds=random.uniform(0, 60))
-            await self._defer(uow, delivery, token, later, "rate-limit")
+            await self._defer(out, delivery, later, "rate-limit")
 
     async def _traced_send(
         self, delivery: Doc, member: Recipient, names: dict[str, str]
-    ) -> Outcome:
-        """`_send` in a client span: the channel, the delivery, the attempt, how it went."""
+    ) -> Outcome | None:
+        """`_send` in a client span: the channel, the delivery, the attempt, how it went. None:
+        not sent, its claim's lease ran out while it waited for its channel's pace."""
         attributes = {
             "sarafan.notification_id": delivery["_id"],
             "sarafan.template": delivery["template"],
             "sarafan.attempt": int(delivery.get("attempts", 0)) + 1,
         }
         with tracing.sending("notifier", delivery["channel"], attributes=attributes) as span:
-            outcome = await self._send(delivery, member, names)
+            async with self.pacing.slot(delivery["channel"]):
+                if self._lapsed(delivery):
+                    span.outcome("lapsed")
+                    return None
+                outcome = await self._send(delivery, member, names)
             span.outcome(type(outcome).__name__.lower())
             if not isinstance(outcome, Sent):
                 span.failed(outcome.error)
         return outcome
+
+    def _lapsed(self, delivery: Doc) -> bool:
+        """Whether the claim's lease (`due_ms` while claimed) ends within a quarter of a lease:
+        a send that waited that long for its channel is left to the next claim (never sent by
+        two workers at once)."""
+        margin = self.settings.lease.total_seconds() * 250
+        if epoch_ms(self.clock.now()) + margin < int(delivery.get("due_ms") or 0):
+            return False
+        log.info("%s waited past its claim for its channel: left to the next", delivery["_id"])
+        return True
 
     async def _send(self, delivery: Doc, member: Recipient, names: dict[str, str]) -> Outcome:
         name = delivery["channel"]
@@ -280,7 +268,7 @@ class Dispatcher:
             # A text or a channel that raises (a bug, a name no header takes) is a failed
             # attempt like a peer's refusal: retried with backoff, then the fallback and
             # notification-failed; never a delivery stuck in `sending`.
-            outcome = Retry(_failure(exc))
+            outcome = Retry(failure(exc))
             log.warning("%s to %s: %s", name, member.member_id, outcome.error)
         if isinstance(outcome, Sent):
             return outcome
@@ -293,27 +281,21 @@ class Dispatcher:
         return delivery_text(delivery, member.display_name, names, locale)
 
     async def _record(
-        self,
-        uow: UnitOfWork,
-        delivery: Doc,
-        member: Recipient,
-        token: str,
-        outcome: Outcome,
-        now: datetime,
+        self, out: Outcomes, delivery: Doc, member: Recipient, outcome: Outcome, now: datetime
     ) -> None:
         attempts = int(delivery.get("attempts", 0)) + 1
         if isinstance(outcome, Sent):
             update, events = deliveries.sent(delivery, attempts, now)
-            if await self.store.finish(uow, delivery["_id"], token, update, events):
-                self._count(delivery["channel"], "sent")
+            await out.record(delivery["_id"], update, events)
+            self._count(delivery["channel"], "sent")
         elif isinstance(outcome, Retry) and attempts < self.settings.max_attempts:
-            await self._retry(uow, delivery, token, outcome.error, attempts, now, outcome.after)
+            await self._retry(out, delivery, outcome.error, attempts, now, outcome.after)
         else:
             dead = isinstance(outcome, Failed) and outcome.contact_dead
-            await self._failed(uow, delivery, member, token, outcome.error, attempts, now, dead)
+            await self._failed(out, delivery, member, outcome.error, attempts, now, dead)
 
     async def _unexpected(
-        self, uow: UnitOfWork, delivery: Doc, member_doc: Doc | None, token: str, exc: BaseException
+        self, out: Outcomes, delivery: Doc, member_doc: Doc | None, exc: BaseException
     ) -> None:
         """An attempt that raised outside the channel (an unreadable projection, a bug): a
         failed attempt all the same, retried with backoff and failed after the last one (with
@@ -323,21 +305,20 @@ class Dispatcher:
         except Exception:
             member = None
         now = self.clock.now()
-        error = scrub(_failure(exc), member)
+        error = scrub(failure(exc), member)
         attempts = int(delivery.get("attempts", 0)) + 1
         try:
             if attempts < self.settings.max_attempts:
-                await self._retry(uow, delivery, token, error, attempts, now)
+                await self._retry(out, delivery, error, attempts, now)
             else:
-                await self._failed(uow, delivery, None, token, error, attempts, now)
+                await self._failed(out, delivery, None, error, attempts, now)
         except Exception as again:  # the database is away: the lease brings it back
             log.warning("recording the failed attempt of %s failed: %r", delivery["_id"], again)
 
     async def _retry(
         self,
-        uow: UnitOfWork,
+        out: Outcomes,
         delivery: Doc,
-        token: str,
         error: str,
         attempts: int,
         now: datetime,
@@ -346,33 +327,29 @@ class Dispatcher:
         """Due again after the backoff (never before the peer's own `after`)."""
         s = self.settings
         delay = retry_delay(attempts, s.retry_base_seconds, s.retry_max_seconds, after)
-        update = deliveries.retry(error, attempts, now, delay)
-        await self.store.finish(uow, delivery["_id"], token, update)
+        await out.record(delivery["_id"], deliveries.retry(error, attempts, now, delay))
         self._count(delivery["channel"], "retry")
         channel, member_id = delivery["channel"], delivery["member_id"]
         log.info("%s to %s: %s; retry %d in %.1fs", channel, member_id, error, attempts, delay)
 
-    async def _defer(
-        self, uow: UnitOfWork, delivery: Doc, token: str, until: datetime, why: str
-    ) -> None:
+    async def _defer(self, out: Outcomes, delivery: Doc, until: datetime, why: str) -> None:
         if deliveries.expired(delivery, until):
             # It would go after its deadline (a reminder after the shift's start): not at all.
-            await self._expire(uow, delivery, token)
+            await self._expire(out, delivery)
             return
-        await self.store.finish(uow, delivery["_id"], token, deliveries.deferred(until, why))
+        await out.record(delivery["_id"], deliveries.deferred(until, why))
         self._count(delivery["channel"], "deferred")
 
-    async def _expire(self, uow: UnitOfWork, delivery: Doc, token: str) -> None:
+    async def _expire(self, out: Outcomes, delivery: Doc) -> None:
         update = deliveries.cancelled("expired: its deadline passed before it could be sent")
-        if await self.store.finish(uow, delivery["_id"], token, update):
-            self._count(delivery["channel"], "expired")
+        await out.record(delivery["_id"], update)
+        self._count(delivery["channel"], "expired")
 
     async def _failed(
         self,
-        uow: UnitOfWork,
+        out: Outcomes,
         delivery: Doc,
         member: Recipient | None,
-        token: str,
         error: str,
         attempts: int,
         now: datetime,
@@ -390,11 +367,9 @@ class Dispatcher:
             # deterministic id keeps the fallback single.
             await self.store.insert_deliveries([deliveries.fallback(delivery, member, way, now)])
         update, events = deliveries.failed(delivery, error, attempts, now, way.channel)
-        if await self.store.finish(uow, delivery["_id"], token, update, events):
-            self._count(channel, "failed")
-            then = f"; falling back to {way.channel}" if way.channel else ""
-            log.warning(
-                "%s to %s failed for good (%s)%s", channel, delivery["member_id"], error, then
-            )
+        await out.record(delivery["_id"], update, events)
+        self._count(channel, "failed")
+        then = f"; falling back to {way.channel}" if way.channel else ""
+        log.warning("%s to %s failed for good (%s)%s", channel, delivery["member_id"], error, then)
         if way.channel is not None:
             self.wake()

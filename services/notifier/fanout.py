@@ -9,6 +9,7 @@ recipients, never one per recipient.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -79,10 +80,23 @@ class Fanout:
     async def notify(self, cause: Cause, notice: Notice) -> int:
         """Deliver one notice to all its recipients, batch by batch; returns how many members."""
         total = 0
-        async for batch in self._recipients(notice):
-            docs = [d for d in batch if d["_id"] not in notice.exclude]
-            await self.deliver([(cause, notice.message, d) for d in docs])
-            total += len(docs)
+        # Two batches at a time: one is planned while the other waits on the database, so this
+        # process's work and the database's overlap. The batches hold different members: their
+        # writes, budgets included, may land in any order.
+        writing: list[asyncio.Task[list[str]]] = []
+        try:
+            async for batch in self._recipients(notice):
+                docs = [d for d in batch if d["_id"] not in notice.exclude]
+                items = [(cause, notice.message, d) for d in docs]
+                writing.append(asyncio.create_task(self.deliver(items)))
+                total += len(docs)
+                if len(writing) >= 2:
+                    await writing.pop(0)
+            while writing:
+                await writing.pop(0)
+        finally:
+            for task in writing:
+                task.cancel()
         return total
 
     async def _recipients(self, notice: Notice) -> AsyncIterator[list[dict[str, Any]]]:

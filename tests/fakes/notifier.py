@@ -42,6 +42,13 @@ class RecordingRelay:
         self.flushes += 1
         self.kicks += [(collection.name, d, e) for d, e in docs.items()]
 
+    def watch_batches(self) -> None:
+        self.watched.add("outbox_batches")
+
+    def kick_batch(self, collection: Any, batch_id: str, docs: dict[Any, list[CloudEvent]]) -> None:
+        """A batch's events (the outbox's batch form): one publishing round, as `kick_many`."""
+        self.kick_many(collection, dict(docs))
+
     def forget(self) -> None:
         """Start counting afresh (after a test's set-up)."""
         self.kicks.clear()

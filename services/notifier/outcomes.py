@@ -1,0 +1,58 @@
+"""The outcomes of a claimed batch's attempts, written a group at a time (one bulk write each)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from services.notifier.store import NotifierStore
+from shared.events import CloudEvent
+from shared.uow import UnitOfWork, Write
+
+log = logging.getLogger("sarafan.notifier.dispatch")
+
+#: Outcomes written together at the most, and the longest an outcome waits for its group: a
+#: slow channel's sends (Telegram's 30 a second) are recorded as they go, not at the batch's end.
+GROUP = 50
+GROUP_SECONDS = 0.5
+
+
+class Outcomes:
+    """What each attempt of one claimed batch changes in its delivery (with the events it
+    raises), written in groups: one bulk write of updates guarded by the claim token, instead of
+    a round trip per delivery. Their events are published when the batch's unit of work commits.
+
+    A group that cannot be written (the database away) is logged and left: its deliveries stay
+    claimed until the lease ends and are sent again then (sends are at least once; receivers
+    de-duplicate by the delivery id).
+    """
+
+    def __init__(self, store: NotifierStore, uow: UnitOfWork, token: str) -> None:
+        self.store = store
+        self.uow = uow
+        self.token = token
+        self._waiting: list[Write] = []
+        self._since = time.monotonic()
+
+    async def record(
+        self, delivery_id: str, update: dict[str, Any], events: Iterable[CloudEvent] = ()
+    ) -> None:
+        self._waiting.append(self.store.outcome(delivery_id, self.token, update, events))
+        if len(self._waiting) >= GROUP or time.monotonic() - self._since >= GROUP_SECONDS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        writes, self._waiting = self._waiting, []
+        self._since = time.monotonic()
+        if not writes:
+            return
+        try:
+            await self.store.record(self.uow, writes)
+        except Exception as exc:
+            log.warning(
+                "recording %d outcome(s) failed: %r; they are tried again after the lease",
+                len(writes),
+                exc,
+            )
