@@ -79,10 +79,18 @@ class DeliveryRecords:
         d = self.deliveries
         # The log and the inbox: each filter combination ends in order_key, so the index
         # serves the equality, the cursor's range and the sort together (a page reads a page).
-        # Filters without their own index (channel alone, status with channel) walk the
-        # nearest one in order and check the rest on the rows.
+        # A member's three filters together walk that member's (member, channel) range and
+        # check the status on the rows: bounded by one member's deliveries. The operator's
+        # "failed e-mails" (channel with status) and "every webhook" (channel alone) have their
+        # own, or a rare channel would be read out of every in-app delivery of every fan-out.
         await d.create_index("order_key")
-        for fields in (("member_id",), ("member_id", "channel"), ("member_id", "status")):
+        for fields in (
+            ("member_id",),
+            ("member_id", "channel"),
+            ("member_id", "status"),
+            ("channel",),
+            ("channel", "status"),
+        ):
             await d.create_index([*((f, ASCENDING) for f in fields), ("order_key", ASCENDING)])
         await d.create_index([("status", ASCENDING), ("order_key", ASCENDING)])
         # The work queue: one range per claimable status.
