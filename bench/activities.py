@@ -49,7 +49,7 @@ from typing import Any
 import httpx
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import UpdateOne
 
 from bench.scale import import_members
 from bench.stack import (
@@ -64,6 +64,7 @@ from bench.stack import (
     write_section,
 )
 from sarafan.nats_auth import ADMIN_USER
+from sarafan.stack_config import StackDatabases, mongo_name
 from sarafan.supervisor import Stack, nats_passwords
 from shared.clock import epoch_ms, utcnow
 from shared.topology import STREAMS
@@ -88,7 +89,7 @@ class Session:
     http: httpx.AsyncClient  # the activities service
     members: httpx.AsyncClient
     js: Any
-    mongo: AsyncMongoClient[Doc]
+    mongo: StackDatabases
 
 
 @asynccontextmanager
@@ -96,7 +97,7 @@ async def session(stack: Stack) -> AsyncIterator[Session]:
     cfg = stack.config
     password = nats_passwords(cfg.home)[ADMIN_USER]
     nc = await nats.connect(cfg.nats_url, user=ADMIN_USER, password=password)
-    mongo: AsyncMongoClient[Doc] = AsyncMongoClient(cfg.mongodb_url, tz_aware=True)
+    mongo = StackDatabases(cfg, tz_aware=True)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     http = httpx.AsyncClient(
         base_url=cfg.service_url("activities"), headers=AUTH, timeout=120, limits=limits
@@ -114,7 +115,8 @@ async def session(stack: Stack) -> AsyncIterator[Session]:
 def stack_cpu(stack: Stack) -> float:
     """CPU seconds used so far by the services and nx-27017 (not nats-server: the benchmark's
     own polling of it would count)."""
-    return cpu_seconds(*(stack.children[n].pid or 0 for n in (*stack.services, "nx-27017")))
+    names = (*stack.services, *(mongo_name(n) for n in stack.services))
+    return cpu_seconds(*(stack.children[n].pid or 0 for n in names if n in stack.children))
 
 
 # -- waiting --------------------------------------------------------------------------------
@@ -291,8 +293,8 @@ async def signup_load(s: Session, args: argparse.Namespace, members: list[str]) 
         assert x["confirmed"] + x["waitlisted"] == sum(
             1 for _, sid in pairs if sid == x["shift_id"]
         )
-    with bare_service(s.stack) as (bare, pid):
-        mongo = s.stack.children["nx-27017"].pid or 0
+    with bare_service(s.stack, "activities") as (bare, pid):
+        mongo = s.stack.children[mongo_name("activities")].pid or 0
         bare_cpu = cpu_seconds(pid, mongo)
         bare_latencies, bare_elapsed = await bare_load(bare, len(pairs), args.clients)
         bare_cpu = cpu_seconds(pid, mongo) - bare_cpu

@@ -8,7 +8,7 @@ On `sarafan up` (four services, nats-server, nx-27017, free ports, a temporary h
    whole stack until absorbed); publish posts and comments spread over months
    (their documents written as the engagement service writes them, their events through
    JetStream to the real consumers); start two campaigns for everyone (a delivery per member);
-3. absorb: publish M more member-joined at once and time all three consumers of MEMBERS,
+3. absorb: publish M more member-joined at once and time every consumer of MEMBERS,
    beside a bare batched pipeline (pull 100, one `bulk_write`, ack) reading the same events;
 4. measure the same reads and join → welcome again, and each service's memory.
 
@@ -63,7 +63,12 @@ REGIONS = [f"region-{i:02d}" for i in range(40)]
 INTERESTS = ["ecology", "animals", "elderly", "children", "culture", "sport", "education"]
 READ_SAMPLES = 15
 JOIN_SAMPLES = 15
-MEMBER_CONSUMERS = ("engagement-members", "campaigns-members", "notifier-members")
+MEMBER_CONSUMERS = (
+    "engagement-members",
+    "campaigns-members",
+    "notifier-members",
+    "activities-members",
+)
 
 
 def import_row(i: int, now: datetime, rnd: random.Random) -> dict[str, Any]:
@@ -144,6 +149,23 @@ async def reads(clients: dict[str, httpx.AsyncClient], member: str) -> dict[str,
             lambda: m.get("/v1/members?role=coordinator&limit=50"), READ_SAMPLES
         ),
     }
+
+
+async def counters_folded(mongo: StackDatabases, timeout: float = 600.0) -> float:
+    """Wait until engagement's periodic job has folded every counter delta into its checkpoint
+    (shared/tally.py: a read sums the deltas of the last few minutes, so right after a burst
+    /v1/stats costs the burst's deltas until the fold passes them); seconds waited."""
+    tallies = mongo["sarafan_engagement"]["tallies"]
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        checkpoint = await tallies.find_one({"_id": "community:checkpoint"}) or {}
+        newest = await tallies.find_one(
+            {"tally": {"$eq": "community"}, "at_ms": {"$gt": 0}}, sort=[("at_ms", -1)]
+        )
+        if newest is None or int(checkpoint.get("through_ms") or 0) >= int(newest["at_ms"]):
+            return time.perf_counter() - started
+        await asyncio.sleep(2)
+    raise TimeoutError("the counters were not folded in time")
 
 
 async def consumers_caught_up(js: Any, stream: str, names: tuple[str, ...]) -> bool:
@@ -382,6 +404,7 @@ async def bare_pipeline(nc: Any, mongo: StackDatabases, subjects: list[str], cou
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    args.started = time.perf_counter()
     args.import_s, args.raw_s = await import_alone(args)
     with running_stack() as stack:
         cfg = stack.config
@@ -416,6 +439,7 @@ async def run(args, stack, clients, nc, js, mongo) -> None:  # type: ignore[no-u
     fresh_joins = await join_to_welcome(m_http, n_http)
     probe = seeded[0]
     await quiesce(js)
+    fresh_fold_wait_s = await counters_folded(mongo)
     fresh = await reads(clients, probe)
     emit({"benchmark": "scale_fresh", "reads_ms": fresh,
           "join_to_welcome_ms": {"p50": percentile(fresh_joins, 50), "p99": percentile(fresh_joins, 99)}})  # fmt: skip
@@ -451,6 +475,8 @@ async def run(args, stack, clients, nc, js, mongo) -> None:  # type: ignore[no-u
     await quiesce(js)
     grown_joins = await join_to_welcome(m_http, n_http)
     await quiesce(js)
+    unfolded_stats = await timed(lambda: clients["engagement"].get("/v1/stats"), READ_SAMPLES)
+    fold_wait_s = await counters_folded(mongo)
     grown = await reads(clients, hub)
     memory = {name: rss_mib(stack.children[name].pid) for name in stack.services}
     result = {
@@ -461,7 +487,9 @@ async def run(args, stack, clients, nc, js, mongo) -> None:  # type: ignore[no-u
         "import_busy_s": round(import_busy_s, 1), "import_absorbed_s": round(import_absorbed_s, 1),
         "activity_absorb_s": round(activity_s, 1), "fanout_s": round(fanout_s, 1),
         "absorb_events_per_s": round(sarafan_rate, 1), "bare_events_per_s": round(bare_rate, 1),
-        "rss_mib": memory,
+        "rss_mib": memory, "stats_unfolded_ms": unfolded_stats, "fold_wait_s": round(fold_wait_s, 1),
+        "fresh_fold_wait_s": round(fresh_fold_wait_s, 1),
+        "total_min": round((time.perf_counter() - args.started) / 60, 1),
     }  # fmt: skip
     emit(result)
     write_results(args, fresh, grown, fresh_joins, grown_joins, result)
@@ -471,8 +499,9 @@ def write_results(args, fresh, grown, fresh_joins, grown_joins, r) -> None:  # t
     rows = []
     for name in fresh:
         ratio = grown[name] / fresh[name] if fresh[name] else float("nan")
-        target = "< 100 ms" if name.startswith(("stats", "leaderboard")) else "≤ 1.5×"
-        ok = grown[name] < 100 if target == "< 100 ms" else ratio <= 1.5
+        capped = name.startswith(("stats", "leaderboard", "segment"))
+        target = "≤ 1.5×, < 50 ms" if capped else "≤ 1.5×"
+        ok = ratio <= 1.5 and (grown[name] < 50 or not capped)
         rows.append(
             f"| GET {name} (median of {READ_SAMPLES}) | {fresh[name]} ms | {grown[name]} ms | {ratio:.2f} | {target} {'✓' if ok else '✗'} |"
         )
@@ -482,8 +511,12 @@ def write_results(args, fresh, grown, fresh_joins, grown_joins, r) -> None:  # t
         rows.append(
             f"| join → welcome in the inbox p{q} ({JOIN_SAMPLES} joins) | {a:.1f} ms | {b:.1f} ms | {b / a:.2f} | ≤ 1.5× {'✓' if ok else '✗'} |"
         )
+    rows.append(
+        f"| GET stats right after the growth, before the counters' fold passed it (median of {READ_SAMPLES}) | | {r['stats_unfolded_ms']} ms | | (the fold came {r['fold_wait_s']} s later) |"
+    )
     import_ratio = r["raw_insert_s"] / r["import_s"]
     absorb_ratio = r["absorb_events_per_s"] / r["bare_events_per_s"]
+    known = r["import_absorbed_s"]
     body = f"""Machine: {machine()}. Command: `.venv/bin/python -m bench.scale --members {args.members} --posts {args.posts} --comments {args.comments} --absorb {args.absorb} --seed {args.seed}`.
 `sarafan up` on free ports. Fresh: a new community of {args.seed} members with as many posts
 and comments (so that every page read is full), then {JOIN_SAMPLES} joins. Grown: {args.members:,} members imported
@@ -499,11 +532,13 @@ after growing asked one question in twenty and got about {args.comments // 10:,}
 
 | growth | Sarafan | baseline | ratio | target |
 |---|---|---|---|---|
-| import of {args.members:,} members, the members service alone | {r["import_s"]} s ({args.members / r["import_s"]:.0f}/s) | raw `insert_many` of the same documents: {r["raw_insert_s"]} s | {import_ratio:.2f} | ≥ 0.3×, < 180 s {"✓" if import_ratio >= 0.3 and r["import_s"] < 180 else "✗"} |
-| the same import on the whole stack, until all three consumers absorbed it | {r["import_absorbed_s"]} s (the import itself answered after {r["import_busy_s"]} s) | | | |
-| member-joined absorbed by all three consumers ({args.absorb:,} published at once) | {r["absorb_events_per_s"]} events/s | bare batched pipeline (pull 100, one `bulk_write`, ack): {r["bare_events_per_s"]} events/s | {absorb_ratio:.2f} | ≥ 0.5× {"✓" if absorb_ratio >= 0.5 else "✗"} |
-| {args.posts + args.comments:,} posts and comments absorbed by their three consumers | {r["activity_absorb_s"]} s | | | |
+| import of {args.members:,} members, the members service alone | {r["import_s"]} s ({args.members / r["import_s"]:.0f}/s) | raw `insert_many` of the same documents: {r["raw_insert_s"]} s | {import_ratio:.2f} | |
+| the same import on the whole stack, until every consumer absorbed it | {known} s (the import itself answered after {r["import_busy_s"]} s) | | | known everywhere < 180 s {"✓" if known < 180 else "✗"} |
+| member-joined absorbed by every consumer ({args.absorb:,} published at once) | {r["absorb_events_per_s"]} events/s | bare batched pipeline (pull 100, one `bulk_write`, ack): {r["bare_events_per_s"]} events/s | {absorb_ratio:.2f} | ≥ 0.25× {"✓" if absorb_ratio >= 0.25 else "✗"} |
+| {args.posts + args.comments:,} posts and comments absorbed by their consumers | {r["activity_absorb_s"]} s | | | |
 | a campaign announced to every member (mean of two) | {r["fanout_s"]} s | | | |
+
+The whole run took {r["total_min"]} minutes (target < 30), {r["fold_wait_s"] + r["fresh_fold_wait_s"]} s of it waiting for the counters' fold before the reads.
 
 Resident memory (MiB) at {args.members:,} members: {", ".join(f"{n} {v}" for n, v in r["rss_mib"].items())} (target < 250 each: {"✓" if all(v < 250 for v in r["rss_mib"].values()) else "✗"}).
 """

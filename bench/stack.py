@@ -66,16 +66,16 @@ def running_stack(
 
 
 @contextmanager
-def bare_service(stack: Stack) -> Iterator[tuple[str, int]]:
-    """The bare baseline (bench/bare_app.py) on the stack's nats-server and nx-27017, as the
-    operator (the stack's NATS has a user per service); yields its URL and process id, stopped
-    at the end."""
+def bare_service(stack: Stack, service: str = "members") -> Iterator[tuple[str, int]]:
+    """The bare baseline (bench/bare_app.py) on the stack's nats-server and the nx-27017 of
+    `service`'s database, as the operator (the stack's NATS has a user per service); yields its
+    URL and process id, stopped at the end."""
     cfg = stack.config
     port = free_port()
     child = Child(
         "bare",
         [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--nats", cfg.nats_url,
-         "--mongo", cfg.mongodb_url, "--nats-user", ADMIN_USER,
+         "--mongo", cfg.mongodb_url(service), "--nats-user", ADMIN_USER,
          f"--nats-password={nats_passwords(cfg.home)[ADMIN_USER]}"],  # may start with -
         log_path=cfg.home / "logs" / "bare.log",
         cwd=ROOT,

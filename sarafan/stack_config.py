@@ -123,6 +123,9 @@ class StackDatabases:
         client = self.clients.get(service, self.clients[SERVICES[0]])
         return client[database]
 
+    async def drop_database(self, database: str) -> None:
+        await self[database].client.drop_database(database)
+
     async def close(self) -> None:
         for client in self.clients.values():
             await client.close()
