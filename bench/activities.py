@@ -67,6 +67,7 @@ from sarafan.nats_auth import ADMIN_USER
 from sarafan.stack_config import StackDatabases, mongo_name
 from sarafan.supervisor import Stack, nats_passwords
 from shared.clock import epoch_ms, utcnow
+from shared.documents import Doc
 from shared.topology import STREAMS
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -80,7 +81,6 @@ FAST_JOBS = {
 LEAD_MINUTES = 2
 B_SHIFT_MINUTES = 1
 TITLE = "Activities: sign-ups, reminders, no-shows; the cost with few or many activities stored"
-Doc = dict[str, Any]
 
 
 @dataclass

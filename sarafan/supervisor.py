@@ -22,9 +22,9 @@ from sarafan.embedded import (
     nats_child,
     port_is_free,
     service_flowing,
-    sqlite_secure_delete,
 )
 from sarafan.home_secrets import api_token, nats_passwords
+from sarafan.mongo_checks import sqlite_secure_delete
 from sarafan.nats_auth import (
     ADMIN_USER,
     INTEGRATION_USER,

@@ -53,7 +53,7 @@ from shared.metrics import Metrics
 from shared.settings import ServiceSettings
 from shared.store import expiring_index
 from shared.stream_erasure import erase_messages
-from shared.topology import DLQ_STREAM, EXTRA_STREAMS, STREAMS
+from shared.topology import DLQ_STREAM, STREAMS, read_ahead
 
 log = logging.getLogger("sarafan.bus")
 
@@ -306,7 +306,7 @@ class Bus:
         await self._ensure_stream(self.stream_config(DLQ_STREAM, ["dlq.>"]))
         # The streams it reads ahead of their producers (topology.EXTRA_STREAMS), with exactly
         # their producer's configuration: it binds its consumers and is ready without them.
-        await self.ensure_streams(_producers(EXTRA_STREAMS.get(self.service, ())))
+        await self.ensure_streams(read_ahead(self.service))
 
     async def ensure_streams(self, streams: Mapping[str, str]) -> None:
         """Declare the streams of other producers (stream name → producing service) with
@@ -378,12 +378,6 @@ class Bus:
         await running.subscriber.start()
         running.ready = True
         log.info("consuming %s from %s as %s", c.subjects, c.stream, c.name)
-
-
-def _producers(streams: tuple[str, ...]) -> dict[str, str]:
-    """Each stream with the service that produces it (stream name → service)."""
-    producer = {stream: service for service, stream in STREAMS.items()}
-    return {stream: producer[stream] for stream in streams}
 
 
 __all__ = [

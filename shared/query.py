@@ -29,7 +29,8 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-Doc = dict[str, Any]
+from shared.documents import Doc
+
 Collection = AsyncCollection[Doc]
 
 #: Operators on a secondary field that both servers serve from an index (ranges and

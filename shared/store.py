@@ -88,7 +88,6 @@ async def ping(db: AsyncDatabase[dict[str, Any]], timeout: float | None = None) 
 
 # The clock's helpers, where the store's callers have always found them.
 epoch_ms = clock.epoch_ms
-from_epoch_ms = clock.from_ms
 
 
 async def is_embedded_server(db: AsyncDatabase[dict[str, Any]]) -> bool:

@@ -37,8 +37,6 @@ from shared.events import CloudEvent, EventData, carried_by, stream_owner
 Batch = list[tuple[CloudEvent, EventData]]
 BatchHandler = Callable[[Batch], Awaitable[None]]
 
-_MARK = "__sarafan_subscription__"
-
 
 @dataclass(frozen=True)
 class Subscription:
@@ -97,7 +95,6 @@ class Subscriptions:
             if any(s.durable == durable for s in self.declared):
                 raise ValueError(f"durable {durable} declared twice")
             self.declared.append(sub)
-            setattr(fn, _MARK, sub)
             return fn
 
         return mark

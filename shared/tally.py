@@ -25,15 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from shared.documents import Doc
 from shared.query import where
 from shared.store import epoch_ms, is_duplicate_key, only_duplicates
 
-Doc = dict[str, Any]
 #: Deltas this recent stay unfolded: a writer that computed `at_ms` just before a fold may
 #: insert after it, and must still land after the checkpoint. Writers stamp `at_ms` right
 #: before their insert, so this covers a very slow insert; every read sums the deltas this

@@ -43,6 +43,14 @@ EXTRA_STREAMS: dict[str, tuple[str, ...]] = {
     "notifier": ("MEMBERS", "ENGAGEMENT", "CAMPAIGNS", "ACTIVITIES"),
 }
 
+
+def read_ahead(service: str) -> dict[str, str]:
+    """The streams `service` declares ahead of their producers (EXTRA_STREAMS), each with the
+    service that produces it (stream name → producing service)."""
+    producer = {stream: name for name, stream in STREAMS.items()}
+    return {stream: producer[stream] for stream in EXTRA_STREAMS.get(service, ())}
+
+
 #: The service whose erasure purges the dead-letter stream of a member's messages.
 ERASURE_OWNER = "members"
 

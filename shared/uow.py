@@ -58,19 +58,6 @@ class Write:
         self.doc_id = doc_id
         self.events = events
 
-    @property
-    def document(self) -> dict[str, Any] | None:
-        """The inserted document (with its outbox), for an insert."""
-        return self.op._doc if isinstance(self.op, InsertOne) else None
-
-    @property
-    def filter(self) -> dict[str, Any] | None:
-        return self.op._filter if isinstance(self.op, UpdateOne) else None
-
-    @property
-    def update_document(self) -> dict[str, Any] | None:
-        return self.op._doc if isinstance(self.op, UpdateOne) else None
-
     @classmethod
     def insert(cls, document: Mapping[str, Any], events: Iterable[CloudEvent] = ()) -> Write:
         evs = list(events)

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Path, Query, Request
 
 from services.activities import domain
 from services.activities.context import Activities, activities_of, refusals
-from services.activities.domain import Doc
 from services.activities.schemas import (
     ActivityIn,
     ActivityList,
@@ -24,6 +23,7 @@ from services.activities.schemas import (
 )
 from services.activities.usecases import activity_report, community
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.http import error_responses, new_id, not_found, principal_of, require
 from shared.limits import Region
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor, order_key

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from services.activities.api import READ, SIGNUP, ActivityId
 from services.activities.context import Activities, activities_of, refusals
-from services.activities.domain import Doc
 from services.activities.schemas import (
     MemberRecord,
     MemberRecordItem,
@@ -23,6 +22,7 @@ from services.activities.schemas import (
     SignupOut,
 )
 from services.activities.usecases import BY_MEMBER, BY_ORGANISER
+from shared.documents import Doc
 from shared.http import (
     ApiError,
     acting_member,

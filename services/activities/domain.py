@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 from shared.events import ActivityAudience, ActivityPublished, Shift
 from shared.query import order_key
-
-Doc = dict[str, Any]
 
 #: A shift lasts at most a day: an `attended` event carries at most 24 hours.
 SHIFT_MAX = timedelta(hours=24)

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.activities.context import Activities, activities_of
-from services.activities.domain import Conflict, Doc, NotFound, Refused
+from services.activities.domain import Conflict, NotFound, Refused
 from services.activities.page_render import HEADERS, render_page, render_refusal
 from services.activities.page_view import (
     ACTIONS,
@@ -48,6 +48,7 @@ from services.activities.store import FIRST_KEY
 from services.activities.usecases import Mark
 from services.activities.usecases.attendance import Action
 from services.activities.usecases.links import CANCELLED, EXPIRED
+from shared.documents import Doc
 from shared.http import WriteLimits
 from shared.keys import Principal
 from shared.query import ORDER_KEY_RE

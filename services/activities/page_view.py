@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.activities import domain
-from services.activities.domain import Doc
 from services.activities.presence import CHECKIN_OPENS_BEFORE
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 
 #: A member id or shift id as the API accepts them (shared.limits.Ident).
 IDENT_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from services.activities.domain import Conflict, Doc, Refused
+from services.activities.domain import Conflict, Refused
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 
 #: Self check-in by code opens this long before a shift starts (and closes at its end).
 CHECKIN_OPENS_BEFORE = timedelta(minutes=30)

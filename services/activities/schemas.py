@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, Field, StrictBool, field_validator
 
-from services.activities.domain import Doc
 from shared.clock import from_ms
+from shared.documents import Doc
 from shared.events import Role
 from shared.limits import Ident, Moment, Region, Request, Tag, Title, line, text
 

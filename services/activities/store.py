@@ -17,18 +17,16 @@ Times that are compared or set by path are epoch milliseconds (`*_ms`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.activities.domain import LIVE
 from services.activities.presence import FIGURES
+from shared.documents import Doc
 from shared.projection import MemberProjection
 from shared.query import count, where
 from shared.uow import without_outbox
 
-Doc = dict[str, Any]
 #: What the members projection keeps (shared/projection.py): the name shows on the check-in
 #: page and the shift's list; nothing else is needed here.
 PROJECTED_FIELDS = ("display_name",)

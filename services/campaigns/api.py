@@ -18,9 +18,10 @@ from services.campaigns.schemas import (
     Report,
     StandingOut,
 )
-from services.campaigns.store import CampaignsStore, Doc
+from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases import Conflict, InvalidCampaign, Lifecycle, Missing
 from shared.clock import from_ms, utcnow
+from shared.documents import Doc
 from shared.http import ApiError, error_responses, new_id, not_found, require
 from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
 from shared.service import Runtime

@@ -12,8 +12,9 @@ from datetime import datetime
 
 from services.campaigns.domain import retention
 from services.campaigns.schemas import Report
-from services.campaigns.store import CampaignsStore, Doc
+from services.campaigns.store import CampaignsStore
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 
 
 async def campaign_report(store: CampaignsStore, campaign: Doc, now: datetime) -> Report:

@@ -25,6 +25,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.query import by_ids, count, descending_number, order_key, where
 from shared.store import DUPLICATE_KEY, TRANSIENT_DB_ERRORS
@@ -32,7 +33,6 @@ from shared.uow import UnitOfWork, Write, without_outbox
 
 log = logging.getLogger("sarafan.campaigns")
 
-Doc = dict[str, Any]
 OPEN = ("scheduled", "active")  # statuses in which a campaign still accepts scoring events
 STANDING_FIELDS = {"member_id": 1, "points": 1, "reached_ms": 1, "milestones": 1}
 HIDDEN = without_outbox("draw_secret")  # a draw's secret: read by the end alone

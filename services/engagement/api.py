@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 from services.engagement import usecases
 from services.engagement.context import Engagement, Strict, engagement_of, refusals, rendered
-from services.engagement.store import Doc
 from shared.clock import from_ms
+from shared.documents import Doc
 from shared.events import PostKind
 from shared.http import acting_member, error_responses, new_id, not_found, require
 from shared.limits import Ident, Title, line, text

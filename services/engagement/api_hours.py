@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, StrictFloat
 from services.engagement import usecases
 from services.engagement.attendance import MANUAL
 from services.engagement.context import Strict, engagement_of, refusals, rendered
-from services.engagement.store import Doc
 from shared.clock import from_ms
+from shared.documents import Doc
 from shared.http import (
     acting_member,
     error_responses,

@@ -14,14 +14,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import ActivityChanged, ActivityPublished, Attended, EventData, HoursApproved
 from shared.query import order_key
-
-Doc = dict[str, Any]
 
 #: Where an hours entry came from: recorded by hand and decided by a coordinator, or attendance.
 MANUAL, ATTENDANCE = "manual", "attendance"

@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import (
     AnswerAccepted,
     CommentAdded,
@@ -28,7 +29,6 @@ from shared.events import (
 from shared.query import order_key
 from shared.tags import normalise_tags
 
-Doc = dict[str, Any]
 #: The reactions members may give unless SARAFAN_ENGAGEMENT_REACTIONS says otherwise.
 DEFAULT_REACTIONS: tuple[str, ...] = ("+1", "like", "heart", "thanks", "👍", "❤️", "🎉", "🙏")
 #: Variation selectors and skin-tone modifiers: how an emoji looks, not which it is.

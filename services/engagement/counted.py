@@ -22,11 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import HoursApproved, MemberJoined, PostCreated
 from shared.query import count, total, where
 from shared.tally import Tally, first_whole_hour
-
-Doc = dict[str, Any]
 
 #: Kept by member transition, and in the hour the counted thing happened (the windows).
 MEMBER_COUNTS = ("members", "joins", "referred")

@@ -7,18 +7,17 @@ Mixed into `EngagementStore`, which holds the collections (`hours`, `activities`
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.query import by_ids, where
 from shared.store import is_duplicate_key, only_duplicates
 from shared.uow import UnitOfWork, Write, without_outbox
 
-Doc = dict[str, Any]
 HIDE = without_outbox()
 
 

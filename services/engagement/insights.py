@@ -17,8 +17,9 @@ from prometheus_client import Gauge
 from services.engagement import counted, domain, ranking
 from services.engagement.record import Record
 from services.engagement.standings import Standings
-from services.engagement.store import Doc, EngagementStore
+from services.engagement.store import EngagementStore
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 from shared.metrics import Metrics
 from shared.query import count, where
 

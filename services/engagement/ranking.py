@@ -32,9 +32,8 @@ from typing import Any
 
 from services.engagement import domain
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.query import MS_DIGITS, descending_number
-
-Doc = dict[str, Any]
 
 LOYAL_KEY = "loyal_key"
 DRIFT_KEY = "drift_key"

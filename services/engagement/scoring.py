@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 
 from services.engagement import domain, ranking
 from services.engagement.record import Record, as_doc, figures
-from services.engagement.store import RANK_FIELDS, Doc, EngagementStore, StandingWrite
+from services.engagement.store import RANK_FIELDS, EngagementStore, StandingWrite
 from shared.bus import TransientError
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import CloudEvent, LevelChanged, new_event
 from shared.uow import UnitOfWork
 

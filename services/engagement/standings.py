@@ -15,7 +15,8 @@ from pymongo import UpdateOne
 
 from services.engagement import domain, ranking
 from services.engagement.ranking import KEYS_VERSION, KEYS_VERSION_FIELD
-from services.engagement.store import HIDE, Doc, EngagementStore
+from services.engagement.store import HIDE, EngagementStore
+from shared.documents import Doc
 from shared.query import count, where
 
 log = logging.getLogger("sarafan.engagement")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -24,6 +23,7 @@ from services.engagement import counted
 from services.engagement.hours_store import HoursRecords
 from services.engagement.ranking import DRIFT_KEY, KEYS_VERSION_FIELD, LOYAL_KEY, NEW_KEY
 from shared.clock import epoch_ms, utcnow
+from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.http import IDEMPOTENCY_TTL
 from shared.projection import MemberProjection
@@ -31,7 +31,6 @@ from shared.query import by_ids, count, order_key, where
 from shared.store import DUPLICATE_KEY, is_duplicate_key
 from shared.uow import UnitOfWork, Write, without_outbox
 
-Doc = dict[str, Any]
 #: Figure fields of a member's standing that only an active member has (leaving unsets them).
 RANK_FIELDS = ("rank_all", "rank7", "rank30")
 #: What the members projection keeps of each member (shared/projection.py).

@@ -17,11 +17,12 @@ from typing import Any
 
 from services.engagement import attendance, counted, domain, erasure
 from services.engagement import contributions as rules
-from services.engagement.contributions import Answer, Doc
+from services.engagement.contributions import Answer
 from services.engagement.scoring import Copy, Scoring, derived_event_id
 from services.engagement.standings import cohort
 from services.engagement.store import RANK_FIELDS, EngagementStore
 from shared.clock import epoch_ms, utcnow
+from shared.documents import Doc
 from shared.events import (
     Attended,
     CloudEvent,

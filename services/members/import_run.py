@@ -16,15 +16,14 @@ import asyncio
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.members import domain, importer
 from services.members.schemas import ChunkReport, ImportReport, RejectedRow
 from services.members.store import MemberStore
 from shared.clock import utcnow
+from shared.documents import Doc
 from shared.uow import UnitOfWork
 
-Doc = dict[str, Any]
 Row = tuple[int, Doc | importer.RowRejected]
 
 #: Rows validated and written together.

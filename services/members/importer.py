@@ -23,11 +23,10 @@ from services.members import domain, listing
 from services.members.contacts import normalise_contacts
 from services.members.schemas import ImportRow
 from services.members.violations import RuleViolation
+from shared.documents import Doc
 from shared.events import CloudEvent, new_event
 from shared.http import ERROR_DETAILS_MAX, ERROR_TEXT_MAX
 from shared.uow import carrying
-
-Doc = dict[str, Any]
 
 #: Bounds of one request (the CLI splits a bigger file into several requests).
 MAX_ROWS = 50_000

@@ -15,10 +15,9 @@ from typing import Any
 from services.members import listing
 from shared import query
 from shared.clock import now_ms
+from shared.documents import Doc
 from shared.query import Collection, where
 from shared.uow import without_outbox
-
-Doc = dict[str, Any]
 
 #: Never shown to clients: the kernel's pending events, and the bookkeeping of erasure.
 READABLE = without_outbox("idempotency_record")

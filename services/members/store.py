@@ -20,6 +20,7 @@ from services.members import listing
 from services.members.contacts import CONTACT_KINDS
 from services.members.lists import ORDER, READABLE, MemberLists
 from shared.clock import now_ms
+from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.http import forget_requests_of
 from shared.query import where
@@ -32,8 +33,6 @@ from shared.uow import (
     pending_only,
     unchanged_pending,
 )
-
-Doc = dict[str, Any]
 
 log = logging.getLogger("sarafan.members.store")
 

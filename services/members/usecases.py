@@ -22,10 +22,9 @@ from services.members.schemas import ImportReport
 from services.members.store import CodeTaken, ContactTaken, MemberStore
 from services.members.violations import RuleViolation
 from shared.clock import Clock, utcnow
+from shared.documents import Doc
 from shared.events import CloudEvent, EventData, MemberUpdated, new_event
 from shared.uow import UnitOfWork
-
-Doc = dict[str, Any]
 
 #: How often a write retries when another write changed the member in between.
 WRITE_ATTEMPTS = 5

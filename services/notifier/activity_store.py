@@ -19,10 +19,10 @@ from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from shared.documents import Doc
 from shared.query import Collection, by_ids, where
 from shared.store import only_duplicates
 
-Doc = dict[str, Any]
 #: A cancelled activity is never brought back by a late activity-published (`$nin`, not `$ne`,
 #: in an upsert filter: docs/patterns.md, write-filter traps).
 NOT_CANCELLED = {"status": {"$nin": ["cancelled"]}}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from services.notifier import volunteering
 from services.notifier.deliveries import Cause, Occasion
@@ -20,6 +19,7 @@ from services.notifier.fanout import Item
 from services.notifier.reminder_job import confirmed
 from services.notifier.usecases import Batch, Notifier
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import (
     ActivityCancelled,
     ActivityChanged,
@@ -31,7 +31,6 @@ from shared.events import (
 from shared.logs import event_context
 
 log = logging.getLogger("sarafan.notifier")
-Doc = dict[str, Any]
 SignupEvent = tuple[CloudEvent, SignedUp | SignUpChanged]
 
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from services.notifier import domain
 from services.notifier.domain import Message, Plan, Recipient
 from services.notifier.timing import quiet_until
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import CloudEvent, NotificationFailed, NotificationSent, new_event
-
-Doc = dict[str, Any]
 
 
 class Cause(Protocol):

@@ -22,12 +22,12 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.query import Collection, order_key, where
 from shared.store import only_duplicates
 from shared.uow import UnitOfWork, Write, without_outbox
 
-Doc = dict[str, Any]
 #: Deliveries a worker may claim: waiting ones, and sending ones whose worker's lease ran out.
 CLAIMABLE = ["pending", "deferred", "sending"]
 #: Backfills at start-up write this many documents per bulk write.

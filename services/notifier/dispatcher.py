@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from services.notifier import deliveries, domain
 from services.notifier.channels import Channel, Failed, Outcome, Outgoing, Retry, Sent
@@ -31,13 +30,12 @@ from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
 from shared import tracing
 from shared.clock import epoch_ms, woken_or_timeout
+from shared.documents import Doc
 from shared.jobs import INSTANCE_ID
 from shared.metrics import Metrics
 from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.notifier.dispatch")
-
-Doc = dict[str, Any]
 
 
 @dataclass(frozen=True)

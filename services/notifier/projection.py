@@ -14,10 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.documents import Doc
 from shared.events import MemberJoined
 from shared.tags import normalise_tags
-
-Doc = dict[str, Any]
 
 #: Copied as they are from member-joined and member-updated.
 PROJECTION_FIELDS = ("display_name", "region", "roles", "interests", "locale", "timezone")

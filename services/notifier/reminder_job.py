@@ -24,11 +24,11 @@ from services.notifier.domain import Recipient
 from services.notifier.fanout import Fanout, Item
 from services.notifier.store import NotifierStore
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 from shared.jobs import Leases, every
 from shared.metrics import Metrics
 
 log = logging.getLogger("sarafan.notifier.reminders")
-Doc = dict[str, Any]
 #: Rounds of one run at most (a backlog after an outage is caught up over the next runs).
 MAX_ROUNDS = 20
 

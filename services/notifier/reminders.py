@@ -17,12 +17,11 @@ from typing import Any
 
 from services.notifier.timing import QuietHours, quiet_since, quiet_until
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 
 #: A reminder moved before quiet hours goes this long before they begin.
 BEFORE_QUIET = timedelta(minutes=1)
 DEFAULT_LEADS = (1440, 120)
-
-Doc = dict[str, Any]
 
 
 @dataclass(frozen=True)

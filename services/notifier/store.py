@@ -22,11 +22,11 @@ from services.notifier.delivery_store import DeliveryRecords, failed_indexes, fi
 from services.notifier.domain import Audience, level_rank
 from services.notifier.projection import InterestChange, MemberChange, coordinator_region
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.http import forget_requests_of
 from shared.query import by_ids, where
 from shared.store import only_duplicates
 
-Doc = dict[str, Any]
 #: Guards a projection write against an erased tombstone. `$nin`, not `$ne`: an upsert whose
 #: filter has `$ne` raises a duplicate key on nx-27017 over a document lacking the field (a
 #: member first seen through level-changed), where MongoDB updates it.

@@ -21,6 +21,7 @@ from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
 from shared.bus import STREAMS
+from shared.documents import Doc
 from shared.events import (
     CampaignStarted,
     CloudEvent,
@@ -34,7 +35,6 @@ from shared.logs import event_context
 
 log = logging.getLogger("sarafan.notifier")
 
-Doc = dict[str, Any]
 Batch = list[tuple[CloudEvent, EventData]]
 #: The notifier's own stream, where its events about a member are erased on erasure.
 OWN_STREAM = STREAMS["notifier"]

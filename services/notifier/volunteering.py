@@ -18,9 +18,9 @@ from services.notifier.deliveries import Cause, Occasion
 from services.notifier.domain import Audience, Message
 from services.notifier.rules import Notice
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 from shared.events import ActivityPublished, CloudEvent, SignedUp, SignUpChanged
 
-Doc = dict[str, Any]
 SIGNUPS = "signups"
 ACTIVITIES = "activities"
 

@@ -40,7 +40,8 @@ from pymongo.results import (
     UpdateResult,
 )
 
-Doc = dict[str, Any]
+from shared.documents import Doc
+
 DUPLICATE_KEY = 11000
 _MISSING = object()
 

@@ -231,7 +231,7 @@ async def test_lease_in_epoch_milliseconds_is_claimed_once_until_it_expires(
     db: AsyncDatabase,
 ) -> None:
     # docs/patterns.md section 4 with the time as integer epoch milliseconds: identical on both
-    # servers, unlike a date `$set` by path (see the nx-27017 section at the end).
+    # servers, unlike a date `$set` by path (docs/patterns.md, section 6).
     now = _epoch_ms(_now())
     await db.jobs.insert_one({"_id": "drifting-scan", "lease_until_ms": 0})
 
@@ -431,10 +431,10 @@ class _Member(BaseModel):
 
 
 async def test_boolean_set_by_path_reads_as_true_through_a_model(db: AsyncDatabase) -> None:
-    """Known nx-27017 difference (STYLE.md): `$set` of a boolean by a top-level or dotted
-    path stores 1/0 instead of true/false. Our code never compares raw values with `is True`
-    and reads documents through pydantic models, whose lax bool parsing gives True/False on
-    both servers. This test passes on both and shows what each stores."""
+    """Known nx-27017 difference (docs/patterns.md, section 6): `$set` of a boolean by a
+    top-level or dotted path stores 1/0 instead of true/false. Our code never compares raw
+    values with `is True` and reads documents through pydantic models, whose lax bool parsing
+    gives True/False on both servers. This test passes on both and shows what each stores."""
     await db.members.insert_one(
         {"_id": "m1", "active": False, "consent": {"terms": True, "marketing": False}}
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
-from sarafan.embedded import LOCALHOST, free_port, mongo_child, sqlite_secure_delete
+from sarafan.embedded import LOCALHOST, free_port, mongo_child
+from sarafan.mongo_checks import sqlite_secure_delete
 from shared.scrub import scrub
 
 NEEDLE = "vera.erasable@example.org"

@@ -19,11 +19,12 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from services.activities import domain, presence
-from services.activities.domain import Conflict, Doc, NotFound, Refused
+from services.activities.domain import Conflict, NotFound, Refused
 from services.activities.store import LEDGER_FIGURES, ActivitiesStore
 from services.activities.usecases.ledger import Ledger
 from services.activities.usecases.tally import ShiftTally
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 from shared.events import Attended, NoShow, new_event
 from shared.query import order_key, where
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key

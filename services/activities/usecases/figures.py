@@ -16,9 +16,9 @@ from typing import Any
 from prometheus_client import Gauge
 
 from services.activities import domain, presence
-from services.activities.domain import Doc
 from services.activities.store import ActivitiesStore
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.metrics import Metrics
 from shared.query import order_key
 

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.activities.domain import Conflict, Doc
+from services.activities.domain import Conflict
 from services.activities.store import ActivitiesStore
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import SignedUp, SignUpChanged, new_event
 from shared.query import where
 from shared.store import projected

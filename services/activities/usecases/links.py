@@ -16,9 +16,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.activities.domain import Conflict, Doc, NotFound
+from services.activities.domain import Conflict, NotFound
 from services.activities.store import ActivitiesStore
 from shared.clock import epoch_ms, from_ms
+from shared.documents import Doc
 from shared.query import where
 
 #: Where a link's page is served, below the service's public address.

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.activities import domain
-from services.activities.domain import Conflict, Doc, NotFound
+from services.activities.domain import Conflict, NotFound
 from services.activities.store import ActivitiesStore
 from services.activities.usecases.ledger import Claimed, Ledger
 from shared.clock import epoch_ms
+from shared.documents import Doc
 from shared.events import SignUpChanged, new_event
 from shared.query import order_key, where
 from shared.store import is_duplicate_key

@@ -19,8 +19,8 @@ from datetime import datetime
 
 from pymongo import UpdateOne
 
-from services.activities.domain import Doc
 from services.activities.store import ActivitiesStore
+from shared.documents import Doc
 from shared.query import where
 
 #: Kinds of figures one sign-up counts, each at most once.

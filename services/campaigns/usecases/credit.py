@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.campaigns.domain import Credit, Rules, Standing, credit
-from services.campaigns.store import Doc, field_key, rank_key, standing_id
+from services.campaigns.store import field_key, rank_key, standing_id
+from shared.documents import Doc
 from shared.events import CloudEvent, new_event
 from shared.query import where
 from shared.uow import Write

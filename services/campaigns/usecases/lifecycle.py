@@ -17,7 +17,7 @@ from typing import Any
 from services.campaigns import draw
 from services.campaigns.domain import Rules, Standing, validate_definition
 from services.campaigns.schemas import CampaignIn
-from services.campaigns.store import OPEN, CampaignsStore, Doc
+from services.campaigns.store import OPEN, CampaignsStore
 from services.campaigns.usecases.outcome import (
     PLACEHOLDER_COMMITMENT,
     ended_event,
@@ -26,6 +26,7 @@ from services.campaigns.usecases.outcome import (
     started_event,
 )
 from shared.clock import Clock, epoch_ms, from_ms, utcnow
+from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.skipped import SkippedDocuments
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key

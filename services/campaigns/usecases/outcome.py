@@ -15,8 +15,8 @@ from typing import Any
 from services.campaigns import draw
 from services.campaigns.domain import Rules, Standing, ranked, top_winners
 from services.campaigns.schemas import ending_out
-from services.campaigns.store import Doc
 from shared.clock import from_ms
+from shared.documents import Doc
 from shared.events import (
     Audience,
     CampaignEnded,

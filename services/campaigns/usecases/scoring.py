@@ -24,9 +24,10 @@ from services.campaigns.domain import (
     referral_credit,
     referral_key,
 )
-from services.campaigns.store import CampaignsStore, Doc
+from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases.credit import Award, standing_write
 from shared.clock import Clock, epoch_ms, now_ms, utcnow
+from shared.documents import Doc
 from shared.events import CloudEvent, EventData, LevelChanged, MemberLeft
 from shared.http import forget_requests_of
 from shared.projection import MemberProjection
