@@ -538,7 +538,7 @@ after growing asked one question in twenty and got about {args.comments // 10:,}
 | {args.posts + args.comments:,} posts and comments absorbed by their consumers | {r["activity_absorb_s"]} s | | | |
 | a campaign announced to every member (mean of two) | {r["fanout_s"]} s | | | |
 
-The whole run took {r["total_min"]} minutes (target < 30), {r["fold_wait_s"] + r["fresh_fold_wait_s"]} s of it waiting for the counters' fold before the reads.
+The whole run took {r["total_min"]} minutes (target < 30), {r["fold_wait_s"] + r["fresh_fold_wait_s"]:.0f} s of it waiting for the counters' fold before the reads.
 
 Resident memory (MiB) at {args.members:,} members: {", ".join(f"{n} {v}" for n, v in r["rss_mib"].items())} (target < 250 each: {"✓" if all(v < 250 for v in r["rss_mib"].values()) else "✗"}).
 """
