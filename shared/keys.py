@@ -253,12 +253,23 @@ async def put(js: Any, record: KeyRecord) -> None:
     await kv.put(record.id, record.model_dump_json().encode())
 
 
-async def all_records(js: Any) -> list[KeyRecord]:
+async def all_records(js: Any, attempts: int = 3) -> list[KeyRecord]:
+    """Every record in the bucket. Only "no keys" is an empty list: a listing that timed out
+    (a busy server) is tried again, then raised, never answered as "no keys"."""
+    import nats.errors
+    from nats.js.errors import NoKeysError
+
     kv = await _create(js)
-    try:
-        names = await kv.keys()
-    except Exception:  # no keys yet
-        return []
+    for attempt in range(1, attempts + 1):
+        try:
+            names = await kv.keys()
+            break
+        except NoKeysError:
+            return []
+        except (TimeoutError, nats.errors.Error):
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.2 * attempt)
     found = []
     for name in names:
         entry = await kv.get(name)
