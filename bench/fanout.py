@@ -21,6 +21,8 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -146,26 +148,33 @@ async def raw_insert(mongo_url: str, database: str, docs: list[dict[str, Any]]) 
     return elapsed
 
 
+@asynccontextmanager
+async def receiving(nats_url: str) -> AsyncIterator[tuple[Receiver, str]]:
+    """The CAMPAIGNS stream declared and a webhook receiver served on a free port while the
+    block runs: yields the receiver and its hook URL."""
+    receiver = Receiver()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(receiver, host=LOCALHOST, port=port,
+                                           lifespan="off", log_level="warning"))  # fmt: skip
+    serving = asyncio.create_task(server.serve())
+    try:
+        nc = await nats.connect(nats_url)
+        await nc.jetstream().add_stream(StreamConfig(
+            name="CAMPAIGNS", subjects=["campaigns.>"], storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW.total_seconds()))  # fmt: skip
+        await nc.close()
+        yield receiver, f"http://{LOCALHOST}:{port}/hook"
+    finally:
+        server.should_exit = True
+        await serving
+
+
 async def run(count: int, webhook: bool = True) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
     with embedded_servers() as (nats_url, mongo_url):
-        receiver = Receiver()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(receiver, host=LOCALHOST, port=port,
-                                               lifespan="off", log_level="warning"))  # fmt: skip
-        serving = asyncio.create_task(server.serve())
-        try:
-            nc = await nats.connect(nats_url)
-            await nc.jetstream().add_stream(StreamConfig(
-                name="CAMPAIGNS", subjects=["campaigns.>"], storage=StorageType.FILE,
-                duplicate_window=DUPLICATE_WINDOW.total_seconds()))  # fmt: skip
-            await nc.close()
+        async with receiving(nats_url) as (receiver, hook):
             inapp = await fan_out(nats_url, mongo_url, count, None, receiver)
-            hook = f"http://{LOCALHOST}:{port}/hook"
             pushed = await fan_out(nats_url, mongo_url, count, hook, receiver) if webhook else None
-        finally:
-            server.should_exit = True
-            await serving
     result: dict[str, Any] = {
         "members": count, "load_start": load_start, "load_average": os.getloadavg()[0],
         "inapp": {k: round(v, 3) for k, v in inapp.items()},

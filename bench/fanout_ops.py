@@ -20,15 +20,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
-import uvicorn
-from nats.js.api import StorageType, StreamConfig
 from pymongo import AsyncMongoClient, monitoring
 
-from bench.fanout import Receiver, member_docs
+from bench.fanout import member_docs, receiving
 from bench.stack import TOKEN, embedded_servers, emit
-from sarafan.embedded import LOCALHOST, free_port
 from services.notifier.app import NotifierSettings, build
-from shared.bus import DUPLICATE_WINDOW
 from shared.events import CampaignStarted, new_event
 
 #: The statements of each write command: how many documents it asks the server to write.
@@ -127,23 +123,11 @@ async def run(count: int) -> dict[str, Any]:
     with embedded_servers() as (nats_url, mongo_url):
         # Created before any counter is registered: its polls are not counted.
         poll: AsyncMongoClient[Any] = AsyncMongoClient(mongo_url)
-        receiver = Receiver()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(receiver, host=LOCALHOST, port=port,
-                                               lifespan="off", log_level="warning"))  # fmt: skip
-        serving = asyncio.create_task(server.serve())
         try:
-            nc = await nats.connect(nats_url)
-            await nc.jetstream().add_stream(StreamConfig(
-                name="CAMPAIGNS", subjects=["campaigns.>"], storage=StorageType.FILE,
-                duplicate_window=DUPLICATE_WINDOW.total_seconds()))  # fmt: skip
-            await nc.close()
-            inapp = await counted_fan_out(nats_url, mongo_url, poll, count, None)
-            hook = f"http://{LOCALHOST}:{port}/hook"
-            pushed = await counted_fan_out(nats_url, mongo_url, poll, count, hook)
+            async with receiving(nats_url) as (_, hook):
+                inapp = await counted_fan_out(nats_url, mongo_url, poll, count, None)
+                pushed = await counted_fan_out(nats_url, mongo_url, poll, count, hook)
         finally:
-            server.should_exit = True
-            await serving
             await poll.close()
     return {"members": count, "inapp": inapp, "webhook": pushed}
 
