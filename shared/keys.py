@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.events import utcnow
+from shared.retry import Backoff, retry
 
 log = logging.getLogger("sarafan.keys")
 
@@ -177,23 +178,18 @@ class KeyRing:
     async def watch(self, js: Any) -> None:
         """Follow the bucket for ever (reconnects come from the NATS client). Whichever
         service starts first creates the bucket (the same configuration from all)."""
-        delay = 0.2
-        while True:
-            try:
-                kv = await _create(js)
-                watcher = await kv.watchall(include_history=False)
-                async for entry in _entries(watcher):
-                    if entry is None:  # the initial values are all in
-                        self.synced.set()
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE")
-                    self.apply(entry.key, None if deleted else entry.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("watching %s: %r; again in %.1fs", BUCKET, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        while True:  # a watch that ends by itself is started again
+            await retry(lambda: self._follow(js), what=f"watching {BUCKET}", level=logging.DEBUG)
+
+    async def _follow(self, js: Any) -> None:
+        kv = await _create(js)
+        watcher = await kv.watchall(include_history=False)
+        async for entry in _entries(watcher):
+            if entry is None:  # the initial values are all in
+                self.synced.set()
+                continue
+            deleted = entry.operation in ("DEL", "PURGE")
+            self.apply(entry.key, None if deleted else entry.value)
 
     def start(self, js: Any) -> None:
         self._js = js
@@ -260,18 +256,23 @@ async def all_records(js: Any, attempts: int = 3) -> list[KeyRecord]:
     from nats.js.errors import NoKeysError
 
     kv = await _create(js)
-    for attempt in range(1, attempts + 1):
+
+    async def names() -> list[str]:
         try:
-            names = await kv.keys()
-            break
+            return list(await kv.keys())
         except NoKeysError:
             return []
-        except (TimeoutError, nats.errors.Error):
-            if attempt == attempts:
-                raise
-            await asyncio.sleep(0.2 * attempt)
+
+    listed = await retry(
+        names,
+        what=f"listing {BUCKET}",
+        backoff=Backoff(0.2, 0.4),
+        on=(TimeoutError, nats.errors.Error),
+        attempts=attempts,
+        level=logging.DEBUG,
+    )
     found = []
-    for name in names:
+    for name in listed or []:
         entry = await kv.get(name)
         if entry.value:
             found.append(KeyRecord.model_validate_json(entry.value))

@@ -38,6 +38,7 @@ from shared.logs import configure_logging
 from shared.metrics import Metrics
 from shared.outbox import Relay
 from shared.probes import Heartbeat, Liveness, Readiness, readiness_answer
+from shared.retry import retry
 from shared.scrub import Scrubber
 from shared.settings import ServiceSettings
 from shared.skipped import SkippedDocuments
@@ -115,15 +116,7 @@ class Runtime:
 
     async def _initialise(self) -> None:
         # MongoDB may still be starting (or away): keep trying, /readyz says 503 meanwhile.
-        delay = 0.2
-        while True:
-            try:
-                await self._prepare_storage()
-                break
-            except Exception as exc:
-                log.warning("initialising %s storage failed: %r; retrying", self.service, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await retry(self._prepare_storage, what=f"initialising {self.service} storage")
         # Nothing from here on waits for MongoDB or NATS: the bus connects in the background.
         await self.bus.start()
         await self.relay.start()

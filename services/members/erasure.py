@@ -29,9 +29,15 @@ from services.members.store import MemberStore
 from shared.bus import Bus
 from shared.clock import woken_or_timeout
 from shared.events import EVENT_MODELS
+from shared.retry import Backoff, retry
 from shared.topology import DLQ_STREAM, STREAMS
 
 log = logging.getLogger("sarafan.members.erasure")
+
+
+class NotFinished(Exception):
+    """An erasure that still has a step to go (tried again)."""
+
 
 STREAM = STREAMS["members"]
 LEFT = "member-left"
@@ -101,14 +107,20 @@ class Eraser:
         task.add_done_callback(self._tasks.discard)
 
     async def _soon(self, member_id: str) -> None:
-        delay = 0.05
-        for _ in range(10):
-            with contextlib.suppress(Exception):
-                if await self.finish(member_id):
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        # Not finished yet (NATS away, a consumer behind): the periodic sweep carries on.
+
+        async def finished() -> None:
+            if not await self.finish(member_id):
+                raise NotFinished(member_id)
+
+        # Not finished after these (NATS away, a consumer behind): the periodic sweep carries on.
+        with contextlib.suppress(Exception):
+            await retry(
+                finished,
+                what=f"erasing {member_id}'s messages",
+                backoff=Backoff(0.05, 1.0),
+                attempts=10,
+                level=logging.DEBUG,
+            )
 
     async def loop(self) -> None:
         """Runtime job: finish every erasure still marked, every `interval` or on reconnect."""

@@ -14,13 +14,11 @@ lease, so a client can always retry.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import re
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -33,6 +31,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from shared.events import utcnow
 from shared.http.errors import error_body
+from shared.retry import Backoff, retry
 from shared.store import TRANSIENT_DB_ERRORS, epoch_ms, expiring_index, is_duplicate_key
 
 log = logging.getLogger("sarafan.http")
@@ -224,23 +223,25 @@ class Idempotency:
         gets its answer even if this fails: an error now would make it retry, and a retry
         that takes the key over after its lease would do the work a second time. MongoDB
         away for a moment (a restart) is waited out."""
-        delay = 0.1
-        deadline = time.monotonic() + REMEMBER_FOR_SECONDS
-        while True:
-            try:
-                await self.records.update_one({"_id": record_id}, {"$set": done})
-                return
-            except DocumentTooLarge:
-                # Too big to keep: a retry runs again rather than finding it in progress.
-                with contextlib.suppress(Exception):
-                    await self.records.delete_one({"_id": record_id})
-                return
-            except TRANSIENT_DB_ERRORS as exc:
-                if time.monotonic() > deadline:
-                    log.warning("could not keep the answer of %s: %r", record_id, exc)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        try:
+            await retry(
+                lambda: self._keep(record_id, done),
+                what=f"keeping the answer of {record_id}",
+                backoff=Backoff(0.1, 1.0),
+                on=TRANSIENT_DB_ERRORS,
+                within=REMEMBER_FOR_SECONDS,
+                level=logging.DEBUG,
+            )
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("could not keep the answer of %s: %r", record_id, exc)
+
+    async def _keep(self, record_id: str, done: dict[str, Any]) -> None:
+        try:
+            await self.records.update_one({"_id": record_id}, {"$set": done})
+        except DocumentTooLarge:
+            # Too big to keep: a retry runs again rather than finding it in progress.
+            with contextlib.suppress(Exception):
+                await self.records.delete_one({"_id": record_id})
 
     async def _claim(self, record_id: str, fingerprint: str) -> Response | None:
         """None when this request may run; otherwise the answer to give (replay, 409, 422)."""
