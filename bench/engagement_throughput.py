@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from pymongo import AsyncMongoClient, UpdateOne
 
 from bench.stack import TOKEN, embedded_servers, emit, machine, write_section
-from services.engagement.app import EngagementSettings, build
+from services.engagement.app import EngagementSettings, compose
 from shared.events import PostCreated, new_event
 
 TITLE = "Engagement: post-created consumer throughput"
@@ -90,9 +90,10 @@ async def engagement_consumer(nats_url: str, mongo_url: str, count: int, batch: 
         NATS_URL=nats_url, MONGODB_URL=mongo_url, SARAFAN_MONGODB_DATABASE="bench_engagement",
         SARAFAN_API_TOKEN=TOKEN, SARAFAN_CONSUMER_BATCH=batch, SARAFAN_LOG_LEVEL="WARNING",
     )  # fmt: skip
-    app = build(settings)
+    parts = compose(settings)
+    app = parts.app
     runtime = app.state.runtime
-    store = app.state.store
+    store = parts.store
     # The projection knows the authors (as member-joined would have told it).
     await store.members.insert_many(
         [{"_id": a, "display_name": "Bench", "region": "moscow", "roles": ["volunteer"],

@@ -34,7 +34,7 @@ from pymongo import AsyncMongoClient
 from bench.stack import TOKEN, embedded_servers, emit, machine, write_section
 from sarafan.embedded import LOCALHOST, free_port
 from services.notifier import deliveries, rules
-from services.notifier.app import NotifierSettings, build
+from services.notifier.app import NotifierSettings, compose
 from services.notifier.domain import Recipient
 from shared.bus import DUPLICATE_WINDOW
 from shared.events import CampaignStarted, CloudEvent, new_event
@@ -75,8 +75,9 @@ async def fan_out(
     settings = NotifierSettings(NATS_URL=nats_url, MONGODB_URL=mongo_url,
                                 SARAFAN_MONGODB_DATABASE=database, SARAFAN_API_TOKEN=TOKEN,
                                 SARAFAN_NOTIFIER_POLL_SECONDS=0.1, **extra)  # fmt: skip
-    app = build(settings)
-    runtime, store = app.state.runtime, app.state.store
+    parts = compose(settings)
+    app, store = parts.app, parts.store
+    runtime = app.state.runtime
     await store.members.insert_many(member_docs(count), ordered=False)
     consumed = runtime.metrics.events_consumed.labels("notifier", "campaign-started", "ok")
     now = datetime.now(UTC)

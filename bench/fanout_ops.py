@@ -24,7 +24,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from bench.fanout import member_docs, receiving
 from bench.stack import TOKEN, embedded_servers, emit
-from services.notifier.app import NotifierSettings, build
+from services.notifier.app import NotifierSettings, compose
 from shared.events import CampaignStarted, new_event
 
 #: The statements of each write command: how many documents it asks the server to write.
@@ -79,10 +79,11 @@ async def counted_fan_out(nats_url: str, mongo_url: str, poll: AsyncMongoClient[
     counter = WriteCounter(database)
     monitoring.register(counter)  # clients created from here on report to it
     extra = {"WEBHOOK_URL": webhook, "WEBHOOK_SECRET": "whsec_YmVuY2g="} if webhook else {}
-    app = build(NotifierSettings(NATS_URL=nats_url, MONGODB_URL=mongo_url,
+    parts = compose(NotifierSettings(NATS_URL=nats_url, MONGODB_URL=mongo_url,
                                  SARAFAN_MONGODB_DATABASE=database, SARAFAN_API_TOKEN=TOKEN,
                                  SARAFAN_NOTIFIER_POLL_SECONDS=0.1, **extra))  # fmt: skip
-    runtime, store = app.state.runtime, app.state.store
+    app, store = parts.app, parts.store
+    runtime = app.state.runtime
     await store.members.insert_many(member_docs(count), ordered=False)
     now = datetime.now(UTC)
     campaign = new_event(CampaignStarted(

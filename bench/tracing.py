@@ -168,7 +168,7 @@ async def one_round(client: httpx.AsyncClient, notifier: Any, clients: int, seco
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(clients)))
     joined = time.perf_counter() - started
-    deliveries = notifier.app.state.store.deliveries
+    deliveries = notifier.store.deliveries
     while await deliveries.count_documents({"member_id": {"$in": members}}) < len(members):  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     return {
@@ -184,18 +184,19 @@ async def one_round(client: httpx.AsyncClient, notifier: Any, clients: int, seco
 
 
 async def run_service(stack: AsyncExitStack, name: str, nats_url: str, mongo_url: str) -> Any:
-    module = __import__(f"services.{name}.app", fromlist=["build"])
+    module = __import__(f"services.{name}.app", fromlist=["compose"])
     settings = getattr(module, f"{name.capitalize()}Settings")(
         NATS_URL=nats_url,
         MONGODB_URL=mongo_url,
         SARAFAN_MONGODB_DATABASE=f"bench_{uuid.uuid4().hex[:6]}_{name}",
         SARAFAN_API_TOKEN=TOKEN,
     )
-    app = module.build(settings)
+    parts = module.compose(settings)
+    app = parts.app
     await stack.enter_async_context(app.router.lifespan_context(app))
     while not app.state.runtime.bus.ready():  # noqa: ASYNC110
         await asyncio.sleep(0.1)
-    return type("Running", (), {"app": app})
+    return parts
 
 
 def processor(mode: str, sink_port: int, dropped: Dropped) -> Any:

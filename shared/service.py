@@ -8,8 +8,9 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
@@ -19,8 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from shared import tracing
 from shared.asyncapi import asyncapi_document
 from shared.bus import PROCESSED_TTL, Bus, Consumer
-from shared.clock import Clock
-from shared.events import EVENT_MODELS, CloudEvent, EventData, MemberLeft, utcnow
+from shared.clock import Clock, utcnow
+from shared.events import EVENT_MODELS, CloudEvent, EventData, MemberLeft
 from shared.http import (
     IDEMPOTENCY_TTL,
     AccessLog,
@@ -55,12 +56,30 @@ EXPIRE_EVERY = timedelta(hours=1)
 READY_PING_SECONDS = 2.0
 
 
+StoreT = TypeVar("StoreT")
+
+
+@dataclass(frozen=True)
+class Composed(Generic[StoreT]):
+    """A service as its composition root (`compose` in its app.py) made it: the app, and the
+    parts a test or a benchmark drives directly (the store, the scans a test runs at a time it
+    chooses), so nothing on `app.state` is there only for them."""
+
+    app: FastAPI
+    store: StoreT
+    jobs: Any = None
+
+
 class Runtime:
     """Everything one service process holds: settings, MongoDB, NATS, outbox relay, jobs."""
 
-    def __init__(self, service: str, settings: ServiceSettings) -> None:
+    def __init__(self, service: str, settings: ServiceSettings, clock: Clock = utcnow) -> None:
         self.service = service
         self.settings = settings
+        #: The service's one clock: its use cases, handlers and jobs read the time from it, and
+        #: no time an event states is read as later than it (plus a tolerance). A test gives
+        #: the service a clock it moves (`build(settings, clock=...)`).
+        self.clock = clock
         tracing.configure(service)  # the OTEL_* variables, once per process
         self.metrics = Metrics(service)
         self.mongo = connect_mongo(settings.mongodb_url)
@@ -89,16 +108,12 @@ class Runtime:
         if self.bus.js is not None:
             self.keys.start(self.bus.js)
 
-    def subscribe(
-        self, subscriptions: Subscriptions, handlers: Any, *, clock: Clock | None = None
-    ) -> None:
+    def subscribe(self, subscriptions: Subscriptions, handlers: Any) -> None:
         """Consume every subscription the service declared, with `handlers` (the object whose
-        methods carry the declarations). `clock` is the service's own when it has one that
-        tests move: no time an event states is read as later than it (plus a tolerance)."""
+        methods carry the declarations), events' times read against the service's clock."""
         if subscriptions.service != self.service:
             raise ValueError(f"{subscriptions.service}'s subscriptions in {self.service}")
-        if clock is not None:
-            self.bus.wrapper.clock = clock
+        self.bus.wrapper.clock = self.clock
         consumers = subscriptions.bind(handlers, batch_size=self.settings.consumer_batch)
         for consumer in consumers:
             if MemberLeft in consumer.types:

@@ -7,6 +7,7 @@ import inspect
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -81,3 +82,21 @@ async def _nothing_async(*args: object, **kwargs: object) -> int:
 
 async def _no_batches(*args: object, **kwargs: object) -> tuple[int, int]:
     return 0, 0
+
+
+class MovableClock:
+    """A service's one clock as a test moves it (`build(settings, clock=...)`): real time moved
+    by `offset`, or held `at` one moment; `reset` gives it back real time."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+        self.held: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.held if self.held is not None else datetime.now(UTC) + self.offset
+
+    def at(self, moment: datetime) -> None:
+        self.held = moment
+
+    def reset(self) -> None:
+        self.offset, self.held = timedelta(0), None

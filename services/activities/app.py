@@ -24,9 +24,9 @@ from services.activities.usecases import (
     ShiftTally,
     SignUps,
 )
-from shared.clock import utcnow
+from shared.clock import Clock, utcnow
 from shared.jobs import Leases
-from shared.service import Runtime, create_app
+from shared.service import Composed, Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 from shared.topology import PORTS
 
@@ -63,7 +63,7 @@ class ActivitiesSettings(ServiceSettings):
     )
 
 
-def compose(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSettings) -> Activities:
+def use_cases(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSettings) -> Activities:
     """The use cases on the store, each writing through the runtime's unit of work."""
     uow = runtime.unit_of_work
     ledger = Ledger(store, uow)
@@ -81,18 +81,24 @@ def compose(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSettin
         gauges=CommunityGauges(runtime.metrics),
         unit_of_work=uow,
         grace=grace,
-        clock=utcnow,
+        clock=runtime.clock,
     )
 
 
-def build(settings: ActivitiesSettings | None = None) -> FastAPI:
+def build(settings: ActivitiesSettings | None = None, clock: Clock = utcnow) -> FastAPI:
+    return compose(settings, clock).app
+
+
+def compose(
+    settings: ActivitiesSettings | None = None, clock: Clock = utcnow
+) -> Composed[ActivitiesStore]:
+    """The service's composition root: every part made and wired once, here."""
     settings = settings or load_settings(ActivitiesSettings, SERVICE)
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings, clock)
     store = ActivitiesStore(runtime.db)
-    activities = compose(runtime, store, settings)
+    activities = use_cases(runtime, store, settings)
     jobs = ActivitiesJobs(activities)
     runtime.init_hooks.append(store.ensure_indexes)
-    # The clock is read through `activities` on every call: tests move it.
     runtime.subscribe(subscriptions, ActivitiesHandlers(activities.members, activities.now))
     runtime.jobs += jobs.loops(
         # Its own lease owner per runtime, so two replicas in one process stay distinct.
@@ -109,7 +115,5 @@ def build(settings: ActivitiesSettings | None = None) -> FastAPI:
         description="Activities and shifts, sign-ups with a waitlist, attendance and its hours.",
     )
     app.state.activities = activities
-    app.state.store = store
-    app.state.jobs = jobs
     app.state.page_limits = page.page_limits()
-    return app
+    return Composed(app, store, jobs)

@@ -11,8 +11,9 @@ from services.campaigns import api
 from services.campaigns.consumers import CampaignsHandlers, subscriptions
 from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases import Lifecycle, Scoring
+from shared.clock import Clock, utcnow
 from shared.jobs import Leases, every
-from shared.service import Runtime, create_app
+from shared.service import Composed, Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 
 SERVICE = "campaigns"
@@ -23,9 +24,16 @@ class CampaignsSettings(ServiceSettings):
     end_grace_seconds: float = Field(5.0, alias="SARAFAN_CAMPAIGNS_END_GRACE_SECONDS", ge=0)
 
 
-def build(settings: CampaignsSettings | None = None) -> FastAPI:
+def build(settings: CampaignsSettings | None = None, clock: Clock = utcnow) -> FastAPI:
+    return compose(settings, clock).app
+
+
+def compose(
+    settings: CampaignsSettings | None = None, clock: Clock = utcnow
+) -> Composed[CampaignsStore]:
+    """The service's composition root: every part made and wired once, here."""
     settings = settings or load_settings(CampaignsSettings, SERVICE)
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings, clock)
     store = CampaignsStore(runtime.db)
     # The use cases, with the unit of work that writes each change with its events and the
     # count of stored documents that lists, the scheduler or the scoring had to leave out.
@@ -55,4 +63,4 @@ def build(settings: CampaignsSettings | None = None) -> FastAPI:
     # What the routes call (`api._store`, `api._lifecycle`).
     app.state.store = store
     app.state.lifecycle = lifecycle
-    return app
+    return Composed(app, store, lifecycle)

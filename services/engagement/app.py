@@ -16,9 +16,9 @@ from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.jobs import EngagementJobs
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
-from shared.clock import utcnow
+from shared.clock import Clock, utcnow
 from shared.jobs import Leases
-from shared.service import Runtime, create_app
+from shared.service import Composed, Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 
 SERVICE = "engagement"
@@ -67,10 +67,17 @@ class EngagementSettings(ServiceSettings):
         )
 
 
-def build(settings: EngagementSettings | None = None) -> FastAPI:
+def build(settings: EngagementSettings | None = None, clock: Clock = utcnow) -> FastAPI:
+    return compose(settings, clock).app
+
+
+def compose(
+    settings: EngagementSettings | None = None, clock: Clock = utcnow
+) -> Composed[EngagementStore]:
+    """The service's composition root: every part made and wired once, here."""
     settings = settings or load_settings(EngagementSettings, SERVICE)
     rules = settings.rules()
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings, clock)
     store = EngagementStore(runtime.db)
     scoring = Scoring(store, rules, runtime.unit_of_work)
     insights = Insights(store, rules)
@@ -81,10 +88,9 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
         insights,
         CommunityGauges(runtime.metrics),
         runtime.unit_of_work,
-        clock=utcnow,
+        clock=clock,
     )
-    # The clock is read through `engagement` on every call: tests move it.
-    handlers = EngagementHandlers(store, scoring, runtime.bus.erase, lambda: engagement.clock())
+    handlers = EngagementHandlers(store, scoring, runtime.bus.erase, clock)
     jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)
@@ -93,17 +99,17 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
         # Standings stored before the segments' rank keys get them once, before the first read
         # (reads still key any they meet: insights.segment); the windowed counters get the
         # month before them once (counted.fill).
-        await insights.standings.key_unkeyed(engagement.clock())
-        await counted.fill(store, engagement.clock())
+        await insights.standings.key_unkeyed(clock())
+        await counted.fill(store, clock())
 
     runtime.init_hooks.append(key_standings)
-    runtime.subscribe(subscriptions, handlers, clock=lambda: engagement.clock())
+    runtime.subscribe(subscriptions, handlers)
     runtime.jobs += jobs.loops(
         # Its own lease owner per runtime, so two replicas in one process stay distinct.
         Leases(store.jobs, owner=uuid.uuid4().hex[:12]),
         timedelta(seconds=settings.job_seconds),
         timedelta(seconds=settings.gauges_seconds),
-        lambda: engagement.clock(),
+        clock,
     )
     app = create_app(
         runtime,
@@ -112,8 +118,4 @@ def build(settings: EngagementSettings | None = None) -> FastAPI:
         description="Activity, scores and levels, volunteer hours, segments, community health.",
     )
     app.state.engagement = engagement
-    # The shared test fixture and the benchmark read the store here, and tests run the scans at
-    # a time they choose: kept until those have another way in.
-    app.state.store = store
-    app.state.jobs = jobs
-    return app
+    return Composed(app, store, jobs)

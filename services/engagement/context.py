@@ -34,7 +34,10 @@ class Engagement:
     gauges: CommunityGauges
     #: A unit of work for one use case (the runtime's: it publishes through the outbox relay).
     unit_of_work: Callable[[], UnitOfWork]
-    #: The only place the service reads the time; tests may replace it.
+    #: The service's one clock (the runtime's: `build(settings, clock=...)`), for the time of
+    #: facts, decisions, scans and figures. Only the stamps that order the store's own writes
+    #: (the counters' `written`, an idempotency record's expiry) read real time, by design:
+    #: a moved clock must not reorder what the store folds or expires.
     clock: Callable[[], datetime]
 
 

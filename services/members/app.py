@@ -11,7 +11,8 @@ from pydantic_settings import SettingsConfigDict
 from services.members import api, api_import, api_keys, importer, unsubscribe
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
-from shared.service import Runtime, create_app
+from shared.clock import Clock, utcnow
+from shared.service import Composed, Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 from shared.unsubscribe import UnsubscribeSecret
 
@@ -41,9 +42,16 @@ class MembersSettings(ServiceSettings):
     )
 
 
-def build(settings: MembersSettings | None = None) -> FastAPI:
+def build(settings: MembersSettings | None = None, clock: Clock = utcnow) -> FastAPI:
+    return compose(settings, clock).app
+
+
+def compose(
+    settings: MembersSettings | None = None, clock: Clock = utcnow
+) -> Composed[MemberStore]:
+    """The service's composition root: every part made and wired once, here."""
     settings = settings or load_settings(MembersSettings, SERVICE)
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings, clock)
     store = MemberStore(runtime.db)
     runtime.init_hooks.append(store.ensure_indexes)
     eraser = Eraser(store, runtime.bus, runtime.relay.flush, settings.erasure_sweep_seconds)
@@ -64,4 +72,4 @@ def build(settings: MembersSettings | None = None) -> FastAPI:
     app.state.phone_region = settings.phone_region.strip().upper() or None
     secret = settings.unsubscribe_secret
     app.state.unsubscribe_secret = secret.get_secret_value() if secret else None
-    return app
+    return Composed(app, store, eraser)

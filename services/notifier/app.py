@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
@@ -16,14 +17,15 @@ from services.notifier import api
 from services.notifier.channels import Channel, EmailChannel, TelegramChannel, WebhookChannel
 from services.notifier.consumers import NotifierHandlers, subscriptions
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
-from services.notifier.fanout import Clock, Fanout, Limits
+from services.notifier.fanout import Fanout, Limits
 from services.notifier.pacing import Pace
 from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.unsubscribe import UnsubscribeLinks, mailbox, members_url
 from services.notifier.usecases import Notifier
 from shared.bus import STREAMS, Bus
-from shared.service import Runtime, create_app
+from shared.clock import Clock, utcnow
+from shared.service import Composed, Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
 from shared.unsubscribe import UnsubscribeSecret
 
@@ -172,11 +174,25 @@ def closing(channels: dict[str, Channel]) -> Job:
     return job
 
 
-def build(settings: NotifierSettings | None = None) -> FastAPI:
+@dataclass(frozen=True)
+class NotifierJobs:
+    """What runs on its own in the notifier: the deliveries' dispatcher and the reminders."""
+
+    dispatcher: Dispatcher
+    reminders: Reminders
+
+
+def build(settings: NotifierSettings | None = None, clock: Clock = utcnow) -> FastAPI:
+    return compose(settings, clock).app
+
+
+def compose(
+    settings: NotifierSettings | None = None, clock: Clock = utcnow
+) -> Composed[NotifierStore]:
+    """The service's composition root: every part made and wired once, here."""
     settings = settings or load_settings(NotifierSettings, SERVICE)
-    runtime = Runtime(SERVICE, settings)
+    runtime = Runtime(SERVICE, settings, clock)
     store = NotifierStore(runtime.db)
-    clock = Clock()
     channels = build_channels(settings)
     uow = runtime.unit_of_work
     dispatcher = Dispatcher(
@@ -196,7 +212,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     reminders = Reminders(store, fanout, runtime.metrics, settings.fanout_batch)
     notifier = Notifier(store, fanout, runtime.bus, reminders)
     runtime.init_hooks.append(store.ensure_indexes)
-    runtime.subscribe(subscriptions, NotifierHandlers(notifier), clock=clock.now)
+    runtime.subscribe(subscriptions, NotifierHandlers(notifier))
     runtime.jobs += [
         declare_sources(runtime.bus),
         closing(channels),
@@ -209,11 +225,6 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
         title="Sarafan notifier",
         description="Fans messages out to members: in-app, email, webhook, telegram.",
     )
-    # What the routes use; the clock and the dispatcher are the service's own, which tests move
-    # forward (no sleeping for hours) and wake.
-    app.state.store = store
+    # What the routes use.
     app.state.notifier = notifier
-    app.state.clock = clock
-    app.state.dispatcher = dispatcher
-    app.state.reminders = reminders
-    return app
+    return Composed(app, store, NotifierJobs(dispatcher, reminders))

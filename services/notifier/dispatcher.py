@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from services.notifier import deliveries, domain
 from services.notifier.channels import Channel, Failed, Outcome, Outgoing, Retry, Sent
 from services.notifier.domain import Recipient
-from services.notifier.fanout import Clock
 from services.notifier.outcomes import Outcomes
 from services.notifier.pacing import Pace, Pacing
 from services.notifier.send_errors import failure, scrub
@@ -29,7 +28,7 @@ from services.notifier.store import NotifierStore
 from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
 from shared import tracing
-from shared.clock import epoch_ms, woken_or_timeout
+from shared.clock import Clock, epoch_ms, woken_or_timeout
 from shared.documents import Doc
 from shared.jobs import INSTANCE_ID
 from shared.metrics import Metrics
@@ -96,7 +95,7 @@ class Dispatcher:
         """Claim one batch of due deliveries and attempt each; returns how many were claimed."""
         token = f"{INSTANCE_ID}:{uuid.uuid4().hex[:12]}"
         claimed = await self.store.claim_due(
-            self.clock.now(), self.settings.claim_batch, self.settings.lease, token
+            self.clock(), self.settings.claim_batch, self.settings.lease, token
         )
         if not claimed:
             return 0
@@ -105,7 +104,7 @@ class Dispatcher:
             {*(d["member_id"] for d in claimed), *mentioned(claimed)}
         )
         names = {k: str(v.get("display_name") or "") for k, v in members.items()}
-        within_rate = await self._rate_allowance(claimed, members, self.clock.now())
+        within_rate = await self._rate_allowance(claimed, members, self.clock())
         gate = asyncio.Semaphore(self.settings.concurrency)
 
         async def attempt(out: Outcomes, delivery: Doc) -> None:
@@ -176,7 +175,7 @@ class Dispatcher:
         within_rate: bool,
         names: dict[str, str] | None = None,
     ) -> None:
-        now = self.clock.now()
+        now = self.clock()
         member = Recipient.from_doc(member_doc) if member_doc else None
         blocked = deliveries.blocker(delivery["channel"], member, now, self.available)
         if member is None or blocked == "member-left":
@@ -235,7 +234,7 @@ class Dispatcher:
         a send that waited that long for its channel is left to the next claim (never sent by
         two workers at once)."""
         margin = self.settings.lease.total_seconds() * 250
-        if epoch_ms(self.clock.now()) + margin < int(delivery.get("due_ms") or 0):
+        if epoch_ms(self.clock()) + margin < int(delivery.get("due_ms") or 0):
             return False
         log.info("%s waited past its claim for its channel: left to the next", delivery["_id"])
         return True
@@ -302,7 +301,7 @@ class Dispatcher:
             member = Recipient.from_doc(member_doc) if member_doc else None
         except Exception:
             member = None
-        now = self.clock.now()
+        now = self.clock()
         error = scrub(failure(exc), member)
         attempts = int(delivery.get("attempts", 0)) + 1
         try:

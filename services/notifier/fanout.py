@@ -22,7 +22,7 @@ from services.notifier.domain import Message, Plan, Recipient
 from services.notifier.rules import Notice
 from services.notifier.store import NotifierStore, budget_key
 from shared import tracing
-from shared.clock import utcnow
+from shared.clock import Clock
 from shared.events import CloudEvent
 from shared.metrics import Metrics
 from shared.skipped import SkippedDocuments
@@ -34,16 +34,6 @@ BUDGET_KEPT = timedelta(days=3)
 #: A message for one member: its cause, the message, the member's projection.
 Item = tuple[Cause, Message, dict[str, Any]]
 Planned = tuple[Cause, Message, Recipient, Plan]
-
-
-class Clock:
-    """The notifier's notion of now; tests move it forward instead of sleeping for hours."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def now(self) -> datetime:
-        return utcnow() + self.offset
 
 
 @dataclass(frozen=True)
@@ -140,7 +130,7 @@ class Fanout:
     async def deliver(self, items: list[Item]) -> list[str]:
         """Plan, spend budgets and write the deliveries of many (cause, message, member) at once
         in one unit of work; returns the ids of the new in-app deliveries."""
-        now = self.clock.now()
+        now = self.clock()
         planned = await self._spend_budgets(self._plan(items, now), now)
         docs: list[dict[str, Any]] = []
         events: dict[str, list[CloudEvent]] = {}

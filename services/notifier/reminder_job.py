@@ -63,7 +63,7 @@ class Reminders:
         as they are; quiet hours are checked again when it is sent."""
         if not signups:
             return
-        now = self.clock.now()
+        now = self.clock()
         members = await self.store.members_by_id({s["member_id"] for s in signups})
         docs: list[Doc] = []
         tally: Tally[str] = Tally()
@@ -106,7 +106,7 @@ class Reminders:
 
     async def run_once(self) -> int:
         """Send one batch of due reminders; returns how many were handled."""
-        now = self.clock.now()
+        now = self.clock()
         due = await self.store.due_reminders(epoch_ms(now), self.batch)
         if not due:
             return 0

@@ -12,7 +12,7 @@ from typing import Any
 from services.notifier.channels import Outcome, Outgoing, Sent
 from services.notifier.consumers import NotifierHandlers
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
-from services.notifier.fanout import Clock, Fanout, Limits
+from services.notifier.fanout import Fanout, Limits
 from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.usecases import Notifier
@@ -21,6 +21,7 @@ from shared.metrics import Metrics
 from shared.skipped import SkippedDocuments
 from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
+from tests.helpers import MovableClock
 
 
 class RecordingRelay:
@@ -92,7 +93,7 @@ class FakeNotifier:
     store: NotifierStore
     relay: RecordingRelay
     bus: RecordingBus
-    clock: Clock
+    clock: MovableClock
     metrics: Metrics
     notifier: Notifier
     handlers: NotifierHandlers
@@ -103,7 +104,7 @@ class FakeNotifier:
 def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNotifier:
     db = MemoryDatabase("notifier")
     store = NotifierStore(db)  # type: ignore[arg-type]
-    relay, bus, clock = RecordingRelay(), RecordingBus(), Clock()
+    relay, bus, clock = RecordingRelay(), RecordingBus(), MovableClock()
     metrics = Metrics("notifier")
     by_name = {c.name: c for c in channels}
 

@@ -102,14 +102,13 @@ async def wait_item(notifier: Any, member_id: str, template: str) -> dict[str, A
 
 def at_clock(running: dict[str, Any], moment: datetime) -> None:
     """Set the notifier's clock (planning, the reminder job, the dispatcher) to `moment`."""
-    app = running["notifier"].app
-    app.state.clock.offset = moment - datetime.now(moment.tzinfo)
-    app.state.dispatcher.wake()
+    running["notifier"].clock.offset = moment - datetime.now(moment.tzinfo)
+    running["notifier"].jobs.dispatcher.wake()
 
 
 async def run_reminders(running: dict[str, Any]) -> int:
     """One run of the reminder job at the notifier's clock (as its periodic loop would)."""
-    app = running["notifier"].app
-    handled = await app.state.reminders.run_due()
-    app.state.dispatcher.wake()
+    jobs = running["notifier"].jobs
+    handled = await jobs.reminders.run_due()
+    jobs.dispatcher.wake()
     return handled

@@ -15,10 +15,10 @@ import pytest
 from fastapi import FastAPI
 
 from sarafan.embedded import LOCALHOST, free_port, nats_child
-from shared.service import Runtime
+from shared.service import Composed, Runtime
 from tests.conftest import EmbeddedServer
 from tests.contract import Conformance
-from tests.helpers import strong_token, wait_until
+from tests.helpers import MovableClock, strong_token, wait_until
 
 TOKEN = strong_token()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -58,25 +58,35 @@ def db_prefix() -> str:
 class Running:
     app: FastAPI
     http: httpx.AsyncClient
+    #: The service's one clock, which the test moves (tests/helpers.py MovableClock).
+    clock: MovableClock
 
     @property
     def runtime(self) -> Runtime:
         return self.app.state.runtime
 
+    #: The parts the composition root made (shared.service.Composed): store, jobs.
+    parts: Composed[Any]
+
     @property
     def store(self) -> Any:
-        return self.app.state.store
+        return self.parts.store
+
+    @property
+    def jobs(self) -> Any:
+        return self.parts.jobs
 
 
 @asynccontextmanager
 async def run_service(
-    build: Callable[..., FastAPI],
+    compose: Callable[..., Composed[Any]],
     settings_cls: type,
     *,
     nats_url: str,
     mongo_url: str,
     database: str,
     wait_ready: bool = True,
+    clock: MovableClock | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Running]:
     settings = settings_cls(
@@ -89,7 +99,9 @@ async def run_service(
         SARAFAN_MAX_DELIVER=3,
         **overrides,
     )
-    app = build(settings)
+    clock = clock or MovableClock()
+    parts = compose(settings, clock=clock)
+    app = parts.app
     # Every answer a test gets is checked against the service's OpenAPI document: a route
     # answering what its document does not say fails the test (tests/contract.py).
     conformance = Conformance(app.openapi())
@@ -101,7 +113,7 @@ async def run_service(
             headers=AUTH,
             event_hooks={"response": [conformance.on_response]},
         ) as client:
-            running = Running(app, client)
+            running = Running(app, client, clock, parts)
             if wait_ready:
 
                 async def ready() -> bool:
@@ -124,11 +136,11 @@ def services(nats_test_url: str, mongo_url: str, db_prefix: str) -> Callable[...
         async with AsyncExitStack() as stack:
             running: dict[str, Running] = {}
             for name in names:
-                module = __import__(f"services.{name}.app", fromlist=["build"])
+                module = __import__(f"services.{name}.app", fromlist=["compose"])
                 settings_cls = getattr(module, f"{name.capitalize()}Settings")
                 running[name] = await stack.enter_async_context(
                     run_service(
-                        module.build,
+                        module.compose,
                         settings_cls,
                         nats_url=nats_test_url,
                         mongo_url=mongo_url,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-from services.activities.app import ActivitiesSettings, build
+from services.activities.app import ActivitiesSettings, compose
 from shared.events import utcnow
 from tests.integration.activities_support import (
     create,
@@ -25,14 +25,14 @@ from tests.integration.conftest import Running, run_service
 
 def at(running: Running, moment: datetime) -> None:
     """Set the service's clock to `moment` (the use cases read it)."""
-    running.app.state.activities.clock = lambda: moment
+    running.clock.at(moment)
 
 
 @asynccontextmanager
 async def second_replica(nats_url: str, mongo_url: str, db_prefix: str) -> AsyncIterator[Running]:
     """Another activities process on the same database and durable consumers."""
     async with run_service(
-        build, ActivitiesSettings, nats_url=nats_url, mongo_url=mongo_url,
+        compose, ActivitiesSettings, nats_url=nats_url, mongo_url=mongo_url,
         database=f"{db_prefix}_activities",
     ) as running:  # fmt: skip
         yield running
@@ -131,7 +131,7 @@ async def test_no_shows_and_the_last_attended_come_once_at_the_end_plus_grace_on
     assert confirm.status_code == 200 and confirm.json()["confirmed_by_member_at"]
 
     async with second_replica(nats_test_url, mongo_url, db_prefix) as other:
-        jobs = (activities.app.state.jobs, other.app.state.jobs)
+        jobs = (activities.jobs, other.jobs)
         before = ends + timedelta(minutes=59)
         assert await jobs[0].close_shifts(before) == 0  # within the grace: nothing yet
         after = ends + timedelta(minutes=61)
@@ -148,7 +148,7 @@ async def test_no_shows_and_the_last_attended_come_once_at_the_end_plus_grace_on
     assert (report["confirmed"], report["attended"], report["no_shows"]) == (3, 1, 2)
     assert report["fill_rate"] == 1.0 and report["no_show_rate"] == round(2 / 3, 4)
     # Closed for good: later runs, and a check-in after, change nothing.
-    assert await activities.app.state.jobs.close_shifts(after + timedelta(hours=1)) == 0
+    assert await activities.jobs.close_shifts(after + timedelta(hours=1)) == 0
     assert len(await events_of(nc, "no-show")) == 2
     assert len(await events_of(nc, "attended")) == 1
     late = await http.post(
@@ -176,7 +176,7 @@ async def test_stats_and_gauges_sum_the_shifts_of_the_last_30_days(activities, n
         moment = (starts + timedelta(minutes=minutes)).isoformat()
         body = {"member_id": anna, "shift_id": sid, "action": action, "at": moment}
         assert (await http.post(path, json=body)).status_code == 200
-    await activities.app.state.jobs.close_shifts(starts + timedelta(hours=3))
+    await activities.jobs.close_shifts(starts + timedelta(hours=3))
 
     stats = (await http.get("/v1/activities/stats")).json()
 

@@ -41,7 +41,7 @@ async def join(nc, http: httpx.AsyncClient, *names: str) -> list[str]:
 
 
 def at(running: Running, moment: datetime) -> None:
-    running.app.state.activities.clock = lambda: moment
+    running.clock.at(moment)
 
 
 @asynccontextmanager

@@ -44,11 +44,11 @@ async def test_an_erased_member_keeps_no_personal_field_and_their_messages_are_p
     assert (await sign_up(http, later, boris)).json()["status"] == "waitlisted"
     path = f"/v1/activities/{past['activity_id']}/attendance"
     past_sid = past["shifts"][0]["shift_id"]
-    activities.app.state.activities.clock = lambda: soon + timedelta(minutes=30)
+    activities.clock.at(soon + timedelta(minutes=30))
     for action in ("check-in", "check-out"):
         body = {"member_id": anna, "shift_id": past_sid, "action": action}
         assert (await http.post(path, json=body)).status_code == 200
-    activities.app.state.activities.clock = utcnow
+    activities.clock.reset()
     await wait_events(nc, "attended", 1, member_id=anna)
     assert await stream_events(nc, f"activities.*.{anna}")
 
@@ -137,7 +137,7 @@ async def test_a_sign_up_whose_process_died_midway_is_finished_once_by_the_repai
     b = (await sign_up(http, activity, boris)).json()
     assert b["status"] == ("waitlisted" if dies == "after the claim" else "confirmed")
 
-    jobs = activities.app.state.jobs
+    jobs = activities.jobs
     assert await jobs.repair(utcnow()) == (1 if dies == "after the claim" else 0)  # too young
     await jobs.repair(utcnow() + timedelta(minutes=1))
     await jobs.repair(utcnow() + timedelta(minutes=2))

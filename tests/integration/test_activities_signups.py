@@ -22,7 +22,7 @@ from tests.integration.activities_support import (
 
 def _moved(running, delta: timedelta) -> None:
     """The service's clock, moved (the use cases and jobs read it, nothing sleeps)."""
-    running.app.state.activities.clock = lambda: utcnow() + delta
+    running.clock.offset = delta
 
 
 async def test_fifty_concurrent_sign_ups_for_ten_seats_confirm_exactly_ten(activities, nc):

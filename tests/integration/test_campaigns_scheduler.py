@@ -6,7 +6,7 @@ import asyncio
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
-from services.campaigns.app import CampaignsSettings, build
+from services.campaigns.app import CampaignsSettings, compose
 from shared.events import utcnow
 from tests.helpers import wait_until
 from tests.integration.conftest import run_service
@@ -19,7 +19,7 @@ async def two_replicas(
     return [
         await stack.enter_async_context(
             run_service(
-                build,
+                compose,
                 CampaignsSettings,
                 nats_url=nats_url,
                 mongo_url=mongo_url,

@@ -12,7 +12,6 @@ from shared.events import MemberLeft
 from shared.tally import first_whole_hour
 from tests.helpers import wait_until
 from tests.integration.test_engagement_support import (
-    engagement_app,
     join,
     member_joined,
     publish,
@@ -23,7 +22,7 @@ from tests.integration.test_engagement_support import (
 async def test_windowed_figures_are_exact_at_the_part_hour_across_folds_and_erasure(services, nc):
     async with services("members", "engagement") as s:
         members, http = s["members"].http, s["engagement"].http
-        e, jobs = engagement_app(s), s["engagement"].app.state.jobs
+        jobs = s["engagement"].jobs
         now = datetime.now(UTC)
         week_ms = epoch_ms(now - timedelta(days=7))
         edge = from_ms(week_ms + (first_whole_hour(week_ms) - week_ms) // 2)  # the part hour
@@ -37,11 +36,11 @@ async def test_windowed_figures_are_exact_at_the_part_hour_across_folds_and_eras
         # Posts at the same three moments (the API dates them by the service's clock), in the
         # clock's order: the consumer reads a time later than its clock as its clock.
         for at in (outside, edge, whole):
-            e.clock = lambda at=at: at
+            s["engagement"].clock.at(at)
             r = await http.post("/v1/posts", json={"author_id": "whole", "kind": "question",
                                                    "title": "t"})  # fmt: skip
             assert r.status_code == 201, r.text
-        e.clock = lambda: now
+        s["engagement"].clock.at(now)
         hours = {"member_id": "whole", "hours": 3, "activity": "x", "date": f"{now:%Y-%m-%d}"}
         entry = (await http.post("/v1/hours", json=hours)).json()
         await http.post(f"/v1/hours/{entry['entry_id']}/approve", json={"by": coordinator})

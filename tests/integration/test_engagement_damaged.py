@@ -99,7 +99,7 @@ async def test_a_damaged_standing_or_question_does_not_stop_the_periodic_jobs(se
         services("members", "engagement") as s,
     ):
         members, http, store = s["members"].http, s["engagement"].http, s["engagement"].store
-        jobs = s["engagement"].app.state.jobs
+        jobs = s["engagement"].jobs
         first = await join(members, http)
         second = await join(members, http)
         seen = datetime.now(UTC) - timedelta(days=20)

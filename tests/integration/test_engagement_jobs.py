@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-from services.engagement.app import EngagementSettings, build
+from services.engagement.app import EngagementSettings, compose
 from shared.events import PostCreated
 from shared.store import epoch_ms
 from tests.helpers import wait_until
@@ -25,7 +25,7 @@ async def second_replica(
 ) -> AsyncIterator[Running]:
     """Another engagement process on the same database and the same durable consumers."""
     async with run_service(
-        build, EngagementSettings, nats_url=nats_url, mongo_url=mongo_url,
+        compose, EngagementSettings, nats_url=nats_url, mongo_url=mongo_url,
         database=f"{db_prefix}_engagement", **{**FAST, **overrides},
     ) as running:  # fmt: skip
         yield running
@@ -65,7 +65,7 @@ async def test_two_replicas_emit_member_drifting_once_per_drift_episode(
         assert [row["member_id"] for row in segment] == [member]
 
         # Both replicas scanning at the same moment: nothing new, it is the same episode.
-        jobs_a, jobs_b = s["engagement"].app.state.jobs, b.app.state.jobs
+        jobs_a, jobs_b = s["engagement"].jobs, b.jobs
         now = datetime.now(UTC)
         assert await asyncio.gather(jobs_a.scan_drifting(now), jobs_b.scan_drifting(now)) == [0, 0]
 
@@ -111,7 +111,7 @@ async def test_question_unanswered_is_emitted_once_per_question(
         )
         await http.post("/v1/posts", json={"author_id": asker, "kind": "story", "title": "d"})
 
-        jobs_a, jobs_b = s["engagement"].app.state.jobs, b.app.state.jobs
+        jobs_a, jobs_b = s["engagement"].jobs, b.jobs
         soon = datetime.now(UTC) + timedelta(hours=23)
         assert await asyncio.gather(jobs_a.scan_unanswered(soon), jobs_b.scan_unanswered(soon)) == [
             0, 0,
@@ -156,7 +156,7 @@ async def test_decay_alone_demotes_with_level_changed_after_the_drift_is_reporte
             return (await engagement_of(http, member))["level"] == "active"
 
         await wait_until(active)
-        jobs = s["engagement"].app.state.jobs
+        jobs = s["engagement"].jobs
         await jobs.scan_drifting(datetime.now(UTC) + timedelta(days=60))  # 26 / 4 = 6.5
 
         def levels() -> list[tuple[str, str]]:
@@ -178,7 +178,7 @@ async def test_with_several_members_drifting_one_coming_back_is_counted_once(ser
         services("members", "engagement") as s,
     ):
         members, http = s["members"].http, s["engagement"].http
-        jobs = s["engagement"].app.state.jobs
+        jobs = s["engagement"].jobs
         drifters = [await join(members, http) for _ in range(4)]
         last_seen = datetime.now(UTC) - timedelta(days=20)
         for member in drifters:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from shared.events import MemberLeft, PostCreated
 from tests.helpers import wait_until
 from tests.integration.test_engagement_support import (
-    engagement_app,
     engagement_of,
     join,
     publish,
@@ -25,7 +24,7 @@ async def post(http, author: str, kind: str = "post", title: str = "t") -> str:
 async def test_stats_figures_and_gauges_of_a_known_small_community(services, nc):
     async with services("members", "engagement") as s:
         members, http = s["members"].http, s["engagement"].http
-        e = engagement_app(s)
+        clock = s["engagement"].clock
         anna = await join(members, http, display_name="Anna", email="anna@example.org")
         code = (await members.get(f"/v1/members/{anna}")).json()["referral_code"]
         boris = await join(members, http, display_name="Boris", referral_code=code)
@@ -34,13 +33,13 @@ async def test_stats_figures_and_gauges_of_a_known_small_community(services, nc)
         await publish(nc, MemberLeft(member_id=dmitry, erase=False, left_at=datetime.now(UTC)))
 
         start = datetime.now(UTC)
-        e.clock = lambda: start - timedelta(days=40)
+        clock.at(start - timedelta(days=40))
         await post(http, anna, "question", "old, never answered")  # outside every window
-        e.clock = lambda: start
+        clock.at(start)
         await post(http, anna, "post")
         question = await post(http, anna, "question")
         await post(http, clara, "question", "nobody answers this one")
-        e.clock = lambda: start + timedelta(seconds=600)
+        clock.at(start + timedelta(seconds=600))
         await http.post(f"/v1/posts/{question}/comments", json={"author_id": boris, "body": "here"})
         entry = (
             await http.post(
@@ -49,7 +48,7 @@ async def test_stats_figures_and_gauges_of_a_known_small_community(services, nc)
             )
         ).json()
         await http.post(f"/v1/hours/{entry['entry_id']}/approve", json={"by": clara})
-        e.clock = lambda: start + timedelta(seconds=601)
+        clock.at(start + timedelta(seconds=601))
         # anna: joined 1 + referral 15 + old question 3 (decayed) + post 5 + question 3 + hours 4
         await wait_points(http, anna, 31)
         await wait_points(http, boris, 3)

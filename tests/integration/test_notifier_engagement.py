@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from services.notifier.fanout import Clock
 from services.notifier.store import NotifierStore
 from shared.events import (
     AnswerAccepted,
@@ -25,7 +24,7 @@ from shared.events import (
     MilestoneReached,
     Winner,
 )
-from tests.helpers import wait_until
+from tests.helpers import MovableClock, wait_until
 from tests.integration.notifier_peers import MailRecorder, create_streams, publish, smtp_server
 from tests.integration.test_notifier_flows import inbox, joined, log, wait_for_member
 from tests.integration.test_notifier_members import idle
@@ -81,7 +80,8 @@ async def test_a_burst_of_comments_gives_each_asker_one_message_per_comment_and_
     await create_streams(nc, "MEMBERS", "ENGAGEMENT", "CAMPAIGNS")
     # Noon in Moscow: every message of the burst falls on the same budget day.
     noon = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0)
-    monkeypatch.setattr(Clock, "now", lambda self: noon)
+    clock = MovableClock()
+    clock.at(noon)
     writes: list[int] = []
     insert_deliveries = NotifierStore.insert_deliveries
 
@@ -98,7 +98,7 @@ async def test_a_burst_of_comments_gives_each_asker_one_message_per_comment_and_
 
     with smtp_server() as smtp:
         env = {"SMTP_URL": smtp.url, "SARAFAN_NOTIFIER_POLL_SECONDS": 0.1}  # type: ignore[attr-defined]
-        async with services("notifier", **env) as s:
+        async with services("notifier", clock=clock, **env) as s:
             for m in [*askers, *commenters]:
                 await publish(nc, m)
             for m in [*askers, *commenters]:
@@ -108,7 +108,7 @@ async def test_a_burst_of_comments_gives_each_asker_one_message_per_comment_and_
         # minute, and takes them a fetched batch at a time.
         datas = burst(asker_ids, commenter_ids)
         events = await asyncio.gather(*(publish(nc, d) for d in datas))
-        async with services("notifier", **env) as s:
+        async with services("notifier", clock=clock, **env) as s:
             await wait_until(
                 lambda: idle(nc, "ENGAGEMENT", "notifier-engagement"), timeout=90, interval=0.2
             )

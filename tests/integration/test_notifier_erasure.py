@@ -139,8 +139,8 @@ async def test_an_erased_member_is_named_in_no_other_members_message_nor_anywher
 
         # Dina's digest, sent after the erasure, is written without her name.
         due = datetime.fromisoformat(digest["due_at"])
-        s["notifier"].app.state.clock.offset = due - datetime.now(UTC) + timedelta(seconds=1)
-        s["notifier"].app.state.dispatcher.wake()
+        s["notifier"].clock.offset = due - datetime.now(UTC) + timedelta(seconds=1)
+        s["notifier"].jobs.dispatcher.wake()
         await wait_delivery(notifier, dina.member_id, "email", template="digest")
         body = smtp.to(dina.contacts.email)[-1].get_body(("plain",)).get_content()
         assert name not in body and "—" in body

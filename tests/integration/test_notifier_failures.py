@@ -235,7 +235,7 @@ async def test_an_unreadable_member_projection_is_skipped_by_a_fan_out_and_fails
             "tried": [],
         }
         await store.insert_deliveries([planned])
-        s["notifier"].app.state.dispatcher.wake()
+        s["notifier"].jobs.dispatcher.wake()
         now = datetime.now(UTC)
         await publish(
             nc,

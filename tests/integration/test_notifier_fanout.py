@@ -144,7 +144,7 @@ async def test_campaign_for_2000_members_reaches_exactly_its_audience_once(
             c for c in s["notifier"].runtime.bus.consumers if c.name == "notifier-campaigns"
         ]
         await consumer.handle(event, campaign)
-        await s["notifier"].app.state.dispatcher.run_once()
+        await s["notifier"].jobs.dispatcher.run_once()
         assert len(await deliveries("webhook")) == len(await deliveries("inapp")) == AUDIENCE
         assert len(campaign_posts()) == AUDIENCE
 

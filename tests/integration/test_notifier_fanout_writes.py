@@ -182,11 +182,11 @@ async def test_two_dispatchers_claiming_in_batches_send_each_delivery_once(
             "SARAFAN_NOTIFIER_POLL_SECONDS": 0.1,
         }
         async with services("notifier", **settings) as s:
-            from services.notifier.app import NotifierSettings, build
+            from services.notifier.app import NotifierSettings, compose
 
             # A second replica over the same database: its own dispatcher, its own claims.
             async with run_service(
-                build,
+                compose,
                 NotifierSettings,
                 nats_url=nats_test_url,
                 mongo_url=mongo_url,

@@ -99,7 +99,7 @@ def joined(member_id: str | None = None, **over: Any) -> MemberJoined:
 
 def move_clock(running: Any, to: datetime) -> None:
     """Set the notifier's clock, so a test about hourly or daily windows straddles none."""
-    running["notifier"].app.state.clock.offset = to - datetime.now(UTC)
+    running["notifier"].clock.offset = to - datetime.now(UTC)
 
 
 def next_utc_hour() -> datetime:
@@ -368,8 +368,8 @@ async def test_quiet_hours_defer_pushed_messages_until_they_end(
         assert "level_up" in await templates_in_inbox(notifier, member.member_id)  # inbox at once
         assert len(smtp.to(member.contacts.email)) == 1  # only the welcome
 
-        s["notifier"].app.state.clock.offset = timedelta(hours=2, minutes=1)
-        s["notifier"].app.state.dispatcher.wake()
+        s["notifier"].clock.offset = timedelta(hours=2, minutes=1)
+        s["notifier"].jobs.dispatcher.wake()
         await wait_delivery(notifier, member.member_id, "email", template="level_up")
         assert [m["Subject"] for m in smtp.to(member.contacts.email)][-1].startswith(
             "Новый уровень"
@@ -563,14 +563,14 @@ async def test_redelivered_cause_event_sends_nothing_twice(
             c for c in s["notifier"].runtime.bus.consumers if c.name == "notifier-engagement"
         ]
         await consumer.handle(event, level)
-        s["notifier"].app.state.dispatcher.wake()
+        s["notifier"].jobs.dispatcher.wake()
 
         async def consumer_idle() -> bool:
             info = await nc.jetstream().consumer_info("ENGAGEMENT", "notifier-engagement")
             return info.num_pending == 0 and info.num_ack_pending == 0
 
         await wait_until(consumer_idle)
-        await s["notifier"].app.state.dispatcher.run_once()
+        await s["notifier"].jobs.dispatcher.run_once()
         assert [m["Subject"] for m in smtp.to(member.contacts.email)].count(
             "Новый уровень: участник!"
         ) == 1
@@ -684,8 +684,8 @@ async def test_community_digest_collects_the_day_into_one_message(
         await wait_until(all_three_in_the_digest)
         assert len(smtp.to(asker.contacts.email)) == 1  # only the welcome so far
 
-        s["notifier"].app.state.clock.offset = due - datetime.now(UTC) + timedelta(seconds=1)
-        s["notifier"].app.state.dispatcher.wake()
+        s["notifier"].clock.offset = due - datetime.now(UTC) + timedelta(seconds=1)
+        s["notifier"].jobs.dispatcher.wake()
         await wait_delivery(notifier, asker.member_id, "email", template="digest")
         mail = smtp.to(asker.contacts.email)[-1]
         assert mail["Subject"] == "Новости сообщества за день: 3 события"

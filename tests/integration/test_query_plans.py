@@ -149,19 +149,19 @@ async def play_a_community(services) -> None:
 
         await wait_until(erased, timeout=20)
         for job in (
-            s["engagement"].app.state.jobs.scan_drifting,
-            s["engagement"].app.state.jobs.scan_unanswered,
-            s["engagement"].app.state.jobs.refresh_gauges,
+            s["engagement"].jobs.scan_drifting,
+            s["engagement"].jobs.scan_unanswered,
+            s["engagement"].jobs.refresh_gauges,
         ):
             await job(utcnow())
         await s["campaigns"].app.state.lifecycle.tick()
-        await s["activities"].app.state.jobs.repair(utcnow() + timedelta(minutes=5))
-        await s["activities"].app.state.jobs.refresh_gauges(utcnow())
+        await s["activities"].jobs.repair(utcnow() + timedelta(minutes=5))
+        await s["activities"].jobs.refresh_gauges(utcnow())
 
 
 async def play_activities(running, a: str, b: str, c: str) -> None:
     """Every activities endpoint, job and erasure path once (members a, b, c are known)."""
-    http, jobs = running.http, running.app.state.jobs
+    http, jobs = running.http, running.jobs
     state = running.app.state.activities
     for member_id in (a, b, c):
 
@@ -210,7 +210,7 @@ async def play_activities(running, a: str, b: str, c: str) -> None:
         shown = await http.get(f"/checkin/{checkin_page}{query}")
         assert shown.status_code == 200, shown.text
     assert (await http.delete(f"/v1/activities/{aid}/checkin-link")).status_code == 204
-    state.clock = lambda: starts + timedelta(minutes=10)
+    running.clock.at(starts + timedelta(minutes=10))
     code = activity["shifts"][0]["checkin_code"]
     assert (await http.post("/v1/checkin", json={"code": code, "member_id": a})).status_code == 200
     assert (
@@ -220,7 +220,7 @@ async def play_activities(running, a: str, b: str, c: str) -> None:
         mark = {"member_id": member_id, "shift_id": s1, "action": action}
         r = await http.post(f"/v1/activities/{aid}/attendance", json=mark)
         assert r.status_code == 200, (action, r.text)
-    state.clock = utcnow
+    running.clock.reset()
     reads = [
         f"/v1/activities/{aid}",
         f"/v1/activities/{aid}/report",

@@ -14,7 +14,7 @@ from nats.js.api import KeyValueConfig, StreamConfig
 
 from sarafan.nats_auth import ADMIN_USER
 from services.engagement.app import EngagementSettings
-from services.engagement.app import build as build_engagement
+from services.engagement.app import compose as compose_engagement
 from shared.events import MemberJoined, new_event
 from shared.keys import BUCKET, new_key
 from tests.helpers import wait_until
@@ -70,7 +70,7 @@ async def test_planted_dead_letters_are_refused_and_a_genuine_one_is_replayed(
     engagement = await _connect(secured_nats, "engagement")
     try:
         async with run_service(
-            build_engagement,
+            compose_engagement,
             EngagementSettings,
             nats_url=secured_nats.url,
             mongo_url=mongo_url,

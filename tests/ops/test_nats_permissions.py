@@ -43,6 +43,10 @@ def _build(name: str) -> tuple[Any, Any]:
 BUILDS = {name: _build(name) for name in SERVICES}
 
 
+def module_compose(name: str) -> Any:
+    return __import__(f"services.{name}.app", fromlist=["compose"]).compose
+
+
 async def _connect(secured, user: str, errors: list[str] | None = None, **kw) -> nats.NATS:
     async def on_error(exc: Exception) -> None:
         if errors is not None:
@@ -150,10 +154,10 @@ async def test_every_service_works_with_its_own_user(secured_nats, mongo_url, db
 
     async with AsyncExitStack() as stack:
         s = {}
-        for name, (build, settings_cls) in BUILDS.items():
+        for name, (_, settings_cls) in BUILDS.items():
             s[name] = await stack.enter_async_context(
                 run_service(
-                    build,
+                    module_compose(name),
                     settings_cls,
                     nats_url=secured_nats.url,
                     mongo_url=mongo_url,
