@@ -23,9 +23,11 @@ async def _handle(batch: Batch) -> None:
     del batch
 
 
-def declare(**kw) -> None:
+def declare(*, stream: str, subjects: list[str], types: list) -> None:
     subscriptions = Subscriptions("engagement")
-    subscriptions.handler("engagement-x", **kw)(_handle)
+    consumer = subscriptions.consumer("engagement-x", stream=stream, subjects=subjects)
+    consumer.on(*types)(_handle)
+    assert subscriptions.declared
 
 
 def test_a_handler_must_declare_its_event_types():
