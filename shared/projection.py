@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -30,43 +30,52 @@ class MemberProjection:
 
     def operation(self, data: EventData) -> Operation | None:
         """The write that applies a member event; None for other events."""
-        if isinstance(data, MemberJoined):
-            doc = data.model_dump(mode="json", include=set(self.fields))
-            # Never over an erased tombstone: a replayed member-joined must not bring the
-            # personal data back. The guard pins `_id`; `$nin`, not `$ne`: with `$ne` an upsert
-            # over a document lacking the field raises on nx-27017 (docs/patterns.md).
-            # Times as epoch ms: a date `$set` by path is a string on nx-27017 (see epoch_ms).
-            return UpdateOne(
-                {"_id": data.member_id, "status": {"$nin": ["erased"]}},
-                {"$set": {**doc, "status": "active", "joined_at_ms": epoch_ms(data.joined_at)}},
+        write = self._WRITES.get(type(data))
+        return write(self, data) if write is not None else None
+
+    def _joined(self, data: MemberJoined) -> Operation:
+        doc = data.model_dump(mode="json", include=set(self.fields))
+        # Never over an erased tombstone: a replayed member-joined must not bring the personal
+        # data back. The guard pins `_id`; `$nin`, not `$ne`: with `$ne` an upsert over a
+        # document lacking the field raises on nx-27017 (docs/patterns.md).
+        # Times as epoch ms: a date `$set` by path is a string on nx-27017 (see epoch_ms).
+        return UpdateOne(
+            {"_id": data.member_id, "status": {"$nin": ["erased"]}},
+            {"$set": {**doc, "status": "active", "joined_at_ms": epoch_ms(data.joined_at)}},
+            upsert=True,
+        )
+
+    def _updated(self, data: MemberUpdated) -> Operation | None:
+        changes = {k: v for k, v in data.changes.items() if k in self.fields}
+        if not changes:
+            return None
+        return UpdateOne({"_id": data.member_id, "status": {"$nin": ["erased"]}}, {"$set": changes})
+
+    def _left(self, data: MemberLeft) -> Operation:
+        if data.erase:
+            # Erased: no personal data stays; the id remains so that counts stay right.
+            return ReplaceOne(
+                {"_id": data.member_id},
+                {"status": "erased", "left_at_ms": epoch_ms(data.left_at)},
                 upsert=True,
             )
-        if isinstance(data, MemberUpdated):
-            changes = {k: v for k, v in data.changes.items() if k in self.fields}
-            if not changes:
-                return None
-            return UpdateOne(
-                {"_id": data.member_id, "status": {"$nin": ["erased"]}}, {"$set": changes}
-            )
-        if isinstance(data, MemberLeft):
-            if data.erase:
-                # Erased: no personal data stays; the id remains so that counts stay right.
-                return ReplaceOne(
-                    {"_id": data.member_id},
-                    {"status": "erased", "left_at_ms": epoch_ms(data.left_at)},
-                    upsert=True,
-                )
-            return UpdateOne(
-                {"_id": data.member_id, "status": {"$nin": ["erased"]}},
-                {"$set": {"status": "left", "left_at_ms": epoch_ms(data.left_at)}},
-            )
-        return None
+        return UpdateOne(
+            {"_id": data.member_id, "status": {"$nin": ["erased"]}},
+            {"$set": {"status": "left", "left_at_ms": epoch_ms(data.left_at)}},
+        )
+
+    #: The write of each member event type.
+    _WRITES: ClassVar[dict[type[EventData], Callable[[Any, Any], Operation | None]]] = {
+        MemberJoined: _joined,
+        MemberUpdated: _updated,
+        MemberLeft: _left,
+    }
 
     async def apply(self, data: EventData) -> bool:
         """Apply one member event; True when it was one."""
         op = self.operation(data)
         if op is None:
-            return isinstance(data, (MemberJoined, MemberUpdated, MemberLeft))
+            return type(data) in self._WRITES
         await self.apply_many([data])
         return True
 

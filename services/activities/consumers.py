@@ -1,10 +1,11 @@
 """Activities' event handlers: its projection of the members, and members leaving or erased.
 
-One durable consumer, declared on its handler (`subscriptions`, which the bus, the NATS
-permissions and the AsyncAPI document read). A batch of member events is one ordered bulk write
-of the projection, then the places given back by members who left, then the erasures; every
-effect is idempotent (guarded projection writes, roster-guarded cancels, erasure that finds
-nothing left to do), so a redelivered event changes nothing.
+One durable consumer, declared once (`subscriptions`, which the bus, the NATS permissions and
+the AsyncAPI document read), its event types given their handler in one line (`on`). A batch
+of member events is one ordered bulk write of the projection, then the places given back by
+members who left, then the erasures; every effect is idempotent (guarded projection writes,
+roster-guarded cancels, erasure that finds nothing left to do), so a redelivered event changes
+nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from shared.events import MemberJoined, MemberLeft, MemberUpdated
 from shared.subscriptions import Batch, Subscriptions
 
 subscriptions = Subscriptions("activities")
+members = subscriptions.consumer("activities-members", stream="MEMBERS")
 
 
 class ActivitiesHandlers:
@@ -24,16 +26,8 @@ class ActivitiesHandlers:
         self.members = members
         self.clock = clock
 
-    @subscriptions.handler(
-        "activities-members",
-        stream="MEMBERS",
-        subjects=[
-            "members.member-joined.*",
-            "members.member-updated.*",
-            "members.member-left.*",
-        ],
-        types=[MemberJoined, MemberUpdated, MemberLeft],
-    )
+    # One handler for the three on purpose: the projection of a whole batch in one bulk write.
+    @members.on(MemberJoined, MemberUpdated, MemberLeft)
     async def on_members(self, batch: Batch) -> None:
         """The projection (status, display name); who left gives back their places; erasure."""
         await self.members.apply([data for _, data in batch], self.clock())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -201,35 +201,38 @@ def activity_of(
     referrer keeps the credit; an attendance's is its member and shift, so a second `attended`
     for the same shift (a correction) scores nothing more.
     """
-    if isinstance(data, PostCreated):
-        return Activity(event_type, data.author_id, epoch_ms(data.created_at), event_id)
-    if isinstance(data, CommentAdded):
-        return Activity(event_type, data.author_id, epoch_ms(data.created_at), event_id)
-    if isinstance(data, AnswerAccepted):
-        return Activity(event_type, data.answerer_id, epoch_ms(event_time), event_id)
-    if isinstance(data, HoursApproved):
-        return Activity(
-            event_type, data.member_id, epoch_ms(event_time), event_id, hours=data.hours
-        )
-    if isinstance(data, ReferralMade):
-        return Activity(
-            event_type,
-            data.referrer_id,
-            epoch_ms(data.at),
-            referral_key(data.referred_id),
-            referred_id=data.referred_id,
-        )
-    if isinstance(data, MemberJoined):
-        return Activity(event_type, data.member_id, epoch_ms(data.joined_at), event_id)
-    if isinstance(data, Attended):
-        return Activity(
-            event_type,
-            data.member_id,
-            epoch_ms(data.checked_in_at),
-            attended_key(data.shift_id, data.member_id),
-            hours=data.hours,
-        )
-    return None
+    of = ACTIVITY_OF.get(type(data))
+    return of(event_type, event_id, event_time, data) if of is not None else None
+
+
+def _authored(kind: str, event_id: str, _: datetime, data: Any) -> Activity:
+    return Activity(kind, data.author_id, epoch_ms(data.created_at), event_id)
+
+
+def _referral(kind: str, _: str, __: datetime, data: ReferralMade) -> Activity:
+    key = referral_key(data.referred_id)
+    return Activity(kind, data.referrer_id, epoch_ms(data.at), key, referred_id=data.referred_id)
+
+
+def _attended(kind: str, _: str, __: datetime, data: Attended) -> Activity:
+    key = attended_key(data.shift_id, data.member_id)
+    return Activity(kind, data.member_id, epoch_ms(data.checked_in_at), key, hours=data.hours)
+
+
+#: The activity of each event type that scores (`activity_of`).
+ACTIVITY_OF: dict[type[EventData], Callable[[str, str, datetime, Any], Activity]] = {
+    PostCreated: _authored,
+    CommentAdded: _authored,
+    AnswerAccepted: lambda kind, ident, at, d: Activity(kind, d.answerer_id, epoch_ms(at), ident),
+    HoursApproved: lambda kind, ident, at, d: Activity(
+        kind, d.member_id, epoch_ms(at), ident, hours=d.hours
+    ),
+    ReferralMade: _referral,
+    MemberJoined: lambda kind, ident, _, d: Activity(
+        kind, d.member_id, epoch_ms(d.joined_at), ident
+    ),
+    Attended: _attended,
+}
 
 
 def referral_key(referred_id: str) -> str:

@@ -1,11 +1,12 @@
 """Engagement's event handlers: the members projection, activity facts from both streams, and
 the hours that attendance at activities proves.
 
-Each durable consumer is declared on its one handler, which takes a whole fetched batch (the
-bus hands it one event at a time when a batch fails): a batch of member events is one read of
-the projection, one insert of the counted transitions, one ordered bulk write of the
-projection, then the batch's facts in one write per member (scoring.py); activity likewise;
-a batch of attendances is one unordered insert of approved hours entries.
+Each durable consumer is declared once, and its event types get their handler in one line
+(`on`); here each consumer's types share one handler on purpose, which takes a whole fetched
+batch (the bus hands it one event at a time when a batch fails): a batch of member events is
+one read of the projection, one insert of the counted transitions, one ordered bulk write of
+the projection, then the batch's facts in one write per member (scoring.py); activity
+likewise; a batch of attendances is one unordered insert of approved hours entries.
 The handlers only adapt: the work is in usecases.py.
 """
 
@@ -35,6 +36,13 @@ from shared.events import (
 from shared.subscriptions import Batch, Subscriptions
 
 subscriptions = Subscriptions("engagement")
+members = subscriptions.consumer("engagement-members", stream="MEMBERS")
+# Every effect is guarded by the fact's id (standings, first answers), so the wrapper's
+# processed-ids round trips would only repeat that check.
+activity = subscriptions.consumer("engagement-activity", stream="ENGAGEMENT", dedupe=False)
+# Every effect is guarded already: an entry's id is derived from its member and shift, an
+# activity's title by its time.
+activities = subscriptions.consumer("engagement-activities", stream="ACTIVITIES", dedupe=False)
 
 
 class EngagementHandlers:
@@ -50,55 +58,23 @@ class EngagementHandlers:
         self.erase = erase
         self.clock = clock
 
-    @subscriptions.handler(
-        "engagement-members",
-        stream="MEMBERS",
-        subjects=[
-            "members.member-joined.*",
-            "members.member-updated.*",
-            "members.member-left.*",
-            "members.referral-made.*",
-        ],
-        types=[MemberJoined, MemberUpdated, MemberLeft, ReferralMade],
-    )
+    # One handler for the four types on purpose: one read of the projection, one insert of the
+    # counted transitions and one bulk write for a whole mixed batch.
+    @members.on(MemberJoined, MemberUpdated, MemberLeft, ReferralMade)
     async def on_members(self, batch: Batch) -> None:
         """The projection (display_name, region, roles, locale, timezone, referred_by, status,
         joined_at), the community's counters, erasures, and the facts joined and referral."""
         now = self.clock()
         await usecases.apply_member_events(batch, self.store, self.scoring, self.erase, now)
 
-    @subscriptions.handler(
-        "engagement-activity",
-        stream="ENGAGEMENT",
-        subjects=[
-            "engagement.post-created.*",
-            "engagement.comment-added.*",
-            "engagement.reaction-added.*",
-            "engagement.answer-accepted.*",
-            "engagement.hours-approved.*",
-        ],
-        types=[PostCreated, CommentAdded, ReactionAdded, AnswerAccepted, HoursApproved],
-        # Every effect is guarded by the fact's id (standings, first answers), so the wrapper's
-        # processed-ids round trips would only repeat that check.
-        dedupe=False,
-    )
+    # One handler for the five: the facts of a whole batch in one write per member.
+    @activity.on(PostCreated, CommentAdded, ReactionAdded, AnswerAccepted, HoursApproved)
     async def on_activity(self, batch: Batch) -> None:
         """The service's own activity events: first answers, then the facts into standings."""
         await usecases.record_activity(batch, self.store, self.scoring, self.clock())
 
-    @subscriptions.handler(
-        "engagement-activities",
-        stream="ACTIVITIES",
-        subjects=[
-            "activities.activity-published.*",
-            "activities.activity-changed.*",
-            "activities.attended.*",
-        ],
-        types=[ActivityPublished, ActivityChanged, Attended],
-        # Every effect is guarded already: an entry's id is derived from its member and shift,
-        # an activity's title by its time.
-        dedupe=False,
-    )
+    # One handler for the three: titles noted, then the batch's entries in one insert.
+    @activities.on(ActivityPublished, ActivityChanged, Attended)
     async def on_activities(self, batch: Batch) -> None:
         """Attendance at activities: approved hours entries, with hours-approved (scored by
         `on_activity` like hours approved by hand); the activities' titles label them."""

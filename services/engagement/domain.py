@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -138,30 +138,61 @@ class Fact:
 
 def facts_from_event(event_id: str, event_time: datetime, data: EventData) -> list[Fact]:
     """What an event means for members' scores; events without a time of their own use the
-    envelope's (set once when the event was created, so a redelivery gives the same facts)."""
+    envelope's (set once when the event was created, so a redelivery gives the same facts).
+    referral-made scores nothing by itself: see `referral_credits`."""
+    facts = FACTS_OF.get(type(data))
+    return facts(_FactsOf(event_id, event_time), data) if facts is not None else []
 
-    def fact(member_id: str, kind: str, at: datetime, amount: float = 1.0) -> Fact:
-        return Fact(f"{event_id}:{kind}", member_id, kind, at, amount)
 
-    if isinstance(data, MemberJoined):
-        return [fact(data.member_id, "joined", data.joined_at)]
-    # referral-made scores nothing by itself: see `referral_credits`.
-    if isinstance(data, PostCreated):
-        return [
-            fact(data.author_id, "question" if data.kind == "question" else "post", data.created_at)
-        ]
-    if isinstance(data, CommentAdded):
-        return [fact(data.author_id, "comment", data.created_at)]
-    if isinstance(data, ReactionAdded):
-        given = [fact(data.member_id, "reaction_given", data.created_at)]
-        if data.member_id == data.post_author_id:  # reacting to one's own post earns nothing
-            return given
-        return [*given, fact(data.post_author_id, "reaction_received", data.created_at)]
-    if isinstance(data, AnswerAccepted):
-        return [fact(data.answerer_id, "answer_accepted", event_time)]
-    if isinstance(data, HoursApproved):
-        return [fact(data.member_id, "hour", event_time, data.hours)]
-    return []
+@dataclass(frozen=True)
+class _FactsOf:
+    """One event's facts: each id is the event's and the kind's."""
+
+    event_id: str
+    event_time: datetime
+
+    def __call__(self, member_id: str, kind: str, at: datetime, amount: float = 1.0) -> Fact:
+        return Fact(f"{self.event_id}:{kind}", member_id, kind, at, amount)
+
+
+def _joined(fact: _FactsOf, data: MemberJoined) -> list[Fact]:
+    return [fact(data.member_id, "joined", data.joined_at)]
+
+
+def _posted(fact: _FactsOf, data: PostCreated) -> list[Fact]:
+    return [
+        fact(data.author_id, "question" if data.kind == "question" else "post", data.created_at)
+    ]
+
+
+def _commented(fact: _FactsOf, data: CommentAdded) -> list[Fact]:
+    return [fact(data.author_id, "comment", data.created_at)]
+
+
+def _reacted(fact: _FactsOf, data: ReactionAdded) -> list[Fact]:
+    given = [fact(data.member_id, "reaction_given", data.created_at)]
+    if data.member_id == data.post_author_id:  # reacting to one's own post earns nothing
+        return given
+    return [*given, fact(data.post_author_id, "reaction_received", data.created_at)]
+
+
+def _accepted(fact: _FactsOf, data: AnswerAccepted) -> list[Fact]:
+    return [fact(data.answerer_id, "answer_accepted", fact.event_time)]
+
+
+def _hours(fact: _FactsOf, data: HoursApproved) -> list[Fact]:
+    return [fact(data.member_id, "hour", fact.event_time, data.hours)]
+
+
+#: The facts of each event type that scores (`facts_from_event`).
+FACTS_OF: dict[type[EventData], Callable[[_FactsOf, Any], list[Fact]]] = {
+    MemberJoined: _joined,
+    PostCreated: _posted,
+    CommentAdded: _commented,
+    ReactionAdded: _reacted,
+    AnswerAccepted: _accepted,
+    HoursApproved: _hours,
+}
 
 
 def referral_fact(friend_id: str, referrer_id: str, at: datetime) -> Fact:

@@ -4,7 +4,8 @@ activity-published is projected, its shifts' reminders planned (for sign-ups tha
 first), and, when it says `announce`, announced to its audience like a campaign. Sign-up events
 are taken in runs: the run's sign-ups projected in one bulk write, read back, their messages
 written by one `Fanout.deliver`, their reminders planned (or cancelled) in bulk. A change of
-time or place, and a cancellation, are told to everyone signed up, batch by batch.
+time or place, and a cancellation, are told to everyone signed up, batch by batch. Which
+function handles which event type is said once, in consumers.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from services.notifier.deliveries import Cause, Occasion
 from services.notifier.domain import Message
 from services.notifier.fanout import Item
 from services.notifier.reminder_job import confirmed
-from services.notifier.usecases import Batch, Notifier
+from services.notifier.usecases import Notifier
 from shared.clock import epoch_ms
 from shared.documents import Doc
 from shared.events import (
@@ -32,25 +33,6 @@ from shared.logs import event_context
 
 log = logging.getLogger("sarafan.notifier")
 SignupEvent = tuple[CloudEvent, SignedUp | SignUpChanged]
-
-
-async def on_activities(n: Notifier, batch: Batch) -> None:
-    """A batch of activities events in stream order: runs of sign-up events together, each
-    activity event on its own (each may be a fan-out)."""
-    run: list[SignupEvent] = []
-    for event, data in batch:
-        if isinstance(data, SignedUp | SignUpChanged):
-            run.append((event, data))
-            continue
-        await signups_changed(n, run)
-        run = []
-        if isinstance(data, ActivityPublished):
-            await activity_published(n, event, data)
-        elif isinstance(data, ActivityChanged):
-            await activity_changed(n, event, data)
-        elif isinstance(data, ActivityCancelled):
-            await activity_cancelled(n, event, data)
-    await signups_changed(n, run)
 
 
 # -- activities ---------------------------------------------------------------------------------

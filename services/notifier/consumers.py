@@ -1,7 +1,10 @@
-"""The notifier's event handlers: one per durable consumer, each a thin adapter over a use case.
+"""The notifier's event handlers: each event type it reads, and the use case that handles it.
 
-Each handler takes a batch (the bus hands over a whole fetched batch, and after a failure the
-same batch one event at a time), so one event and a thousand take the same path.
+One line per subscription: a consumer is declared once by its stream, and each event type gets
+its handler with `@<consumer>.on(Type)`. The bus hands a consumer a whole fetched batch (after
+a failure, the same events one at a time); the kernel cuts it, in stream order, into runs of
+consecutive events of one handler (shared/subscriptions.py), so joins arriving together (an
+import, a busy day) are projected and welcomed in bulk, and anything else keeps its place.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from shared.events import (
     AnswerAccepted,
     CampaignEnded,
     CampaignStarted,
-    CloudEvent,
     CommentAdded,
+    EventData,
     LevelChanged,
     MemberDrifting,
     MemberJoined,
@@ -28,70 +31,63 @@ from shared.events import (
     SignedUp,
     SignUpChanged,
 )
-from shared.subscriptions import Batch, Subscriptions
+from shared.subscriptions import Run, Subscriptions
 
 subscriptions = Subscriptions("notifier")
-
-ENGAGEMENT_EVENTS = (LevelChanged, CommentAdded, AnswerAccepted, MemberDrifting, QuestionUnanswered)
-#: Attendance (attended, no-show) sends no message: the notifier does not read it.
-ACTIVITIES_EVENTS = (ActivityPublished, ActivityChanged, ActivityCancelled, SignedUp, SignUpChanged)
+# The whole MEMBERS and CAMPAIGNS streams: any type published there that is not handled here
+# is dead-lettered rather than skipped (the declaration check keeps the lists complete).
+members = subscriptions.consumer("notifier-members", stream="MEMBERS", subjects=["members.>"])
+engagement = subscriptions.consumer("notifier-engagement", stream="ENGAGEMENT")
+# A campaign's fan-out to a large audience takes seconds; the bus's in-progress acks keep
+# JetStream from redelivering it while it is still being written.
+campaigns = subscriptions.consumer(
+    "notifier-campaigns", stream="CAMPAIGNS", subjects=["campaigns.>"]
+)
+# An announcement to a large audience, or the re-planned reminders of a 5,000-member shift,
+# take seconds; the bus's in-progress acks keep JetStream from redelivering meanwhile.
+# Attendance (attended, no-show) sends no message: the notifier does not read it.
+activities = subscriptions.consumer("notifier-activities", stream="ACTIVITIES")
 
 
 class NotifierHandlers:
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
 
-    @subscriptions.handler(
-        "notifier-members",
-        stream="MEMBERS",
-        subjects=["members.>"],
-        types=[MemberJoined, MemberUpdated, MemberLeft, ReferralMade],
-    )
-    async def on_members(self, batch: Batch) -> None:
-        """Joins arriving together (an import, a busy day) are projected and welcomed in bulk;
-        anything else keeps its place in the order."""
-        run: list[tuple[CloudEvent, MemberJoined]] = []
-        for event, data in batch:
-            if isinstance(data, MemberJoined):
-                run.append((event, data))
-                continue
-            await usecases.welcome(self.notifier, run)
-            run = []
-            if isinstance(data, MemberUpdated):
-                await usecases.update_member(self.notifier, data)
-            elif isinstance(data, MemberLeft):
-                await usecases.member_left(self.notifier, data)
-            else:
-                await usecases.notify(self.notifier, [(event, data)])
+    @members.on(MemberJoined)
+    async def welcome(self, run: Run[MemberJoined]) -> None:
         await usecases.welcome(self.notifier, run)
 
-    @subscriptions.handler(
-        "notifier-engagement",
-        stream="ENGAGEMENT",
-        subjects=[f"engagement.{t.event_type}.*" for t in ENGAGEMENT_EVENTS],
-        types=ENGAGEMENT_EVENTS,
-    )
-    async def on_engagement(self, batch: Batch) -> None:
-        await usecases.notify(self.notifier, batch)
+    @members.on(MemberUpdated)
+    async def update_member(self, run: Run[MemberUpdated]) -> None:
+        for _, data in run:
+            await usecases.update_member(self.notifier, data)
 
-    # A campaign's fan-out to a large audience takes seconds; the bus's in-progress acks keep
-    # JetStream from redelivering it while it is still being written.
-    @subscriptions.handler(
-        "notifier-campaigns",
-        stream="CAMPAIGNS",
-        subjects=["campaigns.>"],
-        types=[CampaignStarted, MilestoneReached, CampaignEnded],
-    )
-    async def on_campaigns(self, batch: Batch) -> None:
-        await usecases.notify(self.notifier, batch)
+    @members.on(MemberLeft)
+    async def member_left(self, run: Run[MemberLeft]) -> None:
+        for _, data in run:
+            await usecases.member_left(self.notifier, data)
 
-    # An announcement to a large audience, or the re-planned reminders of a 5,000-member shift,
-    # take seconds; the bus's in-progress acks keep JetStream from redelivering meanwhile.
-    @subscriptions.handler(
-        "notifier-activities",
-        stream="ACTIVITIES",
-        subjects=[f"activities.{t.event_type}.*" for t in ACTIVITIES_EVENTS],
-        types=ACTIVITIES_EVENTS,
-    )
-    async def on_activities(self, batch: Batch) -> None:
-        await activity_usecases.on_activities(self.notifier, batch)
+    @members.on(ReferralMade)
+    @engagement.on(LevelChanged, CommentAdded, AnswerAccepted, MemberDrifting, QuestionUnanswered)
+    @campaigns.on(CampaignStarted, MilestoneReached, CampaignEnded)
+    async def notify(self, run: Run[EventData]) -> None:
+        await usecases.notify(self.notifier, run)
+
+    @activities.on(SignedUp, SignUpChanged)
+    async def signups_changed(self, run: Run[SignedUp | SignUpChanged]) -> None:
+        await activity_usecases.signups_changed(self.notifier, run)
+
+    @activities.on(ActivityPublished)
+    async def activity_published(self, run: Run[ActivityPublished]) -> None:
+        for event, data in run:
+            await activity_usecases.activity_published(self.notifier, event, data)
+
+    @activities.on(ActivityChanged)
+    async def activity_changed(self, run: Run[ActivityChanged]) -> None:
+        for event, data in run:
+            await activity_usecases.activity_changed(self.notifier, event, data)
+
+    @activities.on(ActivityCancelled)
+    async def activity_cancelled(self, run: Run[ActivityCancelled]) -> None:
+        for event, data in run:
+            await activity_usecases.activity_cancelled(self.notifier, event, data)

@@ -171,13 +171,8 @@ async def _project(store: NotifierStore, datas: list[EventData]) -> None:
     matters to campaign audiences, and a milestone finds the name of a campaign started
     earlier in the same batch.)
     """
-    levels: dict[str, str] = {}
-    campaigns: dict[str, str] = {}
-    for data in datas:
-        if isinstance(data, LevelChanged):
-            levels[data.member_id] = data.new_level
-        elif isinstance(data, CampaignStarted):
-            campaigns[data.campaign_id] = data.name
+    levels = {d.member_id: d.new_level for d in datas if type(d) is LevelChanged}
+    campaigns = {d.campaign_id: d.name for d in datas if type(d) is CampaignStarted}
     await store.project_levels(levels)
     await store.remember_campaigns(campaigns)
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.notifier.channels import Outcome, Outgoing, Sent
-from services.notifier.consumers import NotifierHandlers
+from services.notifier.consumers import NotifierHandlers, subscriptions
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Fanout, Limits
 from services.notifier.reminder_job import Reminders
@@ -87,6 +87,18 @@ class ScriptedChannel:
         return None
 
 
+class Consumers:
+    """The notifier's consumers as the bus calls them: each takes a batch, which the kernel
+    cuts into runs for the handlers of its types (shared/subscriptions.py)."""
+
+    def __init__(self, handlers: NotifierHandlers) -> None:
+        bound = {c.name: c.handle_batch for c in subscriptions.bind(handlers)}
+        self.on_members = bound["notifier-members"]
+        self.on_engagement = bound["notifier-engagement"]
+        self.on_campaigns = bound["notifier-campaigns"]
+        self.on_activities = bound["notifier-activities"]
+
+
 @dataclass
 class FakeNotifier:
     db: MemoryDatabase
@@ -96,7 +108,7 @@ class FakeNotifier:
     clock: MovableClock
     metrics: Metrics
     notifier: Notifier
-    handlers: NotifierHandlers
+    handlers: Consumers
     dispatcher: Dispatcher
     channels: dict[str, ScriptedChannel]
 
@@ -140,7 +152,7 @@ def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNoti
         clock,
         metrics,
         notifier,
-        NotifierHandlers(notifier),
+        Consumers(NotifierHandlers(notifier)),
         dispatcher,
         by_name,
     )

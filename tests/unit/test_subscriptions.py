@@ -15,6 +15,7 @@ from shared.events import (
     MemberUpdated,
     ReferralMade,
     carried_by,
+    new_event,
 )
 from shared.subscriptions import Batch, Subscriptions
 
@@ -23,9 +24,11 @@ async def _handle(batch: Batch) -> None:
     del batch
 
 
-def declare(**kw) -> None:
+def declare(*, stream: str, subjects: list[str], types: list) -> None:
     subscriptions = Subscriptions("engagement")
-    subscriptions.handler("engagement-x", **kw)(_handle)
+    consumer = subscriptions.consumer("engagement-x", stream=stream, subjects=subjects)
+    consumer.on(*types)(_handle)
+    assert subscriptions.declared
 
 
 def test_a_handler_must_declare_its_event_types():
@@ -68,3 +71,60 @@ def test_every_service_declares_the_types_of_each_of_its_consumers(service):
     for sub in declared:
         carried = {m.event_type for m in carried_by(sub.subjects)}
         assert {m.event_type for m in sub.types} == carried, sub.durable
+
+
+def _joined(member_id: str) -> MemberJoined:
+    return MemberJoined.model_validate({**MemberJoined.example, "member_id": member_id})
+
+
+def _left(member_id: str) -> MemberLeft:
+    return MemberLeft.model_validate({**MemberLeft.example, "member_id": member_id})
+
+
+def _declared_members() -> tuple[Subscriptions, type]:
+    subscriptions = Subscriptions("notifier")
+    members = subscriptions.consumer("notifier-x", stream="MEMBERS")
+
+    class Handlers:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, list[str]]] = []
+
+        @members.on(MemberJoined)
+        async def welcome(self, run: Batch) -> None:
+            self.calls.append(("welcome", [d.member_id for _, d in run]))
+
+        @members.on(MemberLeft, MemberUpdated)
+        async def gone(self, run: Batch) -> None:
+            self.calls.append(("gone", [d.member_id for _, d in run]))
+
+    return subscriptions, Handlers
+
+
+async def test_a_batch_goes_to_its_handlers_in_stream_order_as_runs_of_one_handler():
+    subscriptions, handlers_class = _declared_members()
+    handlers = handlers_class()
+    [consumer] = subscriptions.bind(handlers)
+    datas = [_joined("a"), _joined("b"), _left("c"), _joined("d")]
+    batch = [(new_event(d), d) for d in datas]
+    await consumer.handle_batch(batch)
+    assert handlers.calls == [("welcome", ["a", "b"]), ("gone", ["c"]), ("welcome", ["d"])]
+    # The bus's fallback after a failed batch: one event, a run of one, the same handler.
+    await consumer.handle(batch[2][0], batch[2][1])
+    assert handlers.calls[-1] == ("gone", ["c"])
+
+
+def test_a_consumers_subjects_follow_from_the_types_it_handles():
+    [declared] = _declared_members()[0].declared
+    assert set(declared.subjects) == {
+        "members.member-joined.*",
+        "members.member-left.*",
+        "members.member-updated.*",
+    }
+    assert declared.handlers[MemberUpdated] == "gone"
+
+
+def test_an_event_type_has_one_handler_per_consumer():
+    members = Subscriptions("notifier").consumer("notifier-x", stream="MEMBERS")
+    members.on(MemberJoined)(_handle)
+    with pytest.raises(ValueError, match="member-joined handled twice"):
+        members.on(MemberJoined)(_handle)
