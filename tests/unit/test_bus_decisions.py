@@ -1,4 +1,4 @@
-"""The bus wrapper's decisions without servers: durable settings, retries, batches pulled."""
+"""The bus's decisions without servers: durable settings, retries, batches pulled."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import nats.errors
 from nats.aio.msg import Msg
 
-from shared.bus import Bus, Consumer, TransientError, consumer_config, retry_delay
-from shared.metrics import Metrics
+from shared.bus import Consumer, TransientError, consumer_config, retry_delay
+from shared.pull import PullLoop
 from shared.settings import ServiceSettings
 
 SETTINGS = ServiceSettings(SARAFAN_MAX_DELIVER=4, SARAFAN_RETRY_BACKOFF_SECONDS=0.5)
@@ -64,14 +64,14 @@ class FakePull:
         return answer[:batch]
 
 
-def puller(pull: FakePull, batch_size: int = 10) -> Any:
-    bus = Bus("members", SETTINGS, Metrics("members"), {"processed_events": None})
-    subscriber = bus._subscribe(
-        Consumer("c", "MEMBERS", ["members.>"], ignore, batch_size=batch_size)
-    )
-    subscriber.subscription = pull
-    subscriber.running = True
-    return subscriber
+async def consume(c: Consumer, msgs: list[Msg]) -> None:
+    return None
+
+
+def puller(pull: FakePull, batch_size: int = 10) -> PullLoop:
+    loop = PullLoop(Consumer("c", "MEMBERS", ["members.>"], ignore, batch_size=batch_size), consume)
+    loop.subscription = pull
+    return loop
 
 
 async def test_a_lone_event_is_handed_over_without_waiting_to_fill_a_batch():
