@@ -69,9 +69,13 @@ class PullLoop:
         self.subscription = await js.pull_subscribe_bind(
             c.name, c.stream, inbox_prefix=f"{inbox_prefix}.".encode()
         )
-        self._task = asyncio.create_task(self._run(), name=f"pull-{c.name}")
-        self.ready = True
+        self.start()
         log.info("consuming %s from %s as %s", c.subjects, c.stream, c.name)
+
+    def start(self) -> None:
+        """Start pulling on `subscription` (`bind` does, once subscribed)."""
+        self._task = asyncio.create_task(self._run(), name=f"pull-{self.consumer.name}")
+        self.ready = True
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import nats.errors
@@ -10,6 +12,7 @@ from nats.aio.msg import Msg
 from shared.bus import Consumer, TransientError, consumer_config, retry_delay
 from shared.pull import PullLoop
 from shared.settings import ServiceSettings
+from tests.harness import JsMessage
 
 SETTINGS = ServiceSettings(SARAFAN_MAX_DELIVER=4, SARAFAN_RETRY_BACKOFF_SECONDS=0.5)
 
@@ -99,3 +102,70 @@ async def test_a_failed_top_up_hands_over_the_messages_in_hand():
 
 async def test_an_idle_pull_gives_an_empty_batch():
     assert await puller(FakePull(nats.errors.TimeoutError()))._next_batch() == []
+
+
+class StoppablePull:
+    """A subscription whose first fetch gives `first`, then waits as an idle pull does."""
+
+    def __init__(self, first: list[Msg]) -> None:
+        self.first = first
+        self.unsubscribed = False
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5) -> list[Msg]:
+        if self.first:
+            first, self.first = self.first, []
+            return first
+        await asyncio.sleep(timeout or 60)
+        raise nats.errors.TimeoutError
+
+    async def unsubscribe(self) -> None:
+        self.unsubscribed = True
+
+
+def running(pull: StoppablePull, consume: Any) -> PullLoop:
+    loop = PullLoop(Consumer("c", "MEMBERS", ["members.>"], ignore), consume)
+    loop.subscription = pull
+    loop.start()
+    return loop
+
+
+async def test_a_stop_lets_the_batch_in_hand_finish_then_ends_the_subscription():
+    started, handled = asyncio.Event(), []
+
+    async def slow(c: Consumer, msgs: list[Msg]) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        for msg in msgs:
+            await msg.ack()
+        handled.extend(msgs)
+
+    pull = StoppablePull([JsMessage("members.member-left.m1", b"{}")])
+    loop = running(pull, slow)
+    await started.wait()
+    await loop.stop()
+    assert [m.outcome for m in handled] == ["ack"] and pull.unsubscribed
+
+
+async def test_a_stop_cuts_an_idle_pull_at_once():
+    loop = running(StoppablePull([]), consume)
+    await asyncio.sleep(0.05)  # the loop waits in its one-second pull
+    started = time.perf_counter()
+    await loop.stop()
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_a_batch_cut_after_the_grace_period_is_given_back(monkeypatch: Any):
+    monkeypatch.setattr("shared.pull.STOP_GRACE_SECONDS", 0.1)
+    started = asyncio.Event()
+
+    async def stuck(c: Consumer, msgs: list[Msg]) -> None:
+        await msgs[0].ack()
+        started.set()
+        await asyncio.sleep(60)
+
+    batch = [JsMessage("members.member-left.m1", b"{}"), JsMessage("members.member-left.m2", b"{}")]
+    loop = running(StoppablePull(batch), stuck)
+    await started.wait()
+    await loop.stop()
+    # The settled one stays settled; the other comes back now rather than after ack_wait.
+    assert [m.outcome for m in batch] == ["ack", "nak"]
