@@ -4,7 +4,7 @@ the service's durable consumers, each pulled by its own task.
 What becomes of each fetched message (validation, dedupe, batches, retries with backoff, dead
 letters) is the consumer wrapper's (shared/consumer.py); the pull loop of one durable consumer
 is shared/pull.py. FastStream describes the same declarations as an AsyncAPI document
-(shared/asyncapi.py); it does not run here (docs/patterns.md, "The bus"). The names other
+(shared/asyncapi.py); it does not run here (docs/patterns.md, 8). The names other
 modules import from here (Consumer, retry_delay, ...) still come from here.
 """
 
