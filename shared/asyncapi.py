@@ -26,9 +26,15 @@ leaves out and the platform's contract has (`_complete`):
   `development`), the same whatever URL the service connects to: the document needs no key to
   read, so it does not tell the deployment's addresses.
 
-The declarations are not the bus's broker: the bus declares its subscribers when it starts,
-and this document is complete before that (and publishing through declared publishers would
-add nothing the bus does not do).
+Of those, FastStream 0.7 cannot produce the message headers and examples (its message schema
+has neither field), a per-message content type, channel parameters or extension fields
+(`x-schema-ids`); the server's name and the receive operations' descriptions are its
+generator's choices, changed here. The rest of the document is FastStream's.
+
+The broker here only describes: the bus runs on nats-py (shared/bus.py, shared/pull.py), and
+FastStream's generator reads the declarations of a `NatsBroker` that never connects. Each
+receiver is a real function whose parameter is annotated with the event's envelope model
+(shared/asyncapi_receiver.py), the signature FastStream reads the message schema from.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.specification import AsyncAPI
 from pydantic import Field, create_model
 
+from shared.asyncapi_receiver import receiver
 from shared.bus import Consumer
 from shared.events import (
     CLOUDEVENTS_JSON,
@@ -102,14 +109,7 @@ def _types_for(consumer: Consumer, subject: str) -> list[type[EventData]]:
 
 def _receiver(model: type[EventData]) -> Any:
     """A handler FastStream reads the message schema from (it is never called)."""
-
-    async def receive(event: Any) -> None:
-        del event
-
-    # A real annotation, not the string `from __future__ import annotations` would leave.
-    receive.__annotations__ = {"event": envelope_model(model), "return": None}
-    receive.__name__ = f"on_{model.event_type.replace('-', '_')}"
-    return receive
+    return receiver(envelope_model(model), f"on_{model.event_type.replace('-', '_')}")
 
 
 def _declare(

@@ -1,9 +1,10 @@
-"""NATS JetStream through FastStream: the connection, streams, publishing with PubAck and
-dedup, and the service's durable consumers declared on the broker.
+"""NATS JetStream on nats-py: the connection, streams, publishing with PubAck and dedup, and
+the service's durable consumers, each pulled by its own task.
 
 What becomes of each fetched message (validation, dedupe, batches, retries with backoff, dead
-letters) is the consumer wrapper's (shared/consumer.py); FastStream's broker and the pull loop
-of its batch subscriber, as the project runs them, are in shared/broker.py. The names other
+letters) is the consumer wrapper's (shared/consumer.py); the pull loop of one durable consumer
+is shared/pull.py. FastStream describes the same declarations as an AsyncAPI document
+(shared/asyncapi.py); it does not run here (docs/patterns.md, 8). The names other
 modules import from here (Consumer, retry_delay, ...) still come from here.
 """
 
@@ -17,23 +18,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import faststream
+import nats
 import nats.js.errors
-from faststream.nats import JStream, NatsBroker, NatsUserPassword, PullSub
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StorageType, StreamConfig
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import tracing
-from shared.broker import (
-    DRAIN_SECONDS,
-    FILL_SECONDS,
-    STOP_GRACE_SECONDS,
-    Broker,
-    FastStreamLog,
-    PullBatches,
-    raw_batch,
-)
 from shared.clock import woken_or_timeout
 from shared.consumer import (
     HEADER_MAX,
@@ -50,6 +41,7 @@ from shared.consumer import (
 )
 from shared.events import CloudEvent
 from shared.metrics import Metrics
+from shared.pull import PullLoop
 from shared.settings import ServiceSettings
 from shared.store import expiring_index
 from shared.stream_erasure import erase_messages
@@ -61,6 +53,10 @@ DUPLICATE_WINDOW = timedelta(minutes=2)
 
 #: Dead letters are kept this long at most (erasure purges a member's at once).
 DLQ_MAX_AGE = timedelta(days=30)
+#: How long a publish (and any JetStream API call) waits for the server's answer.
+JS_TIMEOUT = 5.0
+#: On stop, how long the connection may take to flush what it still has to send.
+DRAIN_SECONDS = 2
 
 
 class BusUnavailable(TransientError):
@@ -68,18 +64,11 @@ class BusUnavailable(TransientError):
 
 
 @dataclass
-class _Running:
-    consumer: Consumer
-    subscriber: PullBatches
-    ready: bool = False
-
-
-@dataclass
 class Bus:
     """One service's connection to JetStream: its own stream, the DLQ, its consumers.
 
-    A thin layer over a FastStream `NatsBroker`: FastStream connects, fetches the batches and
-    publishes; the wrapper decides what becomes of each message (ack, retry, dead letter).
+    nats-py connects, publishes and fetches; one `PullLoop` task per durable consumer hands
+    each batch to the wrapper, which decides what becomes of each message (ack, retry, DLQ).
     """
 
     service: str
@@ -90,89 +79,51 @@ class Bus:
     on_connected: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.broker = self._make_broker()
         self.nc: NatsClient | None = None
-        #: The JetStream context (stream management, key-value buckets), once connected.
+        #: The JetStream context (publishing, streams, key-value buckets), once connected.
         self.js: Any = None
         self.streams_ready = False
-        self._running: dict[str, _Running] = {}
+        self._loops: dict[str, PullLoop] = {}
         self._main: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._prepared = False
         self.processed = self.db["processed_events"]
         #: What becomes of each fetched message (shared/consumer.py).
         self.wrapper = ConsumerWrapper(
-            self.service, self.settings, self.metrics, self.processed, self.broker
+            self.service, self.settings, self.metrics, self.processed, self.publish_raw
         )
 
     @property
-    def _inbox_prefix(self) -> str:
+    def inbox_prefix(self) -> str:
         # With its own user a service may only receive on its own inbox prefix
         # (deploy/nats, sarafan/nats_auth.py); without one, the client default.
         return f"_INBOX_{self.service}" if self.settings.nats_user else "_INBOX"
 
-    def _make_broker(self) -> NatsBroker:
+    async def _connect(self) -> NatsClient:
         s = self.settings
-        return Broker(
+        return await nats.connect(
             # A comma-separated list names several servers of a cluster.
-            [u.strip() for u in s.nats_url.split(",") if u.strip()],
-            security=NatsUserPassword(s.nats_user, s.nats_password or "") if s.nats_user else None,
-            # The connection's inbox serves JetStream API replies; pull subscriptions get it
-            # passed one by one (a FastStream subscriber does not take the broker's).
-            inbox_prefix=self._inbox_prefix,
+            servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
+            user=s.nats_user or None,
+            password=(s.nats_password or "") if s.nats_user else None,
+            # The connection's inbox serves JetStream API replies; the pull subscriptions get
+            # the same prefix (PullLoop.bind).
+            inbox_prefix=self.inbox_prefix,
             name=f"sarafan-{self.service}",
             connect_timeout=2,
+            # Reconnect for ever: nats-py keeps trying whatever the server answers (a server
+            # restarting with its accounts not yet loaded says "authorization violation").
             allow_reconnect=True,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             # Notice a half-open connection in seconds, not nats-py's 4 minutes.
             ping_interval=s.nats_ping_seconds,
             max_outstanding_pings=3,
+            drain_timeout=DRAIN_SECONDS,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             error_cb=self._on_error,
-            js_options={"timeout": 5},
-            graceful_timeout=STOP_GRACE_SECONDS,
-            drain_timeout=DRAIN_SECONDS,
-            # The wrapper validates each event itself (parse_event), so no FastDepends model.
-            apply_types=False,
-            logger=FastStreamLog(),
-            description=f"Sarafan {self.service}",
         )
-
-    def _subscribe(self, c: Consumer) -> PullBatches:
-        """Declare `c` on the broker: a batch pull subscriber on its durable, settled by hand."""
-        subscriber = self.broker.subscriber(
-            # One filter subject is the subscriber's subject; several go in the config.
-            c.subjects[0] if len(c.subjects) == 1 else "",
-            # The source stream belongs to its producer: never declared from here.
-            stream=JStream(c.stream, declare=False),
-            durable=c.name,
-            config=consumer_config(c, self.settings),
-            pull_sub=PullSub(batch_size=c.batch_size, timeout=FILL_SECONDS, batch=True),
-            # Every message is acked, retried or dead-lettered by the wrapper, one by one.
-            ack_policy=faststream.AckPolicy.MANUAL,
-            inbox_prefix=f"{self._inbox_prefix}.".encode(),
-            decoder=raw_batch,
-            no_reply=True,
-            title=c.name,
-            description=f"durable pull consumer {c.name} on {c.stream}",
-        )
-
-        # The same subscriber with the project's pull loop (see PullBatches).
-        subscriber.__class__ = PullBatches
-        assert isinstance(subscriber, PullBatches)
-        pending = self.metrics.consumer_pending.labels(self.service, c.name)
-        subscriber.on_idle = lambda: pending.set(0)
-
-        # Typed loosely: FastStream's AsyncAPI generator builds a schema from this signature,
-        # and nats-py's Msg has none.
-        async def consume(msgs: list[Any]) -> None:
-            await self.wrapper.consume(c, msgs)
-
-        consume.__name__ = c.name.replace("-", "_")
-        subscriber(consume)
-        return subscriber
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -191,12 +142,16 @@ class Bus:
         self.declare()
         self._main = asyncio.create_task(self._connect_and_run(), name=f"{self.service}-bus")
 
-    def declare(self) -> dict[str, PullBatches]:
-        """Declare every consumer on the broker, once: their subscribers by consumer name.
-        `start` does it before connecting; FastStream's test broker drives them without."""
-        if not self._running:
-            self._running = {c.name: _Running(c, self._subscribe(c)) for c in self.consumers}
-        return {name: r.subscriber for name, r in self._running.items()}
+    def declare(self) -> dict[str, PullLoop]:
+        """The pull loop of every consumer, once, by consumer name; `start` binds them when
+        connected (tests/harness.py drives the same consumers without a server)."""
+        if not self._loops:
+            for c in self.consumers:
+                pending = self.metrics.consumer_pending.labels(self.service, c.name)
+                self._loops[c.name] = PullLoop(
+                    c, self.wrapper.consume, on_idle=lambda p=pending: p.set(0)
+                )
+        return dict(self._loops)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -205,15 +160,18 @@ class Bus:
             self._main.cancel()
             with contextlib.suppress(BaseException):
                 await self._main
+        # Each loop lets a batch in hand finish (its acks go out), then unsubscribes.
+        await asyncio.gather(*(loop.stop() for loop in self._loops.values()))
+        if self.nc is None or self.nc.is_closed:
+            return
         try:
-            # Lets a batch in hand finish (its acks go out), stops the pull loops, unsubscribes,
-            # then drains the connection.
-            await self.broker.stop()
+            # Flushes what the connection still has to send (acks, publishes), then closes.
+            await self.nc.drain()
         except Exception as exc:
             # Drain refuses a connection that is reconnecting: it is closed below instead.
-            log.debug("stopping the broker: %r", exc)
+            log.debug("draining the NATS connection: %r", exc)
         finally:
-            if self.nc is not None and not self.nc.is_closed:
+            if not self.nc.is_closed:
                 with contextlib.suppress(Exception):
                     await self.nc.close()
 
@@ -222,15 +180,13 @@ class Bus:
         return self.nc is not None and self.nc.is_connected
 
     def ready(self) -> bool:
-        return (
-            self.connected and self.streams_ready and all(r.ready for r in self._running.values())
-        )
+        return self.connected and self.streams_ready and all(p.ready for p in self._loops.values())
 
     async def _connect_and_run(self) -> None:
         delay = 0.2
         while not self._stopping.is_set():
             try:
-                self.nc = await self.broker.connect()
+                self.nc = await self._connect()
                 break
             except Exception as exc:
                 log.warning("NATS not reachable at %s (%s); retrying", self.settings.nats_url, exc)
@@ -238,7 +194,7 @@ class Bus:
                 delay = min(delay * 2, 5.0)
         if self._stopping.is_set():
             return
-        self.js = self.broker.config.connection_state.stream
+        self.js = self.nc.jetstream(timeout=JS_TIMEOUT)
         log.info("connected to NATS at %s", self.settings.nats_url)
         await self._retry_until_done(self._declare_streams, "declare streams")
         self.streams_ready = True
@@ -246,9 +202,10 @@ class Bus:
         # (watching the API keys, publishing the outbox) should wait for another service.
         for hook in self.on_connected:
             await hook()
-        for running in self._running.values():
+        for loop in self._loops.values():
             await self._retry_until_done(
-                lambda r=running: self._bind(r), f"bind {running.consumer.name}"
+                lambda p=loop: p.bind(self.js, self.settings, self.inbox_prefix),
+                f"bind {loop.consumer.name}",
             )
 
     async def _retry_until_done(self, step: Callable[[], Awaitable[None]], what: str) -> None:
@@ -298,8 +255,7 @@ class Bus:
                 await self.js.stream_info(config.name)
 
     async def _declare_streams(self) -> None:
-        # Not FastStream's declaration (JStream(declare=True)): it would merge the subjects of
-        # every subscriber into the stream, and an existing stream is kept as it is here.
+        # Each stream with its producer's subjects; an existing stream is kept as it is.
         own = STREAMS[self.service]
         await self._ensure_stream(self.stream_config(own, [f"{self.service}.>"]))
         # Every service may dead-letter, so each makes sure the shared DLQ stream exists.
@@ -349,35 +305,27 @@ class Bus:
 
     async def publish(self, event: CloudEvent) -> None:
         """Publish and wait for the PubAck; raises when JetStream has not stored the event."""
-        if not self.connected or self.js is None:
-            raise BusUnavailable("NATS is not connected")
         subject = event.nats_subject
-        await self.broker.publish(
-            event.to_json(),
-            subject,
-            # With `stream=` the broker waits for the PubAck, and Nats-Msg-Id lets JetStream
-            # drop a repeat of the same event inside the duplicate window; the content type
-            # says structured mode (the CloudEvents NATS binding), replacing FastStream's own.
-            stream=STREAMS[subject.split(".", 1)[0]],
-            timeout=5,
+        headers = {
+            # The header FastStream wrote before the bus ran on nats-py (the AsyncAPI document
+            # declares it), kept on the wire for the readers that use it.
+            "correlation_id": event.correlationid or event.id,
+            # Nats-Msg-Id lets JetStream drop a repeat of the same event inside the duplicate
+            # window; the content type says structured mode (the CloudEvents NATS binding).
+            **event.nats_headers(),
             # The current span (the relay's publish span) travels as `traceparent`, if any.
-            headers={**event.nats_headers(), **tracing.current_fields()},
-            correlation_id=event.correlationid,
-        )
+            **tracing.current_fields(),
+        }
+        await self.publish_raw(subject, event.to_json(), STREAMS[subject.split(".", 1)[0]], headers)
         self.metrics.events_published.labels(self.service, event.type).inc()
 
-    # -- consuming ------------------------------------------------------------------------------
-
-    async def _bind(self, running: _Running) -> None:
-        c = running.consumer
-        # The source stream belongs to its producer; wait for it rather than declaring it.
-        await self.js.stream_info(c.stream)
-        # Created or updated before subscribing: pull_subscribe keeps an existing durable's
-        # configuration as it is, so a changed ack_wait or filter would never reach the server.
-        await self.js.add_consumer(c.stream, consumer_config(c, self.settings))
-        await running.subscriber.start()
-        running.ready = True
-        log.info("consuming %s from %s as %s", c.subjects, c.stream, c.name)
+    async def publish_raw(
+        self, subject: str, data: bytes, stream: str, headers: dict[str, str]
+    ) -> None:
+        """Publish bytes to `stream` (the stream it must land in: JetStream refuses otherwise)
+        and wait for the PubAck; the dead letters go this way."""
+        js = self._js_or_unavailable()
+        await js.publish(subject, data, timeout=JS_TIMEOUT, stream=stream, headers=headers)
 
 
 __all__ = [

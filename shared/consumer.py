@@ -22,7 +22,6 @@ from datetime import timedelta
 from typing import Any
 
 import nats.errors
-from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pymongo.asynchronous.collection import AsyncCollection
@@ -61,6 +60,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[CloudEvent, EventData]]], Awaitable[None]]
+#: Publishes bytes to a stream and waits for the PubAck: (subject, data, stream, headers).
+RawPublish = Callable[[str, bytes, str, dict[str, str]], Awaitable[object]]
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Consumer:
 
 
 def consumer_config(c: Consumer, settings: ServiceSettings) -> ConsumerConfig:
-    """The durable's configuration on the server, the same on every start (see `Bus._bind`)."""
+    """The durable's configuration on the server, the same on every start (see `PullLoop.bind`)."""
     return ConsumerConfig(
         durable_name=c.name,
         ack_policy=AckPolicy.EXPLICIT,
@@ -129,7 +130,7 @@ class ConsumerWrapper:
         settings: ServiceSettings,
         metrics: Metrics,
         processed: AsyncCollection[dict[str, Any]],
-        broker: NatsBroker,
+        publish: RawPublish,
         clock: Clock = utcnow,
     ) -> None:
         self.service = service
@@ -137,13 +138,13 @@ class ConsumerWrapper:
         self.metrics = metrics
         #: One record per (consumer, event) processed, kept PROCESSED_TTL: the dedupe.
         self.processed = processed
-        #: Where dead letters are published.
-        self.broker = broker
+        #: How dead letters are published (`Bus.publish_raw`).
+        self.publish = publish
         #: The receiver's clock: no time an event states is later than it plus the tolerance.
         self.clock = clock
 
     async def consume(self, c: Consumer, msgs: list[Msg]) -> None:
-        """One fetched batch, as FastStream hands it over (in order, one batch at a time)."""
+        """One fetched batch, as the pull loop hands it over (in order, one batch at a time)."""
         if not msgs:
             return
         heartbeat = asyncio.create_task(self._keep_in_progress(msgs, self._ack_wait(c) / 3))
@@ -336,12 +337,8 @@ class ConsumerWrapper:
         try:
             # The original subject ends the DLQ subject (dlq.<service>.<consumer>.<subject>),
             # so erasure can purge a member's dead letters by their id.
-            await self.broker.publish(
-                msg.data,
-                dlq_subject(self.service, c.name, msg.subject),
-                stream=DLQ_STREAM,
-                headers=headers,
-                timeout=5,
+            await self.publish(
+                dlq_subject(self.service, c.name, msg.subject), msg.data, DLQ_STREAM, headers
             )
         except Exception as exc:
             # Not stored in DLQ: keep the original (redelivered later), never drop it.

@@ -1,4 +1,4 @@
-"""A `shared.bus.Bus`'s consumers under FastStream's TestNatsBroker: no nats-server, no MongoDB.
+"""A `shared.bus.Bus`'s consumers without a server: no nats-server, no MongoDB, milliseconds.
 
     bus = Bus("engagement", settings, Metrics("engagement"), MemoryDatabase())
     bus.consumers.extend(subscriptions.bind(handlers))
@@ -7,48 +7,33 @@
         assert msg.outcome == "ack"
         [dead] = harness.dead_letters             # what went to the DLQ, with its headers
 
-A published event goes through the real consumer wrapper: decode, dedupe (the bus's
+The fake is at the port: the bus publishes through its JetStream context (`bus.js`), and the
+harness puts a `RecordingJetStream` there. A publish is recorded (`published`) and handed, as a
+`JsMessage` (a nats-py `Msg` with a JetStream ack subject, its settlement recorded instead of
+sent), to every consumer of the bus whose stream and filter subjects take it, through the
+same `ConsumerWrapper.consume` the pull loop calls (shared/pull.py): decode, dedupe (the bus's
 `processed_events` is the database it was given: a `MemoryDatabase` keeps it in memory), the
-batch handler or one by one, then the ack / nak(delay) / dead-letter decision. `deliver` hands
-one consumer a batch of several messages at once (as one fetch would), at any delivery count.
+batch handler or one by one, then the ack / nak(delay) / dead-letter decision. What lands in the
+DLQ stream is kept in `dead_letters`. `deliver` hands one consumer a batch of several messages
+at once (as one fetch would), at any delivery count.
 
-How TestNatsBroker is made to drive the project's batch pull subscriber, and why:
-
-- TestNatsBroker does hand a batch subscriber (`PullSub(batch=True)`) a list, a one-message
-  batch per publish, and our decoder gets it as `raw_message`. But its message (FastStream's
-  `PatchedMessage`) is no JetStream message: no reply subject, so nats-py's `metadata`
-  (num_delivered, num_pending, stream and sequence, which the wrapper reads on every batch
-  and for every retry and dead letter) raises NotJSMessageError. Inside the harness,
-  `PatchedMessage` is `JsMessage`: the same nats-py `Msg` with a JetStream reply subject
-  (nats-py parses the metadata from it) and acks recorded instead of sent.
-- TestNatsBroker routes a publish to every subscriber on the subject and stream, so the DLQ
-  copies (published to stream DLQ) are caught by a subscriber on `dlq.>` the harness adds.
-- `Bus.publish` refuses when the bus is not connected; the harness marks it connected (its
-  `nc` and `js`), which TestNatsBroker's fake connection does not do.
-- The bus's subscribers are declared by `Bus.declare` (no `Bus.start`: that would connect and
-  run the pull loops; under TestNatsBroker messages are pushed to `process_message` instead).
-
-TestNatsBroker hands one message object to every matching subscriber: with two consumers on
-the same subject, one publish is one `JsMessage` settled twice (MsgAlreadyAckdError). Give
-such a test one consumer per subject, or `deliver` to each consumer apart.
+Unlike JetStream, the fake keeps no duplicate window: the same event published twice reaches
+the consumers twice (the wrapper's dedupe is what a test sees).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
-from contextlib import AsyncExitStack
-from typing import Any
-from unittest import mock
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-import faststream.nats.testing
-from faststream.nats import JStream, TestNatsBroker
 from nats.aio.msg import Msg
 from nats.errors import MsgAlreadyAckdError
 
-from shared.bus import Bus
-from shared.events import CloudEvent
+from shared.bus import Bus, Consumer
+from shared.events import CloudEvent, subject_matches
 from shared.topology import DLQ_STREAM, STREAMS
 
 _SEQUENCE = itertools.count(1)
@@ -66,9 +51,7 @@ class JsMessage(Msg):
 
     def __init__(
         self,
-        _client: Any = None,
         subject: str = "",
-        reply: str = "",
         data: bytes = b"",
         headers: dict[str, str] | None = None,
         *,
@@ -77,21 +60,37 @@ class JsMessage(Msg):
         pending: int = 0,
         sequence: int | None = None,
     ) -> None:
-        del reply  # a JetStream message's reply is its ack subject, with the metadata in it
         self.seq = sequence or next(_SEQUENCE)
+        self.stream = stream_of(subject)
+        self.consumer = consumer
+        self.delivered = delivered
+        #: What JetStream says is still pending after this message (num_pending).
+        self.pending = pending
+        self.timestamp = time.time_ns()
+        # A JetStream message's reply is its ack subject, with the metadata in it.
         ack = (
-            f"$JS.ACK.{stream_of(subject)}.{consumer}.{delivered}.{self.seq}.{self.seq}"
-            f".{time.time_ns()}.{pending}"
+            f"$JS.ACK.{self.stream}.{consumer}.{delivered}.{self.seq}.{self.seq}"
+            f".{self.timestamp}.{pending}"
         )
-        super().__init__(_client, subject=subject, reply=ack, data=data, headers=headers)
+        super().__init__(None, subject=subject, reply=ack, data=data, headers=headers)
         self.outcome: str | None = None
         self.nak_delay: float | None = None
         self.progress = 0
 
+    @property
+    def metadata(self) -> Msg.Metadata:
+        return Msg.Metadata(
+            sequence=Msg.Metadata.SequencePair(consumer=self.seq, stream=self.seq),
+            num_pending=self.pending,
+            num_delivered=self.delivered,
+            timestamp=datetime.fromtimestamp(self.timestamp / 1e9, UTC),
+            stream=self.stream,
+            consumer=self.consumer,
+        )
+
     def _settle(self, outcome: str) -> None:
-        if self._ackd:
+        if self.outcome is not None:
             raise MsgAlreadyAckdError(self)
-        self._ackd = True
         self.outcome = outcome
 
     async def ack(self) -> None:
@@ -113,15 +112,46 @@ class JsMessage(Msg):
 
     def again(self, delivered: int | None = None) -> JsMessage:
         """The same stored message delivered once more (what JetStream does after a nak)."""
-        meta = self.metadata
         return JsMessage(
             subject=self.subject,
             data=self.data,
             headers=dict(self.headers or {}),
-            consumer=meta.consumer,
-            delivered=delivered or meta.num_delivered + 1,
+            consumer=self.consumer,
+            delivered=delivered or self.delivered + 1,
             sequence=self.seq,
         )
+
+
+@dataclass
+class Published:
+    """One publish through the bus's JetStream context, as it went to the port."""
+
+    subject: str
+    payload: bytes
+    stream: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RecordingJetStream:
+    """Stands in for nats-py's JetStream context at the bus's port (`bus.js`): each publish is
+    recorded, then handed to `deliver` (the harness), as JetStream would store and deliver it."""
+
+    deliver: Callable[[Published], Awaitable[None]]
+    published: list[Published] = field(default_factory=list)
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        del timeout
+        sent = Published(subject, payload, stream, dict(headers or {}))
+        self.published.append(sent)
+        await self.deliver(sent)
 
 
 class _Connected:
@@ -134,76 +164,62 @@ class _Connected:
         return None
 
 
-async def _raw(message: Any) -> Any:
-    return message.raw_message
-
-
 class BusHarness:
-    """Runs a Bus's consumers under TestNatsBroker (see the module's text)."""
+    """Runs a Bus's consumers on a recording JetStream context (see the module's text)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         #: DLQ copies, in order (subject dlq.<service>.<consumer>.<subject>, Sarafan-Dlq-*).
         self.dead_letters: list[JsMessage] = []
-        #: Every publish through the broker (events, DLQ copies): FastStream publish commands.
-        self.published: list[Any] = []
-        self._made: list[JsMessage] = []
-        self._stack = AsyncExitStack()
-        self.subscribers: dict[str, Any] = {}
+        #: Every publish through the bus (events, DLQ copies), with its headers.
+        self.js = RecordingJetStream(self._store)
+        self.consumers: dict[str, Consumer] = {}
+        #: The messages the last stored publish made (one per consumer that got it).
+        self._last: list[JsMessage] = []
+
+    @property
+    def published(self) -> list[Published]:
+        return self.js.published
 
     async def __aenter__(self) -> BusHarness:
-        self.subscribers = self.bus.declare()
-        # Where the DLQ copies land (one harness per bus: a second would add a second one).
-        dlq = self.bus.broker.subscriber(
-            "dlq.>", stream=JStream(DLQ_STREAM, declare=False), decoder=_raw
-        )
-        dlq(self._dead_letter)
-        self._stack.enter_context(
-            mock.patch.object(faststream.nats.testing, "PatchedMessage", self._message)
-        )
-        await self._stack.enter_async_context(TestNatsBroker(self.bus.broker))
-        producer = self.bus.broker.config.broker_config.producer
-        publish = producer.publish
-
-        async def recording(cmd: Any) -> Any:
-            self.published.append(cmd)
-            return await publish(cmd)
-
-        producer.publish = recording
+        self.consumers = {name: loop.consumer for name, loop in self.bus.declare().items()}
         self.bus.nc = _Connected()  # type: ignore[assignment]
-        self.bus.js = self.bus.broker.config.connection_state.stream
+        self.bus.js = self.js
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.bus.nc = None
         self.bus.js = None
-        await self._stack.aclose()
 
-    def _message(self, *args: Any, **kwargs: Any) -> JsMessage:
-        msg = JsMessage(*args, **kwargs)
-        self._made.append(msg)
-        return msg
-
-    async def _dead_letter(self, msg: JsMessage) -> None:
-        self.dead_letters.append(msg)
+    async def _store(self, sent: Published) -> None:
+        """What JetStream does with a stored message: the DLQ keeps it, every consumer whose
+        stream and filters take it gets it (a copy each) in a batch of its own."""
+        stream = stream_of(sent.subject)
+        if stream == DLQ_STREAM:
+            self.dead_letters.append(JsMessage(sent.subject, sent.payload, sent.headers))
+            return
+        made: list[JsMessage] = []
+        for c in self.consumers.values():
+            if c.stream == stream and any(subject_matches(f, sent.subject) for f in c.subjects):
+                msg = JsMessage(sent.subject, sent.payload, dict(sent.headers), consumer=c.name)
+                made.append(msg)
+                await self.bus.wrapper.consume(c, [msg])
+        # Stored, and no consumer of this bus reads it: the message as it was stored.
+        self._last = made or [JsMessage(sent.subject, sent.payload, dict(sent.headers))]
 
     # -- driving the consumers ----------------------------------------------------------------
 
     async def publish(self, event: CloudEvent) -> JsMessage:
-        """Publish as the service does (`Bus.publish`); the message the consumers got."""
-        made = len(self._made)
+        """Publish as the service does (`Bus.publish`); the message the (first) consumer got."""
         await self.bus.publish(event)
-        return self._made[made]
+        return self._last[0]
 
     async def publish_raw(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
     ) -> JsMessage:
         """Publish any bytes on a subject (a message no service would send, say)."""
-        made = len(self._made)
-        await self.bus.broker.publish(
-            data, subject, stream=stream_of(subject), headers=headers or {}
-        )
-        return self._made[made]
+        await self.bus.publish_raw(subject, data, stream_of(subject), headers or {})
+        return self._last[0]
 
     async def deliver(
         self,
@@ -216,9 +232,8 @@ class BusHarness:
         messages (`JsMessage.again()` for a redelivery)."""
         batch = [self._as_message(consumer, item, delivered) for item in items]
         for i, msg in enumerate(batch):
-            msg._metadata = None  # num_pending counts down to the last of the batch
-            msg.reply = _with_pending(msg.reply, len(batch) - 1 - i)
-        await self.subscribers[consumer].process_message(batch)
+            msg.pending = len(batch) - 1 - i  # num_pending counts down to the last of the batch
+        await self.bus.wrapper.consume(self.consumers[consumer], batch)
         return batch
 
     @staticmethod
@@ -232,10 +247,4 @@ class BusHarness:
             headers = item.nats_headers()
         else:
             (subject, data), headers = item, {}
-        return JsMessage(
-            subject=subject, data=data, headers=headers, consumer=consumer, delivered=delivered
-        )
-
-
-def _with_pending(reply: str, pending: int) -> str:
-    return ".".join([*reply.split(".")[:-1], str(pending)])
+        return JsMessage(subject, data, headers, consumer=consumer, delivered=delivered)

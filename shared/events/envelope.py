@@ -21,8 +21,8 @@ SPECVERSION = "1.0"
 #: it says the message is in structured mode: the whole event, attributes and data, is the body.
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 #: The header naming it. NATS header names are case-insensitive (the CloudEvents NATS binding
-#: matches this one so); it is written in lower case, as FastStream writes its own, so that a
-#: message carries it once.
+#: matches this one so); it is written in lower case, the spelling FastStream used for its own
+#: when it published for the bus, so that a message carries it once.
 CONTENT_TYPE = "content-type"
 
 #: The largest event a service creates: NATS refuses messages over its max_payload (1 MiB by

@@ -1,4 +1,5 @@
-"""The bus over FastStream against a real nats-server: what the move must not lose."""
+"""The bus against a real nats-server: what moving it (onto FastStream, then off it onto
+nats-py's own pull loop) must not lose."""
 
 from __future__ import annotations
 

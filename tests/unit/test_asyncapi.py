@@ -93,8 +93,8 @@ async def test_the_headers_the_bus_publishes_are_the_ones_the_document_declares(
     doc = _engagement()
     [ref] = doc["channels"]["engagement.post-created"]["messages"].values()
     declared = _resolve(doc, ref["$ref"])["headers"]
-    # Every header FastStream put on the wire (its own correlation_id included) is declared.
-    on_the_wire = {"content-type": "", **sent.headers_to_publish(js=True)}
+    # Every header the bus put on the wire (correlation_id included) is declared.
+    on_the_wire = {"content-type": "", **sent.headers}
     assert on_the_wire["content-type"] == CLOUDEVENTS_JSON
     assert set(on_the_wire) <= set(declared["properties"])
     jsonschema.validate(on_the_wire, declared)

@@ -1,15 +1,18 @@
-"""The bus wrapper's decisions without servers: durable settings, retries, batches pulled."""
+"""The bus's decisions without servers: durable settings, retries, batches pulled."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 
-from shared.bus import Bus, Consumer, TransientError, consumer_config, retry_delay
-from shared.metrics import Metrics
+from shared.bus import Consumer, TransientError, consumer_config, retry_delay
+from shared.pull import PullLoop
 from shared.settings import ServiceSettings
+from tests.harness import JsMessage
 
 SETTINGS = ServiceSettings(SARAFAN_MAX_DELIVER=4, SARAFAN_RETRY_BACKOFF_SECONDS=0.5)
 
@@ -64,14 +67,14 @@ class FakePull:
         return answer[:batch]
 
 
-def puller(pull: FakePull, batch_size: int = 10) -> Any:
-    bus = Bus("members", SETTINGS, Metrics("members"), {"processed_events": None})
-    subscriber = bus._subscribe(
-        Consumer("c", "MEMBERS", ["members.>"], ignore, batch_size=batch_size)
-    )
-    subscriber.subscription = pull
-    subscriber.running = True
-    return subscriber
+async def consume(c: Consumer, msgs: list[Msg]) -> None:
+    return None
+
+
+def puller(pull: FakePull, batch_size: int = 10) -> PullLoop:
+    loop = PullLoop(Consumer("c", "MEMBERS", ["members.>"], ignore, batch_size=batch_size), consume)
+    loop.subscription = pull
+    return loop
 
 
 async def test_a_lone_event_is_handed_over_without_waiting_to_fill_a_batch():
@@ -99,3 +102,70 @@ async def test_a_failed_top_up_hands_over_the_messages_in_hand():
 
 async def test_an_idle_pull_gives_an_empty_batch():
     assert await puller(FakePull(nats.errors.TimeoutError()))._next_batch() == []
+
+
+class StoppablePull:
+    """A subscription whose first fetch gives `first`, then waits as an idle pull does."""
+
+    def __init__(self, first: list[Msg]) -> None:
+        self.first = first
+        self.unsubscribed = False
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5) -> list[Msg]:
+        if self.first:
+            first, self.first = self.first, []
+            return first
+        await asyncio.sleep(timeout or 60)
+        raise nats.errors.TimeoutError
+
+    async def unsubscribe(self) -> None:
+        self.unsubscribed = True
+
+
+def running(pull: StoppablePull, consume: Any) -> PullLoop:
+    loop = PullLoop(Consumer("c", "MEMBERS", ["members.>"], ignore), consume)
+    loop.subscription = pull
+    loop.start()
+    return loop
+
+
+async def test_a_stop_lets_the_batch_in_hand_finish_then_ends_the_subscription():
+    started, handled = asyncio.Event(), []
+
+    async def slow(c: Consumer, msgs: list[Msg]) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        for msg in msgs:
+            await msg.ack()
+        handled.extend(msgs)
+
+    pull = StoppablePull([JsMessage("members.member-left.m1", b"{}")])
+    loop = running(pull, slow)
+    await started.wait()
+    await loop.stop()
+    assert [m.outcome for m in handled] == ["ack"] and pull.unsubscribed
+
+
+async def test_a_stop_cuts_an_idle_pull_at_once():
+    loop = running(StoppablePull([]), consume)
+    await asyncio.sleep(0.05)  # the loop waits in its one-second pull
+    started = time.perf_counter()
+    await loop.stop()
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_a_batch_cut_after_the_grace_period_is_given_back(monkeypatch: Any):
+    monkeypatch.setattr("shared.pull.STOP_GRACE_SECONDS", 0.1)
+    started = asyncio.Event()
+
+    async def stuck(c: Consumer, msgs: list[Msg]) -> None:
+        await msgs[0].ack()
+        started.set()
+        await asyncio.sleep(60)
+
+    batch = [JsMessage("members.member-left.m1", b"{}"), JsMessage("members.member-left.m2", b"{}")]
+    loop = running(StoppablePull(batch), stuck)
+    await started.wait()
+    await loop.stop()
+    # The settled one stays settled; the other comes back now rather than after ack_wait.
+    assert [m.outcome for m in batch] == ["ack", "nak"]

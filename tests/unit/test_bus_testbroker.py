@@ -1,4 +1,6 @@
-"""The consumer wrapper under FastStream's TestNatsBroker: no servers, milliseconds."""
+"""The consumer wrapper driven by tests/harness.py (a recording JetStream at the bus's port,
+the wrapper the pull loop calls): no servers, milliseconds. (The file's name dates from when
+the harness ran FastStream's TestNatsBroker.)"""
 
 from __future__ import annotations
 
