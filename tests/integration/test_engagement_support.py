@@ -73,11 +73,18 @@ async def republish(nc: nats.NATS, event: CloudEvent, msg_id: str) -> None:
 
 @asynccontextmanager
 async def collect(nc: nats.NATS, subject: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every message published on `subject` while inside, decoded (core NATS subscription)."""
+    """Every event published on `subject` while inside, decoded, once per event id (core NATS
+    subscription). Once, as the stream keeps it: with two replicas on one database, one's
+    sweeper may publish an event the other's relay is publishing (at least once), and
+    JetStream drops the copy by its Nats-Msg-Id, but a core subscriber sees both."""
     seen: list[dict[str, Any]] = []
+    ids: set[str] = set()
 
     async def on_message(msg: Any) -> None:
-        seen.append(json.loads(msg.data))
+        event = json.loads(msg.data)
+        if event.get("id") not in ids:
+            ids.add(event.get("id"))
+            seen.append(event)
 
     sub = await nc.subscribe(subject, cb=on_message)
     try:
