@@ -25,7 +25,6 @@ from nats.js.api import StorageType, StreamConfig
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import tracing
-from shared.clock import woken_or_timeout
 from shared.consumer import (
     HEADER_MAX,
     PROCESSED_TTL,
@@ -42,6 +41,7 @@ from shared.consumer import (
 from shared.events import CloudEvent
 from shared.metrics import Metrics
 from shared.pull import PullLoop
+from shared.retry import retry
 from shared.settings import ServiceSettings
 from shared.store import expiring_index
 from shared.stream_erasure import erase_messages
@@ -183,41 +183,25 @@ class Bus:
         return self.connected and self.streams_ready and all(p.ready for p in self._loops.values())
 
     async def _connect_and_run(self) -> None:
-        delay = 0.2
-        while not self._stopping.is_set():
-            try:
-                self.nc = await self._connect()
-                break
-            except Exception as exc:
-                log.warning("NATS not reachable at %s (%s); retrying", self.settings.nats_url, exc)
-                await woken_or_timeout(self._stopping, delay)
-                delay = min(delay * 2, 5.0)
-        if self._stopping.is_set():
+        where = self.settings.nats_url
+        nc = await retry(self._connect, what=f"connecting to NATS at {where}", stop=self._stopping)
+        if nc is None:  # stopped before NATS answered
             return
+        self.nc = nc
         self.js = self.nc.jetstream(timeout=JS_TIMEOUT)
         log.info("connected to NATS at %s", self.settings.nats_url)
-        await self._retry_until_done(self._declare_streams, "declare streams")
+        await retry(self._declare_streams, what="declare streams", stop=self._stopping)
         self.streams_ready = True
         # Before binding: a consumer waits for its producer's stream, and nothing the hooks do
         # (watching the API keys, publishing the outbox) should wait for another service.
         for hook in self.on_connected:
             await hook()
         for loop in self._loops.values():
-            await self._retry_until_done(
+            await retry(
                 lambda p=loop: p.bind(self.js, self.settings, self.inbox_prefix),
-                f"bind {loop.consumer.name}",
+                what=f"bind {loop.consumer.name}",
+                stop=self._stopping,
             )
-
-    async def _retry_until_done(self, step: Callable[[], Awaitable[None]], what: str) -> None:
-        delay = 0.2
-        while not self._stopping.is_set():
-            try:
-                await step()
-                return
-            except Exception as exc:
-                log.warning("%s failed: %s; retrying", what, exc)
-                await woken_or_timeout(self._stopping, delay)
-                delay = min(delay * 2, 5.0)
 
     async def _on_disconnected(self) -> None:
         log.warning("disconnected from NATS; reconnecting")

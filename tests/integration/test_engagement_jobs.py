@@ -31,6 +31,17 @@ async def second_replica(
         yield running
 
 
+async def facts_settled(nc) -> None:
+    """Every post published so far is handled: a member can turn active before the last of
+    their posts is scored, and a scan racing that write finds the standing changed under it."""
+
+    async def settled() -> bool:
+        info = await nc.jetstream().consumer_info("ENGAGEMENT", "engagement-activity")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(settled, message="the posts were never all handled")
+
+
 async def posts_at(nc, member: str, at: datetime, count: int) -> None:
     for _ in range(count):
         await publish(nc, PostCreated(post_id=str(uuid.uuid4()), author_id=member, kind="post",
@@ -54,6 +65,7 @@ async def test_two_replicas_emit_member_drifting_once_per_drift_episode(
             return (await engagement_of(http, member))["level"] == "active"
 
         await wait_until(active, message="the member never became active")
+        await facts_settled(nc)
         # The periodic jobs of both replicas notice the drift: one event between them.
         await wait_until(lambda: drifting, message="no member-drifting from the periodic job")
         await asyncio.sleep(1.0)  # five more job intervals on each replica
@@ -156,6 +168,7 @@ async def test_decay_alone_demotes_with_level_changed_after_the_drift_is_reporte
             return (await engagement_of(http, member))["level"] == "active"
 
         await wait_until(active)
+        await facts_settled(nc)
         jobs = s["engagement"].jobs
         await jobs.scan_drifting(datetime.now(UTC) + timedelta(days=60))  # 26 / 4 = 6.5
 
@@ -189,6 +202,7 @@ async def test_with_several_members_drifting_one_coming_back_is_counted_once(ser
             return levels == {"active"}
 
         await wait_until(all_active, timeout=15, message="the members never became active")
+        await facts_settled(nc)
         now = datetime.now(UTC)
         assert await jobs.scan_drifting(now) == 4
         assert await jobs.scan_drifting(now) == 0  # the same episodes: nothing new
