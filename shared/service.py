@@ -228,11 +228,15 @@ def create_app(
     title: str,
     description: str,
     larger_bodies: dict[str, int] | None = None,
+    context: object = None,
 ) -> FastAPI:
     """FastAPI app with the common endpoints, auth, idempotency, errors and metrics.
 
     Request bodies are limited (`shared.http.MAX_BODY_BYTES`, 413 beyond); `larger_bodies`
-    gives routes that take files their own limit, by path."""
+    gives routes that take files their own limit, by path. `context` is the service's one
+    object of what its routes use (its use cases, built by its composition root): kept as
+    `app.state.context`, which the service's routes reach through one typed dependency
+    (`Depends(<service>_of)` in its context.py) and nothing else on `app.state`."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -252,6 +256,7 @@ def create_app(
     # The one error shape and every status each route answers (shared/http/openapi.py).
     install_openapi(app)
     app.state.runtime = runtime
+    app.state.context = context
     install_error_handlers(app)
     scopes = RouteScopes(routers)
     if undeclared := scopes.undeclared_posts():
