@@ -1,7 +1,8 @@
 """Members' HTTP routes: parse the request, call the use case, map its errors to 4xx/5xx.
 
 The rules are in domain.py, what each request does in usecases.py; a route only reads the
-request (body, path, query, headers, the caller's key) and shapes the answer.
+request (body, path, query, headers, the caller's key), calls a use case of the service's
+context (`members: MembersDep`, context.py) and shapes the answer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 
 from services.members import domain, usecases
 from services.members.api_keys import revoke_keys_of
-from services.members.erasure import Eraser
+from services.members.context import Members, MembersDep
 from services.members.listing import LIST_KEY_RE
 from services.members.schemas import (
     JoinRequest,
@@ -26,7 +27,7 @@ from services.members.schemas import (
     ReferralList,
     ReferralOut,
 )
-from services.members.store import ContactTaken, MemberStore
+from services.members.store import ContactTaken
 from services.members.violations import RuleViolation
 from shared import query
 from shared.events import Role
@@ -42,7 +43,6 @@ from shared.http import (
     unbound_only,
 )
 from shared.keys import ADMIN
-from shared.service import Runtime
 from shared.tags import normalise_tags
 
 log = logging.getLogger("sarafan.members.api")
@@ -57,18 +57,6 @@ INTEREST_MAX = 100
 T = TypeVar("T")
 #: The scopes of this service's routes (shared/keys.py says what each allows).
 JOIN, READ, WRITE, ERASE = "members:join", "members:read", "members:write", "members:erase"
-
-
-def runtime_of(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-def store_of(request: Request) -> MemberStore:
-    return request.app.state.store
-
-
-def phone_region_of(request: Request) -> str | None:
-    return request.app.state.phone_region
 
 
 def may_grant(request: Request) -> bool:
@@ -121,7 +109,7 @@ def answers(*, uniform_contacts: bool = False) -> Iterator[None]:
 
 
 @router.post("/members", status_code=201, response_model=MemberOut, dependencies=[require(JOIN)])
-async def join(body: JoinRequest, request: Request) -> MemberOut:
+async def join(body: JoinRequest, request: Request, members: MembersDep) -> MemberOut:
     """Join the community (explicit consent, at least one contact, optional referral code).
 
     Joining as coordinator or staff also needs the scope `admin` (403 naming it otherwise):
@@ -142,20 +130,14 @@ async def join(body: JoinRequest, request: Request) -> MemberOut:
         idempotency_record=request_record(request),
     )
     with answers(uniform_contacts=True):
-        async with runtime_of(request).unit_of_work() as uow:
-            member = await usecases.join(
-                cmd,
-                uow,
-                store_of(request),
-                phone_region=phone_region_of(request),
-                may_grant=may_grant(request),
-            )
+        member = await members.use_cases.join(cmd, may_grant=may_grant(request))
     return MemberOut.from_doc(member)
 
 
 @router.get("/members", response_model=MemberList, dependencies=[require(READ)])
 async def list_members(
     request: Request,
+    members: MembersDep,
     region: Annotated[str | None, Query(max_length=REGION_MAX, description="exact region")] = None,
     role: Annotated[Role | None, Query()] = None,
     interest: Annotated[
@@ -172,7 +154,7 @@ async def list_members(
         # Listed interests are normalised tags; input that normalises to nothing matches none.
         interest = next(iter(normalise_tags([interest])), interest)
     after = query.decode_cursor(cursor, LIST_KEY_RE) if cursor else None
-    docs = await store_of(request).lists.page(
+    docs = await members.store.lists.page(
         status,
         after,
         limit + 1,
@@ -182,18 +164,18 @@ async def list_members(
     )
     page = docs[:limit]
     return MemberList(
-        items=_readable(request, page, MemberOut.from_doc),
+        items=_readable(members, page, MemberOut.from_doc),
         next_cursor=_next_cursor(page) if len(docs) > limit else None,
     )
 
 
 def _readable(
-    request: Request, docs: Iterable[dict[str, Any]], convert: Callable[[dict[str, Any]], T]
+    members: Members, docs: Iterable[dict[str, Any]], convert: Callable[[dict[str, Any]], T]
 ) -> list[T]:
     """The documents of a page a client can be shown. One that cannot be read (written by
     hand, by an old version, half-migrated) is skipped, logged by id and counted, so it
     never takes the whole list down with it."""
-    skipped = runtime_of(request).skipped
+    skipped = members.skipped
     items: list[T] = []
     for doc in docs:
         try:
@@ -232,9 +214,11 @@ def _next_cursor(page: list[dict[str, Any]]) -> str | None:
 
 
 @router.get("/members/{member_id}", response_model=MemberOut, dependencies=[require(READ)])
-async def get_member(member_id: MemberId, request: Request, response: Response) -> MemberOut:
+async def get_member(
+    member_id: MemberId, request: Request, response: Response, members: MembersDep
+) -> MemberOut:
     """One member's profile (with a key bound to a member: that member's only)."""
-    doc = await store_of(request).get(acting_member(request, member_id))
+    doc = await members.store.get(acting_member(request, member_id))
     if doc is None:
         raise not_found("member", member_id)
     response.headers["ETag"] = f'"{doc.get("version", 1)}"'
@@ -280,6 +264,7 @@ async def update_member(
     body: PatchRequest,
     request: Request,
     response: Response,
+    members: MembersDep,
     if_match: Annotated[str | None, Header(description="a version: 412 if it changed")] = None,
 ) -> MemberOut:
     """Change profile, contacts or consent; emits member-updated with exactly what changed.
@@ -289,16 +274,9 @@ async def update_member(
     member_id = acting_member(request, member_id)
     expected = _if_match(if_match)
     with answers():
-        async with runtime_of(request).unit_of_work() as uow:
-            doc = await usecases.change_profile(
-                member_id,
-                _sent(body),
-                uow,
-                store_of(request),
-                expected_version=expected,
-                phone_region=phone_region_of(request),
-                may_grant=may_grant(request),
-            )
+        doc = await members.use_cases.change_profile(
+            member_id, _sent(body), expected_version=expected, may_grant=may_grant(request)
+        )
     response.headers["ETag"] = f'"{doc.get("version", 1)}"'
     return MemberOut.from_doc(doc)
 
@@ -324,6 +302,7 @@ async def leave(
     member_id: MemberId,
     request: Request,
     erase: Annotated[bool, Depends(_leave_scope)],
+    members: MembersDep,
 ) -> Response:
     """Leave (member-left); with erase=true the profile goes and their messages are erased.
 
@@ -335,13 +314,11 @@ async def leave(
     and every key bound to the member is revoked.
     """
     member_id = acting_member(request, member_id)
-    eraser: Eraser = request.app.state.eraser
     with answers():
-        async with runtime_of(request).unit_of_work() as uow:
-            await usecases.leave(member_id, erase, uow, store_of(request), erased=eraser.kick)
-    await revoke_keys_of(runtime_of(request), member_id)
+        await members.use_cases.leave(member_id, erase)
+    await revoke_keys_of(members, member_id)
     if erase:
-        runtime_of(request).scrubber.kick()  # the store's files keep no copy (shared/scrub.py)
+        members.scrubber.kick()  # the store's files keep no copy (shared/scrub.py)
     return Response(status_code=204)
 
 
@@ -351,20 +328,21 @@ async def leave(
 async def referrals(
     member_id: MemberId,
     request: Request,
+    members: MembersDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     cursor: Annotated[str | None, Query()] = None,
 ) -> ReferralList:
     """Who joined with this member's code (erased ones stay, anonymous, so counts hold).
     With a key bound to a member: that member's referrals only."""
     member_id = acting_member(request, member_id)
-    store = store_of(request)
+    store = members.store
     if await store.get(member_id) is None:
         raise not_found("member", member_id)
     after = query.decode_cursor(cursor, LIST_KEY_RE) if cursor else None
     docs = await store.lists.referrals_page(member_id, after, limit + 1)
     page = docs[:limit]
     return ReferralList(
-        items=_readable(request, page, ReferralOut.from_doc),
+        items=_readable(members, page, ReferralOut.from_doc),
         next_cursor=_next_cursor(page) if len(docs) > limit else None,
         total=await store.lists.count_referrals(member_id),
     )

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from services.members import importer, usecases
-from services.members.api import WRITE, may_grant, phone_region_of, runtime_of, store_of
+from services.members.api import WRITE, may_grant
+from services.members.context import MembersDep
 from services.members.schemas import ImportReport
 from shared.http import ApiError, error_responses, require, unbound_only
 
@@ -62,6 +63,7 @@ IMPORT_BODY = {
 )
 async def import_members(
     request: Request,
+    members: MembersDep,
     welcome: Annotated[
         bool, Query(description="welcome the members created (default: no welcome)")
     ] = False,
@@ -91,17 +93,13 @@ async def import_members(
         kind = importer.media_kind(request.headers.get("Content-Type"))
         body = await _body(request, importer.MAX_BYTES)
         text = importer.decode(body)
-        async with runtime_of(request).unit_of_work() as uow:
-            return await usecases.import_members(
-                text,
-                kind,
-                uow,
-                store_of(request),
-                file_id=file or importer.file_identity(body),
-                welcome=welcome,
-                first_row=first_row,
-                phone_region=phone_region_of(request),
-                may_grant=may_grant(request),
-            )
+        cmd = usecases.ImportCommand(
+            text,
+            kind,
+            file_id=file or importer.file_identity(body),
+            welcome=welcome,
+            first_row=first_row,
+        )
+        return await members.use_cases.import_members(cmd, may_grant=may_grant(request))
     except importer.ImportRefused as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc

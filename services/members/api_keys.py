@@ -20,13 +20,13 @@ import nats.errors
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import AfterValidator, BaseModel, Field
 
+from services.members.context import Members, MembersDep
 from shared import keys
 from shared.clock import utcnow
 from shared.http import ApiError, principal_of, require
 from shared.keys import ADMIN, BOOTSTRAP_ID, KEY_ID_RE, SCOPES, KeyRecord
 from shared.limits import Ident, Moment, Name
 from shared.limits import Request as Body
-from shared.service import Runtime
 
 log = logging.getLogger("sarafan.members.keys")
 
@@ -130,13 +130,9 @@ class KeyList(BaseModel):
     next_cursor: str | None = Field(None, description="always null: every key is listed")
 
 
-def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
-
-
-async def _on_nats(runtime: Runtime, work: Callable[[], Awaitable[T]]) -> T:
+async def _on_nats(members: Members, work: Callable[[], Awaitable[T]]) -> T:
     """`work()`'s answer, or 503 while NATS is away (the keys live there, nowhere else)."""
-    if not runtime.bus.connected:
+    if not members.bus.connected:
         raise ApiError(503, "unavailable", "NATS is unavailable: keys cannot be managed; retry")
     try:
         return await work()
@@ -148,7 +144,9 @@ async def _on_nats(runtime: Runtime, work: Callable[[], Awaitable[T]]) -> T:
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated, dependencies=[require(ADMIN)])
-async def create_key(body: KeyIn, request: Request, response: Response) -> KeyCreated:
+async def create_key(
+    body: KeyIn, request: Request, response: Response, members: MembersDep
+) -> KeyCreated:
     """Make an API key with the given scopes; its token is in this answer only.
 
     With an Idempotency-Key a repeat makes no second key, but the answer holds a secret that
@@ -158,7 +156,7 @@ async def create_key(body: KeyIn, request: Request, response: Response) -> KeyCr
     A key bound to a member (`member_id`: an active member) cannot also hold `admin`, which
     makes keys and grants roles (422 `bound_admin`)."""
     if body.member_id is not None:
-        await _bindable(request, body.member_id, body.scopes)
+        await _bindable(members, body.member_id, body.scopes)
     token, record = keys.new_key(
         body.name,
         list(body.scopes),
@@ -166,13 +164,13 @@ async def create_key(body: KeyIn, request: Request, response: Response) -> KeyCr
         member_id=body.member_id,
         rate_per_minute=body.rate_per_minute,
     )
-    await _keep(request, record, "made")
+    await _keep(request, members, record, "made")
     # Nothing on the way may keep the answer: it holds the token.
     response.headers["Cache-Control"] = "no-store"
-    return KeyCreated(**_out(request, record).model_dump(), token=token)
+    return KeyCreated(**_out(members, record).model_dump(), token=token)
 
 
-async def _bindable(request: Request, member_id: str, scopes: list[str]) -> None:
+async def _bindable(members: Members, member_id: str, scopes: list[str]) -> None:
     """422 unless a key may be bound to this member with these scopes."""
     if ADMIN in scopes:
         raise ApiError(
@@ -181,28 +179,27 @@ async def _bindable(request: Request, member_id: str, scopes: list[str]) -> None
             "a key bound to a member cannot hold the scope admin (it makes keys and grants "
             "roles): bind it without admin, or make an unbound admin key",
         )
-    member = await request.app.state.store.get(member_id)
+    member = await members.store.get(member_id)
     if member is None or member.get("status") != "active":
         raise ApiError(
             422, "unknown_member", f"member {member_id} does not exist or has left: no key binds"
         )
 
 
-def _out(request: Request, record: KeyRecord) -> KeyOut:
-    return KeyOut.of(record, utcnow(), _runtime(request).settings.key_rate_per_minute)
+def _out(members: Members, record: KeyRecord) -> KeyOut:
+    return KeyOut.of(record, utcnow(), members.default_key_rate)
 
 
 @router.get("/keys", response_model=KeyList, dependencies=[require(ADMIN)])
-async def list_keys(request: Request) -> KeyList:
+async def list_keys(members: MembersDep) -> KeyList:
     """Every key made (revoked ones too, so the audit's key ids stay explained), oldest first.
     The bootstrap key (`SARAFAN_API_TOKEN`) is not one of them: it lives in the environment."""
-    runtime = _runtime(request)
-    records = await _on_nats(runtime, runtime.keys.stored)
-    return KeyList(items=[_out(request, r) for r in records])
+    records = await _on_nats(members, members.keys.stored)
+    return KeyList(items=[_out(members, r) for r in records])
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, dependencies=[require(ADMIN)])
-async def revoke_key(key_id: KeyId, request: Request) -> KeyOut:
+async def revoke_key(key_id: KeyId, request: Request, members: MembersDep) -> KeyOut:
     """Revoke a key: every service refuses it within seconds. The record stays (revoked), so
     the key ids in past events are still explained. Revoking it again changes nothing."""
     if key_id == BOOTSTRAP_ID:
@@ -211,23 +208,21 @@ async def revoke_key(key_id: KeyId, request: Request) -> KeyOut:
             "bootstrap_key",
             "the bootstrap key is SARAFAN_API_TOKEN: rotate it by changing the variable",
         )
-    runtime = _runtime(request)
     found = KEY_ID_RE.fullmatch(key_id) is not None
-    record = await _on_nats(runtime, lambda: runtime.keys.stored_one(key_id)) if found else None
+    record = await _on_nats(members, lambda: members.keys.stored_one(key_id)) if found else None
     if record is None:
         raise ApiError(404, "not_found", f"API key {key_id[:100]} does not exist")
     if record.revoked_at is None:
         record = record.model_copy(update={"revoked_at": utcnow()})
-        await _keep(request, record, "revoked")
-    return _out(request, record)
+        await _keep(request, members, record, "revoked")
+    return _out(members, record)
 
 
-async def _keep(request: Request, record: KeyRecord, what: str) -> None:
+async def _keep(request: Request, members: Members, record: KeyRecord, what: str) -> None:
     """Write the record to the bucket; this process applies it at once, the other services
     when their watch delivers it. Logged with the key that did it (never the token)."""
-    runtime = _runtime(request)
-    await _on_nats(runtime, lambda: runtime.keys.save(record))
-    runtime.keys.apply(record.id, record.model_dump_json().encode())
+    await _on_nats(members, lambda: members.keys.save(record))
+    members.keys.apply(record.id, record.model_dump_json().encode())
     log.info(
         "API key %s (%s, scopes %s, acting for %s) %s by key %s",
         record.id,
@@ -239,23 +234,23 @@ async def _keep(request: Request, record: KeyRecord, what: str) -> None:
     )
 
 
-async def revoke_keys_of(runtime: Runtime, member_id: str) -> int:
+async def revoke_keys_of(members: Members, member_id: str) -> int:
     """A member who leaves takes their bound keys with them: each is revoked (kept, so past
     events' key ids stay explained). Best effort: with NATS away it is logged and the keys
     stay, and their requests are refused anyway wherever the member must be active."""
-    if not runtime.bus.connected:
+    if not members.bus.connected:
         log.warning("NATS unavailable: keys bound to member %s are not revoked", member_id)
         return 0
     try:
         bound = [
             r
-            for r in await runtime.keys.stored()
+            for r in await members.keys.stored()
             if r.member_id == member_id and r.revoked_at is None
         ]
         for record in bound:
             revoked = record.model_copy(update={"revoked_at": utcnow()})
-            await runtime.keys.save(revoked)
-            runtime.keys.apply(revoked.id, revoked.model_dump_json().encode())
+            await members.keys.save(revoked)
+            members.keys.apply(revoked.id, revoked.model_dump_json().encode())
             log.info("API key %s revoked: its member %s left", record.id, member_id)
         return len(bound)
     except (nats.errors.Error, ConnectionError, TimeoutError, OSError) as exc:

@@ -1,6 +1,6 @@
-"""Members service composition root: settings, runtime, store, erasure, routes (and the
-admin endpoint for the API keys every service accepts). Members consumes no events, so it
-declares no subscriptions."""
+"""Members service composition root: settings, runtime, store, erasure, use cases, the
+context the routes reach (context.py), routes (and the admin endpoint for the API keys every
+service accepts). Members consumes no events, so it declares no subscriptions."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.members import api, api_import, api_keys, importer, unsubscribe
+from services.members.context import Members
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
+from services.members.usecases import MemberUseCases
 from shared.clock import Clock, utcnow
 from shared.service import Composed, Runtime, create_app
 from shared.settings import ServiceSettings, load_settings
@@ -57,6 +59,27 @@ def compose(
     eraser = Eraser(store, runtime.bus, runtime.relay.flush, settings.erasure_sweep_seconds)
     runtime.jobs.append(eraser.loop)
     runtime.bus.on_connected.append(eraser.wake)
+    phone_region = settings.phone_region.strip().upper() or None
+    secret = settings.unsubscribe_secret
+    members = Members(
+        use_cases=MemberUseCases(
+            store,
+            runtime.unit_of_work,
+            runtime.clock,
+            phone_region=phone_region,
+            erased=eraser.kick,
+        ),
+        store=store,
+        clock=runtime.clock,
+        eraser=eraser,
+        phone_region=phone_region,
+        unsubscribe_secret=secret.get_secret_value() if secret else None,
+        keys=runtime.keys,
+        bus=runtime.bus,
+        default_key_rate=settings.key_rate_per_minute,
+        skipped=runtime.skipped,
+        scrubber=runtime.scrubber,
+    )
     app = create_app(
         runtime,
         [api.router, api_import.router, api_keys.router, unsubscribe.router],
@@ -64,12 +87,6 @@ def compose(
         description="Members who join voluntarily, their profiles, consent and referrals.",
         # The import takes a file; its own check answers 413 with the limit it has.
         larger_bodies={"/v1/members/import": importer.MAX_BYTES + 1},
+        context=members,
     )
-    # What the routes reach (api.py, unsubscribe.py): the store, the eraser, the phone region
-    # and the secret the unsubscribe links are verified with.
-    app.state.store = store
-    app.state.eraser = eraser
-    app.state.phone_region = settings.phone_region.strip().upper() or None
-    secret = settings.unsubscribe_secret
-    app.state.unsubscribe_secret = secret.get_secret_value() if secret else None
     return Composed(app, store, eraser)

@@ -24,7 +24,6 @@ from services.members.listing import list_key
 from services.members.violations import RuleViolation
 from shared.events import EventData, MemberJoined, MemberLeft, ReferralMade
 from shared.tags import normalise_tags
-from shared.uow import carrying, pending_events
 
 #: Referral-code alphabet without look-alikes (no 0/O, 1/I/L, 5/S, 8/B, 2/Z, U/V).
 CODE_ALPHABET = "34679ACDEFGHJKMNPQRTWXY"
@@ -348,17 +347,18 @@ def leaving(member: Mapping[str, Any], erase: bool, now: datetime) -> MemberLeft
     return MemberLeft(member_id=member["_id"], erase=erase, left_at=left_at(member) or now)
 
 
-def tombstone(
-    member: Mapping[str, Any], erased_at: datetime, left_event: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The anonymous document that replaces an erased member's profile (read whole).
+def kept_at_erasure(pending: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Of the events an erased member's document still holds unpublished, those that go out
+    all the same: the ones without personal data."""
+    return [e for e in pending if e.get("type") not in PERSONAL_EVENT_TYPES]
 
-    It keeps the events still pending (but not those with personal data) plus the member-left
-    event, so the relay still publishes them; `purge` marks the stream purge as still to do
-    (see erasure.py).
+
+def tombstone(member: Mapping[str, Any], erased_at: datetime) -> dict[str, Any]:
+    """The anonymous document that replaces an erased member's profile (read whole); the
+    store adds the events it still carries (store.erased_document). `purge` marks the stream
+    purge as still to do (see erasure.py).
     """
-    kept = [e for e in pending_events(member) if e.get("type") not in PERSONAL_EVENT_TYPES]
-    anonymous = {
+    return {
         "_id": member["_id"],
         **{name: member.get(name) for name in TOMBSTONE_FIELDS},
         "status": "erased",
@@ -366,4 +366,3 @@ def tombstone(
         "version": int(member.get("version", 1)) + 1,
         "purge": "pending",
     }
-    return carrying(anonymous, [*kept, left_event])

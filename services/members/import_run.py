@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from services.members import domain, importer
 from services.members.schemas import ChunkReport, ImportReport, RejectedRow
 from services.members.store import MemberStore
-from shared.clock import utcnow
+from shared.clock import Clock
 from shared.documents import Doc
 from shared.uow import UnitOfWork
 
@@ -62,10 +62,13 @@ class Importer:
         store: MemberStore,
         uow: UnitOfWork,
         phone_region: str | None,
+        clock: Clock,
         *,
         may_grant: bool = False,
     ) -> None:
         self.store = store
+        #: The use cases' clock: the time of each chunk's member-joined events.
+        self.clock = clock
         #: Committed after each chunk, so a chunk's events go out while the next is written.
         self.uow = uow
         self.phone_region = phone_region
@@ -123,7 +126,7 @@ class Importer:
         file_id: str,
         welcome: bool,
     ) -> list[importer.Candidate]:
-        now = utcnow()
+        now = self.clock()
         ready: list[importer.Candidate] = []
         for n, (row, raw) in enumerate(chunk):
             if n % YIELD_EVERY == 0:
@@ -158,7 +161,7 @@ class Importer:
         self, ready: list[importer.Candidate], result: ChunkResult, file_id: str
     ) -> None:
         # Entries first: a crash before the members leaves entries that listings skip.
-        await self.store.add_entries([e for c in ready for e in c.entries])
+        await self.store.add_entries(self.uow, [e for c in ready for e in c.entries])
         pending = ready
         not_created: list[importer.Candidate] = []
         for _round in range(CODE_ROUNDS):

@@ -1,24 +1,30 @@
 """The members service's MongoDB collections: its documents read and written, nothing more.
 
 Every filter goes through `shared.query.where` (the indexed form on both servers); which
-index serves which query is in docs/members.md, "Queries and indexes". A write that raises
-events takes the use case's unit of work (shared/uow.py), which stores them with the
-document and publishes them on commit.
+index serves which query is in docs/members.md, "Queries and indexes". A use case's writes
+go through the unit of work it holds (shared/uow.py), which stores the events with their
+document and publishes them on commit; the listing entries (`member_tags`) written with a
+member go through the same unit of work. Only removals are direct (the unit of work has no
+delete), and the start-up backfills, which belong to no use case.
+
+How an event rides in its document (the outbox) is the kernel's: this module is the one place
+of the service that builds or reads it (`erased_document`, the erasure bookkeeping).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.members import listing
+from services.members import domain, listing
+from services.members.backfill import backfill_list_keys, backfill_tags
 from services.members.contacts import CONTACT_KINDS
-from services.members.lists import ORDER, READABLE, MemberLists
+from services.members.lists import READABLE, MemberLists
 from shared.clock import now_ms
 from shared.documents import Doc
 from shared.events import CloudEvent
@@ -28,16 +34,12 @@ from shared.store import only_duplicates
 from shared.uow import (
     UnitOfWork,
     Write,
+    carrying,
     has_pending,
     pending_events,
     pending_only,
     unchanged_pending,
 )
-
-log = logging.getLogger("sarafan.members.store")
-
-#: How many members the one-time backfill of tag entries reads at once.
-BACKFILL_BATCH = 1000
 
 
 class ContactTaken(Exception):
@@ -81,7 +83,7 @@ class MemberStore:
         await self.members.create_index([("referred_by", 1), ("list_key", 1)])
         # The listing order (join time, then id) is one unique field: nx-27017 cannot index a
         # compound key naming `_id`, and compares dates to the second only.
-        await self._backfill_list_keys()  # first: a unique index refuses many missing keys
+        await backfill_list_keys(self)  # first: a unique index refuses many missing keys
         await self.members.create_index("list_key", unique=True, name="list_key_unique")
         # The member list by status, and by status and region, in join order.
         await self.members.create_index([("status", 1), ("list_key", 1)])
@@ -92,49 +94,7 @@ class MemberStore:
         await self.tags.create_index([("tag", 1), ("status", 1), ("list_key", 1)])
         await self.tags.create_index([("tag", 1), ("status", 1), ("region", 1), ("list_key", 1)])
         await self.tags.create_index("member_id")  # erasure removes every entry of a member
-        await self._backfill_tags()
-
-    async def _backfill_list_keys(self) -> None:
-        # Members stored before list_key existed (the first slice) get theirs once.
-        missing = self.members.find(where(list_key={"$exists": False}))
-        async for doc in missing:
-            try:
-                key = listing.list_key(doc["joined_at"], doc["_id"])
-            except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
-                # One document without a usable join time must not stop the service starting;
-                # it stays unlisted (the id only: the document may hold personal data).
-                log.warning(
-                    "member %s has no usable joined_at (%s): not listed",
-                    doc["_id"],
-                    type(exc).__name__,
-                )
-                continue
-            await self.members.update_one({"_id": doc["_id"]}, {"$set": {"list_key": key}})
-            await self.add_entries(list(listing.tag_entries({**doc, "list_key": key}).values()))
-
-    async def _backfill_tags(self) -> None:
-        # Members stored before the listing entries existed get theirs, once: a walk over the
-        # whole collection in join order (at start-up only, never on a request).
-        done = "member-tags"
-        if await self.migrations.find_one({"_id": done}):
-            return
-        after = ""
-        fields = {"status": 1, "region": 1, "roles": 1, "interests": 1, "list_key": 1}
-        while True:
-            batch = (
-                await self.members.find(where(list_key={"$gt": after}), fields)
-                .sort(ORDER)
-                .limit(BACKFILL_BATCH)
-                .to_list(None)
-            )
-            if not batch:
-                break
-            await self.add_entries([e for doc in batch for e in listing.tag_entries(doc).values()])
-            after = batch[-1]["list_key"]
-        try:
-            await self.migrations.insert_one({"_id": done, "at_ms": now_ms()})
-        except DuplicateKeyError:
-            pass  # another replica finished it too
+        await backfill_tags(self)
 
     # -- unique values -------------------------------------------------------------------------
 
@@ -176,7 +136,7 @@ class MemberStore:
         which listings skip (and drop), never a member missing from a listing.
         """
         entries = list(listing.tag_entries(member).values())
-        await self.add_entries(entries)
+        await self.add_entries(uow, entries)
         try:
             await uow.insert(self.members, member, events)
         except DuplicateKeyError as exc:
@@ -199,13 +159,14 @@ class MemberStore:
             return sorted(int(e["index"]) for e in exc.details.get("writeErrors", []))
         return []
 
-    async def add_entries(self, entries: list[Doc]) -> None:
-        """Listing entries of new members (ids never used before; a repeat is a duplicate)."""
+    async def add_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
+        """Listing entries of new members (ids never used before; a repeat is a duplicate),
+        written by the use case's unit of work (they raise no event)."""
         if not entries:
             return
-        stamped = [{**e, "written_ms": now_ms()} for e in entries]
+        now = now_ms()
         try:
-            await self.tags.insert_many(stamped, ordered=False)
+            await uow.bulk(self.tags, [Write.insert({**e, "written_ms": now}) for e in entries])
         except BulkWriteError as exc:
             if not only_duplicates(exc):
                 raise
@@ -261,7 +222,7 @@ class MemberStore:
         if current is not None:
             before = listing.tag_entries(current)
             after = listing.tag_entries(_applied(current, change))
-            await self._refresh_entries([e for i, e in after.items() if i not in before])
+            await self._refresh_entries(uow, [e for i, e in after.items() if i not in before])
         update = {k: dict(v) for k, v in change.items()}
         update.setdefault("$inc", {})["version"] = 1
         flt = where({"_id": member_id, "version": version, **(guard or {})})
@@ -276,30 +237,36 @@ class MemberStore:
             await self.remove_entries(i for i in before if i not in after)
         return written
 
-    async def _refresh_entries(self, entries: list[Doc]) -> None:
+    async def _refresh_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
         # Upserts by id (not inserts): an entry left over from an earlier change gets a new
         # `written_ms`, so a reader that judged it stale a moment ago keeps it.
         if not entries:
             return
         now = now_ms()
-        await self.tags.bulk_write(
+        await uow.bulk(
+            self.tags,
             [
-                UpdateOne({"_id": e["_id"]}, {"$set": {**e, "written_ms": now}}, upsert=True)
+                Write.update(
+                    e["_id"], {"_id": e["_id"]}, {"$set": {**e, "written_ms": now}}, upsert=True
+                )
                 for e in entries
             ],
-            ordered=False,
         )
 
-    async def replace_with_tombstone(self, uow: UnitOfWork, member: Doc, tomb: Doc) -> bool:
-        """Swap the profile (read whole) for its tombstone, unless it changed since it was read.
+    async def replace_with_tombstone(
+        self, uow: UnitOfWork, member: Doc, erased_at: datetime, left: CloudEvent
+    ) -> bool:
+        """Swap the profile (read whole) for its tombstone (`erased_document`), unless it
+        changed since it was read.
 
         The guard includes the pending events as read: the relay does not bump `version`
         when it removes a published one, and the tombstone must not resurrect it. The swap is
         an update setting the tombstone's fields and unsetting every other (with the guard
         that is the same as replacing the document), so that the unit of work knows whether
-        it landed: the tombstone's pending events (domain.tombstone) are published on commit
-        if it did, and nothing is assumed if it lost the race.
+        it landed: the tombstone's pending events are published on commit if it did, and
+        nothing is assumed if it lost the race.
         """
+        tomb = erased_document(member, erased_at, left.model_dump(mode="json"))
         guard = where(
             {"_id": member["_id"], "version": member.get("version", 1)},
             **unchanged_pending(member),
@@ -368,3 +335,14 @@ def _applied(current: Doc, change: Doc) -> Doc:
     for name in change.get("$unset", {}):
         after.pop(name, None)
     return after
+
+
+def erased_document(
+    member: Mapping[str, Any], erased_at: datetime, left_event: Mapping[str, Any]
+) -> Doc:
+    """The anonymous tombstone of an erased member (domain.tombstone) as it is stored: holding
+    the events still pending that carry no personal data (domain.kept_at_erasure; nobody has
+    seen the others, and they must never be published) plus the member-left event, so the
+    relay still publishes them."""
+    kept = domain.kept_at_erasure(pending_events(member))
+    return carrying(domain.tombstone(member, erased_at), [*kept, left_event])

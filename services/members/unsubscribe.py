@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from services.members import usecases
+from services.members.context import Members, MembersDep
 from shared import unsubscribe
 from shared.http.errors import error_body
 from shared.logs import key_id_var
@@ -106,9 +107,9 @@ def _answer(request: Request, kind: str, status: int, *, form: bool = False) -> 
     return JSONResponse({"status": kind, "message": message}, status, headers=HEADERS)
 
 
-def _member_of(request: Request, token: str) -> str | Response:
+def _member_of(request: Request, members: Members, token: str) -> str | Response:
     """The member the token names, or the answer refusing it."""
-    secret: str | None = request.app.state.unsubscribe_secret
+    secret = members.unsubscribe_secret
     if secret is None:
         log.warning("an unsubscribe link was used, but SARAFAN_UNSUBSCRIBE_SECRET is not set")
         return _answer(request, "unavailable", 503)
@@ -131,26 +132,24 @@ PAGES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses=PAGES)
-async def unsubscribe_page(token: str, request: Request) -> Response:
+async def unsubscribe_page(token: str, request: Request, members: MembersDep) -> Response:
     """The page an unsubscribe link opens: a button that unsubscribes. Changes nothing."""
-    found = _member_of(request, token)
+    found = _member_of(request, members, token)
     if isinstance(found, Response):
         return found
     return _answer(request, "confirm", 200, form=True)
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses=PAGES)
-async def withdraw_marketing(token: str, request: Request) -> Response:
+async def withdraw_marketing(token: str, request: Request, members: MembersDep) -> Response:
     """Withdraw the member's marketing consent (RFC 8058 one-click: the body, if any, is
     `List-Unsubscribe=One-Click`); the same answer whoever the link names, however often."""
-    found = _member_of(request, token)
+    found = _member_of(request, members, token)
     if isinstance(found, Response):
         return found
-    runtime = request.app.state.runtime
     audit = key_id_var.set(LINK_KEY_ID)
     try:
-        async with runtime.unit_of_work() as uow:
-            await usecases.withdraw_marketing(found, uow, request.app.state.store)
+        await members.use_cases.withdraw_marketing(found)
     except usecases.KeptChanging:
         return _answer(request, "unavailable", 503)
     finally:

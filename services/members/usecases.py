@@ -1,10 +1,11 @@
 """Members' use cases: what a caller asks, decided by the domain, written by a unit of work.
 
-The HTTP routes (api.py) are adapters: they parse a request into a command, call one of
-these, and map the errors below to HTTP. A use case reads through the store, asks the domain
-(domain.py) for the new state and the events it raises, and writes both through the unit of
-work it is given; committing it (the caller's `async with`, or the use case itself when
-something must follow the publish) hands the events to the relay.
+The HTTP routes (api.py, api_import.py, unsubscribe.py) are adapters: they parse a request
+into a command, call one method of `MemberUseCases` (reached through the service's context,
+context.py), and map the errors below to HTTP. Each method reads through the store, asks the
+domain (domain.py) for the new state and the events it raises, and writes both through a unit
+of work it opens itself (`async with self.unit_of_work() as uow:`); leaving that block commits
+it, which hands the events to the relay. The time is the clock's the use cases were given.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from services.members.import_run import Importer
 from services.members.schemas import ImportReport
 from services.members.store import CodeTaken, ContactTaken, MemberStore
 from services.members.violations import RuleViolation
-from shared.clock import Clock, utcnow
+from shared.clock import Clock
 from shared.documents import Doc
 from shared.events import CloudEvent, EventData, MemberUpdated, new_event
 from shared.uow import UnitOfWork
+
+#: Opens a unit of work (the runtime's `unit_of_work`).
+UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 #: How often a write retries when another write changed the member in between.
 WRITE_ATTEMPTS = 5
@@ -91,7 +95,7 @@ def _envelopes(events: list[EventData], now: datetime) -> list[CloudEvent]:
     ]
 
 
-# -- join ------------------------------------------------------------------------------------
+# -- commands --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -110,212 +114,218 @@ class JoinCommand:
     idempotency_record: str | None = None
 
 
-async def _referrer(store: MemberStore, raw_code: str | None) -> tuple[Doc | None, str]:
-    if not raw_code:
-        return None, ""
-    code = domain.normalise_code(raw_code)
-    referrer = await store.by_code(code) if domain.is_well_formed_code(code) else None
-    if referrer is None:
-        raise RuleViolation("unknown_referral_code", f"referral code {raw_code!r} is unknown")
-    return referrer, code
+@dataclass(frozen=True)
+class ImportCommand:
+    """One import request: a file's text (or a part of it) and how to read it."""
+
+    text: str
+    kind: str
+    file_id: str
+    welcome: bool
+    first_row: int = 1
 
 
-async def join(
-    cmd: JoinCommand,
-    uow: UnitOfWork,
-    store: MemberStore,
-    *,
-    phone_region: str | None,
-    may_grant: bool,
-    clock: Clock = utcnow,
-) -> Doc:
-    """A person joins (member-joined, and referral-made with a code); the new member.
+class MemberUseCases:
+    """What a caller may ask of members; each method opens and commits its unit of work."""
 
-    Raises RolesNeedAdmin, RuleViolation (contacts, code, consent), ContactTaken, NoCodeFound.
-    """
-    _may_give(cmd.profile["roles"], (), may_grant)
-    contacts = normalise_contacts(cmd.email, cmd.phone, cmd.telegram, phone_region)
-    # Contacts before the code: a sign-up key must not learn whose address owns a code.
-    taken = await store.taken_kind(contacts.as_dict())
-    if taken is not None:
-        return await _joined_before(store, cmd.idempotency_record, ContactTaken(taken))
-    referrer, code = await _referrer(store, cmd.referral_code)
-    now = _now(clock)
-    joined = domain.join(
-        str(uuid.uuid4()),
-        cmd.profile,
-        contacts,
-        terms=cmd.terms,
-        marketing=cmd.marketing,
-        now=now,
-        referrer=referrer,
-        code=code,
-    )
-    member, events = joined.member, _envelopes(joined.events, now)
-    record = cmd.idempotency_record
-    if record:
-        member["idempotency_record"] = record
-    for _attempt in range(WRITE_ATTEMPTS):
-        member["referral_code"] = domain.new_referral_code()
-        try:
-            await store.insert(uow, member, events)
-            return member
-        except CodeTaken:
-            continue
-        except ContactTaken as taken:
-            return await _joined_before(store, record, taken)  # or a concurrent join won
-    raise NoCodeFound()
+    def __init__(
+        self,
+        store: MemberStore,
+        unit_of_work: UnitOfWorkFactory,
+        clock: Clock,
+        *,
+        phone_region: str | None,
+        erased: Callable[[str], None] = lambda member_id: None,
+    ) -> None:
+        self.store = store
+        self.unit_of_work = unit_of_work
+        self.clock = clock
+        #: The country whose national phone formats are read (None: international only).
+        self.phone_region = phone_region
+        #: Called with a member whose erasure's events are on their way (the eraser's kick).
+        self.erased = erased
 
+    # -- join ----------------------------------------------------------------------------------
 
-async def _joined_before(store: MemberStore, record: str | None, taken: ContactTaken) -> Doc:
-    """A join whose contacts are taken: the same request again (its Idempotency-Key taken
-    over after the first attempt died before answering) is answered with the member it
-    created; anything else is the conflict."""
-    if record and (done := await store.by_idempotency_record(record)):
-        return done
-    raise taken
+    async def join(self, cmd: JoinCommand, *, may_grant: bool) -> Doc:
+        """A person joins (member-joined, and referral-made with a code); the new member.
 
-
-# -- change ----------------------------------------------------------------------------------
-
-
-async def change_profile(
-    member_id: str,
-    requested: Mapping[str, Any],
-    uow: UnitOfWork,
-    store: MemberStore,
-    *,
-    expected_version: int | None,
-    phone_region: str | None,
-    may_grant: bool,
-    clock: Clock = utcnow,
-) -> Doc:
-    """Change the fields sent (member-updated with exactly what changed); the member after.
-
-    Raises RuleViolation, MemberNotFound, VersionChanged, MemberClosed, RolesNeedAdmin,
-    ContactTaken, KeptChanging.
-    """
-    normal = domain.normalise_change(requested, phone_region)
-    for _attempt in range(WRITE_ATTEMPTS):
-        doc = await store.get(member_id)
-        if doc is None:
-            raise MemberNotFound(member_id)
-        version = int(doc.get("version", 1))
-        if expected_version is not None and expected_version != version:
-            raise VersionChanged(member_id, version, expected_version)
-        if doc.get("status") != "active":
-            raise MemberClosed(member_id)
-        if "roles" in normal:
-            _may_give(normal["roles"], doc.get("roles") or (), may_grant)
-        change = domain.profile_change(doc, normal, _now(clock))
-        if not change:
-            return doc  # nothing changes: no event, no new version
-        event = new_event(MemberUpdated(member_id=member_id, changes=change.changes))
-        written = await store.update(
-            uow,
-            member_id,
-            version,
-            change.update(),
-            [event],
-            guard={"status": "active"},
-            current=doc,
+        Raises RolesNeedAdmin, RuleViolation (contacts, code, consent), ContactTaken,
+        NoCodeFound.
+        """
+        store = self.store
+        _may_give(cmd.profile["roles"], (), may_grant)
+        contacts = normalise_contacts(cmd.email, cmd.phone, cmd.telegram, self.phone_region)
+        # Contacts before the code: a sign-up key must not learn whose address owns a code.
+        taken = await store.taken_kind(contacts.as_dict())
+        if taken is not None:
+            return await self._joined_before(cmd.idempotency_record, ContactTaken(taken))
+        referrer, code = await self._referrer(cmd.referral_code)
+        now = _now(self.clock)
+        joined = domain.join(
+            str(uuid.uuid4()),
+            cmd.profile,
+            contacts,
+            terms=cmd.terms,
+            marketing=cmd.marketing,
+            now=now,
+            referrer=referrer,
+            code=code,
         )
-        if written:
-            return await store.get(member_id) or doc
-    raise KeptChanging()
+        member, events = joined.member, _envelopes(joined.events, now)
+        record = cmd.idempotency_record
+        if record:
+            member["idempotency_record"] = record
+        async with self.unit_of_work() as uow:
+            for _attempt in range(WRITE_ATTEMPTS):
+                member["referral_code"] = domain.new_referral_code()
+                try:
+                    await store.insert(uow, member, events)
+                    return member
+                except CodeTaken:
+                    continue
+                except ContactTaken as taken:
+                    # ... or a concurrent join won.
+                    return await self._joined_before(record, taken)
+        raise NoCodeFound()
 
+    async def _referrer(self, raw_code: str | None) -> tuple[Doc | None, str]:
+        if not raw_code:
+            return None, ""
+        code = domain.normalise_code(raw_code)
+        referrer = await self.store.by_code(code) if domain.is_well_formed_code(code) else None
+        if referrer is None:
+            raise RuleViolation("unknown_referral_code", f"referral code {raw_code!r} is unknown")
+        return referrer, code
 
-# -- leave -----------------------------------------------------------------------------------
+    async def _joined_before(self, record: str | None, taken: ContactTaken) -> Doc:
+        """A join whose contacts are taken: the same request again (its Idempotency-Key taken
+        over after the first attempt died before answering) is answered with the member it
+        created; anything else is the conflict."""
+        if record and (done := await self.store.by_idempotency_record(record)):
+            return done
+        raise taken
 
+    # -- change --------------------------------------------------------------------------------
 
-async def leave(
-    member_id: str,
-    erase: bool,
-    uow: UnitOfWork,
-    store: MemberStore,
-    *,
-    erased: Callable[[str], None] = lambda member_id: None,
-    clock: Clock = utcnow,
-) -> None:
-    """Leave (member-left); with `erase` the profile becomes an anonymous tombstone, and once
-    its events are on their way `erased(member_id)` starts the purge of the stream.
+    async def change_profile(
+        self,
+        member_id: str,
+        requested: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        may_grant: bool,
+    ) -> Doc:
+        """Change the fields sent (member-updated with exactly what changed); the member after.
 
-    Repeats change nothing (no event). Raises MemberNotFound, KeptChanging.
-    """
-    for _attempt in range(WRITE_ATTEMPTS):
-        doc = await store.get_whole(member_id)
-        if doc is None:
-            raise MemberNotFound(member_id)
-        now = _now(clock)
-        left = domain.leaving(doc, erase, now)
-        if left is None:
-            return
-        event = new_event(left, time=now)
-        if erase:
-            tomb = domain.tombstone(doc, now, event.model_dump(mode="json"))
-            written = await store.replace_with_tombstone(uow, doc, tomb)
-        else:
-            written = await store.update(
-                uow,
-                member_id,
-                int(doc.get("version", 1)),
-                {"$set": {"status": "left", "departure": domain.departure(now)}},
-                [event],
-                guard={"status": "active"},
-                current=doc,
-            )
-        if written:
+        Raises RuleViolation, MemberNotFound, VersionChanged, MemberClosed, RolesNeedAdmin,
+        ContactTaken, KeptChanging.
+        """
+        store = self.store
+        normal = domain.normalise_change(requested, self.phone_region)
+        async with self.unit_of_work() as uow:
+            for _attempt in range(WRITE_ATTEMPTS):
+                doc = await store.get(member_id)
+                if doc is None:
+                    raise MemberNotFound(member_id)
+                version = int(doc.get("version", 1))
+                if expected_version is not None and expected_version != version:
+                    raise VersionChanged(member_id, version, expected_version)
+                if doc.get("status") != "active":
+                    raise MemberClosed(member_id)
+                if "roles" in normal:
+                    _may_give(normal["roles"], doc.get("roles") or (), may_grant)
+                change = domain.profile_change(doc, normal, _now(self.clock))
+                if not change:
+                    return doc  # nothing changes: no event, no new version
+                event = new_event(MemberUpdated(member_id=member_id, changes=change.changes))
+                written = await store.update(
+                    uow,
+                    member_id,
+                    version,
+                    change.update(),
+                    [event],
+                    guard={"status": "active"},
+                    current=doc,
+                )
+                if written:
+                    return await store.get(member_id) or doc
+        raise KeptChanging()
+
+    # -- leave ---------------------------------------------------------------------------------
+
+    async def leave(self, member_id: str, erase: bool) -> None:
+        """Leave (member-left); with `erase` the profile becomes an anonymous tombstone, and
+        once its events are on their way (the unit of work committed) `erased(member_id)`
+        starts the purge of the stream.
+
+        Repeats change nothing (no event). Raises MemberNotFound, KeptChanging.
+        """
+        async with self.unit_of_work() as uow:
+            written = await self._leave(uow, member_id, erase)
+        if written and erase:
+            self.erased(member_id)  # the purge waits for these events: published first
+
+    async def _leave(self, uow: UnitOfWork, member_id: str, erase: bool) -> bool:
+        """Whether the member's departure was written now (False: a repeat, nothing to do)."""
+        store = self.store
+        for _attempt in range(WRITE_ATTEMPTS):
+            doc = await store.get_whole(member_id)
+            if doc is None:
+                raise MemberNotFound(member_id)
+            now = _now(self.clock)
+            left = domain.leaving(doc, erase, now)
+            if left is None:
+                return False
+            event = new_event(left, time=now)
             if erase:
-                await uow.commit()  # the purge waits for these events: publish them first
-                erased(member_id)
+                written = await store.replace_with_tombstone(uow, doc, now, event)
+            else:
+                written = await store.update(
+                    uow,
+                    member_id,
+                    int(doc.get("version", 1)),
+                    {"$set": {"status": "left", "departure": domain.departure(now)}},
+                    [event],
+                    guard={"status": "active"},
+                    current=doc,
+                )
+            if written:
+                return True
+        raise KeptChanging()
+
+    # -- import --------------------------------------------------------------------------------
+
+    async def import_members(self, cmd: ImportCommand, *, may_grant: bool) -> ImportReport:
+        """Bring in an existing volunteer base: each row joins as a join would (or is counted
+        as existing, or rejected with why). Raises importer.ImportRefused for the whole
+        request. The unit of work is committed after each chunk (import_run.py)."""
+        async with self.unit_of_work() as uow:
+            work = Importer(self.store, uow, self.phone_region, self.clock, may_grant=may_grant)
+            return await work.run(
+                cmd.text,
+                cmd.kind,
+                file_id=cmd.file_id,
+                welcome=cmd.welcome,
+                first_row=cmd.first_row,
+            )
+
+    # -- unsubscribe ---------------------------------------------------------------------------
+
+    async def withdraw_marketing(self, member_id: str) -> None:
+        """A member used the unsubscribe link of a marketing e-mail: their marketing consent is
+        withdrawn exactly as `PATCH {"consent": {"marketing": false}}` withdraws it
+        (member-updated with the changed consent; nothing when it was already withdrawn).
+
+        A member who never existed, has left or was erased is no error: whoever holds a link
+        must not learn from the answer which of these it is. Raises KeptChanging.
+        """
+        try:
+            await self.change_profile(
+                member_id,
+                {"consent": {"marketing": False}},
+                expected_version=None,
+                may_grant=False,
+            )
+        except (MemberNotFound, MemberClosed):
             return
-    raise KeptChanging()
-
-
-# -- import ----------------------------------------------------------------------------------
-
-
-async def import_members(
-    text: str,
-    kind: str,
-    uow: UnitOfWork,
-    store: MemberStore,
-    *,
-    file_id: str,
-    welcome: bool,
-    first_row: int,
-    phone_region: str | None,
-    may_grant: bool,
-) -> ImportReport:
-    """Bring in an existing volunteer base: each row joins as a join would (or is counted as
-    existing, or rejected with why). Raises importer.ImportRefused for the whole request."""
-    work = Importer(store, uow, phone_region, may_grant=may_grant)
-    return await work.run(text, kind, file_id=file_id, welcome=welcome, first_row=first_row)
-
-
-# -- unsubscribe -----------------------------------------------------------------------------
-
-
-async def withdraw_marketing(
-    member_id: str, uow: UnitOfWork, store: MemberStore, *, clock: Clock = utcnow
-) -> None:
-    """A member used the unsubscribe link of a marketing e-mail: their marketing consent is
-    withdrawn exactly as `PATCH {"consent": {"marketing": false}}` withdraws it (member-updated
-    with the changed consent; nothing when it was already withdrawn).
-
-    A member who never existed, has left or was erased is no error: whoever holds a link must
-    not learn from the answer which of these it is. Raises KeptChanging.
-    """
-    try:
-        await change_profile(
-            member_id,
-            {"consent": {"marketing": False}},
-            uow,
-            store,
-            expected_version=None,
-            phone_region=None,
-            may_grant=False,
-            clock=clock,
-        )
-    except (MemberNotFound, MemberClosed):
-        return

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.members.store import MemberStore
-from services.members.usecases import JoinCommand
+from services.members.usecases import JoinCommand, MemberUseCases
 from shared.events import CloudEvent
 from shared.uow import UnitOfWork, pending_events
 from tests.fakes.memory import MemoryCollection, MemoryDatabase
@@ -74,6 +74,16 @@ class MembersOnMemory:
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.relay)  # type: ignore[arg-type]
+
+    def use_cases(self, clock: Callable[[], datetime] | None = None) -> MemberUseCases:
+        """The use cases on this store, reading the time from `clock` (default: NOW)."""
+        return MemberUseCases(
+            self.store,
+            self.unit_of_work,
+            clock or self.clock,
+            phone_region="RU",
+            erased=self.erased.append,
+        )
 
     async def member(self, member_id: str) -> dict[str, Any]:
         """A member's whole stored document (pending events included)."""

@@ -105,7 +105,8 @@ async def test_an_entry_left_over_from_an_interrupted_change_never_changes_the_a
         ghost = listing.tag_entries(
             {**doc, "_id": "ghost", "list_key": domain.list_key(doc["joined_at"], "ghost")}
         )
-        await store.add_entries([*moved.values(), *ghost.values()])
+        async with s["members"].runtime.unit_of_work() as uow:
+            await store.add_entries(uow, [*moved.values(), *ghost.values()])
 
         assert await _listed(http, role="volunteer", region="kazan") == []
         assert await _listed(http, role="volunteer") == [anna["member_id"]]

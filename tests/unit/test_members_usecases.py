@@ -20,34 +20,17 @@ async def m() -> MembersOnMemory:
 
 
 async def join(m: MembersOnMemory, may_grant: bool = False, **overrides: Any) -> dict[str, Any]:
-    async with m.unit_of_work() as uow:
-        return await usecases.join(
-            join_command(**overrides),
-            uow,
-            m.store,
-            phone_region="RU",
-            may_grant=may_grant,
-            clock=m.clock,
-        )
+    return await m.use_cases().join(join_command(**overrides), may_grant=may_grant)
 
 
 async def change(m: MembersOnMemory, member_id: str, expected: int | None = None, **requested):
-    async with m.unit_of_work() as uow:
-        return await usecases.change_profile(
-            member_id,
-            requested,
-            uow,
-            m.store,
-            expected_version=expected,
-            phone_region="RU",
-            may_grant=False,
-            clock=lambda: NOW + timedelta(days=1),
-        )
+    return await m.use_cases(clock=lambda: NOW + timedelta(days=1)).change_profile(
+        member_id, requested, expected_version=expected, may_grant=False
+    )
 
 
 async def leave(m: MembersOnMemory, member_id: str, erase: bool = False) -> None:
-    async with m.unit_of_work() as uow:
-        await usecases.leave(member_id, erase, uow, m.store, erased=m.erased.append, clock=m.clock)
+    await m.use_cases().leave(member_id, erase)
 
 
 # -- join ------------------------------------------------------------------------------------
@@ -218,18 +201,16 @@ def _rows(*emails: str) -> str:
 
 async def test_an_import_creates_new_members_counts_existing_ones_and_announces_each(m):
     await join(m, email="known@example.org")
-    async with m.unit_of_work() as uow:
-        report = await usecases.import_members(
+    report = await m.use_cases().import_members(
+        usecases.ImportCommand(
             _rows("vera@example.org", "known@example.org", "vera@example.org", "x@"),
             importer.JSONL,
-            uow,
-            m.store,
             file_id="f1",
             welcome=False,
             first_row=1,
-            phone_region="RU",
-            may_grant=False,
-        )
+        ),
+        may_grant=False,
+    )
     assert (report.created, report.existing, report.rejected) == (1, 1, 2)
     assert [(r.row, r.code) for r in report.rejected_rows] == [
         (3, "duplicate_row"),
