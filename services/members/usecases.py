@@ -261,38 +261,35 @@ class MemberUseCases:
 
         Repeats change nothing (no event). Raises MemberNotFound, KeptChanging.
         """
-        async with self.unit_of_work() as uow:
-            written = await self._leave(uow, member_id, erase)
-        if written and erase:
-            self.erased(member_id)  # the purge waits for these events: published first
-
-    async def _leave(self, uow: UnitOfWork, member_id: str, erase: bool) -> bool:
-        """Whether the member's departure was written now (False: a repeat, nothing to do)."""
         store = self.store
-        for _attempt in range(WRITE_ATTEMPTS):
-            doc = await store.get_whole(member_id)
-            if doc is None:
-                raise MemberNotFound(member_id)
-            now = _now(self.clock)
-            left = domain.leaving(doc, erase, now)
-            if left is None:
-                return False
-            event = new_event(left, time=now)
-            if erase:
-                written = await store.replace_with_tombstone(uow, doc, now, event)
+        async with self.unit_of_work() as uow:
+            for _attempt in range(WRITE_ATTEMPTS):
+                doc = await store.get_whole(member_id)
+                if doc is None:
+                    raise MemberNotFound(member_id)
+                now = _now(self.clock)
+                left = domain.leaving(doc, erase, now)
+                if left is None:
+                    return
+                event = new_event(left, time=now)
+                if erase:
+                    written = await store.replace_with_tombstone(uow, doc, now, event)
+                else:
+                    written = await store.update(
+                        uow,
+                        member_id,
+                        int(doc.get("version", 1)),
+                        {"$set": {"status": "left", "departure": domain.departure(now)}},
+                        [event],
+                        guard={"status": "active"},
+                        current=doc,
+                    )
+                if written:
+                    break
             else:
-                written = await store.update(
-                    uow,
-                    member_id,
-                    int(doc.get("version", 1)),
-                    {"$set": {"status": "left", "departure": domain.departure(now)}},
-                    [event],
-                    guard={"status": "active"},
-                    current=doc,
-                )
-            if written:
-                return True
-        raise KeptChanging()
+                raise KeptChanging()
+        if erase:
+            self.erased(member_id)  # the purge waits for these events: published first
 
     # -- import --------------------------------------------------------------------------------
 
