@@ -14,7 +14,7 @@ from services.engagement import contributions as rules
 from services.engagement.scoring import derived_event_id
 from services.engagement.store import EngagementStore
 from services.engagement.usecases.base import Batch, active_member, inserted
-from shared.clock import Clock, utcnow
+from shared.clock import Clock
 from shared.documents import Doc
 from shared.events import Attended, CloudEvent, new_event
 from shared.uow import UnitOfWork
@@ -79,11 +79,8 @@ class Hours:
             rules.decider(await active_member(self.store, cmd.by), cmd.by, entry["member_id"])
             if cmd.request_record is not None:
                 # The kept response will show the member's entry: erasure must find it by the
-                # member (noted first, so that it exists whenever the record may; wall-clock
-                # time, as the record's own expiry is: a documented real-time write stamp).
-                await self.store.note_decision_request(
-                    cmd.request_record, entry["member_id"], utcnow()
-                )
+                # member (noted first, so that it exists whenever the record may).
+                await self.store.note_decision_request(cmd.request_record, entry["member_id"])
             if entry["status"] == "pending":
                 decision, approved = rules.decide_hours(entry, cmd.by, cmd.status, cmd.reason, now)
                 events = [new_event(data, time=now) for data in approved]
