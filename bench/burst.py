@@ -10,7 +10,7 @@ instead of reading an index in order costs what the cohort holds. Two modes:
   one week (one cohort), 30 % of them posting one to four times since; every event goes through
   JetStream to the real consumers. The same reads again: p50/p99 of `--samples` each.
 - `--store N`: no stack, one nx-27017; N members joining within one week written as the service
-  writes them (`usecases.apply_member_events` and `record_activity` in batches of 100, the
+  writes them (`MemberEvents.apply` and `Activity.record` in batches of 100, the
   consumers' batch), then the engagement reads timed on the store (p50 of `--samples`), and
   the new-promising query's plans printed: nx-27017's explain (the filter only) and SQLite's
   plan of the statement as run (its ORDER BY and LIMIT too). It uses only interfaces older
@@ -290,10 +290,17 @@ async def seed_store(db: Any, count: int, now: datetime, grain: float) -> Any:
                 post = PostCreated(post_id=str(uuid.uuid4()), author_id=mid, kind="post",
                                    title="t", created_at=t)  # fmt: skip
                 posts.append((new_event(post), post))
+    if hasattr(usecases, "MemberEvents"):  # the use cases as classes, on the clock given
+        members = usecases.MemberEvents(store, scoring, erase, lambda: now)
+        activity = usecases.Activity(store, scoring, lambda: now)
+        apply, record = members.apply, activity.record
+    else:  # an older checkout: module functions taking their ports
+        apply = lambda b: usecases.apply_member_events(b, store, scoring, erase, now)  # noqa: E731
+        record = lambda b: usecases.record_activity(b, store, scoring, now)  # noqa: E731
     for k in range(0, len(joins), 100):
-        await usecases.apply_member_events(joins[k : k + 100], store, scoring, erase, now)
+        await apply(joins[k : k + 100])
     for k in range(0, len(posts), 100):
-        await usecases.record_activity(posts[k : k + 100], store, scoring, now)
+        await record(posts[k : k + 100])
     return Insights(store, rules)
 
 

@@ -1,7 +1,8 @@
 """Engagement HTTP routes for what members write: posts, comments, reactions, accepted answers.
 
-Each route parses its request, calls its use case (usecases.py) in a unit of work and renders
-the answer; a refusal of the rules becomes its 4xx (context.refusals)."""
+Each route parses its request, calls its use case (`Posts`, usecases/posts.py: it opens and
+commits its own unit of work) through the service's context (`EngagementDep`) and renders the
+answer; a refusal of the rules becomes its 4xx (context.refusals)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from services.engagement import usecases
-from services.engagement.context import Engagement, Strict, engagement_of, refusals, rendered
+from services.engagement.context import Engagement, EngagementDep, Strict, refusals, rendered
 from shared.clock import from_ms
 from shared.documents import Doc
 from shared.events import PostKind
@@ -132,14 +133,12 @@ async def _post_out(
 
 
 @router.post("/posts", status_code=201, response_model=PostOut, dependencies=[require(WRITE)])
-async def create_post(body: PostIn, request: Request) -> PostOut:
+async def create_post(body: PostIn, request: Request, e: EngagementDep) -> PostOut:
     """Publish a post, question, story or event report (emits post-created)."""
-    e = engagement_of(request)
     author = acting_member(request, body.author_id, "author_id")
     cmd = usecases.NewPost(post_id=new_id(request), **{**body.model_dump(), "author_id": author})
     with refusals():
-        async with e.unit_of_work() as uow:
-            posted = await usecases.create_post(cmd, uow, e.store, e.clock())
+        posted = await e.posts.create_post(cmd)
     if posted.created:
         return await _post_out(e, posted.post, posted.author, fresh=True)
     # The same request again (its first answer was lost): the post it made is the answer.
@@ -147,8 +146,7 @@ async def create_post(body: PostIn, request: Request) -> PostOut:
 
 
 @router.get("/posts/{post_id}", response_model=PostOut, dependencies=[require(READ)])
-async def get_post(post_id: str, request: Request) -> PostOut:
-    e = engagement_of(request)
+async def get_post(post_id: str, e: EngagementDep) -> PostOut:
     post = await e.store.post(post_id)
     if post is None:
         raise not_found("post", post_id)
@@ -161,16 +159,16 @@ async def get_post(post_id: str, request: Request) -> PostOut:
     response_model=CommentOut,
     dependencies=[require(WRITE)],
 )
-async def add_comment(post_id: str, body: CommentIn, request: Request) -> CommentOut:
+async def add_comment(
+    post_id: str, body: CommentIn, request: Request, e: EngagementDep
+) -> CommentOut:
     """Comment on a post; on a question, a comment by another member is an answer."""
-    e = engagement_of(request)
     author = acting_member(request, body.author_id, "author_id")
     cmd = usecases.NewComment(
         comment_id=new_id(request), post_id=post_id, **{**body.model_dump(), "author_id": author}
     )
     with refusals():
-        async with e.unit_of_work() as uow:
-            comment, author = await usecases.add_comment(cmd, uow, e.store, e.clock())
+        comment, author = await e.posts.add_comment(cmd)
     return CommentOut(
         comment_id=cmd.comment_id,
         post_id=post_id,
@@ -184,11 +182,10 @@ async def add_comment(post_id: str, body: CommentIn, request: Request) -> Commen
 @router.get("/posts/{post_id}/comments", response_model=CommentList, dependencies=[require(READ)])
 async def list_comments(
     post_id: str,
-    request: Request,
+    e: EngagementDep,
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
 ) -> CommentList:
-    e = engagement_of(request)
     if await e.store.post(post_id) is None:
         raise not_found("post", post_id)
     after = decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
@@ -225,19 +222,15 @@ async def list_comments(
     },
 )
 async def add_reaction(
-    post_id: str, body: ReactionIn, request: Request, response: Response
+    post_id: str, body: ReactionIn, request: Request, response: Response, e: EngagementDep
 ) -> ReactionOut:
     """React to a post with one of the community's reactions, once per member and post: the
     same reaction again answers 200 (no new event), another one 409 `already_reacted`, one not
     allowed 422 `unknown_reaction` with the allowed list."""
-    e = engagement_of(request)
     member = acting_member(request, body.member_id)
     cmd = usecases.NewReaction(post_id=post_id, **{**body.model_dump(), "member_id": member})
     with refusals():
-        async with e.unit_of_work() as uow:
-            reaction, created = await usecases.add_reaction(
-                cmd, uow, e.store, e.clock(), e.rules.reactions
-            )
+        reaction, created = await e.posts.add_reaction(cmd)
     if not created:
         response.status_code = 200
     return ReactionOut(
@@ -249,12 +242,12 @@ async def add_reaction(
 
 
 @router.post("/posts/{post_id}/accept", response_model=AcceptedOut, dependencies=[require(WRITE)])
-async def accept_answer(post_id: str, body: AcceptIn, request: Request) -> AcceptedOut:
+async def accept_answer(
+    post_id: str, body: AcceptIn, request: Request, e: EngagementDep
+) -> AcceptedOut:
     """The asker accepts a comment as the answer to their question, once (answer-accepted)."""
-    e = engagement_of(request)
     by = acting_member(request, body.by, "by")
     cmd = usecases.AcceptAnswer(post_id=post_id, comment_id=body.comment_id, by=by)
     with refusals():
-        async with e.unit_of_work() as uow:
-            answer = await usecases.accept_answer(cmd, uow, e.store, e.clock())
+        answer = await e.posts.accept_answer(cmd)
     return AcceptedOut(**asdict(answer))

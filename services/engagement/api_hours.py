@@ -1,8 +1,9 @@
 """Engagement HTTP routes for volunteer hours: recorded pending, decided by coordinator or staff.
 
 The rules (who may decide, once, no future dates) are in contributions.py; the routes call the
-use cases (usecases.py) and render the entry. Entries that attendance at an activity made
-(attendance.py) are listed with them, approved, with where they came from."""
+use cases (`Hours`, usecases/hours.py) through the service's context and render the entry.
+Entries that attendance at an activity made (attendance.py) are listed with them, approved,
+with where they came from."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field, StrictFloat
 
 from services.engagement import usecases
 from services.engagement.attendance import MANUAL
-from services.engagement.context import Strict, engagement_of, refusals, rendered
+from services.engagement.context import Engagement, EngagementDep, Strict, refusals, rendered
 from shared.clock import from_ms
 from shared.documents import Doc
 from shared.http import (
@@ -119,19 +120,18 @@ def _attendance_out(attended: Doc | None) -> AttendanceOut | None:
 
 
 @router.post("/hours", status_code=201, response_model=HoursOut, dependencies=[require(WRITE)])
-async def record_hours(body: HoursIn, request: Request) -> HoursOut:
+async def record_hours(body: HoursIn, request: Request, e: EngagementDep) -> HoursOut:
     """Record volunteer hours as `pending`, for a coordinator or staff member to decide."""
-    e = engagement_of(request)
     member = acting_member(request, body.member_id)
     cmd = usecases.NewHours(entry_id=new_id(request), **{**body.model_dump(), "member_id": member})
     with refusals():
-        async with e.unit_of_work() as uow:
-            entry = await usecases.record_hours(cmd, uow, e.store, e.clock())
+        entry = await e.hours.record_hours(cmd)
     return _hours_out(entry)
 
 
-async def _decide(entry_id: str, body: DecisionIn, request: Request, status: str) -> HoursOut:
-    e = engagement_of(request)
+async def _decide(
+    entry_id: str, body: DecisionIn, request: Request, e: Engagement, status: str
+) -> HoursOut:
     cmd = usecases.DecideHours(
         entry_id=entry_id,
         # A key bound to a member decides as that member only (who must be coordinator/staff).
@@ -142,8 +142,7 @@ async def _decide(entry_id: str, body: DecisionIn, request: Request, status: str
         request_record=request_record(request),
     )
     with refusals():
-        async with e.unit_of_work() as uow:
-            entry = await usecases.decide_hours(cmd, uow, e.store, e.clock())
+        entry = await e.hours.decide_hours(cmd)
     return _hours_out(entry)
 
 
@@ -157,9 +156,11 @@ DECIDED = error_responses({409: {"already_decided": "hours entry h_01 is already
     dependencies=[require(DECIDE)],
     responses=DECIDED,
 )
-async def approve_hours(entry_id: str, body: DecisionIn, request: Request) -> HoursOut:
+async def approve_hours(
+    entry_id: str, body: DecisionIn, request: Request, e: EngagementDep
+) -> HoursOut:
     """Approve pending hours (coordinator or staff only): they score and emit hours-approved."""
-    return await _decide(entry_id, body, request, "approved")
+    return await _decide(entry_id, body, request, e, "approved")
 
 
 @router.post(
@@ -168,20 +169,22 @@ async def approve_hours(entry_id: str, body: DecisionIn, request: Request) -> Ho
     dependencies=[require(DECIDE)],
     responses=DECIDED,
 )
-async def reject_hours(entry_id: str, body: DecisionIn, request: Request) -> HoursOut:
+async def reject_hours(
+    entry_id: str, body: DecisionIn, request: Request, e: EngagementDep
+) -> HoursOut:
     """Reject pending hours (coordinator or staff only)."""
-    return await _decide(entry_id, body, request, "rejected")
+    return await _decide(entry_id, body, request, e, "rejected")
 
 
 @router.get("/members/{member_id}/hours", response_model=HoursList, dependencies=[require(READ)])
 async def member_hours(
     member_id: str,
     request: Request,
+    e: EngagementDep,
     status: str | None = Query(None, pattern="^(pending|approved|rejected)$"),
     limit: int = Query(50, ge=1, le=200),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
 ) -> HoursList:
-    e = engagement_of(request)
     member_id = acting_member(request, member_id)
     member = await e.store.member(member_id)
     if member is None or member.get("status") == "erased":

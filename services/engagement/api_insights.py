@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from services.engagement.context import engagement_of, rendered
+from services.engagement.context import EngagementDep, rendered
 from services.engagement.insights import SEGMENTS
 from shared.http import acting_member, not_found, require
 from shared.query import decode_offset
@@ -95,8 +95,7 @@ class StatsOut(BaseModel):
 @router.get(
     "/members/{member_id}/engagement", response_model=EngagementOut, dependencies=[require(READ)]
 )
-async def member_engagement(member_id: str, request: Request) -> EngagementOut:
-    e = engagement_of(request)
+async def member_engagement(member_id: str, request: Request, e: EngagementDep) -> EngagementOut:
     member = await e.store.member(acting_member(request, member_id))
     if member is None or member.get("status") == "erased":
         raise not_found("member", member_id)
@@ -106,7 +105,7 @@ async def member_engagement(member_id: str, request: Request) -> EngagementOut:
 @router.get("/segments/{name}", response_model=SegmentOut, dependencies=[require(READ)])
 async def segment(
     name: str,
-    request: Request,
+    e: EngagementDep,
     limit: int = Query(50, ge=1, le=500),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
 ) -> SegmentOut:
@@ -114,7 +113,6 @@ async def segment(
     above, no activity for 14 days) or `loyal` (the loyal pool: loyal and ambassador)."""
     if name not in SEGMENTS:
         raise not_found("segment", name)
-    e = engagement_of(request)
     start = decode_offset(cursor)
     page, more = await e.insights.segment(name, e.clock(), start, limit)
     return SegmentOut(
@@ -126,13 +124,12 @@ async def segment(
 
 @router.get("/leaderboard", response_model=LeaderboardOut, dependencies=[require(READ)])
 async def leaderboard(
-    request: Request,
+    e: EngagementDep,
     period: Literal["7d", "30d", "all"] = "30d",
     region: str | None = Query(None, max_length=100),
     limit: int = Query(10, ge=1, le=100),
 ) -> LeaderboardOut:
     """Points earned in the period (undecayed), optionally within one region."""
-    e = engagement_of(request)
     rows = await e.insights.leaderboard(period, region, limit, e.clock())
     valid = rendered(rows, LeaderboardRow.model_validate, "leaderboard row")
     # Ranked after leaving out a row that could not be shown: no gap in the ranks.
@@ -141,9 +138,8 @@ async def leaderboard(
 
 
 @router.get("/stats", response_model=StatsOut, dependencies=[require(READ)])
-async def stats(request: Request) -> StatsOut:
+async def stats(e: EngagementDep) -> StatsOut:
     """Community health now; the same figures are the `sarafan_community_*` gauges."""
-    e = engagement_of(request)
     now = e.clock()
     figures = await e.insights.figures(now)
     e.gauges.show(figures)

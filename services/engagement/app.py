@@ -16,6 +16,7 @@ from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.jobs import EngagementJobs
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
+from services.engagement.usecases import Activity, Hours, MemberEvents, Posts
 from shared.clock import Clock, utcnow
 from shared.jobs import Leases
 from shared.service import Composed, Runtime, create_app
@@ -82,15 +83,17 @@ def compose(
     scoring = Scoring(store, rules, runtime.unit_of_work)
     insights = Insights(store, rules)
     engagement = Engagement(
-        store,
-        rules,
-        scoring,
-        insights,
-        CommunityGauges(runtime.metrics),
-        runtime.unit_of_work,
+        posts=Posts(store, runtime.unit_of_work, clock, rules.reactions),
+        hours=Hours(store, runtime.unit_of_work, clock),
+        members=MemberEvents(store, scoring, runtime.bus.erase, clock),
+        activity=Activity(store, scoring, clock),
+        store=store,
+        rules=rules,
+        insights=insights,
+        gauges=CommunityGauges(runtime.metrics),
         clock=clock,
     )
-    handlers = EngagementHandlers(store, scoring, runtime.bus.erase, clock)
+    handlers = EngagementHandlers(engagement)
     jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)
@@ -116,6 +119,6 @@ def compose(
         [api.router, api_hours.router, api_insights.router],
         title="Sarafan engagement",
         description="Activity, scores and levels, volunteer hours, segments, community health.",
+        context=engagement,
     )
-    app.state.engagement = engagement
     return Composed(app, store, jobs)

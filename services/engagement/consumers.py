@@ -7,17 +7,14 @@ batch (the bus hands it one event at a time when a batch fails): a batch of memb
 one read of the projection, one insert of the counted transitions, one ordered bulk write of
 the projection, then the batch's facts in one write per member (scoring.py); activity
 likewise; a batch of attendances is one unordered insert of approved hours entries.
-The handlers only adapt: the work is in usecases.py.
+The handlers only adapt: the work is in the use cases (usecases/), reached through the
+service's context (context.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
-from services.engagement import usecases
-from services.engagement.scoring import Scoring
-from services.engagement.store import EngagementStore
+from services.engagement.context import Engagement
+from services.engagement.usecases import MemberNotYetKnown
 from shared.bus import TransientError
 from shared.events import (
     ActivityChanged,
@@ -46,17 +43,10 @@ activities = subscriptions.consumer("engagement-activities", stream="ACTIVITIES"
 
 
 class EngagementHandlers:
-    def __init__(
-        self,
-        store: EngagementStore,
-        scoring: Scoring,
-        erase: usecases.Erase,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.store = store
-        self.scoring = scoring
-        self.erase = erase
-        self.clock = clock
+    """The adapters of the three consumers: each hands its batch to one use case."""
+
+    def __init__(self, engagement: Engagement) -> None:
+        self.engagement = engagement
 
     # One handler for the four types on purpose: one read of the projection, one insert of the
     # counted transitions and one bulk write for a whole mixed batch.
@@ -64,14 +54,13 @@ class EngagementHandlers:
     async def on_members(self, batch: Batch) -> None:
         """The projection (display_name, region, roles, locale, timezone, referred_by, status,
         joined_at), the community's counters, erasures, and the facts joined and referral."""
-        now = self.clock()
-        await usecases.apply_member_events(batch, self.store, self.scoring, self.erase, now)
+        await self.engagement.members.apply(batch)
 
     # One handler for the five: the facts of a whole batch in one write per member.
     @activity.on(PostCreated, CommentAdded, ReactionAdded, AnswerAccepted, HoursApproved)
     async def on_activity(self, batch: Batch) -> None:
         """The service's own activity events: first answers, then the facts into standings."""
-        await usecases.record_activity(batch, self.store, self.scoring, self.clock())
+        await self.engagement.activity.record(batch)
 
     # One handler for the three: titles noted, then the batch's entries in one insert.
     @activities.on(ActivityPublished, ActivityChanged, Attended)
@@ -79,7 +68,6 @@ class EngagementHandlers:
         """Attendance at activities: approved hours entries, with hours-approved (scored by
         `on_activity` like hours approved by hand); the activities' titles label them."""
         try:
-            async with self.scoring.unit_of_work() as uow:
-                await usecases.credit_attendance(batch, self.store, uow)
-        except usecases.MemberNotYetKnown as exc:
+            await self.engagement.hours.credit_attendance(batch)
+        except MemberNotYetKnown as exc:
             raise TransientError(str(exc)) from exc

@@ -1,5 +1,5 @@
-"""What the HTTP routes share: the service's parts, its one clock, and the use cases' refusals
-as HTTP errors."""
+"""What the adapters share: the service's one context (its use cases, the store for plain reads,
+its one clock), the routes' one dependency on it, and the use cases' refusals as HTTP errors."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from services.engagement import domain
 from services.engagement.contributions import Conflict, Forbidden, NotFound, Refused
 from services.engagement.insights import CommunityGauges, Insights
-from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
+from services.engagement.usecases import Activity, Hours, MemberEvents, Posts
+from shared.clock import Clock
 from shared.http import ApiError, not_found
 from shared.limits import Request as RequestBody
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 T = TypeVar("T")
@@ -27,22 +26,34 @@ T = TypeVar("T")
 
 @dataclass
 class Engagement:
+    """What the adapters use, built once by the composition root (app.py `compose`): the use
+    cases (each opens and commits its own unit of work), the store for plain reads, the
+    figures, and the one clock."""
+
+    #: The use cases: what members write, volunteer hours, member events, activity.
+    posts: Posts
+    hours: Hours
+    members: MemberEvents
+    activity: Activity
+    #: Plain reads of the routes (a post, its comments, a member's hours...).
     store: EngagementStore
     rules: domain.Rules
-    scoring: Scoring
     insights: Insights
     gauges: CommunityGauges
-    #: A unit of work for one use case (the runtime's: it publishes through the outbox relay).
-    unit_of_work: Callable[[], UnitOfWork]
     #: The service's one clock (the runtime's: `build(settings, clock=...)`), for the time of
     #: facts, decisions, scans and figures. Only the stamps that order the store's own writes
     #: (the counters' `written`, an idempotency record's expiry) read real time, by design:
     #: a moved clock must not reorder what the store folds or expires.
-    clock: Callable[[], datetime]
+    clock: Clock
 
 
 def engagement_of(request: Request) -> Engagement:
-    return request.app.state.engagement  # type: ignore[no-any-return]
+    """The routes' one dependency: `e: EngagementDep` (the context `create_app` keeps)."""
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+#: A route's parameter for the service's context.
+EngagementDep = Annotated[Engagement, Depends(engagement_of)]
 
 
 class Strict(RequestBody):

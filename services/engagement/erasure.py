@@ -4,7 +4,7 @@ Posts and comments stay as anonymous tombstones (no author, title, body or tags)
 others' answers and the community figures keep their history; hours entries, the member's
 activity record, level and drift records go, and so do the kept responses of the member's
 requests (an Idempotency-Key replay would show their name and text again). The use case that
-runs these, and erases the stream's messages, is `usecases.forget_member`.
+runs these, and erases the stream's messages, is `MemberEvents.forget` (usecases/members.py).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ async def forget_requests(store: EngagementStore, member_id: str) -> None:
 async def uncount(store: EngagementStore, member_id: str) -> None:
     """Take back from the kept counters what the erasure deletes: the member's returns after
     drift and approved hours (counted.py; before the deletes, so a retry finds them again)."""
+    # The counters' write stamp: real time, not the service's clock (folding relies on it,
+    # shared/tally.py).
     now = utcnow()
     deltas = []
     async for r in store.returns.find(where(member_id=member_id), {"at_ms": 1}):

@@ -366,13 +366,14 @@ class EngagementStore(HoursRecords):
 
     # -- what erasure must find --------------------------------------------------------------------
 
-    async def note_decision_request(self, record_id: str, member_id: str, at: datetime) -> None:
+    async def note_decision_request(self, record_id: str, member_id: str) -> None:
         """A decision on a member's hours was answered under an Idempotency-Key: the kernel
         files its record under the decider (`by`), but the response shows the member's entry,
-        so erasure must find it by the member too."""
+        so erasure must find it by the member too. Stamped with real time, not the service's
+        clock, as the kernel's record is: the note expires with it (a write stamp)."""
         try:
             await self.decision_requests.insert_one(
-                {"_id": record_id, "member_id": member_id, "created_at": at}
+                {"_id": record_id, "member_id": member_id, "created_at": utcnow()}
             )
         except Exception as exc:
             if not is_duplicate_key(exc):

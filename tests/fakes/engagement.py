@@ -3,9 +3,9 @@
 - The reference rules (`score`, `replay`, `score_horizon`) say what the scores are by their
   definition, one fact at a time: the service computes them another way (day buckets folded
   into a base, one document per member), and the tests check that it gives the same figures.
-- `engagement_on_memory()` builds the real store, scoring and unit of work on an in-memory
-  database (tests/fakes/memory.py) with a relay that only records what it was asked to
-  publish, so a use case runs end to end in microseconds, with no server.
+- `engagement_on_memory()` builds the real store, scoring, use cases and unit of work on an
+  in-memory database (tests/fakes/memory.py) with a relay that only records what it was asked
+  to publish, so a use case runs end to end in microseconds, with no server.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from services.engagement import domain
 from services.engagement.domain import LEVELS, Fact, Rules
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
+from services.engagement.usecases import Activity, Hours, MemberEvents, Posts
+from shared.clock import utcnow
 from shared.events import CloudEvent
 from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
@@ -83,9 +85,24 @@ class OnMemory:
     relay: RecordingRelay
     scoring: Scoring
     erased: list[tuple[str, str]]
+    #: The use cases, built as the composition root builds them, on this fake's clock.
+    posts: Posts = field(init=False)
+    hours: Hours = field(init=False)
+    members: MemberEvents = field(init=False)
+    activity: Activity = field(init=False)
+    #: The time the use cases read (`at` moves it); real time while None.
+    now: datetime | None = None
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.relay)  # type: ignore[arg-type]
+
+    def clock(self) -> datetime:
+        return self.now or utcnow()
+
+    def at(self, moment: datetime) -> OnMemory:
+        """The use cases' clock held at `moment`: `await e.at(NOW).posts.create_post(cmd)`."""
+        self.now = moment
+        return self
 
     async def erase(self, stream: str, subject: str) -> int:
         self.erased.append((stream, subject))
@@ -103,5 +120,10 @@ def engagement_on_memory(rules: Rules | None = None) -> OnMemory:
     store = EngagementStore(db)  # type: ignore[arg-type]
     relay = RecordingRelay()
     on_memory = OnMemory(db, store, relay, None, [])  # type: ignore[arg-type]
-    on_memory.scoring = Scoring(store, rules or Rules(), on_memory.unit_of_work)
+    rules = rules or Rules()
+    on_memory.scoring = scoring = Scoring(store, rules, on_memory.unit_of_work)
+    on_memory.posts = Posts(store, on_memory.unit_of_work, on_memory.clock, rules.reactions)
+    on_memory.hours = Hours(store, on_memory.unit_of_work, on_memory.clock)
+    on_memory.members = MemberEvents(store, scoring, on_memory.erase, on_memory.clock)
+    on_memory.activity = Activity(store, scoring, on_memory.clock)
     return on_memory

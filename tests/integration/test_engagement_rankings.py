@@ -60,7 +60,7 @@ async def walk(http, segment: str, limit: int) -> list[str]:
 async def test_segments_list_the_same_members_in_the_same_order_as_sorting_by_score(services, nc):
     async with services("members", "engagement", SARAFAN_ENGAGEMENT_LEVELS=THRESHOLDS) as s:
         http, store = s["engagement"].http, s["engagement"].store
-        rules = s["engagement"].app.state.engagement.rules
+        rules = s["engagement"].app.state.context.rules
         now = datetime.now(UTC).replace(microsecond=0)
         same_moment = now - 3 * DAY  # an import: joins that tie to the millisecond
         plan = {

@@ -94,7 +94,7 @@ async def collect(nc: nats.NATS, subject: str) -> AsyncIterator[list[dict[str, A
 
 
 def engagement_app(running: dict[str, Running]) -> Any:
-    return running["engagement"].app.state.engagement
+    return running["engagement"].app.state.context
 
 
 def member_joined(member_id: str, at: Any) -> MemberJoined:

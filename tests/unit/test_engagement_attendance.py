@@ -66,8 +66,7 @@ def batch(*items: EventData, at: datetime = NOW) -> list:
 
 
 async def credit(e: OnMemory, events: list) -> int:
-    async with e.unit_of_work() as uow:
-        return await usecases.credit_attendance(events, e.store, uow)
+    return await e.hours.credit_attendance(events)
 
 
 def approvals(e: OnMemory) -> list:
@@ -182,8 +181,8 @@ async def test_hours_from_attendance_score_like_hours_approved_by_hand(e) -> Non
     await credit(e, batch(attended(hours=3.5)))
     [event] = approvals(e)
     scored = [(event, event.payload())]
-    await usecases.record_activity(scored, e.store, e.scoring, NOW)
-    await usecases.record_activity(scored, e.store, e.scoring, NOW)  # redelivered
+    await e.at(NOW).activity.record(scored)
+    await e.at(NOW).activity.record(scored)  # redelivered
     standing = (await e.store.standings(["anna"]))["anna"]
     assert (standing["points_total"], standing["hours_total"]) == (7, 3.5)
     assert standing["last_ms"] == int(event.time.timestamp() * 1000)

@@ -40,20 +40,17 @@ async def e() -> OnMemory:
 
 async def post(e: OnMemory, post_id: str = "p1", kind: str = "question", **more) -> usecases.Posted:
     cmd = usecases.NewPost(post_id, more.pop("author_id", "asker"), kind, "Where?", "", [])
-    async with e.unit_of_work() as uow:
-        return await usecases.create_post(cmd, uow, e.store, more.pop("now", NOW))
+    return await e.at(more.pop("now", NOW)).posts.create_post(cmd)
 
 
 async def comment(e: OnMemory, comment_id: str, author: str = "helper", post_id: str = "p1"):
     cmd = usecases.NewComment(comment_id, post_id, author, "Gate 2")
-    async with e.unit_of_work() as uow:
-        return await usecases.add_comment(cmd, uow, e.store, NOW + timedelta(minutes=5))
+    return await e.at(NOW + timedelta(minutes=5)).posts.add_comment(cmd)
 
 
 async def accept(e: OnMemory, comment_id: str, by: str = "asker") -> usecases.Answer:
-    async with e.unit_of_work() as uow:
-        cmd = usecases.AcceptAnswer("p1", comment_id, by)
-        return await usecases.accept_answer(cmd, uow, e.store, NOW + timedelta(hours=1))
+    cmd = usecases.AcceptAnswer("p1", comment_id, by)
+    return await e.at(NOW + timedelta(hours=1)).posts.accept_answer(cmd)
 
 
 # -- posts, comments, reactions ------------------------------------------------------------------
@@ -61,12 +58,10 @@ async def accept(e: OnMemory, comment_id: str, by: str = "asker") -> usecases.An
 
 async def test_a_post_is_stored_with_its_post_created_once_however_often_it_is_sent(e) -> None:
     cmd = usecases.NewPost("p1", "asker", "question", "Where?", "", [" Park", "cleanup", "park"])
-    async with e.unit_of_work() as uow:
-        posted = await usecases.create_post(cmd, uow, e.store, NOW)
+    posted = await e.at(NOW).posts.create_post(cmd)
     assert posted.created and posted.post["tags"] == ["park", "cleanup"]  # order kept
     assert posted.post["open"] == 1 and posted.post["region"] == "kazan"
-    async with e.unit_of_work() as uow:
-        again = await usecases.create_post(cmd, uow, e.store, NOW + timedelta(seconds=5))
+    again = await e.at(NOW + timedelta(seconds=5)).posts.create_post(cmd)
     assert not again.created and again.post["created_ms"] == posted.post["created_ms"]
     assert e.relay.types() == ["post-created"]
 
@@ -91,9 +86,11 @@ async def test_a_comment_names_the_post_author_and_a_tombstone_takes_none(e) -> 
 
 
 async def react(e: OnMemory, reaction: str, member: str = "helper", **more):
-    async with e.unit_of_work() as uow:
-        cmd = usecases.NewReaction("p1", member, reaction)
-        return await usecases.add_reaction(cmd, uow, e.store, NOW, **more)
+    cmd = usecases.NewReaction("p1", member, reaction)
+    posts = e.at(NOW).posts
+    if "allowed" in more:  # another community's reactions
+        posts = usecases.Posts(e.store, e.unit_of_work, e.clock, more["allowed"])
+    return await posts.add_reaction(cmd)
 
 
 async def test_a_member_reacts_once_to_a_post_and_the_same_reaction_again_changes_nothing(
@@ -158,11 +155,8 @@ async def test_accepting_is_refused_off_the_rules(e) -> None:
         with pytest.raises(Refused) as refused:
             await accept(e, comment_id)
         assert refused.value.code == code
-    async with e.unit_of_work() as uow:
-        with pytest.raises(Refused) as not_a_question:
-            await usecases.accept_answer(
-                usecases.AcceptAnswer("p2", "elsewhere", "asker"), uow, e.store, NOW
-            )
+    with pytest.raises(Refused) as not_a_question:
+        await e.at(NOW).posts.accept_answer(usecases.AcceptAnswer("p2", "elsewhere", "asker"))
     assert not_a_question.value.code == "not_a_question"
     assert "answer-accepted" not in e.relay.types()
 
@@ -172,14 +166,12 @@ async def test_accepting_is_refused_off_the_rules(e) -> None:
 
 async def hours(e: OnMemory, entry_id: str = "h1", day: date = date(2026, 11, 20)):
     cmd = usecases.NewHours(entry_id, "helper", 3.0, "Cleanup", day, "")
-    async with e.unit_of_work() as uow:
-        return await usecases.record_hours(cmd, uow, e.store, NOW)
+    return await e.at(NOW).hours.record_hours(cmd)
 
 
 async def decide(e: OnMemory, by: str, status: str = "approved", record: str | None = None):
     cmd = usecases.DecideHours("h1", by, status, "", record)
-    async with e.unit_of_work() as uow:
-        return await usecases.decide_hours(cmd, uow, e.store, NOW)
+    return await e.at(NOW).hours.decide_hours(cmd)
 
 
 async def test_hours_are_pending_until_staff_decides_once(e) -> None:
@@ -205,9 +197,8 @@ async def test_only_staff_or_coordinators_decide_and_never_on_their_own_hours(e)
     with pytest.raises(Forbidden):
         await decide(e, "helper")
     with pytest.raises(NotFound):
-        async with e.unit_of_work() as uow:
-            cmd = usecases.DecideHours("nope", "staff", "approved", "")
-            await usecases.decide_hours(cmd, uow, e.store, NOW)
+        cmd = usecases.DecideHours("nope", "staff", "approved", "")
+        await e.at(NOW).hours.decide_hours(cmd)
     assert e.relay.types() == []
 
 
@@ -224,8 +215,8 @@ def joined(member_id: str, **more) -> MemberJoined:
 
 async def test_member_events_keep_the_projection_the_counters_and_the_joined_fact(e) -> None:
     batch = [(new_event(d), d) for d in (joined("m1"), joined("m2", referred_by="m1"))]
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)  # redelivered
+    await e.at(NOW).members.apply(batch)
+    await e.at(NOW).members.apply(batch)  # redelivered
     assert (await e.store.member("m2"))["referred_by"] == "m1"
     totals = await e.store.counters.totals()
     assert (totals["members"], totals["joins"], totals["referred"]) == (2, 2, 1)
@@ -235,10 +226,10 @@ async def test_member_events_keep_the_projection_the_counters_and_the_joined_fac
 
 async def test_an_erasure_erases_the_stream_and_leaves_tombstones(e) -> None:
     join = joined("vera")
-    await usecases.apply_member_events([(new_event(join), join)], e.store, e.scoring, e.erase, NOW)
+    await e.at(NOW).members.apply([(new_event(join), join)])
     await post(e, "vp", author_id="vera")
     left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
-    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.erase, NOW)
+    await e.at(NOW).members.apply([(new_event(left), left)])
     assert e.erased == [
         ("ENGAGEMENT", "engagement.*.vera"),
         ("ENGAGEMENT", "engagement.post-created.vp"),
@@ -259,8 +250,8 @@ async def test_activity_scores_its_authors_and_notes_first_answers(e) -> None:
         created_at=NOW + timedelta(minutes=2),
     )  # fmt: skip
     batch = [(new_event(d, time=NOW), d) for d in (created, answered)]
-    await usecases.record_activity(batch, e.store, e.scoring, NOW + timedelta(minutes=3))
-    await usecases.record_activity(batch, e.store, e.scoring, NOW + timedelta(minutes=3))
+    await e.at(NOW + timedelta(minutes=3)).activity.record(batch)
+    await e.at(NOW + timedelta(minutes=3)).activity.record(batch)
     standings = await e.store.standings(["asker", "helper"])
     assert {m: s["points_total"] for m, s in standings.items()} == {"asker": 3, "helper": 2}
     question = await e.store.post("p1")
@@ -286,16 +277,16 @@ async def test_a_referral_earns_nothing_until_the_friend_posts_then_fifteen_once
     )
     members = [joined("anna"), joined("boris", referred_by="anna"), made]
     batch = [(new_event(d), d) for d in members]
-    await usecases.apply_member_events(batch, e.store, e.scoring, e.erase, NOW)
+    await e.at(NOW).members.apply(batch)
     assert await referrer_points(e) == 1  # joined only: the sign-up alone is worth nothing
     first = posted("b1", "boris", NOW + timedelta(hours=1))
     later = posted("b2", "boris", NOW + timedelta(days=40))
-    await usecases.record_activity([first], e.store, e.scoring, NOW + timedelta(hours=1))
-    await usecases.record_activity([first], e.store, e.scoring, NOW + timedelta(hours=1))
+    await e.at(NOW + timedelta(hours=1)).activity.record([first])
+    await e.at(NOW + timedelta(hours=1)).activity.record([first])
     assert await referrer_points(e) == 1 + 15
     # A post weeks later, past the redelivery horizon, and the friend's marker lost: still once.
     await e.store.members.update_one({"_id": "boris"}, {"$unset": {"referral_counted_ms": ""}})
-    await usecases.record_activity([later], e.store, e.scoring, NOW + timedelta(days=40))
+    await e.at(NOW + timedelta(days=40)).activity.record([later])
     standing = (await e.store.standings(["anna"]))["anna"]
     assert (standing["points_total"], standing["counts"]["referral"]) == (16, 1)
     assert (await e.store.member("boris"))["referral_counted_ms"]
@@ -303,12 +294,10 @@ async def test_a_referral_earns_nothing_until_the_friend_posts_then_fifteen_once
 
 async def test_a_friend_who_left_before_doing_anything_never_makes_the_referral_count(e) -> None:
     members = [joined("anna"), joined("boris", referred_by="anna")]
-    await usecases.apply_member_events(
-        [(new_event(d), d) for d in members], e.store, e.scoring, e.erase, NOW
-    )
+    await e.at(NOW).members.apply([(new_event(d), d) for d in members])
     left = MemberLeft(member_id="boris", erase=False, left_at=NOW)
-    await usecases.apply_member_events([(new_event(left), left)], e.store, e.scoring, e.erase, NOW)
+    await e.at(NOW).members.apply([(new_event(left), left)])
     # An event of theirs that was still on its way counts for nothing.
     late = posted("b1", "boris", NOW - timedelta(minutes=1))
-    await usecases.record_activity([late], e.store, e.scoring, NOW)
+    await e.at(NOW).activity.record([late])
     assert await referrer_points(e) == 1
