@@ -79,9 +79,10 @@ def use_cases(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSett
         links=CheckinLinks(store, settings.public_url),
         members=MembersFollower(store, ledger, runtime.bus.erase),
         gauges=CommunityGauges(runtime.metrics),
-        unit_of_work=uow,
         grace=grace,
         clock=runtime.clock,
+        skipped=runtime.skipped,
+        page_limits=page.page_limits(),
     )
 
 
@@ -113,7 +114,6 @@ def compose(
         [api.router, api_signups.router, api_attendance.router, page.router],
         title="Sarafan activities",
         description="Activities and shifts, sign-ups with a waitlist, attendance and its hours.",
+        context=activities,
     )
-    app.state.activities = activities
-    app.state.page_limits = page.page_limits()
     return Composed(app, store, jobs)
