@@ -72,6 +72,8 @@ class Planning:
         doc = domain.new_activity(
             activity_id, fields, dict(zip(ids, shifts, strict=True)), status, now
         )
+        # Where it sorts in the list (the store's key: first start, then id).
+        doc["list_key"] = order_key(doc["starts_ms"], activity_id)
         events = [new_event(domain.published(doc), time=now)] if status == "published" else []
         for sid in ids:
             await self._insert_ledger(doc, sid)
