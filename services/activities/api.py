@@ -72,7 +72,7 @@ async def create_activity(body: ActivityIn, request: Request, a: ActivitiesDep) 
     fields = body.model_dump(mode="json", exclude={"shifts", "status"})
     shifts = [domain.ShiftTimes(s.role, s.starts_at, s.ends_at, s.capacity) for s in body.shifts]
     with refusals():
-        doc = await a.planning.create(activity_id, fields, shifts, body.status, a.now())
+        doc = await a.planning.create(activity_id, fields, shifts, body.status)
     return await activity_out(a, doc, with_code=True)
 
 
@@ -150,7 +150,7 @@ async def change_activity(
         for s in body.shifts
     ]
     with refusals():
-        doc = await a.planning.change(activity_id, fields, shifts, body.status, a.now())
+        doc = await a.planning.change(activity_id, fields, shifts, body.status)
     return await activity_out(a, doc, with_code=True)
 
 
@@ -163,7 +163,7 @@ async def cancel_activity(activity_id: ActivityId, body: CancelIn, a: Activities
     """Cancel (activity-cancelled); every sign-up is cancelled (sign-up-changed
     `activity-cancelled`)."""
     with refusals():
-        doc = await a.planning.cancel(activity_id, body.reason, a.now())
+        doc = await a.planning.cancel(activity_id, body.reason)
     return await activity_out(a, doc, with_code=True)
 
 

@@ -34,7 +34,7 @@ async def attendance(
         activity_id=activity_id,
     )
     with refusals():
-        signup = await a.attendance.record(mark, a.now())
+        signup = await a.attendance.record(mark)
     return SignupOut.from_doc(signup)
 
 
@@ -44,7 +44,7 @@ async def self_check_in(body: CheckinIn, request: Request, a: ActivitiesDep) -> 
     end. A wrong code is 422 `invalid_code`, whichever code it was."""
     member_id = acting_member(request, body.member_id)
     with refusals():
-        signup = await a.attendance.self_check_in(body.code, member_id, a.now())
+        signup = await a.attendance.self_check_in(body.code, member_id)
     return SignupOut.from_doc(signup)
 
 
@@ -72,7 +72,7 @@ async def create_link(
     else:
         recorded_by = named or f"key:{principal.key_id}"
     with refusals():
-        link = await a.links.create(activity_id, a.now(), recorded_by)
+        link = await a.links.create(activity_id, recorded_by)
     # The token is shown once: an Idempotency-Key replay says "done" without repeating it.
     response.headers["Cache-Control"] = "no-store"
     return LinkOut(url=link.url, expires_at=link.expires_at)

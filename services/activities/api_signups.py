@@ -68,7 +68,7 @@ async def sign_up(
     member_id = acting_member(request, body.member_id)
     signup_id = "su_" + new_id(request).replace("-", "")
     with refusals():
-        result = await a.signups.sign_up(activity_id, shift_id, member_id, signup_id, a.now())
+        result = await a.signups.sign_up(activity_id, shift_id, member_id, signup_id)
     if not result.created:
         response.status_code = 200
     return SignupOut.from_doc(result.signup, result.position)
@@ -90,7 +90,7 @@ async def confirm_signup(signup_id: SignupId, request: Request, a: ActivitiesDep
     signup = await _signup(a, signup_id)
     acting_member(request, signup["member_id"])
     with refusals():
-        after = await a.signups.confirm(signup, a.now())
+        after = await a.signups.confirm(signup)
     return SignupOut.from_doc(after)
 
 
@@ -133,7 +133,7 @@ async def cancel_signup(
         acting_member(request, signup["member_id"])
         reason = BY_MEMBER
     with refusals():
-        after = await a.signups.cancel(signup, reason, a.now())
+        after = await a.signups.cancel(signup, reason)
     return SignupOut.from_doc(after)
 
 
