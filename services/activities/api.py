@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 
 from services.activities import domain
-from services.activities.context import Activities, activities_of, refusals
+from services.activities.context import Activities, ActivitiesDep, refusals
 from services.activities.schemas import (
     ActivityIn,
     ActivityList,
@@ -27,7 +27,6 @@ from shared.documents import Doc
 from shared.http import error_responses, new_id, not_found, principal_of, require
 from shared.limits import Region
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor, order_key
-from shared.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["activities"])
 #: The scopes of the activities' routes (shared/keys.py says what each allows).
@@ -66,21 +65,21 @@ async def _activity(a: Activities, activity_id: str) -> Doc:
 @router.post(
     "/activities", status_code=201, response_model=ActivityOut, dependencies=[require(MANAGE)]
 )
-async def create_activity(body: ActivityIn, request: Request) -> ActivityOut:
+async def create_activity(body: ActivityIn, request: Request, a: ActivitiesDep) -> ActivityOut:
     """Create an activity with its shifts, as a draft or published (activity-published)."""
-    a = activities_of(request)
     # Keyed by the Idempotency-Key when there is one: a retry finds what the first stored.
     activity_id = "a_" + new_id(request).replace("-", "")
     fields = body.model_dump(mode="json", exclude={"shifts", "status"})
     shifts = [domain.ShiftTimes(s.role, s.starts_at, s.ends_at, s.capacity) for s in body.shifts]
     with refusals():
-        doc = await a.planning.create(activity_id, fields, shifts, body.status, a.now())
+        doc = await a.planning.create(activity_id, fields, shifts, body.status)
     return await activity_out(a, doc, with_code=True)
 
 
 @router.get("/activities", response_model=ActivityList, dependencies=[require(READ)])
 async def list_activities(
     request: Request,
+    a: ActivitiesDep,
     region: Annotated[Region | None, Query()] = None,
     status: Annotated[Literal["draft", "published", "cancelled"] | None, Query()] = None,
     from_: Annotated[datetime | None, Query(alias="from", description="first start, from")] = None,
@@ -90,7 +89,6 @@ async def list_activities(
 ) -> ActivityList:
     """Activities by their first start (soonest first), filtered by region, status and a
     window of start times; cursor pagination."""
-    a = activities_of(request)
     after = order_key(epoch_ms(from_), "") if from_ is not None else None
     if cursor:
         key = decode_cursor(cursor, ORDER_KEY_RE)
@@ -98,21 +96,19 @@ async def list_activities(
     until = order_key(epoch_ms(to), "") if to is not None else None
     docs = await a.store.list_activities(region, status, after, until, limit + 1)
     page = docs[:limit]
-    runtime: Runtime = request.app.state.runtime
     items = []
     for doc in page:
         try:
             items.append(await activity_out(a, doc, sees_codes(request)))
         except Exception as exc:
-            runtime.skipped.skip("activities", doc.get("_id"), exc, "GET /v1/activities")
+            a.skipped.skip("activities", doc.get("_id"), exc, "GET /v1/activities")
     next_cursor = encode_cursor(page[-1]["list_key"]) if len(docs) > limit else None
     return ActivityList(items=items, next_cursor=next_cursor)
 
 
 @router.get("/activities/stats", response_model=StatsOut, dependencies=[require(READ)])
-async def stats(request: Request) -> StatsOut:
+async def stats(a: ActivitiesDep) -> StatsOut:
     """The community's volunteering in the last 30 days (also the sarafan_community_* gauges)."""
-    a = activities_of(request)
     now = a.now()
     figures = await community(a.store, now)
     a.gauges.show(figures)
@@ -120,9 +116,8 @@ async def stats(request: Request) -> StatsOut:
 
 
 @router.get("/activities/{activity_id}", response_model=ActivityOut, dependencies=[require(READ)])
-async def get_activity(activity_id: ActivityId, request: Request) -> ActivityOut:
+async def get_activity(activity_id: ActivityId, request: Request, a: ActivitiesDep) -> ActivityOut:
     """One activity with each shift's counts (its check-in code for manage or checkin keys)."""
-    a = activities_of(request)
     return await activity_out(a, await _activity(a, activity_id), sees_codes(request))
 
 
@@ -145,18 +140,17 @@ async def get_activity(activity_id: ActivityId, request: Request) -> ActivityOut
     ),
 )
 async def change_activity(
-    activity_id: ActivityId, body: ActivityPatchIn, request: Request
+    activity_id: ActivityId, body: ActivityPatchIn, a: ActivitiesDep
 ) -> ActivityOut:
     """Change title, description, place, a shift's role, times or capacity, or publish a
     draft (activity-changed with the new values; activity-published when published now)."""
-    a = activities_of(request)
     fields = body.model_dump(include={"title", "description", "location"}, exclude_none=True)
     shifts = [
         domain.ShiftChange(s.shift_id, s.role, s.starts_at, s.ends_at, s.capacity)
         for s in body.shifts
     ]
     with refusals():
-        doc = await a.planning.change(activity_id, fields, shifts, body.status, a.now())
+        doc = await a.planning.change(activity_id, fields, shifts, body.status)
     return await activity_out(a, doc, with_code=True)
 
 
@@ -165,22 +159,20 @@ async def change_activity(
     response_model=ActivityOut,
     dependencies=[require(MANAGE)],
 )
-async def cancel_activity(activity_id: ActivityId, body: CancelIn, request: Request) -> ActivityOut:
+async def cancel_activity(activity_id: ActivityId, body: CancelIn, a: ActivitiesDep) -> ActivityOut:
     """Cancel (activity-cancelled); every sign-up is cancelled (sign-up-changed
     `activity-cancelled`)."""
-    a = activities_of(request)
     with refusals():
-        doc = await a.planning.cancel(activity_id, body.reason, a.now())
+        doc = await a.planning.cancel(activity_id, body.reason)
     return await activity_out(a, doc, with_code=True)
 
 
 @router.get(
     "/activities/{activity_id}/report", response_model=ReportOut, dependencies=[require(READ)]
 )
-async def report(activity_id: ActivityId, request: Request) -> ReportOut:
+async def report(activity_id: ActivityId, a: ActivitiesDep) -> ReportOut:
     """Confirmed, waitlisted, attended, no-shows, walk-ins, fill and no-show rates, hours,
     first-time attendees: per shift and in total, from the counters kept in its shifts."""
-    a = activities_of(request)
     doc = await _activity(a, activity_id)
     ledgers = await a.store.ledgers_of(activity_id)
     return ReportOut(**activity_report(doc, ledgers))

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeVar
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from services.activities.api import READ, SIGNUP, ActivityId
-from services.activities.context import Activities, activities_of, refusals
+from services.activities.context import Activities, ActivitiesDep, refusals
 from services.activities.schemas import (
     MemberRecord,
     MemberRecordItem,
@@ -34,7 +34,6 @@ from shared.http import (
 )
 from shared.limits import Ident
 from shared.query import ORDER_KEY_RE, decode_cursor, encode_cursor
-from shared.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["activities"])
 T = TypeVar("T")
@@ -57,23 +56,26 @@ async def _signup(a: Activities, signup_id: str) -> Doc:
     responses={200: {"model": SignupOut, "description": "the member was signed up already"}},
 )
 async def sign_up(
-    activity_id: ActivityId, shift_id: ShiftId, body: SignupIn, request: Request, response: Response
+    activity_id: ActivityId,
+    shift_id: ShiftId,
+    body: SignupIn,
+    request: Request,
+    a: ActivitiesDep,
+    response: Response,
 ) -> SignupOut:
     """Sign a member up: confirmed while there is room, else waitlisted (with a position).
     A repeat answers the existing sign-up with 200."""
-    a = activities_of(request)
     member_id = acting_member(request, body.member_id)
     signup_id = "su_" + new_id(request).replace("-", "")
     with refusals():
-        result = await a.signups.sign_up(activity_id, shift_id, member_id, signup_id, a.now())
+        result = await a.signups.sign_up(activity_id, shift_id, member_id, signup_id)
     if not result.created:
         response.status_code = 200
     return SignupOut.from_doc(result.signup, result.position)
 
 
 @router.get("/signups/{signup_id}", response_model=SignupOut, dependencies=[require(READ)])
-async def get_signup(signup_id: SignupId, request: Request) -> SignupOut:
-    a = activities_of(request)
+async def get_signup(signup_id: SignupId, request: Request, a: ActivitiesDep) -> SignupOut:
     with refusals():
         signup, position = await a.signups.get(signup_id)
     acting_member(request, signup["member_id"])
@@ -83,13 +85,12 @@ async def get_signup(signup_id: SignupId, request: Request) -> SignupOut:
 @router.post(
     "/signups/{signup_id}/confirm", response_model=SignupOut, dependencies=[require(SIGNUP)]
 )
-async def confirm_signup(signup_id: SignupId, request: Request) -> SignupOut:
+async def confirm_signup(signup_id: SignupId, request: Request, a: ActivitiesDep) -> SignupOut:
     """ "I'm coming": recorded once (sign-up-changed `confirmed-by-member`)."""
-    a = activities_of(request)
     signup = await _signup(a, signup_id)
     acting_member(request, signup["member_id"])
     with refusals():
-        after = await a.signups.confirm(signup, a.now())
+        after = await a.signups.confirm(signup)
     return SignupOut.from_doc(after)
 
 
@@ -111,13 +112,13 @@ async def confirm_signup(signup_id: SignupId, request: Request) -> SignupOut:
 async def cancel_signup(
     signup_id: SignupId,
     request: Request,
+    a: ActivitiesDep,
     by: Annotated[
         Literal["member", "organiser"],
         Query(description="organiser: cancelled by the organisers (needs activities:manage)"),
     ] = "member",
 ) -> SignupOut:
     """Cancel a sign-up ("I can't"); the first waitlisted member takes the freed seat."""
-    a = activities_of(request)
     signup = await _signup(a, signup_id)
     if by == "organiser":
         if not principal_of(request).allows("activities:manage"):
@@ -132,7 +133,7 @@ async def cancel_signup(
         acting_member(request, signup["member_id"])
         reason = BY_MEMBER
     with refusals():
-        after = await a.signups.cancel(signup, reason, a.now())
+        after = await a.signups.cancel(signup, reason)
     return SignupOut.from_doc(after)
 
 
@@ -145,12 +146,12 @@ async def shift_signups(
     activity_id: ActivityId,
     shift_id: ShiftId,
     request: Request,
+    a: ActivitiesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     cursor: Annotated[str | None, Query(max_length=600)] = None,
 ) -> ShiftSignupList:
     """Everyone on a shift (sign-ups and walk-ins, in the order they came), with their status,
     attendance and name: the coordinator's list."""
-    a = activities_of(request)
     after = decode_cursor(cursor, ORDER_KEY_RE) if cursor else ""
     with refusals():
         page, names, more = await a.signups.on_shift(activity_id, shift_id, after, limit)
@@ -159,7 +160,7 @@ async def shift_signups(
         name = names.get(doc["member_id"], {}).get("display_name")
         return ShiftSignupOut(**SignupOut.from_doc(doc).model_dump(), display_name=name)
 
-    items = _readable(request, page, item)
+    items = _readable(a, request, page, item)
     next_cursor = encode_cursor(page[-1]["member_key"]) if more else None
     return ShiftSignupList(items=items, next_cursor=next_cursor)
 
@@ -170,11 +171,11 @@ async def shift_signups(
 async def member_record(
     member_id: Annotated[Ident, Path()],
     request: Request,
+    a: ActivitiesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=600)] = None,
 ) -> MemberRecord:
     """The member's sign-ups, attendance and hours, newest first."""
-    a = activities_of(request)
     member_id = acting_member(request, member_id)
     member = await a.store.member(member_id)
     if member is None or member.get("status") == "erased":
@@ -195,20 +196,21 @@ async def member_record(
     totals = await a.store.member_totals(member_id)
     return MemberRecord(
         member_id=member_id,
-        items=_readable(request, page, item),
+        items=_readable(a, request, page, item),
         next_cursor=encode_cursor(page[-1]["member_key"]) if len(docs) > limit else None,
         attended=int(totals.get("n") or 0),
         hours=round(float(totals.get("hours") or 0), 2),
     )
 
 
-def _readable(request: Request, docs: list[Doc], convert: Callable[[Doc], T]) -> list[T]:
+def _readable(
+    a: Activities, request: Request, docs: list[Doc], convert: Callable[[Doc], T]
+) -> list[T]:
     """A page's documents as answers; one that cannot be read is left out and counted."""
-    runtime: Runtime = request.app.state.runtime
     items: list[T] = []
     for doc in docs:
         try:
             items.append(convert(doc))
         except Exception as exc:
-            runtime.skipped.skip("signups", doc.get("_id"), exc, f"GET {request.url.path}")
+            a.skipped.skip("signups", doc.get("_id"), exc, f"GET {request.url.path}")
     return items

@@ -64,24 +64,26 @@ class ActivitiesSettings(ServiceSettings):
 
 
 def use_cases(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSettings) -> Activities:
-    """The use cases on the store, each writing through the runtime's unit of work."""
-    uow = runtime.unit_of_work
+    """The use cases on the store, each writing through the runtime's unit of work and reading
+    the time from the runtime's clock."""
+    uow, clock = runtime.unit_of_work, runtime.clock
     ledger = Ledger(store, uow)
     tally = ShiftTally(store)
     grace = timedelta(minutes=settings.noshow_grace_minutes)
     return Activities(
         store=store,
         ledger=ledger,
-        signups=SignUps(store, ledger, uow),
-        planning=Planning(store, ledger, uow),
-        attendance=Attendance(store, ledger, tally, uow, grace),
+        signups=SignUps(store, ledger, uow, clock),
+        planning=Planning(store, ledger, uow, clock),
+        attendance=Attendance(store, ledger, tally, uow, grace, clock),
         tally=tally,
-        links=CheckinLinks(store, settings.public_url),
+        links=CheckinLinks(store, settings.public_url, clock),
         members=MembersFollower(store, ledger, runtime.bus.erase),
         gauges=CommunityGauges(runtime.metrics),
-        unit_of_work=uow,
         grace=grace,
-        clock=runtime.clock,
+        clock=clock,
+        skipped=runtime.skipped,
+        page_limits=page.page_limits(),
     )
 
 
@@ -113,7 +115,6 @@ def compose(
         [api.router, api_signups.router, api_attendance.router, page.router],
         title="Sarafan activities",
         description="Activities and shifts, sign-ups with a waitlist, attendance and its hours.",
+        context=activities,
     )
-    app.state.activities = activities
-    app.state.page_limits = page.page_limits()
     return Composed(app, store, jobs)

@@ -1,5 +1,6 @@
-"""What the routes, handlers and jobs share: the service's parts, its one clock, and the use
-cases' refusals as HTTP errors."""
+"""What the routes, handlers and jobs share, made once by the composition root (`app.compose`):
+the service's parts, its one clock, and the use cases' refusals as HTTP errors. Routes reach it
+one way: a parameter `a: ActivitiesDep`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from services.activities.domain import Conflict, NotFound, Refused
 from services.activities.store import ActivitiesStore
@@ -22,8 +24,8 @@ from services.activities.usecases import (
     ShiftTally,
     SignUps,
 )
-from shared.http import ApiError, not_found
-from shared.uow import UnitOfWork
+from shared.http import ApiError, WriteLimits, not_found
+from shared.skipped import SkippedDocuments
 
 
 @dataclass
@@ -37,19 +39,28 @@ class Activities:
     links: CheckinLinks
     members: MembersFollower
     gauges: CommunityGauges
-    unit_of_work: Callable[[], UnitOfWork]
     #: The time after a shift's end before its confirmed members without a check-in are
     #: no-shows (SARAFAN_NOSHOW_GRACE_MINUTES).
     grace: timedelta
-    #: The only place the service reads the time; tests replace it.
+    #: The only place the service reads the time: the runtime's clock (`compose(settings,
+    #: clock)`), which tests move (tests/helpers.py `MovableClock`).
     clock: Callable[[], datetime]
+    #: Stored documents a list left out (`sarafan_documents_skipped_total`).
+    skipped: SkippedDocuments
+    #: Each check-in link's rate of actions on the page (one per service process).
+    page_limits: WriteLimits
 
     def now(self) -> datetime:
         return self.clock()
 
 
 def activities_of(request: Request) -> Activities:
-    return request.app.state.activities  # type: ignore[no-any-return]
+    """The service's context, as `create_app(..., context=...)` kept it."""
+    context: Activities = request.app.state.context
+    return context
+
+
+ActivitiesDep = Annotated[Activities, Depends(activities_of)]
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from typing import Any
 from shared.clock import epoch_ms, from_ms
 from shared.documents import Doc
 from shared.events import ActivityAudience, ActivityPublished, Shift
-from shared.query import order_key
 
 #: A shift lasts at most a day: an `attended` event carries at most 24 hours.
 SHIFT_MAX = timedelta(hours=24)
@@ -140,7 +139,6 @@ def new_activity(
         "shifts": defs,
         "starts_ms": starts_ms,
         "ends_ms": ends_ms,
-        "list_key": order_key(starts_ms, activity_id),
         "created_ms": now_ms,
         "version": 1,
     }

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.activities.context import Activities, activities_of
+from services.activities.context import Activities, ActivitiesDep
 from services.activities.domain import Conflict, NotFound, Refused
 from services.activities.page_render import HEADERS, render_page, render_refusal
 from services.activities.page_view import (
@@ -75,14 +75,13 @@ UNKNOWN_LINK = (
 
 
 def page_limits() -> WriteLimits:
-    """Each link's rate of actions (app.state.page_limits, one per service process)."""
+    """Each link's rate of actions (the context's `page_limits`, one per service process)."""
     return WriteLimits(PAGE_WRITES_PER_MINUTE)
 
 
 @router.get("/checkin/{token}")
-async def checkin_page(token: str, request: Request) -> Response:
+async def checkin_page(token: str, request: Request, a: ActivitiesDep) -> Response:
     """The page: shifts, the chosen shift's people and buttons, walk-ins, the QR code."""
-    a = activities_of(request)
     now = a.now()
     opened = await a.links.open(token, now)
     if opened.activity is None:
@@ -94,16 +93,15 @@ async def checkin_page(token: str, request: Request) -> Response:
 
 
 @router.post("/checkin/{token}")
-async def checkin_action(token: str, request: Request) -> Response:
+async def checkin_action(token: str, request: Request, a: ActivitiesDep) -> Response:
     """One action from the page's forms, recorded as the API records it; back to the page."""
-    a = activities_of(request)
     if _cross_site(request, a.links.public_url):
         return _refusal(403, "Refused", "This form was sent from another site.")
     now = a.now()
     opened = await a.links.open(token, now)
     if opened.activity is None:
         return _link_refused(opened.refused)
-    limits: WriteLimits = request.app.state.page_limits
+    limits = a.page_limits
     link = Principal(f"link:{opened.link_id[:16]}", frozenset())  # the limits' own rate
     wait = limits.take(link)
     if wait is not None:

@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Path, Query, Request
 
 from services.campaigns import domain
+from services.campaigns.context import Campaigns, CampaignsDep
 from services.campaigns.report import campaign_report
 from services.campaigns.schemas import (
     CampaignIn,
@@ -18,13 +19,11 @@ from services.campaigns.schemas import (
     Report,
     StandingOut,
 )
-from services.campaigns.store import CampaignsStore
-from services.campaigns.usecases import Conflict, InvalidCampaign, Lifecycle, Missing
-from shared.clock import from_ms, utcnow
+from services.campaigns.usecases import Conflict, InvalidCampaign, Missing
+from shared.clock import from_ms
 from shared.documents import Doc
 from shared.http import ApiError, error_responses, new_id, not_found, require
 from shared.query import ORDER_KEY_RE, decode_cursor, decode_offset, encode_cursor
-from shared.service import Runtime
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
 #: The scopes of these routes (shared/keys.py says what each allows).
@@ -36,15 +35,8 @@ T = TypeVar("T")
 CampaignId = Annotated[str, Path(min_length=1, max_length=100)]
 
 
-def _store(request: Request) -> CampaignsStore:
-    return request.app.state.store
-
-
-def _lifecycle(request: Request) -> Lifecycle:
-    return request.app.state.lifecycle
-
-
 def _readable(
+    ctx: Campaigns,
     request: Request,
     collection: str,
     docs: Iterable[Doc],
@@ -52,18 +44,17 @@ def _readable(
 ) -> list[T]:
     """What can be shown of a page's documents. One that cannot be read (written by hand, by
     an old version) is left out, logged by id and counted, so it never fails the whole list."""
-    runtime: Runtime = request.app.state.runtime
     items: list[T] = []
     for doc in docs:
         try:
             items.append(convert(doc))
         except Exception as exc:
-            runtime.skipped.skip(collection, doc.get("_id"), exc, f"GET {request.url.path}")
+            ctx.skipped.skip(collection, doc.get("_id"), exc, f"GET {request.url.path}")
     return items
 
 
-async def _campaign(request: Request, campaign_id: str) -> Doc:
-    doc = await _store(request).campaign(campaign_id)
+async def _campaign(ctx: Campaigns, campaign_id: str) -> Doc:
+    doc = await ctx.store.campaign(campaign_id)
     if doc is None:
         raise not_found("campaign", campaign_id)
     return doc
@@ -72,13 +63,13 @@ async def _campaign(request: Request, campaign_id: str) -> Doc:
 @router.post(
     "/campaigns", status_code=201, response_model=CampaignOut, dependencies=[require(MANAGE)]
 )
-async def create_campaign(body: CampaignIn, request: Request) -> CampaignOut:
+async def create_campaign(body: CampaignIn, request: Request, ctx: CampaignsDep) -> CampaignOut:
     """Create a campaign (status `scheduled`); it starts and ends by itself at its times."""
     # Keyed by the Idempotency-Key when there is one: a retry whose first answer was lost
     # finds the campaign the first attempt stored.
     campaign_id = "c_" + new_id(request).replace("-", "")
     try:
-        doc = await _lifecycle(request).create(body, utcnow(), campaign_id)
+        doc = await ctx.lifecycle.create(body, campaign_id=campaign_id)
     except InvalidCampaign as exc:
         raise ApiError(422, "invalid_campaign", str(exc), details=exc.problems) from exc
     return CampaignOut.from_doc(doc)
@@ -87,6 +78,7 @@ async def create_campaign(body: CampaignIn, request: Request) -> CampaignOut:
 @router.get("/campaigns", response_model=CampaignList, dependencies=[require(READ)])
 async def list_campaigns(
     request: Request,
+    ctx: CampaignsDep,
     status: Annotated[domain.Status | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query()] = None,
@@ -95,36 +87,38 @@ async def list_campaigns(
     # `invalid_cursor` (raised by decode_cursor, answered by the HTTP kernel). An empty
     # one is the first page, as it always was.
     after = decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
-    docs = await _store(request).list_campaigns(status, limit + 1, after)
+    docs = await ctx.store.list_campaigns(status, limit + 1, after)
     page = docs[:limit]
     next_cursor = encode_cursor(page[-1]["order_key"]) if len(docs) > limit else None
-    items = _readable(request, "campaigns", page, CampaignOut.from_doc)
+    items = _readable(ctx, request, "campaigns", page, CampaignOut.from_doc)
     return CampaignList(items=items, next_cursor=next_cursor)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut, dependencies=[require(READ)])
-async def get_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
-    return CampaignOut.from_doc(await _campaign(request, campaign_id))
+async def get_campaign(campaign_id: CampaignId, ctx: CampaignsDep) -> CampaignOut:
+    return CampaignOut.from_doc(await _campaign(ctx, campaign_id))
 
 
-async def _transition(request: Request, campaign_id: str, action: str) -> CampaignOut:
-    lifecycle, now = _lifecycle(request), utcnow()
+async def _transition(
+    ctx: Campaigns, request: Request, campaign_id: str, action: str
+) -> CampaignOut:
+    lifecycle = ctx.lifecycle
     try:
         if action == "start":
-            after = await lifecycle.start(campaign_id, now, by_hand=True)
+            after = await lifecycle.start(campaign_id, by_hand=True)
         elif action == "end":
             # Who ends it is recorded with the end (and early ends are logged).
             key_id = getattr(getattr(request.state, "principal", None), "key_id", None)
-            after = await lifecycle.end(campaign_id, now, by_hand=True, key_id=key_id)
+            after = await lifecycle.end(campaign_id, by_hand=True, key_id=key_id)
         else:
-            after = await lifecycle.cancel(campaign_id, now)
+            after = await lifecycle.cancel(campaign_id)
     except Missing as exc:
         raise not_found("campaign", campaign_id) from exc
     except Conflict as exc:
         raise ApiError(409, "invalid_status", str(exc), details={"status": exc.status}) from exc
     if after is None:
         # Lost a race with the scheduler, another replica or another client.
-        current = await _campaign(request, campaign_id)
+        current = await _campaign(ctx, campaign_id)
         raise ApiError(
             409,
             "invalid_status",
@@ -144,9 +138,11 @@ NOT_NOW = error_responses({409: {"invalid_status": "campaign c_01 is ended; cann
     dependencies=[require(MANAGE)],
     responses=NOT_NOW,
 )
-async def start_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
+async def start_campaign(
+    campaign_id: CampaignId, request: Request, ctx: CampaignsDep
+) -> CampaignOut:
     """Start a scheduled campaign now (emits campaign-started)."""
-    return await _transition(request, campaign_id, "start")
+    return await _transition(ctx, request, campaign_id, "start")
 
 
 @router.post(
@@ -155,10 +151,10 @@ async def start_campaign(campaign_id: CampaignId, request: Request) -> CampaignO
     dependencies=[require(MANAGE)],
     responses=NOT_NOW,
 )
-async def end_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
+async def end_campaign(campaign_id: CampaignId, request: Request, ctx: CampaignsDep) -> CampaignOut:
     """End an active campaign now: winners by its rule (emits campaign-ended). Before its
     ends_at the standings freeze now, and the end is recorded as early with the key."""
-    return await _transition(request, campaign_id, "end")
+    return await _transition(ctx, request, campaign_id, "end")
 
 
 @router.post(
@@ -167,9 +163,11 @@ async def end_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut
     dependencies=[require(MANAGE)],
     responses=NOT_NOW,
 )
-async def cancel_campaign(campaign_id: CampaignId, request: Request) -> CampaignOut:
+async def cancel_campaign(
+    campaign_id: CampaignId, request: Request, ctx: CampaignsDep
+) -> CampaignOut:
     """Cancel a scheduled or active campaign: no winners, no event."""
-    return await _transition(request, campaign_id, "cancel")
+    return await _transition(ctx, request, campaign_id, "cancel")
 
 
 @router.get(
@@ -178,12 +176,13 @@ async def cancel_campaign(campaign_id: CampaignId, request: Request) -> Campaign
 async def leaderboard(
     campaign_id: CampaignId,
     request: Request,
+    ctx: CampaignsDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="rank to continue after")] = None,
 ) -> Leaderboard:
     """Points descending; ties go to who reached the score first."""
-    store = _store(request)
-    campaign = await _campaign(request, campaign_id)
+    store = ctx.store
+    campaign = await _campaign(ctx, campaign_id)
     # The cursor is the rank to continue after, as digits (strict: 422 `invalid_cursor`).
     offset = decode_offset(cursor)
     page, more = await store.leaderboard(campaign_id, offset, limit)
@@ -203,7 +202,7 @@ async def leaderboard(
 
     # A rank is the place in the order, so a standing left out leaves its rank unused.
     ranked = [{**d, "rank": offset + i + 1} for i, d in enumerate(page)]
-    items = _readable(request, "standings", ranked, standing)
+    items = _readable(ctx, request, "standings", ranked, standing)
     return Leaderboard(
         campaign_id=campaign_id,
         status=campaign["status"],
@@ -213,6 +212,6 @@ async def leaderboard(
 
 
 @router.get("/campaigns/{campaign_id}/report", response_model=Report, dependencies=[require(READ)])
-async def report(campaign_id: CampaignId, request: Request) -> Report:
+async def report(campaign_id: CampaignId, ctx: CampaignsDep) -> Report:
     """Was it worth it: participants, points, growth by referral, posts, hours, retention."""
-    return await campaign_report(_store(request), await _campaign(request, campaign_id), utcnow())
+    return await campaign_report(ctx.store, await _campaign(ctx, campaign_id), ctx.clock())

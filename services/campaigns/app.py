@@ -9,6 +9,7 @@ from pydantic import Field
 
 from services.campaigns import api
 from services.campaigns.consumers import CampaignsHandlers, subscriptions
+from services.campaigns.context import Campaigns
 from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases import Lifecycle, Scoring
 from shared.clock import Clock, utcnow
@@ -42,8 +43,10 @@ def compose(
         runtime.unit_of_work,
         timedelta(seconds=settings.end_grace_seconds),
         runtime.skipped,
+        runtime.clock,
     )
-    scoring = Scoring(store, runtime.unit_of_work, runtime.skipped)
+    scoring = Scoring(store, runtime.unit_of_work, runtime.skipped, runtime.clock)
+    context = Campaigns(store, lifecycle, scoring, runtime.clock, runtime.skipped)
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.subscribe(subscriptions, CampaignsHandlers(scoring))
     runtime.jobs.append(
@@ -59,8 +62,6 @@ def compose(
         [api.router],
         title="Sarafan campaigns",
         description="Contests, referral drives, challenges and promotions.",
+        context=context,
     )
-    # What the routes call (`api._store`, `api._lifecycle`).
-    app.state.store = store
-    app.state.lifecycle = lifecycle
     return Composed(app, store, lifecycle)

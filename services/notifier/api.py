@@ -14,8 +14,9 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from services.notifier import usecases
+from services.notifier.context import NotifierContext, NotifierDep
 from services.notifier.domain import Preferences
-from services.notifier.usecases import MemberNotFound, Notifier
+from services.notifier.usecases import MemberNotFound
 from shared.clock import from_ms
 from shared.http import ApiError, acting_member, not_found, require
 from shared.query import CURSOR_MAX, ORDER_KEY_RE, decode_cursor, encode_cursor
@@ -38,10 +39,6 @@ Cursor = Annotated[
 ]
 
 
-def _notifier(request: Request) -> Notifier:
-    return request.app.state.notifier
-
-
 def _after(cursor: str | None) -> str | None:
     """The order key a `next_cursor` holds (422 `invalid_cursor` for one we did not hand out)."""
     return decode_cursor(cursor, ORDER_KEY_RE) if cursor else None
@@ -61,7 +58,10 @@ def _when(ms: Any) -> datetime | None:
 
 
 def _readable(
-    request: Request, collection: str, docs: Iterable[dict[str, Any]], convert: Callable[..., T]
+    ctx: NotifierContext,
+    collection: str,
+    docs: Iterable[dict[str, Any]],
+    convert: Callable[..., T],
 ) -> list[T]:
     """The documents of a page a client can be shown. One that cannot be read (written by
     hand, by an old version, a text that no longer renders) is left out, logged by id and
@@ -71,7 +71,7 @@ def _readable(
         try:
             items.append(convert(doc))
         except Exception as exc:
-            request.app.state.runtime.skipped.skip(collection, doc.get("_id"), exc, "list")
+            ctx.skipped.skip(collection, doc.get("_id"), exc, "list")
     return items
 
 
@@ -101,6 +101,7 @@ class Inbox(BaseModel):
 async def inbox(
     member_id: MemberId,
     request: Request,
+    ctx: NotifierDep,
     limit: int = Query(50, ge=1, le=200),
     cursor: Cursor = None,
 ) -> Inbox:
@@ -111,7 +112,7 @@ async def inbox(
     A key bound to a member reads that member's inbox only.
     """
     member_id = acting_member(request, member_id)
-    page = await usecases.inbox(_notifier(request), member_id, limit, _after(cursor))
+    page = await usecases.inbox(ctx.notifier, member_id, limit, _after(cursor))
 
     def item(d: dict[str, Any]) -> InboxItem:
         title, body = page.text(d)
@@ -124,7 +125,7 @@ async def inbox(
             **{k: d[k] for k in ("template", "category", "created_at", "cause_event_id")},
         )
 
-    items = _readable(request, "deliveries", page.docs, item)
+    items = _readable(ctx, "deliveries", page.docs, item)
     return Inbox(items=items, next_cursor=_next_cursor(page.docs, limit))
 
 
@@ -137,11 +138,13 @@ class MemberPreferences(Preferences):
     response_model=MemberPreferences,
     dependencies=[require(READ)],
 )
-async def get_preferences(member_id: MemberId, request: Request) -> MemberPreferences:
+async def get_preferences(
+    member_id: MemberId, request: Request, ctx: NotifierDep
+) -> MemberPreferences:
     """The member's notification preferences (the defaults until they set any)."""
     member_id = acting_member(request, member_id)
     try:
-        prefs = await usecases.preferences(_notifier(request), member_id)
+        prefs = await usecases.preferences(ctx.notifier, member_id)
     except MemberNotFound as exc:
         raise _missing(exc) from None
     return MemberPreferences(member_id=member_id, **prefs.model_dump())
@@ -153,7 +156,7 @@ async def get_preferences(member_id: MemberId, request: Request) -> MemberPrefer
     dependencies=[require(WRITE)],
 )
 async def put_preferences(
-    member_id: MemberId, body: Preferences, request: Request
+    member_id: MemberId, body: Preferences, request: Request, ctx: NotifierDep
 ) -> MemberPreferences:
     """Replace the member's preferences; fields left out take their defaults.
 
@@ -164,7 +167,7 @@ async def put_preferences(
     """
     member_id = acting_member(request, member_id)
     try:
-        chosen = await usecases.set_preferences(_notifier(request), member_id, body)
+        chosen = await usecases.set_preferences(ctx.notifier, member_id, body)
     except MemberNotFound as exc:
         raise _missing(exc) from None
     return MemberPreferences(member_id=member_id, **chosen.model_dump())
@@ -222,7 +225,7 @@ class DeliveryLog(BaseModel):
 
 @router.get("/notifications", response_model=DeliveryLog, dependencies=[require(READ)])
 async def notifications(
-    request: Request,
+    ctx: NotifierDep,
     member_id: str | None = Query(None, min_length=1, max_length=100, pattern=ID_PATTERN),
     status: Status | None = None,
     channel: Literal["inapp", "email", "webhook", "telegram"] | None = None,
@@ -231,8 +234,8 @@ async def notifications(
 ) -> DeliveryLog:
     """The delivery log: every delivery on every channel, newest first."""
     filters = {"member_id": member_id, "status": status, "channel": channel}
-    docs = await usecases.delivery_log(_notifier(request), filters, limit, _after(cursor))
+    docs = await usecases.delivery_log(ctx.notifier, filters, limit, _after(cursor))
     return DeliveryLog(
-        items=_readable(request, "deliveries", docs, Delivery.from_doc),
+        items=_readable(ctx, "deliveries", docs, Delivery.from_doc),
         next_cursor=_next_cursor(docs, limit),
     )

@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from services.notifier import api
 from services.notifier.channels import Channel, EmailChannel, TelegramChannel, WebhookChannel
 from services.notifier.consumers import NotifierHandlers, subscriptions
+from services.notifier.context import NotifierContext
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Fanout, Limits
 from services.notifier.pacing import Pace
@@ -196,7 +197,7 @@ def compose(
     channels = build_channels(settings)
     uow = runtime.unit_of_work
     dispatcher = Dispatcher(
-        store, uow, channels, dispatch_settings(settings), runtime.metrics, clock
+        store, uow, channels, dispatch_settings(settings), runtime.metrics, runtime.clock
     )
     fanout = Fanout(
         store,
@@ -204,7 +205,7 @@ def compose(
         runtime.metrics,
         frozenset(channels),
         Limits(daily_budget=settings.daily_budget, fanout_batch=settings.fanout_batch),
-        clock,
+        runtime.clock,
         dispatcher.wake,
         # Fan-outs skip a member projection they cannot read (and log its id).
         runtime.skipped,
@@ -224,7 +225,6 @@ def compose(
         [api.router],
         title="Sarafan notifier",
         description="Fans messages out to members: in-app, email, webhook, telegram.",
+        context=NotifierContext(notifier, runtime.clock, runtime.skipped),
     )
-    # What the routes use.
-    app.state.notifier = notifier
     return Composed(app, store, NotifierJobs(dispatcher, reminders))

@@ -39,10 +39,12 @@ class ActivitiesWorld:
         self.purged: list[tuple[str, str]] = []
         self.ledger = Ledger(self.store, self.unit_of_work)
         self.tally = ShiftTally(self.store)
-        self.signups = SignUps(self.store, self.ledger, self.unit_of_work)
-        self.planning = Planning(self.store, self.ledger, self.unit_of_work)
-        self.attendance = Attendance(self.store, self.ledger, self.tally, self.unit_of_work, grace)
-        self.links = CheckinLinks(self.store, "https://sarafan.example.org")
+        self.signups = SignUps(self.store, self.ledger, self.unit_of_work, self.clock)
+        self.planning = Planning(self.store, self.ledger, self.unit_of_work, self.clock)
+        self.attendance = Attendance(
+            self.store, self.ledger, self.tally, self.unit_of_work, grace, self.clock
+        )
+        self.links = CheckinLinks(self.store, "https://sarafan.example.org", self.clock)
         self.members = MembersFollower(self.store, self.ledger, self._purge)
 
     def unit_of_work(self) -> UnitOfWork:

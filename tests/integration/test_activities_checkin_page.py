@@ -211,7 +211,7 @@ async def test_a_form_posted_from_another_site_is_refused(activities, nc):
 
 async def test_each_link_records_at_most_its_rate_of_actions(activities, nc):
     activity, (anna,), path, _ = await day_with_link(activities, nc, "Anna")
-    activities.app.state.page_limits = WriteLimits(2)
+    activities.app.state.context.page_limits = WriteLimits(2)
     form = {"shift_id": activity["shifts"][0]["shift_id"], "member_id": anna, "action": "check-in"}
     async with phone(activities) as client:
         answers = [(await client.post(path, data=form, headers=FORM)) for _ in range(3)]

@@ -100,7 +100,7 @@ async def test_cancelling_an_activity_cancels_every_sign_up_and_revokes_its_link
     link = await http.post(f"/v1/activities/{aid}/checkin-link")
     assert link.status_code == 201 and link.headers["Cache-Control"] == "no-store"
     token = link.json()["url"].rsplit("/", 1)[1]
-    links = activities.app.state.activities.links
+    links = activities.app.state.context.links
     assert (await links.resolve(token, utcnow()))["_id"] == aid
 
     r = await http.post(f"/v1/activities/{aid}/cancel", json={"reason": "storm warning"})
@@ -191,7 +191,7 @@ async def test_a_check_in_link_lasts_until_the_activity_ends_and_can_be_revoked(
     aid = activity["activity_id"]
     first = (await http.post(f"/v1/activities/{aid}/checkin-link")).json()
     second = (await http.post(f"/v1/activities/{aid}/checkin-link")).json()
-    links = activities.app.state.activities.links
+    links = activities.app.state.context.links
     one, two = (x["url"].rsplit("/", 1)[1] for x in (first, second))
     assert second["expires_at"].startswith((starts + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M"))
     assert await links.resolve(one, utcnow()) is None  # a new link revokes the previous one

@@ -99,7 +99,7 @@ async def test_a_redelivered_member_left_changes_nothing_twice(activities, nc):
     # The same event again: past JetStream's de-duplication, and past the consumer's
     # processed-ids (handed to the use case directly): the effects hold by themselves.
     await publish(nc, left, event=event, msg_id="redelivered")
-    await activities.app.state.activities.members.apply([left], utcnow())
+    await activities.app.state.context.members.apply([left], utcnow())
 
     assert (await activities.store.member(anna))["status"] == "left"
     assert len(await events_of(nc, "sign-up-changed", member_id=anna)) == 1
@@ -115,7 +115,7 @@ async def test_a_sign_up_whose_process_died_midway_is_finished_once_by_the_repai
     http = activities.http
     anna, boris = await join_members(nc, http, 2)
     activity = await create(http, shifts=[shift(utcnow() + timedelta(days=1), capacity=1)])
-    a = activities.app.state.activities
+    a = activities.app.state.context
     original = a.ledger.settle if dies == "after the claim" else a.ledger.claim
 
     async def dies_here(*args, **kwargs):

@@ -274,7 +274,7 @@ async def test_events_timed_after_ends_at_never_change_the_draw(services, nc, tm
         await publish(nc, post("m_anna", ends_at - timedelta(seconds=1)))
         await wait_points(http, cid, {"m_anna": 2.0, "m_boris": 1.0})
 
-        await running.app.state.lifecycle.tick(ends_at + grace + timedelta(seconds=1))
+        await running.jobs.tick(ends_at + grace + timedelta(seconds=1))
         campaign = (await http.get(f"/v1/campaigns/{cid}")).json()
         assert campaign["status"] == "ended"
         assert campaign["ending"]["by_hand"] is False and campaign["ending"]["early"] is False

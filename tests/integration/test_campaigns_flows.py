@@ -345,7 +345,9 @@ async def test_redelivered_event_does_not_double_the_points(services, nc):
         await wait_points(campaigns, cid, {anna.member_id: 3})
         # ...and handled again after a crash lost the "processed" mark: the effect is guarded.
         service = s["campaigns"]
-        scoring = Scoring(service.store, service.runtime.unit_of_work, service.runtime.skipped)
+        scoring = Scoring(
+            service.store, service.runtime.unit_of_work, service.runtime.skipped, service.clock
+        )
         await CampaignsHandlers(scoring).on_engagement_batch([(event, event.payload())])
         assert await points_of(campaigns, cid) == {anna.member_id: 3}
         standing = await s["campaigns"].store.standings.find_one({"_id": f"{cid}:{anna.member_id}"})

@@ -79,7 +79,7 @@ async def test_two_replicas_start_and_end_a_campaign_by_itself_exactly_once(
 
         # More ticks on both replicas, and both tick at once past the lease: nothing more.
         for _ in range(3):
-            await asyncio.gather(a.app.state.lifecycle.tick(), b.app.state.lifecycle.tick())
+            await asyncio.gather(a.jobs.tick(), b.jobs.tick())
 
         async def flushed() -> bool:
             pending = await a.store.campaigns.count_documents({"outbox_pending": {"$gt": 0}})

@@ -154,7 +154,7 @@ async def play_a_community(services) -> None:
             s["engagement"].jobs.refresh_gauges,
         ):
             await job(utcnow())
-        await s["campaigns"].app.state.lifecycle.tick()
+        await s["campaigns"].jobs.tick()
         await s["activities"].jobs.repair(utcnow() + timedelta(minutes=5))
         await s["activities"].jobs.refresh_gauges(utcnow())
 
@@ -162,7 +162,7 @@ async def play_a_community(services) -> None:
 async def play_activities(running, a: str, b: str, c: str) -> None:
     """Every activities endpoint, job and erasure path once (members a, b, c are known)."""
     http, jobs = running.http, running.jobs
-    state = running.app.state.activities
+    state = running.app.state.context
     for member_id in (a, b, c):
 
         async def known(m: str = member_id) -> bool:

@@ -250,7 +250,7 @@ async def test_an_erased_member_is_anonymised_purged_and_their_seat_given_back_q
 async def test_a_link_opens_its_activity_as_its_coordinator_until_it_is_revoked_or_expires():
     w = ActivitiesWorld()
     activity = await w.activity((2,))
-    link = await w.links.create(activity["_id"], w.clock(), "m_olga")
+    link = await w.links.create(activity["_id"], "m_olga", w.clock())
     token = link.url.rsplit("/", 1)[1]
     opened = await w.links.open(token, w.clock())
     assert opened.activity["_id"] == activity["_id"] and opened.recorded_by == "m_olga"
@@ -265,7 +265,7 @@ async def test_a_link_opens_its_activity_as_its_coordinator_until_it_is_revoked_
 async def test_erasing_a_coordinator_erases_their_name_from_the_links_they_made():
     w = ActivitiesWorld()
     activity = await w.activity((2,))
-    await w.links.create(activity["_id"], w.clock(), await w.member("olga"))
+    await w.links.create(activity["_id"], await w.member("olga"), w.clock())
     await w.members.apply([MemberLeft(member_id="olga", erase=True, left_at=w.clock())], w.clock())
     [link] = w.db["checkin_links"].documents()
     assert link["recorded_by"] == "erased"

@@ -23,7 +23,7 @@ from services.activities.domain import Conflict, NotFound, Refused
 from services.activities.store import LEDGER_FIGURES, ActivitiesStore
 from services.activities.usecases.ledger import Ledger
 from services.activities.usecases.tally import ShiftTally
-from shared.clock import epoch_ms, from_ms
+from shared.clock import Clock, epoch_ms, from_ms
 from shared.documents import Doc
 from shared.events import Attended, NoShow, new_event
 from shared.query import order_key, where
@@ -59,12 +59,14 @@ class Attendance:
         tally: ShiftTally,
         unit_of_work: Callable[[], UnitOfWork],
         grace: timedelta,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.ledger = ledger
         self.tally = tally
         self.unit_of_work = unit_of_work
         self.grace = grace
+        self.clock = clock
 
     async def _open_ledger(self, shift_id: str, activity_id: str | None) -> Doc:
         ledger = await self.store.ledger(shift_id, LEDGER_FIGURES)
@@ -76,8 +78,9 @@ class Attendance:
             raise Conflict("attendance_closed", "this shift's attendance is closed")
         return ledger
 
-    async def record(self, mark: Mark, now: datetime) -> Doc:
+    async def record(self, mark: Mark, now: datetime | None = None) -> Doc:
         """A coordinator's check-in, check-out or no-show; the member's sign-up after."""
+        now = now or self.clock()
         ledger = await self._open_ledger(mark.shift_id, mark.activity_id)
         at_ms = presence.coordinator_time(ledger, mark.at, now, self.grace)
         if mark.action == "check-in":
@@ -89,9 +92,10 @@ class Attendance:
             return await self.check_out(ledger, signup, at_ms, now)
         return await self.no_show(signup, now)
 
-    async def self_check_in(self, code: str, member_id: str, now: datetime) -> Doc:
+    async def self_check_in(self, code: str, member_id: str, now: datetime | None = None) -> Doc:
         """The member checks in with the shift's code (from 30 minutes before its start to its
         end). A wrong code says nothing about which codes exist."""
+        now = now or self.clock()
         ledger = await self.store.ledger_by_code(domain.normalise_code(code))
         if ledger is None or ledger.get("status") == "draft":
             raise Refused("invalid_code", "this check-in code is not valid")

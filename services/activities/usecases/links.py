@@ -18,7 +18,7 @@ from datetime import datetime
 
 from services.activities.domain import Conflict, NotFound
 from services.activities.store import ActivitiesStore
-from shared.clock import epoch_ms, from_ms
+from shared.clock import Clock, epoch_ms, from_ms
 from shared.documents import Doc
 from shared.query import where
 
@@ -55,13 +55,15 @@ class Opened:
 
 
 class CheckinLinks:
-    def __init__(self, store: ActivitiesStore, public_url: str) -> None:
+    def __init__(self, store: ActivitiesStore, public_url: str, clock: Clock) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
+        self.clock = clock
 
-    async def create(self, activity_id: str, now: datetime, recorded_by: str) -> Link:
+    async def create(self, activity_id: str, recorded_by: str, now: datetime | None = None) -> Link:
         """A new link for the activity (the previous one stops working); what its page records
         is `recorded_by` the coordinator who made it."""
+        now = now or self.clock()
         activity = await self.store.activity(activity_id)
         if activity is None:
             raise NotFound("activity", activity_id)
@@ -92,9 +94,10 @@ class CheckinLinks:
         done = await self.store.links.delete_many(where(activity_id=activity_id))
         return int(done.deleted_count)
 
-    async def open(self, token: str, now: datetime) -> Opened:
+    async def open(self, token: str, now: datetime | None = None) -> Opened:
         """The activity a link opens while it is valid, else why not (unknown or revoked,
         expired, the activity cancelled)."""
+        now = now or self.clock()
         if not token or len(token) > 200:
             return Opened(None, refused=UNKNOWN)
         link = await self.store.links.find_one({"_id": token_hash(token)})

@@ -21,7 +21,7 @@ from services.activities import domain
 from services.activities.domain import Conflict, NotFound
 from services.activities.store import ActivitiesStore
 from services.activities.usecases.ledger import Ledger
-from shared.clock import epoch_ms
+from shared.clock import Clock, epoch_ms
 from shared.documents import Doc
 from shared.events import ActivityCancelled, ActivityChanged, CloudEvent, new_event
 from shared.query import order_key, where
@@ -43,11 +43,16 @@ def shift_ids(activity_id: str, n: int) -> list[str]:
 
 class Planning:
     def __init__(
-        self, store: ActivitiesStore, ledger: Ledger, unit_of_work: Callable[[], UnitOfWork]
+        self,
+        store: ActivitiesStore,
+        ledger: Ledger,
+        unit_of_work: Callable[[], UnitOfWork],
+        clock: Clock,
     ) -> None:
         self.store = store
         self.ledger = ledger
         self.unit_of_work = unit_of_work
+        self.clock = clock
 
     async def _get(self, activity_id: str) -> Doc:
         activity = await self.store.activity(activity_id)
@@ -63,15 +68,18 @@ class Planning:
         fields: Doc,
         shifts: list[domain.ShiftTimes],
         status: str,
-        now: datetime,
+        now: datetime | None = None,
     ) -> Doc:
         """Store a new activity (draft or published, with activity-published), its shifts'
         ledgers first: a crash between leaves ledgers nobody reaches, and a retry (the same
         Idempotency-Key, so the same ids) finds them."""
+        now = now or self.clock()
         ids = shift_ids(activity_id, len(shifts))
         doc = domain.new_activity(
             activity_id, fields, dict(zip(ids, shifts, strict=True)), status, now
         )
+        # Where it sorts in the list (the store's key: first start, then id).
+        doc["list_key"] = order_key(doc["starts_ms"], activity_id)
         events = [new_event(domain.published(doc), time=now)] if status == "published" else []
         for sid in ids:
             await self._insert_ledger(doc, sid)
@@ -107,10 +115,11 @@ class Planning:
         fields: Doc,
         shifts: list[domain.ShiftChange],
         status: str | None,
-        now: datetime,
+        now: datetime | None = None,
     ) -> Doc:
         """Apply a PATCH: activity-changed with the new values (or activity-published for a
         draft published now); 409 when a capacity would go below the confirmed members."""
+        now = now or self.clock()
         for _ in range(TRIES):
             activity = await self._get(activity_id)
             change = domain.change(activity, fields, shifts, status, now)
@@ -183,9 +192,10 @@ class Planning:
             )
         return done
 
-    async def cancel(self, activity_id: str, reason: str, now: datetime) -> Doc:
+    async def cancel(self, activity_id: str, reason: str, now: datetime | None = None) -> Doc:
         """Cancel (activity-cancelled when it was published); every sign-up is cancelled with
         sign-up-changed `activity-cancelled`. Cancelling again changes nothing."""
+        now = now or self.clock()
         activity = await self._get(activity_id)
         if activity["status"] == "cancelled":
             return activity

@@ -16,7 +16,7 @@ from services.activities import domain
 from services.activities.domain import Conflict, NotFound
 from services.activities.store import ActivitiesStore
 from services.activities.usecases.ledger import Claimed, Ledger
-from shared.clock import epoch_ms
+from shared.clock import Clock, epoch_ms
 from shared.documents import Doc
 from shared.events import SignUpChanged, new_event
 from shared.query import order_key, where
@@ -38,15 +38,26 @@ class SignUpResult:
 
 class SignUps:
     def __init__(
-        self, store: ActivitiesStore, ledger: Ledger, unit_of_work: Callable[[], UnitOfWork]
+        self,
+        store: ActivitiesStore,
+        ledger: Ledger,
+        unit_of_work: Callable[[], UnitOfWork],
+        clock: Clock,
     ) -> None:
         self.store = store
         self.ledger = ledger
         self.unit_of_work = unit_of_work
+        self.clock = clock
 
     async def sign_up(
-        self, activity_id: str, shift_id: str, member_id: str, signup_id: str, now: datetime
+        self,
+        activity_id: str,
+        shift_id: str,
+        member_id: str,
+        signup_id: str,
+        now: datetime | None = None,
     ) -> SignUpResult:
+        now = now or self.clock()
         domain.active_member(await self.store.member(member_id), member_id)
         activity = await self.store.activity(activity_id)
         if activity is None:
@@ -197,8 +208,9 @@ class SignUps:
             raise NotFound("sign-up", signup_id)
         return signup, await self.ledger.position(signup)
 
-    async def confirm(self, signup: Doc, now: datetime) -> Doc:
+    async def confirm(self, signup: Doc, now: datetime | None = None) -> Doc:
         """ "I'm coming": recorded once, with sign-up-changed `confirmed-by-member`."""
+        now = now or self.clock()
         if signup["status"] != "confirmed":
             raise Conflict("not_confirmed", f"the sign-up is {signup['status']}, not confirmed")
         if signup.get("confirmed_ms") is not None:
@@ -223,8 +235,9 @@ class SignUps:
             )
         return await self.store.signup(signup["_id"]) or signup
 
-    async def cancel(self, signup: Doc, reason: str, now: datetime) -> Doc:
+    async def cancel(self, signup: Doc, reason: str, now: datetime | None = None) -> Doc:
         """Cancel a sign-up (sign-up-changed); a freed seat promotes the first waiting."""
+        now = now or self.clock()
         status = signup["status"]
         if status == "cancelled":
             return signup

@@ -25,7 +25,7 @@ from services.campaigns.usecases.outcome import (
     final_result,
     started_event,
 )
-from shared.clock import Clock, epoch_ms, from_ms, utcnow
+from shared.clock import Clock, epoch_ms, from_ms
 from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.skipped import SkippedDocuments
@@ -120,8 +120,10 @@ def _log_end(campaign_id: str, end: Doc, result: dict[str, Any], early_ms: int) 
 
 class Lifecycle:
     """The lifecycle use cases, with what they need: the store, a unit of work for the
-    transitions (each carries its event), the grace after a campaign's end, and the count of
-    stored documents they had to leave out."""
+    transitions (each carries its event), the grace after a campaign's end, the count of
+    stored documents they had to leave out, and the service's clock (the runtime's): each use
+    case reads the time from it, unless a caller names the moment (`now`: the scheduler's
+    tick, a test)."""
 
     def __init__(
         self,
@@ -129,7 +131,7 @@ class Lifecycle:
         unit_of_work: Callable[[], UnitOfWork],
         end_grace: timedelta,
         skipped: SkippedDocuments,
-        clock: Clock = utcnow,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.unit_of_work = unit_of_work
@@ -137,10 +139,13 @@ class Lifecycle:
         self.skipped = skipped
         self.clock = clock
 
-    async def create(self, cmd: CampaignIn, now: datetime, campaign_id: str | None = None) -> Doc:
+    async def create(
+        self, cmd: CampaignIn, now: datetime | None = None, campaign_id: str | None = None
+    ) -> Doc:
         """Store a new campaign, `scheduled`; raises InvalidCampaign listing every problem
         (nothing stored then). `campaign_id` (derived from the request's Idempotency-Key)
         makes a retried create find the campaign its first attempt stored."""
+        now = now or self.clock()
         problems = validate_definition(
             cmd.starts_at,
             cmd.ends_at,
@@ -183,8 +188,11 @@ class Lifecycle:
         async with self.unit_of_work() as uow:
             return await self.store.transition(uow, campaign_id, condition, changes, events)
 
-    async def start(self, campaign_id: str, now: datetime, *, by_hand: bool) -> Doc | None:
+    async def start(
+        self, campaign_id: str, now: datetime | None = None, *, by_hand: bool
+    ) -> Doc | None:
         """scheduled → active with campaign-started; None when another caller got there first."""
+        now = now or self.clock()
         doc = await self._get(campaign_id)
         if doc["status"] != "scheduled":
             raise Conflict(campaign_id, doc["status"], "start")
@@ -210,7 +218,12 @@ class Lifecycle:
         return after
 
     async def end(
-        self, campaign_id: str, now: datetime, *, by_hand: bool, key_id: str | None = None
+        self,
+        campaign_id: str,
+        now: datetime | None = None,
+        *,
+        by_hand: bool,
+        key_id: str | None = None,
     ) -> Doc | None:
         """active → ended with winners and campaign-ended; None when another caller ended it.
 
@@ -221,6 +234,7 @@ class Lifecycle:
         for an early end, an activity credited before it whose producer's clock ran ahead).
         `key_id` (the API key of an end by hand) is recorded with the end.
         """
+        now = now or self.clock()
         doc = await self._get(campaign_id, secret=True)
         if doc["status"] != "active":
             raise Conflict(campaign_id, doc["status"], "end")
@@ -244,8 +258,9 @@ class Lifecycle:
             _log_end(campaign_id, end, result, int(doc["window_end_ms"]) - now_ms)
         return after
 
-    async def cancel(self, campaign_id: str, now: datetime) -> Doc | None:
+    async def cancel(self, campaign_id: str, now: datetime | None = None) -> Doc | None:
         """scheduled or active → cancelled: no winners, and no event (the contract has none)."""
+        now = now or self.clock()
         doc = await self._get(campaign_id)
         if doc["status"] not in OPEN:
             raise Conflict(campaign_id, doc["status"], "cancel")

@@ -26,7 +26,7 @@ from services.campaigns.domain import (
 )
 from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases.credit import Award, standing_write
-from shared.clock import Clock, epoch_ms, now_ms, utcnow
+from shared.clock import Clock, epoch_ms, now_ms
 from shared.documents import Doc
 from shared.events import CloudEvent, EventData, LevelChanged, MemberLeft
 from shared.http import forget_requests_of
@@ -96,7 +96,7 @@ class Scoring:
         store: CampaignsStore,
         unit_of_work: Callable[[], UnitOfWork],
         skipped: SkippedDocuments,
-        clock: Clock = utcnow,
+        clock: Clock,
     ) -> None:
         self.store = store
         self.unit_of_work = unit_of_work

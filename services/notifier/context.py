@@ -1,0 +1,35 @@
+"""What the notifier's routes use, made once by the composition root (`app.compose`): the use
+cases' object (`usecases.Notifier`) and the count of stored documents a list leaves out.
+Routes reach it one way: a parameter `ctx: NotifierDep`.
+
+Named `NotifierContext`: `Notifier` is the use cases' own object, which the handlers and the
+jobs are given directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.notifier.usecases import Notifier
+from shared.clock import Clock
+from shared.skipped import SkippedDocuments
+
+
+@dataclass(frozen=True)
+class NotifierContext:
+    notifier: Notifier
+    #: The runtime's clock (the one the fan-out and the dispatcher were given).
+    clock: Clock
+    #: Stored documents a list left out (`sarafan_documents_skipped_total`).
+    skipped: SkippedDocuments
+
+
+def notifier_of(request: Request) -> NotifierContext:
+    """The service's context, as `create_app(..., context=...)` kept it."""
+    context: NotifierContext = request.app.state.context
+    return context
+
+
+NotifierDep = Annotated[NotifierContext, Depends(notifier_of)]
