@@ -33,7 +33,7 @@ SWEEP_BATCH = 200
 
 
 class Relay:
-    """Publishes outbox entries right after each write, and sweeps for what a crash left."""
+    """Publishes outbox entries right after each commit, and sweeps for what a crash left."""
 
     def __init__(
         self,
