@@ -255,8 +255,11 @@ p50 / p99 of {args.samples} sequential requests after two warm-ups.
 class _NoRelay:
     """Stands in for the outbox relay: events stay in their documents, nothing is published."""
 
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
+    def watch(self, collection: Any, *, batched: bool = False) -> None:
+        pass
+
+    async def committed(self, commit: Any) -> None:
+        pass
 
 
 async def seed_store(db: Any, count: int, now: datetime, grain: float) -> Any:
@@ -271,7 +274,7 @@ async def seed_store(db: Any, count: int, now: datetime, grain: float) -> Any:
 
     store, rules = EngagementStore(db), domain.Rules()
     await store.ensure_indexes()
-    scoring = Scoring(store, rules, lambda: UnitOfWork(_NoRelay()))  # type: ignore[arg-type]
+    scoring = Scoring(store, rules, lambda: UnitOfWork(_NoRelay()))
 
     async def erase(stream: str, subject: str) -> int:
         return 0

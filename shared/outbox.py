@@ -1,15 +1,18 @@
-"""Transactional outbox: events ride in the changed document until JetStream acknowledges them."""
+"""Transactional outbox: events ride in the changed document until JetStream acknowledges them.
+
+The relay publishes what a unit of work's commit hands it (`committed`, its one entry point:
+shared/outbox_port.py) and sweeps for what a crash left. The layout of a document's outbox is
+written by the unit of work (shared/uow.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import Any
 
 from pymongo import UpdateOne
-from pymongo.asynchronous.collection import AsyncCollection
 
 from shared import tracing
 from shared.bus import Bus
@@ -19,45 +22,18 @@ from shared.logs import event_context
 from shared.metrics import Metrics
 from shared.outbox_batch import BATCHES, BatchRelay, Documents
 from shared.outbox_dead import Unpublishable
+from shared.outbox_port import Collection, Committed
 
 log = logging.getLogger("sarafan.outbox")
 
-Collection = AsyncCollection[dict[str, Any]]
+__all__ = ["Collection", "Relay"]
+
 #: Documents the sweeper publishes together (one read, concurrent publishes, one bulk mark).
 SWEEP_BATCH = 200
 
 
-def staged(events: Iterable[CloudEvent]) -> dict[str, Any]:
-    """Fields to `$set` (or insert) so the events leave with the state change, atomically.
-
-    Pending events are a subdocument keyed by event id plus a counter, not an array of
-    subdocuments: nx-27017 mangles arrays of subdocuments on update, and keyed entries let
-    the relay remove exactly the acknowledged one.
-    """
-    return {f"outbox.{e.id}": e.model_dump(mode="json") for e in events}
-
-
-def with_outbox(document: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
-    """A new document carrying its first events (for inserts)."""
-    return {
-        **document,
-        "outbox": {e.id: e.model_dump(mode="json") for e in events},
-        "outbox_pending": len(events),
-    }
-
-
-def update_with_outbox(update: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
-    """Add the events to a MongoDB update document (`$set` plus the pending counter)."""
-    merged = {k: dict(v) for k, v in update.items()}
-    merged.setdefault("$set", {}).update(staged(events))
-    merged.setdefault("$inc", {})["outbox_pending"] = merged.get("$inc", {}).get(
-        "outbox_pending", 0
-    ) + len(events)
-    return merged
-
-
 class Relay:
-    """Publishes outbox entries right after each write, and sweeps for what a crash left."""
+    """Publishes outbox entries right after each commit, and sweeps for what a crash left."""
 
     def __init__(
         self,
@@ -80,19 +56,19 @@ class Relay:
         #: The batch form (`shared/outbox_batch.py`): a fan-out's events in one document.
         self.batches = BatchRelay(self)
 
-    def watch(self, collection: Collection) -> None:
-        """Sweep `collection` too (a unit of work calls this on its first write with events;
-        the index the sweep reads by is made in the background)."""
+    def watch(self, collection: Collection, *, batched: bool = False) -> None:
+        """Sweep `collection` too (a unit of work calls this on its first write with events,
+        before its commit; the index the sweep reads by is made in the background). `batched`:
+        sweep the batch documents too (before a unit of work writes one)."""
+        if batched:
+            if not self.batches.on:
+                self.batches.on = True
+                self._spawn(self._index(self.bus.db[BATCHES], "lease_until_ms"))
+            return
         if collection.name in self.collections:
             return
         self.collections[collection.name] = collection
         self._spawn(self._index(collection))
-
-    def watch_batches(self) -> None:
-        """Sweep the batch documents too (a unit of work calls this before writing one)."""
-        if not self.batches.on:
-            self.batches.on = True
-            self._spawn(self._index(self.bus.db[BATCHES], "lease_until_ms"))
 
     @staticmethod
     async def _index(collection: Collection, field: str = "outbox_pending") -> None:
@@ -139,44 +115,67 @@ class Relay:
     async def wake(self) -> None:
         self._wake.set()
 
-    def kick(
+    async def committed(self, commit: Committed) -> None:
+        """Publish what one commit wrote: the one entry point of a unit of work
+        (shared/outbox_port.py). Each batch document in the batch form; each collection's
+        documents in one flush (a single document: its own, without reading it back). In the
+        background, or awaited here when the commit asked (`wait`)."""
+        for batch in commit.batches:
+            work = self._publish_batch(batch.collection, batch.batch_id, batch.documents)
+            if commit.wait:
+                await work
+            else:
+                self._spawn(work)
+        for written in commit.written:
+            coll, docs = written.collection, written.documents
+            self.watch(coll)
+            if commit.wait:
+                await self._publish_now(coll, docs)
+            elif len(docs) == 1:
+                [(doc_id, events)] = docs.items()
+                self._kick(coll, doc_id, events)
+            else:
+                self._spawn(self._publish_now(coll, docs))
+
+    def _kick(
         self, collection: Collection, doc_id: Any, events: list[CloudEvent] | None = None
     ) -> None:
-        """Publish what this document holds now: called right after the write (no polling).
-
-        `events`, when the caller has them, are the events it just wrote: they go out without
-        reading the document back first (one database round trip less on the hot path).
-        """
+        """Publish what this document holds now, in the background. `events`, when the
+        caller has them, go out without reading the document back first."""
         self.watch(collection)
         self._spawn(self.flush(collection.name, doc_id, events))
 
-    def kick_many(self, collection: Collection, docs: dict[Any, list[CloudEvent] | None]) -> None:
-        """`kick` for many documents at once (one `flush_many`); a document given None has
-        its events read back."""
-        self._spawn(self.publish_now(collection, docs))
-
-    async def publish_now(
+    async def _publish_now(
         self, collection: Collection, docs: dict[Any, list[CloudEvent] | None]
     ) -> int:
-        """`kick_many`, awaited: returns how many events went."""
-        self.watch(collection)
+        """Many documents' events (a document given None has them read back); returns how
+        many went."""
         known = {d: e for d, e in docs.items() if e is not None}
         unknown = [d for d, e in docs.items() if e is None]
         sent = await self.flush_many(collection, list(known), known) if known else 0
         return sent + (await self.flush_many(collection, unknown) if unknown else 0)
 
-    def kick_batch(self, collection: Collection, batch_id: str, docs: Documents) -> None:
-        """Publish a batch's events right after its insert (`docs`: the documents it created,
-        with their events), then remove the batch document (shared/outbox_batch.py)."""
-        self._spawn(self.publish_batch(collection, batch_id, docs))
-
-    async def publish_batch(self, collection: Collection, batch_id: str, docs: Documents) -> int:
-        """`kick_batch`, awaited: returns how many events went."""
+    async def _publish_batch(self, collection: Collection, batch_id: str, docs: Documents) -> int:
+        """A batch's events right after its insert (`docs`: the documents it created, with
+        their events), then the batch document removed (shared/outbox_batch.py)."""
         try:
             return await self.batches.publish(collection, batch_id, docs)
         except Exception:
             log.exception("outbox batch %s failed; left to the sweeper", batch_id)
             return 0
+
+    @contextlib.contextmanager
+    def claimed(self, key: tuple[str, Any]) -> Iterator[bool]:
+        """Claim one thing to publish (a document, a batch) for this block: True when it was
+        free, False when another publishing round of this relay holds it (leave it to that)."""
+        if key in self._in_flight:
+            yield False
+            return
+        self._in_flight.add(key)
+        try:
+            yield True
+        finally:
+            self._in_flight.discard(key)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -245,7 +244,7 @@ class Relay:
         try:
             pending = await self._pending_of(collection, mine, events)
             acked = await asyncio.gather(
-                *(self._publish_one(event) for _, event in pending), return_exceptions=True
+                *(self.publish_one(event) for _, event in pending), return_exceptions=True
             )
             marks = [
                 UpdateOne(
@@ -266,7 +265,7 @@ class Relay:
                 self._in_flight.discard((name, doc_id))
                 self._again.discard((name, doc_id))
         for doc_id in again:  # written to while we published: what they added goes now
-            self.kick(collection, doc_id)
+            self._kick(collection, doc_id)
         return len(marks)
 
     async def _pending_of(
@@ -310,8 +309,8 @@ class Relay:
             self.unpublishable.count(coll.name, doc_id, {event_id: dead})
         return True
 
-    async def _publish_one(self, event: CloudEvent) -> None:
-        # A producer span in the trace the event was created in, however late it goes out.
+    async def publish_one(self, event: CloudEvent) -> None:
+        """Publish one event (PubAck awaited) in a producer span of the trace it was made in."""
         with (
             event_context(event.id, event.correlationid),
             tracing.publishing(self.bus.service, event),
@@ -325,7 +324,7 @@ class Relay:
         for event in sorted(events, key=lambda e: e.time):
             with event_context(event.id, event.correlationid):
                 try:
-                    await self._publish_one(event)
+                    await self.publish_one(event)
                 except Exception as exc:
                     if await self._failed_for_good(coll, doc_id, event.id, event, exc):
                         continue  # set aside: the events after it go on

@@ -177,14 +177,10 @@ class BatchRelay:
     async def publish(self, coll: Any, batch_id: str, events: Documents) -> int:
         """Step 3 for the writer: the events of the documents its insert created, then the
         batch document removed (or released to the sweeper for what did not go)."""
-        key = (BATCHES, batch_id)
-        if key in self.relay._in_flight:
-            return 0
-        self.relay._in_flight.add(key)
-        try:
+        with self.relay.claimed((BATCHES, batch_id)) as mine:
+            if not mine:
+                return 0
             return await self._round(coll, batch_id, events, [], {}, keep=False)
-        finally:
-            self.relay._in_flight.discard(key)
 
     async def sweep(self, db: Any) -> tuple[int, int]:
         """Publish the events of every batch whose lease is over, each checked against its
@@ -193,11 +189,9 @@ class BatchRelay:
         if not self.on or not self.relay.bus.connected:
             return 0, 0
         async for batch in db[BATCHES].find(due_batches()).batch_size(8):
-            key = (BATCHES, batch["_id"])
-            if key in self.relay._in_flight:
-                continue
-            self.relay._in_flight.add(key)
-            try:
+            with self.relay.claimed((BATCHES, batch["_id"])) as mine:
+                if not mine:
+                    continue
                 events, broken = pending_entries(batch)
                 coll = db[batch["collection"]]
                 announced, void = await still_announced(
@@ -210,8 +204,6 @@ class BatchRelay:
                 found += len(events)
                 keep = bool(batch.get("outbox_dead"))
                 sent += await self._round(coll, batch["_id"], announced, void, dead, keep=keep)
-            finally:
-                self.relay._in_flight.discard(key)
         return sent, found
 
     async def _round(
@@ -230,7 +222,7 @@ class BatchRelay:
         acked: list[str] = []
         if self.relay.bus.connected and pairs:
             results = await asyncio.gather(
-                *(self.relay._publish_one(e) for _, e in pairs), return_exceptions=True
+                *(self.relay.publish_one(e) for _, e in pairs), return_exceptions=True
             )
             for (_, event), result in zip(pairs, results, strict=True):
                 if not isinstance(result, BaseException):

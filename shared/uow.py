@@ -2,9 +2,10 @@
 
 A use case never writes the outbox itself. It hands each changed document and the events of
 that change to its unit of work, which writes them in one single-document operation (the
-state and its events land together or not at all: docs/patterns.md, "outbox") and, on
-`commit`, hands the events to the relay, which publishes them at once and removes them from
-the document when JetStream has acknowledged them. A crash between the write and the publish
+state and its events land together or not at all: docs/patterns.md, section 1) and, on
+`commit`, hands everything the commit wrote to the relay in one call (`Publisher.committed`,
+shared/outbox_port.py), which publishes the events at once and removes them from the
+document when JetStream has acknowledged them. A crash between the write and the publish
 loses nothing: the relay's sweeper finds what is still pending.
 
     async with runtime.unit_of_work() as uow:
@@ -13,7 +14,8 @@ loses nothing: the relay's sweeper finds what is still pending.
 
 Writes go to the database as they are made (a later step may depend on an earlier one's
 result); `commit` publishes. Leaving the block with an exception publishes what was written
-so far too: those writes are done, their events must follow them.
+so far too: those writes are done, their events must follow them. Why writes are not held
+until `commit`, and what holding them would take: docs/patterns.md, section 1.
 
 Reads that must not return the outbox use `without_outbox` as (part of) their projection.
 """
@@ -28,11 +30,40 @@ from pymongo import InsertOne, ReturnDocument, UpdateOne
 from pymongo.results import BulkWriteResult, UpdateResult
 
 from shared.events import CloudEvent
-from shared.outbox import Collection, Relay, update_with_outbox, with_outbox
 from shared.outbox_batch import BATCH_FIELD, chunks, insert_batch
+from shared.outbox_port import Collection, Committed, Publisher, Written, WrittenBatch
 
 #: The kernel's fields in a document with an outbox; hidden from reads that return documents.
 OUTBOX_FIELDS = ("outbox", "outbox_pending", "outbox_dead", BATCH_FIELD)
+
+
+def staged(events: Iterable[CloudEvent]) -> dict[str, Any]:
+    """Fields to `$set` (or insert) so the events leave with the state change, atomically.
+
+    Pending events are a subdocument keyed by event id plus a counter, not an array of
+    subdocuments: nx-27017 mangles arrays of subdocuments on update, and keyed entries let
+    the relay remove exactly the acknowledged one.
+    """
+    return {f"outbox.{e.id}": e.model_dump(mode="json") for e in events}
+
+
+def with_outbox(document: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
+    """A new document carrying its first events (for inserts)."""
+    return {
+        **document,
+        "outbox": {e.id: e.model_dump(mode="json") for e in events},
+        "outbox_pending": len(events),
+    }
+
+
+def update_with_outbox(update: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
+    """Add the events to a MongoDB update document (`$set` plus the pending counter)."""
+    merged = {k: dict(v) for k, v in update.items()}
+    merged.setdefault("$set", {}).update(staged(events))
+    merged.setdefault("$inc", {})["outbox_pending"] = merged.get("$inc", {}).get(
+        "outbox_pending", 0
+    ) + len(events)
+    return merged
 
 
 def without_outbox(*also: str) -> dict[str, int]:
@@ -82,13 +113,13 @@ class Write:
 class UnitOfWork:
     """The writes of one use case and the events they raise (see the module's text)."""
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Publisher) -> None:
         self._relay = relay
         #: Per written document, its events; None when they must be read back (a bulk write
         #: that failed in part: which of its writes landed is in the documents, not here).
         self._written: dict[tuple[str, Any], tuple[Collection, list[CloudEvent] | None]] = {}
         #: Batches written (the batch form): id, collection, the new documents and their events.
-        self._batches: list[tuple[str, Collection, dict[Any, list[CloudEvent]]]] = []
+        self._batches: list[WrittenBatch] = []
 
     async def __aenter__(self) -> UnitOfWork:
         return self
@@ -203,37 +234,28 @@ class UnitOfWork:
         is skipped with its events (the earlier write's stand). Returns the ids inserted now."""
         new: list[Any] = []
         if any(events.get(d["_id"]) for d in documents):
-            self._relay.watch_batches()
+            self._relay.watch(coll, batched=True)
         for chunk in chunks(documents):
             batch_id, inserted = await insert_batch(coll, chunk, events)
             if batch_id is not None:
                 announced = {i: list(events[i]) for i in inserted if events.get(i)}
-                self._batches.append((batch_id, coll, announced))
+                self._batches.append(WrittenBatch(coll, batch_id, announced))
             new += inserted
         return new
 
     async def commit(self, *, wait: bool = False) -> None:
-        """Publish the events of every write made: one relay kick per document, or one
-        `flush_many` per collection when a use case wrote many documents. With `wait`, the
-        publishing is awaited here (an import paces its chunks by it) instead of running on."""
+        """Hand the relay, in one call, everything written since the last commit: the
+        documents by collection, each with its events, and the batch documents. The relay
+        decides how each part goes out (shared/outbox.py). With `wait`, the publishing is
+        awaited here (an import paces its chunks by it) instead of running on."""
         written, self._written = self._written, {}
         batches, self._batches = self._batches, []
-        for batch_id, coll, announced in batches:
-            if wait:
-                await self._relay.publish_batch(coll, batch_id, announced)
-            else:
-                self._relay.kick_batch(coll, batch_id, announced)
-        by_coll: dict[str, tuple[Collection, dict[Any, list[CloudEvent] | None]]] = {}
+        by_coll: dict[str, Written] = {}
         for (name, doc_id), (coll, events) in written.items():
-            by_coll.setdefault(name, (coll, {}))[1][doc_id] = events
-        for coll, docs in by_coll.values():
-            if wait:
-                await self._relay.publish_now(coll, docs)
-            elif len(docs) == 1:
-                [(doc_id, events)] = docs.items()
-                self._relay.kick(coll, doc_id, events)
-            else:
-                self._relay.kick_many(coll, docs)
+            by_coll.setdefault(name, Written(coll, {})).documents[doc_id] = events
+        commit = Committed(list(by_coll.values()), batches, wait)
+        if commit:
+            await self._relay.committed(commit)
 
 
 def _id_of(filter: Mapping[str, Any]) -> Any:

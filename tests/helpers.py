@@ -47,7 +47,9 @@ class StoppedRelay:
     write and its publish (or NATS is slow). Tests use it instead of a switch in production
     code; `resume()` (or leaving the `with` block) gives the relay back its own methods."""
 
-    _HELD = ("kick", "kick_many", "publish_now", "_sweep_batch", "kick_batch", "publish_batch")
+    #: A commit's one entry point, a flush's second round for what was written meanwhile, and
+    #: the sweep.
+    _HELD = ("committed", "_kick", "_sweep_batch")
 
     def __init__(self, relay) -> None:
         self.relay = relay

@@ -24,8 +24,9 @@ from services.activities.usecases import (
 )
 from shared.events import CloudEvent
 from shared.uow import UnitOfWork
-from tests.fakes.campaigns import T0, Clock, RecordingRelay
+from tests.fakes.campaigns import T0, Clock
 from tests.fakes.memory import MemoryDatabase
+from tests.fakes.relay import RecordingRelay
 
 __all__ = ["T0", "ActivitiesWorld"]
 
@@ -48,7 +49,7 @@ class ActivitiesWorld:
         self.members = MembersFollower(self.store, self.ledger, self._purge)
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)  # type: ignore[arg-type]
+        return UnitOfWork(self.relay)
 
     async def _purge(self, stream: str, subject: str) -> None:
         self.purged.append((stream, subject))

@@ -8,7 +8,6 @@ app builds (`Lifecycle`, `Scoring`) on top of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,60 +19,10 @@ from services.campaigns.usecases import Lifecycle, Scoring
 from shared.events import CloudEvent, EventData, new_event
 from shared.skipped import SkippedDocuments
 from shared.uow import UnitOfWork
-from tests.fakes.memory import MemoryCollection, MemoryDatabase
+from tests.fakes.memory import MemoryDatabase
+from tests.fakes.relay import RecordingRelay
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class Kick:
-    """One request to publish a document's events: `events` None means "read them back from
-    the document" (the writer did not know which of its writes landed)."""
-
-    collection: str
-    doc_id: Any
-    events: list[CloudEvent] | None
-
-
-@dataclass
-class RecordingRelay:
-    """The part of the outbox relay a unit of work calls, recording instead of publishing."""
-
-    kicks: list[Kick] = field(default_factory=list)
-    collections: dict[str, MemoryCollection] = field(default_factory=dict)
-
-    def watch(self, collection: MemoryCollection) -> None:
-        self.collections[collection.name] = collection
-
-    def kick(
-        self, collection: MemoryCollection, doc_id: Any, events: list[CloudEvent] | None = None
-    ) -> None:
-        self.watch(collection)
-        self.kicks.append(Kick(collection.name, doc_id, events))
-
-    def kick_many(
-        self, collection: MemoryCollection, docs: dict[Any, list[CloudEvent] | None]
-    ) -> None:
-        self.watch(collection)
-        for doc_id, events in docs.items():
-            self.kicks.append(Kick(collection.name, doc_id, events))
-
-    def published(self, type_: str | None = None) -> list[CloudEvent]:
-        """What the relay would have published, once each (JetStream drops a second copy by
-        its id), oldest first: the events handed over with a kick, and for a kick without
-        them, what the document's outbox holds (this relay never empties it)."""
-        seen: dict[str, CloudEvent] = {}
-        for kick in self.kicks:
-            for event in kick.events if kick.events is not None else self._read_back(kick):
-                seen.setdefault(event.id, event)
-        events = sorted(seen.values(), key=lambda e: e.time)
-        return [e for e in events if type_ is None or e.type == type_]
-
-    def _read_back(self, kick: Kick) -> list[CloudEvent]:
-        docs = self.collections[kick.collection].documents()
-        [doc] = [d for d in docs if d["_id"] == kick.doc_id] or [{}]
-        # The kernel's outbox layout (shared/outbox.py): entries keyed by event id.
-        return [CloudEvent.model_validate(e) for e in (doc.get("outbox") or {}).values()]
 
 
 class Clock:
@@ -102,7 +51,7 @@ class CampaignsWorld:
         self.scoring = Scoring(self.store, self.unit_of_work, self.skipped, self.clock)
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)  # type: ignore[arg-type]
+        return UnitOfWork(self.relay)
 
     def campaign(self, **over: Any) -> CampaignIn:
         """A valid definition: running from a minute before the clock for a week."""

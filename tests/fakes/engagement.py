@@ -22,9 +22,9 @@ from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
 from services.engagement.usecases import Activity, Hours, MemberEvents, Posts
 from shared.clock import utcnow
-from shared.events import CloudEvent
 from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
+from tests.fakes.relay import RecordingRelay
 
 # -- the reference rules -------------------------------------------------------------------------
 
@@ -57,28 +57,6 @@ def replay(facts: Sequence[Fact], rules: Rules, start: str = LEVELS[0]) -> tuple
 
 
 @dataclass
-class RecordingRelay:
-    """The relay's side of a unit of work: remembers the events it was handed to publish (by
-    collection and document), publishes nothing."""
-
-    published: list[tuple[str, Any, list[CloudEvent] | None]] = field(default_factory=list)
-
-    def watch(self, collection: Any) -> None:
-        pass
-
-    def kick(self, collection: Any, doc_id: Any, events: list[CloudEvent] | None = None) -> None:
-        self.published.append((collection.name, doc_id, events))
-
-    def kick_many(self, collection: Any, docs: dict[Any, list[CloudEvent] | None]) -> None:
-        for doc_id, events in docs.items():
-            self.published.append((collection.name, doc_id, events))
-
-    def types(self) -> list[str]:
-        """The types of the events handed over, in order."""
-        return [e.type for _, _, events in self.published for e in events or []]
-
-
-@dataclass
 class OnMemory:
     db: MemoryDatabase
     store: EngagementStore
@@ -94,7 +72,7 @@ class OnMemory:
     now: datetime | None = None
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)  # type: ignore[arg-type]
+        return UnitOfWork(self.relay)
 
     def clock(self) -> datetime:
         return self.now or utcnow()

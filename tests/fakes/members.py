@@ -15,52 +15,11 @@ from typing import Any
 
 from services.members.store import MemberStore
 from services.members.usecases import JoinCommand, MemberUseCases
-from shared.events import CloudEvent
-from shared.uow import UnitOfWork, pending_events
-from tests.fakes.memory import MemoryCollection, MemoryDatabase
+from shared.uow import UnitOfWork
+from tests.fakes.memory import MemoryDatabase
+from tests.fakes.relay import RecordingRelay
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
-
-
-@dataclass
-class RecordingRelay:
-    """The relay's side of a unit of work: remembers the events it was handed (a document
-    handed without its events has them read back, as the relay does), publishes nothing."""
-
-    published: list[CloudEvent] = field(default_factory=list)
-    #: (collection, document id) of every kick, in order.
-    kicked: list[tuple[str, Any]] = field(default_factory=list)
-
-    def watch(self, collection: Any) -> None:
-        pass
-
-    def kick(
-        self, collection: MemoryCollection, doc_id: Any, events: list[CloudEvent] | None = None
-    ) -> None:
-        self.kicked.append((collection.name, doc_id))
-        if events is None:
-            doc = next((d for d in collection.documents() if d["_id"] == doc_id), {})
-            events = [CloudEvent.model_validate(e) for e in pending_events(doc)]
-        self.published.extend(events)
-
-    def kick_many(
-        self, collection: MemoryCollection, docs: dict[Any, list[CloudEvent] | None]
-    ) -> None:
-        for doc_id, events in docs.items():
-            self.kick(collection, doc_id, events)
-
-    async def publish_now(
-        self, collection: MemoryCollection, docs: dict[Any, list[CloudEvent] | None]
-    ) -> int:
-        before = len(self.published)
-        self.kick_many(collection, docs)
-        return len(self.published) - before
-
-    def types(self) -> list[str]:
-        return [e.type for e in self.published]
-
-    def of_type(self, event_type: str) -> list[CloudEvent]:
-        return [e for e in self.published if e.type == event_type]
 
 
 @dataclass
@@ -73,7 +32,7 @@ class MembersOnMemory:
     clock: Callable[[], datetime] = lambda: NOW
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)  # type: ignore[arg-type]
+        return UnitOfWork(self.relay)
 
     def use_cases(self, clock: Callable[[], datetime] | None = None) -> MemberUseCases:
         """The use cases on this store, reading the time from `clock` (default: NOW)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from services.notifier.channels import Outcome, Outgoing, Sent
 from services.notifier.consumers import NotifierHandlers, subscriptions
@@ -16,50 +15,12 @@ from services.notifier.fanout import Fanout, Limits
 from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore
 from services.notifier.usecases import Notifier
-from shared.events import CloudEvent
 from shared.metrics import Metrics
 from shared.skipped import SkippedDocuments
 from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
+from tests.fakes.relay import RecordingRelay
 from tests.helpers import MovableClock
-
-
-class RecordingRelay:
-    """What a commit hands the relay: the events of each written document, in order."""
-
-    def __init__(self) -> None:
-        self.watched: set[str] = set()
-        self.kicks: list[tuple[str, Any, list[CloudEvent] | None]] = []
-        self.flushes = 0  # one publishing round per commit that wrote documents with events
-
-    def watch(self, collection: Any) -> None:
-        self.watched.add(collection.name)
-
-    def kick(self, collection: Any, doc_id: Any, events: list[CloudEvent] | None = None) -> None:
-        self.flushes += 1
-        self.kicks.append((collection.name, doc_id, events))
-
-    def kick_many(self, collection: Any, docs: dict[Any, list[CloudEvent] | None]) -> None:
-        self.flushes += 1
-        self.kicks += [(collection.name, d, e) for d, e in docs.items()]
-
-    def watch_batches(self) -> None:
-        self.watched.add("outbox_batches")
-
-    def kick_batch(self, collection: Any, batch_id: str, docs: dict[Any, list[CloudEvent]]) -> None:
-        """A batch's events (the outbox's batch form): one publishing round, as `kick_many`."""
-        self.kick_many(collection, dict(docs))
-
-    def forget(self) -> None:
-        """Start counting afresh (after a test's set-up)."""
-        self.kicks.clear()
-        self.flushes = 0
-
-    def published(self) -> list[CloudEvent]:
-        return [e for _, _, events in self.kicks for e in events or ()]
-
-    def types(self) -> list[str]:
-        return [e.type for e in self.published()]
 
 
 @dataclass
@@ -121,7 +82,7 @@ def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNoti
     by_name = {c.name: c for c in channels}
 
     def unit_of_work() -> UnitOfWork:
-        return UnitOfWork(relay)  # type: ignore[arg-type]
+        return UnitOfWork(relay)
 
     settings = DispatchSettings(
         max_attempts=3,

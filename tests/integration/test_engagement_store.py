@@ -22,6 +22,7 @@ from services.engagement.store import EngagementStore, StandingWrite
 from shared.events import LevelChanged, MemberDrifting, new_event
 from shared.uow import UnitOfWork
 from tests.fakes import engagement as reference
+from tests.fakes.relay import RecordingRelay
 
 RULES = domain.Rules()
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -54,21 +55,8 @@ def fact(event: str, kind: str = "post", member: str = "m1", at: datetime = NOW)
     return domain.Fact(f"{event}:{kind}", member, kind, at)
 
 
-class QuietRelay:
-    """Stands in for the outbox relay: these tests look at documents, not at NATS."""
-
-    def watch(self, *_: object) -> None:
-        pass
-
-    def kick(self, *_: object) -> None:
-        pass
-
-    def kick_many(self, *_: object) -> None:
-        pass
-
-
 def quiet_unit_of_work() -> UnitOfWork:
-    return UnitOfWork(QuietRelay())  # type: ignore[arg-type]
+    return UnitOfWork(RecordingRelay())  # these tests look at documents, not at NATS
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ from pymongo import AsyncMongoClient
 from shared.bus import Bus
 from shared.events import MemberLeft, new_event, utcnow
 from shared.metrics import Metrics
-from shared.outbox import Relay, update_with_outbox, with_outbox
+from shared.outbox import Relay
+from shared.outbox_port import Committed, Written
 from shared.settings import ServiceSettings
+from shared.uow import update_with_outbox, with_outbox
 from tests.helpers import wait_until
 from tests.integration.test_delivery_guarantees import stream_messages
 
@@ -42,10 +44,10 @@ async def test_successive_writes_to_one_document_are_all_published_without_a_swe
     relay, members = relay
     first, second, third = left("m1"), left("m1"), left("m1")
     await members.insert_one(with_outbox({"_id": "m1"}, [first]))
-    relay.kick(members, "m1", [first])
+    await relay.committed(Committed([Written(members, {"m1": [first]})]))
     for event in (second, third):  # while the first flush may still be running
         await members.update_one({"_id": "m1"}, update_with_outbox({}, [event]))
-        relay.kick(members, "m1")
+        await relay.committed(Committed([Written(members, {"m1": None})]))
     published = await wait_until(
         lambda: _at_least(relay.bus.js, "members.member-left.m1", 3), timeout=10
     )

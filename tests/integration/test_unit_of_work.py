@@ -13,6 +13,7 @@ from shared.bus import Bus
 from shared.events import MemberLeft, new_event, utcnow
 from shared.metrics import Metrics
 from shared.outbox import Relay
+from shared.outbox_port import Committed
 from shared.settings import ServiceSettings
 from shared.uow import UnitOfWork, Write, without_outbox
 from tests.helpers import StoppedRelay, wait_until
@@ -119,6 +120,37 @@ async def test_a_new_relay_finds_a_collection_left_with_pending_events(parts):
         await restarted.stop()
     msgs = await published(bus, "members.member-left.c1", 1)
     assert [m.headers["Nats-Msg-Id"] for m in msgs] == [lost.id]
+
+
+async def test_a_commit_hands_the_relay_everything_it_wrote_in_one_call(parts):
+    bus, relay, db = parts
+    handed: list[Committed] = []
+    original = relay.committed
+
+    async def spy(commit: Committed) -> None:
+        handed.append(commit)
+        await original(commit)
+
+    relay.committed = spy
+    one, two, three = left("s1"), left("s2"), left("s3")
+    async with UnitOfWork(relay) as uow:
+        await uow.insert(db["members"], {"_id": "s1"}, [one])
+        await uow.update(db["members"], {"_id": "s1"}, {"$set": {"n": 1}})  # no events
+        await uow.insert(db["others"], {"_id": "s2"}, [two])
+        await uow.insert_many(db["deliveries"], [{"_id": "s3"}], {"s3": [three]})
+    [commit] = handed
+    assert [(w.collection.name, w.documents) for w in commit.written] == [
+        ("members", {"s1": [one]}),
+        ("others", {"s2": [two]}),
+    ]
+    assert [(b.collection.name, b.documents) for b in commit.batches] == [
+        ("deliveries", {"s3": [three]})
+    ]
+    assert commit.wait is False
+    msgs = await published(bus, "members.member-left.*", 3)
+    assert sorted(m.headers["Nats-Msg-Id"] for m in msgs) == sorted([one.id, two.id, three.id])
+    await UnitOfWork(relay).commit()  # nothing written: the relay is not called
+    assert len(handed) == 1
 
 
 async def _pending(coll, doc_id, n) -> bool:

@@ -70,9 +70,7 @@ async def credit(e: OnMemory, events: list) -> int:
 
 
 def approvals(e: OnMemory) -> list:
-    return [
-        ev for _, _, evs in e.relay.published for ev in evs or [] if ev.type == "hours-approved"
-    ]
+    return [ev for _, _, evs in e.relay.kicks for ev in evs or [] if ev.type == "hours-approved"]
 
 
 # -- the rules -----------------------------------------------------------------------------------

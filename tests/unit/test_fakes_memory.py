@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from pymongo import DESCENDING, DeleteOne, InsertOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.events import REGISTRY, CloudEvent, new_event
+from shared.events import REGISTRY, new_event
 from shared.query import count, total, where
 from shared.store import only_duplicates
 from shared.uow import UnitOfWork, Write
 from tests.fakes.memory import MemoryDatabase, matches
+from tests.fakes.relay import RecordingRelay
 
 
 def test_filters() -> None:
@@ -147,30 +147,14 @@ async def test_aggregate_counts_and_sums() -> None:
     assert [d async for d in sums] == [{"_id": None, "p": 5}]
 
 
-class _Relay:
-    """What a UnitOfWork needs of the relay: the kicks are recorded, nothing is published."""
-
-    def __init__(self) -> None:
-        self.kicked: list[tuple[str, Any, list[CloudEvent] | None]] = []
-
-    def watch(self, coll: Any) -> None:
-        pass
-
-    def kick(self, coll: Any, doc_id: Any, events: list[CloudEvent] | None = None) -> None:
-        self.kicked.append((coll.name, doc_id, events))
-
-    def kick_many(self, coll: Any, docs: dict[Any, list[CloudEvent] | None]) -> None:
-        self.kicked.extend((coll.name, d, e) for d, e in docs.items())
-
-
 async def test_unit_of_work_runs_on_the_fake() -> None:
     db = MemoryDatabase()
-    relay = _Relay()
+    relay = RecordingRelay()
     joined = REGISTRY["member-joined"]
     event = new_event(joined.model_validate({**joined.example, "member_id": "m1"}))
-    async with UnitOfWork(relay) as uow:  # type: ignore[arg-type]
+    async with UnitOfWork(relay) as uow:
         await uow.insert(db["members"], {"_id": "m1", "name": "A"}, [event])
         await uow.bulk(db["tags"], [Write.insert({"_id": "t1"}), Write.insert({"_id": "t2"})])
     doc = await db["members"].find_one({"_id": "m1"})
     assert doc is not None and doc["outbox_pending"] == 1 and event.id in doc["outbox"]
-    assert relay.kicked == [("members", "m1", [event])]
+    assert relay.kicks == [("members", "m1", [event])]
