@@ -84,6 +84,7 @@ async def test_erasure_asks_only_for_the_members_messages_however_long_the_strea
         calls[msg.subject.rsplit(".", 2)[-2]] += 1  # GET or DELETE
 
     api = await nc.subscribe("$JS.API.STREAM.MSG.*.MEMBERS", cb=count)
+    await nc.flush()  # the server has the subscription before the first request is made
     try:
         assert await bus.erase("MEMBERS", "members.*.vera") == 5
         await nc.flush()
