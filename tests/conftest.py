@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from sarafan.embedded import LOCALHOST, Child, free_port, mongo_child, nats_child
+from sarafan.embedded import LOCALHOST, Child, ChildExited, free_port, mongo_child, nats_child
 from tests import query_plans
 
 # Every MongoDB client created from here on reports its commands to the query-plan recorder,
@@ -53,6 +53,22 @@ class EmbeddedServer:
             self.start()
 
 
+def started_on_free_ports(make: Callable[[], EmbeddedServer], attempts: int = 3) -> EmbeddedServer:
+    """A server made by `make` (which picks its ports with `free_port`) and started. A port
+    free when picked may be taken before the child binds it (another test's server, or a
+    connection's ephemeral port): the child then exits at once, and a new one on new ports is
+    made, up to `attempts` times."""
+    for attempt in range(1, attempts + 1):
+        server = make()
+        try:
+            server.start()
+            return server
+        except ChildExited:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _external_reason(env_var: str) -> str | None:
     if os.environ.get(env_var):
         return f"{env_var} points at an external server this session cannot stop"
@@ -64,10 +80,13 @@ def _external_reason(env_var: str) -> str | None:
 @pytest.fixture(scope="session")
 def _embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     data_dir: Path = tmp_path_factory.mktemp("nats")
-    port = free_port()
-    server = EmbeddedServer(nats_child(data_dir, port, free_port()), f"nats://{LOCALHOST}:{port}")
+
+    def make() -> EmbeddedServer:
+        port = free_port()
+        return EmbeddedServer(nats_child(data_dir, port, free_port()), f"nats://{LOCALHOST}:{port}")
+
+    server = started_on_free_ports(make)
     try:
-        server.start()
         yield server
     finally:
         server.stop()
@@ -76,10 +95,13 @@ def _embedded_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
 @pytest.fixture(scope="session")
 def _embedded_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     data_dir: Path = tmp_path_factory.mktemp("mongo")
-    port = free_port()
-    server = EmbeddedServer(mongo_child(data_dir, port), f"mongodb://{LOCALHOST}:{port}")
+
+    def make() -> EmbeddedServer:
+        port = free_port()
+        return EmbeddedServer(mongo_child(data_dir, port), f"mongodb://{LOCALHOST}:{port}")
+
+    server = started_on_free_ports(make)
     try:
-        server.start()
         yield server
     finally:
         server.stop()

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from sarafan.embedded import LOCALHOST, free_port, nats_child
 from shared.service import Composed, Runtime
-from tests.conftest import EmbeddedServer
+from tests.conftest import EmbeddedServer, started_on_free_ports
 from tests.contract import Conformance
 from tests.helpers import MovableClock, strong_token, wait_until
 
@@ -35,9 +35,12 @@ def nats_server(
     if os.environ.get("NATS_URL") or os.environ.get("SARAFAN_TEST_DOCKER") == "1":
         pytest.skip("per-test NATS needs the embedded nats-server")
     data_dir = tmp_path_factory.mktemp("nats-test")
-    port = free_port()
-    server = EmbeddedServer(nats_child(data_dir, port, free_port()), f"nats://{LOCALHOST}:{port}")
-    server.start()
+
+    def make() -> EmbeddedServer:
+        port = free_port()
+        return EmbeddedServer(nats_child(data_dir, port, free_port()), f"nats://{LOCALHOST}:{port}")
+
+    server = started_on_free_ports(make)
     try:
         yield server
     finally:

@@ -12,7 +12,7 @@ import pytest
 
 from sarafan.embedded import LOCALHOST, free_port, nats_child
 from sarafan.nats_auth import nats_conf, users
-from tests.conftest import EmbeddedServer
+from tests.conftest import EmbeddedServer, started_on_free_ports
 
 
 @dataclass
@@ -35,12 +35,15 @@ class SecuredNats:
 @pytest.fixture
 def secured_nats(tmp_path: Path) -> Iterator[SecuredNats]:
     passwords = {name: secrets.token_urlsafe(32) for name in users()}
-    port = free_port()
-    child = nats_child(tmp_path / "nats", port, free_port(), accounts=nats_conf(passwords))
-    server = EmbeddedServer(child, f"nats://{LOCALHOST}:{port}")
-    server.start()
+
+    def make() -> EmbeddedServer:
+        port = free_port()
+        child = nats_child(tmp_path / "nats", port, free_port(), accounts=nats_conf(passwords))
+        return EmbeddedServer(child, f"nats://{LOCALHOST}:{port}")
+
+    server = started_on_free_ports(make)
     try:
-        yield SecuredNats(server, passwords, child.log_path)
+        yield SecuredNats(server, passwords, server.child.log_path)
     finally:
         server.stop()
 
