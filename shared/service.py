@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -57,6 +57,21 @@ READY_PING_SECONDS = 2.0
 
 
 StoreT = TypeVar("StoreT")
+ContextT = TypeVar("ContextT")
+
+
+def context_of(kind: type[ContextT]) -> Callable[[Request], ContextT]:
+    """The FastAPI dependency that gives a route its service's context (`create_app(...,
+    context=...)`), typed: `MembersDep = Annotated[Members, Depends(context_of(Members))]`."""
+
+    def dependency(request: Request) -> ContextT:
+        context = request.app.state.context
+        if not isinstance(context, kind):
+            raise TypeError(f"the app's context is {type(context).__name__}, not {kind.__name__}")
+        return context
+
+    dependency.__name__ = f"{kind.__name__.lower()}_of"
+    return dependency
 
 
 @dataclass(frozen=True)

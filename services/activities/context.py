@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from services.activities.domain import Conflict, NotFound, Refused
 from services.activities.store import ActivitiesStore
@@ -25,6 +25,7 @@ from services.activities.usecases import (
     SignUps,
 )
 from shared.http import ApiError, WriteLimits, not_found
+from shared.service import context_of
 from shared.skipped import SkippedDocuments
 
 
@@ -54,11 +55,7 @@ class Activities:
         return self.clock()
 
 
-def activities_of(request: Request) -> Activities:
-    """The service's context, as `create_app(..., context=...)` kept it."""
-    context: Activities = request.app.state.context
-    return context
-
+activities_of = context_of(Activities)
 
 ActivitiesDep = Annotated[Activities, Depends(activities_of)]
 

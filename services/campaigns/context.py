@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases import Lifecycle, Scoring
 from shared.clock import Clock
+from shared.service import context_of
 from shared.skipped import SkippedDocuments
 
 
@@ -26,10 +27,6 @@ class Campaigns:
     skipped: SkippedDocuments
 
 
-def campaigns_of(request: Request) -> Campaigns:
-    """The service's context, as `create_app(..., context=...)` kept it."""
-    context: Campaigns = request.app.state.context
-    return context
-
+campaigns_of = context_of(Campaigns)
 
 CampaignsDep = Annotated[Campaigns, Depends(campaigns_of)]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from services.engagement import domain
 from services.engagement.contributions import Conflict, Forbidden, NotFound, Refused
@@ -19,6 +19,7 @@ from services.engagement.usecases import Activity, Hours, MemberEvents, Posts
 from shared.clock import Clock
 from shared.http import ApiError, not_found
 from shared.limits import Request as RequestBody
+from shared.service import context_of
 
 log = logging.getLogger("sarafan.engagement")
 T = TypeVar("T")
@@ -47,10 +48,7 @@ class Engagement:
     clock: Clock
 
 
-def engagement_of(request: Request) -> Engagement:
-    """The routes' one dependency: `e: EngagementDep` (the context `create_app` keeps)."""
-    return request.app.state.context  # type: ignore[no-any-return]
-
+engagement_of = context_of(Engagement)
 
 #: A route's parameter for the service's context.
 EngagementDep = Annotated[Engagement, Depends(engagement_of)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from services.members.erasure import Eraser
 from services.members.store import MemberStore
@@ -18,6 +18,7 @@ from shared.bus import Bus
 from shared.clock import Clock
 from shared.keys import KeyRing
 from shared.scrub import Scrubber
+from shared.service import context_of
 from shared.skipped import SkippedDocuments
 
 
@@ -48,10 +49,6 @@ class Members:
     scrubber: Scrubber
 
 
-def members_of(request: Request) -> Members:
-    """The context a route is given (kept by the kernel as `app.state.context`)."""
-    context: Members = request.app.state.context
-    return context
-
+members_of = context_of(Members)
 
 MembersDep = Annotated[Members, Depends(members_of)]

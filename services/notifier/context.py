@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from services.notifier.usecases import Notifier
 from shared.clock import Clock
+from shared.service import context_of
 from shared.skipped import SkippedDocuments
 
 
@@ -26,10 +27,6 @@ class NotifierContext:
     skipped: SkippedDocuments
 
 
-def notifier_of(request: Request) -> NotifierContext:
-    """The service's context, as `create_app(..., context=...)` kept it."""
-    context: NotifierContext = request.app.state.context
-    return context
-
+notifier_of = context_of(NotifierContext)
 
 NotifierDep = Annotated[NotifierContext, Depends(notifier_of)]
