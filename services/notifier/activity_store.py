@@ -44,6 +44,11 @@ async def _bulk(coll: Collection, ops: list[Any]) -> set[int]:
     return set()
 
 
+def _not_after(fields: Doc) -> str:
+    """The guard on the stored sign-up's event time: strictly older for a signed-up."""
+    return "$lt" if fields.get("event_type") == "signed-up" else "$lte"
+
+
 class ActivityRecords:
     """The reads and writes of `activities`, `signups` and `reminders`."""
 
@@ -116,12 +121,14 @@ class ActivityRecords:
 
     async def project_signups(self, signups: dict[str, Doc]) -> None:
         """Each sign-up's state (sign-up id -> fields) in one round trip, unless the stored one
-        came from a later event (a redelivery of an older one changes nothing)."""
+        came from a later event (a redelivery of an older one changes nothing). A sign-up's
+        changes always follow its signed-up, so in the same millisecond a signed-up never
+        replaces what a change set (two changes in one millisecond keep the later written)."""
         await _bulk(
             self.signups,
             [
                 UpdateOne(
-                    where({"_id": sid, "event_ms": {"$lte": fields["event_ms"]}}),
+                    where({"_id": sid, "event_ms": {_not_after(fields): fields["event_ms"]}}),
                     {"$set": fields},
                     upsert=True,
                 )

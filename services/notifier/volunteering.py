@@ -120,8 +120,8 @@ def changed(current: Mapping[str, Any], changes: Mapping[str, Any]) -> ActivityC
 
 def signup(event: CloudEvent, data: SignedUp | SignUpChanged) -> Doc:
     """A sign-up as the notifier keeps it: who is on which shift, and its state. The event that
-    set it (`event_id`, `event_ms`) orders the writes and says which event's message is the
-    current one."""
+    set it (`event_id`, `event_ms`, `event_type`) orders the writes and says which event's
+    message is the current one."""
     return {
         "member_id": data.member_id,
         "activity_id": data.activity_id,
@@ -131,6 +131,7 @@ def signup(event: CloudEvent, data: SignedUp | SignUpChanged) -> Doc:
         "position": getattr(data, "position", None),
         "event_id": event.id,
         "event_ms": epoch_ms(event.time),
+        "event_type": event.type,
     }
 
 

@@ -140,6 +140,23 @@ async def test_a_redelivered_run_and_a_late_older_event_change_nothing() -> None
     assert await inbox(f, "m_0") == ["signup_confirmed"]
 
 
+async def test_a_signed_up_redelivered_after_a_change_of_the_same_millisecond_changes_nothing() -> (
+    None
+):
+    f = fake_notifier()
+    at(f, NOW)
+    await community(f, 1)
+    moment = datetime.now(UTC)  # both events stated at the same millisecond
+    first = (new_event(signup(0), time=moment), signup(0))
+    cancelled_data = change(signup(0), "cancelled", "cancelled-by-member")
+    cancelled = (new_event(cancelled_data, time=moment), cancelled_data)
+    await f.handlers.on_activities([pair(published()), first])
+    await f.handlers.on_activities([cancelled])
+    await f.handlers.on_activities([first])  # the older one, redelivered
+    assert (await f.store.signups_by_id(["su_0"]))["su_0"]["status"] == "cancelled"
+    assert [r["status"] for r in await reminders(f, signup_id="su_0")] == ["cancelled"] * 2
+
+
 async def test_sign_ups_that_arrive_before_their_activity_are_reminded_once_it_does() -> None:
     f = fake_notifier()
     at(f, NOW)
