@@ -122,8 +122,12 @@ async def test_an_erased_member_is_named_in_no_other_members_message_nor_anywher
         await publish(nc, MemberLeft(member_id=v, erase=True, left_at=datetime.now(UTC)))
 
         async def forgotten() -> bool:
+            # The tombstone is written first (a fan-out after it names her nowhere), then what
+            # she held goes: the erasure is done once the member-left is acknowledged.
             r = await notifier.get(f"/v1/members/{v}/preferences")
-            return r.status_code == 404
+            info = await nc.jetstream().consumer_info("MEMBERS", "notifier-members")
+            settled = info.num_pending == 0 and info.num_ack_pending == 0
+            return r.status_code == 404 and settled
 
         await wait_until(forgotten, message="erasure")
         text = await everything_in(store.deliveries.database)
