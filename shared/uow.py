@@ -1,82 +1,45 @@
-"""The unit of work: a use case's writes, each carrying the events it raises, published after.
+"""The unit of work: a use case's writes, each carrying the events it raises, made at commit.
 
-A use case never writes the outbox itself. It hands each changed document and the events of
-that change to its unit of work, which writes them in one single-document operation (the
-state and its events land together or not at all: docs/patterns.md, section 1) and, on
-`commit`, hands everything the commit wrote to the relay in one call (`Publisher.committed`,
-shared/outbox_port.py), which publishes the events at once and removes them from the
-document when JetStream has acknowledged them. A crash between the write and the publish
-loses nothing: the relay's sweeper finds what is still pending.
+A use case never writes the outbox itself. It stages each changed document and the events of
+that change in its unit of work; `commit` makes the staged writes, in the order staged, each in
+one single-document operation (the state and its events land together or not at all:
+docs/patterns.md, section 1), and hands everything the commit wrote to the relay in one call
+(`Publisher.committed`, shared/outbox_port.py), which publishes the events at once and removes
+them from the document when JetStream has acknowledged them. A crash between the write and the
+publish loses nothing: the relay's sweeper finds what is still pending.
 
     async with runtime.unit_of_work() as uow:
-        await uow.insert(store.members, member, [joined])
-    # committed: the relay publishes `joined` now
+        uow.insert(store.members, member, [joined])
+    # committed on leaving the block: the insert is made, `joined` published
 
-Writes go to the database as they are made (a later step may depend on an earlier one's
-result); `commit` publishes. Leaving the block with an exception publishes what was written
-so far too: those writes are done, their events must follow them. Why writes are not held
-until `commit`, and what holding them would take: docs/patterns.md, section 1.
+Nothing is written before `commit`; leaving the block with an exception drops what was staged
+(nothing written, nothing published). A use case whose next move depends on a write's outcome
+(a guarded write that may lose a race, a duplicate key meaning "done before") commits there and
+reads it: `result = await uow.commit(uow.update(...))`; each such write is its own commit, so a
+crash leaves the same states as the write order always did (docs/patterns.md, section 1).
 
-Reads that must not return the outbox use `without_outbox` as (part of) their projection.
+The layout of the outbox fields, and the helpers that read them: shared/outbox_layout.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from pymongo import InsertOne, ReturnDocument, UpdateOne
-from pymongo.results import BulkWriteResult, UpdateResult
+from pymongo.errors import BulkWriteError
+from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
 
 from shared.events import CloudEvent
-from shared.outbox_batch import BATCH_FIELD, chunks, insert_batch
+from shared.outbox_batch import chunks, insert_batch
+from shared.outbox_layout import update_with_events as _update_with_events
+from shared.outbox_layout import with_events as _with_events
+from shared.outbox_layout import without_outbox
 from shared.outbox_port import Collection, Committed, Publisher, Written, WrittenBatch
+from shared.store import only_duplicates
 
-#: The kernel's fields in a document with an outbox; hidden from reads that return documents.
-OUTBOX_FIELDS = ("outbox", "outbox_pending", "outbox_dead", BATCH_FIELD)
-
-
-def staged(events: Iterable[CloudEvent]) -> dict[str, Any]:
-    """Fields to `$set` (or insert) so the events leave with the state change, atomically.
-
-    Pending events are a subdocument keyed by event id plus a counter, not an array of
-    subdocuments: nx-27017 mangles arrays of subdocuments on update, and keyed entries let
-    the relay remove exactly the acknowledged one.
-    """
-    return {f"outbox.{e.id}": e.model_dump(mode="json") for e in events}
-
-
-def with_outbox(document: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
-    """A new document carrying its first events (for inserts)."""
-    return {
-        **document,
-        "outbox": {e.id: e.model_dump(mode="json") for e in events},
-        "outbox_pending": len(events),
-    }
-
-
-def update_with_outbox(update: dict[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
-    """Add the events to a MongoDB update document (`$set` plus the pending counter)."""
-    merged = {k: dict(v) for k, v in update.items()}
-    merged.setdefault("$set", {}).update(staged(events))
-    merged.setdefault("$inc", {})["outbox_pending"] = merged.get("$inc", {}).get(
-        "outbox_pending", 0
-    ) + len(events)
-    return merged
-
-
-def without_outbox(*also: str) -> dict[str, int]:
-    """A projection leaving out the outbox (and the other fields named)."""
-    return dict.fromkeys((*OUTBOX_FIELDS, *also), 0)
-
-
-def _with_events(document: Mapping[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
-    return with_outbox(dict(document), events) if events else dict(document)
-
-
-def _update_with_events(update: Mapping[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
-    return update_with_outbox(dict(update), events) if events else dict(update)
+T = TypeVar("T")
 
 
 class Write:
@@ -110,11 +73,41 @@ class Write:
         )
 
 
+class Step(Generic[T]):
+    """One write staged in a unit of work; its outcome is known once a commit has run it."""
+
+    __slots__ = ("_done", "_result", "_run", "refused")
+
+    def __init__(self, run: Callable[[], Awaitable[T]]) -> None:
+        self._run = run
+        self._done = False
+        self._result: T | None = None
+        #: Positions refused as duplicates (a bulk staged with `skip_duplicates`).
+        self.refused: list[int] = []
+
+    async def _execute(self) -> None:
+        self._result = await self._run()
+        self._done = True
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def result(self) -> T:
+        """What the write did (the driver's result); only after the commit that ran it."""
+        if not self._done:
+            raise RuntimeError("a staged write has no outcome before the commit that runs it")
+        return self._result  # type: ignore[return-value]
+
+
 class UnitOfWork:
     """The writes of one use case and the events they raise (see the module's text)."""
 
     def __init__(self, relay: Publisher) -> None:
         self._relay = relay
+        #: Writes staged since the last commit, in the order they were staged.
+        self._staged: list[Step[Any]] = []
         #: Per written document, its events; None when they must be read back (a bulk write
         #: that failed in part: which of its writes landed is in the documents, not here).
         self._written: dict[tuple[str, Any], tuple[Collection, list[CloudEvent] | None]] = {}
@@ -130,25 +123,42 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.commit()
+        if exc_type is None:
+            await self.commit()
+        else:
+            self.discard()
+
+    def discard(self) -> None:
+        """Drop the writes staged since the last commit: they are never made."""
+        self._staged.clear()
+
+    def _stage(self, run: Callable[[], Awaitable[T]]) -> Step[T]:
+        step = Step(run)
+        self._staged.append(step)
+        return step
 
     def _note(self, coll: Collection, doc_id: Any, events: list[CloudEvent] | None) -> None:
         if events is not None and not events:
             return
-        self._relay.watch(coll)
         key = (coll.name, doc_id)
         _, before = self._written.get(key, (coll, []))
         merged = None if events is None or before is None else [*before, *events]
         self._written[key] = (coll, merged)
 
-    async def insert(
+    def insert(
         self, coll: Collection, document: Mapping[str, Any], events: Iterable[CloudEvent] = ()
-    ) -> None:
-        evs = list(events)
-        await coll.insert_one(_with_events(document, evs))
-        self._note(coll, document["_id"], evs)
+    ) -> Step[None]:
+        """Stage the insert of a new document carrying `events`."""
+        evs, doc = list(events), dict(document)
 
-    async def update(
+        async def run() -> None:
+            self._watch(coll, evs)
+            await coll.insert_one(_with_events(doc, evs))
+            self._note(coll, doc["_id"], evs)
+
+        return self._stage(run)
+
+    def update(
         self,
         coll: Collection,
         filter: Mapping[str, Any],
@@ -157,19 +167,22 @@ class UnitOfWork:
         *,
         upsert: bool = False,
         doc_id: Any = None,
-    ) -> UpdateResult:
-        """`update_one` carrying `events`; they are published only when a document was
-        changed or inserted. `doc_id` defaults to the filter's `_id`."""
-        evs = list(events)
-        result = await coll.update_one(
-            dict(filter), _update_with_events(update, evs), upsert=upsert
-        )
-        if result.modified_count or result.upserted_id is not None:
-            target = result.upserted_id if result.upserted_id is not None else doc_id
-            self._note(coll, target if target is not None else _id_of(filter), evs)
-        return result
+    ) -> Step[UpdateResult]:
+        """Stage an `update_one` carrying `events`; they are published only when it changes or
+        inserts a document. `doc_id` defaults to the filter's `_id`."""
+        evs, flt, upd = list(events), dict(filter), _update_with_events(update, list(events))
 
-    async def find_one_and_update(
+        async def run() -> UpdateResult:
+            self._watch(coll, evs)
+            result = await coll.update_one(flt, upd, upsert=upsert)
+            if result.modified_count or result.upserted_id is not None:
+                target = result.upserted_id if result.upserted_id is not None else doc_id
+                self._note(coll, target if target is not None else _id_of(flt), evs)
+            return result
+
+        return self._stage(run)
+
+    def find_one_and_update(
         self,
         coll: Collection,
         filter: Mapping[str, Any],
@@ -179,36 +192,73 @@ class UnitOfWork:
         projection: Mapping[str, Any] | None = None,
         upsert: bool = False,
         after: bool = True,
-    ) -> dict[str, Any] | None:
-        """`find_one_and_update` carrying `events`; returns the document (after the change by
-        default, without the outbox), or None when nothing matched."""
-        evs = list(events)
-        doc = await coll.find_one_and_update(
-            dict(filter),
-            _update_with_events(update, evs),
-            projection={**without_outbox(), **(projection or {})},
-            upsert=upsert,
-            return_document=ReturnDocument.AFTER if after else ReturnDocument.BEFORE,
-        )
-        if doc is not None or upsert:
-            self._note(coll, doc["_id"] if doc is not None else _id_of(filter), evs)
-        return doc
+    ) -> Step[dict[str, Any] | None]:
+        """Stage a `find_one_and_update` carrying `events`; its outcome is the document (after
+        the change by default, without the outbox), or None when nothing matched."""
+        evs, flt, upd = list(events), dict(filter), _update_with_events(update, list(events))
+        shown = {**without_outbox(), **(projection or {})}
+        returned = ReturnDocument.AFTER if after else ReturnDocument.BEFORE
 
-    async def bulk(
-        self, coll: Collection, writes: list[Write], *, ordered: bool = False
-    ) -> BulkWriteResult | None:
-        """One `bulk_write` of many documents' writes, each with its own events. A write
-        that fails (a duplicate key) raises BulkWriteError as usual; the events of the writes
-        that did land are still published (the relay reads them from their documents)."""
-        if not writes:
-            return None
-        try:
-            result = await coll.bulk_write([w.op for w in writes], ordered=ordered)
-        except BaseException:
-            for w in writes:
-                if w.events:
-                    self._note(coll, w.doc_id, None)
-            raise
+        async def run() -> dict[str, Any] | None:
+            self._watch(coll, evs)
+            doc = await coll.find_one_and_update(
+                flt, upd, projection=shown, upsert=upsert, return_document=returned
+            )
+            if doc is not None or upsert:
+                self._note(coll, doc["_id"] if doc is not None else _id_of(flt), evs)
+            return doc
+
+        return self._stage(run)
+
+    def delete(self, coll: Collection, filter: Mapping[str, Any]) -> Step[DeleteResult]:
+        """Stage a `delete_many` (documents that carry no pending event: an erased member's
+        listing entries, a forgotten request's record)."""
+        flt = dict(filter)
+        return self._stage(lambda: coll.delete_many(flt))
+
+    def bulk(
+        self,
+        coll: Collection,
+        writes: list[Write],
+        *,
+        ordered: bool = False,
+        skip_duplicates: bool = False,
+    ) -> Step[BulkWriteResult | None]:
+        """Stage one `bulk_write` of many documents' writes, each with its own events. At
+        commit a write that fails (a duplicate key) raises BulkWriteError as usual, unless
+        `skip_duplicates` and every failure is a duplicate key: then the step's `refused`
+        lists their positions and its result is None. Either way the events of the writes
+        that did land are published (the relay reads them from their documents)."""
+        writes = list(writes)
+        step: Step[BulkWriteResult | None]
+
+        async def run() -> BulkWriteResult | None:
+            if not writes:
+                return None
+            self._watch(coll, [e for w in writes for e in w.events])
+            try:
+                result = await coll.bulk_write([w.op for w in writes], ordered=ordered)
+            except BulkWriteError as exc:
+                self._note_unsure(coll, writes)
+                if not (skip_duplicates and only_duplicates(exc)):
+                    raise
+                step.refused = sorted(int(e["index"]) for e in exc.details.get("writeErrors", []))
+                return None
+            except BaseException:
+                self._note_unsure(coll, writes)
+                raise
+            self._note_bulk(coll, writes, result)
+            return result
+
+        step = self._stage(run)
+        return step
+
+    def _note_unsure(self, coll: Collection, writes: list[Write]) -> None:
+        for w in writes:
+            if w.events:
+                self._note(coll, w.doc_id, None)
+
+    def _note_bulk(self, coll: Collection, writes: list[Write], result: BulkWriteResult) -> None:
         updates = [i for i, w in enumerate(writes) if isinstance(w.op, UpdateOne)]
         upserted = set(result.upserted_ids or {})
         # An update whose filter matched nothing (a guard that lost a race) wrote nothing:
@@ -219,35 +269,63 @@ class UnitOfWork:
                 continue
             guessed = unsure and isinstance(w.op, UpdateOne) and i not in upserted
             self._note(coll, w.doc_id, None if guessed else w.events)
-        return result
 
-    async def insert_many(
+    def insert_many(
         self,
         coll: Collection,
         documents: list[Mapping[str, Any]],
         events: Mapping[Any, list[CloudEvent]],
-    ) -> list[Any]:
-        """Insert new documents with deterministic ids, each with its events (by document id),
-        in the outbox's batch form: the events of up to a thousand documents ride in one batch
-        document, not in each (shared/outbox_batch.py), so publishing them costs one write per
-        batch instead of one per document. A duplicate key means written before: that document
-        is skipped with its events (the earlier write's stand). Returns the ids inserted now."""
-        new: list[Any] = []
-        if any(events.get(d["_id"]) for d in documents):
-            self._relay.watch(coll, batched=True)
-        for chunk in chunks(documents):
-            batch_id, inserted = await insert_batch(coll, chunk, events)
-            if batch_id is not None:
-                announced = {i: list(events[i]) for i in inserted if events.get(i)}
-                self._batches.append(WrittenBatch(coll, batch_id, announced))
-            new += inserted
-        return new
+    ) -> Step[list[Any]]:
+        """Stage the insert of new documents with deterministic ids, each with its events (by
+        document id), in the outbox's batch form: the events of up to a thousand documents ride
+        in one batch document, not in each (shared/outbox_batch.py), so publishing them costs
+        one write per batch instead of one per document. A duplicate key means written before:
+        that document is skipped with its events (the earlier write's stand). Its outcome: the
+        ids inserted by this commit."""
+        documents = list(documents)
 
-    async def commit(self, *, wait: bool = False) -> None:
-        """Hand the relay, in one call, everything written since the last commit: the
-        documents by collection, each with its events, and the batch documents. The relay
-        decides how each part goes out (shared/outbox.py). With `wait`, the publishing is
-        awaited here (an import paces its chunks by it) instead of running on."""
+        async def run() -> list[Any]:
+            new: list[Any] = []
+            if any(events.get(d["_id"]) for d in documents):
+                self._relay.watch(coll, batched=True)
+            for chunk in chunks(documents):
+                batch_id, inserted = await insert_batch(coll, chunk, events)
+                if batch_id is not None:
+                    announced = {i: list(events[i]) for i in inserted if events.get(i)}
+                    self._batches.append(WrittenBatch(coll, batch_id, announced))
+                new += inserted
+            return new
+
+        return self._stage(run)
+
+    def _watch(self, coll: Collection, events: list[CloudEvent]) -> None:
+        # Before the write: a process dying between it and the commit's hand-over leaves the
+        # sweep index behind, so the next process finds the events (docs/patterns.md, §1).
+        if events:
+            self._relay.watch(coll)
+
+    @overload
+    async def commit(self, *, wait: bool = False) -> None: ...
+    @overload
+    async def commit(self, step: Step[T], *, wait: bool = False) -> T: ...
+    async def commit(self, step: Step[Any] | None = None, *, wait: bool = False) -> Any:
+        """Make the staged writes, in the order staged, and hand the relay, in one call,
+        everything they wrote: the documents by collection, each with its events, and the batch
+        documents. With `step` (one of the writes staged), return its outcome: a use case
+        whose next move depends on a write commits there. A write that raises stops the commit:
+        what the writes before it (and it, in part) wrote is handed over, the writes staged
+        after it are dropped, and the error is raised. The relay decides how each part goes
+        out (shared/outbox.py). With `wait`, the publishing is awaited here (an import paces its
+        chunks by it) instead of running on."""
+        staged, self._staged = self._staged, []
+        try:
+            for each in staged:
+                await each._execute()
+        finally:
+            await self._hand_over(wait)
+        return step.result if step is not None else None
+
+    async def _hand_over(self, wait: bool) -> None:
         written, self._written = self._written, {}
         batches, self._batches = self._batches, []
         by_coll: dict[str, Written] = {}
@@ -265,63 +343,3 @@ def _id_of(filter: Mapping[str, Any]) -> Any:
     if value is None:
         raise ValueError("a write with events needs the document's _id (in the filter or doc_id)")
     return value
-
-
-# -- erasure: what an outbox may still hold about a forgotten person -----------------------------
-
-#: `$unset` of the events set aside as unpublishable (with their error strings): erasure adds it
-#: to the update that forgets a document's personal fields.
-FORGET_DEAD_EVENTS: dict[str, str] = {"outbox_dead": ""}
-
-
-async def drop_pending(coll: Collection, doc_ids: list[Any], event_type: str) -> None:
-    """Drop the pending, unpublished events of `event_type` in these documents (their data
-    would reach the stream after an erasure purged it). Each removal is guarded like the
-    relay's own, so the pending counter drops once per entry."""
-    if not doc_ids:
-        return
-    async for doc in coll.find({"_id": {"$in": list(doc_ids)}}, {"outbox": 1}):
-        for event_id, entry in (doc.get("outbox") or {}).items():
-            if not isinstance(entry, dict) or entry.get("type") != event_type:
-                continue
-            await coll.update_one(
-                {"_id": doc["_id"], f"outbox.{event_id}": {"$exists": True}},
-                {"$unset": {f"outbox.{event_id}": ""}, "$inc": {"outbox_pending": -1}},
-            )
-
-
-# -- documents read whole (erasure's tombstone swap, the import's prepared documents) ------------
-
-
-def pending_events(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The events a document read whole still holds unpublished, as stored (JSON)."""
-    return list((document.get("outbox") or {}).values())
-
-
-def carrying(
-    document: Mapping[str, Any], events: Iterable[CloudEvent | Mapping[str, Any]]
-) -> dict[str, Any]:
-    """`document` holding exactly these events as pending, in the form a write stores them
-    (for a document built before a bulk write, or a replacement that keeps some events)."""
-    entries: dict[str, dict[str, Any]] = {}
-    for event in events:
-        stored = event.model_dump(mode="json") if isinstance(event, CloudEvent) else dict(event)
-        entries[stored["id"]] = stored
-    return {**document, "outbox": entries, "outbox_pending": len(entries)}
-
-
-def unchanged_pending(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A write guard for replacing a document read whole: its pending events are still the
-    ones read (the relay removes a published event without bumping the document's version)."""
-    count = document.get("outbox_pending")
-    return {"outbox_pending": count if count is not None else {"$exists": False}}
-
-
-def has_pending() -> dict[str, Any]:
-    """A filter: documents with an event not yet published (served by the relay's index)."""
-    return {"outbox_pending": {"$gt": 0}}
-
-
-def pending_only() -> dict[str, int]:
-    """A projection: a document's pending events alone."""
-    return {"outbox": 1}

@@ -23,9 +23,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.activities.domain import LIVE
 from services.activities.presence import FIGURES
 from shared.documents import Doc
+from shared.outbox_layout import without_outbox
 from shared.projection import MemberProjection
 from shared.query import count, where
-from shared.uow import without_outbox
 
 #: What the members projection keeps (shared/projection.py): the name shows on the check-in
 #: page and the shift's list; nothing else is needed here.

@@ -27,9 +27,10 @@ from pymongo.errors import BulkWriteError
 
 from shared.documents import Doc
 from shared.events import CloudEvent
+from shared.outbox_layout import without_outbox
 from shared.query import by_ids, count, descending_number, order_key, where
 from shared.store import DUPLICATE_KEY, TRANSIENT_DB_ERRORS
-from shared.uow import UnitOfWork, Write, without_outbox
+from shared.uow import UnitOfWork, Write
 
 log = logging.getLogger("sarafan.campaigns")
 

@@ -13,8 +13,8 @@ from services.engagement import counted
 from services.engagement.store import EngagementStore
 from shared.clock import utcnow
 from shared.http import forget_requests_of
+from shared.outbox_layout import FORGET_DEAD_EVENTS, drop_pending
 from shared.query import where
-from shared.uow import FORGET_DEAD_EVENTS, drop_pending
 
 
 async def post_ids_of(store: EngagementStore, member_id: str) -> list[str]:

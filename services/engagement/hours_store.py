@@ -14,9 +14,10 @@ from pymongo.errors import BulkWriteError
 
 from shared.documents import Doc
 from shared.events import CloudEvent
+from shared.outbox_layout import without_outbox
 from shared.query import by_ids, where
 from shared.store import is_duplicate_key, only_duplicates
-from shared.uow import UnitOfWork, Write, without_outbox
+from shared.uow import UnitOfWork, Write
 
 HIDE = without_outbox()
 

@@ -26,10 +26,11 @@ from shared.clock import epoch_ms, utcnow
 from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.http import IDEMPOTENCY_TTL
+from shared.outbox_layout import without_outbox
 from shared.projection import MemberProjection
 from shared.query import by_ids, count, order_key, where
 from shared.store import DUPLICATE_KEY, is_duplicate_key
-from shared.uow import UnitOfWork, Write, without_outbox
+from shared.uow import UnitOfWork, Write
 
 #: Figure fields of a member's standing that only an active member has (leaving unsets them).
 RANK_FIELDS = ("rank_all", "rank7", "rank30")

@@ -26,7 +26,7 @@ from services.members.violations import RuleViolation
 from shared.documents import Doc
 from shared.events import CloudEvent, new_event
 from shared.http import ERROR_DETAILS_MAX, ERROR_TEXT_MAX
-from shared.uow import carrying
+from shared.outbox_layout import carrying
 
 #: Bounds of one request (the CLI splits a bigger file into several requests).
 MAX_ROWS = 50_000

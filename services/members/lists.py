@@ -16,8 +16,8 @@ from services.members import listing
 from shared import query
 from shared.clock import now_ms
 from shared.documents import Doc
+from shared.outbox_layout import without_outbox
 from shared.query import Collection, where
-from shared.uow import without_outbox
 
 #: Never shown to clients: the kernel's pending events, and the bookkeeping of erasure.
 READABLE = without_outbox("idempotency_record")

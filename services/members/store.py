@@ -29,17 +29,16 @@ from shared.clock import now_ms
 from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.http import forget_requests_of
-from shared.query import where
-from shared.store import only_duplicates
-from shared.uow import (
-    UnitOfWork,
-    Write,
+from shared.outbox_layout import (
     carrying,
     has_pending,
     pending_events,
     pending_only,
     unchanged_pending,
 )
+from shared.query import where
+from shared.store import only_duplicates
+from shared.uow import UnitOfWork, Write
 
 
 class ContactTaken(Exception):

@@ -24,9 +24,10 @@ from pymongo.errors import BulkWriteError
 from shared.clock import epoch_ms
 from shared.documents import Doc
 from shared.events import CloudEvent
+from shared.outbox_layout import without_outbox
 from shared.query import Collection, order_key, where
 from shared.store import only_duplicates
-from shared.uow import UnitOfWork, Write, without_outbox
+from shared.uow import UnitOfWork, Write
 
 #: Deliveries a worker may claim: waiting ones, and sending ones whose worker's lease ran out.
 CLAIMABLE = ["pending", "deferred", "sending"]

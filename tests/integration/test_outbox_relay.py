@@ -11,9 +11,9 @@ from shared.bus import Bus
 from shared.events import MemberLeft, new_event, utcnow
 from shared.metrics import Metrics
 from shared.outbox import Relay
+from shared.outbox_layout import update_with_outbox, with_outbox
 from shared.outbox_port import Committed, Written
 from shared.settings import ServiceSettings
-from shared.uow import update_with_outbox, with_outbox
 from tests.helpers import wait_until
 from tests.integration.test_delivery_guarantees import stream_messages
 

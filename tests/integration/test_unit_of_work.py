@@ -13,9 +13,10 @@ from shared.bus import Bus
 from shared.events import MemberLeft, new_event, utcnow
 from shared.metrics import Metrics
 from shared.outbox import Relay
+from shared.outbox_layout import without_outbox
 from shared.outbox_port import Committed
 from shared.settings import ServiceSettings
-from shared.uow import UnitOfWork, Write, without_outbox
+from shared.uow import UnitOfWork, Write
 from tests.helpers import StoppedRelay, wait_until
 from tests.integration.test_delivery_guarantees import stream_messages
 

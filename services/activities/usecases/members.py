@@ -24,8 +24,8 @@ from services.activities.usecases.ledger import Ledger
 from shared.clock import epoch_ms
 from shared.events import EventData, MemberLeft
 from shared.http import forget_requests_of
+from shared.outbox_layout import FORGET_DEAD_EVENTS, drop_pending
 from shared.query import where
-from shared.uow import FORGET_DEAD_EVENTS, drop_pending
 
 log = logging.getLogger("sarafan.activities")
 
