@@ -56,7 +56,7 @@ def with_events(document: Mapping[str, Any], events: list[CloudEvent]) -> dict[s
     return with_outbox(dict(document), events) if events else dict(document)
 
 
-def updatewith_events(update: Mapping[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
+def update_with_events(update: Mapping[str, Any], events: list[CloudEvent]) -> dict[str, Any]:
     return update_with_outbox(dict(update), events) if events else dict(update)
 
 
