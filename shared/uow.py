@@ -140,6 +140,7 @@ class UnitOfWork:
     def _note(self, coll: Collection, doc_id: Any, events: list[CloudEvent] | None) -> None:
         if events is not None and not events:
             return
+        self._relay.watch(coll)
         key = (coll.name, doc_id)
         _, before = self._written.get(key, (coll, []))
         merged = None if events is None or before is None else [*before, *events]
@@ -152,7 +153,6 @@ class UnitOfWork:
         evs, doc = list(events), dict(document)
 
         async def run() -> None:
-            self._watch(coll, evs)
             await coll.insert_one(_with_events(doc, evs))
             self._note(coll, doc["_id"], evs)
 
@@ -173,7 +173,6 @@ class UnitOfWork:
         evs, flt, upd = list(events), dict(filter), _update_with_events(update, list(events))
 
         async def run() -> UpdateResult:
-            self._watch(coll, evs)
             result = await coll.update_one(flt, upd, upsert=upsert)
             if result.modified_count or result.upserted_id is not None:
                 target = result.upserted_id if result.upserted_id is not None else doc_id
@@ -200,7 +199,6 @@ class UnitOfWork:
         returned = ReturnDocument.AFTER if after else ReturnDocument.BEFORE
 
         async def run() -> dict[str, Any] | None:
-            self._watch(coll, evs)
             doc = await coll.find_one_and_update(
                 flt, upd, projection=shown, upsert=upsert, return_document=returned
             )
@@ -235,7 +233,6 @@ class UnitOfWork:
         async def run() -> BulkWriteResult | None:
             if not writes:
                 return None
-            self._watch(coll, [e for w in writes for e in w.events])
             try:
                 result = await coll.bulk_write([w.op for w in writes], ordered=ordered)
             except BulkWriteError as exc:
@@ -297,12 +294,6 @@ class UnitOfWork:
             return new
 
         return self._stage(run)
-
-    def _watch(self, coll: Collection, events: list[CloudEvent]) -> None:
-        # Before the write: a process dying between it and the commit's hand-over leaves the
-        # sweep index behind, so the next process finds the events (docs/patterns.md, §1).
-        if events:
-            self._relay.watch(coll)
 
     @overload
     async def commit(self, *, wait: bool = False) -> None: ...

@@ -78,8 +78,7 @@ async def test_a_batch_is_published_once_and_removed_with_one_write_not_one_per_
     docs, events = members(300)
     counter.on = True
     async with UnitOfWork(relay) as uow:
-        new = await uow.insert_many(db["members"], docs, events)
-        await uow.commit(wait=True)
+        new = await uow.commit(uow.insert_many(db["members"], docs, events), wait=True)
     counter.on = False
     assert sorted(new) == sorted(events)
     await exactly_once(bus, list(events))
@@ -98,7 +97,7 @@ async def test_a_batch_whose_writer_died_before_publishing_is_published_once_aft
     docs, events = members(120)
     with StoppedRelay(relay):  # the process "dies" between the insert and the publish
         async with UnitOfWork(relay) as uow:
-            await uow.insert_many(db["members"], docs, events)
+            uow.insert_many(db["members"], docs, events)
     assert await stored(bus) == []
     # Within its lease the batch is its writer's (its insert may still be running): not swept.
     assert await relay.sweep() == 0
@@ -119,8 +118,7 @@ async def test_a_crash_in_the_middle_of_the_insert_publishes_each_written_docume
     # The cause, not acknowledged, is handled again: new events (new ids) for all ten.
     again = {d: [left(d)] for d in events}
     async with UnitOfWork(relay) as uow:
-        new = await uow.insert_many(db["members"], docs, again)
-        await uow.commit(wait=True)
+        new = await uow.commit(uow.insert_many(db["members"], docs, again), wait=True)
     assert sorted(new) == [d["_id"] for d in docs[6:]]  # the first six were written before
     await expire_leases(db)
     assert await relay.sweep() == 6  # the first batch's six; its four others never happened
@@ -139,7 +137,7 @@ async def test_a_batch_published_but_not_removed_before_a_crash_adds_nothing_to_
     docs, events = members(50)
     with StoppedRelay(relay):
         async with UnitOfWork(relay) as uow:
-            await uow.insert_many(db["members"], docs, events)
+            uow.insert_many(db["members"], docs, events)
     left_behind = await db[BATCHES].find_one({})
     await expire_leases(db)
     assert await relay.sweep() == 50
@@ -158,7 +156,7 @@ async def test_two_relays_sweeping_one_batch_publish_each_event_once(parts):
         docs, events = members(200)
         with StoppedRelay(relay):
             async with UnitOfWork(relay) as uow:
-                await uow.insert_many(db["members"], docs, events)
+                uow.insert_many(db["members"], docs, events)
         await expire_leases(db)
         await asyncio.gather(relay.sweep(), other.sweep())
         await exactly_once(bus, list(events))
@@ -171,12 +169,12 @@ async def test_documents_written_before_keep_their_batch_and_are_not_announced_a
     bus, relay, db, _ = parts
     docs, events = members(20)
     async with UnitOfWork(relay) as uow:
-        await uow.insert_many(db["members"], docs, events)
+        uow.insert_many(db["members"], docs, events)
         await uow.commit(wait=True)
     before = {d["_id"]: d[BATCH_FIELD] async for d in db["members"].find({})}
     async with UnitOfWork(relay) as uow:  # the same documents, redelivered
-        assert await uow.insert_many(db["members"], docs, {d: [left(d)] for d in events}) == []
-        await uow.commit(wait=True)
+        again = {d: [left(d)] for d in events}
+        assert await uow.commit(uow.insert_many(db["members"], docs, again), wait=True) == []
     assert {d["_id"]: d[BATCH_FIELD] async for d in db["members"].find({})} == before
     await exactly_once(bus, list(events))
     assert await db[BATCHES].find_one({}) is None
@@ -188,7 +186,7 @@ async def test_a_batch_written_while_nats_is_away_is_published_when_it_is_back(p
     nats_server.stop()
     await wait_until(lambda: not bus.connected, timeout=10)
     async with UnitOfWork(relay) as uow:
-        await uow.insert_many(db["members"], docs, events)
+        uow.insert_many(db["members"], docs, events)
         await uow.commit(wait=True)  # no PubAck: the writer releases the batch to the sweeper
     batch = await db[BATCHES].find_one({})
     assert batch is not None and batch["lease_until_ms"] == 0
