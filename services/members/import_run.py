@@ -6,11 +6,11 @@ committed at once (what follows depends on it); the duplicate-key errors say whi
 refused by a unique index. Each of those is looked up by its contacts: a member who has one
 of them means the row already exists (or, when that member came from an earlier row of the
 same file, that the row repeats it); no holder means the referral code collided, and only
-those rows are written again with a new code (a commit each round). Then the entries of the
-rows not created are removed, and that commit waits for the chunk's events to be published
-(`wait`: it paces the import); the relay's sweeper covers a crash in between. Two chunks are
-written at once on the one unit of work: each stages and commits with no pause in between,
-so a commit never takes the other chunk's staged writes.
+those rows are written again with a new code. Each of these commits waits until the events
+of what it wrote are published (`wait`: it paces the import, a chunk's events in one
+publish); the relay's sweeper covers a crash in between. Then the entries of the rows not
+created are removed. Two chunks are written at once on the one unit of work: each stages and
+commits with no pause in between, so a commit never takes the other chunk's staged writes.
 """
 
 from __future__ import annotations
@@ -169,7 +169,9 @@ class Importer:
         not_created: list[importer.Candidate] = []
         for _round in range(CODE_ROUNDS):
             written = self.store.insert_many(self.uow, [(c.member, c.events) for c in pending])
-            await self.uow.commit(written)  # which rows were refused decides what follows
+            # Which rows were refused decides what follows; the commit waits until their
+            # events are published (it paces the import: one chunk's events at a time).
+            await self.uow.commit(written, wait=True)
             refused = written.refused
             refused_set = set(refused)
             result.created += [
@@ -199,8 +201,7 @@ class Importer:
                 RejectedRow(row=c.row, code="unavailable", message="no referral code found; retry")
             )
         self.store.remove_entries(self.uow, (e["_id"] for c in not_created for e in c.entries))
-        # The chunk's events go out now (all of its documents in one publish).
-        await self.uow.commit(wait=True)
+        await self.uow.commit()
 
     async def _why_refused(self, c: importer.Candidate, file_id: str) -> RejectedRow | bool | None:
         """True: the person is already a member; a RejectedRow: an earlier row of the same

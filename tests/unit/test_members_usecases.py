@@ -11,7 +11,9 @@ import pytest
 from services.members import importer, usecases
 from services.members.store import ContactTaken
 from services.members.violations import RuleViolation
+from shared.outbox_port import Committed
 from tests.fakes.members import NOW, MembersOnMemory, join_command, members_on_memory
+from tests.fakes.relay import RecordingRelay
 
 
 @pytest.fixture
@@ -300,3 +302,25 @@ async def test_erasure_removes_the_members_idempotency_records_with_the_profile(
     await leave(m, anna["_id"], erase=True)
     assert [d["_id"] for d in records.documents()] == ["patch-boris"]
     assert {e["member_id"] for e in m.db["member_tags"].documents()} == {boris["_id"]}
+
+
+class PacedRelay(RecordingRelay):
+    """Records, per commit, whether its writer waits for the publishing (`wait`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[tuple[bool, list[str]]] = []
+
+    async def committed(self, commit: Committed) -> None:
+        self.waits.append((commit.wait, [w.collection.name for w in commit.written]))
+        await super().committed(commit)
+
+
+async def test_an_import_waits_until_each_chunks_events_are_handed_over(m):
+    m.relay = PacedRelay()
+    command = usecases.ImportCommand(
+        _rows("vera@example.org", "ivan@example.org"), importer.JSONL, file_id="f1", welcome=False
+    )
+    report = await m.use_cases().import_members(command, may_grant=False)
+    assert report.created == 2 and len(m.relay.of_type("member-joined")) == 2
+    assert m.relay.waits == [(True, ["members"])]  # one chunk: one publish, awaited
