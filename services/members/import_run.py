@@ -1,13 +1,16 @@
 """Writing an import: its rows a chunk at a time, each member with its member-joined.
 
 Rows are validated (importer.py) and written a chunk at a time: the chunk's listing entries,
-then its members, each carrying its event, in one unordered bulk write; the duplicate-key
-errors say which rows were refused by a unique index. Each of those is looked up by its
-contacts: a member who has one of them means the row already exists (or, when that member
-came from an earlier row of the same file, that the row repeats it); no holder means the
-referral code collided, and only those rows are written again with a new code. Then the
-unit of work is committed: the chunk's events are published at once; the relay's sweeper
-covers a crash in between.
+then its members, each carrying its event, in one unordered bulk write, staged together and
+committed at once (what follows depends on it); the duplicate-key errors say which rows were
+refused by a unique index. Each of those is looked up by its contacts: a member who has one
+of them means the row already exists (or, when that member came from an earlier row of the
+same file, that the row repeats it); no holder means the referral code collided, and only
+those rows are written again with a new code. Each of these commits waits until the events
+of what it wrote are published (`wait`: it paces the import, a chunk's events in one
+publish); the relay's sweeper covers a crash in between. Then the entries of the rows not
+created are removed. Two chunks are written at once on the one unit of work: each stages and
+commits with no pause in between, so a commit never takes the other chunk's staged writes.
 """
 
 from __future__ import annotations
@@ -161,13 +164,15 @@ class Importer:
         self, ready: list[importer.Candidate], result: ChunkResult, file_id: str
     ) -> None:
         # Entries first: a crash before the members leaves entries that listings skip.
-        await self.store.add_entries(self.uow, [e for c in ready for e in c.entries])
+        self.store.add_entries(self.uow, [e for c in ready for e in c.entries])
         pending = ready
         not_created: list[importer.Candidate] = []
         for _round in range(CODE_ROUNDS):
-            refused = await self.store.insert_many(
-                self.uow, [(c.member, c.events) for c in pending]
-            )
+            written = self.store.insert_many(self.uow, [(c.member, c.events) for c in pending])
+            # Which rows were refused decides what follows; the commit waits until their
+            # events are published (it paces the import: one chunk's events at a time).
+            await self.uow.commit(written, wait=True)
+            refused = written.refused
             refused_set = set(refused)
             result.created += [
                 c.member["_id"] for i, c in enumerate(pending) if i not in refused_set
@@ -195,9 +200,8 @@ class Importer:
             result.rejected.append(
                 RejectedRow(row=c.row, code="unavailable", message="no referral code found; retry")
             )
-        await self.store.remove_entries(e["_id"] for c in not_created for e in c.entries)
-        # The chunk's events go out now (all of its documents in one publish).
-        await self.uow.commit(wait=True)
+        self.store.remove_entries(self.uow, (e["_id"] for c in not_created for e in c.entries))
+        await self.uow.commit()
 
     async def _why_refused(self, c: importer.Candidate, file_id: str) -> RejectedRow | bool | None:
         """True: the person is already a member; a RejectedRow: an earlier row of the same

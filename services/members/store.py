@@ -1,11 +1,15 @@
 """The members service's MongoDB collections: its documents read and written, nothing more.
 
 Every filter goes through `shared.query.where` (the indexed form on both servers); which
-index serves which query is in docs/members.md, "Queries and indexes". A use case's writes
-go through the unit of work it holds (shared/uow.py), which stores the events with their
-document and publishes them on commit; the listing entries (`member_tags`) written with a
-member go through the same unit of work. Only removals are direct (the unit of work has no
-delete), and the start-up backfills, which belong to no use case.
+index serves which query is in docs/members.md, "Queries and indexes". A method that writes
+for a use case STAGES its writes in the unit of work it is given (shared/uow.py) and returns
+the step (or nothing): it never commits. The use case commits, where the next move depends
+on a write's outcome and at the end of its block; the commit makes the writes in the order
+staged, each document with its events, and publishes them. The listing entries
+(`member_tags`) written or removed with a member, and an erased member's Idempotency-Key
+records, go through the same unit of work. Direct writes are only those of no use case: the
+eraser's (`forget_entries`, `forget_requests`, the purge phase; erasure.py) and the
+start-up backfills (backfill.py).
 
 How an event rides in its document (the outbox) is the kernel's: this module is the one place
 of the service that builds or reads it (`erased_document`, the erasure bookkeeping).
@@ -14,12 +18,14 @@ of the service that builds or reads it (`erased_document`, the erasure bookkeepi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
+from pymongo.results import BulkWriteResult, UpdateResult
 
 from services.members import domain, listing
 from services.members.backfill import backfill_list_keys, backfill_tags
@@ -37,8 +43,7 @@ from shared.outbox_layout import (
     unchanged_pending,
 )
 from shared.query import where
-from shared.store import only_duplicates
-from shared.uow import UnitOfWork, Write
+from shared.uow import Step, UnitOfWork, Write
 
 
 class ContactTaken(Exception):
@@ -51,6 +56,20 @@ class ContactTaken(Exception):
 
 class CodeTaken(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class StagedUpdate:
+    """A member's guarded update staged in a unit of work (`MemberStore.update`).
+
+    `step` is the write: its `matched_count` says whether it won against other writes.
+    `member` is the document as far as the update names it (for `refusal`, when a unique
+    index refuses it); `obsolete`, the listing entries it makes stale, to remove once it
+    landed (`remove_entries`)."""
+
+    step: Step[UpdateResult]
+    member: Doc
+    obsolete: list[str]
 
 
 class MemberStore:
@@ -97,9 +116,11 @@ class MemberStore:
 
     # -- unique values -------------------------------------------------------------------------
 
-    async def _which_unique(self, member: Doc, exc: DuplicateKeyError) -> Exception:
-        # Which unique index refused the write: ask the data, not the server's message text,
-        # whose wording differs between MongoDB and nx-27017.
+    async def refusal(self, member: Doc, exc: DuplicateKeyError) -> Exception:
+        """Which unique index refused a write of `member`: CodeTaken, ContactTaken, or `exc`
+        itself when neither (to raise in its place)."""
+        # Ask the data, not the server's message text, whose wording differs between MongoDB
+        # and nx-27017.
         code = member.get("referral_code")
         if code:
             holder = await self.members.find_one(where(referral_code=code), {"_id": 1})
@@ -128,55 +149,52 @@ class MemberStore:
 
     # -- joining -------------------------------------------------------------------------------
 
-    async def insert(self, uow: UnitOfWork, member: Doc, events: list[CloudEvent]) -> None:
-        """Insert a new member with their first events (in the same write).
+    def insert(self, uow: UnitOfWork, member: Doc, events: list[CloudEvent]) -> Step[None]:
+        """Stage the insert of a new member with their first events (in the same write); the
+        step is the member's insert (a DuplicateKeyError at its commit: `join_refused`).
 
-        Their listing entries go first: a crash in between leaves entries without a member,
-        which listings skip (and drop), never a member missing from a listing.
+        Their listing entries are staged first: a crash in between leaves entries without a
+        member, which listings skip (and drop), never a member missing from a listing.
         """
-        entries = list(listing.tag_entries(member).values())
-        await self.add_entries(uow, entries)
-        try:
-            await uow.insert(self.members, member, events)
-        except DuplicateKeyError as exc:
-            refused = await self._which_unique(member, exc)
-            if not isinstance(refused, CodeTaken):  # a new code keeps the same entries
-                await self.remove_entries(e["_id"] for e in entries)
-            raise refused from exc
+        self.add_entries(uow, list(listing.tag_entries(member).values()))
+        return uow.insert(self.members, member, events)
 
-    async def insert_many(
+    async def join_refused(self, uow: UnitOfWork, member: Doc, exc: DuplicateKeyError) -> Exception:
+        """Why a new member's insert was refused (`refusal`). Unless the referral code
+        collided (a new code keeps the same entries), stages the removal of the listing
+        entries staged with it; the caller commits that before it answers."""
+        refused = await self.refusal(member, exc)
+        if not isinstance(refused, CodeTaken):
+            self.remove_entries(uow, (e["_id"] for e in listing.tag_entries(member).values()))
+        return refused
+
+    def insert_many(
         self, uow: UnitOfWork, members: list[tuple[Doc, list[CloudEvent]]]
-    ) -> list[int]:
-        """Insert new members, each with its events, in one unordered write; the positions of
-        those refused by a unique index (the caller finds out which). Other errors raise."""
+    ) -> Step[BulkWriteResult | None]:
+        """Stage the insert of new members, each with its events, in one unordered write.
+        After its commit the step's `refused` lists the positions a unique index refused (the
+        caller finds out which); other errors raise at the commit."""
         writes = [Write.insert(member, events) for member, events in members]
-        try:
-            await uow.bulk(self.members, writes)
-        except BulkWriteError as exc:
-            if not only_duplicates(exc):
-                raise
-            return sorted(int(e["index"]) for e in exc.details.get("writeErrors", []))
-        return []
+        return uow.bulk(self.members, writes, skip_duplicates=True)
 
-    async def add_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
-        """Listing entries of new members (ids never used before; a repeat is a duplicate),
-        written by the use case's unit of work (they raise no event)."""
+    def add_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
+        """Stage the listing entries of new members (ids never used before; a repeat is a
+        duplicate, skipped): they raise no event."""
         if not entries:
             return
         now = now_ms()
-        try:
-            await uow.bulk(self.tags, [Write.insert({**e, "written_ms": now}) for e in entries])
-        except BulkWriteError as exc:
-            if not only_duplicates(exc):
-                raise
+        writes = [Write.insert({**e, "written_ms": now}) for e in entries]
+        uow.bulk(self.tags, writes, skip_duplicates=True)
 
-    async def remove_entries(self, entry_ids: Iterable[str]) -> None:
+    def remove_entries(self, uow: UnitOfWork, entry_ids: Iterable[str]) -> None:
+        """Stage the removal of these listing entries."""
         ids = list(entry_ids)
         if ids:
-            await self.tags.delete_many({"_id": {"$in": ids}})
+            uow.delete(self.tags, {"_id": {"$in": ids}})
 
     async def forget_entries(self, member_id: str) -> None:
-        """Every listing entry of a member (they hold the region): at erasure."""
+        """Every listing entry of a member (they hold the region), at once: the eraser's
+        repeat, outside any use case (`forget` stages the same for the leaving use case)."""
         await self.tags.delete_many(where(member_id=member_id))
 
     # -- reading -------------------------------------------------------------------------------
@@ -201,7 +219,7 @@ class MemberStore:
 
     # -- changing ------------------------------------------------------------------------------
 
-    async def update(
+    def update(
         self,
         uow: UnitOfWork,
         member_id: str,
@@ -210,39 +228,36 @@ class MemberStore:
         events: list[CloudEvent],
         guard: Doc | None = None,
         current: Doc | None = None,
-    ) -> bool:
-        """Apply an update if nobody changed the member since `version` (optimistic).
+    ) -> StagedUpdate:
+        """Stage an update that lands only if nobody changed the member since `version`
+        (optimistic); the use case commits it and reads whether it matched.
 
         With `current` (the document the change was computed from), the listing entries
-        follow: the new ones are written before the member, the old ones removed after.
+        follow: the new ones are staged before the member; the old ones are the update's
+        `obsolete`, removed once it landed.
         """
         before: dict[str, Doc] = {}
         after: dict[str, Doc] = {}
         if current is not None:
             before = listing.tag_entries(current)
             after = listing.tag_entries(_applied(current, change))
-            await self._refresh_entries(uow, [e for i, e in after.items() if i not in before])
+            self._refresh_entries(uow, [e for i, e in after.items() if i not in before])
         update = {k: dict(v) for k, v in change.items()}
         update.setdefault("$inc", {})["version"] = 1
         flt = where({"_id": member_id, "version": version, **(guard or {})})
-        try:
-            result = await uow.update(self.members, flt, update, events)
-        except DuplicateKeyError as exc:
-            raise await self._which_unique(
-                {"_id": member_id, **change.get("$set", {})}, exc
-            ) from exc
-        written = result.matched_count == 1
-        if written:
-            await self.remove_entries(i for i in before if i not in after)
-        return written
+        return StagedUpdate(
+            uow.update(self.members, flt, update, events),
+            {"_id": member_id, **change.get("$set", {})},
+            [i for i in before if i not in after],
+        )
 
-    async def _refresh_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
+    def _refresh_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
         # Upserts by id (not inserts): an entry left over from an earlier change gets a new
         # `written_ms`, so a reader that judged it stale a moment ago keeps it.
         if not entries:
             return
         now = now_ms()
-        await uow.bulk(
+        uow.bulk(
             self.tags,
             [
                 Write.update(
@@ -252,18 +267,18 @@ class MemberStore:
             ],
         )
 
-    async def replace_with_tombstone(
+    def replace_with_tombstone(
         self, uow: UnitOfWork, member: Doc, erased_at: datetime, left: CloudEvent
-    ) -> bool:
-        """Swap the profile (read whole) for its tombstone (`erased_document`), unless it
-        changed since it was read.
+    ) -> Step[BulkWriteResult | None]:
+        """Stage the swap of the profile (read whole) for its tombstone (`erased_document`),
+        unless it changed since it was read: it landed if the commit's result matched one.
 
         The guard includes the pending events as read: the relay does not bump `version`
         when it removes a published one, and the tombstone must not resurrect it. The swap is
         an update setting the tombstone's fields and unsetting every other (with the guard
         that is the same as replacing the document), so that the unit of work knows whether
         it landed: the tombstone's pending events are published on commit if it did, and
-        nothing is assumed if it lost the race.
+        nothing is assumed if it lost the race. Once it landed, `forget` follows.
         """
         tomb = erased_document(member, erased_at, left.model_dump(mode="json"))
         guard = where(
@@ -277,21 +292,25 @@ class MemberStore:
         if gone := {k: "" for k in member if k not in tomb}:
             update["$unset"] = gone
         events = [CloudEvent.model_validate(e) for e in pending_events(tomb)]
-        result = await uow.bulk(
-            self.members, [Write(UpdateOne(guard, update), tomb["_id"], events)]
-        )
-        replaced = result is not None and result.matched_count == 1
-        if replaced:
-            # The eraser also does this until the erasure is finished (after a crash here).
-            await self.forget_entries(member["_id"])
-            if member.get("idempotency_record"):
-                await self.idempotency.delete_one({"_id": member["idempotency_record"]})
-            await self.forget_requests(member["_id"])
-        return replaced
+        return uow.bulk(self.members, [Write(UpdateOne(guard, update), tomb["_id"], events)])
+
+    def forget(self, uow: UnitOfWork, member: Doc) -> None:
+        """Stage the removal of what an erased member (read whole before their tombstone)
+        leaves besides it: their listing entries (they hold the region), their join's
+        Idempotency-Key record, and every record the kernel indexed by their id (the records
+        keep the responses). The eraser also does this until the erasure is finished (after
+        a crash in between)."""
+        member_id = member["_id"]
+        uow.delete(self.tags, where(member_id=member_id))
+        if member.get("idempotency_record"):
+            uow.delete(self.idempotency, {"_id": member["idempotency_record"]})
+        # The kernel's records about a member are found by `member_id` (forget_requests_of).
+        uow.delete(self.idempotency, where(member_id=member_id))
 
     async def forget_requests(self, member_id: str) -> None:
         """Every Idempotency-Key record of a request about the member (the kernel indexes
-        them by the member the request or its response names): at erasure."""
+        them by the member the request or its response names), at once: the eraser's
+        repeat, outside any use case."""
         await forget_requests_of(self.idempotency, member_id)
 
     # -- erasure bookkeeping -------------------------------------------------------------------

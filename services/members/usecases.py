@@ -3,9 +3,14 @@
 The HTTP routes (api.py, api_import.py, unsubscribe.py) are adapters: they parse a request
 into a command, call one method of `MemberUseCases` (reached through the service's context,
 context.py), and map the errors below to HTTP. Each method reads through the store, asks the
-domain (domain.py) for the new state and the events it raises, and writes both through a unit
-of work it opens itself (`async with self.unit_of_work() as uow:`); leaving that block commits
-it, which hands the events to the relay. The time is the clock's the use cases were given.
+domain (domain.py) for the new state and the events it raises, and stages both in a unit of
+work it opens itself (`async with self.unit_of_work() as uow:`) through the store, which
+never commits. The use case commits: where its next move depends on a write's outcome (a
+guarded update that may lose a race, a duplicate key), with `await uow.commit(step)` there,
+each such write its own commit; the rest when it leaves the block, which commits what is
+still staged and hands the events to the relay (leaving it with an exception drops that).
+The order of the writes is the order staged. The time is the clock's the use cases were
+given.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from services.members import domain
 from services.members.contacts import normalise_contacts
 from services.members.import_run import Importer
 from services.members.schemas import ImportReport
-from services.members.store import CodeTaken, ContactTaken, MemberStore
+from services.members.store import CodeTaken, ContactTaken, MemberStore, StagedUpdate
 from services.members.violations import RuleViolation
 from shared.clock import Clock
 from shared.documents import Doc
@@ -180,13 +187,17 @@ class MemberUseCases:
             for _attempt in range(WRITE_ATTEMPTS):
                 member["referral_code"] = domain.new_referral_code()
                 try:
-                    await store.insert(uow, member, events)
+                    await uow.commit(store.insert(uow, member, events))
                     return member
-                except CodeTaken:
-                    continue
-                except ContactTaken as taken:
-                    # ... or a concurrent join won.
-                    return await self._joined_before(record, taken)
+                except DuplicateKeyError as exc:
+                    refused = await store.join_refused(uow, member, exc)
+                    await uow.commit()  # its entries go first (unless a new code follows)
+                    if isinstance(refused, CodeTaken):
+                        continue
+                    if isinstance(refused, ContactTaken):
+                        # ... or a concurrent join won.
+                        return await self._joined_before(record, refused)
+                    raise refused from exc
         raise NoCodeFound()
 
     async def _referrer(self, raw_code: str | None) -> tuple[Doc | None, str]:
@@ -239,7 +250,7 @@ class MemberUseCases:
                 if not change:
                     return doc  # nothing changes: no event, no new version
                 event = new_event(MemberUpdated(member_id=member_id, changes=change.changes))
-                written = await store.update(
+                staged = store.update(
                     uow,
                     member_id,
                     version,
@@ -248,9 +259,23 @@ class MemberUseCases:
                     guard={"status": "active"},
                     current=doc,
                 )
-                if written:
+                if await self._landed(uow, staged):
+                    await uow.commit()  # the member is read back: what followed it first
                     return await store.get(member_id) or doc
         raise KeptChanging()
+
+    async def _landed(self, uow: UnitOfWork, staged: StagedUpdate) -> bool:
+        """Commit a member's guarded update (the next move depends on it) and say whether it
+        landed; if it did, the listing entries it made stale are staged to go after it. A
+        unique index refusing it raises ContactTaken (or the error)."""
+        try:
+            result = await uow.commit(staged.step)
+        except DuplicateKeyError as exc:
+            raise await self.store.refusal(staged.member, exc) from exc
+        if result.matched_count != 1:
+            return False
+        self.store.remove_entries(uow, staged.obsolete)
+        return True
 
     # -- leave ---------------------------------------------------------------------------------
 
@@ -273,16 +298,22 @@ class MemberUseCases:
                     return
                 event = new_event(left, time=now)
                 if erase:
-                    written = await store.replace_with_tombstone(uow, doc, now, event)
+                    swapped = await uow.commit(store.replace_with_tombstone(uow, doc, now, event))
+                    written = swapped is not None and swapped.matched_count == 1
+                    if written:
+                        store.forget(uow, doc)  # committed on leaving the block
                 else:
-                    written = await store.update(
+                    written = await self._landed(
                         uow,
-                        member_id,
-                        int(doc.get("version", 1)),
-                        {"$set": {"status": "left", "departure": domain.departure(now)}},
-                        [event],
-                        guard={"status": "active"},
-                        current=doc,
+                        store.update(
+                            uow,
+                            member_id,
+                            int(doc.get("version", 1)),
+                            {"$set": {"status": "left", "departure": domain.departure(now)}},
+                            [event],
+                            guard={"status": "active"},
+                            current=doc,
+                        ),
                     )
                 if written:
                     break

@@ -106,7 +106,7 @@ async def test_an_entry_left_over_from_an_interrupted_change_never_changes_the_a
             {**doc, "_id": "ghost", "list_key": domain.list_key(doc["joined_at"], "ghost")}
         )
         async with s["members"].runtime.unit_of_work() as uow:
-            await store.add_entries(uow, [*moved.values(), *ghost.values()])
+            store.add_entries(uow, [*moved.values(), *ghost.values()])
 
         assert await _listed(http, role="volunteer", region="kazan") == []
         assert await _listed(http, role="volunteer") == [anna["member_id"]]

@@ -153,8 +153,8 @@ async def test_unit_of_work_runs_on_the_fake() -> None:
     joined = REGISTRY["member-joined"]
     event = new_event(joined.model_validate({**joined.example, "member_id": "m1"}))
     async with UnitOfWork(relay) as uow:
-        await uow.insert(db["members"], {"_id": "m1", "name": "A"}, [event])
-        await uow.bulk(db["tags"], [Write.insert({"_id": "t1"}), Write.insert({"_id": "t2"})])
+        uow.insert(db["members"], {"_id": "m1", "name": "A"}, [event])
+        uow.bulk(db["tags"], [Write.insert({"_id": "t1"}), Write.insert({"_id": "t2"})])
     doc = await db["members"].find_one({"_id": "m1"})
     assert doc is not None and doc["outbox_pending"] == 1 and event.id in doc["outbox"]
     assert relay.kicks == [("members", "m1", [event])]

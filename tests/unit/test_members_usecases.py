@@ -11,7 +11,9 @@ import pytest
 from services.members import importer, usecases
 from services.members.store import ContactTaken
 from services.members.violations import RuleViolation
+from shared.outbox_port import Committed
 from tests.fakes.members import NOW, MembersOnMemory, join_command, members_on_memory
+from tests.fakes.relay import RecordingRelay
 
 
 @pytest.fixture
@@ -219,3 +221,106 @@ async def test_an_import_creates_new_members_counts_existing_ones_and_announces_
     imported = m.relay.of_type("member-joined")[1:]
     assert [e.data["contacts"]["email"] for e in imported] == ["vera@example.org"]
     assert imported[0].data["imported"] is True and imported[0].data["welcome"] is False
+
+
+# -- the unit of work: staged writes, made at commit -------------------------------------------
+
+
+def _fail_after(monkeypatch, store, method: str) -> None:
+    """`store.<method>` stages its writes as usual, then the use case fails (a crash between
+    staging and the commit)."""
+    real = getattr(store, method)
+
+    def staged_then_failed(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)
+        raise RuntimeError("failed before the commit")
+
+    monkeypatch.setattr(store, method, staged_then_failed)
+
+
+async def test_a_join_that_fails_after_staging_writes_no_entry_no_member_and_publishes_nothing(
+    m, monkeypatch
+):
+    _fail_after(monkeypatch, m.store, "insert")
+    with pytest.raises(RuntimeError):
+        await join(m)
+    assert m.db["member_tags"].documents() == [] and m.db["members"].documents() == []
+    assert m.relay.kicks == [] and m.relay.published == []
+
+
+async def test_a_change_that_fails_before_its_commit_leaves_the_member_and_its_entries_as_they_were(
+    m, monkeypatch
+):
+    anna = await join(m)
+    entries = sorted(e["_id"] for e in m.db["member_tags"].documents())
+    m.relay.forget()
+    _fail_after(monkeypatch, m.store, "update")
+    with pytest.raises(RuntimeError):
+        await change(m, anna["_id"], region="kazan", interests=["sport"])
+    stored = await m.member(anna["_id"])
+    assert stored["region"] == "moscow" and stored["version"] == 1
+    assert sorted(e["_id"] for e in m.db["member_tags"].documents()) == entries
+    assert m.relay.kicks == []
+
+
+async def test_an_import_chunk_that_fails_before_its_commit_writes_nothing(m, monkeypatch):
+    _fail_after(monkeypatch, m.store, "insert_many")
+    command = usecases.ImportCommand(
+        _rows("vera@example.org", "ivan@example.org"), importer.JSONL, file_id="f1", welcome=False
+    )
+    with pytest.raises(RuntimeError):
+        await m.use_cases().import_members(command, may_grant=False)
+    assert m.db["member_tags"].documents() == [] and m.db["members"].documents() == []
+    assert m.relay.kicks == []
+
+
+async def test_a_join_that_lost_the_race_for_a_contact_removes_its_entries_and_publishes_nothing(
+    m, monkeypatch
+):
+    anna = await join(m)
+    entries = sorted(e["_id"] for e in m.db["member_tags"].documents())
+
+    async def looked_before_anna_joined(contacts: Any) -> None:
+        return None  # the check ran before a concurrent join took the address
+
+    monkeypatch.setattr(m.store, "taken_kind", looked_before_anna_joined)
+    with pytest.raises(ContactTaken) as taken:
+        await join(m, display_name="Not Anna", interests=["sport"])
+    assert taken.value.kind == "email"
+    assert [d["_id"] for d in m.db["members"].documents()] == [anna["_id"]]
+    assert sorted(e["_id"] for e in m.db["member_tags"].documents()) == entries
+    assert m.relay.types() == ["member-joined"]
+
+
+async def test_erasure_removes_the_members_idempotency_records_with_the_profile(m):
+    anna = await join(m, idempotency_record="/v1/members:k1")
+    boris = await join(m, email="boris@example.org")
+    records = m.db["idempotency_keys"]
+    await records.insert_one({"_id": "/v1/members:k1", "response": {"name": "Anna"}})
+    await records.insert_one({"_id": "patch-anna", "member_id": anna["_id"]})
+    await records.insert_one({"_id": "patch-boris", "member_id": boris["_id"]})
+    await leave(m, anna["_id"], erase=True)
+    assert [d["_id"] for d in records.documents()] == ["patch-boris"]
+    assert {e["member_id"] for e in m.db["member_tags"].documents()} == {boris["_id"]}
+
+
+class PacedRelay(RecordingRelay):
+    """Records, per commit, whether its writer waits for the publishing (`wait`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[tuple[bool, list[str]]] = []
+
+    async def committed(self, commit: Committed) -> None:
+        self.waits.append((commit.wait, [w.collection.name for w in commit.written]))
+        await super().committed(commit)
+
+
+async def test_an_import_waits_until_each_chunks_events_are_handed_over(m):
+    m.relay = PacedRelay()
+    command = usecases.ImportCommand(
+        _rows("vera@example.org", "ivan@example.org"), importer.JSONL, file_id="f1", welcome=False
+    )
+    report = await m.use_cases().import_members(command, may_grant=False)
+    assert report.created == 2 and len(m.relay.of_type("member-joined")) == 2
+    assert m.relay.waits == [(True, ["members"])]  # one chunk: one publish, awaited
