@@ -5,6 +5,10 @@ others' answers and the community figures keep their history; hours entries, the
 activity record, level and drift records go, and so do the kept responses of the member's
 requests (an Idempotency-Key replay would show their name and text again). The use case that
 runs these, and erases the stream's messages, is `MemberEvents.forget` (usecases/members.py).
+They are made at once, not staged in a unit of work: they carry no events, a member-left's
+handler makes them in an order a retry relies on (the counters are taken back before the
+deletes, so a retry finds what to take back), and most are `update_many` or a replacement,
+which a unit of work does not stage.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The engagement service's volunteer hours entries and the activities' titles they are labelled
-with: reads and guarded writes (the rest of the service's collections: store.py).
+with: reads and guarded writes (the rest of the service's collections: store.py). The use cases'
+writes stage into their unit of work and return its step; the use case commits.
 
 Mixed into `EngagementStore`, which holds the collections (`hours`, `activities`).
 """
@@ -10,14 +11,14 @@ from collections.abc import Iterable
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.results import BulkWriteResult, UpdateResult
 
 from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.outbox_layout import without_outbox
 from shared.query import by_ids, where
-from shared.store import is_duplicate_key, only_duplicates
-from shared.uow import UnitOfWork, Write
+from shared.store import is_duplicate_key
+from shared.uow import Step, UnitOfWork, Write
 
 HIDE = without_outbox()
 
@@ -29,14 +30,14 @@ class HoursRecords:
     async def hours_entry(self, entry_id: str) -> Doc | None:
         return await self.hours.find_one({"_id": entry_id}, HIDE)
 
-    async def decide_hours(
+    def decide_hours(
         self, uow: UnitOfWork, entry_id: str, decision: Doc, events: list[CloudEvent]
-    ) -> bool:
-        """pending → approved/rejected, once (the guard); an approval carries hours-approved."""
-        result = await uow.update(
+    ) -> Step[UpdateResult]:
+        """Stage pending → approved/rejected, once (the guard: this decision was made when the
+        outcome's `modified_count` is 1); an approval carries hours-approved."""
+        return uow.update(
             self.hours, where({"_id": entry_id, "status": "pending"}), {"$set": decision}, events
         )
-        return result.modified_count == 1
 
     async def hours_of(
         self, member_id: str, status: str | None, limit: int, before: str | None
@@ -57,16 +58,14 @@ class HoursRecords:
         rows = await (await self.hours.aggregate(pipeline)).to_list(None)
         return {row["_id"]: float(row["hours"]) for row in rows}
 
-    async def insert_hours(self, uow: UnitOfWork, entries: list[tuple[Doc, CloudEvent]]) -> int:
-        """New entries with their events in one unordered bulk insert; an entry whose id exists
-        already (the same cause again) is left as it is. Returns how many were inserted."""
-        try:
-            await uow.bulk(self.hours, [Write.insert(doc, [event]) for doc, event in entries])
-        except BulkWriteError as exc:
-            if not only_duplicates(exc):
-                raise
-            return int(exc.details.get("nInserted", 0))
-        return len(entries)
+    def insert_hours(
+        self, uow: UnitOfWork, entries: list[tuple[Doc, CloudEvent]]
+    ) -> Step[BulkWriteResult | None]:
+        """Stage new entries with their events in one unordered bulk insert; an entry whose id
+        exists already (the same cause again) is left as it is: the step's `refused` lists
+        those (how many were inserted: `len(entries) - len(step.refused)`)."""
+        writes = [Write.insert(doc, [event]) for doc, event in entries]
+        return uow.bulk(self.hours, writes, skip_duplicates=True)
 
     async def activities_by_id(self, activity_ids: Iterable[str]) -> dict[str, Doc]:
         return await by_ids(self.activities, activity_ids, {"title": 1, "timezone": 1})

@@ -201,7 +201,8 @@ class EngagementJobs:
             time=now,
         )
         async with self.unit_of_work() as uow:
-            flagged = await self.store.flag_unanswered(uow, post["_id"], epoch_ms(now), event)
+            step = self.store.flag_unanswered(uow, post["_id"], epoch_ms(now), event)
+            flagged = (await uow.commit(step)).modified_count == 1
         return int(flagged)
 
     async def fold_counters(self, now: datetime) -> None:

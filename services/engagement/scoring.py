@@ -2,8 +2,10 @@
 
 A batch of facts is one read of the standings concerned and one bulk write back, each member's
 write guarded by the version read (so two consumers or replicas never lose each other's facts)
-and carrying its level-changed in the same write. Each `record` or `settle` is one unit of work:
-its level-changed events are published when it is done.
+and carrying its level-changed in the same write. Each `record` or `settle` is one unit of work,
+committed at each round's standings write (which members lost the race decides the next round),
+so the level-changed events of a round are published as it is written; the returns after drift a
+round notes are staged and made by the next commit.
 """
 
 from __future__ import annotations
@@ -140,8 +142,10 @@ class Scoring:
             writes.append(write)
             if came_back is not None:
                 returns.append(came_back)
+        # Committed there (with what the round before staged): who lost the race decides.
         lost = await self.store.write(uow, writes)
-        await self.store.record_returns([r for r in returns if r[0] not in lost])
+        # Staged: made by the next round's commit, or when the unit of work ends.
+        await self.store.record_returns(uow, [r for r in returns if r[0] not in lost])
         return lost
 
     def _next(

@@ -5,8 +5,14 @@ listing pages on one sort-key field (docs/patterns.md, "Queries that stay fast")
 queried or updated by path are integer epoch milliseconds (`*_ms`): nx-27017 stores a date
 `$set` by path as a string. The reads behind the figures (leaderboards, segments, stats) are in
 `standings.py`, the writes that forget an erased member in `erasure.py`, the volunteer hours in
-`hours_store.py`, the kept counters' deltas in `counted.py`. Writes that carry
-events take the use case's unit of work (shared/uow.py), which publishes them.
+`hours_store.py`, the kept counters' deltas in `counted.py`.
+
+A write made for a use case STAGES into the use case's unit of work (shared/uow.py) and returns
+its step: nothing reaches the database before the use case commits, and the commit publishes
+the events the writes carry. Two writes commit themselves, because their outcome is what they
+answer and reading it is this module's knowledge: the standings' version-guarded bulk (`write`:
+which members lost the race) and the drift episode's two guards (`flag_drift`). Reads, and the
+writes no use case makes (projections, the jobs' bookkeeping, index set-up), stay direct.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from datetime import datetime
 
 from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.results import BulkWriteResult, UpdateResult
 
 from services.engagement import counted
 from services.engagement.hours_store import HoursRecords
@@ -29,8 +35,7 @@ from shared.http import IDEMPOTENCY_TTL
 from shared.outbox_layout import without_outbox
 from shared.projection import MemberProjection
 from shared.query import by_ids, count, order_key, where
-from shared.store import DUPLICATE_KEY, is_duplicate_key
-from shared.uow import UnitOfWork, Write
+from shared.uow import Step, UnitOfWork, Write
 
 #: Figure fields of a member's standing that only an active member has (leaving unsets them).
 RANK_FIELDS = ("rank_all", "rank7", "rank30")
@@ -157,8 +162,9 @@ class EngagementStore(HoursRecords):
         return await by_ids(self.standing, member_ids, HIDE)
 
     async def write(self, uow: UnitOfWork, writes: list[StandingWrite]) -> set[str]:
-        """Write standings only where nobody wrote since they were read; returns the members
-        whose standing changed in between (read again and recompute those).
+        """Write standings only where nobody wrote since they were read, committing `uow` (with
+        what it staged before); returns the members whose standing changed in between (read
+        again and recompute those).
 
         Each write is an upsert guarded by the version read, so a lost race shows up as a
         duplicate key at its index (an unordered bulk write reports exactly those), and a
@@ -174,14 +180,10 @@ class EngagementStore(HoursRecords):
             if w.unset:
                 update["$unset"] = {f: "" for f in w.unset}
             ops.append(Write.update(w.member_id, guard, update, w.events, upsert=True))
-        try:
-            await uow.bulk(self.standing, ops)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            return {writes[int(e["index"])].member_id for e in errors}
-        return set()
+        # The outcome decides what the caller does next: committed here, read at once.
+        step = uow.bulk(self.standing, ops, skip_duplicates=True)
+        await uow.commit(step)
+        return {writes[i].member_id for i in step.refused}
 
     async def erase_standing(self, member_id: str) -> None:
         """Only a tombstone stays: a late or replayed event finds it and changes nothing."""
@@ -221,8 +223,9 @@ class EngagementStore(HoursRecords):
         version: int | None = None,
     ) -> bool:
         """Open a drift episode (once per period of inactivity, named by its last activity),
-        setting `keys` (the member's `drift_key`) in the same update; with `version`, only on
-        the standing as read (a key computed from an older score is not written over a newer).
+        committing `uow`; True when this call opened it. Sets `keys` (the member's `drift_key`)
+        in the same update; with `version`, only on the standing as read (a key computed from an
+        older score is not written over a newer).
 
         Episodes only move forward. Two single-condition updates, not one `$or` beside `_id`:
         on nx-27017 such a write filter can modify another document (docs/patterns.md).
@@ -237,30 +240,29 @@ class EngagementStore(HoursRecords):
         if version is not None:
             pinned["version"] = version
         for guard in ({"$lt": last_active_ms}, {"$exists": False}):
-            result = await uow.update(
+            # The second is made only when the first matched nothing: each committed here.
+            step = uow.update(
                 self.standing, where({**pinned, "drift_from_ms": guard}), update, [event]
             )
-            if result.modified_count == 1:
+            if (await uow.commit(step)).modified_count == 1:
                 return True
         return False
 
-    async def record_returns(self, returns: list[tuple[str, int, int]]) -> None:
+    async def record_returns(self, uow: UnitOfWork, returns: list[tuple[str, int, int]]) -> None:
         """Members active again after a drift episode, counted once per episode:
-        (member, drift_from_ms, came back at ms)."""
+        (member, drift_from_ms, came back at ms). Counted at once (the kept counters' own
+        write, first: shared/tally.py); each return's record, then its note on the standing,
+        staged in `uow`."""
         now = utcnow()
         await self.counters.add(
             [counted.returned(self.counters, f"{m}:{f}", at, now) for m, f, at in returns]
         )
         for member_id, drift_from_ms, at_ms in returns:
-            try:
-                await self.returns.insert_one(
-                    {"_id": f"{member_id}:{drift_from_ms}", "member_id": member_id, "at_ms": at_ms}
-                )
-            except Exception as exc:
-                if not is_duplicate_key(exc):
-                    raise
-            await self.standing.update_one(
-                {"_id": member_id}, {"$set": {"return_noted_ms": drift_from_ms}}
+            record = {"_id": f"{member_id}:{drift_from_ms}", "member_id": member_id, "at_ms": at_ms}
+            # A duplicate (recorded before) must not stop the commit: a bulk of one that skips it.
+            uow.bulk(self.returns, [Write.insert(record)], skip_duplicates=True)
+            uow.update(
+                self.standing, {"_id": member_id}, {"$set": {"return_noted_ms": drift_from_ms}}
             )
 
     # -- posts, comments, reactions ---------------------------------------------------------------
@@ -296,17 +298,17 @@ class EngagementStore(HoursRecords):
     async def comment_count(self, post_id: str) -> int:
         return await count(self.comments, {"post_id": post_id})
 
-    async def accept_answer(
+    def accept_answer(
         self, uow: UnitOfWork, post_id: str, accepted: Doc, event: CloudEvent
-    ) -> bool:
-        """Record the accepted answer once per question (the guard), with answer-accepted."""
-        result = await uow.update(
+    ) -> Step[UpdateResult]:
+        """Stage the accepted answer, once per question (the guard: it changed the post when
+        its outcome's `modified_count` is 1), with answer-accepted."""
+        return uow.update(
             self.posts,
             where({"_id": post_id, "accepted_comment_id": {"$exists": False}}),
             {"$set": accepted},
             [event],
         )
-        return result.modified_count == 1
 
     async def note_first_answers(self, answers: dict[str, int]) -> None:
         """Earliest comment by another member per post (epoch ms) and the wait for it:
@@ -350,16 +352,17 @@ class EngagementStore(HoursRecords):
         query = where(open=1, created_ms={"$lte": created_before_ms})
         return await self.posts.find(query, HIDE).to_list(None)
 
-    async def flag_unanswered(
+    def flag_unanswered(
         self, uow: UnitOfWork, post_id: str, now_ms: int, event: CloudEvent
-    ) -> bool:
-        result = await uow.update(
+    ) -> Step[UpdateResult]:
+        """Stage question-unanswered with its mark, once per question (the guard: it flagged
+        the question when its outcome's `modified_count` is 1)."""
+        return uow.update(
             self.posts,
             where({"_id": post_id, "unanswered_ms": {"$exists": False}}),
             {"$set": {"unanswered_ms": now_ms}, "$unset": {"open": ""}},
             [event],
         )
-        return result.modified_count == 1
 
     async def close_question(self, post_id: str) -> None:
         """Answered after all (the job saw a comment the consumer had not noted yet)."""
@@ -367,15 +370,13 @@ class EngagementStore(HoursRecords):
 
     # -- what erasure must find --------------------------------------------------------------------
 
-    async def note_decision_request(self, record_id: str, member_id: str) -> None:
-        """A decision on a member's hours was answered under an Idempotency-Key: the kernel
-        files its record under the decider (`by`), but the response shows the member's entry,
-        so erasure must find it by the member too. Stamped with real time, not the service's
-        clock, as the kernel's record is: the note expires with it (a write stamp)."""
-        try:
-            await self.decision_requests.insert_one(
-                {"_id": record_id, "member_id": member_id, "created_at": utcnow()}
-            )
-        except Exception as exc:
-            if not is_duplicate_key(exc):
-                raise
+    def note_decision_request(
+        self, uow: UnitOfWork, record_id: str, member_id: str
+    ) -> Step[BulkWriteResult | None]:
+        """Stage the note that a decision on a member's hours was answered under an
+        Idempotency-Key: the kernel files its record under the decider (`by`), but the response
+        shows the member's entry, so erasure must find it by the member too. Stamped with real
+        time, not the service's clock, as the kernel's record is: the note expires with it (a
+        write stamp). Noted once: a duplicate (the same request again) is skipped."""
+        note = {"_id": record_id, "member_id": member_id, "created_at": utcnow()}
+        return uow.bulk(self.decision_requests, [Write.insert(note)], skip_duplicates=True)

@@ -1,5 +1,6 @@
 """What the engagement use cases share: the batches they take, the members and posts they act
-on, and inserting a new document once."""
+on, and inserting a new document once (a use case's write whose outcome it reads: committed
+there)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ async def existing_post(store: EngagementStore, post_id: str) -> Doc:
 
 
 async def inserted(uow: UnitOfWork, coll: Collection, doc: Doc, events: list[CloudEvent]) -> bool:
-    """Insert a new document with its events; False when its id exists already (the same
-    request again, its first answer lost: the id comes from its Idempotency-Key)."""
+    """Insert a new document with its events, committing `uow` there (the outcome decides what
+    the use case answers); False when its id exists already (the same request again, its first
+    answer lost: the id comes from its Idempotency-Key)."""
     try:
-        await uow.insert(coll, doc, events)
+        await uow.commit(uow.insert(coll, doc, events))
     except Exception as exc:
         if is_duplicate_key(exc):
             return False

@@ -79,12 +79,14 @@ class Hours:
             rules.decider(await active_member(self.store, cmd.by), cmd.by, entry["member_id"])
             if cmd.request_record is not None:
                 # The kept response will show the member's entry: erasure must find it by the
-                # member (noted first, so that it exists whenever the record may).
-                await self.store.note_decision_request(cmd.request_record, entry["member_id"])
+                # member (noted first, so that it exists whenever the record may: committed).
+                note = self.store.note_decision_request(uow, cmd.request_record, entry["member_id"])
+                await uow.commit(note)
             if entry["status"] == "pending":
                 decision, approved = rules.decide_hours(entry, cmd.by, cmd.status, cmd.reason, now)
                 events = [new_event(data, time=now) for data in approved]
-                if await self.store.decide_hours(uow, cmd.entry_id, decision, events):
+                step = self.store.decide_hours(uow, cmd.entry_id, decision, events)
+                if (await uow.commit(step)).modified_count == 1:
                     return {**entry, **decision}
                 entry = await self.store.hours_entry(cmd.entry_id) or entry
         return rules.already_decided(entry, cmd.status)
@@ -105,7 +107,8 @@ class Hours:
             return 0
         entries = await self._entries(attended)
         async with self.unit_of_work() as uow:
-            return await self.store.insert_hours(uow, entries)
+            step = self.store.insert_hours(uow, entries)
+        return len(entries) - len(step.refused)  # those made before are refused as duplicates
 
     async def _entries(
         self, attended: list[tuple[CloudEvent, Attended]]

@@ -128,7 +128,8 @@ class Posts:
             if accepting.fields is None or accepting.event is None:
                 return accepting.answer  # this answer is accepted already: nothing changes
             event = new_event(accepting.event, time=now)
-            if await self.store.accept_answer(uow, cmd.post_id, accepting.fields, event):
+            step = self.store.accept_answer(uow, cmd.post_id, accepting.fields, event)
+            if (await uow.commit(step)).modified_count == 1:
                 return accepting.answer
         # Another request accepted an answer in between: the same one is fine, another is not.
         return rules.already_accepted(await self.store.post(cmd.post_id) or post, accepting.answer)
