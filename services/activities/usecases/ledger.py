@@ -274,10 +274,13 @@ class Ledger:
                 position = await self.store.waitlist_position(sid, int(changes["ticket"]))
             events.append(new_event(_event(signup, to, mark.get("reason"), position), time=now))
         guard = where({"_id": su, "attempt": int(mark["k"]), "status": {"$in": list(mark["from"])}})
+        # The sign-up's guarded move decides what follows (clear the mark, or compare again):
+        # it is committed here, on its own, before anything else is written.
         async with self.unit_of_work() as uow:
-            done = await uow.update(
+            follow = uow.update(
                 self.store.signups, guard, {"$set": changes, "$unset": unset}, events
             )
+            done = await uow.commit(follow)
         return bool(done.modified_count)
 
     async def _new_ticket(self, shift_id: str) -> int:
