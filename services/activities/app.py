@@ -78,7 +78,7 @@ def use_cases(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSett
         attendance=Attendance(store, ledger, tally, uow, grace, clock),
         tally=tally,
         links=CheckinLinks(store, settings.public_url, clock),
-        members=MembersFollower(store, ledger, runtime.bus.erase),
+        members=MembersFollower(store, ledger, uow, runtime.bus.erase),
         gauges=CommunityGauges(runtime.metrics),
         grace=grace,
         clock=clock,

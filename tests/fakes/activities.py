@@ -46,7 +46,7 @@ class ActivitiesWorld:
             self.store, self.ledger, self.tally, self.unit_of_work, grace, self.clock
         )
         self.links = CheckinLinks(self.store, "https://sarafan.example.org", self.clock)
-        self.members = MembersFollower(self.store, self.ledger, self._purge)
+        self.members = MembersFollower(self.store, self.ledger, self.unit_of_work, self._purge)
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.relay)

@@ -8,6 +8,7 @@ that records what it would publish (`tests.fakes.activities`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from services.activities import domain
 from services.activities.domain import Conflict
 from services.activities.usecases import Mark
 from shared.events import MemberLeft
+from shared.uow import UnitOfWork
 from tests.fakes.activities import ActivitiesWorld
 
 
@@ -32,6 +34,26 @@ def dies(obj: object, name: str) -> None:
         raise Died(name)
 
     setattr(obj, name, once)
+
+
+def staging_dies(world: ActivitiesWorld, method: str, after: int = 0) -> Callable[[], UnitOfWork]:
+    """A unit-of-work factory whose units raise when `method` stages a write, past the first
+    `after` calls: a use case failing after it staged something, before its commit."""
+
+    def make() -> UnitOfWork:
+        uow = world.unit_of_work()
+        original, calls = getattr(uow, method), []
+
+        def stage(*args, **kwargs):
+            calls.append(method)
+            if len(calls) > after:
+                raise Died(method)
+            return original(*args, **kwargs)
+
+        setattr(uow, method, stage)
+        return uow
+
+    return make
 
 
 def counters(world: ActivitiesWorld, sid: str) -> tuple[int, int, int]:
@@ -269,3 +291,45 @@ async def test_erasing_a_coordinator_erases_their_name_from_the_links_they_made(
     await w.members.apply([MemberLeft(member_id="olga", erase=True, left_at=w.clock())], w.clock())
     [link] = w.db["checkin_links"].documents()
     assert link["recorded_by"] == "erased"
+
+
+async def test_a_cancel_that_fails_before_its_commit_writes_nothing_and_publishes_nothing():
+    w = ActivitiesWorld()
+    activity = await w.activity((1,))
+    await w.links.create(activity["_id"], "m_olga", w.clock())
+    a = await w.sign_up(activity, await w.member("a"))
+    kicks = len(w.relay.kicks)
+    # The activity's update is staged, then staging the link's delete fails: neither is made.
+    w.planning.unit_of_work = staging_dies(w, "delete")
+    with pytest.raises(Died):
+        await w.planning.cancel(activity["_id"], "rain", w.clock())
+    [doc] = w.db["activities"].documents()
+    assert doc["status"] == "published" and doc["version"] == activity["version"]
+    assert len(w.relay.kicks) == kicks and w.published("activity-cancelled") == []
+    assert len(w.db["checkin_links"].documents()) == 1
+    assert w.signup_doc(a.signup["_id"])["status"] == "confirmed"
+    # The retry does it all, once.
+    w.planning.unit_of_work = w.unit_of_work
+    await w.planning.cancel(activity["_id"], "rain", w.clock())
+    assert w.db["activities"].documents()[0]["status"] == "cancelled"
+    assert len(w.published("activity-cancelled")) == 1
+    assert w.db["checkin_links"].documents() == []
+    assert w.signup_doc(a.signup["_id"])["status"] == "cancelled"
+
+
+async def test_an_erasure_that_fails_while_anonymising_leaves_every_sign_up_for_its_retry():
+    w = ActivitiesWorld()
+    activity = await w.activity((2, 2))
+    member = await w.member("a")
+    ids = [(await w.sign_up(activity, member, n)).signup["_id"] for n in (0, 1)]
+    left = MemberLeft(member_id="a", erase=True, left_at=w.clock())
+    # The first sign-up's anonymising is staged, staging the second's fails: none is made.
+    w.members.unit_of_work = staging_dies(w, "update", after=1)
+    with pytest.raises(Died):
+        await w.members.apply([left], w.clock())
+    assert [w.signup_doc(i)["member_id"] for i in ids] == ["a", "a"]
+    assert ("ACTIVITIES", "activities.*.a") in w.purged  # purged first, anonymised after
+    w.members.unit_of_work = w.unit_of_work
+    await w.members.apply([left], w.clock())  # the redelivery finds both
+    assert all(w.signup_doc(i)["member_id"].startswith("erased-") for i in ids)
+    assert [w.signup_doc(i)["status"] for i in ids] == ["cancelled", "cancelled"]

@@ -197,8 +197,8 @@ class Attendance:
         fields = {"att": "attended", "hours": hours, "attended_n": 1, "uncounted_ms": epoch_ms(now)}
         if out_ms is not None:
             fields["checked_out_ms"] = out_ms
-        async with self.unit_of_work() as uow:
-            await uow.update(
+        async with self.unit_of_work() as uow:  # committed on leaving, before the read below
+            uow.update(
                 self.store.signups,
                 where({"_id": signup["_id"], "att": "present"}),
                 {"$set": fields},
@@ -230,8 +230,8 @@ class Attendance:
                 )
                 for s in batch
             ]
-            async with self.unit_of_work() as uow:
-                await uow.bulk(self.store.signups, writes)
+            async with self.unit_of_work() as uow:  # committed on leaving, before the read
+                uow.bulk(self.store.signups, writes)
             after = await self.store.signups_by_id([s["_id"] for s in batch])
             marked = [d for d in after.values() if d.get("att") == "no-show"]
             await self.tally.count_many(marked, now)

@@ -11,7 +11,8 @@ concurrent claims on ten free seats find exactly ten matches, on MongoDB and on 
 
 Then the sign-up document follows: `settle` moves it to the marked state with its event
 (signed-up, sign-up-changed) in one guarded update (its attempt, and the state it must come
-from), and clears the mark. Whoever made the mark settles it; if that process died in between,
+from), committed on its own through the unit of work (its outcome decides the next step), and
+then clears the mark. Whoever made the mark settles it; if that process died in between,
 the sweeper (`repair`) finds the ledger by its `unsettled_n` counter and settles it. Settling is
 a comparison of two states, not a replay of a delta, so it can run twice, late or concurrently
 without counting anything twice. A mark whose sign-up cannot follow any more (it was withdrawn
@@ -274,10 +275,13 @@ class Ledger:
                 position = await self.store.waitlist_position(sid, int(changes["ticket"]))
             events.append(new_event(_event(signup, to, mark.get("reason"), position), time=now))
         guard = where({"_id": su, "attempt": int(mark["k"]), "status": {"$in": list(mark["from"])}})
+        # The sign-up's guarded move decides what follows (clear the mark, or compare again):
+        # it is committed here, on its own, before anything else is written.
         async with self.unit_of_work() as uow:
-            done = await uow.update(
+            follow = uow.update(
                 self.store.signups, guard, {"$set": changes, "$unset": unset}, events
             )
+            done = await uow.commit(follow)
         return bool(done.modified_count)
 
     async def _new_ticket(self, shift_id: str) -> int:

@@ -26,6 +26,7 @@ from shared.events import EventData, MemberLeft
 from shared.http import forget_requests_of
 from shared.outbox_layout import FORGET_DEAD_EVENTS, drop_pending
 from shared.query import where
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.activities")
 
@@ -41,9 +42,16 @@ def anonymous() -> str:
 
 
 class MembersFollower:
-    def __init__(self, store: ActivitiesStore, ledger: Ledger, erase: Erase) -> None:
+    def __init__(
+        self,
+        store: ActivitiesStore,
+        ledger: Ledger,
+        unit_of_work: Callable[[], UnitOfWork],
+        erase: Erase,
+    ) -> None:
         self.store = store
         self.ledger = ledger
+        self.unit_of_work = unit_of_work
         self.erase = erase
 
     async def apply(self, events: list[EventData], now: datetime) -> None:
@@ -59,13 +67,15 @@ class MembersFollower:
             if signup["status"] in ("confirmed", "waitlisted"):
                 await self.ledger.cancel(signup, "cancelled-by-member", now, quiet=erase)
             elif signup["status"] == "pending":
-                await self.store.signups.update_one(
-                    where({"_id": signup["_id"], "status": "pending"}),
-                    {
-                        "$set": {"status": "cancelled"},
-                        "$unset": {"live_end_ms": "", "pending_ms": ""},
-                    },
-                )
+                async with self.unit_of_work() as uow:  # made before the next sign-up's turn
+                    uow.update(
+                        self.store.signups,
+                        where({"_id": signup["_id"], "status": "pending"}),
+                        {
+                            "$set": {"status": "cancelled"},
+                            "$unset": {"live_end_ms": "", "pending_ms": ""},
+                        },
+                    )
         if erase:
             await self.forget(member_id)
 
@@ -76,11 +86,13 @@ class MembersFollower:
         for event_type in MEMBER_EVENTS:
             await drop_pending(self.store.signups, ids, event_type)
         await self.erase("ACTIVITIES", f"activities.*.{member_id}")
-        for signup_id in ids:
-            await self.store.signups.update_one(
-                where({"_id": signup_id, "member_id": member_id}),
-                {"$set": {"member_id": anonymous()}, "$unset": FORGET_DEAD_EVENTS},
-            )
+        async with self.unit_of_work() as uow:  # made on leaving, before what follows
+            for signup_id in ids:
+                uow.update(
+                    self.store.signups,
+                    where({"_id": signup_id, "member_id": member_id}),
+                    {"$set": {"member_id": anonymous()}, "$unset": FORGET_DEAD_EVENTS},
+                )
         for recorded in (self.store.signups, self.store.links):
             await recorded.update_many(
                 where(recorded_by=member_id), {"$set": {"recorded_by": ERASED}}

@@ -84,8 +84,9 @@ class Planning:
         for sid in ids:
             await self._insert_ledger(doc, sid)
         try:
+            # A duplicate key means made before (a retry): committed here to read that outcome.
             async with self.unit_of_work() as uow:
-                await uow.insert(self.store.activities, doc, events)
+                await uow.commit(uow.insert(self.store.activities, doc, events))
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
@@ -184,13 +185,14 @@ class Planning:
             changed = ActivityChanged(activity_id=activity["_id"], changes=change.changes)
             events.append(new_event(changed, time=now))
         async with self.unit_of_work() as uow:
-            done = await uow.find_one_and_update(
+            # The version check decides (None: another change came first, redo this one).
+            written = uow.find_one_and_update(
                 self.store.activities,
                 where({"_id": activity["_id"], "version": version}),
                 {"$set": fields},
                 events,
             )
-        return done
+            return await uow.commit(written)
 
     async def cancel(self, activity_id: str, reason: str, now: datetime | None = None) -> Doc:
         """Cancel (activity-cancelled when it was published); every sign-up is cancelled with
@@ -210,14 +212,14 @@ class Planning:
             "cancel_reason": reason,
             "sync_due_ms": now_ms,
         }
-        async with self.unit_of_work() as uow:
-            await uow.update(
+        async with self.unit_of_work() as uow:  # both made on leaving, in this order
+            uow.update(
                 self.store.activities,
                 where({"_id": activity_id, "status": activity["status"]}),
                 {"$set": fields, "$inc": {"version": 1}},
                 events,
             )
-        await self.store.links.delete_many(where(activity_id=activity_id))
+            uow.delete(self.store.links, where(activity_id=activity_id))  # its check-in link
         await self.sync(activity_id, now)
         return await self._get(activity_id)
 

@@ -226,8 +226,8 @@ class SignUps:
         guard = where(
             {"_id": signup["_id"], "status": "confirmed", "confirmed_ms": {"$exists": False}}
         )
-        async with self.unit_of_work() as uow:
-            await uow.update(
+        async with self.unit_of_work() as uow:  # committed on leaving, before the read
+            uow.update(
                 self.store.signups,
                 guard,
                 {"$set": {"confirmed_ms": epoch_ms(now)}},
