@@ -167,8 +167,10 @@ class Scoring:
                     for sid, group in groups.items()
                     if (write := standing_write(docs.get(sid), group, at_ms)) is not None
                 ]
-                lost = await self.store.write_standings(uow, writes)
-                groups = {sid: groups[sid] for sid in lost}
+                # Committed here: the standings that lost a race are read again next round.
+                step = self.store.write_standings(uow, writes)
+                await uow.commit(step)
+                groups = {sid: groups[sid] for sid in self.store.lost_races(step, writes)}
 
     def _rules(self, docs: Sequence[Doc]) -> list[Rules]:
         """The scoring rules of the open campaigns; one whose document cannot be read is left
