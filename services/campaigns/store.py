@@ -334,8 +334,8 @@ class CampaignsStore:
         self, uow: UnitOfWork, writes: Sequence[Write]
     ) -> Step[BulkWriteResult | None]:
         """Stage the write of standings, only where nobody wrote since they were read, in one
-        unordered bulk write; after the commit, `lost_races` names those another writer
-        changed meanwhile (read them again and redo their credits).
+        unordered bulk write; after the commit, the step's `refused` are the positions of
+        those another writer changed meanwhile (read them again and redo their credits).
 
         Each write is the insert of a new standing or an upsert guarded by the version read,
         so a lost race is a duplicate key at its index either way (the step's `refused`) and
@@ -343,11 +343,6 @@ class CampaignsStore:
         work publishes. Any other failure raises from the commit.
         """
         return uow.bulk(self.standings, list(writes), ordered=False, skip_duplicates=True)
-
-    @staticmethod
-    def lost_races(step: Step[Any], writes: Sequence[Write]) -> set[Any]:
-        """The standings whose write (`write_standings`, committed) lost its race."""
-        return {writes[i].doc_id for i in step.refused}
 
     async def standings_of(self, campaign_id: str) -> list[Doc]:
         """Every standing with points in the campaign: as many as it has participants (ending

@@ -170,7 +170,8 @@ class Scoring:
                 # Committed here: the standings that lost a race are read again next round.
                 step = self.store.write_standings(uow, writes)
                 await uow.commit(step)
-                groups = {sid: groups[sid] for sid in self.store.lost_races(step, writes)}
+                lost = {writes[i].doc_id for i in step.refused}
+                groups = {sid: groups[sid] for sid in lost}
 
     def _rules(self, docs: Sequence[Doc]) -> list[Rules]:
         """The scoring rules of the open campaigns; one whose document cannot be read is left
