@@ -7,7 +7,9 @@ converted at the HTTP and event boundaries only (`shared.clock.epoch_ms` / `from
 
 The store reads and writes documents and nothing else: what a write changes is decided by the
 use cases (`services.campaigns.usecases`), and the events a write carries ride in it through
-the unit of work (`shared.uow`), which also publishes them.
+the unit of work (`shared.uow`), which also publishes them. A write method stages its write in
+the unit of work it is given and returns the staged step; the use case commits it (and reads
+its outcome when its next move depends on it). Reads are made at once.
 
 Every filter on a field other than `_id` is built by `shared.query.where` (equality as `$eq`,
 no `$in`/`$or` on secondary fields), so both servers answer it from an index; which index
@@ -24,13 +26,14 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
+from pymongo.results import BulkWriteResult
 
 from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.outbox_layout import without_outbox
 from shared.query import by_ids, count, descending_number, order_key, where
 from shared.store import DUPLICATE_KEY, TRANSIENT_DB_ERRORS
-from shared.uow import UnitOfWork, Write
+from shared.uow import Step, UnitOfWork, Write
 
 log = logging.getLogger("sarafan.campaigns")
 
@@ -158,9 +161,10 @@ class CampaignsStore:
 
     # -- campaigns ------------------------------------------------------------------------------
 
-    async def insert_campaign(self, doc: Doc) -> None:
-        await self.campaigns.insert_one(
-            {**doc, "order_key": order_key(int(doc["created_ms"]), doc["_id"])}
+    def insert_campaign(self, uow: UnitOfWork, doc: Doc) -> Step[None]:
+        """Stage the insert of a new campaign (a duplicate key at commit: stored before)."""
+        return uow.insert(
+            self.campaigns, {**doc, "order_key": order_key(int(doc["created_ms"]), doc["_id"])}
         )
 
     async def campaign(self, campaign_id: str, *, secret: bool = False) -> Doc | None:
@@ -206,17 +210,18 @@ class CampaignsStore:
         query = where(status="active", window_end_ms={"$lte": cutoff_ms})
         return [d["_id"] async for d in self.campaigns.find(query, {"_id": 1})]
 
-    async def transition(
+    def transition(
         self,
         uow: UnitOfWork,
         campaign_id: str,
         condition: Doc,
         changes: Doc,
         events: list[CloudEvent],
-    ) -> Doc | None:
-        """Apply `changes` only if the campaign still matches `condition`; exactly one caller
-        wins, and its events ride in the same single-document update (the outbox)."""
-        return await uow.find_one_and_update(
+    ) -> Step[Doc | None]:
+        """Stage `changes`, applied only if the campaign still matches `condition`; exactly one
+        caller wins, and its events ride in the same single-document update (the outbox). The
+        step's outcome: the campaign after the change, or None for a caller that lost."""
+        return uow.find_one_and_update(
             self.campaigns,
             where({"_id": campaign_id, **condition}),
             {"$set": changes, "$inc": {"version": 1}},
@@ -325,26 +330,19 @@ class CampaignsStore:
     async def standings_by_id(self, ids: Iterable[str]) -> dict[str, Doc]:
         return await by_ids(self.standings, ids, without_outbox())
 
-    async def write_standings(self, uow: UnitOfWork, writes: Sequence[Write]) -> set[Any]:
-        """Write standings only where nobody wrote since they were read, in one unordered
-        bulk write; returns the ids of those another writer changed meanwhile (read them
-        again and redo their credits).
+    def write_standings(
+        self, uow: UnitOfWork, writes: Sequence[Write]
+    ) -> Step[BulkWriteResult | None]:
+        """Stage the write of standings, only where nobody wrote since they were read, in one
+        unordered bulk write; after the commit, the step's `refused` are the positions of
+        those another writer changed meanwhile (read them again and redo their credits).
 
         Each write is the insert of a new standing or an upsert guarded by the version read,
-        so a lost race is a duplicate key at its index either way (the bulk write reports
-        exactly those) and every write that did not raise did apply: its events are exactly
-        what the unit of work publishes.
+        so a lost race is a duplicate key at its index either way (the step's `refused`) and
+        every write that was not refused did apply: its events are exactly what the unit of
+        work publishes. Any other failure raises from the commit.
         """
-        if not writes:
-            return set()
-        try:
-            await uow.bulk(self.standings, list(writes), ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            return {writes[int(e["index"])].doc_id for e in errors}
-        return set()
+        return uow.bulk(self.standings, list(writes), ordered=False, skip_duplicates=True)
 
     async def standings_of(self, campaign_id: str) -> list[Doc]:
         """Every standing with points in the campaign: as many as it has participants (ending

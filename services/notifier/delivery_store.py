@@ -26,8 +26,7 @@ from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.outbox_layout import without_outbox
 from shared.query import Collection, order_key, where
-from shared.store import only_duplicates
-from shared.uow import UnitOfWork, Write
+from shared.uow import Step, UnitOfWork, Write
 
 #: Deliveries a worker may claim: waiting ones, and sending ones whose worker's lease ran out.
 CLAIMABLE = ["pending", "deferred", "sending"]
@@ -107,45 +106,30 @@ class DeliveryRecords:
             lambda doc: {"order_key": delivery_order_key({"created_ms": 0, **doc})},
         )
 
-    async def insert_deliveries(
+    def insert_deliveries(
         self,
         docs: list[Doc],
         events: Mapping[str, list[CloudEvent]] | None = None,
         *,
-        uow: UnitOfWork | None = None,
-    ) -> list[str]:
-        """Insert deliveries with deterministic ids; returns the ids that are new (a
-        redelivery's duplicates are not). Through `uow`, each carries its events (by delivery
+        uow: UnitOfWork,
+    ) -> Step[list[str]]:
+        """Stage the insert of deliveries with deterministic ids; the step's outcome is the ids
+        that are new (a redelivery's duplicates are not). Each carries its events (by delivery
         id) in the outbox's batch form: one batch document per thousand deliveries holds them,
         published on its commit and removed in one write, instead of an update of every
-        delivery (docs/notifier.md, "Fan-out"). Without one, no document may have events."""
-        if not docs:
-            return []
+        delivery (docs/notifier.md, "Fan-out")."""
         # Computed here for every insert, so a copied document (a fallback) gets its own.
         docs = [{**d, "order_key": delivery_order_key(d)} for d in docs]
-        if uow is not None:
-            return await uow.insert_many(self.deliveries, docs, events or {})
-        if events:
-            raise ValueError("deliveries with events are written through a unit of work")
-        try:
-            await self.deliveries.insert_many(docs, ordered=False)
-            return [d["_id"] for d in docs]
-        except BulkWriteError as exc:
-            if not only_duplicates(exc):
-                raise
-            dup = failed_indexes(exc)
-            return [d["_id"] for i, d in enumerate(docs) if i not in dup]
+        return uow.insert_many(self.deliveries, docs, events or {})
 
-    async def add_to_digests(self, entries: list[tuple[Doc, str, Doc]]) -> set[int]:
-        """Add items to waiting digest deliveries (created on first use) in one round trip.
-
-        entries: (the digest delivery as it is created, item key, item). Returns the indexes
-        whose digest was already claimed or sent: the caller moves those to the next day.
-        """
-        if not entries:
-            return set()
-        ops = [
-            UpdateOne(
+    def add_to_digests(self, uow: UnitOfWork, entries: list[tuple[Doc, str, Doc]]) -> Step[Any]:
+        """Stage the addition of items to waiting digest deliveries (created on first use), in
+        one round trip. entries: (the digest delivery as it is created, item key, item). After
+        the commit, the step's `refused` lists the entries whose digest was already claimed or
+        sent: the caller moves those to the next day."""
+        writes = [
+            Write.update(
+                doc["_id"],
                 # The filter's equalities (_id, status) seed the new document by themselves.
                 where({"_id": doc["_id"], "status": "deferred"}),
                 {
@@ -159,13 +143,7 @@ class DeliveryRecords:
             )
             for doc, key, item in entries
         ]
-        try:
-            await self.deliveries.bulk_write(ops, ordered=False)
-            return set()
-        except BulkWriteError as exc:
-            if not only_duplicates(exc):
-                raise
-            return failed_indexes(exc)
+        return uow.bulk(self.deliveries, writes, skip_duplicates=True)
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta, token: str) -> list[Doc]:
         """Claim up to `limit` due deliveries for this worker; other workers never get the same.
@@ -217,9 +195,10 @@ class DeliveryRecords:
             delivery_id, where({"_id": delivery_id, "claim": token}), update, events
         )
 
-    async def record(self, uow: UnitOfWork, writes: list[Write]) -> None:
-        """Outcomes (`outcome`) in one bulk write; their events are published on the commit."""
-        await uow.bulk(self.deliveries, writes)
+    def record(self, uow: UnitOfWork, writes: list[Write]) -> Step[Any]:
+        """Stage outcomes (`outcome`) in one bulk write; their events are published on the
+        commit."""
+        return uow.bulk(self.deliveries, writes)
 
     async def cancel_waiting(self, member_id: str) -> None:
         """Every delivery of the member not sent yet is cancelled (the member left)."""

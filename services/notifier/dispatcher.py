@@ -4,7 +4,7 @@ Every replica runs one dispatcher; claims are atomic per document, so replicas s
 queue without a coordinator (see docs/notifier.md, "Why a MongoDB claim-based queue"). What an
 attempt changes in a delivery, and the events it raises, is decided in `deliveries.py`; the
 outcomes of one claimed batch are written a group at a time (`outcomes.py`) in one unit of work,
-whose commit publishes the batch's notification-sent and notification-failed events together.
+each group's commit handing its notification-sent and notification-failed events to the relay.
 Sends are paced by each channel's limits (`pacing.py`), not by the database.
 """
 
@@ -356,13 +356,14 @@ class Dispatcher:
         (none when the member's projection could not be read: `member` is None)."""
         channel = delivery["channel"]
         if contact_dead and member is not None:
-            await self.store.block_channel(member.member_id, channel, now)
+            await out.write_now(self.store.block_channel(out.uow, member.member_id, channel, now))
             member = replace(member, blocked=member.blocked | {channel})
         way = deliveries.fallback_channel(delivery, member, self.available)
         if member is not None and way.channel is not None:
             # The fallback first: if we crash in between, the claim is retried and the
             # deterministic id keeps the fallback single.
-            await self.store.insert_deliveries([deliveries.fallback(delivery, member, way, now)])
+            fallback = deliveries.fallback(delivery, member, way, now)
+            await out.write_now(self.store.insert_deliveries([fallback], uow=out.uow))
         update, events = deliveries.failed(delivery, error, attempts, now, way.channel)
         await out.record(delivery["_id"], update, events)
         self._count(channel, "failed")

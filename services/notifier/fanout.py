@@ -1,9 +1,9 @@
 """Fan-out: one notice becomes a delivery per member and channel, written in batches.
 
-Each batch of recipients is one unit of work: the budgets in one bulk write, the deliveries
-(each in-app one with its notification-sent) in one `bulk` insert, the digest items in one
-bulk write; its commit hands the batch's notification-sent events to the relay at once (one
-publishing round for the batch, with no read back). A few round trips per thousand
+Each batch of recipients is written in a few commits: the budgets in one bulk write, the
+deliveries (each in-app one with its notification-sent) in one `bulk` insert, whose commit hands
+the batch's notification-sent events to the relay at once (one publishing round for the batch,
+with no read back), then the digest items in one bulk write. A few round trips per thousand
 recipients, never one per recipient.
 """
 
@@ -150,7 +150,8 @@ class Fanout:
         # The in-app channel is its store: a client span in each cause's trace.
         with tracing.sending("notifier", "inapp", [cause for cause, *_ in planned]):
             async with self.unit_of_work() as uow:
-                new = set(await self.store.insert_deliveries(docs, events, uow=uow))
+                # Committed here: which deliveries are new (not a redelivery's) is counted.
+                new = set(await uow.commit(self.store.insert_deliveries(docs, events, uow=uow)))
         await self._add_to_digests(digests)
         inapp_ids = [d["_id"] for d in docs if d["channel"] == "inapp" and d["_id"] in new]
         self._count("inapp", "sent", len(inapp_ids))
@@ -185,10 +186,13 @@ class Fanout:
 
     async def _add_to_digests(self, entries: list[DigestEntry]) -> None:
         """A digest already on its way takes nothing more: the item joins the next day's."""
-        for _ in range(3):
-            if not entries:
-                return
-            late = await self.store.add_to_digests(entries)
-            entries = [deliveries.next_day(entries[i]) for i in sorted(late)]
+        async with self.unit_of_work() as uow:
+            for _ in range(3):
+                if not entries:
+                    return
+                # Committed at each round: the items refused go to the next day's digest.
+                step = self.store.add_to_digests(uow, entries)
+                await uow.commit(step)
+                entries = [deliveries.next_day(entries[i]) for i in step.refused]
         if entries:
             log.warning("%d digest item(s) found no open digest", len(entries))

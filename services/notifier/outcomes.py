@@ -9,7 +9,7 @@ from typing import Any
 
 from services.notifier.store import NotifierStore
 from shared.events import CloudEvent
-from shared.uow import UnitOfWork, Write
+from shared.uow import Step, UnitOfWork, Write
 
 log = logging.getLogger("sarafan.notifier.dispatch")
 
@@ -21,8 +21,10 @@ GROUP_SECONDS = 0.5
 
 class Outcomes:
     """What each attempt of one claimed batch changes in its delivery (with the events it
-    raises), written in groups: one bulk write of updates guarded by the claim token, instead of
-    a round trip per delivery. Their events are published when the batch's unit of work commits.
+    raises), written in groups: one bulk write of updates guarded by the claim token, instead
+    of a round trip per delivery. Each group is committed as it is written, which hands its
+    events to the relay. The attempts share the batch's unit of work, and each write staged in
+    it is committed at once: nothing waits staged while another attempt commits.
 
     A group that cannot be written (the database away) is logged and left: its deliveries stay
     claimed until the lease ends and are sent again then (sends are at least once; receivers
@@ -43,13 +45,20 @@ class Outcomes:
         if len(self._waiting) >= GROUP or time.monotonic() - self._since >= GROUP_SECONDS:
             await self.flush()
 
+    async def write_now(self, step: Step[Any]) -> None:
+        """Commit one write an attempt makes before its outcome (a dead address's mark, a
+        fallback delivery), so the database sees them in that order."""
+        await self.uow.commit(step)
+
     async def flush(self) -> None:
         writes, self._waiting = self._waiting, []
         self._since = time.monotonic()
         if not writes:
             return
         try:
-            await self.store.record(self.uow, writes)
+            # Committed now (the writes are made as the sends go, not at the batch's end): a
+            # slow channel's deliveries do not stay `sending` in the database for the batch.
+            await self.uow.commit(self.store.record(self.uow, writes))
         except Exception as exc:
             log.warning(
                 "recording %d outcome(s) failed: %r; they are tried again after the lease",

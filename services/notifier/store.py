@@ -2,9 +2,12 @@
 rate windows here; deliveries (the inbox, the log, the work queue) in `delivery_store`.
 
 Stores only read and write: what a member event changes is decided in `projection.py`, what
-an attempt changes in `deliveries.py`. Every filter on a field other than `_id` goes through
-`shared.query.where()`: nx-27017 serves only the `$eq`/range form from an index
-(docs/patterns.md, "Queries that stay fast"). Times that a query compares are epoch ms.
+an attempt changes in `deliveries.py`. A write made in a use case's unit of work (deliveries,
+outcomes, digest items, a dead address's mark) is staged in it and returned as a step: the use
+case commits it. The projection's writes, the budgets and the rate windows are made at once.
+Every filter on a field other than `_id` goes through `shared.query.where()`: nx-27017 serves
+only the `$eq`/range form from an index (docs/patterns.md, "Queries that stay fast"). Times
+that a query compares are epoch ms.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from pymongo import ASCENDING, DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
+from pymongo.results import UpdateResult
 
 from services.notifier.activity_store import ActivityRecords
 from services.notifier.delivery_store import DeliveryRecords, failed_indexes, fill_in
@@ -26,6 +30,7 @@ from shared.documents import Doc
 from shared.http import forget_requests_of
 from shared.query import by_ids, where
 from shared.store import only_duplicates
+from shared.uow import Step, UnitOfWork
 
 #: Guards a projection write against an erased tombstone. `$nin`, not `$ne`: an upsert whose
 #: filter has `$ne` raises a duplicate key on nx-27017 over a document lacking the field (a
@@ -260,9 +265,12 @@ class NotifierStore(DeliveryRecords, ActivityRecords):
         )
         return result.matched_count == 1
 
-    async def block_channel(self, member_id: str, channel: str, at: datetime) -> None:
-        await self.members.update_one(
-            {"_id": member_id}, {"$set": {f"blocked.{channel}": epoch_ms(at)}}
+    def block_channel(
+        self, uow: UnitOfWork, member_id: str, channel: str, at: datetime
+    ) -> Step[UpdateResult]:
+        """Stage the mark of a channel whose address is dead (no events)."""
+        return uow.update(
+            self.members, {"_id": member_id}, {"$set": {f"blocked.{channel}": epoch_ms(at)}}
         )
 
     # -- campaigns (names for milestone and winner messages) ------------------------------------

@@ -73,6 +73,10 @@ class FakeNotifier:
     dispatcher: Dispatcher
     channels: dict[str, ScriptedChannel]
 
+    def unit_of_work(self) -> UnitOfWork:
+        """A unit of work of the service's kind (its commits handed to the recording relay)."""
+        return UnitOfWork(self.relay)
+
 
 def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNotifier:
     db = MemoryDatabase("notifier")

@@ -464,9 +464,9 @@ async def test_a_shift_of_2000_is_reminded_in_batches_each_member_once(
         planned.append(len(docs))
         await plan_reminders(self, docs)
 
-    async def counted_insert(self: NotifierStore, docs: list[Any], *a: Any, **k: Any) -> Any:
+    def counted_insert(self: NotifierStore, docs: list[Any], *a: Any, **k: Any) -> Any:
         written.append(len(docs))
-        return await insert_deliveries(self, docs, *a, **k)
+        return insert_deliveries(self, docs, *a, **k)
 
     monkeypatch.setattr(NotifierStore, "plan_reminders", counted_plan)
     monkeypatch.setattr(NotifierStore, "insert_deliveries", counted_insert)

@@ -85,9 +85,9 @@ async def test_a_burst_of_comments_gives_each_asker_one_message_per_comment_and_
     writes: list[int] = []
     insert_deliveries = NotifierStore.insert_deliveries
 
-    async def counted(self: NotifierStore, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
+    def counted(self: NotifierStore, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
         writes.append(len(docs))
-        return await insert_deliveries(self, docs, *a, **k)
+        return insert_deliveries(self, docs, *a, **k)
 
     monkeypatch.setattr(NotifierStore, "insert_deliveries", counted)
     askers = [joined(display_name=f"Asker {n}", welcome=False) for n in range(30)]

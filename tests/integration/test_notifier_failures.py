@@ -234,7 +234,8 @@ async def test_an_unreadable_member_projection_is_skipped_by_a_fan_out_and_fails
             "route": ["email"],
             "tried": [],
         }
-        await store.insert_deliveries([planned])
+        uow = s["notifier"].runtime.unit_of_work()
+        await uow.commit(store.insert_deliveries([planned], uow=uow))
         s["notifier"].jobs.dispatcher.wake()
         now = datetime.now(UTC)
         await publish(

@@ -29,9 +29,9 @@ async def test_two_hundred_joins_at_once_are_welcomed_each_exactly_once_in_a_few
     writes: list[int] = []
     insert_deliveries = NotifierStore.insert_deliveries
 
-    async def counted(self: NotifierStore, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
+    def counted(self: NotifierStore, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
         writes.append(len(docs))
-        return await insert_deliveries(self, docs, *a, **k)
+        return insert_deliveries(self, docs, *a, **k)
 
     monkeypatch.setattr(NotifierStore, "insert_deliveries", counted)
     joins = [joined(display_name=f"Участник {n}") for n in range(200)]

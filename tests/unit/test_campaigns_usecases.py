@@ -393,3 +393,25 @@ async def test_an_active_counted_referral_scores_when_the_referred_member_attend
     assert world.points(cid) == {}
     await world.scoring.members_acted(batch(attended("boris", "s1")))
     assert world.points(cid) == {"anna": 10}
+
+
+async def test_a_start_that_fails_after_staging_its_transition_changes_and_announces_nothing(
+    world, monkeypatch
+):
+    await world.lifecycle.create(world.campaign(), world.clock(), "c_1")
+    stage = world.store.transition
+
+    def staged_then_crash(*args, **kwargs):
+        stage(*args, **kwargs)
+        raise RuntimeError("the process fails between staging and commit")
+
+    monkeypatch.setattr(world.store, "transition", staged_then_crash)
+    with pytest.raises(RuntimeError):
+        await world.lifecycle.start("c_1", world.clock(), by_hand=True)
+    # The unit of work dropped the staged transition: still scheduled, no event kept or sent.
+    [stored] = world.db["campaigns"].documents()
+    assert stored["status"] == "scheduled" and not stored.get("outbox")
+    assert world.relay.kicks == [] and world.relay.published() == []
+    monkeypatch.undo()
+    assert (await world.lifecycle.start("c_1", world.clock(), by_hand=True))["status"] == "active"
+    assert world.relay.types() == ["campaign-started"]

@@ -79,8 +79,10 @@ async def test_a_join_handled_again_writes_no_second_welcome() -> None:
 async def test_a_new_address_unblocks_its_channel_and_an_unchanged_one_does_not() -> None:
     f = fake_notifier()
     await join(f, joined("m_1", contacts={"email": "old@example.org", "telegram": "@m1"}))
-    await f.store.block_channel("m_1", "email", LEFT)
-    await f.store.block_channel("m_1", "telegram", LEFT)
+    uow = f.unit_of_work()
+    f.store.block_channel(uow, "m_1", "email", LEFT)
+    f.store.block_channel(uow, "m_1", "telegram", LEFT)
+    await uow.commit()
     changes = {"contacts": {"email": "new@example.org", "telegram": "@m1"}, "region": "kazan"}
     await usecases.update_member(f.notifier, MemberUpdated(member_id="m_1", changes=changes))
     doc = await f.store.member("m_1")
@@ -254,3 +256,26 @@ async def test_a_dispatcher_loop_woken_just_as_it_is_stopped_still_stops(steps: 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 2)
+
+
+async def test_a_fan_out_that_fails_after_staging_its_deliveries_writes_none_and_announces_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    f = fake_notifier()
+    stage = f.store.insert_deliveries
+
+    def staged_then_crash(*args: Any, **kwargs: Any) -> Any:
+        stage(*args, **kwargs)
+        raise RuntimeError("the process fails between staging and commit")
+
+    monkeypatch.setattr(f.store, "insert_deliveries", staged_then_crash)
+    with pytest.raises(RuntimeError):
+        await join(f, joined("m_1"), joined("m_2"))
+    # The unit of work dropped what was staged: no welcome, no batch, nothing to publish.
+    assert await deliveries(f) == []
+    assert f.db["outbox_batches"].documents() == []
+    assert f.relay.kicks == [] and f.relay.published() == []
+    monkeypatch.undo()
+    await join(f, joined("m_1"), joined("m_2"))  # the redelivery welcomes them, once each
+    assert sorted(d["member_id"] for d in await deliveries(f)) == ["m_1", "m_2"]
+    assert f.relay.types() == ["notification-sent", "notification-sent"]

@@ -165,15 +165,16 @@ class Lifecycle:
         # that can not start (EventTooLarge is answered by the HTTP kernel).
         commitment = PLACEHOLDER_COMMITMENT if doc.get("winner_rule") == "draw" else None
         started_event(doc, doc["window_start_ms"], commitment)
-        try:
-            await self.store.insert_campaign(doc)
-        except Exception as exc:
-            if not is_duplicate_key(exc):
-                raise
-            existing = await self.store.campaign(doc["_id"])
-            if existing is None:
-                raise
-            return existing
+        async with self.unit_of_work() as uow:
+            try:
+                await uow.commit(self.store.insert_campaign(uow, doc))
+            except Exception as exc:
+                if not is_duplicate_key(exc):
+                    raise
+                existing = await self.store.campaign(doc["_id"])
+                if existing is None:
+                    raise
+                return existing
         return doc
 
     async def _get(self, campaign_id: str, *, secret: bool = False) -> Doc:
@@ -185,8 +186,10 @@ class Lifecycle:
     async def _transition(
         self, campaign_id: str, condition: Doc, changes: Doc, events: list[CloudEvent]
     ) -> Doc | None:
+        # The next move depends on who won: committed here, its outcome read.
         async with self.unit_of_work() as uow:
-            return await self.store.transition(uow, campaign_id, condition, changes, events)
+            step = self.store.transition(uow, campaign_id, condition, changes, events)
+            return await uow.commit(step)
 
     async def start(
         self, campaign_id: str, now: datetime | None = None, *, by_hand: bool

@@ -167,7 +167,10 @@ class Scoring:
                     for sid, group in groups.items()
                     if (write := standing_write(docs.get(sid), group, at_ms)) is not None
                 ]
-                lost = await self.store.write_standings(uow, writes)
+                # Committed here: the standings that lost a race are read again next round.
+                step = self.store.write_standings(uow, writes)
+                await uow.commit(step)
+                lost = {writes[i].doc_id for i in step.refused}
                 groups = {sid: groups[sid] for sid in lost}
 
     def _rules(self, docs: Sequence[Doc]) -> list[Rules]:
