@@ -214,6 +214,22 @@ class UnitOfWork:
         flt = dict(filter)
         return self._stage(lambda: coll.delete_many(flt))
 
+    def update_many(
+        self, coll: Collection, filter: Mapping[str, Any], update: Mapping[str, Any]
+    ) -> Step[UpdateResult]:
+        """Stage an `update_many` raising no event (copies of a changed value, an erasure's
+        anonymising of what a person left in many documents)."""
+        flt, upd = dict(filter), dict(update)
+        return self._stage(lambda: coll.update_many(flt, upd))
+
+    def replace(
+        self, coll: Collection, filter: Mapping[str, Any], document: Mapping[str, Any]
+    ) -> Step[UpdateResult]:
+        """Stage a `replace_one` raising no event (a document rewritten whole, e.g. an erased
+        standing). A document with pending events is changed with `update`, never replaced."""
+        flt, doc = dict(filter), dict(document)
+        return self._stage(lambda: coll.replace_one(flt, doc))
+
     def bulk(
         self,
         coll: Collection,

@@ -34,7 +34,7 @@ from services.members.lists import READABLE, MemberLists
 from shared.clock import now_ms
 from shared.documents import Doc
 from shared.events import CloudEvent
-from shared.http import forget_requests_of
+from shared.http import forget_requests_of, requests_of
 from shared.outbox_layout import (
     carrying,
     has_pending,
@@ -304,8 +304,7 @@ class MemberStore:
         uow.delete(self.tags, where(member_id=member_id))
         if member.get("idempotency_record"):
             uow.delete(self.idempotency, {"_id": member["idempotency_record"]})
-        # The kernel's records about a member are found by `member_id` (forget_requests_of).
-        uow.delete(self.idempotency, where(member_id=member_id))
+        uow.delete(self.idempotency, requests_of(member_id))
 
     async def forget_requests(self, member_id: str) -> None:
         """Every Idempotency-Key record of a request about the member (the kernel indexes

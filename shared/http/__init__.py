@@ -39,6 +39,7 @@ from shared.http.idempotency import (
     new_id,
     record_id,
     request_record,
+    requests_of,
 )
 from shared.http.middleware import KernelMiddleware
 from shared.http.openapi import Error, error_responses, install_openapi, operation_id
@@ -78,6 +79,7 @@ __all__ = [
     "principal_of",
     "record_id",
     "request_record",
+    "requests_of",
     "require",
     "unbound_only",
 ]

@@ -100,10 +100,16 @@ def new_id(request: Request) -> str:
     return str(uuid.uuid5(_KEYED, record))
 
 
+def requests_of(member_id: str) -> dict[str, Any]:
+    """A filter: the Idempotency-Key records of requests about the member (served by the
+    records' `member_id` index). Erasure deletes them: they keep the response, which may name
+    the member or quote what they wrote."""
+    return {"member_id": {"$eq": member_id}}
+
+
 async def forget_requests_of(coll: Records, member_id: str) -> None:
-    """Erasure: the Idempotency-Key records of requests about the member go (they keep the
-    response, which may name the member or quote what they wrote)."""
-    await coll.delete_many({"member_id": {"$eq": member_id}})
+    """Erasure outside a unit of work: the records of requests about the member go."""
+    await coll.delete_many(requests_of(member_id))
 
 
 async def ensure_idempotency_indexes(coll: Records) -> None:
