@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from pydantic import Field
 
-from services.engagement import api, api_hours, api_insights, counted, domain
+from services.engagement import api, api_hours, api_insights, domain
 from services.engagement.consumers import EngagementHandlers, subscriptions
 from services.engagement.context import Engagement
 from services.engagement.contributions import DEFAULT_REACTIONS
@@ -81,11 +81,11 @@ def compose(
     runtime = Runtime(SERVICE, settings, clock)
     store = EngagementStore(runtime.db)
     scoring = Scoring(store, rules, runtime.unit_of_work)
-    insights = Insights(store, rules)
+    insights = Insights(store, rules, runtime.unit_of_work)
     engagement = Engagement(
         posts=Posts(store, runtime.unit_of_work, clock, rules.reactions),
         hours=Hours(store, runtime.unit_of_work, clock),
-        members=MemberEvents(store, scoring, runtime.bus.erase, clock),
+        members=MemberEvents(store, runtime.unit_of_work, scoring, runtime.bus.erase, clock),
         activity=Activity(store, scoring, clock),
         store=store,
         rules=rules,
@@ -102,8 +102,7 @@ def compose(
         # Standings stored before the segments' rank keys get them once, before the first read
         # (reads still key any they meet: insights.segment); the windowed counters get the
         # month before them once (counted.fill).
-        await insights.standings.key_unkeyed(clock())
-        await counted.fill(store, clock())
+        await insights.prepare(clock())
 
     runtime.init_hooks.append(key_standings)
     runtime.subscribe(subscriptions, handlers)

@@ -26,6 +26,7 @@ from shared.documents import Doc
 from shared.events import HoursApproved, MemberJoined, PostCreated
 from shared.query import count, total, where
 from shared.tally import Tally, first_whole_hour
+from shared.uow import UnitOfWork
 
 #: Kept by member transition, and in the hour the counted thing happened (the windows).
 MEMBER_COUNTS = ("members", "joins", "referred")
@@ -137,10 +138,12 @@ async def windowed(store: Any, now: datetime, since: dict[str, int]) -> dict[str
     }
 
 
-async def fill(store: Any, now: datetime) -> int:
+async def fill(store: Any, uow: UnitOfWork, now: datetime) -> int:
     """Once, when the counters are newer than the data (an upgrade): the month's joins, posts,
     answers, returns and approved hours as deltas, read by their indexed times (a month of
-    them). The same ids as the live changes': whatever both record counts once."""
+    them). The same ids as the live changes': whatever both record counts once. Staged in
+    `uow`: the deltas, then the mark that they are filled (a fill that fails before the mark
+    is made again, its deltas counted once). Returns how many deltas were staged."""
     counters = store.counters
     if await counters.collection.find_one({"_id": f"{counters.name}:{FILLED}"}):
         return 0
@@ -158,8 +161,11 @@ async def fill(store: Any, now: datetime) -> int:
     async for h in store.hours.find(approved, {"hours": 1, "decided_ms": 1}):
         deltas.append(hours(counters, h["_id"], float(h["hours"]), int(h["decided_ms"]), now))
     for first in range(0, len(deltas), 1000):
-        await counters.add(deltas[first : first + 1000])
-    await counters.collection.update_one(
-        {"_id": f"{counters.name}:{FILLED}"}, {"$set": {"at_ms": epoch_ms(now)}}, upsert=True
+        store.count(uow, deltas[first : first + 1000])
+    uow.update(
+        counters.collection,
+        {"_id": f"{counters.name}:{FILLED}"},
+        {"$set": {"at_ms": epoch_ms(now)}},
+        upsert=True,
     )
     return len([d for d in deltas if d is not None])

@@ -5,10 +5,12 @@ others' answers and the community figures keep their history; hours entries, the
 activity record, level and drift records go, and so do the kept responses of the member's
 requests (an Idempotency-Key replay would show their name and text again). The use case that
 runs these, and erases the stream's messages, is `MemberEvents.forget` (usecases/members.py).
-They are made at once, not staged in a unit of work: they carry no events, a member-left's
-handler makes them in an order a retry relies on (the counters are taken back before the
-deletes, so a retry finds what to take back), and most are `update_many` or a replacement,
-which a unit of work does not stage.
+
+They are STAGED in the unit of work the use case gives (none of them carries an event, and no
+outcome of theirs is read): everything the erasure reads is read first, then the one commit
+makes the writes in the order staged here, an order a retry relies on (the counters are taken
+back before the deletes, so a retry finds what to take back). An erasure that fails before its
+commit has written nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from __future__ import annotations
 from services.engagement import counted
 from services.engagement.store import EngagementStore
 from shared.clock import utcnow
-from shared.http import forget_requests_of
+from shared.http import requests_of
 from shared.outbox_layout import FORGET_DEAD_EVENTS, drop_pending
 from shared.query import where
+from shared.uow import UnitOfWork
 
 
 async def post_ids_of(store: EngagementStore, member_id: str) -> list[str]:
@@ -28,24 +31,26 @@ async def post_ids_of(store: EngagementStore, member_id: str) -> list[str]:
 
 async def drop_post_events(store: EngagementStore, post_ids: list[str]) -> None:
     """The post-created events of the member's posts still waiting to be published quote the
-    title; they must not reach the stream after it was erased."""
+    title; they must not reach the stream after it was erased. Made at once (the kernel's
+    operation, its own guarded writes): before the stream's messages are erased."""
     await drop_pending(store.posts, post_ids, "post-created")
 
 
-async def forget_requests(store: EngagementStore, member_id: str) -> None:
-    """The Idempotency-Key records about the member: those the kernel filed under them (the
-    first member named in the request) and the decisions on their hours."""
-    await forget_requests_of(store.idempotency, member_id)
+async def forget_requests(store: EngagementStore, uow: UnitOfWork, member_id: str) -> None:
+    """Stage the deletes of the Idempotency-Key records about the member: those the kernel
+    filed under them (the first member named in the request) and the decisions on their hours."""
+    uow.delete(store.idempotency, requests_of(member_id))
     found = store.decision_requests.find(where(member_id=member_id), {"_id": 1})
     ids = [d["_id"] async for d in found]
     if ids:
-        await store.idempotency.delete_many({"_id": {"$in": ids}})
-        await store.decision_requests.delete_many({"_id": {"$in": ids}})
+        uow.delete(store.idempotency, {"_id": {"$in": ids}})
+        uow.delete(store.decision_requests, {"_id": {"$in": ids}})
 
 
-async def uncount(store: EngagementStore, member_id: str) -> None:
-    """Take back from the kept counters what the erasure deletes: the member's returns after
-    drift and approved hours (counted.py; before the deletes, so a retry finds them again)."""
+async def uncount(store: EngagementStore, uow: UnitOfWork, member_id: str) -> None:
+    """Stage taking back from the kept counters what the erasure deletes: the member's returns
+    after drift and approved hours (counted.py; before the deletes, so a retry finds them
+    again)."""
     # The counters' write stamp: real time, not the service's clock (folding relies on it,
     # shared/tally.py).
     now = utcnow()
@@ -56,33 +61,36 @@ async def uncount(store: EngagementStore, member_id: str) -> None:
     async for h in store.hours.find(approved, {"hours": 1, "decided_ms": 1}):
         amount, decided = -float(h["hours"]), int(h["decided_ms"])
         deltas.append(counted.hours(store.counters, h["_id"], amount, decided, now))
-    await store.counters.add(deltas)
+    store.count(uow, deltas)
 
 
-async def erase_member(store: EngagementStore, member_id: str) -> None:
-    """Forget a member's personal data in every collection (the module's text says what stays)."""
-    await forget_requests(store, member_id)
-    await uncount(store, member_id)
+async def erase_member(store: EngagementStore, uow: UnitOfWork, member_id: str) -> None:
+    """Stage forgetting a member's personal data in every collection (the module's text says
+    what stays), in the order the commit makes it."""
+    await forget_requests(store, uow, member_id)
+    await uncount(store, uow, member_id)
     removed = {"title": "", "body": "", "tags": [], "author_id": None}
     mine = where(author_id=member_id)
     # Events set aside as unpublishable (and their error strings) go with the text.
-    await store.posts.update_many(
-        mine, {"$set": removed, "$unset": {"open": "", **FORGET_DEAD_EVENTS}}
+    uow.update_many(
+        store.posts, mine, {"$set": removed, "$unset": {"open": "", **FORGET_DEAD_EVENTS}}
     )
-    await store.posts.update_many(
-        where(accepted_answerer_id=member_id), {"$set": {"accepted_answerer_id": None}}
+    uow.update_many(
+        store.posts, where(accepted_answerer_id=member_id), {"$set": {"accepted_answerer_id": None}}
     )
-    await store.comments.update_many(
-        mine, {"$set": {"body": "", "author_id": None}, "$unset": FORGET_DEAD_EVENTS}
+    uow.update_many(
+        store.comments,
+        mine,
+        {"$set": {"body": "", "author_id": None}, "$unset": FORGET_DEAD_EVENTS},
     )
-    await store.comments.update_many(
-        where(post_author_id=member_id), {"$set": {"post_author_id": None}}
+    uow.update_many(
+        store.comments, where(post_author_id=member_id), {"$set": {"post_author_id": None}}
     )
-    await store.reactions.update_many(where(member_id=member_id), {"$set": {"member_id": None}})
-    await store.reactions.update_many(
-        where(post_author_id=member_id), {"$set": {"post_author_id": None}}
+    uow.update_many(store.reactions, where(member_id=member_id), {"$set": {"member_id": None}})
+    uow.update_many(
+        store.reactions, where(post_author_id=member_id), {"$set": {"post_author_id": None}}
     )
-    await store.hours.delete_many(where(member_id=member_id))
-    await store.hours.update_many(where(decided_by=member_id), {"$set": {"decided_by": None}})
-    await store.erase_standing(member_id)
-    await store.returns.delete_many(where(member_id=member_id))
+    uow.delete(store.hours, where(member_id=member_id))
+    uow.update_many(store.hours, where(decided_by=member_id), {"$set": {"decided_by": None}})
+    store.erase_standing(uow, member_id)
+    uow.delete(store.returns, where(member_id=member_id))

@@ -16,12 +16,13 @@ from prometheus_client import Gauge
 
 from services.engagement import counted, domain, ranking
 from services.engagement.record import Record
-from services.engagement.standings import Standings
+from services.engagement.standings import KEYING_BATCH, Standings
 from services.engagement.store import EngagementStore
 from shared.clock import epoch_ms, from_ms
 from shared.documents import Doc
 from shared.metrics import Metrics
 from shared.query import count, where
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -56,10 +57,43 @@ COUNTS = {
 
 
 class Insights:
-    def __init__(self, store: EngagementStore, rules: domain.Rules) -> None:
+    def __init__(
+        self,
+        store: EngagementStore,
+        rules: domain.Rules,
+        unit_of_work: Callable[[], UnitOfWork],
+    ) -> None:
         self.store = store
         self.rules = rules
+        self.unit_of_work = unit_of_work
         self.standings = Standings(store, rules)
+
+    # -- keeping what the figures read ------------------------------------------------------------
+
+    async def prepare(self, now: datetime) -> None:
+        """At start: standings stored before the segments' rank keys get them once, before the
+        first read (reads still key any they meet); the windowed counters get the month before
+        them once (counted.fill, made on leaving the unit of work)."""
+        await self.key_unkeyed(now)
+        async with self.unit_of_work() as uow:
+            await counted.fill(self.store, uow, now)
+
+    async def key_unkeyed(self, now: datetime) -> int:
+        """Give their segment keys to standings written without them (Standings.unkeyed), so
+        that no member silently drops out of a segment; a round at a time, each committed
+        before the next read (which must not find them again). Returns how many were keyed."""
+        keyed, tried = 0, set()
+        while True:
+            docs = await self.standings.unkeyed()
+            fresh = [d for d in docs if d["_id"] not in tried]
+            if not fresh:
+                return keyed
+            tried.update(d["_id"] for d in fresh)
+            async with self.unit_of_work() as uow:
+                result = await uow.commit(self.standings.key(uow, fresh, now))
+            keyed += result.modified_count if result is not None else 0
+            if len(docs) < KEYING_BATCH:
+                return keyed
 
     # -- one member -------------------------------------------------------------------------------
 
@@ -94,7 +128,7 @@ class Insights:
         Read in the order of the segment's rank key (ranking.py): the page and one row more,
         whatever the size of the segment or of the community."""
         key, still_in = ranking.KEY_OF[name], self._still_in(name, now)
-        await self.standings.key_unkeyed(now)
+        await self.key_unkeyed(now)
         docs = await self.standings.segment(key, still_in, offset, limit + 1)
         return await self._rows(docs[:limit], now), len(docs) > limit
 
@@ -213,7 +247,7 @@ class Insights:
         store, standings = self.store, self.standings
         week, month = epoch_ms(now - timedelta(days=7)), epoch_ms(now - timedelta(days=30))
         first_day = epoch_ms(domain.day_of(now - timedelta(days=30)))
-        await standings.key_unkeyed(now)  # the pool and the drifting are counted by their keys
+        await self.key_unkeyed(now)  # the pool and the drifting are counted by their keys
         kept = await counted.windowed(store, now, {"week": week, "month": month,
                                                    "hours": first_day})  # fmt: skip
         answered = where(answered_created_ms={"$gte": month})

@@ -42,7 +42,7 @@ SEGMENT_KEYS = (LOYAL_KEY, DRIFT_KEY, NEW_KEY)
 #: Which key each segment is read in.
 KEY_OF = {"loyal": LOYAL_KEY, "drifting": DRIFT_KEY, "new-promising": NEW_KEY}
 #: Written with the keys: a standing without it was written before the keys existed (or by
-#: hand) and gets its keys when a read meets it (`Standings.key_unkeyed`).
+#: hand) and gets its keys when a read meets it (`Insights.key_unkeyed`).
 KEYS_VERSION_FIELD = "keys_v"
 KEYS_VERSION = 1
 _LATEST_MS = 10**MS_DIGITS - 1

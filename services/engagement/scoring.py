@@ -145,7 +145,7 @@ class Scoring:
         # Committed there (with what the round before staged): who lost the race decides.
         lost = await self.store.write(uow, writes)
         # Staged: made by the next round's commit, or when the unit of work ends.
-        await self.store.record_returns(uow, [r for r in returns if r[0] not in lost])
+        self.store.record_returns(uow, [r for r in returns if r[0] not in lost])
         return lost
 
     def _next(

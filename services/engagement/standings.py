@@ -11,13 +11,14 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from pymongo import UpdateOne
+from pymongo.results import BulkWriteResult
 
 from services.engagement import domain, ranking
 from services.engagement.ranking import KEYS_VERSION, KEYS_VERSION_FIELD
 from services.engagement.store import HIDE, EngagementStore
 from shared.documents import Doc
 from shared.query import count, where
+from shared.uow import Step, UnitOfWork, Write
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -34,7 +35,7 @@ KEY_SOURCES = {f: 1 for f in ("active", "level", "lscore", "last_ms", "joined_ms
 #: What a ranked row needs of a standing: not the outbox, nor the ids of the facts applied
 #: (a week of them: the bulk of a busy member's document).
 RANKED = {**HIDE, "applied": 0, "once": 0}
-#: Standings keyed per round of `key_unkeyed`.
+#: Standings keyed per round of `Insights.key_unkeyed`.
 KEYING_BATCH = 500
 
 
@@ -72,27 +73,20 @@ class Standings:
             after = docs[-1][key]
         return found[offset:size]
 
-    async def key_unkeyed(self, now: datetime) -> int:
-        """Give their segment keys to standings written without them (before the keys existed,
-        by an older replica during an upgrade, or by hand): found by an indexed `$exists: false`
-        on `keys_v` (and `erased`: a tombstone has no keys), so that no member silently drops
-        out of a segment. Once every standing has them this is one indexed read that finds
-        nothing. Returns how many were keyed."""
-        keyed, tried = 0, set()
-        while True:
-            query = where({KEYS_VERSION_FIELD: {"$exists": False}, "erased": {"$exists": False}})
-            docs = await self.standing.find(query, KEY_SOURCES).limit(KEYING_BATCH).to_list(None)
-            fresh = [d for d in docs if d["_id"] not in tried]
-            if not fresh:
-                return keyed
-            tried.update(d["_id"] for d in fresh)
-            ops = [self._keying(doc, now) for doc in fresh]
-            result = await self.standing.bulk_write(ops, ordered=False)
-            keyed += result.modified_count
-            if len(docs) < KEYING_BATCH:
-                return keyed
+    async def unkeyed(self) -> list[Doc]:
+        """Standings written without their segment keys (before the keys existed, by an older
+        replica during an upgrade, or by hand), up to `KEYING_BATCH`: an indexed
+        `$exists: false` on `keys_v` (and `erased`: a tombstone has no keys). Once every
+        standing has them this finds nothing."""
+        query = where({KEYS_VERSION_FIELD: {"$exists": False}, "erased": {"$exists": False}})
+        return await self.standing.find(query, KEY_SOURCES).limit(KEYING_BATCH).to_list(None)
 
-    def _keying(self, doc: Doc, now: datetime) -> UpdateOne:
+    def key(self, uow: UnitOfWork, docs: list[Doc], now: datetime) -> Step[BulkWriteResult | None]:
+        """Stage the segment keys of these standings (as `unkeyed` read them), each only on
+        the standing as read; the outcome's `modified_count` says how many were keyed."""
+        return uow.bulk(self.standing, [self._keying(doc, now) for doc in docs])
+
+    def _keying(self, doc: Doc, now: datetime) -> Write:
         member_id = doc["_id"]
         update: Doc = {"$set": {KEYS_VERSION_FIELD: KEYS_VERSION}}
         try:
@@ -107,7 +101,7 @@ class Standings:
         # Only the standing as read: a write meanwhile computed its own keys.
         version = doc.get("version")
         guard = {"$exists": False} if version is None else version
-        return UpdateOne(where({"_id": member_id, "version": guard}), update)
+        return Write.update(member_id, where({"_id": member_id, "version": guard}), update)
 
     # -- counts bounded by what they count ---------------------------------------------------------
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pymongo import DESCENDING, UpdateOne
+from pymongo import DESCENDING, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.results import BulkWriteResult, UpdateResult
 
@@ -185,11 +185,13 @@ class EngagementStore(HoursRecords):
         await uow.commit(step)
         return {writes[i].member_id for i in step.refused}
 
-    async def erase_standing(self, member_id: str) -> None:
-        """Only a tombstone stays: a late or replayed event finds it and changes nothing."""
-        await self.standing.replace_one(
-            {"_id": member_id}, {"erased": 1, "version": 2**31}, upsert=True
-        )
+    def erase_standing(self, uow: UnitOfWork, member_id: str) -> Step[BulkWriteResult | None]:
+        """Stage the standing's replacement by a tombstone, made whether or not there was one: a
+        late or replayed event finds it and changes nothing. (A replacement that may insert: a
+        bulk of one `ReplaceOne` upsert, the write this always was; the unit of work's
+        `replace` does not insert.)"""
+        tombstone = ReplaceOne({"_id": member_id}, {"erased": 1, "version": 2**31}, upsert=True)
+        return uow.bulk(self.standing, [Write(tombstone, member_id, [])])  # type: ignore[arg-type]
 
     async def drift_due(self, now_ms: int, limit: int) -> list[Doc]:
         """Members whose drift episode has begun and is not reported yet."""
@@ -248,14 +250,21 @@ class EngagementStore(HoursRecords):
                 return True
         return False
 
-    async def record_returns(self, uow: UnitOfWork, returns: list[tuple[str, int, int]]) -> None:
-        """Members active again after a drift episode, counted once per episode:
-        (member, drift_from_ms, came back at ms). Counted at once (the kept counters' own
-        write, first: shared/tally.py); each return's record, then its note on the standing,
-        staged in `uow`."""
+    def count(self, uow: UnitOfWork, deltas: list[Doc | None]) -> Step[BulkWriteResult | None]:
+        """Stage counted changes (counted.py): one unordered insert of the delta documents, a
+        delta recorded before (its id names the change) skipped, as the kept counters' own
+        insert does (shared/tally.py)."""
+        docs = [Write.insert(d) for d in deltas if d is not None]
+        return uow.bulk(self.counters.collection, docs, skip_duplicates=True)
+
+    def record_returns(self, uow: UnitOfWork, returns: list[tuple[str, int, int]]) -> None:
+        """Stage members active again after a drift episode, counted once per episode:
+        (member, drift_from_ms, came back at ms). Counted first (the kept counters' delta, a
+        retry finds the return unnoted and counts it once: shared/tally.py), then each return's
+        record, then its note on the standing."""
         now = utcnow()
-        await self.counters.add(
-            [counted.returned(self.counters, f"{m}:{f}", at, now) for m, f, at in returns]
+        self.count(
+            uow, [counted.returned(self.counters, f"{m}:{f}", at, now) for m, f, at in returns]
         )
         for member_id, drift_from_ms, at_ms in returns:
             record = {"_id": f"{member_id}:{drift_from_ms}", "member_id": member_id, "at_ms": at_ms}

@@ -102,6 +102,8 @@ def engagement_on_memory(rules: Rules | None = None) -> OnMemory:
     on_memory.scoring = scoring = Scoring(store, rules, on_memory.unit_of_work)
     on_memory.posts = Posts(store, on_memory.unit_of_work, on_memory.clock, rules.reactions)
     on_memory.hours = Hours(store, on_memory.unit_of_work, on_memory.clock)
-    on_memory.members = MemberEvents(store, scoring, on_memory.erase, on_memory.clock)
+    on_memory.members = MemberEvents(
+        store, on_memory.unit_of_work, scoring, on_memory.erase, on_memory.clock
+    )
     on_memory.activity = Activity(store, scoring, on_memory.clock)
     return on_memory

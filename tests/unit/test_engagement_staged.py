@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.engagement import domain
+from services.engagement import counted, domain
 from shared.clock import epoch_ms
 from shared.documents import Doc
+from shared.events import MemberJoined, MemberLeft, new_event
 from tests.fakes.engagement import OnMemory, engagement_on_memory
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -75,3 +76,58 @@ async def test_a_scoring_batch_that_fails_after_a_round_writes_none_of_the_retur
     back = await e.store.standing.find_one({"_id": "back"})
     assert back["return_noted_ms"] == epoch_ms(WENT_QUIET)
     assert (await e.store.counters.totals())["returns"] == 1
+
+
+async def vera_with_a_post_an_approved_entry_and_kept_answers(e: OnMemory) -> None:
+    """Vera joined, posted, had 3 hours approved (counted) and a request of hers answered under
+    an Idempotency-Key; a decision on her hours was answered under the decider's."""
+    join = MemberJoined(
+        member_id="vera", display_name="Vera", region="tver", roles=["volunteer"],
+        joined_at=WENT_QUIET, contacts={"email": "vera@example.org"}, consent={"terms": True},
+    )  # fmt: skip
+    await e.at(WENT_QUIET).members.apply([(new_event(join), join)])
+    await e.store.posts.insert_one({"_id": "vp", "author_id": "vera", "title": "Mine", "body": ""})
+    decided = epoch_ms(NOW - timedelta(days=1))
+    entry = {"_id": "h1", "member_id": "vera", "status": "approved", "hours": 3.0,
+             "decided_ms": decided, "decided_by": "staff"}  # fmt: skip
+    await e.store.hours.insert_one(entry)
+    await e.store.counters.add([counted.hours(e.store.counters, "h1", 3.0, decided, NOW)])
+    await e.store.idempotency.insert_one({"_id": "her-post", "member_id": "vera"})
+    await e.store.idempotency.insert_one({"_id": "decision", "member_id": "staff"})
+    await e.store.decision_requests.insert_one({"_id": "decision", "member_id": "vera"})
+
+
+async def test_an_erasure_that_fails_before_its_commit_writes_nothing_and_its_retry_finishes_once():
+    e = engagement_on_memory()
+    await e.store.ensure_indexes()
+    await vera_with_a_post_an_approved_entry_and_kept_answers(e)
+    hours_read = e.store.hours.find
+
+    def failing_hours_read(*args, **kwargs):  # the erasure reads her approved hours to uncount
+        raise RuntimeError("the database went away")
+
+    e.store.hours.find = failing_hours_read  # type: ignore[method-assign]
+    left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
+    with pytest.raises(RuntimeError, match="went away"):
+        await e.at(NOW).members.apply([(new_event(left), left)])
+
+    # What the erasure staged before the failure (her kept answers' deletes) was never made:
+    # nothing of it is half-written.
+    kept = await e.store.idempotency.find({}).to_list(None)
+    assert {d["_id"] for d in kept} == {"her-post", "decision"}
+    assert await e.store.decision_requests.find_one({"_id": "decision"}) is not None
+    assert (await e.store.post("vp"))["author_id"] == "vera"
+    assert await e.store.hours_entry("h1") is not None
+    assert (await e.store.counters.totals())["hours"] == 3.0
+
+    # The erasure again, twice: finished, the hours taken back from the counters once.
+    e.store.hours.find = hours_read  # type: ignore[method-assign]
+    await e.members.forget("vera")
+    await e.members.forget("vera")
+    assert await e.store.idempotency.find({}).to_list(None) == []
+    assert await e.store.decision_requests.find({}).to_list(None) == []
+    post = await e.store.post("vp")
+    assert (post["author_id"], post["title"]) == (None, "")
+    assert await e.store.hours_entry("h1") is None
+    assert set((await e.store.standings(["vera"]))["vera"]) == {"_id", "erased", "version"}
+    assert (await e.store.counters.totals())["hours"] == 0

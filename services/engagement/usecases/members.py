@@ -4,6 +4,7 @@ the standings' copies of member fields, and the facts joined and referral."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.engagement.store import RANK_FIELDS, EngagementStore
 from services.engagement.usecases.base import Batch, Erase
 from shared.clock import Clock, epoch_ms, utcnow
 from shared.events import EventData, MemberJoined, MemberLeft, MemberUpdated
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -23,8 +25,16 @@ class MemberEvents:
     counted transitions, one ordered bulk write of the projection, then the batch's facts in
     one write per member (scoring.py, its own unit of work)."""
 
-    def __init__(self, store: EngagementStore, scoring: Scoring, erase: Erase, clock: Clock):
+    def __init__(
+        self,
+        store: EngagementStore,
+        unit_of_work: Callable[[], UnitOfWork],
+        scoring: Scoring,
+        erase: Erase,
+        clock: Clock,
+    ) -> None:
         self.store = store
+        self.unit_of_work = unit_of_work
         self.scoring = scoring
         self.erase = erase
         self.clock = clock
@@ -89,14 +99,17 @@ class MemberEvents:
     async def forget(self, member_id: str) -> None:
         """Forget an erased member here, and erase what our own stream says about them: the
         events whose subject is their id, and the post-created events of their posts (titles).
-        Erased first: a retry after a failure finds the same posts still attributed."""
+        Erased first: a retry after a failure finds the same posts still attributed. The
+        erasure's writes are staged in one unit of work, committed on leaving it: one that
+        fails before has written none of them (erasure.py)."""
         post_ids = await erasure.post_ids_of(self.store, member_id)
         # None of these may be published after the erasure.
         await erasure.drop_post_events(self.store, post_ids)
         await self.erase("ENGAGEMENT", f"engagement.*.{member_id}")
         for post_id in post_ids:
             await self.erase("ENGAGEMENT", f"engagement.post-created.{post_id}")
-        await erasure.erase_member(self.store, member_id)
+        async with self.unit_of_work() as uow:
+            await erasure.erase_member(self.store, uow, member_id)
         log.info("erased member %s (%d post(s) anonymised)", member_id, len(post_ids))
 
 
