@@ -12,7 +12,9 @@ its step: nothing reaches the database before the use case commits, and the comm
 the events the writes carry. Two writes commit themselves, because their outcome is what they
 answer and reading it is this module's knowledge: the standings' version-guarded bulk (`write`:
 which members lost the race) and the drift episode's two guards (`flag_drift`). Reads, and the
-writes no use case makes (projections, the jobs' bookkeeping, index set-up), stay direct.
+writes no use case's unit of work makes (the projections an event handler keeps, the kept
+counters' deltas of member and activity events, the notes of first answers and counted
+referrals, the jobs' bookkeeping, index set-up), stay direct: docs/engagement.md lists them.
 """
 
 from __future__ import annotations
