@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import random
 import sqlite3
@@ -294,7 +295,9 @@ async def seed_store(db: Any, count: int, now: datetime, grain: float) -> Any:
                                    title="t", created_at=t)  # fmt: skip
                 posts.append((new_event(post), post))
     if hasattr(usecases, "MemberEvents"):  # the use cases as classes, on the clock given
-        members = usecases.MemberEvents(store, scoring, erase, lambda: now)
+        ports = inspect.signature(usecases.MemberEvents).parameters
+        uow = (scoring.unit_of_work,) if "unit_of_work" in ports else ()  # the staged writes
+        members = usecases.MemberEvents(store, *uow, scoring, erase, lambda: now)
         activity = usecases.Activity(store, scoring, lambda: now)
         apply, record = members.apply, activity.record
     else:  # an older checkout: module functions taking their ports
@@ -304,7 +307,8 @@ async def seed_store(db: Any, count: int, now: datetime, grain: float) -> Any:
         await apply(joins[k : k + 100])
     for k in range(0, len(posts), 100):
         await record(posts[k : k + 100])
-    return Insights(store, rules)
+    staged = "unit_of_work" in inspect.signature(Insights).parameters
+    return Insights(store, rules, scoring.unit_of_work) if staged else Insights(store, rules)
 
 
 class Finds(monitoring.CommandListener):
