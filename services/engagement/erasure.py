@@ -64,6 +64,13 @@ async def uncount(store: EngagementStore, uow: UnitOfWork, member_id: str) -> No
     store.count(uow, deltas)
 
 
+async def finished(store: EngagementStore, member_ids: list[str]) -> set[str]:
+    """Those of these members whose erasure here is finished: their standing is a tombstone
+    (the erasure's last write)."""
+    found = await store.standings(member_ids)
+    return {m for m, doc in found.items() if doc.get("erased")}
+
+
 async def erase_member(store: EngagementStore, uow: UnitOfWork, member_id: str) -> None:
     """Stage forgetting a member's personal data in every collection (the module's text says
     what stays), in the order the commit makes it."""
@@ -92,5 +99,7 @@ async def erase_member(store: EngagementStore, uow: UnitOfWork, member_id: str) 
     )
     uow.delete(store.hours, where(member_id=member_id))
     uow.update_many(store.hours, where(decided_by=member_id), {"$set": {"decided_by": None}})
-    store.erase_standing(uow, member_id)
     uow.delete(store.returns, where(member_id=member_id))
+    # Last: the standing's tombstone says the erasure here is finished (a commit that failed
+    # before it leaves no tombstone, and the redelivered member-left erases again).
+    store.erase_standing(uow, member_id)

@@ -131,3 +131,33 @@ async def test_an_erasure_that_fails_before_its_commit_writes_nothing_and_its_re
     assert await e.store.hours_entry("h1") is None
     assert set((await e.store.standings(["vera"]))["vera"]) == {"_id", "erased", "version"}
     assert (await e.store.counters.totals())["hours"] == 0
+
+
+async def test_a_member_left_redelivered_after_its_erasure_failed_midway_finishes_it_once():
+    e = engagement_on_memory()
+    await e.store.ensure_indexes()
+    await vera_with_a_post_an_approved_entry_and_kept_answers(e)
+    hours_read = e.store.hours.find
+
+    def failing_hours_read(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    e.store.hours.find = failing_hours_read  # type: ignore[method-assign]
+    left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
+    event = new_event(left)
+    with pytest.raises(RuntimeError, match="went away"):
+        await e.at(NOW).members.apply([(event, left)])
+    # The projection says erased already; what the erasure was to write is not written.
+    assert (await e.store.members_by_id(["vera"]))["vera"]["status"] == "erased"
+    assert (await e.store.post("vp"))["author_id"] == "vera"
+
+    # The consumer redelivers the same event: the erasure is done, once; a third is a no-op.
+    e.store.hours.find = hours_read  # type: ignore[method-assign]
+    await e.at(NOW).members.apply([(event, left)])
+    await e.at(NOW).members.apply([(event, left)])
+    post = await e.store.post("vp")
+    assert (post["author_id"], post["title"]) == (None, "")
+    assert await e.store.hours_entry("h1") is None
+    assert await e.store.idempotency.find({}).to_list(None) == []
+    assert set((await e.store.standings(["vera"]))["vera"]) == {"_id", "erased", "version"}
+    assert (await e.store.counters.totals())["hours"] == 0

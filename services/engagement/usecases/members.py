@@ -54,8 +54,12 @@ class MemberEvents:
         deltas = []
         copies: dict[str, Copy] = {}
         erased: list[str] = []
+        unfinished = await self._unfinished_erasures(batch, status)
         for _, data in batch:
             member_id = getattr(data, "member_id", None)
+            if member_id in unfinished:
+                erased.append(member_id)  # an erasure that failed midway: redelivered, redone
+                unfinished.discard(member_id)
             if member_id is None or status.get(member_id) == "erased":
                 continue  # a replayed event must not bring an erased member's data back
             if isinstance(data, MemberJoined):
@@ -80,6 +84,18 @@ class MemberEvents:
         for member_id in erased:
             await self.forget(member_id)
         await self._score(batch, status, copies, now)
+
+    async def _unfinished_erasures(self, batch: Batch, status: dict[str, Any]) -> set[str]:
+        """Members already erased in the projection whose member-left with erase came again
+        and whose erasure here did not finish (it failed after the projection's tombstone)."""
+        again = [
+            d.member_id
+            for _, d in batch
+            if isinstance(d, MemberLeft) and d.erase and status.get(d.member_id) == "erased"
+        ]
+        if not again:
+            return set()
+        return set(again) - await erasure.finished(self.store, again)
 
     async def _score(
         self, batch: Batch, status: dict[str, Any], copies: dict[str, Copy], now: datetime
