@@ -68,7 +68,7 @@ def use_cases(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSett
     the time from the runtime's clock."""
     uow, clock = runtime.unit_of_work, runtime.clock
     ledger = Ledger(store, uow)
-    tally = ShiftTally(store)
+    tally = ShiftTally(store, uow)
     grace = timedelta(minutes=settings.noshow_grace_minutes)
     return Activities(
         store=store,
@@ -77,7 +77,7 @@ def use_cases(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSett
         planning=Planning(store, ledger, uow, clock),
         attendance=Attendance(store, ledger, tally, uow, grace, clock),
         tally=tally,
-        links=CheckinLinks(store, settings.public_url, clock),
+        links=CheckinLinks(store, uow, settings.public_url, clock),
         members=MembersFollower(store, ledger, uow, runtime.bus.erase),
         gauges=CommunityGauges(runtime.metrics),
         grace=grace,

@@ -3,9 +3,10 @@
 - `activities`: an activity's definition (its shifts' definitions keyed by shift id) and the
   events about it (activity-published, -changed, -cancelled) in its outbox;
 - `shifts`: one ledger per shift (domain.new_ledger): seats and waitlist, counters, check-in
-  code; the writes to it are in `usecases/ledger.py` and `usecases/tally.py`;
+  code; its writes are staged by `ledger_store.py`;
 - `signups`: one document per member and shift (a sign-up, or the walk-in a check-in made),
-  carrying the member's events (signed-up, sign-up-changed, attended, no-show);
+  carrying the member's events (signed-up, sign-up-changed, attended, no-show); its writes are
+  staged by `signup_store.py`;
 - `members`: this service's projection of the members (status and display name);
 - `checkin_links`: the coordinators' check-in links, by the SHA-256 of their token;
 - `jobs`: leases of the periodic jobs.
@@ -13,30 +14,38 @@
 Every filter on a field other than `_id` is built by `shared.query.where` (the indexed form on
 both servers); which index serves which query is in docs/activities.md, "Queries and indexes".
 Times that are compared or set by path are epoch milliseconds (`*_ms`).
+
+Reads are `async`. A write is staged in the unit of work the use case gives (`def
+insert_activity(self, uow, ...) -> Step`): nothing is written until the use case commits it.
+The one exception is the members projection, which an event handler writes without events.
 """
 
 from __future__ import annotations
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.results import DeleteResult, UpdateResult
 
 from services.activities.domain import LIVE
+from services.activities.ledger_store import LEDGER_FIGURES, LedgerWrites
 from services.activities.presence import FIGURES
+from services.activities.signup_store import SignupWrites
 from shared.documents import Doc
+from shared.events import CloudEvent
+from shared.http import requests_of
 from shared.outbox_layout import without_outbox
 from shared.projection import MemberProjection
 from shared.query import count, where
+from shared.uow import Step, UnitOfWork
 
 #: What the members projection keeps (shared/projection.py): the name shows on the check-in
 #: page and the shift's list; nothing else is needed here.
 PROJECTED_FIELDS = ("display_name",)
-#: A ledger read without its rosters and markers: what a page or a report needs.
-LEDGER_FIGURES = {"seats": 0, "queue": 0, "unsettled": 0, "counted": 0}
 #: Lower than every listing key: the first page is a range on the key too.
 FIRST_KEY = ""
 
 
-class ActivitiesStore:
+class ActivitiesStore(LedgerWrites, SignupWrites):
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.activities = db["activities"]
         self.shifts = db["shifts"]
@@ -117,6 +126,32 @@ class ActivitiesStore:
     async def unsynced_activities(self, before_ms: int, limit: int) -> list[str]:
         query = where(sync_due_ms={"$lte": before_ms})
         return [d["_id"] async for d in self.activities.find(query, {"_id": 1}).limit(limit)]
+
+    def insert_activity(
+        self, uow: UnitOfWork, activity: Doc, events: list[CloudEvent]
+    ) -> Step[None]:
+        """Stage a new activity with its events (a duplicate key at commit: made before)."""
+        return uow.insert(self.activities, activity, events)
+
+    def change_activity(
+        self, uow: UnitOfWork, activity_id: str, version: int, fields: Doc, events: list[CloudEvent]
+    ) -> Step[Doc | None]:
+        """Stage a change of the activity at `version`, with its events. Outcome: the activity
+        after, None when another change came first."""
+        guard = where({"_id": activity_id, "version": version})
+        return uow.find_one_and_update(self.activities, guard, {"$set": fields}, events)
+
+    def cancel_activity(
+        self, uow: UnitOfWork, activity_id: str, status: str, fields: Doc, events: list[CloudEvent]
+    ) -> None:
+        """Stage the cancel (`fields`) of the activity still in `status`, with its events."""
+        guard = where({"_id": activity_id, "status": status})
+        uow.update(self.activities, guard, {"$set": fields, "$inc": {"version": 1}}, events)
+
+    def activity_synced(self, uow: UnitOfWork, activity_id: str, version: int) -> None:
+        """Stage the end of a sync: the activity at `version` is due no more."""
+        guard = where({"_id": activity_id, "version": version})
+        uow.update(self.activities, guard, {"$unset": {"sync_due_ms": ""}})
 
     # -- ledgers ---------------------------------------------------------------------------------
 
@@ -231,6 +266,36 @@ class ActivitiesStore:
             return {}
         found = self.members.find({"_id": {"$in": list(dict.fromkeys(ids))}})
         return {d["_id"]: d async for d in found}
+
+    def claim_first(self, uow: UnitOfWork, signup: Doc) -> Step[UpdateResult]:
+        """Stage the claim of the sign-up as its active member's first attendance ever
+        (matched only while the member has none)."""
+        guard = {"_id": signup["member_id"], "status": "active", "first_signup": {"$exists": False}}
+        first = {"first_signup": signup["_id"], "first_activity": signup["activity_id"]}
+        return uow.update(self.members, where(guard), {"$set": first})
+
+    # -- check-in links --------------------------------------------------------------------------
+
+    def insert_link(self, uow: UnitOfWork, link: Doc) -> None:
+        uow.insert(self.links, link)
+
+    def revoke_links(self, uow: UnitOfWork, activity_id: str) -> Step[DeleteResult]:
+        """Stage the delete of the activity's check-in links (a revoked link is deleted)."""
+        return uow.delete(self.links, where(activity_id=activity_id))
+
+    # -- erasure ---------------------------------------------------------------------------------
+
+    def erase_names(self, uow: UnitOfWork, member_id: str, erased: str) -> None:
+        """Stage the member's name replaced by `erased` where others' documents keep it: what
+        they recorded as a coordinator (sign-ups, check-in links) and the activities they
+        organised; and the delete of the Idempotency-Key records of requests about them
+        (they keep the answers)."""
+        for recorded in (self.signups, self.links):
+            named = where(recorded_by=member_id)
+            uow.update_many(recorded, named, {"$set": {"recorded_by": erased}})
+        organised = where(organiser_id=member_id)
+        uow.update_many(self.activities, organised, {"$set": {"organiser_id": erased}})
+        uow.delete(self.idempotency, requests_of(member_id))
 
 
 def live(status: str) -> bool:

@@ -39,13 +39,15 @@ class ActivitiesWorld:
         self.clock = Clock()
         self.purged: list[tuple[str, str]] = []
         self.ledger = Ledger(self.store, self.unit_of_work)
-        self.tally = ShiftTally(self.store)
+        self.tally = ShiftTally(self.store, self.unit_of_work)
         self.signups = SignUps(self.store, self.ledger, self.unit_of_work, self.clock)
         self.planning = Planning(self.store, self.ledger, self.unit_of_work, self.clock)
         self.attendance = Attendance(
             self.store, self.ledger, self.tally, self.unit_of_work, grace, self.clock
         )
-        self.links = CheckinLinks(self.store, "https://sarafan.example.org", self.clock)
+        self.links = CheckinLinks(
+            self.store, self.unit_of_work, "https://sarafan.example.org", self.clock
+        )
         self.members = MembersFollower(self.store, self.ledger, self.unit_of_work, self._purge)
 
     def unit_of_work(self) -> UnitOfWork:

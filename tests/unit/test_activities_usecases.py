@@ -333,3 +333,84 @@ async def test_an_erasure_that_fails_while_anonymising_leaves_every_sign_up_for_
     await w.members.apply([left], w.clock())  # the redelivery finds both
     assert all(w.signup_doc(i)["member_id"].startswith("erased-") for i in ids)
     assert [w.signup_doc(i)["status"] for i in ids] == ["cancelled", "cancelled"]
+
+
+async def test_figures_that_fail_before_their_commit_move_no_counter_and_count_once_later():
+    w = ActivitiesWorld()
+    activity = await w.activity((2,))
+    sid = w.shift_ids(activity)[0]
+    await w.sign_up(activity, await w.member("a"))
+    w.clock.advance(timedelta(days=1, minutes=10))
+    mark = Mark(sid, "a", "check-in", None, "m_coord", activity["_id"])
+    # The shift's counters are staged, staging the clearing of `uncounted_ms` fails: neither
+    # is made (before the unit of work, the counters were written at once).
+    w.tally.unit_of_work = staging_dies(w, "bulk", after=1)
+    with pytest.raises(Died):
+        await w.attendance.record(mark, w.clock())
+    signup = await w.store.signup_of(sid, "a")
+    assert signup is not None and signup["att"] == "present" and "uncounted_ms" in signup
+    assert w.ledger_doc(sid)["attended"] == 0 and w.ledger_doc(sid)["counted"] == {}
+    # The repair counts it (from the sign-up's state), once however often.
+    w.tally.unit_of_work = w.unit_of_work
+    for _ in range(2):
+        await w.tally.count(signup, w.clock())
+    doc = w.ledger_doc(sid)
+    assert (doc["attended"], doc["first_timers"]) == (1, 1)
+    assert "uncounted_ms" not in w.signup_doc(signup["_id"])
+
+
+async def test_an_erasure_that_fails_before_its_commit_leaves_every_name_for_its_retry():
+    w = ActivitiesWorld()
+    activity = await w.activity((2,))
+    member = await w.member("olga")
+    signup = (await w.sign_up(activity, member)).signup
+    await w.links.create(activity["_id"], member, w.clock())
+    left = MemberLeft(member_id="olga", erase=True, left_at=w.clock())
+    # Staged: the sign-up anonymised, the names in others' documents; staging the delete of
+    # the Idempotency-Key records fails: nothing of it is made (not even the coordinator's
+    # name on the link, which used to be erased at once).
+    w.members.unit_of_work = staging_dies(w, "delete")
+    with pytest.raises(Died):
+        await w.members.apply([left], w.clock())
+    assert w.signup_doc(signup["_id"])["member_id"] == "olga"
+    assert [d["recorded_by"] for d in w.db["checkin_links"].documents()] == ["olga"]
+    assert w.db["activities"].documents()[0]["organiser_id"] == "m_org"
+    w.members.unit_of_work = w.unit_of_work
+    await w.members.apply([left], w.clock())  # the redelivery erases it all
+    assert w.signup_doc(signup["_id"])["member_id"].startswith("erased-")
+    assert [d["recorded_by"] for d in w.db["checkin_links"].documents()] == ["erased"]
+
+
+def record_writes(world: ActivitiesWorld) -> list[tuple[str, str]]:
+    """Record (collection, command) of each write the database sees, in order."""
+    sent: list[tuple[str, str]] = []
+    for coll in (world.store.signups, world.store.shifts):
+        for name in ("insert_one", "update_one", "find_one_and_update", "delete_many"):
+            original = getattr(coll, name)
+
+            async def recorded(*args, _original=original, _name=name, _coll=coll.name, **kw):
+                sent.append((_coll, _name))
+                return await _original(*args, **kw)
+
+            setattr(coll, name, recorded)
+    return sent
+
+
+async def test_the_seat_ledger_decides_first_and_the_sign_up_follows_in_every_transition():
+    """The order docs/activities.md, "No overbooking", relies on: each transition's ledger
+    write, then the sign-up's, then the mark cleared; one transition after the other."""
+    w = ActivitiesWorld()
+    activity = await w.activity((1,))
+    a = await w.sign_up(activity, await w.member("a"))
+    await w.member("b")
+    sent = record_writes(w)
+    b = await w.sign_up(activity, "b")
+    assert b.signup["status"] == "waitlisted"
+    follows = [("signups", "update_one"), ("shifts", "update_one")]  # the sign-up, the mark
+    claim = [("signups", "insert_one"), ("shifts", "find_one_and_update")]
+    assert sent == [*claim, ("shifts", "find_one_and_update"), *follows]  # no seat: the line
+    sent.clear()
+    await w.signups.cancel(a.signup, "cancelled-by-member", w.clock())
+    # a gives the seat back (and follows), then b is promoted into it (and follows).
+    assert sent == [("shifts", "update_one"), *follows, ("shifts", "update_one"), *follows]
+    assert w.signup_doc(b.signup["_id"])["status"] == "confirmed"

@@ -26,9 +26,9 @@ from services.activities.usecases.tally import ShiftTally
 from shared.clock import Clock, epoch_ms, from_ms
 from shared.documents import Doc
 from shared.events import Attended, NoShow, new_event
-from shared.query import order_key, where
+from shared.query import order_key
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
-from shared.uow import UnitOfWork, Write
+from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.activities")
 
@@ -125,9 +125,8 @@ class Attendance:
                 "walk_in": walk_in,
                 "uncounted_ms": epoch_ms(now),
             }
-            await self.store.signups.update_one(
-                where({"_id": signup["_id"], "att": {"$exists": False}}), {"$set": fields}
-            )
+            async with self.unit_of_work() as uow:  # committed on leaving, before the read
+                self.store.mark_present(uow, signup["_id"], fields)
             signup = await self.store.signup(signup["_id"]) or signup
         await self.tally.count(signup, now)
         return signup
@@ -156,7 +155,9 @@ class Attendance:
             "uncounted_ms": now_ms,
         }
         try:
-            await self.store.signups.insert_one(doc)
+            # A duplicate key means a twin check-in was first: committed here to read it.
+            async with self.unit_of_work() as uow:
+                await uow.commit(self.store.insert_signup(uow, doc))
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
@@ -198,12 +199,7 @@ class Attendance:
         if out_ms is not None:
             fields["checked_out_ms"] = out_ms
         async with self.unit_of_work() as uow:  # committed on leaving, before the read below
-            uow.update(
-                self.store.signups,
-                where({"_id": signup["_id"], "att": "present"}),
-                {"$set": fields},
-                [new_event(event, time=now)],
-            )
+            self.store.mark_attended(uow, signup["_id"], fields, [new_event(event, time=now)])
         await self.tally.count(await self.store.signup(signup["_id"]) or signup, now)
 
     async def no_show(self, signup: Doc, now: datetime) -> Doc:
@@ -221,17 +217,9 @@ class Attendance:
         and their figures in two more, per batch; not three writes per member."""
         for first in range(0, len(signups), NO_SHOW_BATCH):
             batch = signups[first : first + NO_SHOW_BATCH]
-            writes = [
-                Write.update(
-                    s["_id"],
-                    where({"_id": s["_id"], "status": "confirmed", "att": {"$exists": False}}),
-                    {"$set": {"att": "no-show", "uncounted_ms": epoch_ms(now)}},
-                    [new_event(_no_show_event(s), time=now)],
-                )
-                for s in batch
-            ]
+            no_shows = [(s, new_event(_no_show_event(s), time=now)) for s in batch]
             async with self.unit_of_work() as uow:  # committed on leaving, before the read
-                uow.bulk(self.store.signups, writes)
+                self.store.mark_no_shows(uow, no_shows, epoch_ms(now))
             after = await self.store.signups_by_id([s["_id"] for s in batch])
             marked = [d for d in after.values() if d.get("att") == "no-show"]
             await self.tally.count_many(marked, now)
@@ -271,10 +259,9 @@ class Attendance:
             )
             for signup in await self.store.present(shift_id):
                 await self._attended(ledger, signup, None, now)
-        done = await self.store.shifts.update_one(
-            where({"_id": shift_id, "due_ms": int(ledger["due_ms"])}),
-            {"$unset": {"due_ms": ""}, "$set": {"closed_ms": epoch_ms(now)}},
-        )
+        async with self.unit_of_work() as uow:  # closed by this run, or by a twin: it decides
+            closing = self.store.close_ledger(uow, shift_id, int(ledger["due_ms"]), epoch_ms(now))
+            done = await uow.commit(closing)
         return int(done.modified_count)
 
 

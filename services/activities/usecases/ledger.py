@@ -11,13 +11,17 @@ concurrent claims on ten free seats find exactly ten matches, on MongoDB and on 
 
 Then the sign-up document follows: `settle` moves it to the marked state with its event
 (signed-up, sign-up-changed) in one guarded update (its attempt, and the state it must come
-from), committed on its own through the unit of work (its outcome decides the next step), and
-then clears the mark. Whoever made the mark settles it; if that process died in between,
-the sweeper (`repair`) finds the ledger by its `unsettled_n` counter and settles it. Settling is
-a comparison of two states, not a replay of a delta, so it can run twice, late or concurrently
-without counting anything twice. A mark whose sign-up cannot follow any more (it was withdrawn
-meanwhile) is undone in the ledger in the same update that clears it. One sign-up has at most
-one mark at a time: a new transition waits until the last one is settled (it settles it).
+from), and then clears the mark. Whoever made the mark settles it; if that process died in
+between, the sweeper (`repair`) finds the ledger by its `unsettled_n` counter and settles it.
+Settling is a comparison of two states, not a replay of a delta, so it can run twice, late or
+concurrently without counting anything twice. A mark whose sign-up cannot follow any more (it
+was withdrawn meanwhile) is undone in the ledger in the same update that clears it. One sign-up
+has at most one mark at a time: a new transition waits until the last one is settled (it
+settles it).
+
+Every write is staged by the store (`ledger_store.py`, `signup_store.py`) in a unit of work and
+committed on its own, right where it is made: each outcome decides the next step, and the order
+in which the database sees the writes is what makes every crash point recoverable.
 
 docs/activities.md, "No overbooking", walks through every crash point.
 """
@@ -36,7 +40,6 @@ from services.activities.store import ActivitiesStore
 from shared.clock import epoch_ms
 from shared.documents import Doc
 from shared.events import SignedUp, SignUpChanged, new_event
-from shared.query import where
 from shared.store import projected
 from shared.uow import UnitOfWork
 
@@ -56,14 +59,6 @@ class Claimed:
 
     signup: Doc
     position: int | None = None
-
-
-def _absent(signup_id: str) -> Doc:
-    return {
-        f"seats.{signup_id}": {"$exists": False},
-        f"queue.{signup_id}": {"$exists": False},
-        f"unsettled.{signup_id}": {"$exists": False},
-    }
 
 
 def _mark(
@@ -101,28 +96,14 @@ class Ledger:
         Raises Conflict when the shift takes no sign-ups (not published, waitlist full)."""
         sid, su, k = signup["shift_id"], signup["_id"], int(signup["attempt"])
         now_ms = epoch_ms(now)
-        open_shift = {"_id": sid, "status": "published", **_absent(su)}
         mark = _mark(k, "confirmed", ["pending"], None, "seat", False, now_ms)
-        seat = await self.store.shifts.find_one_and_update(
-            where({**open_shift, "free": {"$gt": 0}}),
-            {
-                "$set": {f"seats.{su}": k, f"unsettled.{su}": mark},
-                "$inc": {"free": -1, "confirmed": 1, "unsettled_n": 1},
-            },
-            projection=COUNTERS,
-        )
+        async with self.unit_of_work() as uow:  # the seat, if one is free, decides
+            seat = await uow.commit(self.store.claim_seat(uow, sid, su, k, mark))
         if seat is not None:
             return Claimed(await self.settle(sid, su, now) or signup)
         mark = _mark(k, "waitlisted", ["pending"], None, "queue", False, now_ms)
-        after = await self.store.shifts.find_one_and_update(
-            where({**open_shift, "waitlisted": {"$lt": WAITLIST_MAX}}),
-            {
-                "$set": {f"queue.{su}": k, f"unsettled.{su}": mark},
-                "$inc": {"waitlisted": 1, "wait_seq": 1, "unsettled_n": 1},
-            },
-            projection=COUNTERS,
-            return_document=True,
-        )
+        async with self.unit_of_work() as uow:  # else a place in line, if there is room
+            after = await uow.commit(self.store.join_queue(uow, sid, su, k, mark, WAITLIST_MAX))
         if after is not None:
             # The line as it stood when this member joined its end (commit order, so fifty
             # concurrent sign-ups read fifty different values), and the ticket that keeps
@@ -171,15 +152,9 @@ class Ledger:
             if current is None or current["status"] not in ("confirmed", "waitlisted"):
                 return current or signup
             k, held = int(current["attempt"]), current["status"]
-            roster, counter = (
-                ("seats", "confirmed") if held == "confirmed" else ("queue", "waitlisted")
-            )
             mark = _mark(k, "cancelled", [held], reason, None, quiet, epoch_ms(now))
-            inc = {counter: -1, "unsettled_n": 1, **({"free": 1} if held == "confirmed" else {})}
-            done = await self.store.shifts.update_one(
-                where({"_id": sid, f"{roster}.{su}": k, f"unsettled.{su}": {"$exists": False}}),
-                {"$unset": {f"{roster}.{su}": ""}, "$set": {f"unsettled.{su}": mark}, "$inc": inc},
-            )
+            async with self.unit_of_work() as uow:  # the ledger gives the place back first
+                done = await uow.commit(self.store.give_back(uow, sid, su, k, held, mark))
             # Not matched: a transition of this sign-up is still unsettled; settle it first.
             await self.settle(sid, su, now)
             if done.modified_count:
@@ -204,22 +179,8 @@ class Ledger:
                 break  # those waiting are not settled yet: the sweeper comes back
             su, k = first["_id"], int(first["attempt"])
             mark = _mark(k, "confirmed", ["waitlisted"], "promoted", "seat", False, epoch_ms(now))
-            done = await self.store.shifts.update_one(
-                where(
-                    {
-                        "_id": shift_id,
-                        "status": "published",
-                        "free": {"$gt": 0},
-                        f"queue.{su}": k,
-                        f"unsettled.{su}": {"$exists": False},
-                    }
-                ),
-                {
-                    "$unset": {f"queue.{su}": ""},
-                    "$set": {f"seats.{su}": k, f"unsettled.{su}": mark},
-                    "$inc": {"free": -1, "confirmed": 1, "waitlisted": -1, "unsettled_n": 1},
-                },
-            )
+            async with self.unit_of_work() as uow:  # the seat moves in the ledger first
+                done = await uow.commit(self.store.promote_seat(uow, shift_id, su, k, mark))
             await self.settle(shift_id, su, now)
             if done.modified_count:
                 promoted += 1
@@ -274,48 +235,37 @@ class Ledger:
             if position is None and to == "waitlisted":
                 position = await self.store.waitlist_position(sid, int(changes["ticket"]))
             events.append(new_event(_event(signup, to, mark.get("reason"), position), time=now))
-        guard = where({"_id": su, "attempt": int(mark["k"]), "status": {"$in": list(mark["from"])}})
         # The sign-up's guarded move decides what follows (clear the mark, or compare again):
         # it is committed here, on its own, before anything else is written.
         async with self.unit_of_work() as uow:
-            follow = uow.update(
-                self.store.signups, guard, {"$set": changes, "$unset": unset}, events
-            )
+            follow = self.store.follow_mark(uow, su, mark, changes, unset, events)
             done = await uow.commit(follow)
         return bool(done.modified_count)
 
     async def _new_ticket(self, shift_id: str) -> int:
         """A ticket for a waitlisted sign-up settled by the sweeper: the one its claim drew
         was lost with the process, so it goes to the end of the line."""
-        after = await self.store.shifts.find_one_and_update(
-            {"_id": shift_id},
-            {"$inc": {"wait_seq": 1}},
-            projection={"wait_seq": 1},
-            return_document=True,
-        )
+        async with self.unit_of_work() as uow:
+            after = await uow.commit(self.store.draw_ticket(uow, shift_id))
         return int((after or {}).get("wait_seq") or 1)
 
     async def _clear(self, shift_id: str, signup_id: str, mark: Doc) -> None:
-        await self.store.shifts.update_one(
-            where({"_id": shift_id, f"unsettled.{signup_id}.op": mark["op"]}),
-            {"$unset": {f"unsettled.{signup_id}": ""}, "$inc": {"unsettled_n": -1}},
-        )
+        async with self.unit_of_work() as uow:  # made on leaving, before the sign-up is read
+            self.store.clear_mark(uow, shift_id, signup_id, mark["op"])
 
     async def _undo(self, shift_id: str, signup_id: str, mark: Doc) -> None:
         """The sign-up did not follow (withdrawn, or moved on): the ledger gives back what
         the mark took, in the update that clears it."""
         k, undo = int(mark["k"]), mark.get("undo")
         held = "seats" if undo == "seat" else "queue" if undo == "queue" else None
-        guard: Doc = {"_id": shift_id, f"unsettled.{signup_id}.op": mark["op"]}
-        update: Doc = {"$unset": {f"unsettled.{signup_id}": ""}, "$inc": {"unsettled_n": -1}}
+        taken = None
         if held is not None:
             ledger = await self.store.ledger(shift_id, {f"{held}.{signup_id}": 1})
             if projected(ledger, f"{held}.{signup_id}") == k:
-                guard[f"{held}.{signup_id}"] = k
-                update["$unset"][f"{held}.{signup_id}"] = ""
-                counter = {"free": 1, "confirmed": -1} if held == "seats" else {"waitlisted": -1}
-                update["$inc"].update(counter)
-        done = await self.store.shifts.update_one(where(guard), update)
+                taken = (held, k)
+        async with self.unit_of_work() as uow:
+            undone = self.store.undo_mark(uow, shift_id, signup_id, mark["op"], taken)
+            done = await uow.commit(undone)
         if done.modified_count:
             log.info(
                 "sign-up %s did not follow its %s; undone in the ledger", signup_id, mark["to"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,7 +21,7 @@ from services.activities.domain import Conflict, NotFound
 from services.activities.store import ActivitiesStore
 from shared.clock import Clock, epoch_ms, from_ms
 from shared.documents import Doc
-from shared.query import where
+from shared.uow import UnitOfWork
 
 #: Where a link's page is served, below the service's public address.
 CHECKIN_PATH = "/checkin/"
@@ -55,8 +56,15 @@ class Opened:
 
 
 class CheckinLinks:
-    def __init__(self, store: ActivitiesStore, public_url: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: ActivitiesStore,
+        unit_of_work: Callable[[], UnitOfWork],
+        public_url: str,
+        clock: Clock,
+    ) -> None:
         self.store = store
+        self.unit_of_work = unit_of_work
         self.public_url = public_url.rstrip("/")
         self.clock = clock
 
@@ -76,22 +84,23 @@ class CheckinLinks:
             raise Conflict("activity_ended", f"activity {activity_id} has ended")
         await self.revoke(activity_id)
         token = secrets.token_urlsafe(32)
-        await self.store.links.insert_one(
-            {
-                "_id": token_hash(token),
-                "activity_id": activity_id,
-                "expires_ms": ends_ms,
-                "created_ms": epoch_ms(now),
-                "recorded_by": recorded_by,
-            }
-        )
+        link = {
+            "_id": token_hash(token),
+            "activity_id": activity_id,
+            "expires_ms": ends_ms,
+            "created_ms": epoch_ms(now),
+            "recorded_by": recorded_by,
+        }
+        async with self.unit_of_work() as uow:  # made on leaving, after the revoke
+            self.store.insert_link(uow, link)
         return Link(f"{self.public_url}{CHECKIN_PATH}{token}", from_ms(ends_ms), activity_id)
 
     async def revoke(self, activity_id: str) -> int:
         """Revoke the activity's link (none is fine); NotFound for an unknown activity."""
         if await self.store.activity(activity_id) is None:
             raise NotFound("activity", activity_id)
-        done = await self.store.links.delete_many(where(activity_id=activity_id))
+        async with self.unit_of_work() as uow:  # committed here: its count is the answer
+            done = await uow.commit(self.store.revoke_links(uow, activity_id))
         return int(done.deleted_count)
 
     async def open(self, token: str, now: datetime | None = None) -> Opened:

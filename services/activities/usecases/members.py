@@ -23,8 +23,6 @@ from services.activities.store import ActivitiesStore
 from services.activities.usecases.ledger import Ledger
 from shared.clock import epoch_ms
 from shared.events import EventData, MemberLeft
-from shared.http import forget_requests_of
-from shared.outbox_layout import FORGET_DEAD_EVENTS, drop_pending
 from shared.query import where
 from shared.uow import UnitOfWork
 
@@ -68,14 +66,7 @@ class MembersFollower:
                 await self.ledger.cancel(signup, "cancelled-by-member", now, quiet=erase)
             elif signup["status"] == "pending":
                 async with self.unit_of_work() as uow:  # made before the next sign-up's turn
-                    uow.update(
-                        self.store.signups,
-                        where({"_id": signup["_id"], "status": "pending"}),
-                        {
-                            "$set": {"status": "cancelled"},
-                            "$unset": {"live_end_ms": "", "pending_ms": ""},
-                        },
-                    )
+                    self.store.cancel_pending(uow, signup["_id"])
         if erase:
             await self.forget(member_id)
 
@@ -83,22 +74,12 @@ class MembersFollower:
         ids = [
             d["_id"] async for d in self.store.signups.find(where(member_id=member_id), {"_id": 1})
         ]
-        for event_type in MEMBER_EVENTS:
-            await drop_pending(self.store.signups, ids, event_type)
+        await self.store.drop_pending_events(ids, MEMBER_EVENTS)  # straight: before the purge
         await self.erase("ACTIVITIES", f"activities.*.{member_id}")
-        async with self.unit_of_work() as uow:  # made on leaving, before what follows
+        # One commit on leaving, in this order: every sign-up anonymised, then the names kept
+        # in others' documents, then the Idempotency-Key records.
+        async with self.unit_of_work() as uow:
             for signup_id in ids:
-                uow.update(
-                    self.store.signups,
-                    where({"_id": signup_id, "member_id": member_id}),
-                    {"$set": {"member_id": anonymous()}, "$unset": FORGET_DEAD_EVENTS},
-                )
-        for recorded in (self.store.signups, self.store.links):
-            await recorded.update_many(
-                where(recorded_by=member_id), {"$set": {"recorded_by": ERASED}}
-            )
-        await self.store.activities.update_many(
-            where(organiser_id=member_id), {"$set": {"organiser_id": ERASED}}
-        )
-        await forget_requests_of(self.store.idempotency, member_id)
+                self.store.anonymise_signup(uow, signup_id, member_id, anonymous())
+            self.store.erase_names(uow, member_id, ERASED)
         log.info("erased member %s (%d sign-up(s) anonymised)", member_id, len(ids))

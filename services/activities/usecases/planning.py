@@ -24,7 +24,7 @@ from services.activities.usecases.ledger import Ledger
 from shared.clock import Clock, epoch_ms
 from shared.documents import Doc
 from shared.events import ActivityCancelled, ActivityChanged, CloudEvent, new_event
-from shared.query import order_key, where
+from shared.query import order_key
 from shared.store import is_duplicate_key
 from shared.uow import UnitOfWork
 
@@ -86,7 +86,7 @@ class Planning:
         try:
             # A duplicate key means made before (a retry): committed here to read that outcome.
             async with self.unit_of_work() as uow:
-                await uow.commit(uow.insert(self.store.activities, doc, events))
+                await uow.commit(self.store.insert_activity(uow, doc, events))
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
@@ -95,10 +95,11 @@ class Planning:
 
     async def _insert_ledger(self, activity: Doc, shift_id: str) -> None:
         for _ in range(10):
+            ledger = domain.new_ledger(activity, shift_id, domain.new_code())
             try:
-                await self.store.shifts.insert_one(
-                    domain.new_ledger(activity, shift_id, domain.new_code())
-                )
+                # A duplicate key decides (made before, or the code drawn is taken): its own commit.
+                async with self.unit_of_work() as uow:
+                    await uow.commit(self.store.insert_ledger(uow, ledger))
                 return
             except Exception as exc:
                 if not is_duplicate_key(exc):
@@ -136,17 +137,12 @@ class Planning:
 
     async def _reserve_cuts(self, activity: Doc, change: domain.Change, now: datetime) -> None:
         for sid, new in change.shifts.items():
-            old = int(activity["shifts"][sid]["capacity"])
-            cut = old - int(new["capacity"])
-            if cut <= 0:
+            old, capacity = int(activity["shifts"][sid]["capacity"]), int(new["capacity"])
+            if capacity >= old:
                 continue
-            done = await self.store.shifts.update_one(
-                where({"_id": sid, "capacity": old, "free": {"$gte": cut}}),
-                {
-                    "$set": {"capacity": int(new["capacity"]), "sync_due_ms": epoch_ms(now)},
-                    "$inc": {"free": -cut},
-                },
-            )
+            async with self.unit_of_work() as uow:  # reserved, or refused: it decides
+                reserved = self.store.reserve_cut(uow, sid, old, capacity, epoch_ms(now))
+                done = await uow.commit(reserved)
             if done.modified_count:
                 continue
             ledger = await self.store.ledger(sid, {"confirmed": 1, "capacity": 1})
@@ -186,12 +182,7 @@ class Planning:
             events.append(new_event(changed, time=now))
         async with self.unit_of_work() as uow:
             # The version check decides (None: another change came first, redo this one).
-            written = uow.find_one_and_update(
-                self.store.activities,
-                where({"_id": activity["_id"], "version": version}),
-                {"$set": fields},
-                events,
-            )
+            written = self.store.change_activity(uow, activity["_id"], version, fields, events)
             return await uow.commit(written)
 
     async def cancel(self, activity_id: str, reason: str, now: datetime | None = None) -> Doc:
@@ -213,13 +204,8 @@ class Planning:
             "sync_due_ms": now_ms,
         }
         async with self.unit_of_work() as uow:  # both made on leaving, in this order
-            uow.update(
-                self.store.activities,
-                where({"_id": activity_id, "status": activity["status"]}),
-                {"$set": fields, "$inc": {"version": 1}},
-                events,
-            )
-            uow.delete(self.store.links, where(activity_id=activity_id))  # its check-in link
+            self.store.cancel_activity(uow, activity_id, activity["status"], fields, events)
+            self.store.revoke_links(uow, activity_id)  # its check-in link
         await self.sync(activity_id, now)
         return await self._get(activity_id)
 
@@ -233,10 +219,8 @@ class Planning:
             return
         for sid in activity.get("shifts") or {}:
             await self._sync_ledger(activity, sid, now)
-        await self.store.activities.update_one(
-            where({"_id": activity_id, "version": int(activity["version"])}),
-            {"$unset": {"sync_due_ms": ""}},
-        )
+        async with self.unit_of_work() as uow:
+            self.store.activity_synced(uow, activity_id, int(activity["version"]))
 
     async def _sync_ledger(self, activity: Doc, sid: str, now: datetime) -> None:
         ledger = await self.store.ledger(sid, {"seats": 0, "queue": 0, "counted": 0})
@@ -253,35 +237,25 @@ class Planning:
             return
         changes = {**target, "def_version": version}
         capacity, old = int(target["capacity"]), int(ledger["capacity"])
-        guard: Doc = {"_id": sid, "capacity": old, "def_version": {"$lte": version}}
         if capacity < old:
             # Seats taken since: shrink only as far as the confirmed members allow.
-            capacity = max(capacity, int(ledger["confirmed"]))
-            changes["capacity"] = capacity
-            guard["free"] = {"$gte": old - capacity}
-        update: Doc = {
-            "$set": changes,
-            "$inc": {"free": capacity - old},
-            "$unset": {"sync_due_ms": ""},
-        }
-        if ledger.get("due_ms") is not None and activity["status"] != "cancelled":
+            changes["capacity"] = max(capacity, int(ledger["confirmed"]))
+        cancelled = activity["status"] == "cancelled"
+        if ledger.get("due_ms") is not None and not cancelled:
             changes["due_ms"] = int(target["ends_ms"])
-        elif activity["status"] == "cancelled":
-            update["$unset"]["due_ms"] = ""
-        done = await self.store.shifts.update_one(where(guard), update)
-        if not done.modified_count:
-            log.info("ledger %s changed meanwhile; the sweeper syncs it again", sid)
-            return
-        if (ledger["starts_ms"], ledger["ends_ms"]) != (target["starts_ms"], target["ends_ms"]):
-            await self._move_signups(sid, int(target["starts_ms"]), int(target["ends_ms"]))
+        moved = (ledger["starts_ms"], ledger["ends_ms"]) != (target["starts_ms"], target["ends_ms"])
+        async with self.unit_of_work() as uow:
+            # The ledger's version guard decides; the sign-ups' copies of its times follow, made
+            # on leaving the block, before the promotions or cancels below.
+            synced = self.store.sync_ledger(
+                uow, sid, old, version, changes, cut=capacity < old, drop_due=cancelled
+            )
+            if not (await uow.commit(synced)).modified_count:
+                log.info("ledger %s changed meanwhile; the sweeper syncs it again", sid)
+                return
+            if moved:
+                self.store.move_signups(uow, sid, int(target["starts_ms"]), int(target["ends_ms"]))
         await self._after_sync(activity, sid, {**ledger, **changes}, now)
-
-    async def _move_signups(self, sid: str, starts_ms: int, ends_ms: int) -> None:
-        """The sign-ups' copies of the shift's times (for the overlap check and listings)."""
-        times = {"starts_ms": starts_ms, "ends_ms": ends_ms}
-        await self.store.signups.update_many(where(shift_id=sid), {"$set": times})
-        live = where(shift_id=sid, live_end_ms={"$gt": 0})
-        await self.store.signups.update_many(live, {"$set": {"live_end_ms": ends_ms}})
 
     async def _after_sync(self, activity: Doc, sid: str, ledger: Doc, now: datetime) -> None:
         if activity["status"] == "cancelled":

@@ -19,7 +19,7 @@ from services.activities.usecases.ledger import Claimed, Ledger
 from shared.clock import Clock, epoch_ms
 from shared.documents import Doc
 from shared.events import SignUpChanged, new_event
-from shared.query import order_key, where
+from shared.query import order_key
 from shared.store import is_duplicate_key
 from shared.uow import UnitOfWork
 
@@ -135,16 +135,12 @@ class SignUps:
             "created_ms": now_ms,
         }
         if existing is not None:
-            k = int(existing["attempt"])
-            done = await self.store.signups.find_one_and_update(
-                where({"_id": existing["_id"], "status": "cancelled", "attempt": k}),
-                {
-                    "$set": {**fresh, "attempt": k + 1},
-                    "$unset": {"reason": "", "cancelled_ms": "", "ticket": "", "confirmed_ms": ""},
-                },
-                return_document=True,
-            )
-            return done
+            # Reopened, or None: another request was first. Committed here: it decides.
+            async with self.unit_of_work() as uow:
+                reopened = self.store.reopen_signup(
+                    uow, existing["_id"], int(existing["attempt"]), fresh
+                )
+                return await uow.commit(reopened)
         doc = {
             "_id": signup_id,
             "activity_id": activity_id,
@@ -155,7 +151,9 @@ class SignUps:
             **fresh,
         }
         try:
-            await self.store.signups.insert_one(doc)
+            # A duplicate key means another request was first: committed here to read it.
+            async with self.unit_of_work() as uow:
+                await uow.commit(self.store.insert_signup(uow, doc))
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
@@ -164,17 +162,10 @@ class SignUps:
 
     async def _withdraw(self, pending: Doc) -> None:
         """A pending sign-up that never held anything goes back to what it was: a new one is
-        deleted, an opened one cancelled again. No event: it never happened."""
-        guard = where(
-            {"_id": pending["_id"], "status": "pending", "attempt": int(pending["attempt"])}
-        )
-        if int(pending["attempt"]) == 1:
-            await self.store.signups.delete_one(guard)
-        else:
-            await self.store.signups.update_one(
-                guard,
-                {"$set": {"status": "cancelled"}, "$unset": {"pending_ms": "", "live_end_ms": ""}},
-            )
+        deleted, an opened one cancelled again. No event: it never happened. Made on leaving
+        the block, before the refusal that follows is raised."""
+        async with self.unit_of_work() as uow:
+            self.store.withdraw_signup(uow, pending)
 
     async def drive(self, pending: Doc, now: datetime) -> Claimed:
         """Take a pending sign-up through its claim (a repeat, the sweeper). When its shift
@@ -223,15 +214,9 @@ class SignUps:
             status="confirmed",
             reason="confirmed-by-member",
         )
-        guard = where(
-            {"_id": signup["_id"], "status": "confirmed", "confirmed_ms": {"$exists": False}}
-        )
         async with self.unit_of_work() as uow:  # committed on leaving, before the read
-            uow.update(
-                self.store.signups,
-                guard,
-                {"$set": {"confirmed_ms": epoch_ms(now)}},
-                [new_event(event, time=now)],
+            self.store.confirm_coming(
+                uow, signup["_id"], epoch_ms(now), [new_event(event, time=now)]
             )
         return await self.store.signup(signup["_id"]) or signup
 

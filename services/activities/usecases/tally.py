@@ -15,13 +15,12 @@ conditional update, so the member is first once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-
-from pymongo import UpdateOne
 
 from services.activities.store import ActivitiesStore
 from shared.documents import Doc
-from shared.query import where
+from shared.uow import UnitOfWork
 
 #: Kinds of figures one sign-up counts, each at most once.
 ATTENDED, HOURS, NO_SHOW = "a", "h", "n"
@@ -46,20 +45,17 @@ def kinds_of(signup: Doc, first_time: bool) -> dict[str, Doc]:
 
 
 class ShiftTally:
-    def __init__(self, store: ActivitiesStore) -> None:
+    def __init__(self, store: ActivitiesStore, unit_of_work: Callable[[], UnitOfWork]) -> None:
         self.store = store
+        self.unit_of_work = unit_of_work
 
-    async def first_time(self, signup: Doc) -> bool:
-        """Whether this check-in is the member's first attendance ever (claimed once)."""
-        member_id, su = signup["member_id"], signup["_id"]
-        claimed = await self.store.members.update_one(
-            where({"_id": member_id, "status": "active", "first_signup": {"$exists": False}}),
-            {"$set": {"first_signup": su, "first_activity": signup["activity_id"]}},
-        )
-        if claimed.modified_count:
+    async def first_time(self, uow: UnitOfWork, signup: Doc) -> bool:
+        """Whether this check-in is the member's first attendance ever (claimed once: the
+        claim is committed here, with whatever `uow` staged before it, since it decides)."""
+        if (await uow.commit(self.store.claim_first(uow, signup))).modified_count:
             return True
-        member = await self.store.members.find_one({"_id": member_id}, {"first_signup": 1})
-        return (member or {}).get("first_signup") == su
+        found = self.store.members.find_one({"_id": signup["member_id"]}, {"first_signup": 1})
+        return ((await found) or {}).get("first_signup") == signup["_id"]
 
     async def count(self, signup: Doc, now: datetime) -> None:
         """Bring the shift's counters up to this sign-up's attendance (once per kind)."""
@@ -67,25 +63,18 @@ class ShiftTally:
 
     async def count_many(self, signups: list[Doc], now: datetime) -> None:
         """`count` for many sign-ups at once (the close job's no-shows): every counter in one
-        bulk write, each guarded by its own marker, and one clearing what was counted."""
-        counters: list[UpdateOne] = []
-        counted: list[UpdateOne] = []
-        for signup in signups:
-            state = signup.get("att")
-            first = state in ("present", "attended") and await self.first_time(signup)
-            su, sid = signup["_id"], signup["shift_id"]
-            for kind, increments in kinds_of(signup, first).items():
-                marker = f"counted.{su}:{kind}"
-                counters.append(
-                    UpdateOne(
-                        where({"_id": sid, marker: {"$exists": False}}),
-                        {"$inc": increments, "$set": {marker: 1}},
-                    )
-                )
-            if signup.get("uncounted_ms") is not None:
-                guard = {"_id": su, "uncounted_ms": int(signup["uncounted_ms"]), "att": state}
-                counted.append(UpdateOne(where(guard), {"$unset": {"uncounted_ms": ""}}))
-        if counters:
-            await self.store.shifts.bulk_write(counters, ordered=False)
-        if counted:
-            await self.store.signups.bulk_write(counted, ordered=False)
+        bulk write, each guarded by its own marker, and one clearing what was counted, both
+        made on leaving the block (after the first-time claims, each committed as it comes)."""
+        figures: list[tuple[str, str, Doc]] = []
+        async with self.unit_of_work() as uow:
+            for signup in signups:
+                state = signup.get("att")
+                first = state in ("present", "attended") and await self.first_time(uow, signup)
+                su, sid = signup["_id"], signup["shift_id"]
+                for kind, increments in kinds_of(signup, first).items():
+                    figures.append((sid, f"{su}:{kind}", increments))
+            counted = [s for s in signups if s.get("uncounted_ms") is not None]
+            if figures:
+                self.store.count_figures(uow, figures)
+            if counted:
+                self.store.clear_uncounted(uow, counted)
