@@ -195,7 +195,7 @@ class UnitOfWork:
         """Stage a `find_one_and_update` carrying `events`; its outcome is the document (after
         the change by default, without the outbox), or None when nothing matched."""
         evs, flt, upd = list(events), dict(filter), _update_with_events(update, list(events))
-        shown = {**without_outbox(), **(projection or {})}
+        shown = _hiding_outbox(projection)
         returned = ReturnDocument.AFTER if after else ReturnDocument.BEFORE
 
         async def run() -> dict[str, Any] | None:
@@ -341,6 +341,15 @@ class UnitOfWork:
         commit = Committed(list(by_coll.values()), batches, wait)
         if commit:
             await self._relay.committed(commit)
+
+
+def _hiding_outbox(projection: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A projection that never returns the outbox: an inclusion leaves it out by itself (and
+    MongoDB refuses one mixed with exclusions); otherwise the outbox's fields are excluded."""
+    given = dict(projection or {})
+    if any(v for k, v in given.items() if k != "_id"):
+        return given
+    return {**without_outbox(), **given}
 
 
 def _id_of(filter: Mapping[str, Any]) -> Any:

@@ -254,3 +254,18 @@ async def _has_sweep_index(coll) -> bool:
         spec.get("key") == [("outbox_pending", 1)]
         for spec in (await coll.index_information()).values()
     )
+
+
+async def test_find_one_and_update_takes_an_inclusion_projection_and_never_returns_the_outbox(
+    parts,
+):
+    _bus, relay, db = parts
+    seats = db["seats"]
+    await seats.insert_one({"_id": "a2", "free": 2, "roster": {"x": 1}})
+    async with UnitOfWork(relay) as uow:
+        doc = await uow.commit(
+            uow.find_one_and_update(
+                seats, {"_id": "a2"}, {"$inc": {"free": -1}}, [left("a2")], projection={"free": 1}
+            )
+        )
+    assert doc == {"_id": "a2", "free": 1}
