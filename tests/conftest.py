@@ -170,3 +170,43 @@ def pytest_collection_modifyitems(
     """The query-plan test runs after everything else: it checks what the suite recorded."""
     last = [i for i in items if i.module.__name__.endswith("test_query_plans")]
     items[:] = [i for i in items if i not in last] + last
+
+
+# -- the memory emulator mirrored on nx-27017 (tests/fakes/mirror.py) -----------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mirror-memory",
+        action="store_true",
+        help="run every call the fast tests make on the memory emulator on nx-27017 too, and "
+        "fail on any difference (also SARAFAN_MIRROR_MEMORY=1; the server is `mongo_url`)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mirror_memory(request: pytest.FixtureRequest) -> Iterator[None]:
+    from tests.fakes import mirror
+
+    if not mirror.wanted(request.config.getoption("--mirror-memory")):
+        yield
+        return
+    mirror.start(request.getfixturevalue("mongo_url"))
+    try:
+        yield
+    finally:
+        mirror.stop()
+
+
+@pytest.fixture(autouse=True)
+def _mirror_memory_check(_mirror_memory: None) -> Iterator[None]:
+    """Under the mirror: each test's collections compared whole at its end, its databases
+    dropped, and the test failed on any mismatch (even one the code under test swallowed)."""
+    from tests.fakes import mirror
+
+    yield
+    running = mirror.active()
+    if running is not None:
+        found = running.finish_test()
+        if found:
+            pytest.fail("\n\n".join(found), pytrace=False)

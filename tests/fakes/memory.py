@@ -4,28 +4,48 @@ For fast use-case tests: `MemoryDatabase()` is given where an `AsyncDatabase` is
 (`db["members"]` is a `MemoryCollection`), so a store, a `UnitOfWork` with a fake relay, or the
 bus's `processed_events` run without a server, in microseconds.
 
-What it keeps of MongoDB's behaviour, because the code under test depends on it:
+It is a verified fake of nx-27017, the server CI runs: `pytest --mirror-memory` (see
+tests/fakes/mirror.py) runs every call the fast tests make on it and on a real nx-27017 and
+fails on any difference in the answers, the errors or what is stored;
+tests/integration/test_fakes_conformance.py runs the fast tests that way. Where nx-27017 and
+MongoDB differ (tests/integration/test_mongo_conformance.py), this follows nx-27017.
+
+What it keeps of the server's behaviour, because the code under test depends on it:
 - documents are copied in and out (a caller mutating a result does not change the stored one),
   tuples become lists and datetimes are UTC-aware with millisecond precision, as a round trip
   through BSON with `tz_aware=True` gives;
 - unique indexes (compound, sparse, with a `partialFilterExpression`) and `_id` refuse a
   duplicate with DuplicateKeyError / BulkWriteError (code 11000, `writeErrors` with `index`);
+  a document missing a key field (or holding null) never collides (nx-27017, as SQLite);
 - an update that changes nothing reports `modified_count == 0` (guards rely on it), an upsert
   seeds the new document from the filter's equalities;
 - comparisons only match values of the same kind (a number never matches `{"$gt": "a"}`),
   sorting follows MongoDB's order of types (missing/None < numbers < strings < documents <
   arrays < booleans < dates), and an array field matches a scalar equality on any element.
 
+What it copies of nx-27017 where MongoDB answers otherwise (each found by the mirror):
+- a scalar an update writes by path into a stored document comes back as SQLite keeps it: a
+  boolean as 1/0, a double with 15 significant digits, a date as 'YYYY-MM-DD HH:MM:SS[.ffffff]'
+  (`$set`, `$inc`, `$min`/`$max`, and `$push`ed elements); whole subdocuments and the document
+  an upsert inserts keep their values; `$max` of a date never replaces a stored value;
+- modified counts use Python's equality (True == 1) and a replacement always counts;
+- find_one_and_update's upsert ignores `$setOnInsert` and writes its `$set` by path;
+- projections: `{"_id": 1}` keeps only `_id`, a dotted path included comes back as a flat key
+  (`{"seats.s1": 1}`), a dotted path excluded is ignored;
+- aggregation: `$sum` of no numbers is null, `$count` of nothing is `{name: 0}`.
+
 What it does not do: transactions, change streams, `$where`/`$expr`, collation, text search,
-index use (every query is a scan; tests/integration/test_query_plans.py checks the plans).
-Unsupported operators raise NotImplementedError so a test never passes on a silent mismatch.
+index use (every query is a scan; tests/integration/test_query_plans.py checks the plans), and
+nx-27017's differences the fast tests never reach (dates compared to the second, indexes naming
+`_id`: see test_mongo_conformance.py). Unsupported operators raise NotImplementedError so a
+test never passes on a silent mismatch.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -264,26 +284,28 @@ def matches(doc: Mapping[str, Any], flt: Mapping[str, Any] | None) -> bool:
 
 
 def project(doc: Doc, projection: Mapping[str, Any] | Iterable[str] | None) -> Doc:
-    """A copy of `doc` with a MongoDB projection applied (inclusion or exclusion)."""
+    """A copy of `doc` with a projection applied as nx-27017 applies it: inclusion or
+    exclusion, `{"_id": 1}` alone keeps only `_id`; but a dotted path included comes back as a
+    flat key (`{"seats.s1": 1}`, where MongoDB nests it, see shared.store.projected) and a
+    dotted path excluded is ignored (the whole subdocument comes back)."""
     if projection is None:
         return _stored(doc)
     spec = dict(projection) if isinstance(projection, Mapping) else dict.fromkeys(projection, 1)
-    keep_id = bool(spec.pop("_id", 1))
-    if not spec:
-        out = _stored(doc)
-        if not keep_id:
-            out.pop("_id", None)
-        return out
-    if any(spec.values()):
+    id_spec = spec.pop("_id", _MISSING)
+    keep_id = bool(1 if id_spec is _MISSING else id_spec)
+    if not spec and keep_id and id_spec is not _MISSING:
+        return {"_id": _stored(doc["_id"])} if "_id" in doc else {}
+    if spec and any(spec.values()):
         out: Doc = {"_id": _stored(doc["_id"])} if keep_id and "_id" in doc else {}
         for path in spec:
             value = _get(doc, path)
             if value is not _MISSING:
-                _set(out, path, _stored(value))
+                out[path] = _stored(value)
         return out
     out = _stored(doc)
     for path in spec:
-        _unset(out, path)
+        if "." not in path:
+            out.pop(path, None)
     if not keep_id:
         out.pop("_id", None)
     return out
@@ -368,32 +390,62 @@ def _number(value: Any) -> Any:
     return 0 if value is _MISSING or value is None else value
 
 
-def _apply_update(doc: Doc, update: Mapping[str, Any], inserting: bool) -> None:
+def _by_path(value: Any) -> Any:
+    """nx-27017: a scalar an update writes by path into a stored document goes through a SQLite
+    parameter: a boolean becomes 1/0, a double keeps 15 significant digits, a date becomes the
+    string 'YYYY-MM-DD HH:MM:SS[.ffffff]' (UTC). Documents and arrays written whole keep their
+    values (tests/integration/test_mongo_conformance.py states MongoDB's behaviour)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return float(f"{value:.15g}")
+    if isinstance(value, datetime):
+        return str(value.astimezone(UTC).replace(tzinfo=None))
+    return value
+
+
+def _pushed(value: Any) -> Any:
+    """nx-27017: an element `$push`/`$addToSet` appends: a double keeps 15 significant
+    digits, a date becomes the string of its JSON form ('{"$date":"…"}')."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return float(f"{value:.15g}")
+    if isinstance(value, datetime):
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return '{"$date":"' + naive.isoformat(timespec="microseconds") + '"}'
+    return value
+
+
+def _apply_update(doc: Doc, update: Mapping[str, Any], inserting: bool, by_path: bool) -> None:
+    """`update` applied to `doc`; `inserting`: the document an upsert creates ($setOnInsert
+    counts); `by_path`: nx-27017 writes each field into the stored document (see _by_path)."""
     for op, fields in update.items():
         if op == "$setOnInsert" and not inserting:
             continue
         for path, arg in fields.items():
-            _apply_one(doc, op, path, arg)
+            _apply_one(doc, op, path, _stored(arg), by_path)
 
 
-def _apply_one(doc: Doc, op: str, path: str, arg: Any) -> None:
+def _apply_one(doc: Doc, op: str, path: str, arg: Any, by_path: bool) -> None:
     current = _get(doc, path)
+    scalar = _by_path if by_path else (lambda v: v)
     if op in ("$set", "$setOnInsert"):
-        _set(doc, path, _stored(arg))
+        _set(doc, path, scalar(arg))
     elif op == "$unset":
         _unset(doc, path)
     elif op == "$inc":
-        _set(doc, path, _number(current) + arg)
+        _set(doc, path, scalar(_number(current) + arg))
     elif op in ("$max", "$min"):
-        new, old = _order_key(_stored(arg)), _order_key(current)
+        if by_path and op == "$max" and isinstance(arg, datetime) and current is not _MISSING:
+            return  # nx-27017: `$max` of a date never replaces a stored value
+        new, old = _order_key(arg), _order_key(current)
         if current is _MISSING or (new > old if op == "$max" else new < old):
-            _set(doc, path, _stored(arg))
+            _set(doc, path, scalar(arg))
     elif op in ("$push", "$addToSet"):
         items = arg["$each"] if isinstance(arg, Mapping) and "$each" in arg else [arg]
         values = list(current) if isinstance(current, list) else []
         for item in items:
             if op == "$push" or not any(_equal(item, v) for v in values):
-                values.append(_stored(item))
+                values.append(_pushed(item) if by_path else item)
         _set(doc, path, values)
     elif op == "$pull":
         if isinstance(current, list):
@@ -449,6 +501,10 @@ class _Index:
             return None
         values = [_get(doc, k) for k, _ in self.keys]
         if self.sparse and all(v is _MISSING for v in values):
+            return None
+        if any(v is _MISSING or v is None for v in values):
+            # nx-27017 (a SQLite unique index): a missing or null field never collides, where
+            # MongoDB indexes it as null and refuses a second such document.
             return None
         return tuple(_freeze(v) for v in values)
 
@@ -549,13 +605,20 @@ class MemoryCollection:
         if _is_replacement(update):
             changed = {"_id": doc["_id"], **_stored(update)}
         else:
-            _apply_update(changed, update, inserting=False)
-        if _freeze(changed) == _freeze(doc):
-            return False
-        self._put(changed, replacing=_freeze(doc["_id"]))
-        return True
+            _apply_update(changed, update, inserting=False, by_path=True)
+        # nx-27017 counts a document as modified when it differs by Python's equality (so
+        # `$set` of True over a stored true reports 0, and stores 1: see _by_path), and a
+        # replacement as modified always, even by the same content (MongoDB: 0).
+        modified = _is_replacement(update) or changed != doc
+        if modified or _freeze(changed) != _freeze(doc):
+            self._put(changed, replacing=_freeze(doc["_id"]))
+        return modified
 
-    def _upsert(self, flt: Mapping[str, Any], update: Mapping[str, Any]) -> Doc:
+    def _upsert(
+        self, flt: Mapping[str, Any], update: Mapping[str, Any], by_path: bool = False
+    ) -> Doc:
+        """The document an upsert inserts. `by_path`: nx-27017's find_one_and_update, which
+        inserts the filter's equalities and then updates that document (no $setOnInsert)."""
         if _is_replacement(update):
             doc = _stored(update)
             seeded = _seed(flt)
@@ -563,7 +626,7 @@ class MemoryCollection:
                 doc.setdefault("_id", seeded["_id"])
         else:
             doc = _seed(flt)
-            _apply_update(doc, update, inserting=True)
+            _apply_update(doc, update, inserting=not by_path, by_path=by_path)
         doc.setdefault("_id", ObjectId())
         doc = {"_id": doc.pop("_id"), **doc}
         self._put(doc)
@@ -616,7 +679,7 @@ class MemoryCollection:
         if before is None:
             if not upsert:
                 return None
-            doc = self._upsert(filter, update)
+            doc = self._upsert(filter, update, by_path=True)
             return project(doc, projection) if return_document else None
         snapshot = copy.deepcopy(before)
         self._update_doc(before, update)
@@ -816,9 +879,10 @@ def _expr(doc: Doc, expr: Any) -> Any:
 
 
 def _accumulate(op: str, values: list[Any]) -> Any:
-    if op == "$sum":
-        return sum(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if op == "$sum":
+        # nx-27017: null when no value is a number (MongoDB: 0).
+        return sum(numbers) if numbers else None
     if op == "$avg":
         return sum(numbers) / len(numbers) if numbers else None
     present = [v for v in values if v is not None]
@@ -867,7 +931,7 @@ def _stage(rows: list[Doc], stage: Mapping[str, Any]) -> list[Doc]:
     if name == "$limit":
         return rows[:arg]
     if name == "$count":
-        return [{arg: len(rows)}] if rows else []
+        return [{arg: len(rows)}]  # nx-27017: also when nothing matched (MongoDB: none)
     if name == "$project":
         return [project(r, arg) for r in rows]
     raise NotImplementedError(f"aggregation stage {name} is not in the memory fake")
@@ -876,8 +940,23 @@ def _stage(rows: list[Doc], stage: Mapping[str, Any]) -> list[Doc]:
 # -- database and client -----------------------------------------------------------------------
 
 
+#: Set while fast tests run mirrored on nx-27017 (tests/fakes/mirror.py, `--mirror-memory`):
+#: wraps each database a test builds with `MemoryDatabase(name)`.
+_mirrored: Callable[[MemoryDatabase], Any] | None = None
+
+
 class MemoryDatabase:
-    """An `AsyncDatabase` in memory: `db["name"]` (or `db.name`) is a MemoryCollection."""
+    """An `AsyncDatabase` in memory: `db["name"]` (or `db.name`) is a MemoryCollection.
+
+    Under the mirror, `MemoryDatabase(name)` gives this database wrapped in a
+    `tests.fakes.mirror.MirrorDatabase` (a client's databases are never wrapped)."""
+
+    def __new__(cls, name: str = "test", client: MemoryClient | None = None) -> Any:
+        db = super().__new__(cls)
+        if client is None and _mirrored is not None:
+            db.__init__(name, client)  # type: ignore[misc]
+            return _mirrored(db)
+        return db
 
     def __init__(self, name: str = "test", client: MemoryClient | None = None) -> None:
         self.name = name

@@ -36,7 +36,9 @@ async def test_crud_sort_projection() -> None:
     found = await coll.find(where(k=1), {"v": 0}).sort("_id", DESCENDING).to_list(None)
     assert found == [{"_id": 4, "k": 1}, {"_id": 1, "k": 1}]
     first = coll.find({}, {"v.w": 1, "_id": 0}).sort([("k", 1), ("_id", -1)]).limit(2)
-    assert [d async for d in first] == [{"v": {"w": 3}}, {"v": {"w": 0}}]
+    # As nx-27017 answers: a dotted path included comes back as a flat key (MongoDB nests it).
+    assert [d async for d in first] == [{"v.w": 3}, {"v.w": 0}]
+    assert await coll.find_one({"_id": 3}, {"_id": 1}) == {"_id": 3}
     page = await coll.find({}).sort("_id", 1).skip(4).to_list(None)
     assert [d["_id"] for d in page] == [4, 5]
     got = await coll.find_one({"_id": 2})
@@ -93,10 +95,42 @@ async def test_updates_and_upserts() -> None:
     assert many.modified_count == 2
     await coll.replace_one({"_id": "b"}, {"only": 1})
     assert await coll.find_one({"_id": "b"}) == {"_id": "b", "only": 1}
-    stored = await coll.find_one_and_update(
-        {"_id": "t"}, {"$set": {"at": when}}, upsert=True, return_document=True
-    )
+    await coll.insert_one({"_id": "t", "at": when})
+    stored = await coll.find_one({"_id": "t"})
     assert (stored or {})["at"] == when.replace(microsecond=678000)  # BSON keeps milliseconds
+
+
+async def test_scalars_written_by_path_come_back_as_nx_27017_stores_them() -> None:
+    """nx-27017 writes a field an update names into the stored document as a SQLite value:
+    a boolean reads back 1, a double with 15 significant digits, a date as a string; a whole
+    subdocument keeps its values; an upsert's new document keeps them too."""
+    coll = MemoryDatabase()["c"]
+    when = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    third = 692.7833333333333
+    await coll.insert_one({"_id": "a", "flag": True})
+    same = await coll.update_one({"_id": "a"}, {"$set": {"flag": True}})
+    assert same.modified_count == 0  # True == 1, yet 1 is what is stored now
+    await coll.update_one(
+        {"_id": "a"}, {"$set": {"at": when, "x": third, "sub": {"at": when, "on": True}}}
+    )
+    assert await coll.find_one({"_id": "a"}) == {
+        "_id": "a",
+        "flag": 1,
+        "at": "2024-01-02 03:04:05.678000",
+        "x": 692.783333333333,
+        "sub": {"at": when.replace(microsecond=678000), "on": True},
+    }
+    await coll.update_one({"_id": "b"}, {"$set": {"x": third, "on": True}}, upsert=True)
+    assert await coll.find_one({"_id": "b"}) == {"_id": "b", "x": third, "on": True}
+    again = await coll.replace_one({"_id": "b"}, {"x": third, "on": True})
+    assert again.modified_count == 1  # a replacement counts as modified on nx-27017
+    upserted = await coll.find_one_and_update(
+        {"_id": "t"},
+        {"$set": {"at": when}, "$setOnInsert": {"first": True}},
+        upsert=True,
+        return_document=True,
+    )
+    assert upserted == {"_id": "t", "at": "2024-01-02 03:04:05.678000"}  # no $setOnInsert
 
 
 async def test_unique_indexes_and_bulk_errors() -> None:
@@ -132,6 +166,18 @@ async def test_unique_indexes_and_bulk_errors() -> None:
     assert await coll.database.list_collection_names() == ["members"]
 
 
+async def test_a_unique_index_never_refuses_documents_without_the_field() -> None:
+    """nx-27017's unique indexes are SQLite's: a missing or null key never collides (MongoDB
+    indexes it as null and refuses the second document)."""
+    coll = MemoryDatabase()["members"]
+    await coll.create_index("email", unique=True)
+    await coll.insert_many([{"_id": 1}, {"_id": 2}, {"_id": 3, "email": None}])
+    await coll.insert_one({"_id": 4, "email": "a@x"})
+    with pytest.raises(DuplicateKeyError):
+        await coll.insert_one({"_id": 5, "email": "a@x"})
+    assert await coll.count_documents({}) == 4
+
+
 async def test_aggregate_counts_and_sums() -> None:
     coll = MemoryDatabase()["hours"]
     await coll.insert_many(
@@ -145,6 +191,11 @@ async def test_aggregate_counts_and_sums() -> None:
     assert await cursor.to_list(None) == [{"_id": "ok", "h": 4}]
     sums = await coll.aggregate([{"$group": {"_id": None, "p": {"$sum": "$d.p"}}}])
     assert [d async for d in sums] == [{"_id": None, "p": 5}]
+    # nx-27017: a sum of no numbers is null, and $count of nothing is a zero (MongoDB: 0, none).
+    none = await coll.aggregate([{"$group": {"_id": None, "q": {"$sum": "$nope"}}}])
+    assert await none.to_list(None) == [{"_id": None, "q": None}]
+    empty = await coll.aggregate([{"$match": where(status="x")}, {"$count": "n"}])
+    assert await empty.to_list(None) == [{"n": 0}]
 
 
 async def test_unit_of_work_runs_on_the_fake() -> None:
