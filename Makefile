@@ -43,9 +43,11 @@ deps:
 test: $(STAMP) deps
 	$(BIN)/python -m pytest -q
 
-# The fast tests: rules, models, use cases with in-memory fakes; no server is started.
+# The fast tests: rules, models, use cases with in-memory fakes; no server is started. Their
+# property tests run under the Hypothesis profile `unit` (tests/properties.py): a fifth of the
+# examples `make test` tries, which runs the same tests under the default profile.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/unit --hypothesis-profile=unit
 
 # After changing a dependency in pyproject.toml: re-resolve both lock files with uv, keeping
 # every locked version that still fits (`make lock UPGRADE=1` moves all to the newest). The
