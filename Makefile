@@ -43,9 +43,16 @@ deps:
 test: $(STAMP) deps
 	$(BIN)/python -m pytest -q
 
-# The fast tests: rules, models, use cases with in-memory fakes; no server is started.
+# The fast tests: rules, models, use cases with in-memory fakes; no server is started. Their
+# property tests run under the Hypothesis profile `unit` (tests/properties.py): a fifth of the
+# examples `make test` tries, which runs the same tests under the default profile. Python keeps
+# its bytecode caches (`__pycache__`, ignored by git) even where the environment says not to
+# (PYTHONDONTWRITEBYTECODE): compiling the project and rewriting the tests' asserts again on
+# every run took about a third of the time. Schemathesis's pytest plugin (for tests/e2e) is
+# not loaded: no fast test uses it, and importing it costs half a second.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q tests/unit --hypothesis-profile=unit \
+	  -p no:schemathesis
 
 # After changing a dependency in pyproject.toml: re-resolve both lock files with uv, keeping
 # every locked version that still fits (`make lock UPGRADE=1` moves all to the newest). The

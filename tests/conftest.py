@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from sarafan.embedded import LOCALHOST, Child, ChildExited, free_port, mongo_child, nats_child
-from tests import query_plans
+from tests import properties, query_plans
+
+# The Hypothesis profiles (`make unit` selects `unit` with `--hypothesis-profile=unit`), here so
+# that they exist before pytest loads the one asked for.
+properties.register_profiles()
 
 # Every MongoDB client created from here on reports its commands to the query-plan recorder,
 # whose test (tests/integration/test_query_plans.py) runs last and fails on a full scan.

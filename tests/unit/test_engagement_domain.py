@@ -25,6 +25,7 @@ from shared.events import (
     ReferralMade,
 )
 from tests.fakes import engagement as reference
+from tests.properties import examples
 
 RULES = Rules()
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -168,7 +169,7 @@ def test_score_does_not_depend_on_the_order_of_facts(facts: list[Fact], rnd: obj
 
 
 @given(facts_strategy())
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 def test_day_buckets_give_the_score_of_their_facts(facts: list[Fact]) -> None:
     buckets: dict[datetime, float] = defaultdict(float)
     for f in facts:
@@ -183,7 +184,7 @@ MOMENTS = st.datetimes(
 
 
 @given(KINDS, st.floats(min_value=0.25, max_value=24), MOMENTS, MOMENTS, st.integers(0, 10**6))
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 def test_no_fact_is_worth_more_than_its_points_whenever_it_is_dated(
     kind: str, amount: float, at: datetime, now: datetime, later_seconds: int
 ) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from services.engagement import domain, ranking
 from services.engagement.record import Record
 from shared.store import epoch_ms
+from tests.properties import examples
 
 RULES = domain.Rules()
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -45,7 +46,7 @@ def written(member_id: str, facts: list[tuple[str, int, float]], before_now: int
     )
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     st.lists(member, min_size=2, max_size=8),
     st.lists(st.integers(0, 7), max_size=3),
@@ -68,7 +69,7 @@ def test_the_stored_key_orders_members_as_their_decayed_scores_at_any_later_mome
             assert a < b  # a tie: by member id, whatever the moment
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(history, st.integers(0, 60 * 24 * 100), st.integers(1, 60 * 24 * 400))
 def test_the_key_does_not_change_while_the_score_only_decays(facts, before_now, later) -> None:
     record = written("m", facts, before_now)
@@ -78,7 +79,7 @@ def test_the_key_does_not_change_while_the_score_only_decays(facts, before_now, 
     assert math.isclose(first, again, rel_tol=0, abs_tol=1e-9)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.floats(-1e3, 1e3), st.integers(0, 2**42)), min_size=2, max_size=10))
 def test_newcomers_rank_by_score_then_newest_then_id(rows) -> None:
     keyed = [

@@ -16,6 +16,7 @@ from services.engagement import domain
 from services.engagement.record import KEEP_DAYS, Record, demote_at, figures
 from shared.store import epoch_ms
 from tests.fakes import engagement as reference
+from tests.properties import examples
 
 RULES = domain.Rules()
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -35,7 +36,7 @@ facts_strategy = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(facts_strategy, st.randoms())
 def test_facts_in_any_order_and_batches_give_the_same_record(facts, rnd) -> None:
     shuffled = list(facts)
@@ -54,7 +55,7 @@ def test_facts_in_any_order_and_batches_give_the_same_record(facts, rnd) -> None
     )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(facts_strategy, st.integers(0, 400))
 def test_folding_old_days_into_the_base_keeps_the_score(facts, days_later) -> None:
     later = NOW + timedelta(days=days_later)
@@ -94,7 +95,7 @@ def test_a_streak_continues_into_folded_days() -> None:
     assert record.streak(NOW.date()) == 100
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(facts_strategy, min_size=2, max_size=5))
 def test_the_stored_log_score_orders_members_as_their_scores_do(histories) -> None:
     records = [Record().add(h, RULES, NOW) for h in histories]

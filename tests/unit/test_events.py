@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -67,11 +68,18 @@ def test_every_event_round_trips_through_json(model):
     assert envelope.nats_subject == f"{model.service}.{model.event_type}.{data.aggregate_id()}"
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files `export_schemas` writes, once for the module (each test only reads them)."""
+    directory = tmp_path_factory.mktemp("schemas")
+    export_schemas(directory)
+    return directory
+
+
 @pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.event_type)
-def test_every_exported_schema_validates_its_example(model, tmp_path):
-    export_schemas(tmp_path)
-    schema = json.loads((tmp_path / f"{model.event_type}.json").read_text())
-    example = json.loads((tmp_path / f"{model.event_type}.example.json").read_text())
+def test_every_exported_schema_validates_its_example(model, exported):
+    schema = json.loads((exported / f"{model.event_type}.json").read_text())
+    example = json.loads((exported / f"{model.event_type}.example.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(example, schema)
     broken = {

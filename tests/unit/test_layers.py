@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shared import topology
+from tests.unit.sources import ROOT, nodes, parsed, paths
 
-ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("cli", "supervisor", "embedded", "home_secrets", "ops", "demo", "catalogue", "nats_auth")
 
 
 def _modules(package: str) -> Iterator[tuple[Path, ast.Module]]:
-    for path in sorted((ROOT / package).rglob("*.py")):
-        yield path, ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for path in paths(package):
+        yield path, parsed(path)
 
 
 def _dotted(path: Path) -> str:
@@ -32,7 +32,7 @@ def _imports(path: Path, tree: ast.Module) -> Iterator[tuple[int, str]]:
     """(line, absolute module name) of every import, function-level ones included; `from a
     import b` yields `a.b` too, since b may be a module."""
     package = _dotted(path) if path.name == "__init__.py" else _dotted(path).rpartition(".")[0]
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -94,7 +94,7 @@ def test_no_service_reaches_past_the_bus_to_its_jetstream_context():
     wrong = [
         _where(path, node.lineno, ast.unparse(node))
         for path, tree in _modules("services")
-        for node in ast.walk(tree)
+        for node in nodes(tree)
         if _is_bus_js(node)
     ]
     assert not wrong, "use the bus's methods (erase, ensure_streams, key_value):\n" + "\n".join(

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PRODUCTION = ("shared", "services", "sarafan")
+from tests.unit.sources import ROOT, nodes, parsed, production
+
 LIBRARIES = ("faststream", "nats")
 #: The modules of theirs the code may import from: the packages' documented entry points.
 PUBLIC_MODULES = {
@@ -27,9 +26,8 @@ PUBLIC_MODULES = {
 
 
 def _trees() -> Iterator[tuple[str, ast.Module]]:
-    for package in PRODUCTION:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            yield str(path.relative_to(ROOT)), ast.parse(path.read_text(encoding="utf-8"))
+    for path in production():
+        yield str(path.relative_to(ROOT)), parsed(path)
 
 
 def _library_module(name: str | None) -> bool:
@@ -39,7 +37,7 @@ def _library_module(name: str | None) -> bool:
 def _imported_names(tree: ast.Module) -> set[str]:
     """The names a module binds from the libraries (`from faststream.nats import NatsBroker`)."""
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.ImportFrom) and _library_module(node.module):
             names.update(alias.asname or alias.name for alias in node.names)
     return names
@@ -49,27 +47,30 @@ def _base_name(base: ast.expr) -> str:
     return base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
 
 
+def _at(where: str, node: ast.AST) -> str:
+    return f"{where}:{getattr(node, 'lineno', 0)}"
+
+
 def _findings(where: str, tree: ast.Module) -> Iterator[str]:
     from_library = _imported_names(tree)
-    for node in ast.walk(tree):
-        line = f"{where}:{getattr(node, 'lineno', 0)}"
+    for node in nodes(tree):
         if isinstance(node, ast.ImportFrom) and _library_module(node.module):
             if node.module not in PUBLIC_MODULES:
-                yield f"{line} imports from {node.module}"
+                yield f"{_at(where, node)} imports from {node.module}"
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if _library_module(alias.name) and alias.name not in PUBLIC_MODULES:
-                    yield f"{line} imports {alias.name}"
+                    yield f"{_at(where, node)} imports {alias.name}"
         elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
             if node.attr in ("__class__", "__annotations__"):
-                yield f"{line} assigns .{node.attr}"
+                yield f"{_at(where, node)} assigns .{node.attr}"
         elif isinstance(node, ast.ClassDef) and any(
             _base_name(b) in from_library for b in node.bases
         ):
             for item in node.body:
                 name = getattr(item, "name", "")
                 if name.startswith("_") and not name.startswith("__"):
-                    yield f"{line} {node.name} overrides {name}"
+                    yield f"{_at(where, node)} {node.name} overrides {name}"
 
 
 def test_production_code_uses_only_public_faststream_and_nats_py_names() -> None:

@@ -13,6 +13,7 @@ from services.members.contacts import (
     normalise_phone,
     normalise_telegram,
 )
+from tests.properties import examples
 
 LOCAL = st.from_regex(r"[a-z0-9]([a-z0-9_+-]|\.(?=[a-z0-9])){0,15}[a-z0-9]?", fullmatch=True)
 LABEL = st.from_regex(r"[a-z](?:[a-z0-9]|-(?=[a-z0-9])){0,10}", fullmatch=True)
@@ -35,7 +36,7 @@ def case_and_space_variant(draw: st.DrawFn, text: str) -> str:
     return draw(st.sampled_from(["", " ", "  "])) + "".join(out) + draw(st.sampled_from(["", " "]))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_email_case_and_space_variants_normalise_to_the_same_address(data: st.DataObject) -> None:
     email = data.draw(emails())
@@ -43,7 +44,7 @@ def test_email_case_and_space_variants_normalise_to_the_same_address(data: st.Da
     assert normalise_email(variant) == normalise_email(email) == email
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(emails(), emails())
 def test_distinct_emails_stay_distinct(a: str, b: str) -> None:
     assume(a != b)
@@ -95,7 +96,7 @@ def written_as(draw: st.DrawFn, number: phonenumbers.PhoneNumber) -> str:
     return draw(st.sampled_from(["", " "])) + text + draw(st.sampled_from(["", " "]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_phone_formats_of_the_same_number_normalise_to_one_e164(data: st.DataObject) -> None:
     number = data.draw(phone_numbers())
@@ -104,7 +105,7 @@ def test_phone_formats_of_the_same_number_normalise_to_one_e164(data: st.DataObj
     assert normalise_phone(a) == normalise_phone(b) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_distinct_phone_numbers_do_not_collide(data: st.DataObject) -> None:
     first, second = data.draw(phone_numbers()), data.draw(phone_numbers())

@@ -13,6 +13,7 @@ from services.notifier import reminders
 from services.notifier.reminders import plan, reminder_at, still_due
 from services.notifier.timing import QuietHours, quiet_since, quiet_until
 from shared.clock import epoch_ms
+from tests.properties import examples
 
 ZONES = [
     "Europe/Moscow",
@@ -105,7 +106,7 @@ def test_lead_times_of_zero_or_less_send_nothing() -> None:
     assert plan(start, [0, -5], start - H * 48, "UTC", None) == []
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     start=moments,
     ahead=st.integers(min_value=0, max_value=4 * 24 * 60),
@@ -143,7 +144,7 @@ def test_a_reminder_never_goes_in_quiet_hours_before_now_or_at_or_after_the_star
         assert when == quiet_until(nominal, zone, quiet) or when < nominal
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(moment=moments, zone=st.sampled_from(ZONES), a=wall_times, b=wall_times)
 def test_quiet_hours_begin_at_or_before_a_moment_inside_them(
     moment: datetime, zone: str, a: time, b: time

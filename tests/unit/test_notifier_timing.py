@@ -18,6 +18,7 @@ from services.notifier.timing import (
     quiet_until,
     retry_delay,
 )
+from tests.properties import examples
 
 ZONES = [
     "Europe/Moscow",
@@ -71,7 +72,7 @@ def test_an_unknown_zone_falls_back_to_moscow() -> None:
     assert quiet_until(now, "Mars/Olympus", quiet) == quiet_until(now, "Europe/Moscow", quiet)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(now=moments, zone=st.sampled_from(ZONES), start=wall_times, end=wall_times)
 def test_deferred_never_dropped_and_never_inside_quiet_hours(
     now: datetime, zone: str, start: time, end: time
@@ -92,7 +93,7 @@ def test_deferred_never_dropped_and_never_inside_quiet_hours(
         assert quiet_until(send, zone, quiet) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(now=moments, zone=st.sampled_from(ZONES), hour=st.integers(0, 23))
 def test_the_digest_goes_at_the_next_local_hour_within_a_day(
     now: datetime, zone: str, hour: int

@@ -8,20 +8,19 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PRODUCTION = ("shared", "services", "sarafan")
+from tests.unit.sources import ROOT, nodes, parsed, production, text
+
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
 
 
 def _modules() -> Iterator[Path]:
-    for package in PRODUCTION:
-        yield from sorted((ROOT / package).rglob("*.py"))
+    yield from production()
 
 
 def _functions(tree: ast.Module) -> Iterator[tuple[str, int, int]]:
     """(name, first line, lines) of every function and method, nested ones included."""
-    for node in ast.walk(tree):
+    for node in nodes(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             yield node.name, first, (node.end_lineno or node.lineno) - first + 1
@@ -31,7 +30,7 @@ def test_no_production_function_is_over_60_lines() -> None:
     long = [
         f"{path.relative_to(ROOT)}:{line} {name}: {size} lines"
         for path in _modules()
-        for name, line, size in _functions(ast.parse(path.read_text(encoding="utf-8")))
+        for name, line, size in _functions(parsed(path))
         if size > MAX_FUNCTION_LINES
     ]
     assert not long, f"over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
@@ -41,7 +40,7 @@ def test_no_production_module_is_over_400_lines() -> None:
     long = [
         f"{path.relative_to(ROOT)}: {size} lines"
         for path in _modules()
-        if (size := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+        if (size := len(text(path).splitlines())) > MAX_MODULE_LINES
     ]
     assert not long, f"over {MAX_MODULE_LINES} lines:\n" + "\n".join(long)
 

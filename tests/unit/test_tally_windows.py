@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from shared.store import epoch_ms
 from shared.tally import HOUR_MS, RETAIN, Tally, first_whole_hour
 from tests.fakes.memory import MemoryDatabase
+from tests.properties import examples
 
 NOW = datetime(2026, 11, 27, 12, 30, tzinfo=UTC)
 
@@ -48,7 +49,7 @@ moments = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(moments, st.lists(st.integers(1, 2 * 24 * 60), max_size=4), st.integers(0, 30 * 24))
 async def test_folding_at_any_moment_changes_no_window(changes, folds, start_hours) -> None:
     """Changes recorded over time (each `minutes_ago` it happened, a count, minutes after
