@@ -111,7 +111,6 @@ class Stack:
         home = self.config.home
         for directory in (home, self.logs_dir, self.pids_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        self._check_ports()
         try:
             # The outside services' durable consumers (SARAFAN_INTEGRATION_CONSUMERS).
             self.integration_consumers = integration_consumers(self.environ)
@@ -122,6 +121,9 @@ class Stack:
             accounts = nats_conf(self.nats_passwords, self.integration_consumers)
         except ValueError as exc:
             raise StackError(str(exc)) from exc
+        # After the secrets: a weak one is refused whatever else is wrong (a port taken by
+        # something else must not hide it).
+        self._check_ports()
         self.children = {
             "nats-server": nats_child(
                 home, self.config.nats_port, self.config.nats_http_port, accounts=accounts

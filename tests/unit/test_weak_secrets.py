@@ -7,6 +7,7 @@ import io
 import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
 from contextlib import redirect_stderr
@@ -158,6 +159,18 @@ def test_sarafan_up_refuses_an_example_token_before_starting_anything(tmp_path):
     assert "sarafan up: SARAFAN_API_TOKEN is an example value" in err.getvalue()
     assert not list((home / "pids").glob("*.pid"))
     assert not (home / "nats.conf").exists()
+
+
+def test_a_weak_token_is_refused_even_when_a_port_is_taken(tmp_path):
+    environ = _up_environ(tmp_path / "home", SARAFAN_API_TOKEN="change-me-api-token")
+    with socket.socket() as taken:  # something else listens on the NATS port
+        taken.bind(("127.0.0.1", int(environ["SARAFAN_NATS_PORT"])))
+        taken.listen()
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = run_up(environ)
+    assert code == 1
+    assert "SARAFAN_API_TOKEN is an example value" in err.getvalue()
 
 
 def test_sarafan_up_refuses_a_weak_stored_token_or_nats_password(tmp_path):
