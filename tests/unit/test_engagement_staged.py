@@ -97,7 +97,9 @@ async def vera_with_a_post_an_approved_entry_and_kept_answers(e: OnMemory) -> No
     await e.store.decision_requests.insert_one({"_id": "decision", "member_id": "vera"})
 
 
-async def test_an_erasure_that_fails_before_its_commit_writes_nothing_and_its_retry_finishes_once():
+async def test_an_erasure_that_fails_before_its_commit_writes_nothing_and_its_retry_finishes_once(
+    monkeypatch: pytest.MonkeyPatch,
+):
     e = engagement_on_memory()
     await e.store.ensure_indexes()
     await vera_with_a_post_an_approved_entry_and_kept_answers(e)
@@ -106,7 +108,7 @@ async def test_an_erasure_that_fails_before_its_commit_writes_nothing_and_its_re
     def failing_hours_read(*args, **kwargs):  # the erasure reads her approved hours to uncount
         raise RuntimeError("the database went away")
 
-    e.store.hours.find = failing_hours_read  # type: ignore[method-assign]
+    monkeypatch.setattr(e.store.hours, "find", failing_hours_read)
     left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
     with pytest.raises(RuntimeError, match="went away"):
         await e.at(NOW).members.apply([(new_event(left), left)])
@@ -121,7 +123,7 @@ async def test_an_erasure_that_fails_before_its_commit_writes_nothing_and_its_re
     assert (await e.store.counters.totals())["hours"] == 3.0
 
     # The erasure again, twice: finished, the hours taken back from the counters once.
-    e.store.hours.find = hours_read  # type: ignore[method-assign]
+    monkeypatch.setattr(e.store.hours, "find", hours_read)
     await e.members.forget("vera")
     await e.members.forget("vera")
     assert await e.store.idempotency.find({}).to_list(None) == []
@@ -133,7 +135,9 @@ async def test_an_erasure_that_fails_before_its_commit_writes_nothing_and_its_re
     assert (await e.store.counters.totals())["hours"] == 0
 
 
-async def test_a_member_left_redelivered_after_its_erasure_failed_midway_finishes_it_once():
+async def test_a_member_left_redelivered_after_its_erasure_failed_midway_finishes_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+):
     e = engagement_on_memory()
     await e.store.ensure_indexes()
     await vera_with_a_post_an_approved_entry_and_kept_answers(e)
@@ -142,7 +146,7 @@ async def test_a_member_left_redelivered_after_its_erasure_failed_midway_finishe
     def failing_hours_read(*args, **kwargs):
         raise RuntimeError("the database went away")
 
-    e.store.hours.find = failing_hours_read  # type: ignore[method-assign]
+    monkeypatch.setattr(e.store.hours, "find", failing_hours_read)
     left = MemberLeft(member_id="vera", erase=True, left_at=NOW)
     event = new_event(left)
     with pytest.raises(RuntimeError, match="went away"):
@@ -152,7 +156,7 @@ async def test_a_member_left_redelivered_after_its_erasure_failed_midway_finishe
     assert (await e.store.post("vp"))["author_id"] == "vera"
 
     # The consumer redelivers the same event: the erasure is done, once; a third is a no-op.
-    e.store.hours.find = hours_read  # type: ignore[method-assign]
+    monkeypatch.setattr(e.store.hours, "find", hours_read)
     await e.at(NOW).members.apply([(event, left)])
     await e.at(NOW).members.apply([(event, left)])
     post = await e.store.post("vp")
