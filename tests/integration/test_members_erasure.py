@@ -112,6 +112,11 @@ async def test_member_left_stays_until_every_consumer_has_taken_it(services, nc)
             return await _subjects_of(nc, mid) == {}
 
         await wait_until(erased, timeout=10, message="member-left was never erased")
+
+        async def finished() -> bool:  # the stream is purged first, then the erasure marked done
+            return await s["members"].store.erasures_pending() == []
+
+        await wait_until(finished, message="the erasure was never marked finished")
         assert await s["members"].store.erasures_pending() == []
 
 

@@ -610,6 +610,11 @@ async def test_member_left_with_erase_forgets_the_member_everywhere(
         assert await log(notifier, member_id=member.member_id) == []
         doc = await s["notifier"].store.members.find_one({"_id": member.member_id})
         assert set(doc) == {"_id", "status", "left_ms"}
+
+        async def own_stream_erased() -> bool:  # the projection is forgotten first, then NOTIFIER
+            return (await js.stream_info("NOTIFIER")).state.messages == 0
+
+        await wait_until(own_stream_erased)
         assert (await js.stream_info("NOTIFIER")).state.messages == 0
         # A late redelivery of the join does not bring the member back.
         await publish(nc, member, msg_id=f"late-{uuid.uuid4()}")
