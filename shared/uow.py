@@ -8,9 +8,12 @@ docs/patterns.md, section 1), and hands everything the commit wrote to the relay
 them from the document when JetStream has acknowledged them. A crash between the write and the
 publish loses nothing: the relay's sweeper finds what is still pending.
 
-    async with runtime.unit_of_work() as uow:
-        uow.insert(store.members, member, [joined])
+    async with self.unit_of_work() as uow:      # a service's subclass, owning its repositories
+        uow.members.insert(member, [joined])     # the repository stages uow.insert(...)
     # committed on leaving the block: the insert is made, `joined` published
+
+The write calls below (`insert`, `update`, `bulk`, ...) are what repositories (`Repository`)
+stage with; a use case speaks to the repositories its unit of work owns.
 
 Nothing is written before `commit`; leaving the block with an exception drops what was staged
 (nothing written, nothing published). A use case whose next move depends on a write's outcome
@@ -341,6 +344,23 @@ class UnitOfWork:
         commit = Committed(list(by_coll.values()), batches, wait)
         if commit:
             await self._relay.committed(commit)
+
+
+class Repository:
+    """The writes to one kind of a service's documents, owned by one unit of work.
+
+    A service's unit of work (a subclass of `UnitOfWork`) makes its repositories when it is
+    opened and names them after their documents (`uow.members`, `uow.signups`); a use case
+    stages through them (`uow.members.insert(member, events)`), never by handing a unit of
+    work to a store. A repository only stages: what it wrote is made by the owner's commit.
+    Plain reads stay on the service's store, which the repository is given for its
+    collections.
+    """
+
+    __slots__ = ("uow",)
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
 
 
 def _hiding_outbox(projection: Mapping[str, Any] | None) -> dict[str, Any]:
