@@ -3,6 +3,7 @@ routes."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from services.activities import api, api_attendance, api_signups, page
 from services.activities.consumers import ActivitiesHandlers, subscriptions
 from services.activities.context import Activities
 from services.activities.jobs import ActivitiesJobs
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from services.activities.usecases import (
     Attendance,
     CheckinLinks,
@@ -64,9 +65,10 @@ class ActivitiesSettings(ServiceSettings):
 
 
 def use_cases(runtime: Runtime, store: ActivitiesStore, settings: ActivitiesSettings) -> Activities:
-    """The use cases on the store, each writing through the runtime's unit of work and reading
-    the time from the runtime's clock."""
-    uow, clock = runtime.unit_of_work, runtime.clock
+    """The use cases on the store, each writing through the service's unit of work (its
+    repositories over the store, published by the runtime's relay) and reading the time from
+    the runtime's clock."""
+    uow, clock = functools.partial(ActivitiesUnitOfWork, runtime.relay, store), runtime.clock
     ledger = Ledger(store, uow)
     tally = ShiftTally(store, uow)
     grace = timedelta(minutes=settings.noshow_grace_minutes)

@@ -1,6 +1,7 @@
-"""The writes of the shifts' ledgers (`shifts`), staged in the unit of work the use case gives.
+"""The ledgers' repository: the writes of the shifts' ledgers (`shifts`), `uow.ledgers`.
 
-Each method stages one guarded update (or insert, or bulk write) of ledger documents and returns
+The service's unit of work owns it (`ActivitiesUnitOfWork`, store.py). Each method stages one
+guarded update (or insert, or bulk write) of ledger documents in that unit of work and returns
 its `Step`; it writes nothing. The use case commits, where the outcome decides its next move:
 every seat transition is its own commit, in the order docs/activities.md, "No overbooking",
 walks through (the ledger decides first, the sign-up follows). The ledgers raise no event: what
@@ -12,12 +13,16 @@ rosters and the outbox fields (an exclusion projection: the unit of work adds th
 
 from __future__ import annotations
 
-from pymongo.asynchronous.collection import AsyncCollection
+from typing import TYPE_CHECKING
+
 from pymongo.results import BulkWriteResult, UpdateResult
 
 from shared.documents import Doc
 from shared.query import where
-from shared.uow import Step, UnitOfWork, Write
+from shared.uow import Repository, Step, UnitOfWork, Write
+
+if TYPE_CHECKING:
+    from services.activities.store import ActivitiesStore
 
 #: A ledger read without its rosters and markers: what a page or a report needs.
 LEDGER_FIGURES = {"seats": 0, "queue": 0, "unsettled": 0, "counted": 0}
@@ -31,21 +36,23 @@ def _absent(signup_id: str) -> Doc:
     }
 
 
-class LedgerWrites:
-    """The staged writes of the `shifts` collection (mixed into `ActivitiesStore`)."""
+class LedgerRepository(Repository):
+    """The staged writes of the `shifts` collection, in the unit of work that owns it."""
 
-    shifts: AsyncCollection[Doc]
+    def __init__(self, uow: UnitOfWork, store: ActivitiesStore) -> None:
+        super().__init__(uow)
+        self.store = store
 
     # -- seats: claim, give back, promote, settle (usecases/ledger.py) --------------------------
 
     def claim_seat(
-        self, uow: UnitOfWork, shift_id: str, signup_id: str, attempt: int, mark: Doc
+        self, shift_id: str, signup_id: str, attempt: int, mark: Doc
     ) -> Step[Doc | None]:
         """Stage the claim of a free seat of an open shift for a sign-up in neither list nor
         marked, leaving its mark. Outcome: the ledger before (its figures), None if no match."""
         su = signup_id
-        return uow.find_one_and_update(
-            self.shifts,
+        return self.uow.find_one_and_update(
+            self.store.shifts,
             where({"_id": shift_id, "status": "published", **_absent(su), "free": {"$gt": 0}}),
             {
                 "$set": {f"seats.{su}": attempt, f"unsettled.{su}": mark},
@@ -56,14 +63,14 @@ class LedgerWrites:
         )
 
     def join_queue(
-        self, uow: UnitOfWork, shift_id: str, signup_id: str, attempt: int, mark: Doc, longest: int
+        self, shift_id: str, signup_id: str, attempt: int, mark: Doc, longest: int
     ) -> Step[Doc | None]:
         """Stage a place at the end of an open shift's waitlist (shorter than `longest`).
         Outcome: the ledger after (its `waitlisted` is the position, `wait_seq` the ticket),
         None if no match."""
         su = signup_id
-        return uow.find_one_and_update(
-            self.shifts,
+        return self.uow.find_one_and_update(
+            self.store.shifts,
             where(
                 {
                     "_id": shift_id,
@@ -80,15 +87,15 @@ class LedgerWrites:
         )
 
     def give_back(
-        self, uow: UnitOfWork, shift_id: str, signup_id: str, attempt: int, held: str, mark: Doc
+        self, shift_id: str, signup_id: str, attempt: int, held: str, mark: Doc
     ) -> Step[UpdateResult]:
         """Stage the return of a confirmed (`held`) sign-up's seat or a waitlisted one's place,
         unless a transition of it is unsettled (then nothing matches)."""
         su = signup_id
         roster, counter = ("seats", "confirmed") if held == "confirmed" else ("queue", "waitlisted")
         inc = {counter: -1, "unsettled_n": 1, **({"free": 1} if held == "confirmed" else {})}
-        return uow.update(
-            self.shifts,
+        return self.uow.update(
+            self.store.shifts,
             where(
                 {"_id": shift_id, f"{roster}.{su}": attempt, f"unsettled.{su}": {"$exists": False}}
             ),
@@ -96,12 +103,12 @@ class LedgerWrites:
         )
 
     def promote_seat(
-        self, uow: UnitOfWork, shift_id: str, signup_id: str, attempt: int, mark: Doc
+        self, shift_id: str, signup_id: str, attempt: int, mark: Doc
     ) -> Step[UpdateResult]:
         """Stage a waitlisted sign-up's move to a free seat of an open shift."""
         su = signup_id
-        return uow.update(
-            self.shifts,
+        return self.uow.update(
+            self.store.shifts,
             where(
                 {
                     "_id": shift_id,
@@ -118,24 +125,25 @@ class LedgerWrites:
             },
         )
 
-    def draw_ticket(self, uow: UnitOfWork, shift_id: str) -> Step[Doc | None]:
+    def draw_ticket(self, shift_id: str) -> Step[Doc | None]:
         """Stage the draw of the next waitlist ticket; outcome: the ledger after (`wait_seq`)."""
-        return uow.find_one_and_update(
-            self.shifts, {"_id": shift_id}, {"$inc": {"wait_seq": 1}}, projection=LEDGER_FIGURES
+        return self.uow.find_one_and_update(
+            self.store.shifts,
+            {"_id": shift_id},
+            {"$inc": {"wait_seq": 1}},
+            projection=LEDGER_FIGURES,
         )
 
-    def clear_mark(
-        self, uow: UnitOfWork, shift_id: str, signup_id: str, op: str
-    ) -> Step[UpdateResult]:
+    def clear_mark(self, shift_id: str, signup_id: str, op: str) -> Step[UpdateResult]:
         """Stage the removal of the sign-up's mark `op` (settled)."""
-        return uow.update(
-            self.shifts,
+        return self.uow.update(
+            self.store.shifts,
             where({"_id": shift_id, f"unsettled.{signup_id}.op": op}),
             {"$unset": {f"unsettled.{signup_id}": ""}, "$inc": {"unsettled_n": -1}},
         )
 
     def undo_mark(
-        self, uow: UnitOfWork, shift_id: str, signup_id: str, op: str, taken: tuple[str, int] | None
+        self, shift_id: str, signup_id: str, op: str, taken: tuple[str, int] | None
     ) -> Step[UpdateResult]:
         """Stage the removal of mark `op` whose sign-up did not follow, giving back in the same
         update what it took: `taken` is (the roster, the attempt) still held there, if any."""
@@ -147,30 +155,29 @@ class LedgerWrites:
             update["$unset"][f"{held}.{signup_id}"] = ""
             counter = {"free": 1, "confirmed": -1} if held == "seats" else {"waitlisted": -1}
             update["$inc"].update(counter)
-        return uow.update(self.shifts, where(guard), update)
+        return self.uow.update(self.store.shifts, where(guard), update)
 
     # -- definitions: create, capacity cuts, sync, close (usecases/planning.py, attendance.py) ---
 
-    def insert_ledger(self, uow: UnitOfWork, ledger: Doc) -> Step[None]:
+    def insert(self, ledger: Doc) -> Step[None]:
         """Stage a new shift's ledger (a duplicate key at commit: made before, or its check-in
         code is another shift's)."""
-        return uow.insert(self.shifts, ledger)
+        return self.uow.insert(self.store.shifts, ledger)
 
     def reserve_cut(
-        self, uow: UnitOfWork, shift_id: str, was: int, capacity: int, now_ms: int
+        self, shift_id: str, was: int, capacity: int, now_ms: int
     ) -> Step[UpdateResult]:
         """Stage a capacity cut from `was` to `capacity`, matched only while as many seats are
         free; the ledger is then due a sync."""
         cut = was - capacity
-        return uow.update(
-            self.shifts,
+        return self.uow.update(
+            self.store.shifts,
             where({"_id": shift_id, "capacity": was, "free": {"$gte": cut}}),
             {"$set": {"capacity": capacity, "sync_due_ms": now_ms}, "$inc": {"free": -cut}},
         )
 
-    def sync_ledger(
+    def sync(
         self,
-        uow: UnitOfWork,
         shift_id: str,
         was: int,
         version: int,
@@ -193,23 +200,19 @@ class LedgerWrites:
         }
         if drop_due:
             update["$unset"]["due_ms"] = ""
-        return uow.update(self.shifts, where(guard), update)
+        return self.uow.update(self.store.shifts, where(guard), update)
 
-    def close_ledger(
-        self, uow: UnitOfWork, shift_id: str, due_ms: int, now_ms: int
-    ) -> Step[UpdateResult]:
+    def close(self, shift_id: str, due_ms: int, now_ms: int) -> Step[UpdateResult]:
         """Stage a shift's close (its attendance then refused), once: guarded by its `due_ms`."""
-        return uow.update(
-            self.shifts,
+        return self.uow.update(
+            self.store.shifts,
             where({"_id": shift_id, "due_ms": due_ms}),
             {"$unset": {"due_ms": ""}, "$set": {"closed_ms": now_ms}},
         )
 
     # -- figures (usecases/tally.py) -----------------------------------------------------------
 
-    def count_figures(
-        self, uow: UnitOfWork, figures: list[tuple[str, str, Doc]]
-    ) -> Step[BulkWriteResult | None]:
+    def count_figures(self, figures: list[tuple[str, str, Doc]]) -> Step[BulkWriteResult | None]:
         """Stage one unordered bulk write of figures, each (shift, marker, increments) moved
         only if its marker (`counted.<signup id>:<kind>`) is not there yet, setting it."""
         writes = [
@@ -220,4 +223,4 @@ class LedgerWrites:
             )
             for sid, marker, increments in figures
         ]
-        return uow.bulk(self.shifts, writes)
+        return self.uow.bulk(self.store.shifts, writes)

@@ -1,12 +1,13 @@
-"""The activities service's MongoDB collections, their indexes, and the reads on them.
+"""The activities service's MongoDB collections, their indexes, the reads on them, and the
+service's unit of work with the repositories that stage the writes.
 
 - `activities`: an activity's definition (its shifts' definitions keyed by shift id) and the
   events about it (activity-published, -changed, -cancelled) in its outbox;
 - `shifts`: one ledger per shift (domain.new_ledger): seats and waitlist, counters, check-in
-  code; its writes are staged by `ledger_store.py`;
+  code; its writes are staged by its repository, `ledger_store.py`;
 - `signups`: one document per member and shift (a sign-up, or the walk-in a check-in made),
   carrying the member's events (signed-up, sign-up-changed, attended, no-show); its writes are
-  staged by `signup_store.py`;
+  staged by its repository, `signup_store.py`;
 - `members`: this service's projection of the members (status and display name);
 - `checkin_links`: the coordinators' check-in links, by the SHA-256 of their token;
 - `jobs`: leases of the periodic jobs.
@@ -15,28 +16,35 @@ Every filter on a field other than `_id` is built by `shared.query.where` (the i
 both servers); which index serves which query is in docs/activities.md, "Queries and indexes".
 Times that are compared or set by path are epoch milliseconds (`*_ms`).
 
-Reads are `async`. A write is staged in the unit of work the use case gives (`def
-insert_activity(self, uow, ...) -> Step`): nothing is written until the use case commits it.
-The one exception is the members projection, which an event handler writes without events.
+Reads are `async`, on `ActivitiesStore`. Writes are staged by repositories, one per kind of
+document (`ActivityRepository`, `LedgerRepository`, `SignupRepository`, `LinkRepository`,
+`MemberRepository`), each given the store for its collections. The service's unit of work
+owns them (`ActivitiesUnitOfWork`: a use case stages `uow.activities.insert(doc, events)`,
+which returns the staged `Step`); nothing is written until the use case commits. Written at
+once on the store instead: the members projection, which an event handler writes without
+events, and an erasure's dropping of waiting events (`drop_pending_events`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.results import DeleteResult, UpdateResult
 
 from services.activities.domain import LIVE
-from services.activities.ledger_store import LEDGER_FIGURES, LedgerWrites
+from services.activities.ledger_store import LEDGER_FIGURES, LedgerRepository
 from services.activities.presence import FIGURES
-from services.activities.signup_store import SignupWrites
+from services.activities.signup_store import SignupRepository
 from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.http import requests_of
-from shared.outbox_layout import without_outbox
+from shared.outbox_layout import drop_pending, without_outbox
+from shared.outbox_port import Publisher
 from shared.projection import MemberProjection
 from shared.query import count, where
-from shared.uow import Step, UnitOfWork
+from shared.uow import Repository, Step, UnitOfWork
 
 #: What the members projection keeps (shared/projection.py): the name shows on the check-in
 #: page and the shift's list; nothing else is needed here.
@@ -45,7 +53,7 @@ PROJECTED_FIELDS = ("display_name",)
 FIRST_KEY = ""
 
 
-class ActivitiesStore(LedgerWrites, SignupWrites):
+class ActivitiesStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.activities = db["activities"]
         self.shifts = db["shifts"]
@@ -126,32 +134,6 @@ class ActivitiesStore(LedgerWrites, SignupWrites):
     async def unsynced_activities(self, before_ms: int, limit: int) -> list[str]:
         query = where(sync_due_ms={"$lte": before_ms})
         return [d["_id"] async for d in self.activities.find(query, {"_id": 1}).limit(limit)]
-
-    def insert_activity(
-        self, uow: UnitOfWork, activity: Doc, events: list[CloudEvent]
-    ) -> Step[None]:
-        """Stage a new activity with its events (a duplicate key at commit: made before)."""
-        return uow.insert(self.activities, activity, events)
-
-    def change_activity(
-        self, uow: UnitOfWork, activity_id: str, version: int, fields: Doc, events: list[CloudEvent]
-    ) -> Step[Doc | None]:
-        """Stage a change of the activity at `version`, with its events. Outcome: the activity
-        after, None when another change came first."""
-        guard = where({"_id": activity_id, "version": version})
-        return uow.find_one_and_update(self.activities, guard, {"$set": fields}, events)
-
-    def cancel_activity(
-        self, uow: UnitOfWork, activity_id: str, status: str, fields: Doc, events: list[CloudEvent]
-    ) -> None:
-        """Stage the cancel (`fields`) of the activity still in `status`, with its events."""
-        guard = where({"_id": activity_id, "status": status})
-        uow.update(self.activities, guard, {"$set": fields, "$inc": {"version": 1}}, events)
-
-    def activity_synced(self, uow: UnitOfWork, activity_id: str, version: int) -> None:
-        """Stage the end of a sync: the activity at `version` is due no more."""
-        guard = where({"_id": activity_id, "version": version})
-        uow.update(self.activities, guard, {"$unset": {"sync_due_ms": ""}})
 
     # -- ledgers ---------------------------------------------------------------------------------
 
@@ -267,36 +249,111 @@ class ActivitiesStore(LedgerWrites, SignupWrites):
         found = self.members.find({"_id": {"$in": list(dict.fromkeys(ids))}})
         return {d["_id"]: d async for d in found}
 
-    def claim_first(self, uow: UnitOfWork, signup: Doc) -> Step[UpdateResult]:
-        """Stage the claim of the sign-up as its active member's first attendance ever
-        (matched only while the member has none)."""
-        guard = {"_id": signup["member_id"], "status": "active", "first_signup": {"$exists": False}}
-        first = {"first_signup": signup["_id"], "first_activity": signup["activity_id"]}
-        return uow.update(self.members, where(guard), {"$set": first})
-
     # -- check-in links --------------------------------------------------------------------------
-
-    def insert_link(self, uow: UnitOfWork, link: Doc) -> None:
-        uow.insert(self.links, link)
-
-    def revoke_links(self, uow: UnitOfWork, activity_id: str) -> Step[DeleteResult]:
-        """Stage the delete of the activity's check-in links (a revoked link is deleted)."""
-        return uow.delete(self.links, where(activity_id=activity_id))
 
     # -- erasure ---------------------------------------------------------------------------------
 
-    def erase_names(self, uow: UnitOfWork, member_id: str, erased: str) -> None:
-        """Stage the member's name replaced by `erased` where others' documents keep it: what
-        they recorded as a coordinator (sign-ups, check-in links) and the activities they
-        organised; and the delete of the Idempotency-Key records of requests about them
-        (they keep the answers)."""
-        for recorded in (self.signups, self.links):
-            named = where(recorded_by=member_id)
-            uow.update_many(recorded, named, {"$set": {"recorded_by": erased}})
-        organised = where(organiser_id=member_id)
-        uow.update_many(self.activities, organised, {"$set": {"organiser_id": erased}})
-        uow.delete(self.idempotency, requests_of(member_id))
+    async def drop_pending_events(self, signup_ids: list[str], types: Iterable[str]) -> None:
+        """Drop the events of these `types` still waiting in these sign-ups (the kernel's
+        `drop_pending`, written at once, each removal guarded): an erasure does it before it
+        purges the stream, so none reaches the stream after the purge."""
+        for event_type in types:
+            await drop_pending(self.signups, signup_ids, event_type)
 
 
 def live(status: str) -> bool:
     return status in LIVE
+
+
+# -- the repositories the service's unit of work owns ------------------------------------------
+
+
+class ActivityRepository(Repository):
+    """The staged writes of the `activities` collection."""
+
+    def __init__(self, uow: UnitOfWork, store: ActivitiesStore) -> None:
+        super().__init__(uow)
+        self.store = store
+
+    def insert(self, activity: Doc, events: list[CloudEvent]) -> Step[None]:
+        """Stage a new activity with its events (a duplicate key at commit: made before)."""
+        return self.uow.insert(self.store.activities, activity, events)
+
+    def change(
+        self, activity_id: str, version: int, fields: Doc, events: list[CloudEvent]
+    ) -> Step[Doc | None]:
+        """Stage a change of the activity at `version`, with its events. Outcome: the activity
+        after, None when another change came first."""
+        guard = where({"_id": activity_id, "version": version})
+        return self.uow.find_one_and_update(self.store.activities, guard, {"$set": fields}, events)
+
+    def cancel(self, activity_id: str, status: str, fields: Doc, events: list[CloudEvent]) -> None:
+        """Stage the cancel (`fields`) of the activity still in `status`, with its events."""
+        guard = where({"_id": activity_id, "status": status})
+        self.uow.update(
+            self.store.activities, guard, {"$set": fields, "$inc": {"version": 1}}, events
+        )
+
+    def synced(self, activity_id: str, version: int) -> None:
+        """Stage the end of a sync: the activity at `version` is due no more."""
+        guard = where({"_id": activity_id, "version": version})
+        self.uow.update(self.store.activities, guard, {"$unset": {"sync_due_ms": ""}})
+
+
+class LinkRepository(Repository):
+    """The staged writes of the `checkin_links` collection."""
+
+    def __init__(self, uow: UnitOfWork, store: ActivitiesStore) -> None:
+        super().__init__(uow)
+        self.store = store
+
+    def insert(self, link: Doc) -> None:
+        self.uow.insert(self.store.links, link)
+
+    def revoke(self, activity_id: str) -> Step[DeleteResult]:
+        """Stage the delete of the activity's check-in links (a revoked link is deleted)."""
+        return self.uow.delete(self.store.links, where(activity_id=activity_id))
+
+
+class MemberRepository(Repository):
+    """The staged writes about a member: the projection's first attendance, and an erasure's
+    names kept in others' documents."""
+
+    def __init__(self, uow: UnitOfWork, store: ActivitiesStore) -> None:
+        super().__init__(uow)
+        self.store = store
+
+    def claim_first(self, signup: Doc) -> Step[UpdateResult]:
+        """Stage the claim of the sign-up as its active member's first attendance ever
+        (matched only while the member has none)."""
+        guard = {"_id": signup["member_id"], "status": "active", "first_signup": {"$exists": False}}
+        first = {"first_signup": signup["_id"], "first_activity": signup["activity_id"]}
+        return self.uow.update(self.store.members, where(guard), {"$set": first})
+
+    def erase_names(self, member_id: str, erased: str) -> None:
+        """Stage the member's name replaced by `erased` where others' documents keep it: what
+        they recorded as a coordinator (sign-ups, check-in links) and the activities they
+        organised; and the delete of the Idempotency-Key records of requests about them
+        (they keep the answers)."""
+        for recorded in (self.store.signups, self.store.links):
+            named = where(recorded_by=member_id)
+            self.uow.update_many(recorded, named, {"$set": {"recorded_by": erased}})
+        organised = where(organiser_id=member_id)
+        self.uow.update_many(self.store.activities, organised, {"$set": {"organiser_id": erased}})
+        self.uow.delete(self.store.idempotency, requests_of(member_id))
+
+
+class ActivitiesUnitOfWork(UnitOfWork):
+    """The activities service's unit of work: it owns one repository per kind of document, each
+    staging its writes here (`uow.ledgers.claim_seat(...)`); the use case commits."""
+
+    def __init__(self, relay: Publisher, store: ActivitiesStore) -> None:
+        super().__init__(relay)
+        self.activities: ActivityRepository = ActivityRepository(self, store)
+        self.ledgers: LedgerRepository = LedgerRepository(self, store)
+        self.signups: SignupRepository = SignupRepository(self, store)
+        self.links: LinkRepository = LinkRepository(self, store)
+        self.members: MemberRepository = MemberRepository(self, store)
+
+    async def __aenter__(self) -> ActivitiesUnitOfWork:
+        return self

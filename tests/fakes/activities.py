@@ -2,8 +2,9 @@
 
 `ActivitiesWorld()` holds the service's real store and use cases (`services.activities.app
 .compose` would build the same) over in-memory collections (`tests.fakes.memory`), the
-kernel's unit of work with a relay that records what it would publish, a clock the test moves,
-and a purge that records the subjects it was asked to purge.
+service's unit of work (its repositories over that store) with a relay that records what it
+would publish, a clock the test moves, and a purge that records the subjects it was asked to
+purge.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from services.activities import domain
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from services.activities.usecases import (
     Attendance,
     CheckinLinks,
@@ -23,7 +24,6 @@ from services.activities.usecases import (
     SignUps,
 )
 from shared.events import CloudEvent
-from shared.uow import UnitOfWork
 from tests.fakes.campaigns import T0, Clock
 from tests.fakes.memory import MemoryDatabase
 from tests.fakes.relay import RecordingRelay
@@ -50,8 +50,8 @@ class ActivitiesWorld:
         )
         self.members = MembersFollower(self.store, self.ledger, self.unit_of_work, self._purge)
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)
+    def unit_of_work(self) -> ActivitiesUnitOfWork:
+        return ActivitiesUnitOfWork(self.relay, self.store)
 
     async def _purge(self, stream: str, subject: str) -> None:
         self.purged.append((stream, subject))

@@ -2,7 +2,7 @@
 point a process may die, cancels and promotion, capacity cuts, attendance counted once,
 closing a shift, erasure.
 
-No servers: the real store over `tests.fakes.memory`, the kernel's unit of work with a relay
+No servers: the real store over `tests.fakes.memory`, the service's unit of work with a relay
 that records what it would publish (`tests.fakes.activities`).
 """
 
@@ -15,9 +15,9 @@ import pytest
 
 from services.activities import domain
 from services.activities.domain import Conflict
+from services.activities.store import ActivitiesUnitOfWork
 from services.activities.usecases import Mark
 from shared.events import MemberLeft
-from shared.uow import UnitOfWork
 from tests.fakes.activities import ActivitiesWorld
 
 
@@ -36,11 +36,13 @@ def dies(obj: object, name: str) -> None:
     setattr(obj, name, once)
 
 
-def staging_dies(world: ActivitiesWorld, method: str, after: int = 0) -> Callable[[], UnitOfWork]:
+def staging_dies(
+    world: ActivitiesWorld, method: str, after: int = 0
+) -> Callable[[], ActivitiesUnitOfWork]:
     """A unit-of-work factory whose units raise when `method` stages a write, past the first
     `after` calls: a use case failing after it staged something, before its commit."""
 
-    def make() -> UnitOfWork:
+    def make() -> ActivitiesUnitOfWork:
         uow = world.unit_of_work()
         original, calls = getattr(uow, method), []
 

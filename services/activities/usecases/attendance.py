@@ -20,7 +20,7 @@ from typing import Literal
 
 from services.activities import domain, presence
 from services.activities.domain import Conflict, NotFound, Refused
-from services.activities.store import LEDGER_FIGURES, ActivitiesStore
+from services.activities.store import LEDGER_FIGURES, ActivitiesStore, ActivitiesUnitOfWork
 from services.activities.usecases.ledger import Ledger
 from services.activities.usecases.tally import ShiftTally
 from shared.clock import Clock, epoch_ms, from_ms
@@ -28,7 +28,6 @@ from shared.documents import Doc
 from shared.events import Attended, NoShow, new_event
 from shared.query import order_key
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.activities")
 
@@ -57,7 +56,7 @@ class Attendance:
         store: ActivitiesStore,
         ledger: Ledger,
         tally: ShiftTally,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], ActivitiesUnitOfWork],
         grace: timedelta,
         clock: Clock,
     ) -> None:
@@ -126,7 +125,7 @@ class Attendance:
                 "uncounted_ms": epoch_ms(now),
             }
             async with self.unit_of_work() as uow:  # committed on leaving, before the read
-                self.store.mark_present(uow, signup["_id"], fields)
+                uow.signups.mark_present(signup["_id"], fields)
             signup = await self.store.signup(signup["_id"]) or signup
         await self.tally.count(signup, now)
         return signup
@@ -157,7 +156,7 @@ class Attendance:
         try:
             # A duplicate key means a twin check-in was first: committed here to read it.
             async with self.unit_of_work() as uow:
-                await uow.commit(self.store.insert_signup(uow, doc))
+                await uow.commit(uow.signups.insert(doc))
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
@@ -199,7 +198,7 @@ class Attendance:
         if out_ms is not None:
             fields["checked_out_ms"] = out_ms
         async with self.unit_of_work() as uow:  # committed on leaving, before the read below
-            self.store.mark_attended(uow, signup["_id"], fields, [new_event(event, time=now)])
+            uow.signups.mark_attended(signup["_id"], fields, [new_event(event, time=now)])
         await self.tally.count(await self.store.signup(signup["_id"]) or signup, now)
 
     async def no_show(self, signup: Doc, now: datetime) -> Doc:
@@ -219,7 +218,7 @@ class Attendance:
             batch = signups[first : first + NO_SHOW_BATCH]
             no_shows = [(s, new_event(_no_show_event(s), time=now)) for s in batch]
             async with self.unit_of_work() as uow:  # committed on leaving, before the read
-                self.store.mark_no_shows(uow, no_shows, epoch_ms(now))
+                uow.signups.mark_no_shows(no_shows, epoch_ms(now))
             after = await self.store.signups_by_id([s["_id"] for s in batch])
             marked = [d for d in after.values() if d.get("att") == "no-show"]
             await self.tally.count_many(marked, now)
@@ -260,7 +259,7 @@ class Attendance:
             for signup in await self.store.present(shift_id):
                 await self._attended(ledger, signup, None, now)
         async with self.unit_of_work() as uow:  # closed by this run, or by a twin: it decides
-            closing = self.store.close_ledger(uow, shift_id, int(ledger["due_ms"]), epoch_ms(now))
+            closing = uow.ledgers.close(shift_id, int(ledger["due_ms"]), epoch_ms(now))
             done = await uow.commit(closing)
         return int(done.modified_count)
 

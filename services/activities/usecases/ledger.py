@@ -36,12 +36,11 @@ from datetime import datetime
 from typing import Any
 
 from services.activities.domain import Conflict
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from shared.clock import epoch_ms
 from shared.documents import Doc
 from shared.events import SignedUp, SignUpChanged, new_event
 from shared.store import projected
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.activities")
 
@@ -85,7 +84,9 @@ def _mark(
 class Ledger:
     """The seat transitions of sign-ups (claim, cancel, promote) and their settling."""
 
-    def __init__(self, store: ActivitiesStore, unit_of_work: Callable[[], UnitOfWork]) -> None:
+    def __init__(
+        self, store: ActivitiesStore, unit_of_work: Callable[[], ActivitiesUnitOfWork]
+    ) -> None:
         self.store = store
         self.unit_of_work = unit_of_work
 
@@ -98,12 +99,12 @@ class Ledger:
         now_ms = epoch_ms(now)
         mark = _mark(k, "confirmed", ["pending"], None, "seat", False, now_ms)
         async with self.unit_of_work() as uow:  # the seat, if one is free, decides
-            seat = await uow.commit(self.store.claim_seat(uow, sid, su, k, mark))
+            seat = await uow.commit(uow.ledgers.claim_seat(sid, su, k, mark))
         if seat is not None:
             return Claimed(await self.settle(sid, su, now) or signup)
         mark = _mark(k, "waitlisted", ["pending"], None, "queue", False, now_ms)
         async with self.unit_of_work() as uow:  # else a place in line, if there is room
-            after = await uow.commit(self.store.join_queue(uow, sid, su, k, mark, WAITLIST_MAX))
+            after = await uow.commit(uow.ledgers.join_queue(sid, su, k, mark, WAITLIST_MAX))
         if after is not None:
             # The line as it stood when this member joined its end (commit order, so fifty
             # concurrent sign-ups read fifty different values), and the ticket that keeps
@@ -154,7 +155,7 @@ class Ledger:
             k, held = int(current["attempt"]), current["status"]
             mark = _mark(k, "cancelled", [held], reason, None, quiet, epoch_ms(now))
             async with self.unit_of_work() as uow:  # the ledger gives the place back first
-                done = await uow.commit(self.store.give_back(uow, sid, su, k, held, mark))
+                done = await uow.commit(uow.ledgers.give_back(sid, su, k, held, mark))
             # Not matched: a transition of this sign-up is still unsettled; settle it first.
             await self.settle(sid, su, now)
             if done.modified_count:
@@ -180,7 +181,7 @@ class Ledger:
             su, k = first["_id"], int(first["attempt"])
             mark = _mark(k, "confirmed", ["waitlisted"], "promoted", "seat", False, epoch_ms(now))
             async with self.unit_of_work() as uow:  # the seat moves in the ledger first
-                done = await uow.commit(self.store.promote_seat(uow, shift_id, su, k, mark))
+                done = await uow.commit(uow.ledgers.promote_seat(shift_id, su, k, mark))
             await self.settle(shift_id, su, now)
             if done.modified_count:
                 promoted += 1
@@ -238,7 +239,7 @@ class Ledger:
         # The sign-up's guarded move decides what follows (clear the mark, or compare again):
         # it is committed here, on its own, before anything else is written.
         async with self.unit_of_work() as uow:
-            follow = self.store.follow_mark(uow, su, mark, changes, unset, events)
+            follow = uow.signups.follow_mark(su, mark, changes, unset, events)
             done = await uow.commit(follow)
         return bool(done.modified_count)
 
@@ -246,12 +247,12 @@ class Ledger:
         """A ticket for a waitlisted sign-up settled by the sweeper: the one its claim drew
         was lost with the process, so it goes to the end of the line."""
         async with self.unit_of_work() as uow:
-            after = await uow.commit(self.store.draw_ticket(uow, shift_id))
+            after = await uow.commit(uow.ledgers.draw_ticket(shift_id))
         return int((after or {}).get("wait_seq") or 1)
 
     async def _clear(self, shift_id: str, signup_id: str, mark: Doc) -> None:
         async with self.unit_of_work() as uow:  # made on leaving, before the sign-up is read
-            self.store.clear_mark(uow, shift_id, signup_id, mark["op"])
+            uow.ledgers.clear_mark(shift_id, signup_id, mark["op"])
 
     async def _undo(self, shift_id: str, signup_id: str, mark: Doc) -> None:
         """The sign-up did not follow (withdrawn, or moved on): the ledger gives back what
@@ -264,7 +265,7 @@ class Ledger:
             if projected(ledger, f"{held}.{signup_id}") == k:
                 taken = (held, k)
         async with self.unit_of_work() as uow:
-            undone = self.store.undo_mark(uow, shift_id, signup_id, mark["op"], taken)
+            undone = uow.ledgers.undo_mark(shift_id, signup_id, mark["op"], taken)
             done = await uow.commit(undone)
         if done.modified_count:
             log.info(

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.activities.domain import Conflict, NotFound
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from shared.clock import Clock, epoch_ms, from_ms
 from shared.documents import Doc
-from shared.uow import UnitOfWork
 
 #: Where a link's page is served, below the service's public address.
 CHECKIN_PATH = "/checkin/"
@@ -59,7 +58,7 @@ class CheckinLinks:
     def __init__(
         self,
         store: ActivitiesStore,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], ActivitiesUnitOfWork],
         public_url: str,
         clock: Clock,
     ) -> None:
@@ -92,7 +91,7 @@ class CheckinLinks:
             "recorded_by": recorded_by,
         }
         async with self.unit_of_work() as uow:  # made on leaving, after the revoke
-            self.store.insert_link(uow, link)
+            uow.links.insert(link)
         return Link(f"{self.public_url}{CHECKIN_PATH}{token}", from_ms(ends_ms), activity_id)
 
     async def revoke(self, activity_id: str) -> int:
@@ -100,7 +99,7 @@ class CheckinLinks:
         if await self.store.activity(activity_id) is None:
             raise NotFound("activity", activity_id)
         async with self.unit_of_work() as uow:  # committed here: its count is the answer
-            done = await uow.commit(self.store.revoke_links(uow, activity_id))
+            done = await uow.commit(uow.links.revoke(activity_id))
         return int(done.deleted_count)
 
     async def open(self, token: str, now: datetime | None = None) -> Opened:

@@ -19,12 +19,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from services.activities.usecases.ledger import Ledger
 from shared.clock import epoch_ms
 from shared.events import EventData, MemberLeft
 from shared.query import where
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.activities")
 
@@ -44,7 +43,7 @@ class MembersFollower:
         self,
         store: ActivitiesStore,
         ledger: Ledger,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], ActivitiesUnitOfWork],
         erase: Erase,
     ) -> None:
         self.store = store
@@ -66,7 +65,7 @@ class MembersFollower:
                 await self.ledger.cancel(signup, "cancelled-by-member", now, quiet=erase)
             elif signup["status"] == "pending":
                 async with self.unit_of_work() as uow:  # made before the next sign-up's turn
-                    self.store.cancel_pending(uow, signup["_id"])
+                    uow.signups.cancel_pending(signup["_id"])
         if erase:
             await self.forget(member_id)
 
@@ -80,6 +79,6 @@ class MembersFollower:
         # in others' documents, then the Idempotency-Key records.
         async with self.unit_of_work() as uow:
             for signup_id in ids:
-                self.store.anonymise_signup(uow, signup_id, member_id, anonymous())
-            self.store.erase_names(uow, member_id, ERASED)
+                uow.signups.anonymise(signup_id, member_id, anonymous())
+            uow.members.erase_names(member_id, ERASED)
         log.info("erased member %s (%d sign-up(s) anonymised)", member_id, len(ids))

@@ -19,14 +19,13 @@ from datetime import datetime
 
 from services.activities import domain
 from services.activities.domain import Conflict, NotFound
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from services.activities.usecases.ledger import Ledger
 from shared.clock import Clock, epoch_ms
 from shared.documents import Doc
 from shared.events import ActivityCancelled, ActivityChanged, CloudEvent, new_event
 from shared.query import order_key
 from shared.store import is_duplicate_key
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.activities")
 
@@ -46,7 +45,7 @@ class Planning:
         self,
         store: ActivitiesStore,
         ledger: Ledger,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], ActivitiesUnitOfWork],
         clock: Clock,
     ) -> None:
         self.store = store
@@ -86,7 +85,7 @@ class Planning:
         try:
             # A duplicate key means made before (a retry): committed here to read that outcome.
             async with self.unit_of_work() as uow:
-                await uow.commit(self.store.insert_activity(uow, doc, events))
+                await uow.commit(uow.activities.insert(doc, events))
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
@@ -99,7 +98,7 @@ class Planning:
             try:
                 # A duplicate key decides (made before, or the code drawn is taken): its own commit.
                 async with self.unit_of_work() as uow:
-                    await uow.commit(self.store.insert_ledger(uow, ledger))
+                    await uow.commit(uow.ledgers.insert(ledger))
                 return
             except Exception as exc:
                 if not is_duplicate_key(exc):
@@ -141,7 +140,7 @@ class Planning:
             if capacity >= old:
                 continue
             async with self.unit_of_work() as uow:  # reserved, or refused: it decides
-                reserved = self.store.reserve_cut(uow, sid, old, capacity, epoch_ms(now))
+                reserved = uow.ledgers.reserve_cut(sid, old, capacity, epoch_ms(now))
                 done = await uow.commit(reserved)
             if done.modified_count:
                 continue
@@ -182,7 +181,7 @@ class Planning:
             events.append(new_event(changed, time=now))
         async with self.unit_of_work() as uow:
             # The version check decides (None: another change came first, redo this one).
-            written = self.store.change_activity(uow, activity["_id"], version, fields, events)
+            written = uow.activities.change(activity["_id"], version, fields, events)
             return await uow.commit(written)
 
     async def cancel(self, activity_id: str, reason: str, now: datetime | None = None) -> Doc:
@@ -204,8 +203,8 @@ class Planning:
             "sync_due_ms": now_ms,
         }
         async with self.unit_of_work() as uow:  # both made on leaving, in this order
-            self.store.cancel_activity(uow, activity_id, activity["status"], fields, events)
-            self.store.revoke_links(uow, activity_id)  # its check-in link
+            uow.activities.cancel(activity_id, activity["status"], fields, events)
+            uow.links.revoke(activity_id)  # its check-in link
         await self.sync(activity_id, now)
         return await self._get(activity_id)
 
@@ -220,7 +219,7 @@ class Planning:
         for sid in activity.get("shifts") or {}:
             await self._sync_ledger(activity, sid, now)
         async with self.unit_of_work() as uow:
-            self.store.activity_synced(uow, activity_id, int(activity["version"]))
+            uow.activities.synced(activity_id, int(activity["version"]))
 
     async def _sync_ledger(self, activity: Doc, sid: str, now: datetime) -> None:
         ledger = await self.store.ledger(sid, {"seats": 0, "queue": 0, "counted": 0})
@@ -247,14 +246,14 @@ class Planning:
         async with self.unit_of_work() as uow:
             # The ledger's version guard decides; the sign-ups' copies of its times follow, made
             # on leaving the block, before the promotions or cancels below.
-            synced = self.store.sync_ledger(
-                uow, sid, old, version, changes, cut=capacity < old, drop_due=cancelled
+            synced = uow.ledgers.sync(
+                sid, old, version, changes, cut=capacity < old, drop_due=cancelled
             )
             if not (await uow.commit(synced)).modified_count:
                 log.info("ledger %s changed meanwhile; the sweeper syncs it again", sid)
                 return
             if moved:
-                self.store.move_signups(uow, sid, int(target["starts_ms"]), int(target["ends_ms"]))
+                uow.signups.move(sid, int(target["starts_ms"]), int(target["ends_ms"]))
         await self._after_sync(activity, sid, {**ledger, **changes}, now)
 
     async def _after_sync(self, activity: Doc, sid: str, ledger: Doc, now: datetime) -> None:

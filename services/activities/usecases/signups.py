@@ -14,14 +14,13 @@ from datetime import datetime
 
 from services.activities import domain
 from services.activities.domain import Conflict, NotFound
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from services.activities.usecases.ledger import Claimed, Ledger
 from shared.clock import Clock, epoch_ms
 from shared.documents import Doc
 from shared.events import SignUpChanged, new_event
 from shared.query import order_key
 from shared.store import is_duplicate_key
-from shared.uow import UnitOfWork
 
 #: The reasons a cancel gives (sign-up-changed), by who asked.
 BY_MEMBER, BY_ORGANISER = "cancelled-by-member", "cancelled-by-organiser"
@@ -41,7 +40,7 @@ class SignUps:
         self,
         store: ActivitiesStore,
         ledger: Ledger,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], ActivitiesUnitOfWork],
         clock: Clock,
     ) -> None:
         self.store = store
@@ -137,9 +136,7 @@ class SignUps:
         if existing is not None:
             # Reopened, or None: another request was first. Committed here: it decides.
             async with self.unit_of_work() as uow:
-                reopened = self.store.reopen_signup(
-                    uow, existing["_id"], int(existing["attempt"]), fresh
-                )
+                reopened = uow.signups.reopen(existing["_id"], int(existing["attempt"]), fresh)
                 return await uow.commit(reopened)
         doc = {
             "_id": signup_id,
@@ -153,7 +150,7 @@ class SignUps:
         try:
             # A duplicate key means another request was first: committed here to read it.
             async with self.unit_of_work() as uow:
-                await uow.commit(self.store.insert_signup(uow, doc))
+                await uow.commit(uow.signups.insert(doc))
         except Exception as exc:
             if not is_duplicate_key(exc):
                 raise
@@ -165,7 +162,7 @@ class SignUps:
         deleted, an opened one cancelled again. No event: it never happened. Made on leaving
         the block, before the refusal that follows is raised."""
         async with self.unit_of_work() as uow:
-            self.store.withdraw_signup(uow, pending)
+            uow.signups.withdraw(pending)
 
     async def drive(self, pending: Doc, now: datetime) -> Claimed:
         """Take a pending sign-up through its claim (a repeat, the sweeper). When its shift
@@ -215,9 +212,7 @@ class SignUps:
             reason="confirmed-by-member",
         )
         async with self.unit_of_work() as uow:  # committed on leaving, before the read
-            self.store.confirm_coming(
-                uow, signup["_id"], epoch_ms(now), [new_event(event, time=now)]
-            )
+            uow.signups.confirm_coming(signup["_id"], epoch_ms(now), [new_event(event, time=now)])
         return await self.store.signup(signup["_id"]) or signup
 
     async def cancel(self, signup: Doc, reason: str, now: datetime | None = None) -> Doc:

@@ -18,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from services.activities.store import ActivitiesStore
+from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from shared.documents import Doc
-from shared.uow import UnitOfWork
 
 #: Kinds of figures one sign-up counts, each at most once.
 ATTENDED, HOURS, NO_SHOW = "a", "h", "n"
@@ -45,14 +44,16 @@ def kinds_of(signup: Doc, first_time: bool) -> dict[str, Doc]:
 
 
 class ShiftTally:
-    def __init__(self, store: ActivitiesStore, unit_of_work: Callable[[], UnitOfWork]) -> None:
+    def __init__(
+        self, store: ActivitiesStore, unit_of_work: Callable[[], ActivitiesUnitOfWork]
+    ) -> None:
         self.store = store
         self.unit_of_work = unit_of_work
 
-    async def first_time(self, uow: UnitOfWork, signup: Doc) -> bool:
+    async def first_time(self, uow: ActivitiesUnitOfWork, signup: Doc) -> bool:
         """Whether this check-in is the member's first attendance ever (claimed once: the
         claim is committed here, with whatever `uow` staged before it, since it decides)."""
-        if (await uow.commit(self.store.claim_first(uow, signup))).modified_count:
+        if (await uow.commit(uow.members.claim_first(signup))).modified_count:
             return True
         found = self.store.members.find_one({"_id": signup["member_id"]}, {"first_signup": 1})
         return ((await found) or {}).get("first_signup") == signup["_id"]
@@ -75,6 +76,6 @@ class ShiftTally:
                     figures.append((sid, f"{su}:{kind}", increments))
             counted = [s for s in signups if s.get("uncounted_ms") is not None]
             if figures:
-                self.store.count_figures(uow, figures)
+                uow.ledgers.count_figures(figures)
             if counted:
-                self.store.clear_uncounted(uow, counted)
+                uow.signups.clear_uncounted(counted)
