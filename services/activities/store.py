@@ -354,6 +354,3 @@ class ActivitiesUnitOfWork(UnitOfWork):
         self.signups: SignupRepository = SignupRepository(self, store)
         self.links: LinkRepository = LinkRepository(self, store)
         self.members: MemberRepository = MemberRepository(self, store)
-
-    async def __aenter__(self) -> ActivitiesUnitOfWork:
-        return self
