@@ -4,6 +4,8 @@ service accepts). Members consumes no events, so it declares no subscriptions.""
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -11,7 +13,7 @@ from pydantic_settings import SettingsConfigDict
 from services.members import api, api_import, api_keys, importer, unsubscribe
 from services.members.context import Members
 from services.members.erasure import Eraser
-from services.members.store import MemberStore
+from services.members.store import MemberStore, MembersUnitOfWork
 from services.members.usecases import MemberUseCases
 from shared.clock import Clock, utcnow
 from shared.service import Composed, Runtime, create_app
@@ -64,7 +66,7 @@ def compose(
     members = Members(
         use_cases=MemberUseCases(
             store,
-            runtime.unit_of_work,
+            partial(MembersUnitOfWork, runtime.relay, store),
             runtime.clock,
             phone_region=phone_region,
             erased=eraser.kick,

@@ -74,7 +74,7 @@ async def backfill_tags(store: MemberStore) -> None:
 
 
 async def _insert_entries(store: MemberStore, entries: list[Doc]) -> None:
-    # The backfills' form of MemberStore.add_entries (no use case, so no unit of work).
+    # The backfills' form of MembersRepository.add_entries (no use case, so no unit of work).
     if not entries:
         return
     stamped = [{**e, "written_ms": now_ms()} for e in entries]

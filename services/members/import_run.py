@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 
 from services.members import domain, importer
 from services.members.schemas import ChunkReport, ImportReport, RejectedRow
-from services.members.store import MemberStore
+from services.members.store import MemberStore, MembersUnitOfWork
 from shared.clock import Clock
 from shared.documents import Doc
-from shared.uow import UnitOfWork
 
 Row = tuple[int, Doc | importer.RowRejected]
 
@@ -63,7 +62,7 @@ class Importer:
     def __init__(
         self,
         store: MemberStore,
-        uow: UnitOfWork,
+        uow: MembersUnitOfWork,
         phone_region: str | None,
         clock: Clock,
         *,
@@ -164,11 +163,11 @@ class Importer:
         self, ready: list[importer.Candidate], result: ChunkResult, file_id: str
     ) -> None:
         # Entries first: a crash before the members leaves entries that listings skip.
-        self.store.add_entries(self.uow, [e for c in ready for e in c.entries])
+        self.uow.members.add_entries([e for c in ready for e in c.entries])
         pending = ready
         not_created: list[importer.Candidate] = []
         for _round in range(CODE_ROUNDS):
-            written = self.store.insert_many(self.uow, [(c.member, c.events) for c in pending])
+            written = self.uow.members.insert_many([(c.member, c.events) for c in pending])
             # Which rows were refused decides what follows; the commit waits until their
             # events are published (it paces the import: one chunk's events at a time).
             await self.uow.commit(written, wait=True)
@@ -200,7 +199,7 @@ class Importer:
             result.rejected.append(
                 RejectedRow(row=c.row, code="unavailable", message="no referral code found; retry")
             )
-        self.store.remove_entries(self.uow, (e["_id"] for c in not_created for e in c.entries))
+        self.uow.members.remove_entries(e["_id"] for c in not_created for e in c.entries)
         await self.uow.commit()
 
     async def _why_refused(self, c: importer.Candidate, file_id: str) -> RejectedRow | bool | None:

@@ -1,13 +1,14 @@
 """The members service's MongoDB collections: its documents read and written, nothing more.
 
 Every filter goes through `shared.query.where` (the indexed form on both servers); which
-index serves which query is in docs/members.md, "Queries and indexes". A method that writes
-for a use case STAGES its writes in the unit of work it is given (shared/uow.py) and returns
-the step (or nothing): it never commits. The use case commits, where the next move depends
-on a write's outcome and at the end of its block; the commit makes the writes in the order
-staged, each document with its events, and publishes them. The listing entries
-(`member_tags`) written or removed with a member, and an erased member's Idempotency-Key
-records, go through the same unit of work. Direct writes are only those of no use case: the
+index serves which query is in docs/members.md, "Queries and indexes". The service's unit of
+work (`MembersUnitOfWork`) owns its repository, `uow.members` (`MembersRepository`): what a
+use case writes, it STAGES through it, which returns the step (or nothing) and never commits.
+The use case commits, where the next move depends on a write's outcome and at the end of its
+block; the commit makes the writes in the order staged, each document with its events, and
+publishes them. The listing entries (`member_tags`) written or removed with a member, and an
+erased member's Idempotency-Key records, are staged by the same repository. `MemberStore`
+holds the collections and the reads; its direct writes are only those of no use case: the
 eraser's (`forget_entries`, `forget_requests`, the purge phase; erasure.py) and the
 start-up backfills (backfill.py).
 
@@ -42,8 +43,9 @@ from shared.outbox_layout import (
     pending_only,
     unchanged_pending,
 )
+from shared.outbox_port import Publisher
 from shared.query import where
-from shared.uow import Step, UnitOfWork, Write
+from shared.uow import Repository, Step, UnitOfWork, Write
 
 
 class ContactTaken(Exception):
@@ -60,12 +62,12 @@ class CodeTaken(Exception):
 
 @dataclass(frozen=True)
 class StagedUpdate:
-    """A member's guarded update staged in a unit of work (`MemberStore.update`).
+    """A member's guarded update staged in a unit of work (`MembersRepository.update`).
 
     `step` is the write: its `matched_count` says whether it won against other writes.
-    `member` is the document as far as the update names it (for `refusal`, when a unique
-    index refuses it); `obsolete`, the listing entries it makes stale, to remove once it
-    landed (`remove_entries`)."""
+    `member` is the document as far as the update names it (for `MemberStore.refusal`, when
+    a unique index refuses it); `obsolete`, the listing entries it makes stale, to remove once
+    it landed (`MembersRepository.remove_entries`)."""
 
     step: Step[UpdateResult]
     member: Doc
@@ -147,56 +149,6 @@ class MemberStore:
                 return kind
         return None
 
-    # -- joining -------------------------------------------------------------------------------
-
-    def insert(self, uow: UnitOfWork, member: Doc, events: list[CloudEvent]) -> Step[None]:
-        """Stage the insert of a new member with their first events (in the same write); the
-        step is the member's insert (a DuplicateKeyError at its commit: `join_refused`).
-
-        Their listing entries are staged first: a crash in between leaves entries without a
-        member, which listings skip (and drop), never a member missing from a listing.
-        """
-        self.add_entries(uow, list(listing.tag_entries(member).values()))
-        return uow.insert(self.members, member, events)
-
-    async def join_refused(self, uow: UnitOfWork, member: Doc, exc: DuplicateKeyError) -> Exception:
-        """Why a new member's insert was refused (`refusal`). Unless the referral code
-        collided (a new code keeps the same entries), stages the removal of the listing
-        entries staged with it; the caller commits that before it answers."""
-        refused = await self.refusal(member, exc)
-        if not isinstance(refused, CodeTaken):
-            self.remove_entries(uow, (e["_id"] for e in listing.tag_entries(member).values()))
-        return refused
-
-    def insert_many(
-        self, uow: UnitOfWork, members: list[tuple[Doc, list[CloudEvent]]]
-    ) -> Step[BulkWriteResult | None]:
-        """Stage the insert of new members, each with its events, in one unordered write.
-        After its commit the step's `refused` lists the positions a unique index refused (the
-        caller finds out which); other errors raise at the commit."""
-        writes = [Write.insert(member, events) for member, events in members]
-        return uow.bulk(self.members, writes, skip_duplicates=True)
-
-    def add_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
-        """Stage the listing entries of new members (ids never used before; a repeat is a
-        duplicate, skipped): they raise no event."""
-        if not entries:
-            return
-        now = now_ms()
-        writes = [Write.insert({**e, "written_ms": now}) for e in entries]
-        uow.bulk(self.tags, writes, skip_duplicates=True)
-
-    def remove_entries(self, uow: UnitOfWork, entry_ids: Iterable[str]) -> None:
-        """Stage the removal of these listing entries."""
-        ids = list(entry_ids)
-        if ids:
-            uow.delete(self.tags, {"_id": {"$in": ids}})
-
-    async def forget_entries(self, member_id: str) -> None:
-        """Every listing entry of a member (they hold the region), at once: the eraser's
-        repeat, outside any use case (`forget` stages the same for the leaving use case)."""
-        await self.tags.delete_many(where(member_id=member_id))
-
     # -- reading -------------------------------------------------------------------------------
 
     async def get(self, member_id: str) -> Doc | None:
@@ -217,94 +169,13 @@ class MemberStore:
     async def by_code(self, code: str) -> Doc | None:
         return await self.members.find_one(where(referral_code=code), READABLE)
 
-    # -- changing ------------------------------------------------------------------------------
+    # -- the eraser's repeats (direct writes, outside any use case) -----------------------------
 
-    def update(
-        self,
-        uow: UnitOfWork,
-        member_id: str,
-        version: int,
-        change: Doc,
-        events: list[CloudEvent],
-        guard: Doc | None = None,
-        current: Doc | None = None,
-    ) -> StagedUpdate:
-        """Stage an update that lands only if nobody changed the member since `version`
-        (optimistic); the use case commits it and reads whether it matched.
-
-        With `current` (the document the change was computed from), the listing entries
-        follow: the new ones are staged before the member; the old ones are the update's
-        `obsolete`, removed once it landed.
-        """
-        before: dict[str, Doc] = {}
-        after: dict[str, Doc] = {}
-        if current is not None:
-            before = listing.tag_entries(current)
-            after = listing.tag_entries(_applied(current, change))
-            self._refresh_entries(uow, [e for i, e in after.items() if i not in before])
-        update = {k: dict(v) for k, v in change.items()}
-        update.setdefault("$inc", {})["version"] = 1
-        flt = where({"_id": member_id, "version": version, **(guard or {})})
-        return StagedUpdate(
-            uow.update(self.members, flt, update, events),
-            {"_id": member_id, **change.get("$set", {})},
-            [i for i in before if i not in after],
-        )
-
-    def _refresh_entries(self, uow: UnitOfWork, entries: list[Doc]) -> None:
-        # Upserts by id (not inserts): an entry left over from an earlier change gets a new
-        # `written_ms`, so a reader that judged it stale a moment ago keeps it.
-        if not entries:
-            return
-        now = now_ms()
-        uow.bulk(
-            self.tags,
-            [
-                Write.update(
-                    e["_id"], {"_id": e["_id"]}, {"$set": {**e, "written_ms": now}}, upsert=True
-                )
-                for e in entries
-            ],
-        )
-
-    def replace_with_tombstone(
-        self, uow: UnitOfWork, member: Doc, erased_at: datetime, left: CloudEvent
-    ) -> Step[BulkWriteResult | None]:
-        """Stage the swap of the profile (read whole) for its tombstone (`erased_document`),
-        unless it changed since it was read: it landed if the commit's result matched one.
-
-        The guard includes the pending events as read: the relay does not bump `version`
-        when it removes a published one, and the tombstone must not resurrect it. The swap is
-        an update setting the tombstone's fields and unsetting every other (with the guard
-        that is the same as replacing the document), so that the unit of work knows whether
-        it landed: the tombstone's pending events are published on commit if it did, and
-        nothing is assumed if it lost the race. Once it landed, `forget` follows.
-        """
-        tomb = erased_document(member, erased_at, left.model_dump(mode="json"))
-        guard = where(
-            {"_id": member["_id"], "version": member.get("version", 1)},
-            **unchanged_pending(member),
-        )
-        # Only what changes is set: a date `$set` by a top-level path would be stored as a
-        # string on nx-27017 (joined_at stays as it was inserted).
-        changed = {k: v for k, v in tomb.items() if k not in member or member[k] != v}
-        update: Doc = {"$set": changed}
-        if gone := {k: "" for k in member if k not in tomb}:
-            update["$unset"] = gone
-        events = [CloudEvent.model_validate(e) for e in pending_events(tomb)]
-        return uow.bulk(self.members, [Write(UpdateOne(guard, update), tomb["_id"], events)])
-
-    def forget(self, uow: UnitOfWork, member: Doc) -> None:
-        """Stage the removal of what an erased member (read whole before their tombstone)
-        leaves besides it: their listing entries (they hold the region), their join's
-        Idempotency-Key record, and every record the kernel indexed by their id (the records
-        keep the responses). The eraser also does this until the erasure is finished (after
-        a crash in between)."""
-        member_id = member["_id"]
-        uow.delete(self.tags, where(member_id=member_id))
-        if member.get("idempotency_record"):
-            uow.delete(self.idempotency, {"_id": member["idempotency_record"]})
-        uow.delete(self.idempotency, requests_of(member_id))
+    async def forget_entries(self, member_id: str) -> None:
+        """Every listing entry of a member (they hold the region), at once: the eraser's
+        repeat, outside any use case (`MembersRepository.forget` stages the same for the
+        leaving use case)."""
+        await self.tags.delete_many(where(member_id=member_id))
 
     async def forget_requests(self, member_id: str) -> None:
         """Every Idempotency-Key record of a request about the member (the kernel indexes
@@ -344,6 +215,162 @@ class MemberStore:
             if any(e.get("subject") == member_id for e in pending_events(doc)):
                 return True
         return False
+
+
+class MembersRepository(Repository):
+    """The members' documents a use case writes, staged in the unit of work that owns this
+    repository (`uow.members`): a member with their events, their listing entries
+    (`member_tags`) written or removed with them, and an erased member's Idempotency-Key
+    records. A method returns the step (or nothing); the use case commits. Reads, and the
+    collections, are the store's."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, uow: UnitOfWork, store: MemberStore) -> None:
+        super().__init__(uow)
+        self.store = store
+
+    # -- joining -------------------------------------------------------------------------------
+
+    def insert(self, member: Doc, events: list[CloudEvent]) -> Step[None]:
+        """Stage the insert of a new member with their first events (in the same write); the
+        step is the member's insert (a DuplicateKeyError at its commit: `join_refused`).
+
+        Their listing entries are staged first: a crash in between leaves entries without a
+        member, which listings skip (and drop), never a member missing from a listing.
+        """
+        self.add_entries(list(listing.tag_entries(member).values()))
+        return self.uow.insert(self.store.members, member, events)
+
+    async def join_refused(self, member: Doc, exc: DuplicateKeyError) -> Exception:
+        """Why a new member's insert was refused (`MemberStore.refusal`). Unless the referral
+        code collided (a new code keeps the same entries), stages the removal of the listing
+        entries staged with it; the caller commits that before it answers."""
+        refused = await self.store.refusal(member, exc)
+        if not isinstance(refused, CodeTaken):
+            self.remove_entries(e["_id"] for e in listing.tag_entries(member).values())
+        return refused
+
+    def insert_many(
+        self, members: list[tuple[Doc, list[CloudEvent]]]
+    ) -> Step[BulkWriteResult | None]:
+        """Stage the insert of new members, each with its events, in one unordered write.
+        After its commit the step's `refused` lists the positions a unique index refused (the
+        caller finds out which); other errors raise at the commit."""
+        writes = [Write.insert(member, events) for member, events in members]
+        return self.uow.bulk(self.store.members, writes, skip_duplicates=True)
+
+    def add_entries(self, entries: list[Doc]) -> None:
+        """Stage the listing entries of new members (ids never used before; a repeat is a
+        duplicate, skipped): they raise no event."""
+        if not entries:
+            return
+        now = now_ms()
+        writes = [Write.insert({**e, "written_ms": now}) for e in entries]
+        self.uow.bulk(self.store.tags, writes, skip_duplicates=True)
+
+    def remove_entries(self, entry_ids: Iterable[str]) -> None:
+        """Stage the removal of these listing entries."""
+        ids = list(entry_ids)
+        if ids:
+            self.uow.delete(self.store.tags, {"_id": {"$in": ids}})
+
+    def update(
+        self,
+        member_id: str,
+        version: int,
+        change: Doc,
+        events: list[CloudEvent],
+        guard: Doc | None = None,
+        current: Doc | None = None,
+    ) -> StagedUpdate:
+        """Stage an update that lands only if nobody changed the member since `version`
+        (optimistic); the use case commits it and reads whether it matched.
+
+        With `current` (the document the change was computed from), the listing entries
+        follow: the new ones are staged before the member; the old ones are the update's
+        `obsolete`, removed once it landed.
+        """
+        before: dict[str, Doc] = {}
+        after: dict[str, Doc] = {}
+        if current is not None:
+            before = listing.tag_entries(current)
+            after = listing.tag_entries(_applied(current, change))
+            self._refresh_entries([e for i, e in after.items() if i not in before])
+        update = {k: dict(v) for k, v in change.items()}
+        update.setdefault("$inc", {})["version"] = 1
+        flt = where({"_id": member_id, "version": version, **(guard or {})})
+        return StagedUpdate(
+            self.uow.update(self.store.members, flt, update, events),
+            {"_id": member_id, **change.get("$set", {})},
+            [i for i in before if i not in after],
+        )
+
+    def _refresh_entries(self, entries: list[Doc]) -> None:
+        # Upserts by id (not inserts): an entry left over from an earlier change gets a new
+        # `written_ms`, so a reader that judged it stale a moment ago keeps it.
+        if not entries:
+            return
+        now = now_ms()
+        self.uow.bulk(
+            self.store.tags,
+            [
+                Write.update(
+                    e["_id"], {"_id": e["_id"]}, {"$set": {**e, "written_ms": now}}, upsert=True
+                )
+                for e in entries
+            ],
+        )
+
+    def replace_with_tombstone(
+        self, member: Doc, erased_at: datetime, left: CloudEvent
+    ) -> Step[BulkWriteResult | None]:
+        """Stage the swap of the profile (read whole) for its tombstone (`erased_document`),
+        unless it changed since it was read: it landed if the commit's result matched one.
+
+        The guard includes the pending events as read: the relay does not bump `version`
+        when it removes a published one, and the tombstone must not resurrect it. The swap is
+        an update setting the tombstone's fields and unsetting every other (with the guard
+        that is the same as replacing the document), so that the unit of work knows whether
+        it landed: the tombstone's pending events are published on commit if it did, and
+        nothing is assumed if it lost the race. Once it landed, `forget` follows.
+        """
+        tomb = erased_document(member, erased_at, left.model_dump(mode="json"))
+        guard = where(
+            {"_id": member["_id"], "version": member.get("version", 1)},
+            **unchanged_pending(member),
+        )
+        # Only what changes is set: a date `$set` by a top-level path would be stored as a
+        # string on nx-27017 (joined_at stays as it was inserted).
+        changed = {k: v for k, v in tomb.items() if k not in member or member[k] != v}
+        update: Doc = {"$set": changed}
+        if gone := {k: "" for k in member if k not in tomb}:
+            update["$unset"] = gone
+        events = [CloudEvent.model_validate(e) for e in pending_events(tomb)]
+        return self.uow.bulk(
+            self.store.members, [Write(UpdateOne(guard, update), tomb["_id"], events)]
+        )
+
+    def forget(self, member: Doc) -> None:
+        """Stage the removal of what an erased member (read whole before their tombstone)
+        leaves besides it: their listing entries (they hold the region), their join's
+        Idempotency-Key record, and every record the kernel indexed by their id (the records
+        keep the responses). The eraser also does this until the erasure is finished (after
+        a crash in between)."""
+        member_id = member["_id"]
+        self.uow.delete(self.store.tags, where(member_id=member_id))
+        if member.get("idempotency_record"):
+            self.uow.delete(self.store.idempotency, {"_id": member["idempotency_record"]})
+        self.uow.delete(self.store.idempotency, requests_of(member_id))
+
+
+class MembersUnitOfWork(UnitOfWork):
+    """The members service's unit of work: it owns the service's repositories, and a use case
+    stages through them (`uow.members.insert(member, events)`)."""
+
+    def __init__(self, relay: Publisher, store: MemberStore) -> None:
+        super().__init__(relay)
+        self.members: MembersRepository = MembersRepository(self, store)
 
 
 def _applied(current: Doc, change: Doc) -> Doc:

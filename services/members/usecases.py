@@ -4,13 +4,13 @@ The HTTP routes (api.py, api_import.py, unsubscribe.py) are adapters: they parse
 into a command, call one method of `MemberUseCases` (reached through the service's context,
 context.py), and map the errors below to HTTP. Each method reads through the store, asks the
 domain (domain.py) for the new state and the events it raises, and stages both in a unit of
-work it opens itself (`async with self.unit_of_work() as uow:`) through the store, which
-never commits. The use case commits: where its next move depends on a write's outcome (a
-guarded update that may lose a race, a duplicate key), with `await uow.commit(step)` there,
-each such write its own commit; the rest when it leaves the block, which commits what is
-still staged and hands the events to the relay (leaving it with an exception drops that).
-The order of the writes is the order staged. The time is the clock's the use cases were
-given.
+work it opens itself (`async with self.unit_of_work() as uow:`), through the repository that
+unit of work owns (`uow.members`, store.py), which never commits. The use case commits:
+where its next move depends on a write's outcome (a guarded update that may lose a race, a
+duplicate key), with `await uow.commit(step)` there, each such write its own commit; the
+rest when it leaves the block, which commits what is still staged and hands the events to
+the relay (leaving it with an exception drops that). The order of the writes is the order
+staged. The time is the clock's the use cases were given.
 """
 
 from __future__ import annotations
@@ -27,15 +27,20 @@ from services.members import domain
 from services.members.contacts import normalise_contacts
 from services.members.import_run import Importer
 from services.members.schemas import ImportReport
-from services.members.store import CodeTaken, ContactTaken, MemberStore, StagedUpdate
+from services.members.store import (
+    CodeTaken,
+    ContactTaken,
+    MemberStore,
+    MembersUnitOfWork,
+    StagedUpdate,
+)
 from services.members.violations import RuleViolation
 from shared.clock import Clock
 from shared.documents import Doc
 from shared.events import CloudEvent, EventData, MemberUpdated, new_event
-from shared.uow import UnitOfWork
 
-#: Opens a unit of work (the runtime's `unit_of_work`).
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+#: Opens the service's unit of work (app.py: `MembersUnitOfWork` on the runtime's relay).
+UnitOfWorkFactory = Callable[[], MembersUnitOfWork]
 
 #: How often a write retries when another write changed the member in between.
 WRITE_ATTEMPTS = 5
@@ -187,10 +192,10 @@ class MemberUseCases:
             for _attempt in range(WRITE_ATTEMPTS):
                 member["referral_code"] = domain.new_referral_code()
                 try:
-                    await uow.commit(store.insert(uow, member, events))
+                    await uow.commit(uow.members.insert(member, events))
                     return member
                 except DuplicateKeyError as exc:
-                    refused = await store.join_refused(uow, member, exc)
+                    refused = await uow.members.join_refused(member, exc)
                     await uow.commit()  # its entries go first (unless a new code follows)
                     if isinstance(refused, CodeTaken):
                         continue
@@ -250,8 +255,7 @@ class MemberUseCases:
                 if not change:
                     return doc  # nothing changes: no event, no new version
                 event = new_event(MemberUpdated(member_id=member_id, changes=change.changes))
-                staged = store.update(
-                    uow,
+                staged = uow.members.update(
                     member_id,
                     version,
                     change.update(),
@@ -264,7 +268,7 @@ class MemberUseCases:
                     return await store.get(member_id) or doc
         raise KeptChanging()
 
-    async def _landed(self, uow: UnitOfWork, staged: StagedUpdate) -> bool:
+    async def _landed(self, uow: MembersUnitOfWork, staged: StagedUpdate) -> bool:
         """Commit a member's guarded update (the next move depends on it) and say whether it
         landed; if it did, the listing entries it made stale are staged to go after it. A
         unique index refusing it raises ContactTaken (or the error)."""
@@ -274,7 +278,7 @@ class MemberUseCases:
             raise await self.store.refusal(staged.member, exc) from exc
         if result.matched_count != 1:
             return False
-        self.store.remove_entries(uow, staged.obsolete)
+        uow.members.remove_entries(staged.obsolete)
         return True
 
     # -- leave ---------------------------------------------------------------------------------
@@ -298,15 +302,14 @@ class MemberUseCases:
                     return
                 event = new_event(left, time=now)
                 if erase:
-                    swapped = await uow.commit(store.replace_with_tombstone(uow, doc, now, event))
+                    swapped = await uow.commit(uow.members.replace_with_tombstone(doc, now, event))
                     written = swapped is not None and swapped.matched_count == 1
                     if written:
-                        store.forget(uow, doc)  # committed on leaving the block
+                        uow.members.forget(doc)  # committed on leaving the block
                 else:
                     written = await self._landed(
                         uow,
-                        store.update(
-                            uow,
+                        uow.members.update(
                             member_id,
                             int(doc.get("version", 1)),
                             {"$set": {"status": "left", "departure": domain.departure(now)}},

@@ -1,9 +1,9 @@
 """The members service on memory, for fast use-case tests (no servers).
 
-`members_on_memory()` builds the real store and unit of work on an in-memory database
-(tests/fakes/memory.py) with a relay that only records what it was asked to publish, so a use
-case runs end to end in microseconds. The relay never publishes: what a use case wrote stays
-pending in its document, as when NATS is away.
+`members_on_memory()` builds the real store and the service's unit of work
+(`MembersUnitOfWork`) on an in-memory database (tests/fakes/memory.py) with a relay that only
+records what it was asked to publish, so a use case runs end to end in microseconds. The relay
+never publishes: what a use case wrote stays pending in its document, as when NATS is away.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.members.store import MemberStore
+from services.members.store import MemberStore, MembersUnitOfWork
 from services.members.usecases import JoinCommand, MemberUseCases
-from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
 from tests.fakes.relay import RecordingRelay
 
@@ -31,8 +30,8 @@ class MembersOnMemory:
     erased: list[str] = field(default_factory=list)
     clock: Callable[[], datetime] = lambda: NOW
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)
+    def unit_of_work(self) -> MembersUnitOfWork:
+        return MembersUnitOfWork(self.relay, self.store)
 
     def use_cases(self, clock: Callable[[], datetime] | None = None) -> MemberUseCases:
         """The use cases on this store, reading the time from `clock` (default: NOW)."""

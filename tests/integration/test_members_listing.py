@@ -7,6 +7,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from services.members import domain, listing
+from services.members.store import MembersUnitOfWork
 from shared.events import utcnow
 from tests.helpers import wait_until
 from tests.integration.conftest import join_body
@@ -105,8 +106,8 @@ async def test_an_entry_left_over_from_an_interrupted_change_never_changes_the_a
         ghost = listing.tag_entries(
             {**doc, "_id": "ghost", "list_key": domain.list_key(doc["joined_at"], "ghost")}
         )
-        async with s["members"].runtime.unit_of_work() as uow:
-            store.add_entries(uow, [*moved.values(), *ghost.values()])
+        async with MembersUnitOfWork(s["members"].runtime.relay, store) as uow:
+            uow.members.add_entries([*moved.values(), *ghost.values()])
 
         assert await _listed(http, role="volunteer", region="kazan") == []
         assert await _listed(http, role="volunteer") == [anna["member_id"]]

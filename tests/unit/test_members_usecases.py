@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from services.members import importer, usecases
-from services.members.store import ContactTaken
+from services.members.store import ContactTaken, MembersRepository
 from services.members.violations import RuleViolation
 from shared.outbox_port import Committed
 from tests.fakes.members import NOW, MembersOnMemory, join_command, members_on_memory
@@ -226,22 +226,22 @@ async def test_an_import_creates_new_members_counts_existing_ones_and_announces_
 # -- the unit of work: staged writes, made at commit -------------------------------------------
 
 
-def _fail_after(monkeypatch, store, method: str) -> None:
-    """`store.<method>` stages its writes as usual, then the use case fails (a crash between
-    staging and the commit)."""
-    real = getattr(store, method)
+def _fail_after(monkeypatch, repository: type, method: str) -> None:
+    """`uow.members.<method>` stages its writes as usual, then the use case fails (a crash
+    between staging and the commit)."""
+    real = getattr(repository, method)
 
     def staged_then_failed(*args: Any, **kwargs: Any) -> Any:
         real(*args, **kwargs)
         raise RuntimeError("failed before the commit")
 
-    monkeypatch.setattr(store, method, staged_then_failed)
+    monkeypatch.setattr(repository, method, staged_then_failed)
 
 
 async def test_a_join_that_fails_after_staging_writes_no_entry_no_member_and_publishes_nothing(
     m, monkeypatch
 ):
-    _fail_after(monkeypatch, m.store, "insert")
+    _fail_after(monkeypatch, MembersRepository, "insert")
     with pytest.raises(RuntimeError):
         await join(m)
     assert m.db["member_tags"].documents() == [] and m.db["members"].documents() == []
@@ -254,7 +254,7 @@ async def test_a_change_that_fails_before_its_commit_leaves_the_member_and_its_e
     anna = await join(m)
     entries = sorted(e["_id"] for e in m.db["member_tags"].documents())
     m.relay.forget()
-    _fail_after(monkeypatch, m.store, "update")
+    _fail_after(monkeypatch, MembersRepository, "update")
     with pytest.raises(RuntimeError):
         await change(m, anna["_id"], region="kazan", interests=["sport"])
     stored = await m.member(anna["_id"])
@@ -264,7 +264,7 @@ async def test_a_change_that_fails_before_its_commit_leaves_the_member_and_its_e
 
 
 async def test_an_import_chunk_that_fails_before_its_commit_writes_nothing(m, monkeypatch):
-    _fail_after(monkeypatch, m.store, "insert_many")
+    _fail_after(monkeypatch, MembersRepository, "insert_many")
     command = usecases.ImportCommand(
         _rows("vera@example.org", "ivan@example.org"), importer.JSONL, file_id="f1", welcome=False
     )
