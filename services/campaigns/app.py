@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -10,6 +11,7 @@ from pydantic import Field
 from services.campaigns import api
 from services.campaigns.consumers import CampaignsHandlers, subscriptions
 from services.campaigns.context import Campaigns
+from services.campaigns.repositories import CampaignsUnitOfWork
 from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases import Lifecycle, Scoring
 from shared.clock import Clock, utcnow
@@ -36,16 +38,18 @@ def compose(
     settings = settings or load_settings(CampaignsSettings, SERVICE)
     runtime = Runtime(SERVICE, settings, clock)
     store = CampaignsStore(runtime.db)
-    # The use cases, with the unit of work that writes each change with its events and the
-    # count of stored documents that lists, the scheduler or the scoring had to leave out.
+    # The use cases, with the unit of work that writes each change with its events (owning the
+    # repositories that stage them) and the count of stored documents that lists, the
+    # scheduler or the scoring had to leave out.
+    unit_of_work = partial(CampaignsUnitOfWork, runtime.relay, store)
     lifecycle = Lifecycle(
         store,
-        runtime.unit_of_work,
+        unit_of_work,
         timedelta(seconds=settings.end_grace_seconds),
         runtime.skipped,
         runtime.clock,
     )
-    scoring = Scoring(store, runtime.unit_of_work, runtime.skipped, runtime.clock)
+    scoring = Scoring(store, unit_of_work, runtime.skipped, runtime.clock)
     context = Campaigns(store, lifecycle, scoring, runtime.clock, runtime.skipped)
     runtime.init_hooks.append(store.ensure_indexes)
     runtime.subscribe(subscriptions, CampaignsHandlers(scoring))

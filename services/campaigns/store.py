@@ -6,10 +6,11 @@ a string there, which range queries then miss; numbers behave as on MongoDB. Dat
 converted at the HTTP and event boundaries only (`shared.clock.epoch_ms` / `from_ms`).
 
 The store reads and writes documents and nothing else: what a write changes is decided by the
-use cases (`services.campaigns.usecases`), and the events a write carries ride in it through
-the unit of work (`shared.uow`), which also publishes them. A write method stages its write in
-the unit of work it is given and returns the staged step; the use case commits it (and reads
-its outcome when its next move depends on it). Reads are made at once.
+use cases (`services.campaigns.usecases`). The writes that carry events (a new campaign, a
+transition, the standings) are not made here: the service's unit of work owns the repositories
+that stage them (`services.campaigns.repositories`: `uow.campaigns`, `uow.standings`), given
+this store for its collections; the use case commits them (and reads a write's outcome when
+its next move depends on it). Reads, and the writes that carry no event, are made at once.
 
 Every filter on a field other than `_id` is built by `shared.query.where` (equality as `$eq`,
 no `$in`/`$or` on secondary fields), so both servers answer it from an index; which index
@@ -26,14 +27,11 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
-from pymongo.results import BulkWriteResult
 
 from shared.documents import Doc
-from shared.events import CloudEvent
 from shared.outbox_layout import without_outbox
 from shared.query import by_ids, count, descending_number, order_key, where
 from shared.store import DUPLICATE_KEY, TRANSIENT_DB_ERRORS
-from shared.uow import Step, UnitOfWork, Write
 
 log = logging.getLogger("sarafan.campaigns")
 
@@ -161,12 +159,6 @@ class CampaignsStore:
 
     # -- campaigns ------------------------------------------------------------------------------
 
-    def insert_campaign(self, uow: UnitOfWork, doc: Doc) -> Step[None]:
-        """Stage the insert of a new campaign (a duplicate key at commit: stored before)."""
-        return uow.insert(
-            self.campaigns, {**doc, "order_key": order_key(int(doc["created_ms"]), doc["_id"])}
-        )
-
     async def campaign(self, campaign_id: str, *, secret: bool = False) -> Doc | None:
         """The campaign; with its draw's secret (`draw_secret`) only when `secret` (the end)."""
         return await self.campaigns.find_one(
@@ -209,25 +201,6 @@ class CampaignsStore:
     async def due_to_end(self, cutoff_ms: int) -> list[str]:
         query = where(status="active", window_end_ms={"$lte": cutoff_ms})
         return [d["_id"] async for d in self.campaigns.find(query, {"_id": 1})]
-
-    def transition(
-        self,
-        uow: UnitOfWork,
-        campaign_id: str,
-        condition: Doc,
-        changes: Doc,
-        events: list[CloudEvent],
-    ) -> Step[Doc | None]:
-        """Stage `changes`, applied only if the campaign still matches `condition`; exactly one
-        caller wins, and its events ride in the same single-document update (the outbox). The
-        step's outcome: the campaign after the change, or None for a caller that lost."""
-        return uow.find_one_and_update(
-            self.campaigns,
-            where({"_id": campaign_id, **condition}),
-            {"$set": changes, "$inc": {"version": 1}},
-            events,
-            projection=HIDDEN,
-        )
 
     # -- members (this service's own projection) ------------------------------------------------
 
@@ -329,20 +302,6 @@ class CampaignsStore:
 
     async def standings_by_id(self, ids: Iterable[str]) -> dict[str, Doc]:
         return await by_ids(self.standings, ids, without_outbox())
-
-    def write_standings(
-        self, uow: UnitOfWork, writes: Sequence[Write]
-    ) -> Step[BulkWriteResult | None]:
-        """Stage the write of standings, only where nobody wrote since they were read, in one
-        unordered bulk write; after the commit, the step's `refused` are the positions of
-        those another writer changed meanwhile (read them again and redo their credits).
-
-        Each write is the insert of a new standing or an upsert guarded by the version read,
-        so a lost race is a duplicate key at its index either way (the step's `refused`) and
-        every write that was not refused did apply: its events are exactly what the unit of
-        work publishes. Any other failure raises from the commit.
-        """
-        return uow.bulk(self.standings, list(writes), ordered=False, skip_duplicates=True)
 
     async def standings_of(self, campaign_id: str) -> list[Doc]:
         """Every standing with points in the campaign: as many as it has participants (ending

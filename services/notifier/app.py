@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Annotated
 
 from fastapi import FastAPI
@@ -21,7 +22,7 @@ from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Fanout, Limits
 from services.notifier.pacing import Pace
 from services.notifier.reminder_job import Reminders
-from services.notifier.store import NotifierStore
+from services.notifier.store import NotifierStore, NotifierUnitOfWork
 from services.notifier.unsubscribe import UnsubscribeLinks, mailbox, members_url
 from services.notifier.usecases import Notifier
 from shared.bus import STREAMS, Bus
@@ -195,7 +196,8 @@ def compose(
     runtime = Runtime(SERVICE, settings, clock)
     store = NotifierStore(runtime.db)
     channels = build_channels(settings)
-    uow = runtime.unit_of_work
+    # The unit of work of the fan-out and the dispatcher, owning the service's repositories.
+    uow = partial(NotifierUnitOfWork, runtime.relay, store)
     dispatcher = Dispatcher(
         store, uow, channels, dispatch_settings(settings), runtime.metrics, runtime.clock
     )

@@ -26,7 +26,7 @@ from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.outbox_layout import without_outbox
 from shared.query import Collection, order_key, where
-from shared.uow import Step, UnitOfWork, Write
+from shared.uow import Repository, Step, UnitOfWork, Write
 
 #: Deliveries a worker may claim: waiting ones, and sending ones whose worker's lease ran out.
 CLAIMABLE = ["pending", "deferred", "sending"]
@@ -71,7 +71,8 @@ async def fill_in(
 
 
 class DeliveryRecords:
-    """The reads and writes of `deliveries` (part of `NotifierStore`)."""
+    """The reads and writes of `deliveries` (part of `NotifierStore`); the writes made in a use
+    case's unit of work are staged by `DeliveriesRepository` (below), which it owns."""
 
     deliveries: Collection
 
@@ -105,45 +106,6 @@ class DeliveryRecords:
             {"created_ms": 1},
             lambda doc: {"order_key": delivery_order_key({"created_ms": 0, **doc})},
         )
-
-    def insert_deliveries(
-        self,
-        docs: list[Doc],
-        events: Mapping[str, list[CloudEvent]] | None = None,
-        *,
-        uow: UnitOfWork,
-    ) -> Step[list[str]]:
-        """Stage the insert of deliveries with deterministic ids; the step's outcome is the ids
-        that are new (a redelivery's duplicates are not). Each carries its events (by delivery
-        id) in the outbox's batch form: one batch document per thousand deliveries holds them,
-        published on its commit and removed in one write, instead of an update of every
-        delivery (docs/notifier.md, "Fan-out")."""
-        # Computed here for every insert, so a copied document (a fallback) gets its own.
-        docs = [{**d, "order_key": delivery_order_key(d)} for d in docs]
-        return uow.insert_many(self.deliveries, docs, events or {})
-
-    def add_to_digests(self, uow: UnitOfWork, entries: list[tuple[Doc, str, Doc]]) -> Step[Any]:
-        """Stage the addition of items to waiting digest deliveries (created on first use), in
-        one round trip. entries: (the digest delivery as it is created, item key, item). After
-        the commit, the step's `refused` lists the entries whose digest was already claimed or
-        sent: the caller moves those to the next day."""
-        writes = [
-            Write.update(
-                doc["_id"],
-                # The filter's equalities (_id, status) seed the new document by themselves.
-                where({"_id": doc["_id"], "status": "deferred"}),
-                {
-                    "$set": {f"items.{key}": item},
-                    "$setOnInsert": {
-                        **{k: v for k, v in doc.items() if k not in ("_id", "status")},
-                        "order_key": delivery_order_key(doc),
-                    },
-                },
-                upsert=True,
-            )
-            for doc, key, item in entries
-        ]
-        return uow.bulk(self.deliveries, writes, skip_duplicates=True)
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta, token: str) -> list[Doc]:
         """Claim up to `limit` due deliveries for this worker; other workers never get the same.
@@ -195,11 +157,6 @@ class DeliveryRecords:
             delivery_id, where({"_id": delivery_id, "claim": token}), update, events
         )
 
-    def record(self, uow: UnitOfWork, writes: list[Write]) -> Step[Any]:
-        """Stage outcomes (`outcome`) in one bulk write; their events are published on the
-        commit."""
-        return uow.bulk(self.deliveries, writes)
-
     async def cancel_waiting(self, member_id: str) -> None:
         """Every delivery of the member not sent yet is cancelled (the member left)."""
         # One indexed update per claimable status (member_id, status) instead of `$in`.
@@ -225,3 +182,55 @@ class DeliveryRecords:
         query = where(filters, order_key={"$lt": after} if after is not None else ANY_KEY)
         cursor = self.deliveries.find(query, without_outbox("items"))
         return await cursor.sort(NEWEST_FIRST).limit(limit).to_list(None)
+
+
+class DeliveriesRepository(Repository):
+    """The writes of deliveries made in a use case's unit of work (`uow.deliveries`): new
+    deliveries, digest items, attempts' outcomes. Each is only staged and returned as a step;
+    the owner's commit makes it and publishes the events it carries."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, uow: UnitOfWork, store: DeliveryRecords) -> None:
+        super().__init__(uow)
+        self.store = store
+
+    def insert(
+        self, docs: list[Doc], events: Mapping[str, list[CloudEvent]] | None = None
+    ) -> Step[list[str]]:
+        """Stage the insert of deliveries with deterministic ids; the step's outcome is the ids
+        that are new (a redelivery's duplicates are not). Each carries its events (by delivery
+        id) in the outbox's batch form: one batch document per thousand deliveries holds them,
+        published on its commit and removed in one write, instead of an update of every
+        delivery (docs/notifier.md, "Fan-out")."""
+        # Computed here for every insert, so a copied document (a fallback) gets its own.
+        docs = [{**d, "order_key": delivery_order_key(d)} for d in docs]
+        return self.uow.insert_many(self.store.deliveries, docs, events or {})
+
+    def add_to_digests(self, entries: list[tuple[Doc, str, Doc]]) -> Step[Any]:
+        """Stage the addition of items to waiting digest deliveries (created on first use), in
+        one round trip. entries: (the digest delivery as it is created, item key, item). After
+        the commit, the step's `refused` lists the entries whose digest was already claimed or
+        sent: the caller moves those to the next day."""
+        writes = [
+            Write.update(
+                doc["_id"],
+                # The filter's equalities (_id, status) seed the new document by themselves.
+                where({"_id": doc["_id"], "status": "deferred"}),
+                {
+                    "$set": {f"items.{key}": item},
+                    "$setOnInsert": {
+                        **{k: v for k, v in doc.items() if k not in ("_id", "status")},
+                        "order_key": delivery_order_key(doc),
+                    },
+                },
+                upsert=True,
+            )
+            for doc, key, item in entries
+        ]
+        return self.uow.bulk(self.store.deliveries, writes, skip_duplicates=True)
+
+    def record(self, writes: list[Write]) -> Step[Any]:
+        """Stage outcomes (`DeliveryRecords.outcome`) in one bulk write; their events are
+        published on the commit."""
+        return self.uow.bulk(self.store.deliveries, writes)

@@ -24,7 +24,7 @@ from services.notifier.domain import Recipient
 from services.notifier.outcomes import Outcomes
 from services.notifier.pacing import Pace, Pacing
 from services.notifier.send_errors import failure, scrub
-from services.notifier.store import NotifierStore
+from services.notifier.store import NotifierStore, NotifierUnitOfWork
 from services.notifier.texts import delivery_text, mentioned
 from services.notifier.timing import hour_slot, quiet_until, retry_delay
 from shared import tracing
@@ -32,7 +32,6 @@ from shared.clock import Clock, epoch_ms, woken_or_timeout
 from shared.documents import Doc
 from shared.jobs import INSTANCE_ID
 from shared.metrics import Metrics
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.notifier.dispatch")
 
@@ -55,7 +54,7 @@ class Dispatcher:
     def __init__(
         self,
         store: NotifierStore,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], NotifierUnitOfWork],
         channels: dict[str, Channel],
         settings: DispatchSettings,
         metrics: Metrics,
@@ -356,14 +355,14 @@ class Dispatcher:
         (none when the member's projection could not be read: `member` is None)."""
         channel = delivery["channel"]
         if contact_dead and member is not None:
-            await out.write_now(self.store.block_channel(out.uow, member.member_id, channel, now))
+            await out.write_now(out.uow.members.block_channel(member.member_id, channel, now))
             member = replace(member, blocked=member.blocked | {channel})
         way = deliveries.fallback_channel(delivery, member, self.available)
         if member is not None and way.channel is not None:
             # The fallback first: if we crash in between, the claim is retried and the
             # deterministic id keeps the fallback single.
             fallback = deliveries.fallback(delivery, member, way, now)
-            await out.write_now(self.store.insert_deliveries([fallback], uow=out.uow))
+            await out.write_now(out.uow.deliveries.insert([fallback]))
         update, events = deliveries.failed(delivery, error, attempts, now, way.channel)
         await out.record(delivery["_id"], update, events)
         self._count(channel, "failed")

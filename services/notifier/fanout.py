@@ -20,13 +20,12 @@ from services.notifier import deliveries, domain
 from services.notifier.deliveries import Cause, DigestEntry
 from services.notifier.domain import Message, Plan, Recipient
 from services.notifier.rules import Notice
-from services.notifier.store import NotifierStore, budget_key
+from services.notifier.store import NotifierStore, NotifierUnitOfWork, budget_key
 from shared import tracing
 from shared.clock import Clock
 from shared.events import CloudEvent
 from shared.metrics import Metrics
 from shared.skipped import SkippedDocuments
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.notifier.fanout")
 
@@ -46,7 +45,7 @@ class Fanout:
     def __init__(
         self,
         store: NotifierStore,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], NotifierUnitOfWork],
         metrics: Metrics,
         available: frozenset[str],
         limits: Limits,
@@ -151,7 +150,7 @@ class Fanout:
         with tracing.sending("notifier", "inapp", [cause for cause, *_ in planned]):
             async with self.unit_of_work() as uow:
                 # Committed here: which deliveries are new (not a redelivery's) is counted.
-                new = set(await uow.commit(self.store.insert_deliveries(docs, events, uow=uow)))
+                new = set(await uow.commit(uow.deliveries.insert(docs, events)))
         await self._add_to_digests(digests)
         inapp_ids = [d["_id"] for d in docs if d["channel"] == "inapp" and d["_id"] in new]
         self._count("inapp", "sent", len(inapp_ids))
@@ -191,7 +190,7 @@ class Fanout:
                 if not entries:
                     return
                 # Committed at each round: the items refused go to the next day's digest.
-                step = self.store.add_to_digests(uow, entries)
+                step = uow.deliveries.add_to_digests(entries)
                 await uow.commit(step)
                 entries = [deliveries.next_day(entries[i]) for i in step.refused]
         if entries:

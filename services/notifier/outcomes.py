@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from services.notifier.store import NotifierStore
+from services.notifier.store import NotifierStore, NotifierUnitOfWork
 from shared.events import CloudEvent
-from shared.uow import Step, UnitOfWork, Write
+from shared.uow import Step, Write
 
 log = logging.getLogger("sarafan.notifier.dispatch")
 
@@ -31,7 +31,7 @@ class Outcomes:
     de-duplicate by the delivery id).
     """
 
-    def __init__(self, store: NotifierStore, uow: UnitOfWork, token: str) -> None:
+    def __init__(self, store: NotifierStore, uow: NotifierUnitOfWork, token: str) -> None:
         self.store = store
         self.uow = uow
         self.token = token
@@ -58,7 +58,7 @@ class Outcomes:
         try:
             # Committed now (the writes are made as the sends go, not at the batch's end): a
             # slow channel's deliveries do not stay `sending` in the database for the batch.
-            await self.uow.commit(self.store.record(self.uow, writes))
+            await self.uow.commit(self.uow.deliveries.record(writes))
         except Exception as exc:
             log.warning(
                 "recording %d outcome(s) failed: %r; they are tried again after the lease",

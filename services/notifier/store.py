@@ -2,8 +2,10 @@
 rate windows here; deliveries (the inbox, the log, the work queue) in `delivery_store`.
 
 Stores only read and write: what a member event changes is decided in `projection.py`, what
-an attempt changes in `deliveries.py`. A write made in a use case's unit of work (deliveries,
-outcomes, digest items, a dead address's mark) is staged in it and returned as a step: the use
+an attempt changes in `deliveries.py`. The writes made in a use case's unit of work (deliveries,
+outcomes, digest items, a dead address's mark) are not made by the store: the service's unit of
+work (`NotifierUnitOfWork`, below) owns the repositories that stage them (`uow.deliveries`,
+`uow.members`), given the store for its collections; each is returned as a step and the use
 case commits it. The projection's writes, the budgets and the rate windows are made at once.
 Every filter on a field other than `_id` goes through `shared.query.where()`: nx-27017 serves
 only the `$eq`/range form from an index (docs/patterns.md, "Queries that stay fast"). Times
@@ -22,15 +24,21 @@ from pymongo.errors import BulkWriteError
 from pymongo.results import UpdateResult
 
 from services.notifier.activity_store import ActivityRecords
-from services.notifier.delivery_store import DeliveryRecords, failed_indexes, fill_in
+from services.notifier.delivery_store import (
+    DeliveriesRepository,
+    DeliveryRecords,
+    failed_indexes,
+    fill_in,
+)
 from services.notifier.domain import Audience, level_rank
 from services.notifier.projection import InterestChange, MemberChange, coordinator_region
 from shared.clock import epoch_ms
 from shared.documents import Doc
 from shared.http import forget_requests_of
+from shared.outbox_port import Publisher
 from shared.query import by_ids, where
 from shared.store import only_duplicates
-from shared.uow import Step, UnitOfWork
+from shared.uow import Repository, Step, UnitOfWork
 
 #: Guards a projection write against an erased tombstone. `$nin`, not `$ne`: an upsert whose
 #: filter has `$ne` raises a duplicate key on nx-27017 over a document lacking the field (a
@@ -265,14 +273,6 @@ class NotifierStore(DeliveryRecords, ActivityRecords):
         )
         return result.matched_count == 1
 
-    def block_channel(
-        self, uow: UnitOfWork, member_id: str, channel: str, at: datetime
-    ) -> Step[UpdateResult]:
-        """Stage the mark of a channel whose address is dead (no events)."""
-        return uow.update(
-            self.members, {"_id": member_id}, {"$set": {f"blocked.{channel}": epoch_ms(at)}}
-        )
-
     # -- campaigns (names for milestone and winner messages) ------------------------------------
 
     async def remember_campaigns(self, names: dict[str, str]) -> None:
@@ -332,3 +332,33 @@ class NotifierStore(DeliveryRecords, ActivityRecords):
             if entries[i][2] in (windows.get(entries[i][0], {}).get("spent") or {})
         }
         return (set(range(len(entries))) - refused) | already
+
+
+class MembersRepository(Repository):
+    """The writes of the members projection made in a use case's unit of work
+    (`uow.members`): a dead address's mark, staged between an attempt's sends."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, uow: UnitOfWork, store: NotifierStore) -> None:
+        super().__init__(uow)
+        self.store = store
+
+    def block_channel(self, member_id: str, channel: str, at: datetime) -> Step[UpdateResult]:
+        """Stage the mark of a channel whose address is dead (no events)."""
+        return self.uow.update(
+            self.store.members, {"_id": member_id}, {"$set": {f"blocked.{channel}": epoch_ms(at)}}
+        )
+
+
+class NotifierUnitOfWork(UnitOfWork):
+    """A notifier use case's unit of work, owning the service's repositories: the deliveries
+    (`uow.deliveries`) and the members projection's staged marks (`uow.members`)."""
+
+    def __init__(self, relay: Publisher, store: NotifierStore) -> None:
+        super().__init__(relay)
+        self.deliveries: DeliveriesRepository = DeliveriesRepository(self, store)
+        self.members: MembersRepository = MembersRepository(self, store)
+
+    async def __aenter__(self) -> NotifierUnitOfWork:
+        return self

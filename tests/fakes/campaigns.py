@@ -1,9 +1,10 @@
 """The campaigns service's use cases wired to memory: no MongoDB, no NATS, microseconds.
 
 `CampaignsWorld()` holds the service's real store over in-memory collections
-(`tests.fakes.memory`), the kernel's unit of work with a relay that records what it is asked
-to publish instead of publishing, a clock the test moves, and the two use-case objects the
-app builds (`Lifecycle`, `Scoring`) on top of them.
+(`tests.fakes.memory`), the service's unit of work (`CampaignsUnitOfWork`, owning its
+repositories) with a relay that records what it is asked to publish instead of publishing, a
+clock the test moves, and the two use-case objects the app builds (`Lifecycle`, `Scoring`) on
+top of them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from services.campaigns.repositories import CampaignsUnitOfWork
 from services.campaigns.schemas import CampaignIn
 from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases import Lifecycle, Scoring
 from shared.events import CloudEvent, EventData, new_event
 from shared.skipped import SkippedDocuments
-from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
 from tests.fakes.relay import RecordingRelay
 
@@ -50,8 +51,8 @@ class CampaignsWorld:
         )
         self.scoring = Scoring(self.store, self.unit_of_work, self.skipped, self.clock)
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)
+    def unit_of_work(self) -> CampaignsUnitOfWork:
+        return CampaignsUnitOfWork(self.relay, self.store)
 
     def campaign(self, **over: Any) -> CampaignIn:
         """A valid definition: running from a minute before the clock for a week."""

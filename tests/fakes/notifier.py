@@ -1,5 +1,6 @@
-"""The notifier wired on in-memory fakes: its real store over `MemoryDatabase`, a real unit of
-work over a relay that only records what it is handed, a bus that records erasures, a channel
+"""The notifier wired on in-memory fakes: its real store over `MemoryDatabase`, its real unit of
+work (`NotifierUnitOfWork`, owning its repositories) over a relay that only records what it is
+handed, a bus that records erasures, a channel
 that answers what it is told. For the use-case tests (tests/unit/test_notifier_usecases.py)."""
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from services.notifier.consumers import NotifierHandlers, subscriptions
 from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Fanout, Limits
 from services.notifier.reminder_job import Reminders
-from services.notifier.store import NotifierStore
+from services.notifier.store import NotifierStore, NotifierUnitOfWork
 from services.notifier.usecases import Notifier
 from shared.metrics import Metrics
 from shared.skipped import SkippedDocuments
-from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
 from tests.fakes.relay import RecordingRelay
 from tests.helpers import MovableClock
@@ -73,9 +73,9 @@ class FakeNotifier:
     dispatcher: Dispatcher
     channels: dict[str, ScriptedChannel]
 
-    def unit_of_work(self) -> UnitOfWork:
+    def unit_of_work(self) -> NotifierUnitOfWork:
         """A unit of work of the service's kind (its commits handed to the recording relay)."""
-        return UnitOfWork(self.relay)
+        return NotifierUnitOfWork(self.relay, self.store)
 
 
 def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNotifier:
@@ -85,8 +85,8 @@ def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNoti
     metrics = Metrics("notifier")
     by_name = {c.name: c for c in channels}
 
-    def unit_of_work() -> UnitOfWork:
-        return UnitOfWork(relay)
+    def unit_of_work() -> NotifierUnitOfWork:
+        return NotifierUnitOfWork(relay, store)
 
     settings = DispatchSettings(
         max_attempts=3,

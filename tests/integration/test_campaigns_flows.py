@@ -6,11 +6,13 @@ import io
 import json
 import uuid
 from datetime import timedelta
+from functools import partial
 
 import httpx
 
 from services.campaigns.cli import check_campaign, verify_draw_main
 from services.campaigns.consumers import CampaignsHandlers
+from services.campaigns.repositories import CampaignsUnitOfWork
 from services.campaigns.usecases import Scoring
 from shared.events import HoursApproved, LevelChanged, PostCreated, ReferralMade, utcnow
 from tests.helpers import wait_until
@@ -345,9 +347,8 @@ async def test_redelivered_event_does_not_double_the_points(services, nc):
         await wait_points(campaigns, cid, {anna.member_id: 3})
         # ...and handled again after a crash lost the "processed" mark: the effect is guarded.
         service = s["campaigns"]
-        scoring = Scoring(
-            service.store, service.runtime.unit_of_work, service.runtime.skipped, service.clock
-        )
+        unit_of_work = partial(CampaignsUnitOfWork, service.runtime.relay, service.store)
+        scoring = Scoring(service.store, unit_of_work, service.runtime.skipped, service.clock)
         await CampaignsHandlers(scoring).on_engagement_batch([(event, event.payload())])
         assert await points_of(campaigns, cid) == {anna.member_id: 3}
         standing = await s["campaigns"].store.standings.find_one({"_id": f"{cid}:{anna.member_id}"})

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.notifier.delivery_store import DeliveriesRepository
 from services.notifier.store import NotifierStore
 from shared.events import (
     ActivityCancelled,
@@ -457,19 +458,19 @@ async def test_a_shift_of_2000_is_reminded_in_batches_each_member_once(
     written: list[int] = []
     plan_reminders, insert_deliveries = (
         NotifierStore.plan_reminders,
-        NotifierStore.insert_deliveries,
+        DeliveriesRepository.insert,
     )
 
     async def counted_plan(self: NotifierStore, docs: list[dict[str, Any]]) -> None:
         planned.append(len(docs))
         await plan_reminders(self, docs)
 
-    def counted_insert(self: NotifierStore, docs: list[Any], *a: Any, **k: Any) -> Any:
+    def counted_insert(self: DeliveriesRepository, docs: list[Any], *a: Any, **k: Any) -> Any:
         written.append(len(docs))
         return insert_deliveries(self, docs, *a, **k)
 
     monkeypatch.setattr(NotifierStore, "plan_reminders", counted_plan)
-    monkeypatch.setattr(NotifierStore, "insert_deliveries", counted_insert)
+    monkeypatch.setattr(DeliveriesRepository, "insert", counted_insert)
     members = [joined(timezone="UTC", imported=True, welcome=False) for _ in range(SHIFT_SIZE)]
     for chunk in range(0, len(members), 200):
         await asyncio.gather(*(publish(nc, m) for m in members[chunk : chunk + 200]))

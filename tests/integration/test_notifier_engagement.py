@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier.store import NotifierStore
+from services.notifier.delivery_store import DeliveriesRepository
 from shared.events import (
     AnswerAccepted,
     CampaignEnded,
@@ -83,13 +83,13 @@ async def test_a_burst_of_comments_gives_each_asker_one_message_per_comment_and_
     clock = MovableClock()
     clock.at(noon)
     writes: list[int] = []
-    insert_deliveries = NotifierStore.insert_deliveries
+    insert_deliveries = DeliveriesRepository.insert
 
-    def counted(self: NotifierStore, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
+    def counted(self: DeliveriesRepository, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
         writes.append(len(docs))
         return insert_deliveries(self, docs, *a, **k)
 
-    monkeypatch.setattr(NotifierStore, "insert_deliveries", counted)
+    monkeypatch.setattr(DeliveriesRepository, "insert", counted)
     askers = [joined(display_name=f"Asker {n}", welcome=False) for n in range(30)]
     commenters = [joined(display_name=f"Commenter {n}", welcome=False) for n in range(10)]
     asker_ids = [m.member_id for m in askers]

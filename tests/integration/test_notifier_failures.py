@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from services.notifier.store import NotifierUnitOfWork
 from shared.events import CampaignStarted
 from shared.logs import configure_logging
 from shared.store import epoch_ms
@@ -234,8 +235,8 @@ async def test_an_unreadable_member_projection_is_skipped_by_a_fan_out_and_fails
             "route": ["email"],
             "tried": [],
         }
-        uow = s["notifier"].runtime.unit_of_work()
-        await uow.commit(store.insert_deliveries([planned], uow=uow))
+        uow = NotifierUnitOfWork(s["notifier"].runtime.relay, store)
+        await uow.commit(uow.deliveries.insert([planned]))
         s["notifier"].jobs.dispatcher.wake()
         now = datetime.now(UTC)
         await publish(

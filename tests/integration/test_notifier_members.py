@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier.store import NotifierStore
+from services.notifier.delivery_store import DeliveriesRepository
 from shared.events import CampaignStarted, LevelChanged, MemberUpdated, QuestionUnanswered
 from tests.helpers import wait_until
 from tests.integration.notifier_peers import create_streams, publish
@@ -27,13 +27,13 @@ async def test_two_hundred_joins_at_once_are_welcomed_each_exactly_once_in_a_few
 ) -> None:
     await create_streams(nc, "MEMBERS", "ENGAGEMENT", "CAMPAIGNS")
     writes: list[int] = []
-    insert_deliveries = NotifierStore.insert_deliveries
+    insert_deliveries = DeliveriesRepository.insert
 
-    def counted(self: NotifierStore, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
+    def counted(self: DeliveriesRepository, docs: list[dict[str, Any]], *a: Any, **k: Any) -> Any:
         writes.append(len(docs))
         return insert_deliveries(self, docs, *a, **k)
 
-    monkeypatch.setattr(NotifierStore, "insert_deliveries", counted)
+    monkeypatch.setattr(DeliveriesRepository, "insert", counted)
     joins = [joined(display_name=f"Участник {n}") for n in range(200)]
     quiet = joined(display_name="Imported", imported=True, welcome=False)
     # All published before the notifier starts: it finds them waiting, as after an import.

@@ -12,6 +12,7 @@ import pytest
 
 from services.campaigns import draw
 from services.campaigns.cli import check
+from services.campaigns.repositories import CampaignsRepository
 from services.campaigns.schemas import CampaignOut
 from services.campaigns.usecases import Conflict, InvalidCampaign, Missing, UnknownMember
 from shared.clock import epoch_ms, from_ms
@@ -399,13 +400,13 @@ async def test_a_start_that_fails_after_staging_its_transition_changes_and_annou
     world, monkeypatch
 ):
     await world.lifecycle.create(world.campaign(), world.clock(), "c_1")
-    stage = world.store.transition
+    stage = CampaignsRepository.transition
 
     def staged_then_crash(*args, **kwargs):
         stage(*args, **kwargs)
         raise RuntimeError("the process fails between staging and commit")
 
-    monkeypatch.setattr(world.store, "transition", staged_then_crash)
+    monkeypatch.setattr(CampaignsRepository, "transition", staged_then_crash)
     with pytest.raises(RuntimeError):
         await world.lifecycle.start("c_1", world.clock(), by_hand=True)
     # The unit of work dropped the staged transition: still scheduled, no event kept or sent.

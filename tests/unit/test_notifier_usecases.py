@@ -13,6 +13,7 @@ import pytest
 
 from services.notifier import usecases
 from services.notifier.channels import Failed
+from services.notifier.delivery_store import DeliveriesRepository
 from services.notifier.domain import Preferences
 from shared.events import (
     CampaignStarted,
@@ -80,8 +81,8 @@ async def test_a_new_address_unblocks_its_channel_and_an_unchanged_one_does_not(
     f = fake_notifier()
     await join(f, joined("m_1", contacts={"email": "old@example.org", "telegram": "@m1"}))
     uow = f.unit_of_work()
-    f.store.block_channel(uow, "m_1", "email", LEFT)
-    f.store.block_channel(uow, "m_1", "telegram", LEFT)
+    uow.members.block_channel("m_1", "email", LEFT)
+    uow.members.block_channel("m_1", "telegram", LEFT)
     await uow.commit()
     changes = {"contacts": {"email": "new@example.org", "telegram": "@m1"}, "region": "kazan"}
     await usecases.update_member(f.notifier, MemberUpdated(member_id="m_1", changes=changes))
@@ -262,13 +263,13 @@ async def test_a_fan_out_that_fails_after_staging_its_deliveries_writes_none_and
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     f = fake_notifier()
-    stage = f.store.insert_deliveries
+    stage = DeliveriesRepository.insert
 
     def staged_then_crash(*args: Any, **kwargs: Any) -> Any:
         stage(*args, **kwargs)
         raise RuntimeError("the process fails between staging and commit")
 
-    monkeypatch.setattr(f.store, "insert_deliveries", staged_then_crash)
+    monkeypatch.setattr(DeliveriesRepository, "insert", staged_then_crash)
     with pytest.raises(RuntimeError):
         await join(f, joined("m_1"), joined("m_2"))
     # The unit of work dropped what was staged: no welcome, no batch, nothing to publish.

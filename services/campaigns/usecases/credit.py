@@ -37,7 +37,7 @@ class Award:
 class StandingWrite:
     """The one write that applies a standing's new credits, with its milestone events: the
     insert of a new standing, or an upsert guarded by the version read (a lost race is a
-    duplicate key either way: `CampaignsStore.write_standings`)."""
+    duplicate key either way: `StandingsRepository.write`)."""
 
     write: Write
     #: The milestones the write marks reached, and their milestone-reached events.

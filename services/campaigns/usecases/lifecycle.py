@@ -16,6 +16,7 @@ from typing import Any
 
 from services.campaigns import draw
 from services.campaigns.domain import Rules, Standing, validate_definition
+from services.campaigns.repositories import CampaignsUnitOfWork
 from services.campaigns.schemas import CampaignIn
 from services.campaigns.store import OPEN, CampaignsStore
 from services.campaigns.usecases.outcome import (
@@ -30,7 +31,6 @@ from shared.documents import Doc
 from shared.events import CloudEvent
 from shared.skipped import SkippedDocuments
 from shared.store import TRANSIENT_DB_ERRORS, is_duplicate_key
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.campaigns")
 
@@ -128,7 +128,7 @@ class Lifecycle:
     def __init__(
         self,
         store: CampaignsStore,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], CampaignsUnitOfWork],
         end_grace: timedelta,
         skipped: SkippedDocuments,
         clock: Clock,
@@ -167,7 +167,7 @@ class Lifecycle:
         started_event(doc, doc["window_start_ms"], commitment)
         async with self.unit_of_work() as uow:
             try:
-                await uow.commit(self.store.insert_campaign(uow, doc))
+                await uow.commit(uow.campaigns.insert(doc))
             except Exception as exc:
                 if not is_duplicate_key(exc):
                     raise
@@ -188,7 +188,7 @@ class Lifecycle:
     ) -> Doc | None:
         # The next move depends on who won: committed here, its outcome read.
         async with self.unit_of_work() as uow:
-            step = self.store.transition(uow, campaign_id, condition, changes, events)
+            step = uow.campaigns.transition(campaign_id, condition, changes, events)
             return await uow.commit(step)
 
     async def start(

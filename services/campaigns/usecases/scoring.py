@@ -24,6 +24,7 @@ from services.campaigns.domain import (
     referral_credit,
     referral_key,
 )
+from services.campaigns.repositories import CampaignsUnitOfWork
 from services.campaigns.store import CampaignsStore
 from services.campaigns.usecases.credit import Award, standing_write
 from shared.clock import Clock, epoch_ms, now_ms
@@ -32,7 +33,6 @@ from shared.events import CloudEvent, EventData, LevelChanged, MemberLeft
 from shared.http import forget_requests_of
 from shared.projection import MemberProjection
 from shared.skipped import SkippedDocuments
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.campaigns")
 
@@ -94,7 +94,7 @@ class Scoring:
     def __init__(
         self,
         store: CampaignsStore,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], CampaignsUnitOfWork],
         skipped: SkippedDocuments,
         clock: Clock,
     ) -> None:
@@ -168,7 +168,7 @@ class Scoring:
                     if (write := standing_write(docs.get(sid), group, at_ms)) is not None
                 ]
                 # Committed here: the standings that lost a race are read again next round.
-                step = self.store.write_standings(uow, writes)
+                step = uow.standings.write(writes)
                 await uow.commit(step)
                 lost = {writes[i].doc_id for i in step.refused}
                 groups = {sid: groups[sid] for sid in lost}
