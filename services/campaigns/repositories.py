@@ -90,6 +90,3 @@ class CampaignsUnitOfWork(UnitOfWork):
         super().__init__(relay)
         self.campaigns: CampaignsRepository = CampaignsRepository(self, store)
         self.standings: StandingsRepository = StandingsRepository(self, store)
-
-    async def __aenter__(self) -> CampaignsUnitOfWork:
-        return self

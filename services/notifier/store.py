@@ -359,6 +359,3 @@ class NotifierUnitOfWork(UnitOfWork):
         super().__init__(relay)
         self.deliveries: DeliveriesRepository = DeliveriesRepository(self, store)
         self.members: MembersRepository = MembersRepository(self, store)
-
-    async def __aenter__(self) -> NotifierUnitOfWork:
-        return self
