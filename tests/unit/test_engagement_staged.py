@@ -27,7 +27,7 @@ async def one_drifting_and_one_contended(e: OnMemory) -> None:
     """`back` is in a drift episode named by her last post; `other` has a standing."""
     await e.scoring.record([post("back", f"e{i}", WENT_QUIET) for i in range(5)], WENT_QUIET)
     await e.scoring.record([post("other", "o0", WENT_QUIET)], WENT_QUIET)
-    await e.store.standing.update_one(  # as the drift scan opens an episode (store.flag_drift)
+    await e.store.standing.update_one(  # as the drift scan opens an episode (flag_drift)
         {"_id": "back"}, {"$set": {"drift_from_ms": epoch_ms(WENT_QUIET)}, "$inc": {"version": 1}}
     )
 
