@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -14,6 +15,7 @@ from services.engagement.context import Engagement
 from services.engagement.contributions import DEFAULT_REACTIONS
 from services.engagement.insights import CommunityGauges, Insights
 from services.engagement.jobs import EngagementJobs
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
 from services.engagement.usecases import Activity, Hours, MemberEvents, Posts
@@ -80,12 +82,14 @@ def compose(
     rules = settings.rules()
     runtime = Runtime(SERVICE, settings, clock)
     store = EngagementStore(runtime.db)
-    scoring = Scoring(store, rules, runtime.unit_of_work)
-    insights = Insights(store, rules, runtime.unit_of_work)
+    # Each use case's unit of work owns the service's repositories (repositories.py).
+    unit_of_work = partial(EngagementUnitOfWork, runtime.relay, store)
+    scoring = Scoring(store, rules, unit_of_work)
+    insights = Insights(store, rules, unit_of_work)
     engagement = Engagement(
-        posts=Posts(store, runtime.unit_of_work, clock, rules.reactions),
-        hours=Hours(store, runtime.unit_of_work, clock),
-        members=MemberEvents(store, runtime.unit_of_work, scoring, runtime.bus.erase, clock),
+        posts=Posts(store, unit_of_work, clock, rules.reactions),
+        hours=Hours(store, unit_of_work, clock),
+        members=MemberEvents(store, unit_of_work, scoring, runtime.bus.erase, clock),
         activity=Activity(store, scoring, clock),
         store=store,
         rules=rules,
@@ -94,14 +98,14 @@ def compose(
         clock=clock,
     )
     handlers = EngagementHandlers(engagement)
-    jobs = EngagementJobs(store, scoring, insights, engagement.gauges, runtime.unit_of_work, rules)
+    jobs = EngagementJobs(store, scoring, insights, engagement.gauges, unit_of_work, rules)
 
     runtime.init_hooks.append(store.ensure_indexes)
 
     async def key_standings() -> None:
         # Standings stored before the segments' rank keys get them once, before the first read
         # (reads still key any they meet: insights.segment); the windowed counters get the
-        # month before them once (counted.fill).
+        # month before them once (counted.unfilled, uow.counters.fill).
         await insights.prepare(clock())
 
     runtime.init_hooks.append(key_standings)

@@ -26,7 +26,6 @@ from shared.documents import Doc
 from shared.events import HoursApproved, MemberJoined, PostCreated
 from shared.query import count, total, where
 from shared.tally import Tally, first_whole_hour
-from shared.uow import UnitOfWork
 
 #: Kept by member transition, and in the hour the counted thing happened (the windows).
 MEMBER_COUNTS = ("members", "joins", "referred")
@@ -138,15 +137,15 @@ async def windowed(store: Any, now: datetime, since: dict[str, int]) -> dict[str
     }
 
 
-async def fill(store: Any, uow: UnitOfWork, now: datetime) -> int:
+async def unfilled(store: Any, now: datetime) -> list[Doc | None] | None:
     """Once, when the counters are newer than the data (an upgrade): the month's joins, posts,
     answers, returns and approved hours as deltas, read by their indexed times (a month of
-    them). The same ids as the live changes': whatever both record counts once. Staged in
-    `uow`: the deltas, then the mark that they are filled (a fill that fails before the mark
-    is made again, its deltas counted once). Returns how many deltas were staged."""
+    them); None when they were filled before. The same ids as the live changes': whatever both
+    record counts once. Staged by `uow.counters.fill` (repositories.py): the deltas, then the
+    mark that they are filled."""
     counters = store.counters
     if await counters.collection.find_one({"_id": f"{counters.name}:{FILLED}"}):
-        return 0
+        return None
     since = {"$gte": epoch_ms(now - KEEP - timedelta(days=1))}
     deltas: list[Doc | None] = []
     async for m in store.members.find(where(joined_at_ms=since), {"joined_at_ms": 1}):
@@ -160,12 +159,4 @@ async def fill(store: Any, uow: UnitOfWork, now: datetime) -> int:
     approved = where(status="approved", decided_ms=since)
     async for h in store.hours.find(approved, {"hours": 1, "decided_ms": 1}):
         deltas.append(hours(counters, h["_id"], float(h["hours"]), int(h["decided_ms"]), now))
-    for first in range(0, len(deltas), 1000):
-        store.count(uow, deltas[first : first + 1000])
-    uow.update(
-        counters.collection,
-        {"_id": f"{counters.name}:{FILLED}"},
-        {"$set": {"at_ms": epoch_ms(now)}},
-        upsert=True,
-    )
-    return len([d for d in deltas if d is not None])
+    return deltas

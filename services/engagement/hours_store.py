@@ -1,6 +1,7 @@
 """The engagement service's volunteer hours entries and the activities' titles they are labelled
-with: reads and guarded writes (the rest of the service's collections: store.py). The use cases'
-writes stage into their unit of work and return its step; the use case commits.
+with: reads, and the activities' notes made at once (the rest of the service's collections:
+store.py). The use cases' writes of entries are staged by the unit of work's `uow.hours`
+(repositories.py); the use case commits.
 
 Mixed into `EngagementStore`, which holds the collections (`hours`, `activities`).
 """
@@ -11,14 +12,11 @@ from collections.abc import Iterable
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.results import BulkWriteResult, UpdateResult
 
 from shared.documents import Doc
-from shared.events import CloudEvent
 from shared.outbox_layout import without_outbox
 from shared.query import by_ids, where
 from shared.store import is_duplicate_key
-from shared.uow import Step, UnitOfWork, Write
 
 HIDE = without_outbox()
 
@@ -29,15 +27,6 @@ class HoursRecords:
 
     async def hours_entry(self, entry_id: str) -> Doc | None:
         return await self.hours.find_one({"_id": entry_id}, HIDE)
-
-    def decide_hours(
-        self, uow: UnitOfWork, entry_id: str, decision: Doc, events: list[CloudEvent]
-    ) -> Step[UpdateResult]:
-        """Stage pending → approved/rejected, once (the guard: this decision was made when the
-        outcome's `modified_count` is 1); an approval carries hours-approved."""
-        return uow.update(
-            self.hours, where({"_id": entry_id, "status": "pending"}), {"$set": decision}, events
-        )
 
     async def hours_of(
         self, member_id: str, status: str | None, limit: int, before: str | None
@@ -57,15 +46,6 @@ class HoursRecords:
         ]
         rows = await (await self.hours.aggregate(pipeline)).to_list(None)
         return {row["_id"]: float(row["hours"]) for row in rows}
-
-    def insert_hours(
-        self, uow: UnitOfWork, entries: list[tuple[Doc, CloudEvent]]
-    ) -> Step[BulkWriteResult | None]:
-        """Stage new entries with their events in one unordered bulk insert; an entry whose id
-        exists already (the same cause again) is left as it is: the step's `refused` lists
-        those (how many were inserted: `len(entries) - len(step.refused)`)."""
-        writes = [Write.insert(doc, [event]) for doc, event in entries]
-        return uow.bulk(self.hours, writes, skip_duplicates=True)
 
     async def activities_by_id(self, activity_ids: Iterable[str]) -> dict[str, Doc]:
         return await by_ids(self.activities, activity_ids, {"title": 1, "timezone": 1})

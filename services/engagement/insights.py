@@ -16,13 +16,13 @@ from prometheus_client import Gauge
 
 from services.engagement import counted, domain, ranking
 from services.engagement.record import Record
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.standings import KEYING_BATCH, Standings
 from services.engagement.store import EngagementStore
 from shared.clock import epoch_ms, from_ms
 from shared.documents import Doc
 from shared.metrics import Metrics
 from shared.query import count, where
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -61,7 +61,7 @@ class Insights:
         self,
         store: EngagementStore,
         rules: domain.Rules,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], EngagementUnitOfWork],
     ) -> None:
         self.store = store
         self.rules = rules
@@ -73,10 +73,13 @@ class Insights:
     async def prepare(self, now: datetime) -> None:
         """At start: standings stored before the segments' rank keys get them once, before the
         first read (reads still key any they meet); the windowed counters get the month before
-        them once (counted.fill, made on leaving the unit of work)."""
+        them once (counted.unfilled, staged by `uow.counters.fill`, made on leaving the unit of
+        work)."""
         await self.key_unkeyed(now)
-        async with self.unit_of_work() as uow:
-            await counted.fill(self.store, uow, now)
+        deltas = await counted.unfilled(self.store, now)
+        if deltas is not None:
+            async with self.unit_of_work() as uow:
+                uow.counters.fill(deltas, now)
 
     async def key_unkeyed(self, now: datetime) -> int:
         """Give their segment keys to standings written without them (Standings.unkeyed), so
@@ -90,7 +93,7 @@ class Insights:
                 return keyed
             tried.update(d["_id"] for d in fresh)
             async with self.unit_of_work() as uow:
-                result = await uow.commit(self.standings.key(uow, fresh, now))
+                result = await uow.commit(uow.standings.key(self.standings.keys(fresh, now)))
             keyed += result.modified_count if result is not None else 0
             if len(docs) < KEYING_BATCH:
                 return keyed

@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 
 from services.engagement import domain, ranking
 from services.engagement.insights import CommunityGauges, Insights
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.scoring import Scoring, derived_event_id
 from services.engagement.store import EngagementStore
 from shared.clock import Clock, epoch_ms, from_ms
 from shared.events import MemberDrifting, QuestionUnanswered, new_event
 from shared.jobs import Leases, every
 from shared.store import TRANSIENT_DB_ERRORS
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement.jobs")
 
@@ -39,7 +39,7 @@ class EngagementJobs:
         scoring: Scoring,
         insights: Insights,
         gauges: CommunityGauges,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], EngagementUnitOfWork],
         rules: domain.Rules,
     ) -> None:
         self.store = store
@@ -110,10 +110,11 @@ class EngagementJobs:
         drift_key = {k: v for k, v in keys.items() if k == ranking.DRIFT_KEY}
         version = doc.get("version")
         async with self.unit_of_work() as uow:
-            return await self.store.flag_drift(
-                uow, member_id, last_ms, epoch_ms(now), event, keys=drift_key,
+            opened = uow.standings.flag_drift(
+                member_id, last_ms, epoch_ms(now), event, keys=drift_key,
                 version=int(version) if version is not None else None,
             )  # fmt: skip
+            return await uow.commit(opened)
 
     async def _set_aside(self, member_id: str, due_field: str, now: datetime) -> None:
         """A standing a scan could not handle is due again only after SET_ASIDE, so that it
@@ -201,7 +202,7 @@ class EngagementJobs:
             time=now,
         )
         async with self.unit_of_work() as uow:
-            step = self.store.flag_unanswered(uow, post["_id"], epoch_ms(now), event)
+            step = uow.posts.flag_unanswered(post["_id"], epoch_ms(now), event)
             flagged = (await uow.commit(step)).modified_count == 1
         return int(flagged)
 

@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 
 from services.engagement import domain, ranking
 from services.engagement.record import Record, as_doc, figures
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.store import RANK_FIELDS, EngagementStore, StandingWrite
 from shared.bus import TransientError
 from shared.clock import epoch_ms
 from shared.documents import Doc
 from shared.events import CloudEvent, LevelChanged, new_event
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -72,7 +72,7 @@ class Scoring:
         self,
         store: EngagementStore,
         rules: domain.Rules,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], EngagementUnitOfWork],
     ) -> None:
         self.store = store
         self.rules = rules
@@ -124,7 +124,7 @@ class Scoring:
 
     async def _attempt(
         self,
-        uow: UnitOfWork,
+        uow: EngagementUnitOfWork,
         pending: dict[str, list[domain.Fact]],
         now: datetime,
         copies: dict[str, Copy],
@@ -143,9 +143,9 @@ class Scoring:
             if came_back is not None:
                 returns.append(came_back)
         # Committed there (with what the round before staged): who lost the race decides.
-        lost = await self.store.write(uow, writes)
+        lost = await uow.commit(uow.standings.write(writes))
         # Staged: made by the next round's commit, or when the unit of work ends.
-        self.store.record_returns(uow, [r for r in returns if r[0] not in lost])
+        uow.standings.record_returns([r for r in returns if r[0] not in lost])
         return lost
 
     def _next(
@@ -177,7 +177,7 @@ class Scoring:
             and int(drift_from or 0) < record.last_ms
         ):
             # When this member starts drifting, unless active again before: the drift scan's
-            # index. Unset once the episode is reported (store.flag_drift) or the level drops.
+            # index. Unset once the episode is reported (`flag_drift`) or the level drops.
             fields["drift_due_ms"] = record.last_ms + _ms(self.rules.drift_after)
         else:
             unset.append("drift_due_ms")

@@ -11,14 +11,12 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from pymongo.results import BulkWriteResult
-
 from services.engagement import domain, ranking
 from services.engagement.ranking import KEYS_VERSION, KEYS_VERSION_FIELD
 from services.engagement.store import HIDE, EngagementStore
 from shared.documents import Doc
 from shared.query import count, where
-from shared.uow import Step, UnitOfWork, Write
+from shared.uow import Write
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -81,10 +79,10 @@ class Standings:
         query = where({KEYS_VERSION_FIELD: {"$exists": False}, "erased": {"$exists": False}})
         return await self.standing.find(query, KEY_SOURCES).limit(KEYING_BATCH).to_list(None)
 
-    def key(self, uow: UnitOfWork, docs: list[Doc], now: datetime) -> Step[BulkWriteResult | None]:
-        """Stage the segment keys of these standings (as `unkeyed` read them), each only on
-        the standing as read; the outcome's `modified_count` says how many were keyed."""
-        return uow.bulk(self.standing, [self._keying(doc, now) for doc in docs])
+    def keys(self, docs: list[Doc], now: datetime) -> list[Write]:
+        """The writes of the segment keys of these standings (as `unkeyed` read them), each
+        only on the standing as read: staged by `uow.standings.key` (repositories.py)."""
+        return [self._keying(doc, now) for doc in docs]
 
     def _keying(self, doc: Doc, now: datetime) -> Write:
         member_id = doc["_id"]

@@ -1,20 +1,19 @@
-"""The engagement service's MongoDB collections, indexes and the writes to them.
+"""The engagement service's MongoDB collections, indexes, reads and the writes made at once.
 
 Every filter goes through `shared.query.where` (the indexed form on both servers) and every
 listing pages on one sort-key field (docs/patterns.md, "Queries that stay fast"). Times that are
 queried or updated by path are integer epoch milliseconds (`*_ms`): nx-27017 stores a date
 `$set` by path as a string. The reads behind the figures (leaderboards, segments, stats) are in
-`standings.py`, the writes that forget an erased member in `erasure.py`, the volunteer hours in
+`standings.py`, what the erasure of a member reads in `erasure.py`, the volunteer hours in
 `hours_store.py`, the kept counters' deltas in `counted.py`.
 
-A write made for a use case STAGES into the use case's unit of work (shared/uow.py) and returns
-its step: nothing reaches the database before the use case commits, and the commit publishes
-the events the writes carry. Two writes commit themselves, because their outcome is what they
-answer and reading it is this module's knowledge: the standings' version-guarded bulk (`write`:
-which members lost the race) and the drift episode's two guards (`flag_drift`). Reads, and the
-writes no use case's unit of work makes (the projections an event handler keeps, the kept
-counters' deltas of member and activity events, the notes of first answers and counted
-referrals, the jobs' bookkeeping, index set-up), stay direct: docs/engagement.md lists them.
+The store reads, and makes the writes no use case's unit of work makes (the projections an
+event handler keeps, the kept counters' deltas of member and activity events, the notes of
+first answers and counted referrals, the jobs' bookkeeping, index set-up): docs/engagement.md
+lists them. The writes made for a use case are not made here: the service's unit of work owns
+the repositories that stage them (repositories.py: `uow.posts`, `uow.hours`, `uow.requests`,
+`uow.counters`, `uow.standings`), given this store for its collections; nothing reaches the
+database before the use case commits, and the commit publishes the events the writes carry.
 """
 
 from __future__ import annotations
@@ -23,9 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pymongo import DESCENDING, ReplaceOne, UpdateOne
+from pymongo import DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.results import BulkWriteResult, UpdateResult
 
 from services.engagement import counted
 from services.engagement.hours_store import HoursRecords
@@ -37,7 +35,6 @@ from shared.http import IDEMPOTENCY_TTL
 from shared.outbox_layout import without_outbox
 from shared.projection import MemberProjection
 from shared.query import by_ids, count, order_key, where
-from shared.uow import Step, UnitOfWork, Write
 
 #: Figure fields of a member's standing that only an active member has (leaving unsets them).
 RANK_FIELDS = ("rank_all", "rank7", "rank30")
@@ -49,7 +46,7 @@ HIDE = without_outbox()
 
 @dataclass
 class StandingWrite:
-    """One guarded read-modify-write of a member's standing (see `EngagementStore.write`)."""
+    """One guarded read-modify-write of a member's standing (`StandingsRepository.write`)."""
 
     member_id: str
     version: int | None  # what was read; None: no standing yet (or one from before versions)
@@ -71,7 +68,7 @@ class EngagementStore(HoursRecords):
         self.returns = db["returns"]  # members who came back after a drift episode
         self.jobs = db["jobs"]  # leases of the periodic jobs
         self.idempotency = db["idempotency_keys"]  # the HTTP kernel's replayable responses
-        #: Idempotency-Key records of decisions on a member's hours (see note_decision_request).
+        #: Idempotency-Key records of decisions on a member's hours (`note_decision_request`).
         self.decision_requests = db["decision_requests"]
         #: The community's kept counters (counted.py, shared/tally.py).
         self.counters = counted.tally(db["tallies"])
@@ -163,38 +160,6 @@ class EngagementStore(HoursRecords):
     async def standings(self, member_ids: Iterable[str]) -> dict[str, Doc]:
         return await by_ids(self.standing, member_ids, HIDE)
 
-    async def write(self, uow: UnitOfWork, writes: list[StandingWrite]) -> set[str]:
-        """Write standings only where nobody wrote since they were read, committing `uow` (with
-        what it staged before); returns the members whose standing changed in between (read
-        again and recompute those).
-
-        Each write is an upsert guarded by the version read, so a lost race shows up as a
-        duplicate key at its index (an unordered bulk write reports exactly those), and a
-        member's level-changed rides in the same write as the level (the outbox).
-        """
-        if not writes:
-            return set()
-        ops = []
-        for w in writes:
-            guard: Doc = {"_id": w.member_id}
-            guard["version"] = {"$exists": False} if w.version is None else w.version
-            update: Doc = {"$set": {**w.fields, "version": (w.version or 0) + 1}}
-            if w.unset:
-                update["$unset"] = {f: "" for f in w.unset}
-            ops.append(Write.update(w.member_id, guard, update, w.events, upsert=True))
-        # The outcome decides what the caller does next: committed here, read at once.
-        step = uow.bulk(self.standing, ops, skip_duplicates=True)
-        await uow.commit(step)
-        return {writes[i].member_id for i in step.refused}
-
-    def erase_standing(self, uow: UnitOfWork, member_id: str) -> Step[BulkWriteResult | None]:
-        """Stage the standing's replacement by a tombstone, made whether or not there was one: a
-        late or replayed event finds it and changes nothing. (A replacement that may insert: a
-        bulk of one `ReplaceOne` upsert, the write this always was; the unit of work's
-        `replace` does not insert.)"""
-        tombstone = ReplaceOne({"_id": member_id}, {"erased": 1, "version": 2**31}, upsert=True)
-        return uow.bulk(self.standing, [Write(tombstone, member_id, [])])  # type: ignore[arg-type]
-
     async def drift_due(self, now_ms: int, limit: int) -> list[Doc]:
         """Members whose drift episode has begun and is not reported yet."""
         found = self.standing.find(where(drift_due_ms={"$lte": now_ms}), HIDE)
@@ -214,67 +179,6 @@ class EngagementStore(HoursRecords):
         """Members whose standing must be looked at again by now (decay, windows, folding)."""
         found = self.standing.find(where(due_ms={"$lte": now_ms}), {"_id": 1})
         return [d["_id"] async for d in found.sort("due_ms", 1).limit(limit)]
-
-    async def flag_drift(
-        self,
-        uow: UnitOfWork,
-        member_id: str,
-        last_active_ms: int,
-        now_ms: int,
-        event: CloudEvent,
-        *,
-        keys: Doc | None = None,
-        version: int | None = None,
-    ) -> bool:
-        """Open a drift episode (once per period of inactivity, named by its last activity),
-        committing `uow`; True when this call opened it. Sets `keys` (the member's `drift_key`)
-        in the same update; with `version`, only on the standing as read (a key computed from an
-        older score is not written over a newer).
-
-        Episodes only move forward. Two single-condition updates, not one `$or` beside `_id`:
-        on nx-27017 such a write filter can modify another document (docs/patterns.md).
-        """
-        update = {
-            "$set": {"drift_from_ms": last_active_ms, "drift_flagged_ms": now_ms, **(keys or {})},
-            "$unset": {"drift_due_ms": ""},
-            # A figures write that read before this one recomputes with the episode.
-            "$inc": {"version": 1},
-        }
-        pinned: Doc = {"_id": member_id}
-        if version is not None:
-            pinned["version"] = version
-        for guard in ({"$lt": last_active_ms}, {"$exists": False}):
-            # The second is made only when the first matched nothing: each committed here.
-            step = uow.update(
-                self.standing, where({**pinned, "drift_from_ms": guard}), update, [event]
-            )
-            if (await uow.commit(step)).modified_count == 1:
-                return True
-        return False
-
-    def count(self, uow: UnitOfWork, deltas: list[Doc | None]) -> Step[BulkWriteResult | None]:
-        """Stage counted changes (counted.py): one unordered insert of the delta documents, a
-        delta recorded before (its id names the change) skipped, as the kept counters' own
-        insert does (shared/tally.py)."""
-        docs = [Write.insert(d) for d in deltas if d is not None]
-        return uow.bulk(self.counters.collection, docs, skip_duplicates=True)
-
-    def record_returns(self, uow: UnitOfWork, returns: list[tuple[str, int, int]]) -> None:
-        """Stage members active again after a drift episode, counted once per episode:
-        (member, drift_from_ms, came back at ms). Counted first (the kept counters' delta, a
-        retry finds the return unnoted and counts it once: shared/tally.py), then each return's
-        record, then its note on the standing."""
-        now = utcnow()
-        self.count(
-            uow, [counted.returned(self.counters, f"{m}:{f}", at, now) for m, f, at in returns]
-        )
-        for member_id, drift_from_ms, at_ms in returns:
-            record = {"_id": f"{member_id}:{drift_from_ms}", "member_id": member_id, "at_ms": at_ms}
-            # A duplicate (recorded before) must not stop the commit: a bulk of one that skips it.
-            uow.bulk(self.returns, [Write.insert(record)], skip_duplicates=True)
-            uow.update(
-                self.standing, {"_id": member_id}, {"$set": {"return_noted_ms": drift_from_ms}}
-            )
 
     # -- posts, comments, reactions ---------------------------------------------------------------
 
@@ -308,18 +212,6 @@ class EngagementStore(HoursRecords):
 
     async def comment_count(self, post_id: str) -> int:
         return await count(self.comments, {"post_id": post_id})
-
-    def accept_answer(
-        self, uow: UnitOfWork, post_id: str, accepted: Doc, event: CloudEvent
-    ) -> Step[UpdateResult]:
-        """Stage the accepted answer, once per question (the guard: it changed the post when
-        its outcome's `modified_count` is 1), with answer-accepted."""
-        return uow.update(
-            self.posts,
-            where({"_id": post_id, "accepted_comment_id": {"$exists": False}}),
-            {"$set": accepted},
-            [event],
-        )
 
     async def note_first_answers(self, answers: dict[str, int]) -> None:
         """Earliest comment by another member per post (epoch ms) and the wait for it:
@@ -363,31 +255,6 @@ class EngagementStore(HoursRecords):
         query = where(open=1, created_ms={"$lte": created_before_ms})
         return await self.posts.find(query, HIDE).to_list(None)
 
-    def flag_unanswered(
-        self, uow: UnitOfWork, post_id: str, now_ms: int, event: CloudEvent
-    ) -> Step[UpdateResult]:
-        """Stage question-unanswered with its mark, once per question (the guard: it flagged
-        the question when its outcome's `modified_count` is 1)."""
-        return uow.update(
-            self.posts,
-            where({"_id": post_id, "unanswered_ms": {"$exists": False}}),
-            {"$set": {"unanswered_ms": now_ms}, "$unset": {"open": ""}},
-            [event],
-        )
-
     async def close_question(self, post_id: str) -> None:
         """Answered after all (the job saw a comment the consumer had not noted yet)."""
         await self.posts.update_one({"_id": post_id}, {"$unset": {"open": ""}})
-
-    # -- what erasure must find --------------------------------------------------------------------
-
-    def note_decision_request(
-        self, uow: UnitOfWork, record_id: str, member_id: str
-    ) -> Step[BulkWriteResult | None]:
-        """Stage the note that a decision on a member's hours was answered under an
-        Idempotency-Key: the kernel files its record under the decider (`by`), but the response
-        shows the member's entry, so erasure must find it by the member too. Stamped with real
-        time, not the service's clock, as the kernel's record is: the note expires with it (a
-        write stamp). Noted once: a duplicate (the same request again) is skipped."""
-        note = {"_id": record_id, "member_id": member_id, "created_at": utcnow()}
-        return uow.bulk(self.decision_requests, [Write.insert(note)], skip_duplicates=True)

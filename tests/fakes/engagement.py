@@ -3,9 +3,10 @@
 - The reference rules (`score`, `replay`, `score_horizon`) say what the scores are by their
   definition, one fact at a time: the service computes them another way (day buckets folded
   into a base, one document per member), and the tests check that it gives the same figures.
-- `engagement_on_memory()` builds the real store, scoring, use cases and unit of work on an
-  in-memory database (tests/fakes/memory.py) with a relay that only records what it was asked
-  to publish, so a use case runs end to end in microseconds, with no server.
+- `engagement_on_memory()` builds the real store, scoring, use cases and unit of work (with the
+  repositories it owns) on an in-memory database (tests/fakes/memory.py) with a relay that only
+  records what it was asked to publish, so a use case runs end to end in microseconds, with no
+  server.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 from services.engagement import domain
 from services.engagement.domain import LEVELS, Fact, Rules
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.scoring import Scoring
 from services.engagement.store import EngagementStore
 from services.engagement.usecases import Activity, Hours, MemberEvents, Posts
 from shared.clock import utcnow
-from shared.uow import UnitOfWork
 from tests.fakes.memory import MemoryDatabase
 from tests.fakes.relay import RecordingRelay
 
@@ -71,8 +72,8 @@ class OnMemory:
     #: The time the use cases read (`at` moves it); real time while None.
     now: datetime | None = None
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.relay)
+    def unit_of_work(self) -> EngagementUnitOfWork:
+        return EngagementUnitOfWork(self.relay, self.store)
 
     def clock(self) -> datetime:
         return self.now or utcnow()

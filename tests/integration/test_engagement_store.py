@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from pymongo import AsyncMongoClient, UpdateOne
@@ -17,10 +18,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.engagement import domain
 from services.engagement.record import KEEP_DAYS, Record
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.scoring import Contended, Scoring
 from services.engagement.store import EngagementStore, StandingWrite
 from shared.events import LevelChanged, MemberDrifting, new_event
-from shared.uow import UnitOfWork
 from tests.fakes import engagement as reference
 from tests.fakes.relay import RecordingRelay
 
@@ -55,18 +56,18 @@ def fact(event: str, kind: str = "post", member: str = "m1", at: datetime = NOW)
     return domain.Fact(f"{event}:{kind}", member, kind, at)
 
 
-def quiet_unit_of_work() -> UnitOfWork:
-    return UnitOfWork(RecordingRelay())  # these tests look at documents, not at NATS
+def quiet_unit_of_work(store: EngagementStore) -> Callable[[], EngagementUnitOfWork]:
+    return partial(EngagementUnitOfWork, RecordingRelay(), store)  # documents, not NATS
 
 
 @pytest.fixture
-def uow() -> UnitOfWork:
-    return quiet_unit_of_work()
+def uow(store: EngagementStore) -> EngagementUnitOfWork:
+    return quiet_unit_of_work(store)()
 
 
 @pytest.fixture
 def scoring(store: EngagementStore) -> Scoring:
-    return Scoring(store, RULES, quiet_unit_of_work)
+    return Scoring(store, RULES, quiet_unit_of_work(store))
 
 
 async def record_of(store: EngagementStore, member: str = "m1") -> Record:
@@ -89,7 +90,7 @@ async def test_facts_are_added_once_however_often_they_are_recorded(store, scori
 
 
 async def test_concurrent_writers_never_lose_each_others_facts(store, scoring):
-    other = Scoring(store, RULES, quiet_unit_of_work)
+    other = Scoring(store, RULES, quiet_unit_of_work(store))
 
     async def record(writer: Scoring, i: int) -> None:
         while True:  # as the consumer would: a batch that lost every race is retried
@@ -122,10 +123,11 @@ async def test_a_standing_is_written_only_from_the_version_it_was_read_at(store,
         event = new_event(data, event_id=f"lc-{version}-{level}")
         return StandingWrite("m1", version, {"level": level}, [], [event])
 
-    assert await store.write(uow, [write(None, "participant")]) == set()
-    assert await store.write(uow, [write(None, "active")]) == {"m1"}  # someone created it first
-    assert await store.write(uow, [write(1, "active")]) == set()
-    assert await store.write(uow, [write(1, "loyal")]) == {"m1"}  # stale: version 2 now
+    stage = uow.standings.write  # its outcome, once committed: the members who lost the race
+    assert await uow.commit(stage([write(None, "participant")])) == set()
+    assert await uow.commit(stage([write(None, "active")])) == {"m1"}  # someone created it first
+    assert await uow.commit(stage([write(1, "active")])) == set()
+    assert await uow.commit(stage([write(1, "loyal")])) == {"m1"}  # stale: version 2 now
     doc = await store.standing.find_one({"_id": "m1"})
     assert (doc["level"], doc["version"], doc["outbox_pending"]) == ("active", 2, 2)
     assert set(doc["outbox"]) == {"lc-None-participant", "lc-1-active"}
@@ -140,7 +142,7 @@ async def test_a_level_move_rides_with_its_level_changed_once(store, scoring):
 
 
 async def test_a_drift_episode_is_flagged_once_and_only_a_later_one_again(
-    store: EngagementStore, uow: UnitOfWork
+    store: EngagementStore, uow: EngagementUnitOfWork
 ):
     await store.standing.insert_one({"_id": "m1", "level": "active", "level_seq": 1})
 
@@ -148,10 +150,11 @@ async def test_a_drift_episode_is_flagged_once_and_only_a_later_one_again(
         data = MemberDrifting(member_id="m1", level="active", last_active_at=NOW, days_inactive=14)
         return new_event(data, event_id=f"d-{last_ms}")
 
-    assert await store.flag_drift(uow, "m1", 1000, 5, drifting(1000))
-    assert not await store.flag_drift(uow, "m1", 1000, 5, drifting(1000))
-    assert not await store.flag_drift(uow, "m1", 500, 5, drifting(500))  # an older episode
-    assert await store.flag_drift(uow, "m1", 2000, 5, drifting(2000))
+    flag = uow.standings.flag_drift  # its outcome, once committed: whether it opened the episode
+    assert await uow.commit(flag("m1", 1000, 5, drifting(1000)))
+    assert not await uow.commit(flag("m1", 1000, 5, drifting(1000)))
+    assert not await uow.commit(flag("m1", 500, 5, drifting(500)))  # an older episode
+    assert await uow.commit(flag("m1", 2000, 5, drifting(2000)))
     doc = await store.standing.find_one({"_id": "m1"})
     assert doc["drift_from_ms"] == 2000
     assert {"d-1000", "d-2000"} <= set(doc["outbox"])

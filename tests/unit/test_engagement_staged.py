@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.engagement import counted, domain
+from services.engagement.store import StandingWrite
 from shared.clock import epoch_ms
 from shared.documents import Doc
-from shared.events import MemberJoined, MemberLeft, new_event
+from shared.events import MemberDrifting, MemberJoined, MemberLeft, new_event
 from tests.fakes.engagement import OnMemory, engagement_on_memory
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -27,7 +28,7 @@ async def one_drifting_and_one_contended(e: OnMemory) -> None:
     """`back` is in a drift episode named by her last post; `other` has a standing."""
     await e.scoring.record([post("back", f"e{i}", WENT_QUIET) for i in range(5)], WENT_QUIET)
     await e.scoring.record([post("other", "o0", WENT_QUIET)], WENT_QUIET)
-    await e.store.standing.update_one(  # as the drift scan opens an episode (store.flag_drift)
+    await e.store.standing.update_one(  # as the drift scan opens an episode (flag_drift)
         {"_id": "back"}, {"$set": {"drift_from_ms": epoch_ms(WENT_QUIET)}, "$inc": {"version": 1}}
     )
 
@@ -165,3 +166,29 @@ async def test_a_member_left_redelivered_after_its_erasure_failed_midway_finishe
     assert await e.store.idempotency.find({}).to_list(None) == []
     assert set((await e.store.standings(["vera"]))["vera"]) == {"_id", "erased", "version"}
     assert (await e.store.counters.totals())["hours"] == 0
+
+
+async def test_the_standings_write_and_the_drift_flag_write_nothing_until_a_commit_reads_them():
+    e = engagement_on_memory()
+    await e.store.ensure_indexes()
+    await e.store.standing.insert_one({"_id": "quiet", "level": "active", "version": 1})
+    drifting = MemberDrifting(member_id="quiet", level="active", last_active_at=WENT_QUIET,
+                              days_inactive=30)  # fmt: skip
+    uow = e.unit_of_work()
+
+    lost = uow.standings.write([StandingWrite("new", None, {"level": "participant"})])
+    opened = uow.standings.flag_drift("quiet", 1000, 5, new_event(drifting), version=1)
+    # Staged: nothing written, no outcome to read yet, nothing handed to the relay.
+    assert set(await e.store.standings(["quiet", "new"])) == {"quiet"}
+    assert "drift_from_ms" not in (await e.store.standings(["quiet"]))["quiet"]
+    with pytest.raises(RuntimeError, match="no outcome before the commit"):
+        _ = lost.result
+    assert e.relay.published() == []
+
+    # One commit makes both, in order; each outcome is read from it.
+    assert await uow.commit(opened) is True
+    assert lost.result == set()
+    standings = await e.store.standings(["quiet", "new"])
+    assert standings["new"]["level"] == "participant"
+    assert standings["quiet"]["drift_from_ms"] == 1000
+    assert [ev.type for ev in e.relay.published()] == ["member-drifting"]

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from services.engagement import contributions as rules
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.store import EngagementStore
 from shared.documents import Doc
 from shared.events import CloudEvent, EventData
-from shared.query import Collection
 from shared.store import is_duplicate_key
-from shared.uow import UnitOfWork
+from shared.uow import Step
 
 #: A fetched batch of events, each with its parsed data.
 Batch = list[tuple[CloudEvent, EventData]]
@@ -28,12 +28,12 @@ async def existing_post(store: EngagementStore, post_id: str) -> Doc:
     return rules.existing_post(await store.post(post_id), post_id)
 
 
-async def inserted(uow: UnitOfWork, coll: Collection, doc: Doc, events: list[CloudEvent]) -> bool:
-    """Insert a new document with its events, committing `uow` there (the outcome decides what
-    the use case answers); False when its id exists already (the same request again, its first
-    answer lost: the id comes from its Idempotency-Key)."""
+async def inserted(uow: EngagementUnitOfWork, insert: Step[None]) -> bool:
+    """Commit `uow` at the staged insert of a new document (the outcome decides what the use
+    case answers); False when its id exists already (the same request again, its first answer
+    lost: the id comes from its Idempotency-Key)."""
     try:
-        await uow.commit(uow.insert(coll, doc, events))
+        await uow.commit(insert)
     except Exception as exc:
         if is_duplicate_key(exc):
             return False

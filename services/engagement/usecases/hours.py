@@ -11,13 +11,13 @@ from datetime import date
 
 from services.engagement import attendance
 from services.engagement import contributions as rules
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.scoring import derived_event_id
 from services.engagement.store import EngagementStore
 from services.engagement.usecases.base import Batch, active_member, inserted
 from shared.clock import Clock
 from shared.documents import Doc
 from shared.events import Attended, CloudEvent, new_event
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -51,7 +51,7 @@ class Hours:
     """Volunteer hours: each recording, decision or batch of attendances one unit of work."""
 
     def __init__(
-        self, store: EngagementStore, unit_of_work: Callable[[], UnitOfWork], clock: Clock
+        self, store: EngagementStore, unit_of_work: Callable[[], EngagementUnitOfWork], clock: Clock
     ) -> None:
         self.store = store
         self.unit_of_work = unit_of_work
@@ -65,7 +65,7 @@ class Hours:
             entry = rules.hours_entry(
                 cmd.entry_id, cmd.member_id, cmd.hours, cmd.activity, cmd.date, cmd.note, now
             )
-            if not await inserted(uow, self.store.hours, entry, []):
+            if not await inserted(uow, uow.hours.insert(entry, [])):
                 entry = await self.store.hours_entry(cmd.entry_id) or entry
         return entry
 
@@ -80,12 +80,12 @@ class Hours:
             if cmd.request_record is not None:
                 # The kept response will show the member's entry: erasure must find it by the
                 # member (noted first, so that it exists whenever the record may: committed).
-                note = self.store.note_decision_request(uow, cmd.request_record, entry["member_id"])
+                note = uow.requests.note_decision_request(cmd.request_record, entry["member_id"])
                 await uow.commit(note)
             if entry["status"] == "pending":
                 decision, approved = rules.decide_hours(entry, cmd.by, cmd.status, cmd.reason, now)
                 events = [new_event(data, time=now) for data in approved]
-                step = self.store.decide_hours(uow, cmd.entry_id, decision, events)
+                step = uow.hours.decide(cmd.entry_id, decision, events)
                 if (await uow.commit(step)).modified_count == 1:
                     return {**entry, **decision}
                 entry = await self.store.hours_entry(cmd.entry_id) or entry
@@ -107,7 +107,7 @@ class Hours:
             return 0
         entries = await self._entries(attended)
         async with self.unit_of_work() as uow:
-            step = self.store.insert_hours(uow, entries)
+            step = uow.hours.insert_entries(entries)
         return len(entries) - len(step.refused)  # those made before are refused as duplicates
 
     async def _entries(

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from services.engagement import counted, domain, erasure
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.scoring import Copy, Scoring
 from services.engagement.standings import cohort
 from services.engagement.store import RANK_FIELDS, EngagementStore
 from services.engagement.usecases.base import Batch, Erase
 from shared.clock import Clock, epoch_ms, utcnow
 from shared.events import EventData, MemberJoined, MemberLeft, MemberUpdated
-from shared.uow import UnitOfWork
 
 log = logging.getLogger("sarafan.engagement")
 
@@ -28,7 +28,7 @@ class MemberEvents:
     def __init__(
         self,
         store: EngagementStore,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], EngagementUnitOfWork],
         scoring: Scoring,
         erase: Erase,
         clock: Clock,
@@ -116,16 +116,26 @@ class MemberEvents:
         """Forget an erased member here, and erase what our own stream says about them: the
         events whose subject is their id, and the post-created events of their posts (titles).
         Erased first: a retry after a failure finds the same posts still attributed. The
-        erasure's writes are staged in one unit of work, committed on leaving it: one that
-        fails before has written none of them (erasure.py)."""
+        erasure reads first, then stages its writes in one unit of work, committed on leaving
+        it: one that fails before has written none of them (erasure.py)."""
         post_ids = await erasure.post_ids_of(self.store, member_id)
         # None of these may be published after the erasure.
         await erasure.drop_post_events(self.store, post_ids)
         await self.erase("ENGAGEMENT", f"engagement.*.{member_id}")
         for post_id in post_ids:
             await self.erase("ENGAGEMENT", f"engagement.post-created.{post_id}")
+        decisions = await erasure.decision_requests_of(self.store, member_id)
+        deltas = await erasure.uncounted(self.store, member_id)
+        # In the order the commit makes them (erasure.py says why).
         async with self.unit_of_work() as uow:
-            await erasure.erase_member(self.store, uow, member_id)
+            uow.requests.forget(member_id, decisions)
+            uow.counters.count(deltas)
+            uow.posts.anonymise(member_id)
+            uow.hours.forget(member_id)
+            uow.standings.forget_returns(member_id)
+            # Last: the standing's tombstone says the erasure here is finished (a commit that
+            # failed before it leaves none, and the redelivered member-left erases again).
+            uow.standings.erase(member_id)
         log.info("erased member %s (%d post(s) anonymised)", member_id, len(post_ids))
 
 

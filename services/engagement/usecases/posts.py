@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from services.engagement import contributions as rules
 from services.engagement.contributions import Answer
+from services.engagement.repositories import EngagementUnitOfWork
 from services.engagement.store import EngagementStore
 from services.engagement.usecases.base import active_member, existing_post, inserted
 from shared.clock import Clock
 from shared.documents import Doc
 from shared.events import PostKind, new_event
-from shared.uow import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Posts:
     def __init__(
         self,
         store: EngagementStore,
-        unit_of_work: Callable[[], UnitOfWork],
+        unit_of_work: Callable[[], EngagementUnitOfWork],
         clock: Clock,
         reactions: Sequence[str] = rules.DEFAULT_REACTIONS,
     ) -> None:
@@ -80,7 +80,7 @@ class Posts:
             doc, created = rules.new_post(
                 cmd.post_id, author, cmd.kind, cmd.title, cmd.body, cmd.tags, now
             )
-            if not await inserted(uow, self.store.posts, doc, [new_event(created, time=now)]):
+            if not await inserted(uow, uow.posts.insert(doc, [new_event(created, time=now)])):
                 stored = await self.store.post(cmd.post_id)
                 if stored is not None:
                     return Posted(stored, author, created=False)
@@ -93,7 +93,7 @@ class Posts:
             post = await existing_post(self.store, cmd.post_id)
             author = await active_member(self.store, cmd.author_id)
             doc, added = rules.new_comment(cmd.comment_id, post, cmd.author_id, cmd.body, now)
-            if not await inserted(uow, self.store.comments, doc, [new_event(added, time=now)]):
+            if not await inserted(uow, uow.posts.insert_comment(doc, [new_event(added, time=now)])):
                 doc = await self.store.comment(cmd.comment_id) or doc
         return doc, author
 
@@ -110,7 +110,7 @@ class Posts:
             if existing is not None:
                 return rules.same_reaction(existing, reaction), False
             doc, added = rules.new_reaction(post, cmd.member_id, reaction, now)
-            if await inserted(uow, self.store.reactions, doc, [new_event(added, time=now)]):
+            if await inserted(uow, uow.posts.insert_reaction(doc, [new_event(added, time=now)])):
                 return doc, True
         twin = await self.store.reaction(doc["_id"])  # a concurrent request won the insert
         assert twin is not None
@@ -128,7 +128,7 @@ class Posts:
             if accepting.fields is None or accepting.event is None:
                 return accepting.answer  # this answer is accepted already: nothing changes
             event = new_event(accepting.event, time=now)
-            step = self.store.accept_answer(uow, cmd.post_id, accepting.fields, event)
+            step = uow.posts.accept_answer(cmd.post_id, accepting.fields, event)
             if (await uow.commit(step)).modified_count == 1:
                 return accepting.answer
         # Another request accepted an answer in between: the same one is fine, another is not.
