@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 
-from pymongo import InsertOne, ReturnDocument, UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 from pymongo.results import BulkWriteResult, DeleteResult, UpdateResult
 
@@ -40,68 +40,12 @@ from shared.outbox_layout import update_with_events as _update_with_events
 from shared.outbox_layout import with_events as _with_events
 from shared.outbox_layout import without_outbox
 from shared.outbox_port import Collection, Committed, Publisher, Written, WrittenBatch
+from shared.staged import Outcome, Step, Write
 from shared.store import only_duplicates
 
 T = TypeVar("T")
 
-
-class Write:
-    """One document's write with its events, for `UnitOfWork.bulk` (one bulk_write)."""
-
-    __slots__ = ("doc_id", "events", "op")
-
-    def __init__(self, op: InsertOne[Any] | UpdateOne, doc_id: Any, events: list[CloudEvent]):
-        self.op = op
-        self.doc_id = doc_id
-        self.events = events
-
-    @classmethod
-    def insert(cls, document: Mapping[str, Any], events: Iterable[CloudEvent] = ()) -> Write:
-        evs = list(events)
-        return cls(InsertOne(_with_events(document, evs)), document["_id"], evs)
-
-    @classmethod
-    def update(
-        cls,
-        doc_id: Any,
-        filter: Mapping[str, Any],
-        update: Mapping[str, Any],
-        events: Iterable[CloudEvent] = (),
-        *,
-        upsert: bool = False,
-    ) -> Write:
-        evs = list(events)
-        return cls(
-            UpdateOne(dict(filter), _update_with_events(update, evs), upsert=upsert), doc_id, evs
-        )
-
-
-class Step(Generic[T]):
-    """One write staged in a unit of work; its outcome is known once a commit has run it."""
-
-    __slots__ = ("_done", "_result", "_run", "refused")
-
-    def __init__(self, run: Callable[[], Awaitable[T]]) -> None:
-        self._run = run
-        self._done = False
-        self._result: T | None = None
-        #: Positions refused as duplicates (a bulk staged with `skip_duplicates`).
-        self.refused: list[int] = []
-
-    async def _execute(self) -> None:
-        self._result = await self._run()
-        self._done = True
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    @property
-    def result(self) -> T:
-        """What the write did (the driver's result); only after the commit that ran it."""
-        if not self._done:
-            raise RuntimeError("a staged write has no outcome before the commit that runs it")
-        return self._result  # type: ignore[return-value]
+__all__ = ["Outcome", "Repository", "Step", "UnitOfWork", "Write"]
 
 
 class UnitOfWork:

@@ -8,18 +8,16 @@ counters' deltas) and `uow.standings` (members' standings and their returns afte
 repository only stages (`shared.uow.Repository`): each method returns the staged step, made by
 the owner's commit, which also publishes the events the write carries; the use case commits
 where its next move depends on a write's outcome. Two outcomes are read the repository's way,
-and are `Outcome`s of the steps they stage: the standings' version-guarded bulk (`write`: which
-members lost the race) and the drift episode's two guards (`flag_drift`: whether this call
-opened it); `await uow.commit(outcome)` returns them. The repositories keep the store for its
-collections; plain reads, and the writes no use case's unit of work makes, stay on
+and are `shared.uow.Outcome`s of the steps they stage: the standings' version-guarded bulk
+(`write`: which members lost the race) and the drift episode's two guards (`flag_drift`: whether
+this call opened it); `await uow.commit(outcome)` returns them. The repositories keep the store
+for its collections; plain reads, and the writes no use case's unit of work makes, stay on
 `EngagementStore` (store.py says which).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
 
 from pymongo import ReplaceOne
 from pymongo.results import BulkWriteResult, UpdateResult
@@ -33,36 +31,7 @@ from shared.http import requests_of
 from shared.outbox_layout import FORGET_DEAD_EVENTS
 from shared.outbox_port import Publisher
 from shared.query import where
-from shared.uow import Repository, Step, UnitOfWork, Write
-
-T = TypeVar("T")
-
-
-async def _never_staged() -> None:
-    raise RuntimeError("an outcome is read from its steps; it is not staged itself")
-
-
-class Outcome(Step[T]):
-    """What staged writes come to, known once the commit that makes them has run (`await
-    uow.commit(outcome)` returns it): `read` of their steps' results. Not staged itself: its
-    `steps` are."""
-
-    __slots__ = ("_read", "_steps")
-
-    def __init__(self, read: Callable[[], T], *steps: Step[Any]) -> None:
-        super().__init__(_never_staged)  # type: ignore[arg-type]
-        self._read = read
-        self._steps = steps
-
-    @property
-    def done(self) -> bool:
-        return all(step.done for step in self._steps)
-
-    @property
-    def result(self) -> T:
-        if not self.done:
-            raise RuntimeError("a staged write has no outcome before the commit that runs it")
-        return self._read()
+from shared.uow import Outcome, Repository, Step, UnitOfWork, Write
 
 
 class _OfStore(Repository):
@@ -338,6 +307,3 @@ class EngagementUnitOfWork(UnitOfWork):
         self.requests: RequestsRepository = RequestsRepository(self, store)
         self.counters: CountersRepository = CountersRepository(self, store)
         self.standings: StandingsRepository = StandingsRepository(self, store)
-
-    async def __aenter__(self) -> EngagementUnitOfWork:
-        return self
