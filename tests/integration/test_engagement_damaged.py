@@ -12,7 +12,13 @@ from shared.events import PostCreated
 from shared.query import order_key
 from shared.store import epoch_ms
 from tests.helpers import wait_until
-from tests.integration.test_engagement_support import collect, engagement_of, join, publish
+from tests.integration.test_engagement_support import (
+    collect,
+    engagement_of,
+    join,
+    publish,
+    wait_points,
+)
 
 
 async def test_lists_leave_out_a_damaged_document_and_answer_the_rest(services, caplog):
@@ -113,6 +119,10 @@ async def test_a_damaged_standing_or_question_does_not_stop_the_periodic_jobs(se
             return levels == ["active", "active"]
 
         await wait_until(both_active, timeout=15, message="the members never became active")
+        # Every post scored (active comes after a few): a standing still being written when
+        # the scan runs loses its version guard and is flagged at the next scan, not this one.
+        for member in (first, second):
+            await wait_points(http, member, 50)
         old = epoch_ms(seen)
         await store.standing.insert_many(
             [
