@@ -40,8 +40,12 @@ deps:
 	     --no-install-recommends chromium >/dev/null; } \
 	  || echo "chromium unavailable: the check-in page's browser test will be skipped"
 
+# Two workers (pytest-xdist), each test file whole on one of them (`loadfile`: a module's
+# servers are started once): most tests wait on their servers, so two run in the time of one
+# on two cores. TEST_WORKERS=0 runs everything in this process, one test at a time.
+TEST_WORKERS ?= 2
 test: $(STAMP) deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The fast tests: rules, models, use cases with in-memory fakes; no server is started. Their
 # property tests run under the Hypothesis profile `unit` (tests/properties.py): a fifth of the
