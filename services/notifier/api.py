@@ -1,7 +1,7 @@
 """Notifier HTTP routes: a member's inbox and preferences, and the delivery log.
 
-Thin adapters: parse and bound the request, call the use case (`usecases.py`), map its errors
-and shape the answer.
+Thin adapters: parse and bound the request, call the use case (a method of `ctx.use_cases`,
+usecases.py), map its errors and shape the answer.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from services.notifier import usecases
 from services.notifier.context import NotifierContext, NotifierDep
 from services.notifier.domain import Preferences
 from services.notifier.usecases import MemberNotFound
@@ -112,7 +111,7 @@ async def inbox(
     A key bound to a member reads that member's inbox only.
     """
     member_id = acting_member(request, member_id)
-    page = await usecases.inbox(ctx.notifier, member_id, limit, _after(cursor))
+    page = await ctx.use_cases.inbox(member_id, limit, _after(cursor))
 
     def item(d: dict[str, Any]) -> InboxItem:
         title, body = page.text(d)
@@ -144,7 +143,7 @@ async def get_preferences(
     """The member's notification preferences (the defaults until they set any)."""
     member_id = acting_member(request, member_id)
     try:
-        prefs = await usecases.preferences(ctx.notifier, member_id)
+        prefs = await ctx.use_cases.preferences(member_id)
     except MemberNotFound as exc:
         raise _missing(exc) from None
     return MemberPreferences(member_id=member_id, **prefs.model_dump())
@@ -167,7 +166,7 @@ async def put_preferences(
     """
     member_id = acting_member(request, member_id)
     try:
-        chosen = await usecases.set_preferences(ctx.notifier, member_id, body)
+        chosen = await ctx.use_cases.set_preferences(member_id, body)
     except MemberNotFound as exc:
         raise _missing(exc) from None
     return MemberPreferences(member_id=member_id, **chosen.model_dump())
@@ -234,7 +233,7 @@ async def notifications(
 ) -> DeliveryLog:
     """The delivery log: every delivery on every channel, newest first."""
     filters = {"member_id": member_id, "status": status, "channel": channel}
-    docs = await usecases.delivery_log(ctx.notifier, filters, limit, _after(cursor))
+    docs = await ctx.use_cases.delivery_log(filters, limit, _after(cursor))
     return DeliveryLog(
         items=_readable(ctx, "deliveries", docs, Delivery.from_doc),
         next_cursor=_next_cursor(docs, limit),

@@ -24,7 +24,7 @@ from services.notifier.pacing import Pace
 from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore, NotifierUnitOfWork
 from services.notifier.unsubscribe import UnsubscribeLinks, mailbox, members_url
-from services.notifier.usecases import Notifier
+from services.notifier.usecases import NotifierUseCases
 from shared.bus import STREAMS, Bus
 from shared.clock import Clock, utcnow
 from shared.service import Composed, Runtime, create_app
@@ -213,9 +213,9 @@ def compose(
         runtime.skipped,
     )
     reminders = Reminders(store, fanout, runtime.metrics, settings.fanout_batch)
-    notifier = Notifier(store, fanout, runtime.bus, reminders)
+    use_cases = NotifierUseCases(store, fanout, runtime.bus, reminders)
     runtime.init_hooks.append(store.ensure_indexes)
-    runtime.subscribe(subscriptions, NotifierHandlers(notifier))
+    runtime.subscribe(subscriptions, NotifierHandlers(use_cases))
     runtime.jobs += [
         declare_sources(runtime.bus),
         closing(channels),
@@ -227,6 +227,6 @@ def compose(
         [api.router],
         title="Sarafan notifier",
         description="Fans messages out to members: in-app, email, webhook, telegram.",
-        context=NotifierContext(notifier, runtime.clock, runtime.skipped),
+        context=NotifierContext(use_cases, runtime.clock, runtime.skipped),
     )
     return Composed(app, store, NotifierJobs(dispatcher, reminders))

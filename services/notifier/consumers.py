@@ -1,4 +1,5 @@
-"""The notifier's event handlers: each event type it reads, and the use case that handles it.
+"""The notifier's event handlers: each event type it reads, and the use case that handles it
+(a method of `usecases.NotifierUseCases`, given to `NotifierHandlers` by `app.compose`).
 
 One line per subscription: a consumer is declared once by its stream, and each event type gets
 its handler with `@<consumer>.on(Type)`. The bus hands a consumer a whole fetched batch (after
@@ -9,8 +10,7 @@ import, a busy day) are projected and welcomed in bulk, and anything else keeps 
 
 from __future__ import annotations
 
-from services.notifier import activity_usecases, usecases
-from services.notifier.usecases import Notifier
+from services.notifier.usecases import NotifierUseCases
 from shared.events import (
     ActivityCancelled,
     ActivityChanged,
@@ -50,44 +50,44 @@ activities = subscriptions.consumer("notifier-activities", stream="ACTIVITIES")
 
 
 class NotifierHandlers:
-    def __init__(self, notifier: Notifier) -> None:
-        self.notifier = notifier
+    def __init__(self, use_cases: NotifierUseCases) -> None:
+        self.use_cases = use_cases
 
     @members.on(MemberJoined)
     async def welcome(self, run: Run[MemberJoined]) -> None:
-        await usecases.welcome(self.notifier, run)
+        await self.use_cases.welcome(run)
 
     @members.on(MemberUpdated)
     async def update_member(self, run: Run[MemberUpdated]) -> None:
         for _, data in run:
-            await usecases.update_member(self.notifier, data)
+            await self.use_cases.update_member(data)
 
     @members.on(MemberLeft)
     async def member_left(self, run: Run[MemberLeft]) -> None:
         for _, data in run:
-            await usecases.member_left(self.notifier, data)
+            await self.use_cases.member_left(data)
 
     @members.on(ReferralMade)
     @engagement.on(LevelChanged, CommentAdded, AnswerAccepted, MemberDrifting, QuestionUnanswered)
     @campaigns.on(CampaignStarted, MilestoneReached, CampaignEnded)
     async def notify(self, run: Run[EventData]) -> None:
-        await usecases.notify(self.notifier, run)
+        await self.use_cases.notify(run)
 
     @activities.on(SignedUp, SignUpChanged)
     async def signups_changed(self, run: Run[SignedUp | SignUpChanged]) -> None:
-        await activity_usecases.signups_changed(self.notifier, run)
+        await self.use_cases.signups_changed(run)
 
     @activities.on(ActivityPublished)
     async def activity_published(self, run: Run[ActivityPublished]) -> None:
         for event, data in run:
-            await activity_usecases.activity_published(self.notifier, event, data)
+            await self.use_cases.activity_published(event, data)
 
     @activities.on(ActivityChanged)
     async def activity_changed(self, run: Run[ActivityChanged]) -> None:
         for event, data in run:
-            await activity_usecases.activity_changed(self.notifier, event, data)
+            await self.use_cases.activity_changed(event, data)
 
     @activities.on(ActivityCancelled)
     async def activity_cancelled(self, run: Run[ActivityCancelled]) -> None:
         for event, data in run:
-            await activity_usecases.activity_cancelled(self.notifier, event, data)
+            await self.use_cases.activity_cancelled(event, data)

@@ -1,7 +1,8 @@
 """The notifier wired on in-memory fakes: its real store over `MemoryDatabase`, its real unit of
 work (`NotifierUnitOfWork`, owning its repositories) over a relay that only records what it is
 handed, a bus that records erasures, a channel
-that answers what it is told. For the use-case tests (tests/unit/test_notifier_usecases.py)."""
+that answers what it is told; its use cases (`NotifierUseCases`) as `notifier`. For the use-case
+tests (tests/unit/test_notifier_usecases.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.notifier.dispatcher import Dispatcher, DispatchSettings
 from services.notifier.fanout import Fanout, Limits
 from services.notifier.reminder_job import Reminders
 from services.notifier.store import NotifierStore, NotifierUnitOfWork
-from services.notifier.usecases import Notifier
+from services.notifier.usecases import NotifierUseCases
 from shared.metrics import Metrics
 from shared.skipped import SkippedDocuments
 from tests.fakes.memory import MemoryDatabase
@@ -68,7 +69,7 @@ class FakeNotifier:
     bus: RecordingBus
     clock: MovableClock
     metrics: Metrics
-    notifier: Notifier
+    notifier: NotifierUseCases
     handlers: Consumers
     dispatcher: Dispatcher
     channels: dict[str, ScriptedChannel]
@@ -108,7 +109,7 @@ def fake_notifier(*channels: ScriptedChannel, daily_budget: int = 5) -> FakeNoti
         dispatcher.wake,
         SkippedDocuments("notifier", metrics.registry),
     )
-    notifier = Notifier(store, fanout, bus, Reminders(store, fanout, metrics, 2))
+    notifier = NotifierUseCases(store, fanout, bus, Reminders(store, fanout, metrics, 2))
     return FakeNotifier(
         db,
         store,

@@ -116,7 +116,7 @@ async def test_a_fan_out_whose_process_died_midway_announces_each_delivery_once_
     await create_streams(nc, "CAMPAIGNS")
     settings = {"SARAFAN_NOTIFIER_FANOUT_BATCH": 250, "SARAFAN_ACK_WAIT_SECONDS": 2}
     async with services("notifier", **settings) as s:
-        store, fanout = s["notifier"].store, s["notifier"].app.state.context.notifier.fanout
+        store, fanout = s["notifier"].store, s["notifier"].app.state.context.use_cases.fanout
         await store.members.insert_many([projected(n) for n in range(1000)])
         # The process writes two batches, publishes nothing, and dies in the third.
         StoppedRelay(s["notifier"].runtime.relay)

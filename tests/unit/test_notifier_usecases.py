@@ -85,7 +85,7 @@ async def test_a_new_address_unblocks_its_channel_and_an_unchanged_one_does_not(
     uow.members.block_channel("m_1", "telegram", LEFT)
     await uow.commit()
     changes = {"contacts": {"email": "new@example.org", "telegram": "@m1"}, "region": "kazan"}
-    await usecases.update_member(f.notifier, MemberUpdated(member_id="m_1", changes=changes))
+    await f.notifier.update_member(MemberUpdated(member_id="m_1", changes=changes))
     doc = await f.store.member("m_1")
     assert doc["contacts"] == {"email": "new@example.org", "phone": None, "telegram": "@m1"}
     assert doc["region"] == "kazan"
@@ -95,10 +95,8 @@ async def test_a_new_address_unblocks_its_channel_and_an_unchanged_one_does_not(
 async def test_an_update_of_an_erased_member_brings_nothing_back() -> None:
     f = fake_notifier()
     await join(f, joined("m_1"))
-    await usecases.member_left(f.notifier, MemberLeft(member_id="m_1", erase=True, left_at=LEFT))
-    await usecases.update_member(
-        f.notifier, MemberUpdated(member_id="m_1", changes={"display_name": "Back"})
-    )
+    await f.notifier.member_left(MemberLeft(member_id="m_1", erase=True, left_at=LEFT))
+    await f.notifier.update_member(MemberUpdated(member_id="m_1", changes={"display_name": "Back"}))
     assert set(await f.store.member("m_1")) == {"_id", "status", "left_ms"}
 
 
@@ -121,7 +119,7 @@ async def test_a_member_who_left_has_waiting_pushes_cancelled() -> None:
     await join(f, joined("m_1"))
     [push] = await deliveries(f, channel="email")
     assert push["status"] == "pending"
-    await usecases.member_left(f.notifier, MemberLeft(member_id="m_1", left_at=LEFT))
+    await f.notifier.member_left(MemberLeft(member_id="m_1", left_at=LEFT))
     [push] = await deliveries(f, channel="email")
     assert (push["status"], push["last_error"]) == ("cancelled", "member left")
     assert (await f.store.member("m_1"))["status"] == "left"
@@ -172,18 +170,18 @@ async def test_a_campaign_reaches_only_its_consenting_audience_batch_by_batch() 
 async def test_member_events_are_refused_by_the_notice_path() -> None:
     f = fake_notifier()
     with pytest.raises(ValueError):
-        await usecases.notify(f.notifier, [pair(joined("m_1"))])
+        await f.notifier.notify([pair(joined("m_1"))])
 
 
 async def test_preferences_of_an_unknown_member_are_not_found_and_a_members_are_kept() -> None:
     f = fake_notifier()
     with pytest.raises(usecases.MemberNotFound):
-        await usecases.preferences(f.notifier, "m_nobody")
+        await f.notifier.preferences("m_nobody")
     await join(f, joined("m_1", welcome=False))
-    assert await usecases.preferences(f.notifier, "m_1") == Preferences()
+    assert await f.notifier.preferences("m_1") == Preferences()
     chosen = Preferences.model_validate({"channels": ["email"], "digest_hour": 9})
-    assert await usecases.set_preferences(f.notifier, "m_1", chosen) == chosen
-    assert await usecases.preferences(f.notifier, "m_1") == chosen
+    assert await f.notifier.set_preferences("m_1", chosen) == chosen
+    assert await f.notifier.preferences("m_1") == chosen
 
 
 async def test_the_inbox_renders_names_as_the_projection_has_them_now() -> None:
@@ -191,11 +189,11 @@ async def test_the_inbox_renders_names_as_the_projection_has_them_now() -> None:
     await join(f, joined("m_1", welcome=False, locale="en"), joined("m_2", welcome=False))
     comment = {**CommentAdded.example, "post_author_id": "m_1", "author_id": "m_2"}
     await f.handlers.on_engagement([pair(CommentAdded.model_validate(comment))])
-    page = await usecases.inbox(f.notifier, "m_1", 10, None)
+    page = await f.notifier.inbox("m_1", 10, None)
     [doc] = page.docs
     assert "Member m_2" in " ".join(page.text(doc))
-    await usecases.member_left(f.notifier, MemberLeft(member_id="m_2", erase=True, left_at=LEFT))
-    page = await usecases.inbox(f.notifier, "m_1", 10, None)
+    await f.notifier.member_left(MemberLeft(member_id="m_2", erase=True, left_at=LEFT))
+    page = await f.notifier.inbox("m_1", 10, None)
     assert "Member m_2" not in " ".join(page.text(page.docs[0]))
 
 
@@ -216,8 +214,8 @@ async def test_a_dead_address_fails_blocks_the_channel_and_falls_back() -> None:
     telegram = ScriptedChannel("telegram")
     f = fake_notifier(email, telegram)
     await join(f, joined("m_1", contacts={"email": "m_1@example.org", "telegram": "42"}))
-    await usecases.set_preferences(
-        f.notifier, "m_1", Preferences.model_validate({"channels": ["email", "telegram"]})
+    await f.notifier.set_preferences(
+        "m_1", Preferences.model_validate({"channels": ["email", "telegram"]})
     )
     await f.store.deliveries.delete_many({})
     await join(f, joined("m_1", contacts={"email": "m_1@example.org", "telegram": "42"}))
