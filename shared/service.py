@@ -60,11 +60,14 @@ StoreT = TypeVar("StoreT")
 ContextT = TypeVar("ContextT")
 
 
-def context_of(kind: type[ContextT]) -> Callable[[Request], ContextT]:
+def context_of(kind: type[ContextT]) -> Callable[[Request], Awaitable[ContextT]]:
     """The FastAPI dependency that gives a route its service's context (`create_app(...,
-    context=...)`), typed: `MembersDep = Annotated[Members, Depends(context_of(Members))]`."""
+    context=...)`), typed: `MembersDep = Annotated[Members, Depends(context_of(Members))]`.
+    A coroutine, so FastAPI calls it on the event loop: a plain function would be handed to
+    its thread pool, a thread hop on every request (3 % of the members service's samples
+    under a join load, py-spy; the join rate did not move measurably)."""
 
-    def dependency(request: Request) -> ContextT:
+    async def dependency(request: Request) -> ContextT:
         context = request.app.state.context
         if not isinstance(context, kind):
             raise TypeError(f"the app's context is {type(context).__name__}, not {kind.__name__}")
