@@ -65,7 +65,7 @@ def context_of(kind: type[ContextT]) -> Callable[[Request], Awaitable[ContextT]]
     context=...)`), typed: `MembersDep = Annotated[Members, Depends(context_of(Members))]`.
     A coroutine, so FastAPI calls it on the event loop: a plain function would be handed to
     its thread pool, a thread hop on every request (3 % of the members service's samples
-    under a join load, py-spy; the join rate did not move measurably)."""
+    in a profile under a join load; the join rate did not move measurably)."""
 
     async def dependency(request: Request) -> ContextT:
         context = request.app.state.context
