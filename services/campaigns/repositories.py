@@ -43,13 +43,19 @@ class CampaignsRepository(Repository):
     def transition(
         self,
         campaign_id: str,
-        condition: Doc,
+        statuses: Sequence[str],
         changes: Doc,
         events: list[CloudEvent],
+        *,
+        window_started_by_ms: int | None = None,
     ) -> Step[Doc | None]:
-        """Stage `changes`, applied only if the campaign still matches `condition`; exactly one
-        caller wins, and its events ride in the same single-document update (the outbox). The
-        step's outcome: the campaign after the change, or None for a caller that lost."""
+        """Stage `changes`, applied only if the campaign is still in one of `statuses` (and,
+        with `window_started_by_ms`, its window started by then); exactly one caller wins, and
+        its events ride in the same single-document update (the outbox). The step's outcome:
+        the campaign after the change, or None for a caller that lost."""
+        condition: Doc = {"status": statuses[0] if len(statuses) == 1 else {"$in": list(statuses)}}
+        if window_started_by_ms is not None:
+            condition["window_start_ms"] = {"$lte": window_started_by_ms}
         return self.uow.find_one_and_update(
             self.store.campaigns,
             where({"_id": campaign_id, **condition}),

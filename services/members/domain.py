@@ -246,13 +246,6 @@ class ProfileChange:
     def __bool__(self) -> bool:
         return bool(self.changes)
 
-    def update(self) -> dict[str, Any]:
-        """The MongoDB update of the member document."""
-        update: dict[str, Any] = {"$set": self.set_fields}
-        if self.unset_fields:
-            update["$unset"] = {f: "" for f in self.unset_fields}
-        return update
-
 
 def profile_change(
     current: Mapping[str, Any], requested: Mapping[str, Any], now: datetime

@@ -279,30 +279,34 @@ class MembersRepository(Repository):
         self,
         member_id: str,
         version: int,
-        change: Doc,
+        fields: Doc,
         events: list[CloudEvent],
-        guard: Doc | None = None,
+        *,
+        unset: Iterable[str] = (),
         current: Doc | None = None,
     ) -> StagedUpdate:
-        """Stage an update that lands only if nobody changed the member since `version`
-        (optimistic); the use case commits it and reads whether it matched.
+        """Stage the change of an active member's `fields` (and the removal of those named in
+        `unset`), landing only if nobody changed the member since `version` (optimistic) and
+        they are still active; the use case commits it and reads whether it matched.
 
         With `current` (the document the change was computed from), the listing entries
         follow: the new ones are staged before the member; the old ones are the update's
         `obsolete`, removed once it landed.
         """
+        change: Doc = {"$set": dict(fields)}
+        if gone := {name: "" for name in unset}:
+            change["$unset"] = gone
         before: dict[str, Doc] = {}
         after: dict[str, Doc] = {}
         if current is not None:
             before = listing.tag_entries(current)
             after = listing.tag_entries(_applied(current, change))
             self._refresh_entries([e for i, e in after.items() if i not in before])
-        update = {k: dict(v) for k, v in change.items()}
-        update.setdefault("$inc", {})["version"] = 1
-        flt = where({"_id": member_id, "version": version, **(guard or {})})
+        change["$inc"] = {"version": 1}
+        flt = where({"_id": member_id, "version": version, "status": "active"})
         return StagedUpdate(
-            self.uow.update(self.store.members, flt, update, events),
-            {"_id": member_id, **change.get("$set", {})},
+            self.uow.update(self.store.members, flt, change, events),
+            {"_id": member_id, **fields},
             [i for i in before if i not in after],
         )
 

@@ -258,9 +258,9 @@ class MemberUseCases:
                 staged = uow.members.update(
                     member_id,
                     version,
-                    change.update(),
+                    change.set_fields,
                     [event],
-                    guard={"status": "active"},
+                    unset=change.unset_fields,
                     current=doc,
                 )
                 if await self._landed(uow, staged):
@@ -312,9 +312,8 @@ class MemberUseCases:
                         uow.members.update(
                             member_id,
                             int(doc.get("version", 1)),
-                            {"$set": {"status": "left", "departure": domain.departure(now)}},
+                            {"status": "left", "departure": domain.departure(now)},
                             [event],
-                            guard={"status": "active"},
                             current=doc,
                         ),
                     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -184,11 +184,19 @@ class Lifecycle:
         return doc
 
     async def _transition(
-        self, campaign_id: str, condition: Doc, changes: Doc, events: list[CloudEvent]
+        self,
+        campaign_id: str,
+        statuses: Sequence[str],
+        changes: Doc,
+        events: list[CloudEvent],
+        *,
+        window_started_by_ms: int | None = None,
     ) -> Doc | None:
         # The next move depends on who won: committed here, its outcome read.
         async with self.unit_of_work() as uow:
-            step = uow.campaigns.transition(campaign_id, condition, changes, events)
+            step = uow.campaigns.transition(
+                campaign_id, statuses, changes, events, window_started_by_ms=window_started_by_ms
+            )
             return await uow.commit(step)
 
     async def start(
@@ -200,11 +208,9 @@ class Lifecycle:
         if doc["status"] != "scheduled":
             raise Conflict(campaign_id, doc["status"], "start")
         now_ms = epoch_ms(now)
-        condition: Doc = {"status": "scheduled"}
         if by_hand:
             window_start = min(int(doc["window_start_ms"]), now_ms)
         else:
-            condition["window_start_ms"] = {"$lte": now_ms}
             window_start = int(doc["window_start_ms"])
         changes: Doc = {"status": "active", "started_ms": now_ms, "window_start_ms": window_start}
         commitment = None
@@ -215,7 +221,13 @@ class Lifecycle:
             commitment = draw.commitment_of(secret)
             changes |= {"draw_secret": secret.hex(), "draw_commitment": commitment}
         started = started_event(doc, window_start, commitment)
-        after = await self._transition(campaign_id, condition, changes, [started])
+        after = await self._transition(
+            campaign_id,
+            ["scheduled"],
+            changes,
+            [started],
+            window_started_by_ms=None if by_hand else now_ms,
+        )
         if after is not None:
             log.info("campaign %s started (%s)", campaign_id, "by hand" if by_hand else "on time")
         return after
@@ -256,7 +268,7 @@ class Lifecycle:
             "ending": end,
         }
         ended = ended_event(rules, result, end, now_ms)
-        after = await self._transition(campaign_id, {"status": "active"}, changes, [ended])
+        after = await self._transition(campaign_id, ["active"], changes, [ended])
         if after is not None:
             _log_end(campaign_id, end, result, int(doc["window_end_ms"]) - now_ms)
         return after
@@ -268,7 +280,7 @@ class Lifecycle:
         if doc["status"] not in OPEN:
             raise Conflict(campaign_id, doc["status"], "cancel")
         changes = {"status": "cancelled", "cancelled_ms": epoch_ms(now)}
-        return await self._transition(campaign_id, {"status": {"$in": list(OPEN)}}, changes, [])
+        return await self._transition(campaign_id, OPEN, changes, [])
 
     async def tick(self, now: datetime | None = None) -> None:
         """Start what is due, end what is over (after the grace for events still in flight).
