@@ -3,8 +3,8 @@
 A delivery is one message to one member on one channel (docs/notifier.md, "Deliveries and the
 log"). Fan-out creates them (`inapp`, `push`, digest items); the dispatcher moves them on after
 each attempt (`sent`, `retry`, `deferred`, `cancelled`, `failed` and its `fallback`). Each
-function returns the document or the update, and the events the change announces; the unit of
-work writes both together.
+function returns the new document, or the fields an attempt changes, and the events the change
+announces; the unit of work writes both together (the store says it in MongoDB's words).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Occasion:
     correlationid: str
 
 
-#: An update and the events it raises.
+#: The fields a change sets and the events it raises.
 Change = tuple[Doc, list[CloudEvent]]
 #: A digest item: the member's digest delivery as it is created, the item's key, the item.
 DigestEntry = tuple[Doc, str, Doc]
@@ -205,7 +205,7 @@ def blocker(
 
 
 def cancelled(why: str = "member left") -> Doc:
-    return {"$set": {"status": "cancelled", "last_error": why}}
+    return {"status": "cancelled", "last_error": why}
 
 
 def expired(delivery: Doc, at: datetime) -> bool:
@@ -216,33 +216,29 @@ def expired(delivery: Doc, at: datetime) -> bool:
 
 
 def deferred(until: datetime, why: str) -> Doc:
-    return {"$set": {"status": "deferred", "deferred": why, "due_ms": epoch_ms(until)}}
+    return {"status": "deferred", "deferred": why, "due_ms": epoch_ms(until)}
 
 
 def retry(error: str, attempts: int, now: datetime, delay: float) -> Doc:
     """Due again after `delay` seconds."""
     return {
-        "$set": {
-            "status": "pending",
-            "due_ms": epoch_ms(now) + int(delay * 1000),
-            "last_error": error,
-            "attempts": attempts,
-        }
+        "status": "pending",
+        "due_ms": epoch_ms(now) + int(delay * 1000),
+        "last_error": error,
+        "attempts": attempts,
     }
 
 
 def sent(delivery: Doc, attempts: int, now: datetime) -> Change:
-    update = {
-        "$set": {
-            "status": "delivered",
-            # No rendered text is kept: the inbox and the log render it when read, so a
-            # member named in it and erased later is named nowhere.
-            "delivered_ms": epoch_ms(now),
-            "attempts": attempts,
-            "last_error": None,
-        }
+    fields = {
+        "status": "delivered",
+        # No rendered text is kept: the inbox and the log render it when read, so a member
+        # named in it and erased later is named nowhere.
+        "delivered_ms": epoch_ms(now),
+        "attempts": attempts,
+        "last_error": None,
     }
-    return update, [_sent_event(delivery, delivery.get("correlation_id"))]
+    return fields, [_sent_event(delivery, delivery.get("correlation_id"))]
 
 
 def failed(
@@ -259,16 +255,14 @@ def failed(
         ),
         correlation_id=delivery.get("correlation_id"),
     )
-    update = {
-        "$set": {
-            "status": "failed",
-            "last_error": error,
-            "attempts": attempts,
-            "failed_ms": epoch_ms(now),
-            "fallback": following,
-        }
+    fields = {
+        "status": "failed",
+        "last_error": error,
+        "attempts": attempts,
+        "failed_ms": epoch_ms(now),
+        "fallback": following,
     }
-    return update, [event]
+    return fields, [event]
 
 
 @dataclass(frozen=True)

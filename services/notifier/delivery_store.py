@@ -146,13 +146,13 @@ class DeliveryRecords:
         return await self.deliveries.find(where(claim=token), without_outbox()).to_list(None)
 
     def outcome(
-        self, delivery_id: str, token: str, update: Doc, events: Iterable[CloudEvent] = ()
+        self, delivery_id: str, token: str, fields: Doc, events: Iterable[CloudEvent] = ()
     ) -> Write:
-        """The write of an attempt's outcome (with the events it raises), guarded by the claim
-        token: it changes nothing if this worker no longer holds the claim. Written in groups by
-        the dispatcher (`Outcomes`), one bulk write each."""
-        update = {k: dict(v) for k, v in update.items()}
-        update.setdefault("$unset", {})["claim"] = ""
+        """The write of an attempt's outcome (the delivery's `fields` it changes, with the
+        events it raises), guarded by the claim token: it changes nothing if this worker no
+        longer holds the claim, and it releases the claim. Written in groups by the dispatcher
+        (`Outcomes`), one bulk write each."""
+        update = {"$set": dict(fields), "$unset": {"claim": ""}}
         return Write.update(
             delivery_id, where({"_id": delivery_id, "claim": token}), update, events
         )

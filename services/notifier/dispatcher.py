@@ -281,8 +281,8 @@ class Dispatcher:
     ) -> None:
         attempts = int(delivery.get("attempts", 0)) + 1
         if isinstance(outcome, Sent):
-            update, events = deliveries.sent(delivery, attempts, now)
-            await out.record(delivery["_id"], update, events)
+            fields, events = deliveries.sent(delivery, attempts, now)
+            await out.record(delivery["_id"], fields, events)
             self._count(delivery["channel"], "sent")
         elif isinstance(outcome, Retry) and attempts < self.settings.max_attempts:
             await self._retry(out, delivery, outcome.error, attempts, now, outcome.after)
@@ -337,8 +337,8 @@ class Dispatcher:
         self._count(delivery["channel"], "deferred")
 
     async def _expire(self, out: Outcomes, delivery: Doc) -> None:
-        update = deliveries.cancelled("expired: its deadline passed before it could be sent")
-        await out.record(delivery["_id"], update)
+        fields = deliveries.cancelled("expired: its deadline passed before it could be sent")
+        await out.record(delivery["_id"], fields)
         self._count(delivery["channel"], "expired")
 
     async def _failed(
@@ -363,8 +363,8 @@ class Dispatcher:
             # deterministic id keeps the fallback single.
             fallback = deliveries.fallback(delivery, member, way, now)
             await out.write_now(out.uow.deliveries.insert([fallback]))
-        update, events = deliveries.failed(delivery, error, attempts, now, way.channel)
-        await out.record(delivery["_id"], update, events)
+        fields, events = deliveries.failed(delivery, error, attempts, now, way.channel)
+        await out.record(delivery["_id"], fields, events)
         self._count(channel, "failed")
         then = f"; falling back to {way.channel}" if way.channel else ""
         log.warning("%s to %s failed for good (%s)%s", channel, delivery["member_id"], error, then)

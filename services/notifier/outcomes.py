@@ -39,9 +39,11 @@ class Outcomes:
         self._since = time.monotonic()
 
     async def record(
-        self, delivery_id: str, update: dict[str, Any], events: Iterable[CloudEvent] = ()
+        self, delivery_id: str, fields: dict[str, Any], events: Iterable[CloudEvent] = ()
     ) -> None:
-        self._waiting.append(self.store.outcome(delivery_id, self.token, update, events))
+        """Stage the outcome of one attempt: the delivery's `fields` it changes, with the
+        events it raises."""
+        self._waiting.append(self.store.outcome(delivery_id, self.token, fields, events))
         if len(self._waiting) >= GROUP or time.monotonic() - self._since >= GROUP_SECONDS:
             await self.flush()
 

@@ -98,12 +98,6 @@ class MemberChange:
     set: dict[str, Any]
     unset: dict[str, str] = field(default_factory=dict)
 
-    def update(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"$set": self.set}
-        if self.unset:
-            body["$unset"] = self.unset
-        return body
-
 
 def updated(current: Mapping[str, Any], changes: Mapping[str, Any]) -> MemberChange:
     """The change member-updated makes to the stored member `current`.

@@ -146,7 +146,10 @@ class NotifierStore(DeliveryRecords, ActivityRecords):
 
     async def update_member(self, member_id: str, change: MemberChange) -> None:
         # Guarded: an erasure that lands between the caller's read and this write wins.
-        await self.members.update_one(where({"_id": member_id, **NOT_ERASED}), change.update())
+        update: Doc = {"$set": change.set}
+        if change.unset:
+            update["$unset"] = change.unset
+        await self.members.update_one(where({"_id": member_id, **NOT_ERASED}), update)
 
     async def project_levels(self, levels: dict[str, str]) -> None:
         """Each member's level in one round trip (member id -> level).
