@@ -194,6 +194,11 @@ class ActivitiesStore:
         fields = {"shift_id": 1, "status": 1, "starts_ms": 1, "ends_ms": 1, "created_ms": 1}
         return await self.signups.find(query, fields).to_list(None)
 
+    async def signup_ids_of(self, member_id: str) -> list[str]:
+        """The ids of every sign-up the member ever made (an erasure anonymises them all)."""
+        found = self.signups.find(where(member_id=member_id), {"_id": 1})
+        return [d["_id"] async for d in found]
+
     async def first_waitlisted(self, shift_id: str) -> Doc | None:
         query = where(shift_id=shift_id, status="waitlisted", ticket={"$gt": 0})
         found = self.signups.find(query, {"attempt": 1, "ticket": 1}).sort([("ticket", 1)])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.members import importer, usecases
+from services.members import domain, importer, usecases
 from services.members.store import ContactTaken, MembersRepository
 from services.members.violations import RuleViolation
 from shared.outbox_port import Committed
@@ -324,3 +324,97 @@ async def test_an_import_waits_until_each_chunks_events_are_handed_over(m):
     report = await m.use_cases().import_members(command, may_grant=False)
     assert report.created == 2 and len(m.relay.of_type("member-joined")) == 2
     assert m.relay.waits == [(True, ["members"])]  # one chunk: one publish, awaited
+
+
+# -- races: the guards and unique values the use cases rely on ----------------------------------
+
+
+def _another_write_after_reading(m: MembersOnMemory, monkeypatch, write, read="get") -> None:
+    """The use case's first read of a member is followed by `write` (another request) before
+    its own write: it read a version that is gone."""
+    real_get = getattr(m.store, read)
+    pending = [write]
+
+    async def read_then_lose_the_race(member_id: str) -> Any:
+        doc = await real_get(member_id)
+        if pending:
+            await pending.pop()()
+        return doc
+
+    monkeypatch.setattr(m.store, read, read_then_lose_the_race)
+
+
+async def test_a_change_that_lost_the_version_race_reads_again_and_lands_after_the_other(
+    m, monkeypatch
+):
+    anna = await join(m)
+    _another_write_after_reading(
+        m, monkeypatch, lambda: change(m, anna["_id"], display_name="Anna K")
+    )
+    after = await change(m, anna["_id"], region="kazan")
+    assert after["version"] == 3 and after["display_name"] == "Anna K"
+    assert after["region"] == "kazan"
+    assert [e.data["changes"] for e in m.relay.of_type("member-updated")] == [
+        {"display_name": "Anna K"},
+        {"region": "kazan"},
+    ]
+
+
+async def test_a_change_racing_the_members_leaving_never_lands_on_the_left_member(m, monkeypatch):
+    anna = await join(m)
+    _another_write_after_reading(m, monkeypatch, lambda: leave(m, anna["_id"]))
+    with pytest.raises(usecases.MemberClosed):
+        await change(m, anna["_id"], region="kazan")
+    stored = await m.member(anna["_id"])
+    assert stored["status"] == "left" and stored["region"] == "moscow"
+    assert m.relay.of_type("member-updated") == []
+
+
+async def test_a_join_whose_referral_code_collides_draws_another_and_keeps_its_entries(
+    m, monkeypatch
+):
+    anna = await join(m)
+    codes = iter([anna["referral_code"], "BCDFGHJ"])
+    monkeypatch.setattr(domain, "new_referral_code", lambda: next(codes))
+    boris = await join(m, email="boris@example.org")
+    assert boris["referral_code"] == "BCDFGHJ"
+    assert (await m.member(boris["_id"]))["referral_code"] == "BCDFGHJ"
+    assert {e["member_id"] for e in m.db["member_tags"].documents()} == {
+        anna["_id"],
+        boris["_id"],
+    }
+    assert m.relay.types() == ["member-joined", "member-joined"]
+
+
+async def test_an_import_row_refused_as_existing_does_not_stop_the_rows_after_it(m):
+    await join(m, email="known@example.org")
+    report = await m.use_cases().import_members(
+        usecases.ImportCommand(
+            _rows("known@example.org", "vera@example.org", "ivan@example.org"),
+            importer.JSONL,
+            file_id="f1",
+            welcome=False,
+        ),
+        may_grant=False,
+    )
+    assert (report.created, report.existing, report.rejected) == (2, 1, 0)
+    imported = m.relay.of_type("member-joined")[1:]
+    assert sorted(e.data["contacts"]["email"] for e in imported) == [
+        "ivan@example.org",
+        "vera@example.org",
+    ]
+
+
+async def test_an_erasure_racing_a_change_reads_again_and_its_tombstone_holds_nothing_of_it(
+    m, monkeypatch
+):
+    anna = await join(m)
+    _another_write_after_reading(
+        m, monkeypatch, lambda: change(m, anna["_id"], display_name="Anna K"), read="get_whole"
+    )
+    await leave(m, anna["_id"], erase=True)
+    tomb = await m.member(anna["_id"])
+    assert tomb["status"] == "erased" and tomb["version"] == 3
+    assert "display_name" not in tomb and m.erased == [anna["_id"]]
+    # The change's event was never published and names her: it went with the profile.
+    assert [e["type"] for e in tomb["outbox"].values()] == ["member-left"]

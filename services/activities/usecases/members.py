@@ -23,7 +23,6 @@ from services.activities.store import ActivitiesStore, ActivitiesUnitOfWork
 from services.activities.usecases.ledger import Ledger
 from shared.clock import epoch_ms
 from shared.events import EventData, MemberLeft
-from shared.query import where
 
 log = logging.getLogger("sarafan.activities")
 
@@ -70,9 +69,7 @@ class MembersFollower:
             await self.forget(member_id)
 
     async def forget(self, member_id: str) -> None:
-        ids = [
-            d["_id"] async for d in self.store.signups.find(where(member_id=member_id), {"_id": 1})
-        ]
+        ids = await self.store.signup_ids_of(member_id)
         await self.store.drop_pending_events(ids, MEMBER_EVENTS)  # straight: before the purge
         await self.erase("ACTIVITIES", f"activities.*.{member_id}")
         # One commit on leaving, in this order: every sign-up anonymised, then the names kept
