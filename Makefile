@@ -40,11 +40,11 @@ deps:
 	     --no-install-recommends chromium >/dev/null; } \
 	  || echo "chromium unavailable: the check-in page's browser test will be skipped"
 
-# One test at a time by default (what CI runs). `make test TEST_WORKERS=2` runs two
-# pytest-xdist workers, each test file whole on one of them (`loadfile`: a module's servers
-# start once): about 9 minutes instead of 15 on two cores, but not yet reliable (CONTRIBUTING,
-# "Tests"), so not the default.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers by default (what CI runs), each test file whole on one of them
+# (`loadfile`: a module's servers start once): 9 to 10 minutes on two cores, against about 14
+# for one process (`make test TEST_WORKERS=0`). Each worker's servers take their ports from
+# their own slice of SARAFAN_PORT_RANGE (tests/conftest.py; CONTRIBUTING, "Tests").
+TEST_WORKERS ?= 2
 test: $(STAMP) deps
 	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sarafan.mongo_checks import LOCALHOST, mongo_ping
+from sarafan.ports import free_port as free_port  # re-exported: tests and benchmarks pick here
+from sarafan.ports import free_ports_in_a_row as free_ports_in_a_row
+from sarafan.ports import listens_on
+from sarafan.ports import port_is_free as port_is_free
 
 POLL_INTERVAL = 0.05
 
@@ -43,34 +47,6 @@ def find_executable(name: str) -> str:
         f"{name} not found next to {sys.executable} nor on PATH "
         "(it comes with the project's `embedded` extra, which `make run` installs)"
     )
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS may hand it out again later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports_in_a_row(count: int) -> int:
-    """The first of `count` consecutive ports nobody listens on right now (one nx-27017 per
-    service listens on a run of ports from SARAFAN_MONGO_PORT)."""
-    for _ in range(100):
-        first = free_port()
-        if first + count < 65536 and all(port_is_free(first + i) for i in range(count)):
-            return first
-    raise OSError(f"no {count} free ports in a row")
-
-
-def port_is_free(port: int, host: str = LOCALHOST) -> bool:
-    """True when nothing listens on the port (SO_REUSEADDR ignores sockets in TIME_WAIT)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def tcp_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -166,6 +142,9 @@ class Child:
     env: Mapping[str, str] = field(default_factory=dict)  # added to the parent's environment
     cwd: Path | None = None
     ready_check: Callable[[], bool] | None = None
+    # The ports the child listens on: it is ready only once it holds them itself (Linux), not
+    # while another process that got there first answers its ready check.
+    ports: Sequence[int] = ()
     # Files the child refuses to start over after a crash (nx-27017's pid file).
     stale_files: Sequence[Path] = ()
     # Linux: SIGTERM the child when the thread that started it exits (the parent process
@@ -265,9 +244,9 @@ class Child:
                 raise ChildExited(
                     f"{self.name} exited with code {code} while starting; see {self.log_path}"
                 )
-            # Re-check the exit after a success: another server on the same port would
-            # answer for a child that failed to bind.
-            if check() and self.exit_code is None:
+            # Another server on the same port would answer for a child that is about to fail
+            # to bind it (or did): ready means the child holds its ports and still runs.
+            if check() and self._holds_ports() and self.exit_code is None:
                 return
             if abort is not None and abort():
                 raise Aborted(f"stopped while waiting for {self.name}")
@@ -276,6 +255,10 @@ class Child:
                     f"{self.name} was not ready within {timeout:.0f}s; see {self.log_path}"
                 )
             time.sleep(0.1)
+
+    def _holds_ports(self) -> bool:
+        pid = self.pid
+        return pid is not None and all(listens_on(pid, port) for port in self.ports)
 
     def _exited(self) -> bool:
         # Peek with WNOWAIT: the zombie keeps its pid (our pgid) reserved until _reap().
@@ -330,6 +313,7 @@ def nats_child(data_dir: Path, port: int, http_port: int, accounts: str | None =
         argv=[find_executable("nats-server"), "-c", str(config)],
         log_path=data_dir / "logs" / "nats-server.log",
         ready_check=lambda: tcp_accepts(LOCALHOST, port) and http_ok(health),
+        ports=(port, http_port),
     )
 
 
@@ -369,6 +353,7 @@ def mongo_child(data_dir: Path, port: int, journal: str = "wal", name: str = "nx
         argv=[find_executable("nx-27017"), *(part for pair in options.items() for part in pair)],
         log_path=data_dir / "logs" / f"{name}.log",
         ready_check=lambda: tcp_accepts(LOCALHOST, port) and mongo_ping(port),
+        ports=(port,),
         # After a SIGKILL the pid file stays; if its pid is reused nx-27017 refuses to start.
         stale_files=(pid_file,),
     )

@@ -224,6 +224,7 @@ class Stack:
             },
             # Up means the events flow too (readiness alone does not wait for NATS).
             ready_check=lambda: service_flowing(url),
+            ports=(port,),
         )
 
     def _start_and_wait(self, children: list[Child], timeout: float) -> None:

@@ -9,11 +9,36 @@ from pathlib import Path
 import pytest
 
 from sarafan.embedded import LOCALHOST, Child, ChildExited, free_port, mongo_child, nats_child
+from sarafan.ports import PORT_RANGE, port_range
 from tests import properties, query_plans
 
 # The Hypothesis profiles (`make unit` selects `unit` with `--hypothesis-profile=unit`), here so
 # that they exist before pytest loads the one asked for.
 properties.register_profiles()
+
+# The ports this session's servers listen on come from its own slice of a range below the OS's
+# ephemeral ports (32768-60999 on Linux, where every outgoing connection takes its local port):
+# neither another pytest-xdist worker nor a connection can take one between its pick and its
+# bind. Set here, before any port is picked, so the processes tests start (`sarafan up`)
+# inherit it; a range given in the environment is sliced instead.
+TEST_PORTS = range(20000, 32000)
+
+
+def worker_ports(ports: range, worker: str | None, workers: str | None) -> str:
+    """The `low-high` slice of `ports` for pytest-xdist worker `worker` (`gw1`) of `workers`;
+    the whole of it outside xdist."""
+    count = int(workers or 1)
+    index = int((worker or "gw0").removeprefix("gw")) % count
+    size = len(ports) // count
+    first = ports[0] + index * size
+    return f"{first}-{first + size - 1}"
+
+
+os.environ[PORT_RANGE] = worker_ports(
+    port_range() or TEST_PORTS,
+    os.environ.get("PYTEST_XDIST_WORKER"),
+    os.environ.get("PYTEST_XDIST_WORKER_COUNT"),
+)
 
 # Every MongoDB client created from here on reports its commands to the query-plan recorder,
 # whose test (tests/integration/test_query_plans.py) runs last and fails on a full scan.

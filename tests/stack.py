@@ -73,9 +73,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"{what} within {timeout}s")
 
 
-@contextmanager
-def sarafan_up(tmp: Path, servers_only: bool = False) -> Iterator[UpStack]:
-    """`sarafan up` in `tmp/home`; with `servers_only`, nats-server and nx-27017 alone."""
+class PortsTaken(RuntimeError):
+    """`sarafan up` stopped because a port picked for it was taken before it bound it."""
+
+
+def _ports_taken(up_log: str, home: Path) -> bool:
+    if "ports already in use" in up_log:  # the supervisor's check before it starts anything
+        return True
+    child_logs = (home / "logs").glob("*.log")  # a child that lost the race to bind
+    return any(
+        "address already in use" in p.read_text(errors="replace").lower() for p in child_logs
+    )
+
+
+def _launch(tmp: Path, servers_only: bool) -> UpStack:
     ports = {
         "SARAFAN_NATS_PORT": free_port(),
         "SARAFAN_NATS_HTTP_PORT": free_port(),
@@ -88,38 +99,75 @@ def sarafan_up(tmp: Path, servers_only: bool = False) -> Iterator[UpStack]:
         "SARAFAN_HOME": str(tmp / "home"),
         "SARAFAN_API_TOKEN": TOKEN,
     }
-    tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / "up.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sarafan.cli", "up", *(["--servers-only"] if servers_only else [])],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    stack = UpStack(proc, env, tmp / "home", log_path)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sarafan.cli",
+                "up",
+                *(["--servers-only"] if servers_only else []),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return UpStack(proc, env, tmp / "home", log_path)
+
+
+def _wait_ready(stack: UpStack, servers_only: bool) -> None:
+    proc, log_path = stack.proc, stack.log
 
     def ready() -> bool:
+        if proc.poll() is not None and _ports_taken(log_path.read_text(), stack.home):
+            raise PortsTaken(log_path.read_text()[-3000:])
         assert proc.poll() is None, log_path.read_text()[-3000:]
         if servers_only:
             return "sarafan is up:" in log_path.read_text(errors="replace")
         return all(service_flowing(stack.url(n)) for n in SERVICES)
 
+    wait_for(ready, 120, "sarafan up was not ready")
+
+
+def _stop(stack: UpStack) -> None:
+    proc = stack.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # The supervisor stops its children; make sure by their recorded pids, never by name.
+    for pidfile in (stack.home / "pids").glob("*.pid"):
+        pid = int(pidfile.read_text().strip() or 0)
+        if pid and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextmanager
+def sarafan_up(tmp: Path, servers_only: bool = False, attempts: int = 3) -> Iterator[UpStack]:
+    """`sarafan up` in `tmp/home`; with `servers_only`, nats-server and nx-27017 alone.
+
+    A port free when picked may be taken before the stack binds it (outside the tests' port
+    range, tests/conftest.py, by anything else on the machine): `sarafan up` then stops at
+    once, and is started again in the same home on new ports, up to `attempts` times."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, attempts + 1):
+        stack = _launch(tmp, servers_only)
+        try:
+            _wait_ready(stack, servers_only)
+            break
+        except PortsTaken:
+            _stop(stack)
+            if attempt == attempts:
+                raise
+        except BaseException:
+            _stop(stack)
+            raise
     try:
-        wait_for(ready, 120, "sarafan up was not ready")
         yield stack
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # The supervisor stops its children; make sure by their recorded pids, never by name.
-        for pidfile in (stack.home / "pids").glob("*.pid"):
-            pid = int(pidfile.read_text().strip() or 0)
-            if pid and pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        log.close()
+        _stop(stack)

@@ -50,7 +50,9 @@ async def test_two_replicas_start_and_end_a_campaign_by_itself_exactly_once(
             SARAFAN_CAMPAIGNS_SCHEDULER_SECONDS=0.2,
             SARAFAN_CAMPAIGNS_END_GRACE_SECONDS=0,
         )
-        now = utcnow()
+        # A quarter past the next second, so neither starts_at nor ends_at falls on a whole
+        # second: one is written without a fraction ("…10Z"), which sorts after "…10.2Z".
+        now = utcnow().replace(microsecond=250_000) + timedelta(seconds=1)
         r = await a.http.post(
             "/v1/campaigns",
             json=campaign_body(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.helpers import wait_until
@@ -131,7 +132,13 @@ async def test_patch_emits_member_updated_with_exactly_the_changed_fields(servic
     seen, sub = await _collect(nc)
     async with services("members") as s:
         http = s["members"].http
+        # The join a second back, at half past: a time on a whole second is written without a
+        # fraction ("…08Z"), which sorts before a later one of the same second ("…08.014000Z").
+        s["members"].clock.at(
+            (datetime.now(UTC) - timedelta(seconds=1)).replace(microsecond=500_000)
+        )
         member = (await http.post("/v1/members", json=join_body(region="moscow"))).json()
+        s["members"].clock.reset()
         mid = member["member_id"]
         r = await http.patch(
             f"/v1/members/{mid}",
