@@ -157,6 +157,15 @@ async def total(collection: Collection, fields: Mapping[str, Any], field: str) -
 MS_DIGITS = 13
 
 
+def setting(fields: Mapping[str, Any], unset: Iterable[str] = ()) -> Doc:
+    """The update that sets `fields` and removes the fields named in `unset` (no `$unset` when
+    there are none: an empty one is an error on MongoDB)."""
+    update: Doc = {"$set": dict(fields)}
+    if gone := dict.fromkeys(unset, ""):
+        update["$unset"] = gone
+    return update
+
+
 def order_key(ms: int, ident: str) -> str:
     """`<epoch ms, 13 digits>:<id>`: sorts by time, then id; unique when the id is."""
     return f"{max(int(ms), 0):0{MS_DIGITS}d}:{ident}"

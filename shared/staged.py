@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from pymongo import InsertOne, UpdateOne
+from pymongo import InsertOne, ReplaceOne, UpdateOne
 
 from shared.events import CloudEvent
 from shared.outbox_layout import update_with_events as _update_with_events
@@ -21,7 +21,12 @@ class Write:
 
     __slots__ = ("doc_id", "events", "op")
 
-    def __init__(self, op: InsertOne[Any] | UpdateOne, doc_id: Any, events: list[CloudEvent]):
+    def __init__(
+        self,
+        op: InsertOne[Any] | UpdateOne | ReplaceOne[Any],
+        doc_id: Any,
+        events: list[CloudEvent],
+    ):
         self.op = op
         self.doc_id = doc_id
         self.events = events

@@ -30,7 +30,7 @@ from shared.events import CloudEvent
 from shared.http import requests_of
 from shared.outbox_layout import FORGET_DEAD_EVENTS
 from shared.outbox_port import Publisher
-from shared.query import where
+from shared.query import setting, where
 from shared.uow import Outcome, Repository, Step, UnitOfWork, Write
 
 
@@ -217,9 +217,7 @@ class StandingsRepository(_OfStore):
         for w in writes:
             guard: Doc = {"_id": w.member_id}
             guard["version"] = {"$exists": False} if w.version is None else w.version
-            update: Doc = {"$set": {**w.fields, "version": (w.version or 0) + 1}}
-            if w.unset:
-                update["$unset"] = {f: "" for f in w.unset}
+            update = setting({**w.fields, "version": (w.version or 0) + 1}, w.unset)
             ops.append(Write.update(w.member_id, guard, update, w.events, upsert=True))
         step = self.uow.bulk(self.store.standing, ops, skip_duplicates=True)
         return Outcome(lambda: {writes[i].member_id for i in step.refused}, step)
@@ -293,7 +291,7 @@ class StandingsRepository(_OfStore):
         bulk of one `ReplaceOne` upsert, the write this always was; the unit of work's
         `replace` does not insert.)"""
         tombstone = ReplaceOne({"_id": member_id}, {"erased": 1, "version": 2**31}, upsert=True)
-        erased = Write(tombstone, member_id, [])  # type: ignore[arg-type]
+        erased = Write(tombstone, member_id, [])
         return self.uow.bulk(self.store.standing, [erased])
 
 

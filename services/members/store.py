@@ -44,7 +44,7 @@ from shared.outbox_layout import (
     unchanged_pending,
 )
 from shared.outbox_port import Publisher
-from shared.query import where
+from shared.query import setting, where
 from shared.uow import Repository, Step, UnitOfWork, Write
 
 
@@ -293,9 +293,7 @@ class MembersRepository(Repository):
         follow: the new ones are staged before the member; the old ones are the update's
         `obsolete`, removed once it landed.
         """
-        change: Doc = {"$set": dict(fields)}
-        if gone := {name: "" for name in unset}:
-            change["$unset"] = gone
+        change = setting(fields, unset)
         before: dict[str, Doc] = {}
         after: dict[str, Doc] = {}
         if current is not None:
@@ -347,9 +345,7 @@ class MembersRepository(Repository):
         # Only what changes is set: a date `$set` by a top-level path would be stored as a
         # string on nx-27017 (joined_at stays as it was inserted).
         changed = {k: v for k, v in tomb.items() if k not in member or member[k] != v}
-        update: Doc = {"$set": changed}
-        if gone := {k: "" for k in member if k not in tomb}:
-            update["$unset"] = gone
+        update = setting(changed, (k for k in member if k not in tomb))
         events = [CloudEvent.model_validate(e) for e in pending_events(tomb)]
         return self.uow.bulk(
             self.store.members, [Write(UpdateOne(guard, update), tomb["_id"], events)]

@@ -36,7 +36,7 @@ from shared.clock import epoch_ms
 from shared.documents import Doc
 from shared.http import forget_requests_of
 from shared.outbox_port import Publisher
-from shared.query import by_ids, where
+from shared.query import by_ids, setting, where
 from shared.store import only_duplicates
 from shared.uow import Repository, Step, UnitOfWork
 
@@ -146,9 +146,7 @@ class NotifierStore(DeliveryRecords, ActivityRecords):
 
     async def update_member(self, member_id: str, change: MemberChange) -> None:
         # Guarded: an erasure that lands between the caller's read and this write wins.
-        update: Doc = {"$set": change.set}
-        if change.unset:
-            update["$unset"] = change.unset
+        update = setting(change.set, change.unset)
         await self.members.update_one(where({"_id": member_id, **NOT_ERASED}), update)
 
     async def project_levels(self, levels: dict[str, str]) -> None:

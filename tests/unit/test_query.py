@@ -17,6 +17,7 @@ from shared.query import (
     descending_number,
     encode_cursor,
     order_key,
+    setting,
     where,
 )
 
@@ -105,3 +106,9 @@ def test_offset_cursors_are_plain_bounded_digits() -> None:
     for bad in ("-1", "1e3", "9" * 30, "²"):
         with pytest.raises(InvalidCursor):
             decode_offset(bad)
+
+
+def test_setting_sets_the_fields_and_unsets_only_when_some_are_named():
+    assert setting({"a": 1}) == {"$set": {"a": 1}}
+    assert setting({"a": 1}, ["b", "c"]) == {"$set": {"a": 1}, "$unset": {"b": "", "c": ""}}
+    assert setting({}, iter(["b"])) == {"$set": {}, "$unset": {"b": ""}}
